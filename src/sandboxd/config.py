@@ -1,0 +1,83 @@
+"""Typed settings for every sandboxd process, read from SANDBOXD_* variables and validated at start."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SANDBOXD_", extra="ignore")
+
+    # Where everything lives: templates, sandbox upper dirs, sockets, the SQLite database.
+    data_dir: Path = Path("/var/lib/sandboxd")
+
+    # Built template images; shared between data dirs (tests point many data dirs at one image store).
+    templates_path: Path | None = None
+
+    # Control plane and gateway.
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    gateway_port: int | None = Field(None, ge=1, le=65535)  # default: port + 1
+    public_host: str | None = None  # URL clients use to reach the gateway; default http://{host}:{gateway_port}
+    database_url: str | None = None  # default: sqlite in data_dir
+    api_key: SecretStr | None = None  # first admin key on a fresh install
+    jwt_secret: SecretStr | None = None  # default: generated once and kept in data_dir
+    token_ttl_seconds: int = Field(24 * 3600 + 3600, ge=3600)
+    default_timeout_seconds: int = Field(3600, ge=1)
+    max_sandboxes: int = Field(500, ge=1)
+    rate_limit_per_minute: int = Field(6000, ge=1)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+    # Runtime.
+    backend: str = "crun"  # crun | runc | fake
+    uid_base: int = Field(100000, ge=1)  # host uid that maps to uid 0 in every sandbox
+    uid_count: int = Field(65536, ge=1024)
+    default_vcpu: float = Field(1.0, gt=0)
+    default_memory_mb: int = Field(1024, ge=64)
+    default_disk_mb: int = Field(2048, ge=64)
+    default_pids: int = Field(1024, ge=16)
+
+    # Monitoring.
+    sample_interval_seconds: float = Field(1.0, gt=0)
+    metrics_retention_seconds: int = Field(7 * 24 * 3600, ge=60)
+    webhook_allow_private: bool = False
+    per_sandbox_prometheus: bool = False
+
+    # Warm pools: "template=count,template=count".
+    pool: str = ""
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def effective_gateway_port(self) -> int:
+        return self.gateway_port or self.port + 1
+
+    @property
+    def effective_public_host(self) -> str:
+        if self.public_host:
+            return self.public_host.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.effective_gateway_port}"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'sandboxd.db'}"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.templates_path or self.data_dir / "templates"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        return self.data_dir / "sandboxes"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,68 @@
+"""Domain errors. Each carries a machine code; api/errors.py is the one table that maps them to HTTP.
+
+Layers below the API (runtime, templates, store) raise these or subclasses of them, never HTTP types.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class SandboxdError(Exception):
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details or {}
+
+
+class NotFound(SandboxdError):
+    code = "not_found"
+
+
+class Invalid(SandboxdError):
+    code = "invalid_request"
+
+
+class Conflict(SandboxdError):
+    code = "conflict"
+
+
+class Unauthorized(SandboxdError):
+    code = "unauthorized"
+
+
+class Forbidden(SandboxdError):
+    code = "forbidden"
+
+
+class RateLimited(SandboxdError):
+    code = "rate_limited"
+
+
+class CapacityExceeded(SandboxdError):
+    """No room for another sandbox right now; the client should retry later."""
+
+    code = "capacity_exceeded"
+
+
+class NotSupported(SandboxdError):
+    """The backend cannot do this operation (declared in its Capabilities)."""
+
+    code = "not_supported"
+
+
+class RuntimeFailure(SandboxdError):
+    """The isolation runtime (crun, mount, cgroups, netlink...) failed; wraps OSError/CalledProcessError."""
+
+    code = "runtime_error"
+
+
+class TemplateError(SandboxdError):
+    code = "template_error"
+
+
+class BuildFailed(TemplateError):
+    code = "build_failed"

@@ -1,0 +1,146 @@
+"""The backend protocol: what the node runtime asks of an isolation technology.
+
+Backends never see the database or HTTP. They receive a SandboxSpec, manage the sandbox on this
+host, and report state. Unsupported operations raise core.errors.NotSupported, and a backend
+declares what it can do as data in its Capabilities.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+class RuntimeState(str, enum.Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Resources:
+    vcpu: float = 1.0
+    memory_mb: int = 1024
+    disk_mb: int = 2048
+    pids: int = 1024
+
+
+@dataclass(frozen=True)
+class ReadyCheck:
+    """How to tell the template's start command is ready: one of port, file, process, command."""
+
+    kind: str  # "port" | "file" | "process" | "command"
+    value: str
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class TemplateImage:
+    """A built template, ready to be the lower layer of a sandbox's overlay root."""
+
+    name: str
+    rootfs: Path  # read-only directory, already uid-shifted for the user namespace
+    content_hash: str
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/workspace"
+    user: str = "root"
+    start_cmd: str | None = None
+    ready_check: ReadyCheck | None = None
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    id: str
+    image: TemplateImage
+    resources: Resources = Resources()
+    env: dict[str, str] = field(default_factory=dict)
+    internet_access: bool = False
+    hostname: str | None = None
+
+
+@dataclass
+class RuntimeSandbox:
+    id: str
+    state: RuntimeState
+    agent_socket: Path  # host-side unix socket; HTTP/1.1 to the in-sandbox agent
+    pid: int | None = None  # host pid of the sandbox's init
+    bundle: Path | None = None
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counters read from the sandbox's cgroup and filesystem."""
+
+    cpu_usage_ns: int  # cumulative CPU time
+    cpu_quota_cores: float
+    memory_used_bytes: int
+    memory_limit_bytes: int
+    memory_cache_bytes: int = 0
+    disk_used_bytes: int = 0
+    disk_limit_bytes: int = 0
+    pids: int = 0
+    oom_kills: int = 0
+    net_rx_bytes: int = 0
+    net_tx_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    name: str
+    pause: bool = True
+    stop_start: bool = True
+    snapshot: bool = False
+    network: bool = True
+    disk_quota: bool = True
+    user_namespace: bool = True
+    isolation: str = "container"  # "container" | "process" (fake) | "gvisor"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    capabilities: Capabilities
+
+    async def create(self, spec: SandboxSpec) -> RuntimeSandbox:
+        """Make the sandbox (root, cgroups, namespaces, network) and start it; return when its agent answers /health."""
+
+    async def start(self, sandbox_id: str) -> RuntimeSandbox:
+        """Boot a stopped sandbox again on the same files."""
+
+    async def stop(self, sandbox_id: str) -> None:
+        """End every process; keep the filesystem."""
+
+    async def pause(self, sandbox_id: str) -> None: ...
+
+    async def resume(self, sandbox_id: str) -> None: ...
+
+    async def destroy(self, sandbox_id: str) -> None:
+        """Release everything: processes, mounts, cgroups, netns, veth, nft rules, directories. Idempotent."""
+
+    async def exec(
+        self,
+        sandbox_id: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        user: str = "root",
+        cwd: str | None = None,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+    ) -> ExecResult: ...
+
+    async def stats(self, sandbox_id: str) -> Stats: ...
+
+    async def state(self, sandbox_id: str) -> RuntimeState | None:
+        """Current state, or None when the runtime does not know the sandbox."""
+
+    async def recover(self) -> list[RuntimeSandbox]:
+        """After a restart: adopt running and paused sandboxes, clean up half-created ones."""
