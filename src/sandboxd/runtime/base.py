@@ -40,7 +40,9 @@ class TemplateImage:
     """A built template, ready to be the lower layer of a sandbox's overlay root."""
 
     name: str
-    rootfs: Path  # read-only directory, already uid-shifted for the user namespace
+    # Read-only layer directories, top-most first (overlayfs lowerdir order), already uid-shifted for the
+    # user namespace. A built-in base is one layer; each build step of a derived template adds one.
+    layers: tuple[Path, ...]
     content_hash: str
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = "/workspace"
@@ -57,6 +59,9 @@ class SandboxSpec:
     env: dict[str, str] = field(default_factory=dict)
     internet_access: bool = False
     hostname: str | None = None
+    # Extra read-only bind mounts (host path, path in sandbox). Template builds use it to lend the host's CA
+    # bundle to package managers for the build only, never baking it into an image.
+    binds: tuple[tuple[Path, str], ...] = ()
 
 
 @dataclass
@@ -66,6 +71,7 @@ class RuntimeSandbox:
     agent_socket: Path  # host-side unix socket; HTTP/1.1 to the in-sandbox agent
     pid: int | None = None  # host pid of the sandbox's init
     bundle: Path | None = None
+    upper_dir: Path | None = None  # the overlay upper dir (the sandbox's own changes); template builds read it
 
 
 @dataclass(frozen=True)
