@@ -8,7 +8,41 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 # name -> module that defines it; filled in by the SDK (issue 6).
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "Sandbox": "sandboxd.sdk",
+    "AsyncSandbox": "sandboxd.sdk",
+    "Client": "sandboxd.sdk",
+    "AsyncClient": "sandboxd.sdk",
+    "CommandHandle": "sandboxd.sdk",
+    "AsyncCommandHandle": "sandboxd.sdk",
+    "TerminalSession": "sandboxd.sdk",
+    "AsyncTerminalSession": "sandboxd.sdk",
+    "SandboxInfo": "sandboxd.sdk",
+    "Execution": "sandboxd.sdk",
+    "CellFailure": "sandboxd.sdk",
+    "Result": "sandboxd.sdk",
+    "CommandResult": "sandboxd.sdk",
+    "ProcessInfo": "sandboxd.sdk",
+    "FileEntry": "sandboxd.sdk",
+    "FileEvent": "sandboxd.sdk",
+    "Metric": "sandboxd.sdk",
+    "SandboxEvent": "sandboxd.sdk",
+    "ApiKey": "sandboxd.sdk",
+    "TemplateInfo": "sandboxd.sdk",
+    "SandboxError": "sandboxd.sdk",
+    "AuthenticationError": "sandboxd.sdk",
+    "PermissionDeniedError": "sandboxd.sdk",
+    "NotFoundError": "sandboxd.sdk",
+    "PathNotFoundError": "sandboxd.sdk",
+    "InvalidRequestError": "sandboxd.sdk",
+    "ConflictError": "sandboxd.sdk",
+    "RateLimitError": "sandboxd.sdk",
+    "ServerError": "sandboxd.sdk",
+    "NetworkError": "sandboxd.sdk",
+    "RequestTimeoutError": "sandboxd.sdk",
+    "CommandExitError": "sandboxd.sdk",
+    "TemplateBuildError": "sandboxd.sdk",
+}
 
 __all__ = ["__version__", *_LAZY]
 

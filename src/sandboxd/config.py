@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     max_sandboxes: int = Field(500, ge=1)
     rate_limit_per_minute: int = Field(6000, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    sse_heartbeat_seconds: float = Field(15.0, gt=0)  # comment lines on idle SSE streams
 
     # Runtime.
     backend: str = "crun"  # crun | runc | fake
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
     metrics_retention_seconds: int = Field(7 * 24 * 3600, ge=60)
     webhook_allow_private: bool = False
     per_sandbox_prometheus: bool = False
+    metrics_downsample_after_seconds: int = Field(3600, ge=60)  # raw samples older than this become 1-min averages
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1)
+    webhook_backoff_seconds: float = Field(1.0, gt=0)  # first retry delay; doubles per attempt, capped at 5 min
 
     # Warm pools: "template=count,template=count".
     pool: str = ""

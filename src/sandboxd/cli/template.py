@@ -1,6 +1,64 @@
-"""`sandboxd template ...` commands (to be filled in; see the issue that owns this group)."""
+"""`sandboxd template ...`: build templates from a directory, list and remove them."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sandboxd.cli.sandbox import _client, _when, err, handles_errors, print_json, table
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.command()
+@handles_errors
+def build(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="holds a Dockerfile"),
+          name: Optional[str] = typer.Option(None, "--name", "-n", help="template name (default: dir name)"),
+          cpu: int = typer.Option(2), memory: int = typer.Option(2048, help="MiB"),
+          disk: int = typer.Option(10, help="GiB"), update: bool = typer.Option(False, help="rebuild if it exists"),
+          no_cache: bool = typer.Option(False, "--no-cache"),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="no log lines")) -> None:
+    """Build a template from DIRECTORY/Dockerfile (FROM, RUN, COPY, ENV, WORKDIR, USER), with a live
+    progress bar and the build log streamed above it."""
+    name = name or directory.resolve().name
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=err, transient=False)
+    with progress, _client() as c:
+        task = progress.add_task(f"building {name}", total=100, step="")
+
+        def on_log(line: str) -> None:
+            if not quiet:
+                progress.console.print(line, markup=False, highlight=False)
+
+        def on_progress(pct: int, step: Optional[str]) -> None:
+            progress.update(task, completed=pct, step=step or "")
+
+        result = c.build_template(directory, name, cpu=cpu, memory_mb=memory, disk_gb=disk, update=update,
+                                  skip_cache=no_cache, on_log=on_log, on_progress=on_progress)
+        progress.update(task, completed=100, step="done")
+    sys.stdout.write(f"{name} {result['template_id']} {result.get('status')}\n")
+
+
+@app.command("list")
+@handles_errors
+def list_(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List templates."""
+    with _client() as c:
+        items = c.list_templates()
+    if as_json:
+        return print_json(items)
+    table(["ID", "NAME", "STATUS", "CREATED", "DESCRIPTION"],
+          [[t.id, t.name, t.status, _when(t.created_at), t.description] for t in items])
+
+
+@app.command()
+@handles_errors
+def rm(names: list[str] = typer.Argument(..., metavar="TEMPLATE...")) -> None:
+    """Remove templates (by name or id)."""
+    with _client() as c:
+        for n in names:
+            c.delete_template(n)
+            sys.stdout.write(f"removed {n}\n")

@@ -1,0 +1,1 @@
+"""The gateway: one port for every sandbox's agent (see proxy.py)."""

@@ -1,0 +1,1 @@
+"""HTTP route modules of the agent. Each exposes `register(app)`; handlers stay thin over `app.services`."""

@@ -1,6 +1,9 @@
-"""The E2B control-plane dialect (issue 6) — included by api/app.py."""
+"""The E2B dialect of the control plane (issue 6): `router` is included by api/app.py, and
+`gateway_resolver(services)` is the gateway hook `sandboxd serve` installs for E2b-Sandbox-Id routing."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from sandboxd.gateway.e2b import resolver as gateway_resolver
 
-router = APIRouter()
+from .routes import router
+
+__all__ = ["router", "gateway_resolver"]

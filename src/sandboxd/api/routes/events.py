@@ -1,6 +1,29 @@
-"""Monitoring routes (events) — owned by the monitoring work (issue 5); included by api/app.py."""
+"""E2B lifecycle events API: `GET /events/sandboxes` and `GET /events/sandboxes/{id}` (seed 001).
+
+Query values are taken as strings and checked by the service, so out-of-range values are a 400 with
+our error body rather than FastAPI's 422.
+"""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Query, Request
 
-router = APIRouter()
+from sandboxd.api.auth import require_key
+from sandboxd.monitor.service import monitor_of
+
+router = APIRouter(dependencies=[Depends(require_key)])
+
+
+def monitor(request: Request):
+    return monitor_of(request.app)
+
+
+@router.get("/events/sandboxes")
+def team_events(request: Request, offset: str | None = None, limit: str | None = None,
+                order_asc: str | None = Query(None, alias="orderAsc")) -> list[dict]:
+    return monitor(request).events(None, offset, limit, order_asc)
+
+
+@router.get("/events/sandboxes/{sandbox_id}")
+def sandbox_events(request: Request, sandbox_id: str, offset: str | None = None, limit: str | None = None,
+                   order_asc: str | None = Query(None, alias="orderAsc")) -> list[dict]:
+    return monitor(request).events(sandbox_id, offset, limit, order_asc)

@@ -1,6 +1,35 @@
-"""Monitoring routes (metrics) — owned by the monitoring work (issue 5); included by api/app.py."""
+"""Metrics routes: E2B's sandbox metrics (`/sandboxes/{id}/metrics`, `/sandboxes/metrics`) and the
+platform's Prometheus text (`/metrics`). Thin: the MonitorService on app.state does the work.
+
+This router must be included BEFORE any router that has `GET /sandboxes/{id}`, or `/sandboxes/metrics`
+would be taken for a sandbox called "metrics".
+"""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request, Response
 
-router = APIRouter()
+from sandboxd.monitor.prometheus import CONTENT_TYPE
+
+from sandboxd.api.auth import require_key
+from sandboxd.monitor.service import monitor_of
+
+router = APIRouter(dependencies=[Depends(require_key)])
+
+
+def monitor(request: Request):
+    return monitor_of(request.app)
+
+
+@router.get("/sandboxes/metrics")
+def sandboxes_metrics(request: Request, sandbox_ids: str | None = None) -> dict:
+    return monitor(request).metrics_many(sandbox_ids)
+
+
+@router.get("/sandboxes/{sandbox_id}/metrics")
+def sandbox_metrics(request: Request, sandbox_id: str, start: str | None = None, end: str | None = None) -> list[dict]:
+    return monitor(request).metrics(sandbox_id, start, end)
+
+
+@router.get("/metrics", include_in_schema=False)
+def prometheus_metrics(request: Request) -> Response:
+    return Response(monitor(request).prometheus(), media_type=CONTENT_TYPE)

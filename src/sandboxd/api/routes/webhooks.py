@@ -1,6 +1,66 @@
-"""Monitoring routes (webhooks) — owned by the monitoring work (issue 5); included by api/app.py."""
+"""E2B webhook management: `POST/GET /events/webhooks`, `GET/PATCH/DELETE /events/webhooks/{id}` and the
+delivery log `GET /events/webhooks/{id}/deliveries`. The signature secret is accepted, never returned."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from sandboxd.core.errors import Invalid
+
+from sandboxd.api.auth import require_key
+from sandboxd.monitor.service import monitor_of
+
+router = APIRouter(dependencies=[Depends(require_key)])
+
+
+def registry(request: Request):
+    return monitor_of(request.app).webhooks
+
+
+async def _body(request: Request) -> dict:
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        raise Invalid("request body must be JSON") from None
+    if not isinstance(body, dict):
+        raise Invalid("request body must be a JSON object")
+    return body
+
+
+@router.post("/events/webhooks", status_code=201)
+async def create_webhook(request: Request) -> JSONResponse:
+    body = await _body(request)
+    # The registry resolves the URL's host (blocking DNS): keep it off the event loop.
+    return JSONResponse(await run_in_threadpool(registry(request).create, body), status_code=201)
+
+
+@router.get("/events/webhooks")
+def list_webhooks(request: Request) -> list[dict]:
+    return registry(request).list()
+
+
+@router.get("/events/webhooks/{webhook_id}")
+def get_webhook(request: Request, webhook_id: str) -> dict:
+    return registry(request).get(webhook_id)
+
+
+@router.patch("/events/webhooks/{webhook_id}")
+async def update_webhook(request: Request, webhook_id: str) -> dict:
+    body = await _body(request)
+    return await run_in_threadpool(registry(request).update, webhook_id, body)
+
+
+@router.delete("/events/webhooks/{webhook_id}")
+def delete_webhook(request: Request, webhook_id: str) -> dict:
+    registry(request).delete(webhook_id)
+    return {}
+
+
+@router.get("/events/webhooks/{webhook_id}/deliveries")
+def webhook_deliveries(request: Request, webhook_id: str, limit: int = 100, deliveryStatus: str | None = None) -> list[dict]:
+    if not 1 <= limit <= 1000:
+        raise Invalid("limit must be between 1 and 1000")
+    return registry(request).deliveries(webhook_id, limit=limit, status=deliveryStatus)

@@ -1,0 +1,172 @@
+"""envd's plain HTTP endpoints: `GET /files` (download), `POST /files` (multipart or octet-stream
+upload, optionally gzip), `GET /health`. Errors use envd's body `{"code": <status>, "message"}`,
+which the SDK maps by status (404 -> FileNotFoundException, 400 -> InvalidArgument, 507 -> disk full).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import stat
+import tempfile
+import zlib
+
+from ..server import Request, Response, StreamResponse
+from . import users
+from .connect import ConnectError
+
+CHUNK = 1024 * 1024
+MAX_MULTIPART = 1024 * 1024 * 1024  # multipart bodies are parsed from a spooled temp file
+
+
+def error(status: int, message: str) -> Response:
+    return Response(status, json.dumps({"code": status, "message": message}).encode())
+
+
+def _user(req: Request) -> users.User:
+    try:
+        return users.for_request(req)
+    except ConnectError as e:
+        raise _HTTP(401 if e.code == "unauthenticated" else 403, e.message) from None
+
+
+class _HTTP(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+async def health(req: Request) -> Response:
+    return Response(204, b"", content_type="text/plain")
+
+
+async def download(req: Request):
+    try:
+        user = _user(req)
+        path = users.expand(req.query.get("path"), user)
+    except _HTTP as e:
+        return error(e.status, e.message)
+    except ConnectError as e:
+        return error(400, e.message)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return error(404, f"path '{path}' does not exist")
+    except PermissionError:
+        return error(401, f"permission denied: '{path}'")
+    if stat.S_ISDIR(st.st_mode):
+        return error(400, f"path '{path}' is a directory")
+    try:
+        f = open(path, "rb")
+    except PermissionError:
+        return error(401, f"permission denied: '{path}'")
+    except OSError as e:
+        return error(500, f"cannot open '{path}': {e.strerror}")
+
+    async def chunks():
+        with f:
+            while True:
+                data = f.read(CHUNK)
+                if not data:
+                    return
+                yield data
+
+    name = os.path.basename(path).replace('"', "")
+    return StreamResponse(chunks(), content_type="application/octet-stream", length=st.st_size,
+                          headers=[("content-disposition", f'inline; filename="{name}"')])
+
+
+def _open_target(path: str, user: users.User):
+    if os.path.isdir(path):
+        raise _HTTP(400, f"path '{path}' is a directory")
+    try:
+        users.makedirs(os.path.dirname(path), user)
+        existed = os.path.exists(path)
+        f = open(path, "wb")
+    except NotADirectoryError:
+        raise _HTTP(400, f"a parent of '{path}' is not a directory") from None
+    except PermissionError:
+        raise _HTTP(401, f"permission denied: '{path}'") from None
+    except OSError as e:
+        raise _HTTP(507 if e.errno == errno.ENOSPC else 500, f"cannot write '{path}': {e.strerror}") from None
+    if not existed:
+        users.chown(path, user)
+    return f
+
+
+def _written(path: str) -> dict:
+    return {"path": path, "name": os.path.basename(path), "type": "file"}
+
+
+async def upload(req: Request) -> Response:
+    try:
+        user = _user(req)
+        ctype = req.headers.get("content-type", "")
+        if ctype.startswith("multipart/form-data"):
+            return Response(200, json.dumps(await _multipart(req, ctype, user)).encode())
+        path = users.expand(req.query.get("path"), user)
+        gzip = req.headers.get("content-encoding", "").lower() == "gzip"
+        with _open_target(path, user) as f:
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+            try:
+                async for chunk in req.stream():
+                    f.write(inflate.decompress(chunk) if inflate else chunk)
+                if inflate:
+                    f.write(inflate.flush())
+            except zlib.error as e:
+                raise _HTTP(400, f"invalid gzip body: {e}") from None
+            except OSError as e:
+                raise _HTTP(507 if e.errno == errno.ENOSPC else 500, f"write failed: {e.strerror}") from None
+        return Response(200, json.dumps([_written(path)]).encode())
+    except _HTTP as e:
+        return error(e.status, e.message)
+    except ConnectError as e:
+        return error(400, e.message)
+
+
+async def _multipart(req: Request, ctype: str, user: users.User) -> list[dict]:
+    m = re.search(r'boundary="?([^";]+)"?', ctype)
+    if not m:
+        raise _HTTP(400, "multipart body without a boundary")
+    boundary = b"--" + m.group(1).encode()
+    # Spool to disk: uploads can be large, and the agent should not hold them in memory.
+    with tempfile.TemporaryFile() as spool:
+        size = 0
+        async for chunk in req.stream():
+            size += len(chunk)
+            if size > MAX_MULTIPART:
+                raise _HTTP(413, "multipart upload too large; use application/octet-stream")
+            spool.write(chunk)
+        spool.seek(0)
+        body = spool.read()
+    parts = body.split(boundary)
+    written = []
+    query_path = req.query.get("path")
+    files = []
+    for part in parts[1:]:
+        if part.startswith(b"--"):
+            break
+        head, sep, data = part.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        if data.endswith(b"\r\n"):
+            data = data[:-2]
+        headers = head.decode("utf-8", "replace")
+        name = re.search(r'name="([^"]*)"', headers)
+        fname = re.search(r'filename="([^"]*)"', headers)
+        if name and name.group(1) != "file":
+            continue
+        files.append((fname.group(1) if fname else None, data))
+    if not files:
+        raise _HTTP(400, "no file part in the multipart body")
+    for fname, data in files:
+        target = query_path if (query_path and len(files) == 1) else fname
+        path = users.expand(target, user)
+        with _open_target(path, user) as f:
+            try:
+                f.write(data)
+            except OSError as e:
+                raise _HTTP(507 if e.errno == errno.ENOSPC else 500, f"write failed: {e.strerror}") from None
+        written.append(_written(path))
+    return written

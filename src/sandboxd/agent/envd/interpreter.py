@@ -1,0 +1,316 @@
+"""The E2B code interpreter (port 49999 semantics): `POST /execute` streams NDJSON, `/contexts` CRUD.
+
+Python contexts are Jupyter kernels started with the agent's kernel launcher (agent/kernel.py); this
+module reads the kernel's iopub messages itself because E2B streams every output as it happens
+(results with their MIME bundle, errors split into name/value/traceback, the execution count).
+Other languages (bash, javascript/node) run one-shot in a process with output streamed the same way.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import AsyncIterator, Callable
+
+from ..kernel import Kernel, KernelUnavailable, find_user_python
+from ..server import Request, Response, StreamResponse
+from . import users
+
+MIME_KEYS = {
+    "text/plain": "text", "text/html": "html", "text/markdown": "markdown", "image/svg+xml": "svg",
+    "image/png": "png", "image/jpeg": "jpeg", "application/pdf": "pdf", "text/latex": "latex",
+    "application/json": "json", "application/javascript": "javascript", "e2b/data": "data", "e2b/chart": "chart",
+}
+LANGUAGES = {"python": "python", "python3": "python", "py": "python", "bash": "bash", "sh": "bash",
+             "shell": "bash", "javascript": "js", "js": "js", "node": "js", "typescript": "js", "ts": "js"}
+DEFAULT_TIMEOUT = 3600.0
+
+
+def line(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def result_from_bundle(data: dict, is_main: bool) -> dict:
+    out: dict = {"type": "result", "is_main_result": is_main}
+    extra = {}
+    for mime, value in data.items():
+        key = MIME_KEYS.get(mime)
+        if key is None:
+            extra[mime] = value
+            continue
+        if key in ("png", "jpeg") and isinstance(value, str):
+            value = value.replace("\n", "")
+        out[key] = value
+    if extra:
+        out["extra"] = extra
+    return out
+
+
+class Context:
+    def __init__(self, cid: str, language: str, cwd: str):
+        self.id, self.language, self.cwd = cid, language, cwd
+        self.kernel: Kernel | None = None
+        self.lock = asyncio.Lock()
+
+    def wire(self) -> dict:
+        return {"id": self.id, "language": self.language, "cwd": self.cwd}
+
+
+class Interpreter:
+    def __init__(self, base_env: Callable[[dict | None], dict] | None = None):
+        self.base_env = base_env
+        self.contexts: dict[str, Context] = {}
+        self.defaults: dict[str, str] = {}  # language -> id of its default context
+
+    def _env(self, user: users.User) -> dict[str, str]:
+        env = dict(self.base_env(None)) if self.base_env else {
+            k: v for k, v in os.environ.items() if not k.startswith("SANDBOXD_AGENT_")}
+        env.setdefault("HOME", user.home)
+        return env
+
+    def _cwd(self, cwd: str | None, user: users.User) -> str:
+        path = users.expand(cwd, user, default=user.home)
+        return path if os.path.isdir(path) else "/"
+
+    # ---- contexts -----------------------------------------------------------------------------------
+
+    def create(self, language: str | None, cwd: str | None, user: users.User) -> Context:
+        lang = LANGUAGES.get((language or "python").lower())
+        if lang is None:
+            raise ValueError(f"unsupported language: {language!r}")
+        ctx = Context(str(uuid.uuid4()), "javascript" if lang == "js" else lang, self._cwd(cwd, user))
+        self.contexts[ctx.id] = ctx
+        return ctx
+
+    def default(self, language: str | None, user: users.User) -> Context:
+        lang = LANGUAGES.get((language or "python").lower())
+        if lang is None:
+            raise ValueError(f"unsupported language: {language!r}")
+        cid = self.defaults.get(lang)
+        if cid in self.contexts:
+            return self.contexts[cid]
+        ctx = self.create(lang, None, user)
+        self.defaults[lang] = ctx.id
+        return ctx
+
+    async def remove(self, cid: str) -> bool:
+        ctx = self.contexts.pop(cid, None)
+        if ctx is None:
+            return False
+        if ctx.kernel:
+            await ctx.kernel.shutdown()
+        return True
+
+    async def restart(self, cid: str) -> bool:
+        ctx = self.contexts.get(cid)
+        if ctx is None:
+            return False
+        async with ctx.lock:
+            if ctx.kernel:
+                await ctx.kernel.shutdown()
+                ctx.kernel = None
+        return True
+
+    async def shutdown(self) -> None:
+        for ctx in list(self.contexts.values()):
+            if ctx.kernel:
+                await ctx.kernel.shutdown()
+
+    # ---- execution -----------------------------------------------------------------------------------
+
+    async def execute(self, ctx: Context, code: str, env_vars: dict | None, user: users.User
+                      ) -> AsyncIterator[bytes]:
+        async with ctx.lock:
+            if ctx.language == "python":
+                async for chunk in self._python(ctx, code, env_vars or {}, user):
+                    yield chunk
+            else:
+                async for chunk in self._oneshot(ctx, code, env_vars or {}, user):
+                    yield chunk
+
+    async def _kernel(self, ctx: Context, user: users.User) -> Kernel:
+        if ctx.kernel is None or not ctx.kernel.alive():
+            if ctx.kernel is not None:
+                await ctx.kernel.shutdown()
+            env = self._env(user)
+            python = find_user_python(env)
+            if python is None:
+                raise KernelUnavailable("no python found on PATH for the code interpreter")
+            k = Kernel()
+            await k.start(python, env, ctx.cwd)
+            ctx.kernel = k
+        return ctx.kernel
+
+    async def _python(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
+        try:
+            kernel = await self._kernel(ctx, user)
+        except Exception as e:  # noqa: BLE001 - reported in-band, like the upstream server
+            yield line({"type": "error", "name": type(e).__name__, "value": str(e), "traceback": str(e)})
+            yield line({"type": "unexpected_end_of_execution"})
+            return
+        env = {str(k): str(v) for k, v in env_vars.items()}
+        await kernel.execute(f"__sandboxd_sync({env!r}, {ctx.cwd!r})", 30, silent=True)
+        kc = kernel.client
+        msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False)
+        kernel.state = "busy"
+        finished = False
+        try:
+            while True:
+                try:
+                    msg = await kc.get_iopub_msg(timeout=1.0)
+                except Exception:
+                    if not kernel.alive():
+                        yield line({"type": "error", "name": "KernelDied",
+                                    "value": "the Python kernel died (out of memory?) and will be restarted",
+                                    "traceback": ""})
+                        yield line({"type": "unexpected_end_of_execution"})
+                        finished = True
+                        return
+                    continue
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                t, c = msg["msg_type"], msg["content"]
+                ts = _timestamp(msg)
+                if t == "stream":
+                    yield line({"type": "stdout" if c.get("name") == "stdout" else "stderr",
+                                "text": c.get("text", ""), "timestamp": ts})
+                elif t in ("display_data", "execute_result"):
+                    yield line(result_from_bundle(c.get("data", {}), t == "execute_result"))
+                elif t == "error":
+                    yield line({"type": "error", "name": c.get("ename", ""), "value": c.get("evalue", ""),
+                                "traceback": "\n".join(c.get("traceback", []))})
+                elif t == "execute_input":
+                    yield line({"type": "number_of_executions", "execution_count": c.get("execution_count")})
+                elif t == "status" and c.get("execution_state") == "idle":
+                    yield line({"type": "end_of_execution"})
+                    finished = True
+                    return
+        finally:
+            kernel.state = "idle"
+            if not finished:
+                # The client went away (its timeout, or a disconnect): stop the cell, keep the state.
+                kernel.interrupt()
+
+    async def _oneshot(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
+        argv = ["/bin/bash", "-c", code] if ctx.language == "bash" else ["node", "-e", code]
+        env = {**self._env(user), **{str(k): str(v) for k, v in env_vars.items()}}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=ctx.cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        except FileNotFoundError:
+            yield line({"type": "error", "name": "RuntimeNotFound", "value": f"{argv[0]} is not installed",
+                        "traceback": ""})
+            yield line({"type": "end_of_execution"})
+            return
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(stream, name):
+            while True:
+                chunk = await stream.read(65536)
+                if not chunk:
+                    break
+                await queue.put((name, chunk.decode("utf-8", "replace")))
+            await queue.put((name, None))
+
+        tasks = [asyncio.create_task(pump(proc.stdout, "stdout")), asyncio.create_task(pump(proc.stderr, "stderr"))]
+        open_streams = 2
+        try:
+            while open_streams:
+                name, text = await queue.get()
+                if text is None:
+                    open_streams -= 1
+                    continue
+                yield line({"type": name, "text": text, "timestamp": now_iso()})
+            code_ = await proc.wait()
+            if code_ != 0:
+                yield line({"type": "error", "name": "ExitError", "value": f"exit status {code_}", "traceback": ""})
+            yield line({"type": "end_of_execution"})
+        finally:
+            if proc.returncode is None:
+                try:
+                    os.killpg(proc.pid, 9)
+                except ProcessLookupError:
+                    pass
+            for t in tasks:
+                t.cancel()
+
+
+def _timestamp(msg: dict) -> str:
+    date = msg.get("header", {}).get("date")
+    if isinstance(date, datetime):
+        return date.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return str(date) if date else now_iso()
+
+
+# ---- HTTP handlers (thin) -------------------------------------------------------------------------------
+
+def _json(data, status: int = 200) -> Response:
+    return Response(status, json.dumps(data).encode())
+
+
+def _err(status: int, message: str) -> Response:
+    return Response(status, json.dumps({"error": message, "message": message, "code": status}).encode())
+
+
+def handlers(interp: Interpreter) -> dict[str, Callable]:
+    async def execute(req: Request):
+        try:
+            body = json.loads(await req.body() or b"{}")
+        except ValueError:
+            return _err(400, "invalid JSON body")
+        code = body.get("code")
+        if not isinstance(code, str):
+            return _err(400, "code (string) is required")
+        if body.get("context_id") and body.get("language"):
+            return _err(400, "only one of context_id and language may be set")
+        try:
+            user = users.for_request(req)
+            if body.get("context_id"):
+                ctx = interp.contexts.get(body["context_id"])
+                if ctx is None:
+                    return _err(404, f"context {body['context_id']} not found")
+            else:
+                ctx = interp.default(body.get("language"), user)
+        except ValueError as e:
+            return _err(400, str(e))
+        except Exception as e:  # noqa: BLE001 - ConnectError from user resolution
+            return _err(401, getattr(e, "message", str(e)))
+        env_vars = body.get("env_vars") or {}
+        if not isinstance(env_vars, dict):
+            return _err(400, "env_vars must be an object")
+        return StreamResponse(interp.execute(ctx, code, env_vars, user), content_type="application/x-ndjson")
+
+    async def create_context(req: Request):
+        try:
+            body = json.loads(await req.body() or b"{}")
+            ctx = interp.create(body.get("language"), body.get("cwd"), users.for_request(req))
+        except ValueError as e:
+            return _err(400, str(e))
+        return _json(ctx.wire())
+
+    async def list_contexts(req: Request):
+        return _json([c.wire() for c in interp.contexts.values()])
+
+    async def delete_context(req: Request):
+        if not await interp.remove(req.path_params["cid"]):
+            return _err(404, f"context {req.path_params['cid']} not found")
+        return Response(204, b"")
+
+    async def restart_context(req: Request):
+        if not await interp.restart(req.path_params["cid"]):
+            return _err(404, f"context {req.path_params['cid']} not found")
+        return Response(204, b"")
+
+    async def health(req: Request):
+        return _json({"status": "ok", "time": time.time()})
+
+    return {"execute": execute, "create_context": create_context, "list_contexts": list_contexts,
+            "delete_context": delete_context, "restart_context": restart_context, "health": health}

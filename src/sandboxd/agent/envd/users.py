@@ -1,0 +1,117 @@
+"""Which Unix user an envd request acts as, and path resolution relative to that user's home.
+
+E2B clients name the user in `Authorization: Basic base64("<user>:")`; with no header envd uses its
+default user, `user` (uid 1000, home /home/user) in every template. Outside a template (the fake
+backend, in-process tests) that user may not exist: the default then falls back to the agent's own
+user, while an explicitly named unknown user is refused like envd does.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import pwd
+from dataclasses import dataclass
+
+from ..server import Request
+from .connect import ConnectError
+
+DEFAULT_USER = "user"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    @property
+    def is_self(self) -> bool:
+        return self.uid == os.geteuid()
+
+
+def _lookup(name: str) -> User | None:
+    try:
+        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return User(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
+
+
+def _self() -> User:
+    # HOME wins over the passwd entry: the fake backend points it at the sandbox's own directory.
+    home = os.environ.get("HOME")
+    try:
+        pw = pwd.getpwuid(os.geteuid())
+        return User(pw.pw_name, pw.pw_uid, pw.pw_gid, home or pw.pw_dir)
+    except KeyError:
+        return User(str(os.geteuid()), os.geteuid(), os.getegid(), home or "/")
+
+
+def named_in(req: Request) -> str | None:
+    """The user from HTTP Basic auth or the `username` query parameter (signed-URL style)."""
+    auth = req.headers.get("authorization", "")
+    if auth[:6].lower() == "basic ":
+        try:
+            raw = base64.b64decode(auth[6:].strip(), validate=False).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise ConnectError("unauthenticated", "malformed Basic authorization header") from None
+        name = raw.split(":", 1)[0]
+        if name:
+            return name
+    return req.query.get("username") or None
+
+
+def resolve(name: str | None) -> User:
+    if name:
+        user = _lookup(name)
+        if user is None:
+            raise ConnectError("unauthenticated", f"invalid username: '{name}'")
+        if not user.is_self and os.geteuid() != 0:
+            raise ConnectError("permission_denied", f"the agent cannot act as '{name}'")
+        return user
+    return _lookup(DEFAULT_USER) or _self()
+
+
+def for_request(req: Request) -> User:
+    return resolve(named_in(req))
+
+
+def expand(path: str | None, user: User, *, default: str | None = None) -> str:
+    """Absolute, normalised path: `~` and relative paths start at the user's home (envd's rule)."""
+    if not path:
+        if default is None:
+            raise ConnectError("invalid_argument", "path is required")
+        path = default
+    if "\x00" in path:
+        raise ConnectError("invalid_argument", "path contains a NUL byte")
+    if path == "~" or path.startswith("~/"):
+        path = user.home + path[1:]
+    elif not path.startswith("/"):
+        path = os.path.join(user.home, path)
+    return os.path.normpath(path)
+
+
+def chown(path: str, user: User) -> None:
+    """Files the API creates belong to the requesting user, so their own commands can change them."""
+    if os.geteuid() == 0 and not user.is_self:
+        try:
+            os.lchown(path, user.uid, user.gid)
+        except OSError:
+            pass
+
+
+def makedirs(path: str, user: User) -> None:
+    """mkdir -p, giving every directory it creates to the user."""
+    missing = []
+    p = path
+    while p and p != "/" and not os.path.lexists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o755)
+        except FileExistsError:
+            continue
+        chown(d, user)

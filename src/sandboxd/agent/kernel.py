@@ -1,0 +1,317 @@
+"""The stateful Python kernel: an ipykernel launched from the USER's python, driven with jupyter_client.
+
+Started on the first Python execution (or by a pre-warm request), never at agent boot: jupyter_client
+and pyzmq are imported here, lazily. The kernel talks over zmq `ipc` sockets in a private directory,
+so it works in a sandbox whose network namespace has no loopback configured.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from .server import now_iso
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+AGENT_VENV = "/opt/sandboxd/venv"
+
+# Runs once in a new kernel: a DataFrame formatter for the contract's `dataframe` output, and a helper
+# the agent calls before each execution to sync env vars and the working directory.
+SETUP = r'''
+def __sandboxd_setup():
+    import os, json
+    ip = get_ipython()
+    from IPython.core.formatters import BaseFormatter
+    from traitlets import ObjectName, Unicode
+    class DataFrameFormatter(BaseFormatter):
+        format_type = Unicode("application/vnd.dataframe+json")
+        print_method = ObjectName("_repr_dataframe_")
+        _return_type = (dict, list)
+    f = DataFrameFormatter(parent=ip.display_formatter)
+    ip.display_formatter.formatters[f.format_type] = f
+    if f.format_type not in ip.display_formatter.active_types:
+        ip.display_formatter.active_types.append(f.format_type)
+    def df_json(df):
+        return json.loads(df.head(1000).to_json(orient="split", date_format="iso", default_handler=str))
+    for module in ("pandas.core.frame", "pandas"):  # pandas >= 3 reports DataFrame.__module__ == "pandas"
+        f.for_type_by_name(module, "DataFrame", df_json)
+    applied = set()
+    def sync(env, cwd):
+        for k in applied - set(env):
+            os.environ.pop(k, None)
+        os.environ.update(env)
+        applied.clear(); applied.update(env)
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)
+    return sync
+__sandboxd_sync = __sandboxd_setup()
+del __sandboxd_setup
+'''
+
+OnText = Callable[[str, str], Awaitable[None]] | None  # (stream name, text)
+
+
+@dataclass
+class KernelResult:
+    stdout: str = ""
+    stderr: str = ""
+    success: bool = True
+    error: str | None = None
+    timed_out: bool = False
+    restarted: bool = False
+    rich: dict = field(default_factory=dict)  # contract top-level keys: png, html, json, dataframe, result...
+    outputs: list = field(default_factory=list)  # every display output, in order
+    execution_count: int | None = None
+
+
+class KernelUnavailable(Exception):
+    """The user's python has no ipykernel: callers fall back to a one-shot interpreter."""
+
+
+def find_user_python(env: dict[str, str]) -> str | None:
+    explicit = os.environ.get("SANDBOXD_AGENT_USER_PYTHON")
+    if explicit:
+        return explicit
+    for d in env.get("PATH", os.defpath).split(os.pathsep):
+        if d.startswith(AGENT_VENV):
+            continue  # the agent's own venv is never the user's python
+        for name in ("python3", "python"):
+            p = os.path.join(d, name)
+            if os.access(p, os.X_OK) and not os.path.isdir(p):
+                return p
+    return None
+
+
+class Kernel:
+    def __init__(self) -> None:
+        self.kernel_id = str(uuid.uuid4())
+        self.proc: subprocess.Popen | None = None
+        self.client = None
+        self.dir: str | None = None
+        self._log = None
+        self.lock = asyncio.Lock()
+        self.state = "starting"
+        self.last_activity = now_iso()
+        self.started_at = time.time()
+        self.executions = 0
+
+    async def start(self, python: str, env: dict[str, str], cwd: str | None) -> None:
+        from jupyter_client.asynchronous import AsyncKernelClient
+        from jupyter_client.connect import write_connection_file
+
+        self.dir = tempfile.mkdtemp(prefix="sandboxd-kernel-")
+        conn_file, info = write_connection_file(os.path.join(self.dir, "kernel.json"), transport="ipc",
+                                                ip=os.path.join(self.dir, "k"), key=uuid.uuid4().hex.encode())
+        self._log = open(os.path.join(self.dir, "kernel.log"), "wb")
+        kenv = {**env, "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1", "JPY_PARENT_PID": str(os.getpid())}
+        self.proc = subprocess.Popen(
+            [python, "-m", "ipykernel_launcher", "-f", conn_file, "--HistoryManager.enabled=False"],
+            env=kenv, cwd=cwd if cwd and os.path.isdir(cwd) else None, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log)
+        kc = AsyncKernelClient()
+        kc.load_connection_info(info)
+        kc.start_channels()
+        self.client = kc
+        try:
+            await self._wait_ready(kc, 60)
+        except Exception:
+            with open(os.path.join(self.dir, "kernel.log"), "rb") as f:
+                err = f.read().decode(errors="replace")[-2000:]
+            await self.shutdown()
+            if "No module named" in err:
+                raise KernelUnavailable(err.strip()) from None
+            raise RuntimeError(f"the Python kernel did not start: {err.strip() or 'timeout'}") from None
+        self.state = "idle"
+        await self._execute_raw(SETUP, timeout=30)
+
+    async def _wait_ready(self, kc, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("kernel exited")
+            kc.kernel_info()
+            try:
+                while True:
+                    msg = await kc.get_shell_msg(timeout=1)
+                    if msg["msg_type"] == "kernel_info_reply":
+                        break
+                # drain the iopub status messages of the probe
+                while True:
+                    try:
+                        await kc.get_iopub_msg(timeout=0.2)
+                    except Exception:
+                        return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def interrupt(self) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    async def shutdown(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.stop_channels()
+            except Exception:
+                pass
+            self.client = None
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await asyncio.get_running_loop().run_in_executor(None, self.proc.wait)
+        if self._log:
+            self._log.close()
+            self._log = None
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+        self.state = "dead"
+
+    async def _execute_raw(self, code: str, timeout: float) -> KernelResult:
+        return await self.execute(code, timeout, silent=True)
+
+    async def execute(self, code: str, timeout: float, on_text: OnText = None, *, silent: bool = False
+                      ) -> KernelResult:
+        kc = self.client
+        res = KernelResult()
+        out, err = [], []
+        msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
+        self.state, self.last_activity = "busy", now_iso()
+        deadline = time.monotonic() + timeout
+        interrupted_at = None
+        idle = False
+        while not idle:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if interrupted_at is None:
+                    res.timed_out = True
+                    self.interrupt()
+                    interrupted_at = time.monotonic()
+                    deadline = interrupted_at + 5  # give the KeyboardInterrupt a moment to unwind
+                    continue
+                res.restarted = True  # the interrupt did not bring it back: caller restarts the kernel
+                break
+            try:
+                msg = await kc.get_iopub_msg(timeout=min(remaining, 1.0))
+            except Exception:
+                if not self.alive():
+                    res.success, res.error, res.restarted = False, "the Python kernel died", True
+                    err.append("The Python kernel died (out of memory?); it will be restarted.\n")
+                    break
+                continue
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            t, c = msg["msg_type"], msg["content"]
+            if t == "stream":
+                (out if c.get("name") == "stdout" else err).append(c.get("text", ""))
+                if on_text:
+                    await on_text(c.get("name", "stdout"), c.get("text", ""))
+            elif t in ("display_data", "execute_result", "update_display_data"):
+                _collect_rich(res, c.get("data", {}), t == "execute_result")
+                if t == "execute_result":
+                    res.execution_count = c.get("execution_count")
+            elif t == "error":
+                tb = ANSI.sub("", "\n".join(c.get("traceback", [])))
+                res.success = False
+                if res.timed_out and c.get("ename") == "KeyboardInterrupt":
+                    continue
+                res.error = f"{c.get('ename')}: {c.get('evalue')}"
+                err.append(tb + "\n")
+                if on_text:
+                    await on_text("stderr", tb + "\n")
+            elif t == "status" and c.get("execution_state") == "idle":
+                idle = True
+        res.stdout, res.stderr = "".join(out), "".join(err)
+        if res.timed_out:
+            res.success = False
+            res.error = f"Execution timed out after {timeout:g}s (kernel interrupted, state kept)"
+            if res.restarted:
+                res.error = f"Execution timed out after {timeout:g}s (kernel restarted, state lost)"
+            res.stderr += res.error + "\n"
+        self.state, self.last_activity = "idle", now_iso()
+        if not silent:
+            self.executions += 1
+        return res
+
+    def session(self) -> dict:
+        return {"kernel_id": self.kernel_id, "id": self.kernel_id, "name": "python3",
+                "execution_state": self.state if self.alive() else "dead", "connections": 1,
+                "last_activity": self.last_activity, "pid": self.proc.pid if self.proc else None,
+                "execution_count": self.executions}
+
+
+def _collect_rich(res: KernelResult, data: dict, is_result: bool) -> None:
+    keys = {"image/png": "png", "text/html": "html", "application/json": "json",
+            "application/vnd.dataframe+json": "dataframe", "image/svg+xml": "svg", "text/markdown": "markdown",
+            "image/jpeg": "jpeg", "text/latex": "latex"}
+    for mime, key in keys.items():
+        if mime in data:
+            value = data[mime]
+            if key in ("png", "jpeg") and isinstance(value, str):
+                value = value.replace("\n", "")
+            res.rich.setdefault(key, value)  # the first of each kind is the contract's top-level key
+    if is_result and "text/plain" in data:
+        res.rich["result"] = data["text/plain"]
+    res.outputs.append({"type": "execute_result" if is_result else "display_data",
+                        "data": {k: (v.replace("\n", "") if k.startswith("image/") and isinstance(v, str) else v)
+                                 for k, v in data.items()}})
+
+
+class KernelManager:
+    """Owns at most one kernel (one notebook per sandbox, like HopX); restarts it when it dies."""
+
+    def __init__(self) -> None:
+        self.kernel: Kernel | None = None
+        self._starting = asyncio.Lock()
+
+    async def get(self, python: str, env: dict[str, str], cwd: str | None) -> Kernel:
+        async with self._starting:
+            if self.kernel is None or not self.kernel.alive():
+                if self.kernel is not None:
+                    await self.kernel.shutdown()
+                k = Kernel()
+                await k.start(python, env, cwd)
+                self.kernel = k
+            return self.kernel
+
+    async def execute(self, python: str, code: str, *, env: dict[str, str], cwd: str | None, timeout: float,
+                      on_text: OnText = None) -> KernelResult:
+        kernel = await self.get(python, env, cwd)
+        async with kernel.lock:
+            await kernel.execute(f"__sandboxd_sync({env!r}, {cwd!r})", 30, silent=True)
+            try:
+                res = await kernel.execute(code, timeout, on_text)
+            except BaseException:
+                kernel.interrupt()  # cancelled (client went away): stop the code, keep the state
+                kernel.state = "idle"
+                raise
+            if res.restarted:
+                await kernel.shutdown()
+                self.kernel = None
+        return res
+
+    def sessions(self) -> list[dict]:
+        return [self.kernel.session()] if self.kernel and self.kernel.alive() else []
+
+    async def shutdown(self) -> None:
+        if self.kernel:
+            await self.kernel.shutdown()
+            self.kernel = None

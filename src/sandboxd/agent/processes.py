@@ -1,0 +1,231 @@
+"""Running user processes: one-shot runs with timeouts, and background jobs that can be listed and killed.
+
+Every process gets its own session/process group so a timeout or kill takes out its children too
+(`bash -c "sleep 100 & wait"` must not leave `sleep` behind).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from .errors import InvalidRequest, ProcessNotFound
+from .server import now_iso
+
+OUTPUT_CAP = 16 * 1024 * 1024  # per stream; beyond this output is dropped and a note is appended
+OnData = Callable[[str], Awaitable[None]] | None
+
+
+@dataclass
+class RunResult:
+    stdout: str
+    stderr: str
+    exit_code: int
+    duration: float
+    timed_out: bool = False
+    pid: int | None = None
+
+
+def user_ids(user: str | int | None) -> tuple[int, int, str] | None:
+    """(uid, gid, home) for a user name/uid, or None to run as the agent's own user."""
+    if user in (None, "", "root", 0) and os.geteuid() == 0:
+        return None
+    if user in (None, ""):
+        return None
+    try:
+        pw = pwd.getpwuid(user) if isinstance(user, int) or str(user).isdigit() else pwd.getpwnam(str(user))
+    except KeyError:
+        raise InvalidRequest(f"unknown user: {user}", user=user) from None
+    if pw.pw_uid == os.geteuid():
+        return None
+    return pw.pw_uid, pw.pw_gid, pw.pw_dir
+
+
+async def spawn(argv: list[str], *, cwd: str | None, env: dict[str, str], user: str | int | None = None,
+                stdin: int | None = asyncio.subprocess.DEVNULL) -> asyncio.subprocess.Process:
+    ids = user_ids(user)
+    kwargs = {}
+    if ids:
+        uid, gid, home = ids
+        kwargs = {"user": uid, "group": gid, "extra_groups": []}
+        env = {**env, "HOME": home, "USER": pwd.getpwuid(uid).pw_name}
+    if cwd and not os.path.isdir(cwd):
+        cwd = None  # the contract's default /workspace may not exist in every template: fall back quietly
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, env=env, stdin=stdin, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, **kwargs)
+    except FileNotFoundError:
+        raise
+    except PermissionError as e:
+        raise InvalidRequest(f"cannot execute {argv[0]}: {e}") from None
+
+
+def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+async def _pump(stream: asyncio.StreamReader, sink: list[str], on_data: OnData) -> None:
+    size = 0
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            return
+        text = chunk.decode("utf-8", "replace")
+        if size < OUTPUT_CAP:
+            sink.append(text)
+            size += len(chunk)
+            if size >= OUTPUT_CAP:
+                sink.append("\n[output truncated]\n")
+        if on_data:
+            await on_data(text)
+
+
+async def communicate(proc: asyncio.subprocess.Process, timeout: float | None, *, on_stdout: OnData = None,
+                      on_stderr: OnData = None, started: float | None = None) -> RunResult:
+    started = started or time.monotonic()
+    out: list[str] = []
+    err: list[str] = []
+    pumps = asyncio.gather(_pump(proc.stdout, out, on_stdout), _pump(proc.stderr, err, on_stderr))
+    timed_out = False
+    try:
+        await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
+    except asyncio.TimeoutError:
+        timed_out = True
+        kill_group(proc)
+        await proc.wait()
+    except asyncio.CancelledError:
+        kill_group(proc)
+        raise
+    try:
+        # Grandchildren may still hold the pipes open: give them a moment, then kill the group.
+        await asyncio.wait_for(asyncio.shield(pumps), 2)
+    except asyncio.TimeoutError:
+        kill_group(proc)
+        try:
+            await asyncio.wait_for(pumps, 2)
+        except asyncio.TimeoutError:
+            pumps.cancel()
+    code = proc.returncode if proc.returncode is not None else -1
+    if code < 0:
+        code = 128 - code  # shell convention: killed by signal N -> 128+N
+    if timed_out:
+        code = 124
+        err.append(f"\nTimed out after {timeout:g}s; process group killed\n")
+    return RunResult("".join(out), "".join(err), code, round(time.monotonic() - started, 6), timed_out, proc.pid)
+
+
+async def run(argv: list[str], *, cwd: str | None, env: dict[str, str], timeout: float | None,
+              user: str | int | None = None, on_stdout: OnData = None, on_stderr: OnData = None) -> RunResult:
+    started = time.monotonic()
+    try:
+        proc = await spawn(argv, cwd=cwd, env=env, user=user)
+    except FileNotFoundError:
+        return RunResult("", f"{argv[0]}: command not found\n", 127, 0.0)
+    return await communicate(proc, timeout, on_stdout=on_stdout, on_stderr=on_stderr, started=started)
+
+
+@dataclass
+class Job:
+    """A background execution or command."""
+
+    process_id: str
+    name: str
+    language: str
+    command: str
+    status: str = "running"
+    start_time: str = field(default_factory=now_iso)
+    started: float = field(default_factory=time.monotonic)
+    end_time: str | None = None
+    duration: float | None = None
+    exit_code: int | None = None
+    pid: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    proc: asyncio.subprocess.Process | None = None
+    task: asyncio.Task | None = None
+
+    def info(self) -> dict:
+        return {
+            "process_id": self.process_id, "execution_id": self.process_id, "name": self.name,
+            "status": self.status, "language": self.language, "command": self.command,
+            "start_time": self.start_time, "started_at": self.start_time, "end_time": self.end_time,
+            "exit_code": self.exit_code, "duration": self.duration, "pid": self.pid,
+            "stdout": self.stdout[-65536:], "stderr": self.stderr[-65536:],
+        }
+
+
+class Jobs:
+    def __init__(self, keep: int = 500):
+        self.jobs: dict[str, Job] = {}
+        self.keep = keep
+
+    async def start(self, argv: list[str], *, cwd: str | None, env: dict[str, str], timeout: float | None,
+                    language: str, name: str | None = None, command: str = "",
+                    user: str | int | None = None) -> Job:
+        pid_ = "proc_" + uuid.uuid4().hex[:12]
+        job = Job(pid_, name or pid_, language, command or " ".join(argv))
+        try:
+            job.proc = await spawn(argv, cwd=cwd, env=env, user=user)
+        except FileNotFoundError:
+            job.status, job.exit_code, job.stderr = "failed", 127, f"{argv[0]}: command not found\n"
+            job.end_time, job.duration = now_iso(), 0.0
+            self._add(job)
+            return job
+        job.pid = job.proc.pid
+        job.task = asyncio.create_task(self._watch(job, timeout))
+        self._add(job)
+        return job
+
+    def _add(self, job: Job) -> None:
+        self.jobs[job.process_id] = job
+        if len(self.jobs) > self.keep:  # forget the oldest finished jobs
+            for k in [k for k, j in self.jobs.items() if j.status != "running"][: len(self.jobs) - self.keep]:
+                del self.jobs[k]
+
+    async def _watch(self, job: Job, timeout: float | None) -> None:
+        res = await communicate(job.proc, timeout, started=job.started)
+        job.stdout, job.stderr, job.exit_code = res.stdout, res.stderr, res.exit_code
+        job.end_time, job.duration = now_iso(), res.duration
+        if job.status == "running":
+            job.status = "completed" if res.exit_code == 0 else ("timeout" if res.timed_out else "failed")
+
+    def list(self) -> list[dict]:
+        return [j.info() for j in self.jobs.values()]
+
+    def get(self, process_id: str) -> Job:
+        job = self.jobs.get(process_id)
+        if job is None:
+            # Accept the OS pid too: users see it in listings.
+            job = next((j for j in self.jobs.values() if str(j.pid) == str(process_id)), None)
+        if job is None:
+            raise ProcessNotFound(f"no such process: {process_id}", process_id=process_id)
+        return job
+
+    async def kill(self, process_id: str) -> Job:
+        job = self.get(process_id)
+        if job.status == "running" and job.proc:
+            job.status = "killed"
+            kill_group(job.proc)
+            if job.task:
+                try:
+                    await asyncio.wait_for(asyncio.shield(job.task), 5)
+                except asyncio.TimeoutError:
+                    pass
+        return job
+
+    async def shutdown(self) -> None:
+        for job in self.jobs.values():
+            if job.status == "running" and job.proc:
+                kill_group(job.proc)

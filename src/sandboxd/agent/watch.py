@@ -1,0 +1,96 @@
+"""Recursive directory watching with inotify (through ctypes: no dependency, nothing to build)."""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import os
+import struct
+
+IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
+IN_DELETE_SELF, IN_MOVE_SELF, IN_ISDIR, IN_Q_OVERFLOW, IN_IGNORED = 0x400, 0x800, 0x40000000, 0x4000, 0x8000
+IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
+MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF
+HEADER = struct.Struct("iIII")
+MAX_WATCHES = 8192
+
+_libc = None
+
+
+def _lib():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
+
+
+class Watcher:
+    """Yields (event, path) with event in created|modified|deleted|renamed."""
+
+    def __init__(self, root: str, recursive: bool = True):
+        self.root, self.recursive = root, recursive
+        self.fd = _lib().inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self.paths: dict[int, str] = {}
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self._add_tree(root)
+        asyncio.get_running_loop().add_reader(self.fd, self._on_readable)
+
+    def _add(self, path: str) -> None:
+        if len(self.paths) >= MAX_WATCHES:
+            return
+        wd = _lib().inotify_add_watch(self.fd, os.fsencode(path), MASK)
+        if wd >= 0:
+            self.paths[wd] = path
+
+    def _add_tree(self, path: str) -> None:
+        self._add(path)
+        if not self.recursive:
+            return
+        for dirpath, dirnames, _ in os.walk(path):
+            for d in dirnames:
+                self._add(os.path.join(dirpath, d))
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        off = 0
+        while off + HEADER.size <= len(data):
+            wd, mask, _cookie, length = HEADER.unpack_from(data, off)
+            name = data[off + HEADER.size: off + HEADER.size + length].rstrip(b"\0").decode(errors="replace")
+            off += HEADER.size + length
+            base = self.paths.get(wd)
+            if mask & IN_IGNORED:
+                self.paths.pop(wd, None)
+                continue
+            if base is None:
+                continue
+            path = os.path.join(base, name) if name else base
+            if mask & IN_CREATE:
+                if mask & IN_ISDIR and self.recursive:
+                    self._add_tree(path)
+                self.queue.put_nowait(("created", path))
+            elif mask & (IN_MODIFY | IN_CLOSE_WRITE):
+                self.queue.put_nowait(("modified", path))
+            elif mask & (IN_DELETE | IN_DELETE_SELF):
+                self.queue.put_nowait(("deleted", path))
+            elif mask & (IN_MOVED_FROM | IN_MOVED_TO):
+                if mask & IN_MOVED_TO and mask & IN_ISDIR and self.recursive:
+                    self._add_tree(path)
+                self.queue.put_nowait(("renamed", path))
+
+    async def next(self) -> tuple[str, str]:
+        return await self.queue.get()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            try:
+                asyncio.get_running_loop().remove_reader(self.fd)
+            except RuntimeError:
+                pass
+            os.close(self.fd)
+            self.fd = -1

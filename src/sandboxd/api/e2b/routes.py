@@ -1,0 +1,229 @@
+"""E2B control-plane routes (contracts/e2b.md §1.2): thin translations onto the lifecycle service.
+
+Auth is the API key the middleware already looked up (`X-API-KEY` is `X-API-Key`). Metrics, events and
+webhooks routes belong to the monitoring room (api/routes/{metrics,events,webhooks}.py).
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, unquote
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from sandboxd.api.auth import require_key
+from sandboxd.api.deps import services
+from sandboxd.core.apikeys import ApiKey
+from sandboxd.core.errors import Conflict, Invalid, NotFound
+from sandboxd.core.lifecycle import CreateRequest
+from sandboxd.core.models import PAUSED, RUNNING, STOPPED
+
+from . import shapes
+from .errors import E2BRoute
+from .idempotency import IdempotencyCache
+
+router = APIRouter(route_class=E2BRoute, tags=["e2b"])
+Key = Annotated[ApiKey, Depends(require_key)]
+DEFAULT_TIMEOUT = 300  # E2B's default sandbox lifetime, seconds
+MAX_TIMEOUT = 30 * 24 * 3600
+# E2B's public template names -> ours.
+TEMPLATE_ALIASES = {"code-interpreter-v1": "code-interpreter", "code-interpreter-beta": "code-interpreter",
+                    "e2b/code-interpreter": "code-interpreter", "e2b/base": "base"}
+_idempotency = IdempotencyCache()
+
+
+class NewSandbox(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    templateID: str = Field(..., min_length=1, max_length=256)
+    timeout: StrictInt | None = Field(None, ge=0, le=MAX_TIMEOUT)
+    metadata: dict[str, str] | None = None
+    envVars: dict[str, str] | None = None
+    allow_internet_access: StrictBool | None = None
+    autoPause: StrictBool | None = None
+
+
+class TimeoutBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    timeout: StrictInt = Field(..., ge=0, le=MAX_TIMEOUT)
+
+
+class RefreshBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    duration: StrictInt | None = Field(None, ge=0, le=3600)
+
+
+class ConnectBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    timeout: StrictInt | None = Field(None, ge=0, le=MAX_TIMEOUT)
+
+
+def _template(svc, ref: str) -> str:
+    try:
+        return svc.catalog.get(ref).name
+    except NotFound:
+        alias = TEMPLATE_ALIASES.get(ref)
+        if alias is None:
+            raise
+        return svc.catalog.get(alias).name
+
+
+async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | None) -> Response:
+    svc = services(request)
+    template = _template(svc, body.templateID)
+    req = CreateRequest(template_name=template, timeout_seconds=body.timeout or DEFAULT_TIMEOUT,
+                        internet_access=body.allow_internet_access, env_vars=body.envVars or {},
+                        metadata=body.metadata or {})
+
+    async def create() -> dict[str, Any]:
+        sb, token, _ = await svc.lifecycle.create(req, api_key_id=key.id)
+        return shapes.created(sb, token)
+
+    result = await _idempotency.run(key.id, idem, body.model_dump(), create)
+    return _json(result, 201)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(data, status_code=status, headers=headers)
+
+
+@router.post("/v2/sandboxes")
+async def create_v2(request: Request, body: NewSandbox, key: Key,
+                    idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+    return await _create(request, body, key, idempotency_key)
+
+
+@router.post("/sandboxes")
+async def create_v1(request: Request, body: NewSandbox, key: Key,
+                    idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+    return await _create(request, body, key, idempotency_key)
+
+
+def _metadata_filter(raw: str | None) -> dict[str, str]:
+    # The SDK quotes each key and value, then urlencodes the pairs into one parameter.
+    return {unquote(k): unquote(v) for k, v in parse_qsl(raw or "", keep_blank_values=True)}
+
+
+async def _list(request: Request, metadata: str | None, state: str | None, template: str | None,
+                limit: int, next_token: str | None, order: str | None) -> Response:
+    svc = services(request)
+    want_states = {s.strip() for s in (state or "running,paused").split(",") if s.strip()}
+    bad = want_states - {"running", "paused"}
+    if bad:
+        raise Invalid(f"unknown state(s): {', '.join(sorted(bad))}; use running and/or paused", code="invalid_state")
+    meta = _metadata_filter(metadata)
+    items, nxt = svc.lifecycle.list(template=template, limit=limit, cursor=next_token)
+    out = [shapes.listed(sb) for sb in items
+           if shapes.state(sb) in want_states and sb.status in (RUNNING, PAUSED, STOPPED)
+           and all(str((sb.metadata or {}).get(k)) == v for k, v in meta.items())]
+    if order == "asc":
+        out.reverse()  # the service pages newest first; within a page this is the best we can do
+    headers = {"X-Total-Running": str(sum(1 for s in out if s["state"] == "running"))}
+    if nxt:
+        headers["X-Next-Token"] = nxt
+    return _json(out, 200, headers)
+
+
+@router.get("/v2/sandboxes")
+async def list_v2(request: Request, key: Key, metadata: str | None = None, state: str | None = None,
+                  template: str | None = None, order: str | None = None,
+                  limit: int = Query(100, ge=1, le=100), nextToken: str | None = None) -> Response:
+    return await _list(request, metadata, state, template, limit, nextToken, order)
+
+
+@router.get("/sandboxes")
+async def list_v1(request: Request, key: Key, metadata: str | None = None) -> Response:
+    return await _list(request, metadata, None, None, 100, None, None)
+
+
+@router.get("/sandboxes/{sandbox_id}")
+async def get_sandbox(sandbox_id: str, request: Request, key: Key) -> Response:
+    sb = services(request).lifecycle.get(sandbox_id)
+    return _json(shapes.detail(sb))
+
+
+@router.delete("/sandboxes/{sandbox_id}")
+async def kill_sandbox(sandbox_id: str, request: Request, key: Key) -> Response:
+    await services(request).lifecycle.kill(sandbox_id)
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/timeout")
+async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, key: Key) -> Response:
+    # E2B resets the lifetime to now + timeout; 0 means "end now", which we model as the 1 s minimum.
+    await services(request).lifecycle.set_timeout(sandbox_id, max(1, body.timeout))
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/refreshes")
+async def refresh(sandbox_id: str, request: Request, key: Key, body: RefreshBody | None = None) -> Response:
+    await _extend(request, sandbox_id, (body.duration if body and body.duration else DEFAULT_TIMEOUT))
+    return Response(status_code=204)
+
+
+async def _extend(request: Request, sandbox_id: str, seconds: int) -> None:
+    """Only ever lengthen the lifetime (connect and refresh semantics)."""
+    lifecycle = services(request).lifecycle
+    sb = lifecycle.get(sandbox_id)
+    wanted = shapes.now() + timedelta(seconds=seconds)
+    if sb.expires_at is None or sb.expires_at < wanted:
+        await lifecycle.set_timeout(sandbox_id, max(1, seconds))
+
+
+@router.post("/sandboxes/{sandbox_id}/pause")
+async def pause(sandbox_id: str, request: Request, key: Key) -> Response:
+    lifecycle = services(request).lifecycle
+    sb = lifecycle.get(sandbox_id)
+    if sb.status != RUNNING:
+        raise Conflict(f"sandbox {sandbox_id} is already {shapes.state(sb)}", code="sandbox_not_running")
+    await lifecycle.pause(sandbox_id)
+    return Response(status_code=204)
+
+
+async def _wake(request: Request, sandbox_id: str, timeout: int | None) -> tuple[Any, bool]:
+    lifecycle = services(request).lifecycle
+    sb = lifecycle.get(sandbox_id)
+    resumed = False
+    if sb.status == PAUSED:
+        sb = await lifecycle.resume(sandbox_id)
+        resumed = True
+    elif sb.status == STOPPED:
+        sb = await lifecycle.start_sandbox(sandbox_id)
+        resumed = True
+    if resumed:
+        await lifecycle.set_timeout(sandbox_id, max(1, timeout or DEFAULT_TIMEOUT))
+    elif timeout:
+        await _extend(request, sandbox_id, timeout)
+    return lifecycle.get(sandbox_id), resumed
+
+
+async def _connect(request: Request, sandbox_id: str, timeout: int | None) -> Response:
+    sb, resumed = await _wake(request, sandbox_id, timeout)
+    token, _ = services(request).lifecycle.refresh_token(sandbox_id)
+    return _json(shapes.created(sb, token), 201 if resumed else 200)
+
+
+@router.post("/v2/sandboxes/{sandbox_id}/connect")
+async def connect_v2(sandbox_id: str, request: Request, key: Key, body: ConnectBody | None = None) -> Response:
+    return await _connect(request, sandbox_id, body.timeout if body else None)
+
+
+@router.post("/sandboxes/{sandbox_id}/connect")
+async def connect_v1(sandbox_id: str, request: Request, key: Key, body: ConnectBody | None = None) -> Response:
+    return await _connect(request, sandbox_id, body.timeout if body else None)
+
+
+@router.post("/sandboxes/{sandbox_id}/resume")
+async def resume(sandbox_id: str, request: Request, key: Key, body: ConnectBody | None = None) -> Response:
+    sb = services(request).lifecycle.get(sandbox_id)
+    if sb.status == RUNNING:
+        raise Conflict(f"sandbox {sandbox_id} is already running", code="sandbox_already_running")
+    return await _connect(request, sandbox_id, body.timeout if body else None)
+
+
+@router.get("/templates")
+async def list_templates(request: Request, key: Key) -> Response:
+    return _json([shapes.template(t) for t in services(request).catalog.list()])

@@ -1,0 +1,116 @@
+"""HopX sandbox lifecycle: /v1/sandboxes (contract §2.1). Thin: HTTP in, service call, HopX types out."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+from sandboxd.api.auth import require_key
+from sandboxd.api.deps import rid, services
+from sandboxd.core.apikeys import ApiKey
+from sandboxd.core.lifecycle import CreateRequest
+from sandboxd.core.models import iso
+
+router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
+Key = Annotated[ApiKey, Depends(require_key)]
+
+
+class CreateBody(BaseModel):
+    # Unknown keys are ignored: the JS SDK and docs send extra hints (resources, alias) we do not take.
+    model_config = ConfigDict(extra="ignore")
+
+    template_id: str | None = Field(None, min_length=1, max_length=128)
+    template_name: str | None = Field(None, min_length=1, max_length=128)
+    region: str | None = Field(None, max_length=64)
+    timeout_seconds: StrictInt | None = Field(None, ge=1, le=30 * 24 * 3600)
+    internet_access: StrictBool | None = None
+    env_vars: dict[str, str] | None = None
+    metadata: dict[str, str] | None = None
+
+    @field_validator("env_vars")
+    @classmethod
+    def _env(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for k in v or {}:
+            if not k or "=" in k or "\0" in k or len(k) > 256:
+                raise ValueError(f"invalid environment variable name {k!r}")
+        return v
+
+
+class TimeoutBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout_seconds: StrictInt = Field(..., ge=1, le=30 * 24 * 3600)
+
+
+def _wire(request: Request, sb) -> dict[str, Any]:
+    svc = services(request)
+    return {**sb.to_wire(svc.public_host), "request_id": rid(request)}
+
+
+@router.post("", status_code=201)
+async def create_sandbox(body: CreateBody, request: Request, key: Key) -> dict:
+    svc = services(request)
+    req = CreateRequest(template_id=body.template_id, template_name=body.template_name, region=body.region,
+                        timeout_seconds=body.timeout_seconds, internet_access=body.internet_access,
+                        env_vars=body.env_vars or {}, metadata=body.metadata or {})
+    sb, token, token_exp = await svc.lifecycle.create(req, api_key_id=key.id)
+    return {**_wire(request, sb), "auth_token": token, "token_expires_at": iso(token_exp)}
+
+
+@router.get("")
+async def list_sandboxes(
+    request: Request,
+    key: Key,
+    status: str | None = None,
+    region: str | None = None,
+    template: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = None,
+) -> dict:
+    items, nxt = services(request).lifecycle.list(status=status, region=region, template=template, limit=limit,
+                                                 cursor=cursor)
+    host = services(request).public_host
+    return {"object": "list", "data": [sb.to_wire(host) for sb in items], "has_more": nxt is not None,
+            "next_cursor": nxt, "request_id": rid(request)}
+
+
+@router.get("/{sandbox_id}")
+async def get_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
+    return _wire(request, services(request).lifecycle.get(sandbox_id))
+
+
+@router.delete("/{sandbox_id}")
+async def delete_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
+    await services(request).lifecycle.kill(sandbox_id)
+    return {"id": sandbox_id, "object": "sandbox", "deleted": True, "status": "killed", "request_id": rid(request)}
+
+
+@router.post("/{sandbox_id}/start")
+async def start_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
+    return _wire(request, await services(request).lifecycle.start_sandbox(sandbox_id))
+
+
+@router.post("/{sandbox_id}/stop")
+async def stop_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
+    return _wire(request, await services(request).lifecycle.stop(sandbox_id))
+
+
+@router.post("/{sandbox_id}/pause")
+async def pause_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
+    return _wire(request, await services(request).lifecycle.pause(sandbox_id))
+
+
+@router.post("/{sandbox_id}/resume")
+async def resume_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
+    return _wire(request, await services(request).lifecycle.resume(sandbox_id))
+
+
+@router.put("/{sandbox_id}/timeout")
+async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, key: Key) -> dict:
+    return _wire(request, await services(request).lifecycle.set_timeout(sandbox_id, body.timeout_seconds))
+
+
+@router.post("/{sandbox_id}/token/refresh")
+async def refresh_token(sandbox_id: str, request: Request, key: Key) -> dict:
+    token, exp = services(request).lifecycle.refresh_token(sandbox_id)
+    return {"id": sandbox_id, "auth_token": token, "token_expires_at": iso(exp), "request_id": rid(request)}

@@ -1,0 +1,132 @@
+"""`sandboxd sandbox metrics <id> [--follow]` and `sandboxd sandbox events [<id>]`, on the SDK.
+
+The lead wires it with `monitoring.register(sandbox.app)`. Metric lines follow the E2B CLI's format:
+`[2025-07-25 14:05:55Z]  CPU:  8.27% /  2 Cores | Memory:    31 / 484   MiB | Disk:  1445 / 2453  MiB`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any, Iterator, Optional
+
+import typer
+
+from sandboxd.cli.sandbox import _client, _when, handles_errors, print_json, table
+
+MIB = 1 << 20
+
+
+def metric_line(ts: datetime | float | None, cpu_pct: float, cores: int, mem_used: int, mem_total: int,
+                disk_used: int, disk_total: int) -> str:
+    if isinstance(ts, (int, float)):
+        ts = datetime.fromtimestamp(ts, timezone.utc)
+    when = ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+    pct = f"{round(cpu_pct, 2):g}"
+    return (f"[{when}]  CPU: {pct:>5}% / {cores:>2} Cores | Memory: {mem_used // MIB:>5} / {mem_total // MIB:<5} MiB"
+            f" | Disk: {disk_used // MIB:>5} / {disk_total // MIB:<5} MiB")
+
+
+def _line_of(m) -> str:  # an SDK Metric
+    return metric_line(m.timestamp, m.cpu_used_pct, m.cpu_count, m.mem_used, m.mem_total, m.disk_used, m.disk_total)
+
+
+def _line_of_system(s: dict[str, Any]) -> str:  # the monitor's snake_case sample (SSE `system` block)
+    return metric_line(s.get("ts"), float(s.get("cpu_pct", 0)), int(s.get("cpu_count", 0)), int(s.get("mem_used", 0)),
+                       int(s.get("mem_total", 0)), int(s.get("disk_used", 0)), int(s.get("disk_total", 0)))
+
+
+def sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
+    """(event, data) pairs from an SSE line stream; comments and heartbeats are skipped."""
+    event, data = "message", []
+    for line in lines:
+        if line == "":
+            if data:
+                try:
+                    yield event, json.loads("\n".join(data))
+                except ValueError:
+                    pass
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+
+
+def _follow(client, sandbox_id: str, last_ts: float | None) -> None:
+    """Print new samples as the control plane's SSE metrics stream ticks. Frames that carry the monitor's
+    system figures (`system`) are printed directly; otherwise each frame triggers a read of new history."""
+    path = f"/v1/sandboxes/{sandbox_id}/metrics/stream"
+    with client.http.stream("GET", path, timeout=None) as resp:
+        for event, data in sse_frames(resp.iter_lines()):
+            if event == "end":
+                sys.stdout.write(f"sandbox {sandbox_id} ended\n")
+                return
+            system = data.get("system") if isinstance(data, dict) else None
+            if isinstance(system, dict) and "cpu_pct" in system:
+                if last_ts is None or float(system.get("ts", 0)) > last_ts:
+                    last_ts = float(system.get("ts", 0))
+                    sys.stdout.write(_line_of_system(system) + "\n")
+                    sys.stdout.flush()
+                continue
+            start = int(last_ts) if last_ts is not None else None
+            for m in client.get_metrics(sandbox_id, start=start):
+                ts = m.timestamp.timestamp() if m.timestamp else 0
+                if last_ts is None or ts > last_ts:
+                    last_ts = ts
+                    sys.stdout.write(_line_of(m) + "\n")
+            sys.stdout.flush()
+
+
+@handles_errors
+def metrics(sandbox_id: str,
+            follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new samples (SSE stream)"),
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """Resource usage history of a sandbox: CPU, memory and disk, one line per sample."""
+    with _client() as c:
+        rows = c.get_metrics(sandbox_id)
+        if as_json:
+            return print_json(rows)
+        sys.stdout.write(f"Metrics for sandbox {sandbox_id}\n\n")
+        for m in rows:
+            sys.stdout.write(_line_of(m) + "\n")
+        sys.stdout.flush()
+        if follow:
+            last = rows[-1].timestamp.timestamp() if rows and rows[-1].timestamp else None
+            _follow(c, sandbox_id, last)
+
+
+def _details(data: dict[str, Any]) -> str:
+    parts = []
+    if data.get("kill_reason"):
+        parts.append(f"reason={data['kill_reason']}")
+    if data.get("set_timeout"):
+        parts.append(f"timeout={data['set_timeout']}")
+    ex = data.get("execution")
+    if isinstance(ex, dict) and "execution_time" in ex:
+        parts.append(f"ran={ex['execution_time'] / 1000:.1f}s")
+    return " ".join(parts)
+
+
+@handles_errors
+def events(sandbox_id: Optional[str] = typer.Argument(None, help="one sandbox; all sandboxes when left out"),
+           limit: int = typer.Option(10, min=1, max=100), offset: int = typer.Option(0, min=0),
+           oldest_first: bool = typer.Option(False, "--oldest-first"),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Lifecycle events (created, updated, paused, resumed, checkpointed, killed), newest first."""
+    with _client() as c:
+        rows = c.events(sandbox_id, limit=limit, offset=offset, oldest_first=oldest_first)
+    if as_json:
+        return print_json(rows)
+    table(["TIME", "TYPE", "SANDBOX", "DETAILS"],
+          [[_when(e.timestamp), e.type.rsplit(".", 1)[-1], e.sandbox_id, _details(e.data)] for e in rows])
+
+
+def register(sandbox_app: typer.Typer) -> None:
+    sandbox_app.command("metrics")(metrics)
+    sandbox_app.command("events")(events)

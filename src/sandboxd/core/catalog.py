@@ -1,0 +1,151 @@
+"""Templates as the control plane sees them: rows in the store, synced from the template image store.
+
+Built-in templates come from a TemplateSource (sandboxd.templates for real backends); custom templates
+are created by builds. Lookups accept a name or an id, as the HopX clients need (contract §2.1).
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from sqlalchemy import or_, select
+
+from sandboxd.core.errors import Invalid, NotFound
+from sandboxd.core.eventlog import EventLog
+from sandboxd.core.events import Event
+from sandboxd.core.models import Template
+from sandboxd.core.store.db import Store
+from sandboxd.core.store.tables import TemplateRow
+from sandboxd.runtime.base import TemplateImage
+
+TEMPLATE_CREATED, TEMPLATE_UPDATED, TEMPLATE_DELETED = "template.created", "template.updated", "template.deleted"
+
+
+class TemplateSource(Protocol):
+    def builtins(self) -> list[dict[str, Any]]:
+        """Metadata of the built-in templates: name, display_name, description, category, language, ..."""
+
+    async def image(self, name: str) -> TemplateImage:
+        """The built image for a template name (raises NotFound when it is not built)."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _model(r: TemplateRow) -> Template:
+    return Template(
+        id=r.id, name=r.name, display_name=r.display_name, description=r.description, category=r.category,
+        language=r.language, is_public=r.is_public, status=r.status, build_id=r.build_id,
+        error_message=r.error_message, vcpu=r.vcpu, memory_mb=r.memory_mb, disk_gb=r.disk_gb,
+        features=list(r.features or []), tags=list(r.tags or []), created_at=r.created_at, updated_at=r.updated_at,
+    )
+
+
+class CatalogService:
+    def __init__(self, store: Store, events: EventLog, source: TemplateSource):
+        self.store = store
+        self.events = events
+        self.source = source
+
+    def sync_builtins(self) -> None:
+        now = _now()
+        with self.store.tx() as s:
+            for meta in self.source.builtins():
+                row = s.scalar(select(TemplateRow).where(TemplateRow.name == meta["name"]))
+                if row is None:
+                    row = TemplateRow(id="tpl_" + meta["name"].replace("-", "_"), name=meta["name"], created_at=now,
+                                      is_public=True)
+                    s.add(row)
+                row.display_name = meta.get("display_name") or meta["name"]
+                row.description = meta.get("description")
+                row.category = meta.get("category")
+                row.language = meta.get("language")
+                row.status = meta.get("status", "active")
+                row.vcpu = int(meta.get("vcpu", 1))
+                row.memory_mb = int(meta.get("memory_mb", 1024))
+                row.disk_gb = int(meta.get("disk_gb", 2))
+                row.features = list(meta.get("features", []))
+                row.tags = list(meta.get("tags", []))
+                row.updated_at = now
+
+    def get(self, id_or_name: str) -> Template:
+        with self.store.tx() as s:
+            row = s.get(TemplateRow, id_or_name) or s.scalar(select(TemplateRow).where(TemplateRow.name == id_or_name))
+            if row is None:
+                raise NotFound(f"template {id_or_name} not found", code="template_not_found")
+            return _model(row)
+
+    def find(self, name: str) -> Template | None:
+        with self.store.tx() as s:
+            row = s.scalar(select(TemplateRow).where(TemplateRow.name == name))
+            return _model(row) if row is not None else None
+
+    def list(self, *, category: str | None = None, language: str | None = None) -> list[Template]:
+        q = select(TemplateRow).order_by(TemplateRow.is_public.desc(), TemplateRow.name)
+        if category:
+            q = q.where(TemplateRow.category == category)
+        if language:
+            q = q.where(or_(TemplateRow.language == language))
+        with self.store.tx() as s:
+            return [_model(r) for r in s.scalars(q)]
+
+    async def image(self, template: Template) -> TemplateImage:
+        return await self.source.image(template.name)
+
+    # ---- custom templates (builds) ------------------------------------------------------------------
+
+    def begin_build(self, name: str, build_id: str, *, vcpu: int, memory_mb: int, disk_gb: int,
+                    update: bool) -> Template:
+        now = _now()
+        with self.store.tx() as s:
+            row = s.scalar(select(TemplateRow).where(TemplateRow.name == name))
+            if row is not None and row.is_public:
+                raise Invalid(f"{name} is a built-in template", code="template_is_builtin")
+            created = row is None
+            if row is None:
+                row = TemplateRow(id="tpl_" + secrets.token_hex(8), name=name, display_name=name, is_public=False,
+                                  created_at=now, category="custom", features=[], tags=["custom"])
+                s.add(row)
+            elif not update and row.status == "active":
+                from sandboxd.core.errors import Conflict
+
+                raise Conflict(f"template {name} exists; send update=true to rebuild it", code="template_exists")
+            row.status, row.build_id, row.error_message = "building", build_id, None
+            row.vcpu, row.memory_mb, row.disk_gb, row.updated_at = vcpu, memory_mb, disk_gb, now
+            t = _model(row)
+        self._emit(TEMPLATE_CREATED if created else TEMPLATE_UPDATED, t)
+        return t
+
+    def finish_build(self, template_id: str, *, language: str | None, error: str | None) -> Template:
+        with self.store.tx() as s:
+            row = s.get(TemplateRow, template_id)
+            row.status = "failed" if error else "active"
+            row.error_message = error
+            if language and not row.language:
+                row.language = language
+            row.updated_at = _now()
+            t = _model(row)
+        self._emit(TEMPLATE_UPDATED, t)
+        return t
+
+    def delete(self, template_id: str, in_use: int) -> Template:
+        from sandboxd.core.errors import Conflict
+
+        t = self.get(template_id)
+        if t.is_public:
+            raise Invalid(f"{t.name} is a built-in template and cannot be deleted", code="template_is_builtin")
+        if t.status == "building":
+            raise Conflict(f"template {t.name} is being built", code="template_building")
+        if in_use:
+            raise Conflict(f"template {t.name} is used by {in_use} sandbox(es)", code="template_in_use",
+                           details={"sandboxes": in_use})
+        with self.store.tx() as s:
+            s.delete(s.get(TemplateRow, t.id))
+        self._emit(TEMPLATE_DELETED, t)
+        return t
+
+    def _emit(self, etype: str, t: Template) -> None:
+        self.events.record(Event(type=etype, sandbox_id=None, template_id=t.id,
+                                 data={"name": t.name, "status": t.status, "template": t.to_wire()}))

@@ -1,0 +1,53 @@
+"""Persist events in the store (one envelope, monotonic ids) and publish them on the in-process bus."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from sandboxd.core.events import Event, EventBus
+from sandboxd.core.models import iso
+from sandboxd.core.store.db import Store
+from sandboxd.core.store.tables import EventRow
+
+
+class EventLog:
+    def __init__(self, store: Store, bus: EventBus):
+        self.store = store
+        self.bus = bus
+
+    def record(self, event: Event) -> Event:
+        with self.store.tx() as s:
+            row = EventRow(
+                type=event.type,
+                sandbox_id=event.sandbox_id,
+                template_id=event.template_id,
+                timestamp=event.timestamp,
+                data=event.data,
+            )
+            s.add(row)
+            s.flush()
+            event.id = row.id
+        self.bus.publish(event)
+        return event
+
+    def since(self, last_id: int, *, prefix: str | None = None, sandbox_id: str | None = None, limit: int = 1000) -> list[Event]:
+        """Events after `last_id` (what an SSE client that reconnects with Last-Event-ID missed)."""
+        with self.store.tx() as s:
+            q = select(EventRow).where(EventRow.id > last_id).order_by(EventRow.id).limit(limit)
+            if prefix:
+                q = q.where(EventRow.type.startswith(prefix))
+            if sandbox_id:
+                q = q.where(EventRow.sandbox_id == sandbox_id)
+            return [to_event(r) for r in s.scalars(q)]
+
+    def last_id(self) -> int:
+        with self.store.tx() as s:
+            return s.scalar(select(EventRow.id).order_by(EventRow.id.desc()).limit(1)) or 0
+
+
+def to_event(r: EventRow) -> Event:
+    return Event(type=r.type, sandbox_id=r.sandbox_id, data=dict(r.data or {}), id=r.id, timestamp=r.timestamp, template_id=r.template_id)
+
+
+def event_wire(e: Event) -> dict:
+    return {"id": e.id, "type": e.type, "sandbox_id": e.sandbox_id, "template_id": e.template_id,
+            "timestamp": iso(e.timestamp), "data": e.data}

@@ -1,0 +1,436 @@
+"""The sandbox service: the state machine, create/list/get/kill/pause/resume/stop/start, timeouts, recovery.
+
+It knows no HTTP. Rows in the store are the truth clients see; the backend is the truth about processes;
+`recover()` makes them agree after a restart. Create is one clean sequence a warm pool can short-circuit:
+reserve row -> backend.create (returns once the agent is healthy) -> mark running.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import secrets
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import func, or_, and_, select
+
+from sandboxd.config import Settings
+from sandboxd.core import events as ev
+from sandboxd.core.errors import CapacityExceeded, Conflict, Invalid, NotFound, RuntimeFailure, SandboxdError
+from sandboxd.core.eventlog import EventLog
+from sandboxd.core.models import (
+    CREATING, KILLED, LIVE_STATES, PAUSED, REASON_ERROR, REASON_NODE_LOST, REASON_TIMEOUT, REASON_USER, RUNNING,
+    STOPPED, Sandbox, Template, iso,
+)
+from sandboxd.core.store.db import Store
+from sandboxd.core.store.tables import SandboxRow
+from sandboxd.core.tokens import TokenSigner
+from sandboxd.runtime.base import Backend, Resources, RuntimeSandbox, RuntimeState, SandboxSpec, TemplateImage
+
+log = logging.getLogger(__name__)
+
+CREATE_CONCURRENCY = 8  # cold starts are CPU-bound; more in parallel only makes each one slower
+
+
+class Catalog(Protocol):
+    def get(self, id_or_name: str) -> Template: ...
+
+    async def image(self, template: Template) -> TemplateImage: ...
+
+
+class WarmPool(Protocol):
+    async def take(self, template: Template, spec: SandboxSpec) -> RuntimeSandbox | None: ...
+
+
+@dataclass
+class CreateRequest:
+    template_id: str | None = None
+    template_name: str | None = None
+    region: str | None = None
+    timeout_seconds: int | None = None
+    internet_access: bool | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Route:
+    """What the gateway needs per sandbox, kept in memory so proxying never touches the database."""
+
+    socket: Path
+    status: str
+    token_version: int
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _to_model(r: SandboxRow) -> Sandbox:
+    return Sandbox(
+        id=r.id, status=r.status, template_id=r.template_id, template_name=r.template_name, region=r.region,
+        node_id=r.node_id, vcpu=r.vcpu, memory_mb=r.memory_mb, disk_mb=r.disk_mb,
+        internet_access=r.internet_access, env_vars=dict(r.env_vars or {}), timeout_seconds=r.timeout_seconds,
+        expires_at=r.expires_at, created_at=r.created_at, started_at=r.started_at, ended_at=r.ended_at,
+        kill_reason=r.kill_reason, token_version=r.token_version, metadata=dict(r.metadata_ or {}),
+    )
+
+
+def _encode_cursor(created_at: datetime, sid: str) -> str:
+    raw = json.dumps([created_at.isoformat(), sid]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        ts, sid = json.loads(raw)
+        return datetime.fromisoformat(ts), str(sid)
+    except Exception:
+        raise Invalid("invalid cursor", code="invalid_cursor") from None
+
+
+class LifecycleService:
+    def __init__(self, settings: Settings, store: Store, backend: Backend, events: EventLog, catalog: Catalog,
+                 signer: TokenSigner):
+        self.settings = settings
+        self.store = store
+        self.backend = backend
+        self.events = events
+        self.catalog = catalog
+        self.signer = signer
+        self.pool: WarmPool | None = None
+        self.routes: dict[str, Route] = {}
+        self._expiry: dict[str, datetime] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._reserved = 0  # creates admitted but not yet in the store as live rows
+        self._create_gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+        self._expiry_task: asyncio.Task | None = None
+        self._kill_tasks: set[asyncio.Task] = set()
+        self.node_id = socket.gethostname()
+
+    # ---- service lifetime -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.recover()
+        self._expiry_task = asyncio.create_task(self._expiry_loop(), name="sandbox-expiry")
+
+    async def close(self) -> None:
+        if self._expiry_task:
+            self._expiry_task.cancel()
+            await asyncio.gather(self._expiry_task, return_exceptions=True)
+        if self._kill_tasks:
+            await asyncio.gather(*self._kill_tasks, return_exceptions=True)
+
+    def _lock(self, sid: str) -> asyncio.Lock:
+        lock = self._locks.get(sid)
+        if lock is None:
+            lock = self._locks[sid] = asyncio.Lock()
+        return lock
+
+    # ---- reads ------------------------------------------------------------------------------------
+
+    def get(self, sid: str) -> Sandbox:
+        with self.store.tx() as s:
+            row = s.get(SandboxRow, sid)
+            if row is None or row.status == KILLED:
+                raise NotFound(f"sandbox {sid} not found", code="sandbox_not_found")
+            return _to_model(row)
+
+    def list(self, *, status: str | None = None, region: str | None = None, template: str | None = None,
+             limit: int = 100, cursor: str | None = None) -> tuple[list[Sandbox], str | None]:
+        if status is not None and status not in LIVE_STATES:
+            raise Invalid(f"unknown status {status!r}; use one of {', '.join(LIVE_STATES)}", code="invalid_status")
+        q = select(SandboxRow)
+        q = q.where(SandboxRow.status == status) if status else q.where(SandboxRow.status != KILLED)
+        if region:
+            q = q.where(SandboxRow.region == region)
+        if template:
+            q = q.where(or_(SandboxRow.template_id == template, SandboxRow.template_name == template))
+        if cursor:
+            ts, sid = _decode_cursor(cursor)
+            q = q.where(or_(SandboxRow.created_at < ts, and_(SandboxRow.created_at == ts, SandboxRow.id < sid)))
+        q = q.order_by(SandboxRow.created_at.desc(), SandboxRow.id.desc()).limit(limit + 1)
+        with self.store.tx() as s:
+            rows = list(s.scalars(q))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = _encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+        return [_to_model(r) for r in rows], nxt
+
+    def count_live(self) -> int:
+        with self.store.tx() as s:
+            return s.scalar(select(func.count()).select_from(SandboxRow).where(SandboxRow.status != KILLED)) or 0
+
+    def uses_template(self, template_id: str) -> int:
+        with self.store.tx() as s:
+            return s.scalar(select(func.count()).select_from(SandboxRow).where(
+                SandboxRow.template_id == template_id, SandboxRow.status != KILLED)) or 0
+
+    # ---- create -----------------------------------------------------------------------------------
+
+    async def create(self, req: CreateRequest, api_key_id: str | None = None) -> tuple[Sandbox, str, datetime]:
+        ref = req.template_id or req.template_name
+        if not ref:
+            raise Invalid("template_id or template_name is required", code="missing_template")
+        template = self.catalog.get(ref)
+        if template.status != "active":
+            raise Conflict(f"template {template.name} is {template.status}, not active", code="template_not_active")
+        timeout = req.timeout_seconds if req.timeout_seconds is not None else self.settings.default_timeout_seconds
+        # Check and reserve without an await in between: the event loop makes this atomic in-process.
+        if self.count_live() + self._reserved >= self.settings.max_sandboxes:
+            raise CapacityExceeded(
+                f"sandbox capacity reached ({self.settings.max_sandboxes}); retry later",
+                details={"retry_after_seconds": 5, "limit": self.settings.max_sandboxes},
+            )
+        sid = "sb" + secrets.token_hex(9)
+        now = _now()
+        row = SandboxRow(
+            id=sid, status=CREATING, template_id=template.id, template_name=template.name,
+            region=req.region or "local", node_id=self.node_id, vcpu=float(template.vcpu),
+            memory_mb=template.memory_mb, disk_mb=template.disk_gb * 1024,
+            internet_access=bool(req.internet_access), env_vars=dict(req.env_vars), metadata_=dict(req.metadata),
+            timeout_seconds=timeout, expires_at=None, created_at=now, started_at=None, api_key_id=api_key_id,
+            token_version=1,
+        )
+        self._reserved += 1
+        try:
+            with self.store.tx() as s:
+                s.add(row)
+        finally:
+            self._reserved -= 1
+        async with self._lock(sid):
+            try:
+                async with self._create_gate:
+                    rt = await self._provision(sid, template, row)
+            except BaseException as exc:
+                await self._abandon(sid)
+                if isinstance(exc, SandboxdError) or not isinstance(exc, Exception):
+                    raise
+                raise RuntimeFailure(f"could not start sandbox: {exc}") from exc
+            started = _now()
+            expires = started + timedelta(seconds=timeout)
+            with self.store.tx() as s:
+                r = s.get(SandboxRow, sid)
+                r.status, r.started_at, r.expires_at = RUNNING, started, expires
+                sb = _to_model(r)
+            self.routes[sid] = Route(rt.agent_socket, RUNNING, 1)
+            self._expiry[sid] = expires
+            self._emit(ev.CREATED, sb)
+        token, token_exp = self.signer.issue(sid, sb.token_version)
+        return sb, token, token_exp
+
+    async def _provision(self, sid: str, template: Template, row: SandboxRow) -> RuntimeSandbox:
+        image = await self.catalog.image(template)
+        spec = SandboxSpec(
+            id=sid, image=image,
+            resources=Resources(vcpu=row.vcpu, memory_mb=row.memory_mb, disk_mb=row.disk_mb,
+                                pids=self.settings.default_pids),
+            env={**image.env, **row.env_vars}, internet_access=row.internet_access, hostname=sid,
+        )
+        if self.pool is not None:
+            rt = await self.pool.take(template, spec)
+            if rt is not None:
+                return rt
+        return await self.backend.create(spec)
+
+    async def _abandon(self, sid: str) -> None:
+        """A create that failed half-way leaves nothing behind: no processes, no live row."""
+        try:
+            await asyncio.shield(self.backend.destroy(sid))
+        except Exception:
+            log.exception("cleanup of half-created sandbox %s failed", sid)
+        with self.store.tx() as s:
+            r = s.get(SandboxRow, sid)
+            if r is not None:
+                r.status, r.kill_reason, r.ended_at = KILLED, REASON_ERROR, _now()
+
+    # ---- transitions ------------------------------------------------------------------------------
+
+    def _require(self, sb: Sandbox, allowed: tuple[str, ...], action: str) -> None:
+        if sb.status not in allowed:
+            raise Conflict(
+                f"cannot {action} a sandbox that is {sb.status}",
+                code="invalid_state_transition",
+                details={"status": sb.status, "action": action, "allowed_from": list(allowed)},
+            )
+
+    def _set(self, sid: str, **values: Any) -> Sandbox:
+        with self.store.tx() as s:
+            r = s.get(SandboxRow, sid)
+            for k, v in values.items():
+                setattr(r, k, v)
+            sb = _to_model(r)
+        route = self.routes.get(sid)
+        if route is not None:
+            route.status = sb.status
+        return sb
+
+    async def kill(self, sid: str, reason: str = REASON_USER) -> Sandbox:
+        async with self._lock(sid):
+            sb = self.get(sid)
+            before = sb
+            self.routes.pop(sid, None)  # revoke traffic first: nothing reaches a sandbox being destroyed
+            self._expiry.pop(sid, None)
+            try:
+                await self.backend.destroy(sid)
+            except SandboxdError:
+                raise
+            except Exception as exc:
+                raise RuntimeFailure(f"could not destroy sandbox {sid}: {exc}") from exc
+            sb = self._set(sid, status=KILLED, kill_reason=reason, ended_at=_now(),
+                           token_version=before.token_version + 1)
+            self._emit(ev.KILLED, before, kill_reason=reason, execution=self._execution(before))
+        self._locks.pop(sid, None)
+        return sb
+
+    async def pause(self, sid: str) -> Sandbox:
+        async with self._lock(sid):
+            sb = self.get(sid)
+            self._require(sb, (RUNNING,), "pause")
+            await self._call(self.backend.pause, sid)
+            new = self._set(sid, status=PAUSED)
+            self._emit(ev.PAUSED, new, execution=self._execution(sb))
+            return new
+
+    async def resume(self, sid: str) -> Sandbox:
+        async with self._lock(sid):
+            sb = self.get(sid)
+            self._require(sb, (PAUSED,), "resume")
+            await self._call(self.backend.resume, sid)
+            new = self._set(sid, status=RUNNING, started_at=_now())
+            self._emit(ev.RESUMED, new)
+            return new
+
+    async def stop(self, sid: str) -> Sandbox:
+        async with self._lock(sid):
+            sb = self.get(sid)
+            self._require(sb, (RUNNING, PAUSED), "stop")
+            await self._call(self.backend.stop, sid)
+            new = self._set(sid, status=STOPPED)
+            self._emit(ev.UPDATED, new, execution=self._execution(sb))
+            return new
+
+    async def start_sandbox(self, sid: str) -> Sandbox:
+        async with self._lock(sid):
+            sb = self.get(sid)
+            self._require(sb, (STOPPED,), "start")
+            rt = await self._call(self.backend.start, sid)
+            self.routes[sid] = Route(rt.agent_socket, RUNNING, sb.token_version)
+            new = self._set(sid, status=RUNNING, started_at=_now())
+            self._emit(ev.UPDATED, new)
+            return new
+
+    async def set_timeout(self, sid: str, seconds: int) -> Sandbox:
+        if seconds < 1:
+            raise Invalid("timeout_seconds must be at least 1", code="invalid_timeout")
+        async with self._lock(sid):
+            self.get(sid)
+            expires = _now() + timedelta(seconds=seconds)
+            new = self._set(sid, timeout_seconds=seconds, expires_at=expires)
+            self._expiry[sid] = expires
+            self._emit(ev.UPDATED, new, set_timeout=iso(expires))
+            return new
+
+    def refresh_token(self, sid: str) -> tuple[str, datetime]:
+        sb = self.get(sid)
+        return self.signer.issue(sid, sb.token_version)
+
+    async def _call(self, fn, sid: str):
+        try:
+            return await fn(sid)
+        except SandboxdError:
+            raise
+        except Exception as exc:
+            raise RuntimeFailure(f"{fn.__name__} failed for {sid}: {exc}") from exc
+
+    # ---- events -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _execution(sb: Sandbox) -> dict[str, Any]:
+        started = sb.started_at or sb.created_at
+        return {
+            "started_at": iso(started),
+            "vcpu_count": max(1, round(sb.vcpu)),
+            "memory_mb": sb.memory_mb,
+            "execution_time": int((_now() - started).total_seconds() * 1000),
+        }
+
+    def _emit(self, etype: str, sb: Sandbox, **extra: Any) -> None:
+        status = {ev.KILLED: KILLED}.get(etype, sb.status)
+        data = {"status": status, "template_id": sb.template_id, "template_name": sb.template_name,
+                "sandbox_metadata": sb.metadata, **extra}
+        self.events.record(ev.Event(type=etype, sandbox_id=sb.id, data=data, template_id=sb.template_id))
+
+    # ---- timeouts ---------------------------------------------------------------------------------
+
+    async def _expiry_loop(self) -> None:
+        # A short fixed tick keeps "killed within 1 s of expires_at" without a timer per sandbox.
+        while True:
+            now = _now()
+            for sid, when in list(self._expiry.items()):
+                if when <= now:
+                    self._expiry.pop(sid, None)
+                    task = asyncio.create_task(self._expire(sid))
+                    self._kill_tasks.add(task)
+                    task.add_done_callback(self._kill_tasks.discard)
+            await asyncio.sleep(0.2)
+
+    async def _expire(self, sid: str) -> None:
+        try:
+            sb = self.get(sid)
+            if sb.expires_at and sb.expires_at > _now():  # moved by PUT timeout meanwhile
+                self._expiry[sid] = sb.expires_at
+                return
+            await self.kill(sid, REASON_TIMEOUT)
+        except NotFound:
+            pass
+        except Exception:
+            log.exception("expiring sandbox %s failed; retrying", sid)
+            self._expiry[sid] = _now() + timedelta(seconds=1)
+
+    # ---- restart safety ---------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Make the store and the runtime agree after a restart (or a crash mid-create)."""
+        adopted = {rt.id: rt for rt in await self.backend.recover()}
+        with self.store.tx() as s:
+            rows = [_to_model(r) for r in s.scalars(select(SandboxRow).where(SandboxRow.status != KILLED))]
+        known = set()
+        for sb in rows:
+            known.add(sb.id)
+            rt = adopted.get(sb.id)
+            if sb.status == CREATING:
+                # Never reported created: remove whatever was half-made.
+                await self._abandon(sb.id)
+                continue
+            if rt is None:
+                state = await self.backend.state(sb.id)
+                if sb.status == STOPPED and state == RuntimeState.STOPPED:
+                    self._track(sb, None)
+                    continue
+                self._set(sb.id, status=KILLED, kill_reason=REASON_NODE_LOST, ended_at=_now(),
+                          token_version=sb.token_version + 1)
+                self._emit(ev.KILLED, sb, kill_reason=REASON_NODE_LOST, execution=self._execution(sb))
+                continue
+            actual = {RuntimeState.RUNNING: RUNNING, RuntimeState.PAUSED: PAUSED, RuntimeState.STOPPED: STOPPED}[rt.state]
+            if actual != sb.status:
+                sb = self._set(sb.id, status=actual)
+            self._track(sb, rt)
+        for sid in adopted.keys() - known:
+            log.warning("destroying sandbox %s that the store does not know", sid)
+            try:
+                await self.backend.destroy(sid)
+            except Exception:
+                log.exception("destroying stray sandbox %s failed", sid)
+
+    def _track(self, sb: Sandbox, rt: RuntimeSandbox | None) -> None:
+        if rt is not None:
+            self.routes[sb.id] = Route(rt.agent_socket, sb.status, sb.token_version)
+        if sb.expires_at:
+            self._expiry[sb.id] = sb.expires_at

@@ -1,0 +1,115 @@
+"""Domain records the services hand to the API layer, and their wire shapes (HopX types, contract §5)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# Sandbox states and the transitions the state machine allows.
+CREATING, RUNNING, PAUSED, STOPPED, KILLED = "creating", "running", "paused", "stopped", "killed"
+LIVE_STATES = (CREATING, RUNNING, PAUSED, STOPPED)
+
+# Why a sandbox ended (E2B's killed event carries it).
+REASON_USER, REASON_TIMEOUT, REASON_OOM, REASON_ERROR, REASON_NODE_LOST = "user", "timeout", "oom", "error", "node_lost"
+
+ORGANIZATION_ID = 1  # one tenant per install; the SDK insists on an int here
+
+
+def iso(dt: datetime | None) -> str | None:
+    """RFC 3339 with a Z, which every client (Python < 3.11 fromisoformat included) parses."""
+    if dt is None:
+        return None
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Sandbox:
+    id: str
+    status: str
+    template_id: str | None
+    template_name: str | None
+    region: str
+    node_id: str
+    vcpu: float
+    memory_mb: int
+    disk_mb: int
+    internet_access: bool
+    env_vars: dict[str, str]
+    timeout_seconds: int | None
+    expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None = None
+    kill_reason: str | None = None
+    token_version: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self, public_host: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "sandbox",
+            "status": self.status,
+            "template_id": self.template_id,
+            "template_name": self.template_name,
+            "organization_id": ORGANIZATION_ID,
+            "node_id": self.node_id,
+            "region": self.region,
+            "public_host": public_host,
+            "direct_url": public_host,
+            "preview_url": None,
+            "resources": {"vcpu": max(1, round(self.vcpu)), "memory_mb": self.memory_mb, "disk_mb": self.disk_mb},
+            "internet_access": self.internet_access,
+            "live_mode": True,
+            "timeout_seconds": self.timeout_seconds,
+            "expires_at": iso(self.expires_at),
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass
+class Template:
+    id: str
+    name: str
+    display_name: str
+    description: str | None
+    category: str | None
+    language: str | None
+    is_public: bool
+    status: str
+    build_id: str | None
+    error_message: str | None
+    vcpu: int
+    memory_mb: int
+    disk_gb: int
+    features: list[str]
+    tags: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+    def to_wire(self) -> dict[str, Any]:
+        res = {"vcpu": self.vcpu, "memory_mb": self.memory_mb, "disk_gb": self.disk_gb}
+        return {
+            "id": self.id,
+            "object": "template",
+            "name": self.name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "category": self.category,
+            "language": self.language,
+            "icon": None,
+            "default_resources": res,
+            "min_resources": {"vcpu": 1, "memory_mb": 128, "disk_gb": 1},
+            "max_resources": None,
+            "features": list(self.features),
+            "tags": list(self.tags),
+            "popularity_score": None,
+            "docs_url": None,
+            "is_active": self.status == "active",
+            "is_public": self.is_public,
+            "status": self.status,
+            "build_id": self.build_id,
+            "organization_id": None if self.is_public else str(ORGANIZATION_ID),
+            "error_message": self.error_message,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }

@@ -1,0 +1,80 @@
+"""Adapter from the control plane's catalog to the template image store (sandboxd.templates)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from sandboxd.config import Settings
+from sandboxd.core.errors import BuildFailed
+from sandboxd.runtime.base import TemplateImage
+
+DISPLAY = {"base": "Base (Debian + Python)", "code-interpreter": "Code Interpreter"}
+FEATURES = ["code_execution", "file_operations", "terminal_access", "ipython_kernel", "system_metrics"]
+
+
+def builtin_metadata(exists: Callable[[str], bool] = lambda _n: True) -> list[dict[str, Any]]:
+    from sandboxd.templates import bases
+
+    out = []
+    for name, recipe in bases.BUILTINS.items():
+        rich = "matplotlib" in recipe.user_pip
+        out.append({
+            "name": name, "display_name": DISPLAY.get(name, name), "description": recipe.description or None,
+            "category": "development", "language": "python",
+            "features": FEATURES + (["rich_output"] if rich else []),
+            "tags": ["python", "debian"] + (["data"] if rich else []),
+            # A built-in whose image is not built yet cannot start sandboxes (run `sandboxd setup`).
+            "status": "active" if exists(name) else "pending",
+        })
+    return out
+
+
+class StoreTemplateSource:
+    def __init__(self, settings: Settings, backend=None):
+        from sandboxd.templates.store import TemplateStore
+
+        self.store = TemplateStore(settings)
+
+    def builtins(self) -> list[dict[str, Any]]:
+        return builtin_metadata(self.store.exists)
+
+    async def image(self, name: str) -> TemplateImage:
+        return self.store.get(name)
+
+
+def recipe_doc(req) -> dict[str, Any]:
+    """The build request in the wire dialect sandboxd.templates.steps parses."""
+    return {"name": req.name, "from_image": req.from_image, "steps": req.steps, "startCmd": req.start_cmd,
+            "readyCmd": req.ready_cmd, "cpu": req.cpu, "memory": req.memory_mb, "diskGB": req.disk_gb,
+            "skipCache": req.skip_cache}
+
+
+def check_recipe(req) -> None:
+    """Refuse a malformed build at trigger time (400), not later in the background."""
+    try:
+        from sandboxd.templates.steps import parse_build_request
+    except ImportError:
+        return
+    parse_build_request(recipe_doc(req))
+
+
+def template_builder(settings: Settings, backend=None):
+    """The build function the BuildService runs: the template store's step builder on the real backend."""
+
+    async def build(req, *, uploads: Path, log: Callable[[str], None]) -> dict[str, Any]:
+        try:
+            from sandboxd.templates.build import Builder
+            from sandboxd.templates.steps import parse_build_request
+            from sandboxd.templates.store import TemplateStore
+        except ImportError as exc:
+            raise BuildFailed("template builds are not available on this server (sandboxd.templates)") from exc
+        if backend is not None and backend.capabilities.isolation == "process":
+            raise BuildFailed("the fake backend cannot build templates (RUN steps need a real sandbox); "
+                              "use SANDBOXD_BACKEND=crun")
+        recipe = parse_build_request(recipe_doc(req))
+        recipe.contexts = {s["filesHash"]: uploads / f"{s['filesHash']}.tar.gz"
+                           for s in req.steps if s.get("filesHash")}
+        image = await Builder(TemplateStore(settings), backend).build(recipe, log)
+        return {"language": "python", "content_hash": image.content_hash}
+
+    return build

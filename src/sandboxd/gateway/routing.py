@@ -1,0 +1,54 @@
+"""Which sandbox a gateway request is for: the sandbox JWT (Bearer), checked against the live routes.
+
+A request may also name its sandbox (header `X-Sandbox-Id` or `E2b-Sandbox-Id`); a token for another
+sandbox is then refused.
+"""
+from __future__ import annotations
+
+from sandboxd.core.errors import NotFound, Unauthorized
+from sandboxd.core.lifecycle import LifecycleService
+from sandboxd.core.models import PAUSED, RUNNING
+from sandboxd.core.tokens import TokenSigner
+from sandboxd.gateway.proxy import GatewayError, Head, Target
+
+
+def named_sandbox(head: Head) -> str | None:
+    return head.header("x-sandbox-id") or head.header("e2b-sandbox-id")
+
+
+def route_for(lifecycle: LifecycleService, sandbox_id: str, version: int | None) -> Target:
+    route = lifecycle.routes.get(sandbox_id)
+    if route is None:
+        try:
+            sb = lifecycle.get(sandbox_id)
+        except NotFound:
+            raise GatewayError(401, "INVALID_TOKEN", "the sandbox was killed; its tokens are revoked",
+                               {"sandbox_id": sandbox_id}) from None
+        raise GatewayError(409, "SANDBOX_NOT_RUNNING", f"sandbox is {sb.status}", {"status": sb.status})
+    if version is not None and version != route.token_version:
+        raise GatewayError(401, "INVALID_TOKEN", "token revoked", {"sandbox_id": sandbox_id})
+    if route.status == PAUSED:
+        raise GatewayError(409, "SANDBOX_PAUSED", "sandbox is paused; resume it first", {"status": PAUSED})
+    if route.status != RUNNING:
+        raise GatewayError(409, "SANDBOX_NOT_RUNNING", f"sandbox is {route.status}", {"status": route.status})
+    return Target(route.socket, sandbox_id)
+
+
+class BearerResolver:
+    def __init__(self, signer: TokenSigner, lifecycle: LifecycleService):
+        self.signer = signer
+        self.lifecycle = lifecycle
+
+    async def __call__(self, head: Head) -> Target | None:
+        auth = head.header("authorization") or ""
+        if auth[:7].lower() != "bearer ":
+            return None
+        try:
+            claims = self.signer.verify(auth[7:].strip())
+        except Unauthorized as exc:
+            raise GatewayError(401, exc.code, exc.message) from None
+        named = named_sandbox(head)
+        if named and named != claims.sandbox_id:
+            raise GatewayError(401, "INVALID_TOKEN", "token belongs to another sandbox",
+                               {"sandbox_id": named})
+        return route_for(self.lifecycle, claims.sandbox_id, claims.version)

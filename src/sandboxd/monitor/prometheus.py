@@ -1,0 +1,86 @@
+"""Platform metrics in Prometheus text format, on a registry of our own (tests can build many apps).
+
+Sandboxes by state and the per-sandbox gauges are computed at scrape time from the store and the
+sampler's latest readings; counters are fed by the event bus and by the lifecycle service.
+Per-sandbox series exist only behind `per_sandbox_prometheus` (their cardinality is unbounded).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy import func, select
+
+from sandboxd.core.store.db import Store
+from sandboxd.core.store.tables import SandboxRow
+from sandboxd.monitor.series import Sample
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+STATES = ("creating", "running", "paused", "stopped", "killed")
+
+
+class _ScrapeCollector:
+    def __init__(self, store: Store, latest: Callable[[], dict[str, Sample]], lag: Callable[[], tuple[float, float]],
+                 per_sandbox: bool):
+        self.store = store
+        self.latest = latest
+        self.lag = lag
+        self.per_sandbox = per_sandbox
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        by_state = GaugeMetricFamily("sandboxd_sandboxes", "Sandboxes by state", labels=["state"])
+        with self.store.tx() as s:
+            counts = dict(s.execute(select(SandboxRow.status, func.count()).group_by(SandboxRow.status)).all())
+        for state in sorted(set(STATES) | set(counts)):
+            by_state.add_metric([state], counts.get(state, 0))
+        yield by_state
+        lag, duration = self.lag()
+        yield GaugeMetricFamily("sandboxd_sampler_lag_seconds", "How late the last sampler tick started", value=lag)
+        yield GaugeMetricFamily("sandboxd_sampler_tick_seconds", "Duration of the last sampler tick", value=duration)
+        if not self.per_sandbox:
+            return
+        cpu = GaugeMetricFamily("sandboxd_sandbox_cpu_percent", "CPU used, % of the sandbox's quota", labels=["sandbox_id"])
+        mem = GaugeMetricFamily("sandboxd_sandbox_memory_bytes", "Memory used", labels=["sandbox_id"])
+        disk = GaugeMetricFamily("sandboxd_sandbox_disk_bytes", "Disk used", labels=["sandbox_id"])
+        for sid, smp in sorted(self.latest().items()):
+            cpu.add_metric([sid], smp.cpu_pct)
+            mem.add_metric([sid], smp.mem_used)
+            disk.add_metric([sid], smp.disk_used)
+        yield from (cpu, mem, disk)
+
+
+class PlatformMetrics:
+    def __init__(self, store: Store, *, latest: Callable[[], dict[str, Sample]],
+                 lag: Callable[[], tuple[float, float]], per_sandbox: bool):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.creates = Counter("sandboxd_sandbox_creates_total", "Sandboxes created", registry=self.registry)
+        self.create_failures = Counter("sandboxd_sandbox_create_failures_total", "Sandbox creates that failed",
+                                       registry=self.registry)
+        self.create_latency = Histogram("sandboxd_sandbox_create_seconds", "Time from create request to a ready sandbox",
+                                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
+        self.deliveries = Counter("sandboxd_webhook_deliveries_total", "Webhook delivery attempts by outcome",
+                                  ["outcome"], registry=self.registry)
+        self.delivery_latency = Histogram("sandboxd_webhook_delivery_seconds", "Webhook delivery attempt duration",
+                                          registry=self.registry)
+        for outcome in ("delivered", "retry", "failed"):
+            self.deliveries.labels(outcome)
+        self.registry.register(_ScrapeCollector(store, latest, lag, per_sandbox))
+
+    def observe_created(self, seconds: float | None = None) -> None:
+        """One sandbox created (the service calls it for every created event on the bus)."""
+        self.creates.inc()
+        if seconds is not None:
+            self.create_latency.observe(seconds)
+
+    def observe_create_failure(self) -> None:
+        """Called by the lifecycle service when a create fails (no created event exists for it)."""
+        self.create_failures.inc()
+
+    def observe_delivery(self, outcome: str, seconds: float) -> None:
+        self.deliveries.labels(outcome).inc()
+        self.delivery_latency.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

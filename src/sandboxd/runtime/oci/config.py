@@ -1,0 +1,99 @@
+"""config.json for a sandbox: the hardened OCI runtime spec shared by crun and runc.
+
+What makes it hardened (ARCHITECTURE §6): a user namespace (0 → uid_base), its own pid/ipc/uts/mount/
+cgroup/net namespaces, a minimal capability set, no_new_privs, masked /proc and /sys paths, the seccomp
+profile with the namespace-blocking rule, cgroup limits, and tini as the reaping PID 1. `crun spec`'s
+default has neither seccomp nor a user namespace and must never be used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sandboxd.runtime import seccomp
+from sandboxd.runtime.base import SandboxSpec
+from sandboxd.runtime.cgroups import cgroups_path
+
+AGENT_ARGV = ["/usr/bin/tini", "-g", "--", "/opt/sandboxd/venv/bin/python", "-I", "-m", "sandboxd.agent"]
+AGENT_PKG_TARGET = "/opt/sandboxd/pkg/sandboxd"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CPU_PERIOD = 100_000
+
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/proc/sysrq-trigger", "/proc/kallsyms",
+    "/proc/kmsg", "/proc/config.gz", "/sys/firmware", "/sys/kernel", "/sys/devices/virtual/powercap",
+    "/sys/fs/selinux", "/sys/dev/block",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"]
+
+
+def _mount(dest: str, typ: str, source: str, options: list[str]) -> dict[str, Any]:
+    return {"destination": dest, "type": typ, "source": source, "options": options}
+
+
+def base_mounts() -> list[dict[str, Any]]:
+    return [
+        _mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
+        _mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        _mount("/dev/pts", "devpts", "devpts",
+               ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+        _mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=268435456"]),
+        _mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
+        _mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
+        _mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]),
+    ]
+
+
+def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path, agent_pkg: Path,
+          argv: list[str] | None = None) -> dict[str, Any]:
+    image = spec.image
+    env = {"PATH": DEFAULT_PATH, "HOME": "/root", "TERM": "xterm", "LANG": "C.UTF-8"}
+    env.update(image.env)
+    env.update(spec.env)
+    env["SANDBOXD_AGENT_FD"] = "3"
+    env["SANDBOXD_SANDBOX_ID"] = spec.id
+    caps = list(seccomp.CAPABILITIES)
+    res = spec.resources
+    memory = res.memory_mb * 1024 * 1024
+    mounts = base_mounts() + [
+        _mount("/etc/hosts", "bind", str(sandbox_dir / "hosts"), ["rbind", "ro", "nosuid", "nodev"]),
+        _mount("/etc/hostname", "bind", str(sandbox_dir / "hostname"), ["rbind", "ro", "nosuid", "nodev"]),
+        _mount("/etc/resolv.conf", "bind", str(sandbox_dir / "resolv.conf"), ["rbind", "ro", "nosuid", "nodev"]),
+        _mount(AGENT_PKG_TARGET, "bind", str(agent_pkg), ["rbind", "ro", "nosuid", "nodev"]),
+    ]
+    for host_path, target in spec.binds:
+        mounts.append(_mount(target, "bind", str(host_path), ["rbind", "ro", "nosuid", "nodev"]))
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": argv or AGENT_ARGV,
+            "env": [f"{k}={v}" for k, v in env.items()],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": True,
+            # Under host memory pressure the kernel should pick sandbox processes before the platform.
+            "oomScoreAdj": 500,
+        },
+        "root": {"path": str(sandbox_dir / "rootfs"), "readonly": False},
+        "hostname": spec.hostname or f"sandbox-{spec.id[:12]}",
+        "mounts": mounts,
+        "linux": {
+            "uidMappings": [{"containerID": 0, "hostID": uid_base, "size": uid_count}],
+            "gidMappings": [{"containerID": 0, "hostID": uid_base, "size": uid_count}],
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup", "user", "network")],
+            "cgroupsPath": cgroups_path(spec.id),
+            "resources": {
+                "devices": [{"allow": False, "access": "rwm"}],
+                "cpu": {"quota": max(int(res.vcpu * CPU_PERIOD), 1000), "period": CPU_PERIOD},
+                # swap == limit: no swap, so the memory limit is a real limit and an OOM kill is visible.
+                "memory": {"limit": memory, "swap": memory},
+                "pids": {"limit": res.pids},
+            },
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "seccomp": seccomp.profile(),
+        },
+    }

@@ -1,0 +1,102 @@
+"""`exec` in a running sandbox through `<runtime> exec`, with the same hardening as its init
+(`--no-new-privs`: crun does not apply noNewPrivileges to exec'd processes otherwise)."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import psutil
+
+from sandboxd.core.errors import Invalid, RuntimeFailure
+from sandboxd.runtime.base import ExecResult, SandboxSpec
+from sandboxd.runtime.oci.cli import OciCli
+from sandboxd.runtime.oci.config import DEFAULT_PATH
+
+KNOWN_USERS = {"root": (0, 0, "/root"), "user": (1000, 1000, "/home/user")}
+
+
+def resolve_user(user: str | int, rootfs: Path) -> tuple[int, int, str]:
+    """(uid, gid, home) for "root", "user", a uid, or another name in the sandbox's /etc/passwd."""
+    if isinstance(user, int) or str(user).isdigit():
+        uid = int(user)
+        return uid, uid, "/root" if uid == 0 else "/"
+    if user in KNOWN_USERS:
+        return KNOWN_USERS[user]
+    try:
+        # Read through the sandbox's root; a symlinked passwd would point into the host: refuse it.
+        passwd = rootfs / "etc" / "passwd"
+        if passwd.is_symlink():
+            raise OSError("passwd is a symlink")
+        for line in passwd.read_text().splitlines():
+            parts = line.split(":")
+            if len(parts) >= 6 and parts[0] == user:
+                return int(parts[2]), int(parts[3]), parts[5] or "/"
+    except (OSError, ValueError):
+        pass
+    raise Invalid(f"unknown user {user!r}", code="invalid_user")
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        proc = psutil.Process(pid)
+        victims = proc.children(recursive=True) + [proc]
+    except psutil.Error:
+        return
+    for p in victims:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+
+
+async def run_exec(cli: OciCli, container_id: str, sandbox_dir: Path, spec: SandboxSpec, argv: list[str], *,
+                   env: dict[str, str] | None, user: str | int, cwd: str | None, timeout: float | None,
+                   stdin: bytes | None) -> ExecResult:
+    if not argv:
+        raise Invalid("exec needs a command")
+    uid, gid, home = resolve_user(user, sandbox_dir / "rootfs")
+    full_env = {"PATH": DEFAULT_PATH, "HOME": home, "LANG": "C.UTF-8", "TERM": "xterm"}
+    full_env.update(spec.image.env)
+    full_env.update(spec.env)
+    full_env.update(env or {})
+    if cwd is None:
+        cwd = spec.image.workdir if (sandbox_dir / "rootfs" / spec.image.workdir.lstrip("/")).is_dir() else "/"
+    pid_file = sandbox_dir / f"exec-{uuid.uuid4().hex[:12]}.pid"
+    args = ["exec", "--no-new-privs", "--user", f"{uid}:{gid}", "--cwd", cwd, "--pid-file", str(pid_file)]
+    for k, v in full_env.items():
+        args += ["--env", f"{k}={v}"]
+    args += [container_id, *argv]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cli.argv(*args), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise RuntimeFailure(f"{cli.binary} exec failed: {exc}") from exc
+    timed_out = False
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except asyncio.TimeoutError:
+        timed_out = True
+        try:
+            _kill_tree(int(pid_file.read_text().strip()))
+        except (OSError, ValueError):
+            pass
+        proc.kill()
+        out, err = await proc.communicate()
+    finally:
+        try:
+            pid_file.unlink()
+        except OSError:
+            pass
+    rc = proc.returncode if proc.returncode is not None else -1
+    # A command that cannot start (no such binary, bad cwd) is the caller's result (rc 127 and the runtime's
+    # message), but a sandbox the runtime no longer knows is a runtime failure.
+    if not timed_out and rc != 0 and b"does not exist" in err and container_id.encode() in err:
+        raise RuntimeFailure(f"{cli.binary} exec failed: {err.decode(errors='replace').strip()}",
+                             details={"stderr": err.decode(errors="replace"), "exit_code": rc})
+    return ExecResult(exit_code=rc if not timed_out else -signal.SIGKILL, stdout=out, stderr=err,
+                      timed_out=timed_out)
+

@@ -1,0 +1,60 @@
+"""recover(): after the daemon restarts (even after SIGKILL), adopt what is still alive and clean up the rest.
+
+- running / paused sandboxes whose container is alive are adopted as they are;
+- a sandbox whose create never finished (status "creating") is torn down completely;
+- a sandbox recorded running whose container died (agent crash, host reboot) becomes stopped: its
+  container and network are released, its filesystem kept for start();
+- runtime containers with no sandbox directory (a crash between the two) are deleted.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from sandboxd.runtime.base import RuntimeSandbox, RuntimeState
+from sandboxd.runtime.oci.state import Record
+
+if TYPE_CHECKING:
+    from sandboxd.runtime.oci.backend import OciBackend
+
+log = logging.getLogger("sandboxd.runtime")
+
+
+async def recover(backend: "OciBackend") -> list[RuntimeSandbox]:
+    adopted: list[RuntimeSandbox] = []
+    root = backend.settings.sandboxes_dir
+    known: set[str] = set()
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        rec = Record.load(d)
+        if rec is None or rec.runtime != backend.runtime:
+            if rec is None and (d / "disk.img").exists():  # ours, killed before its first record was written
+                log.info("recover: removing half-created sandbox %s", d.name)
+                await backend.destroy(d.name)
+            continue
+        known.add(rec.id)
+        if rec.status == "creating":
+            log.info("recover: removing half-created sandbox %s", rec.id)
+            await backend.destroy(rec.id)
+            continue
+        async with backend._lock(rec.id):
+            live = await backend._live_status(rec)
+            if rec.status != "stopped" and live in ("running", "paused"):
+                rec.status = live
+                rec.save(d)
+                state = RuntimeState.RUNNING if live == "running" else RuntimeState.PAUSED
+                adopted.append(backend._view(rec, state))
+                continue
+            if rec.status != "stopped":
+                log.info("recover: sandbox %s lost its processes; now stopped", rec.id)
+                await backend._halt(rec)
+                await asyncio.to_thread(backend._root(rec).unmount)
+                rec.status, rec.pid, rec.net = "stopped", None, None
+                rec.save(d)
+            adopted.append(backend._view(rec, RuntimeState.STOPPED))
+    for cid in await backend.cli.list_ids():
+        if cid not in known:
+            log.info("recover: deleting orphan container %s", cid)
+            await backend.cli.call("kill", cid, "KILL", check=False)
+            await backend.cli.call("delete", "--force", cid, check=False)
+    return adopted

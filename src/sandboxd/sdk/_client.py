@@ -1,0 +1,229 @@
+"""Control-plane clients (sync and async): sandboxes by id, API keys and templates. `Sandbox` and
+`AsyncSandbox` are built on these; the CLI uses them directly for commands that take an id."""
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Iterator
+from urllib.parse import quote
+
+from ._http import AsyncHttpClient, HttpClient, api_headers, resolve_key, resolve_url
+from ._models import ApiKey, Metric, SandboxEvent, SandboxInfo, TemplateInfo
+
+DEFAULT_TEMPLATE = "code-interpreter"
+
+
+def create_body(template: str, *, timeout: int | None, env_vars: dict[str, str] | None,
+                metadata: dict[str, str] | None, internet_access: bool | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"template_name": template}
+    if template.startswith("tpl_"):
+        body = {"template_id": template}
+    for k, v in (("timeout_seconds", timeout), ("env_vars", env_vars), ("metadata", metadata),
+                 ("internet_access", internet_access)):
+        if v is not None:
+            body[k] = v
+    return body
+
+
+def _sid(sandbox_id: str) -> str:
+    return quote(sandbox_id, safe="")
+
+
+def _time_params(start: Any, end: Any) -> dict[str, int]:
+    params = {}
+    for name, value in (("start", start), ("end", end)):
+        if value is not None:
+            params[name] = int(value.timestamp()) if hasattr(value, "timestamp") else int(value)
+    return params
+
+
+def _event_params(limit: int, offset: int, oldest_first: bool) -> dict[str, Any]:
+    return {"limit": limit, "offset": offset, "orderAsc": str(oldest_first).lower()}
+
+
+class Client:
+    """Synchronous control-plane client. Reads SANDBOXD_URL and SANDBOXD_API_KEY when not given."""
+
+    def __init__(self, api_key: str | None = None, api_url: str | None = None, *, timeout: float = 60.0,
+                 transport: Any = None):
+        """`transport` (an httpx transport) is for custom networking and tests; it also carries the
+        requests of sandboxes created through this client."""
+        self.api_url = resolve_url(api_url)
+        self.api_key = resolve_key(api_key)
+        key = self.api_key
+        self.http = HttpClient(self.api_url, auth=lambda: api_headers(key), timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- service ---------------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self.http.json("GET", "/health")
+
+    # -- sandboxes by id -------------------------------------------------------------------------------------
+    def create_sandbox(self, template: str = DEFAULT_TEMPLATE, *, timeout: int | None = None,
+                       env_vars: dict[str, str] | None = None, metadata: dict[str, str] | None = None,
+                       internet_access: bool | None = None) -> dict[str, Any]:
+        """The raw create answer (it carries the sandbox token); `Sandbox.create` wraps it."""
+        body = create_body(template, timeout=timeout, env_vars=env_vars, metadata=metadata,
+                           internet_access=internet_access)
+        return self.http.json("POST", "/v1/sandboxes", json=body)
+
+    def get_sandbox(self, sandbox_id: str) -> SandboxInfo:
+        return SandboxInfo.from_wire(self.http.json("GET", f"/v1/sandboxes/{_sid(sandbox_id)}"))
+
+    def iter_sandboxes(self, *, status: str | None = None, template: str | None = None,
+                       page_size: int = 100) -> Iterator[SandboxInfo]:
+        cursor = None
+        while True:
+            params = {k: v for k, v in (("status", status), ("template", template), ("limit", page_size),
+                                        ("cursor", cursor)) if v is not None}
+            page = self.http.json("GET", "/v1/sandboxes", params=params)
+            for item in page.get("data") or []:
+                yield SandboxInfo.from_wire(item)
+            cursor = page.get("next_cursor")
+            if not page.get("has_more") or not cursor:
+                return
+
+    def list_sandboxes(self, **kw: Any) -> list[SandboxInfo]:
+        return list(self.iter_sandboxes(**kw))
+
+    def kill_sandbox(self, sandbox_id: str) -> None:
+        self.http.json("DELETE", f"/v1/sandboxes/{_sid(sandbox_id)}")
+
+    def pause_sandbox(self, sandbox_id: str) -> SandboxInfo:
+        return SandboxInfo.from_wire(self.http.json("POST", f"/v1/sandboxes/{_sid(sandbox_id)}/pause"))
+
+    def resume_sandbox(self, sandbox_id: str) -> SandboxInfo:
+        return SandboxInfo.from_wire(self.http.json("POST", f"/v1/sandboxes/{_sid(sandbox_id)}/resume"))
+
+    def set_timeout(self, sandbox_id: str, seconds: int) -> SandboxInfo:
+        return SandboxInfo.from_wire(self.http.json("PUT", f"/v1/sandboxes/{_sid(sandbox_id)}/timeout",
+                                                    json={"timeout_seconds": int(seconds)}))
+
+    def refresh_token(self, sandbox_id: str) -> dict[str, Any]:
+        return self.http.json("POST", f"/v1/sandboxes/{_sid(sandbox_id)}/token/refresh", retry=True)
+
+    def get_metrics(self, sandbox_id: str, start: Any = None, end: Any = None) -> list[Metric]:
+        rows = self.http.json("GET", f"/sandboxes/{_sid(sandbox_id)}/metrics", params=_time_params(start, end))
+        return [Metric.from_wire(r) for r in rows or []]
+
+    def events(self, sandbox_id: str | None = None, *, limit: int = 10, offset: int = 0,
+               oldest_first: bool = False) -> list[SandboxEvent]:
+        path = f"/events/sandboxes/{_sid(sandbox_id)}" if sandbox_id else "/events/sandboxes"
+        rows = self.http.json("GET", path, params=_event_params(limit, offset, oldest_first))
+        return [SandboxEvent.from_wire(r) for r in rows or []]
+
+    # -- API keys (admin key needed) -------------------------------------------------------------------------
+    def create_key(self, name: str, *, admin: bool = False, rate_limit_per_minute: int | None = None) -> ApiKey:
+        body: dict[str, Any] = {"name": name, "admin": admin}
+        if rate_limit_per_minute is not None:
+            body["rate_limit_per_minute"] = rate_limit_per_minute
+        return ApiKey.from_wire(self.http.json("POST", "/v1/api-keys", json=body))
+
+    def list_keys(self) -> list[ApiKey]:
+        return [ApiKey.from_wire(k) for k in self.http.json("GET", "/v1/api-keys").get("data") or []]
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        return ApiKey.from_wire(self.http.json("DELETE", f"/v1/api-keys/{quote(key_id, safe='')}"))
+
+    # -- templates -------------------------------------------------------------------------------------------
+    def list_templates(self) -> list[TemplateInfo]:
+        return [TemplateInfo.from_wire(t) for t in self.http.json("GET", "/v1/templates").get("data") or []]
+
+    def get_template(self, name_or_id: str) -> TemplateInfo:
+        return TemplateInfo.from_wire(self.http.json("GET", f"/v1/templates/{quote(name_or_id, safe='')}"))
+
+    def delete_template(self, name_or_id: str) -> None:
+        self.http.json("DELETE", f"/v1/templates/{quote(name_or_id, safe='')}")
+
+    def build_template(self, directory: Any, name: str, **kw: Any) -> dict[str, Any]:
+        """Build a template from a directory with a Dockerfile-style recipe; see `_build.build_template`
+        for the options (cpu, memory_mb, disk_gb, update, skip_cache, on_log, on_progress)."""
+        from ._build import build_template
+
+        return build_template(self, directory, name, **kw)
+
+
+class AsyncClient:
+    """The async twin of `Client`."""
+
+    def __init__(self, api_key: str | None = None, api_url: str | None = None, *, timeout: float = 60.0,
+                 transport: Any = None):
+        """`transport` (an httpx transport) is for custom networking and tests; it also carries the
+        requests of sandboxes created through this client."""
+        self.api_url = resolve_url(api_url)
+        self.api_key = resolve_key(api_key)
+        key = self.api_key
+        self.http = AsyncHttpClient(self.api_url, auth=lambda: api_headers(key), timeout=timeout, transport=transport)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def health(self) -> dict[str, Any]:
+        return await self.http.json("GET", "/health")
+
+    async def create_sandbox(self, template: str = DEFAULT_TEMPLATE, *, timeout: int | None = None,
+                             env_vars: dict[str, str] | None = None, metadata: dict[str, str] | None = None,
+                             internet_access: bool | None = None) -> dict[str, Any]:
+        body = create_body(template, timeout=timeout, env_vars=env_vars, metadata=metadata,
+                           internet_access=internet_access)
+        return await self.http.json("POST", "/v1/sandboxes", json=body)
+
+    async def get_sandbox(self, sandbox_id: str) -> SandboxInfo:
+        return SandboxInfo.from_wire(await self.http.json("GET", f"/v1/sandboxes/{_sid(sandbox_id)}"))
+
+    async def iter_sandboxes(self, *, status: str | None = None, template: str | None = None,
+                             page_size: int = 100) -> AsyncIterator[SandboxInfo]:
+        cursor = None
+        while True:
+            params = {k: v for k, v in (("status", status), ("template", template), ("limit", page_size),
+                                        ("cursor", cursor)) if v is not None}
+            page = await self.http.json("GET", "/v1/sandboxes", params=params)
+            for item in page.get("data") or []:
+                yield SandboxInfo.from_wire(item)
+            cursor = page.get("next_cursor")
+            if not page.get("has_more") or not cursor:
+                return
+
+    async def list_sandboxes(self, **kw: Any) -> list[SandboxInfo]:
+        return [s async for s in self.iter_sandboxes(**kw)]
+
+    async def kill_sandbox(self, sandbox_id: str) -> None:
+        await self.http.json("DELETE", f"/v1/sandboxes/{_sid(sandbox_id)}")
+
+    async def pause_sandbox(self, sandbox_id: str) -> SandboxInfo:
+        return SandboxInfo.from_wire(await self.http.json("POST", f"/v1/sandboxes/{_sid(sandbox_id)}/pause"))
+
+    async def resume_sandbox(self, sandbox_id: str) -> SandboxInfo:
+        return SandboxInfo.from_wire(await self.http.json("POST", f"/v1/sandboxes/{_sid(sandbox_id)}/resume"))
+
+    async def set_timeout(self, sandbox_id: str, seconds: int) -> SandboxInfo:
+        return SandboxInfo.from_wire(await self.http.json("PUT", f"/v1/sandboxes/{_sid(sandbox_id)}/timeout",
+                                                          json={"timeout_seconds": int(seconds)}))
+
+    async def refresh_token(self, sandbox_id: str) -> dict[str, Any]:
+        return await self.http.json("POST", f"/v1/sandboxes/{_sid(sandbox_id)}/token/refresh", retry=True)
+
+    async def get_metrics(self, sandbox_id: str, start: Any = None, end: Any = None) -> list[Metric]:
+        rows = await self.http.json("GET", f"/sandboxes/{_sid(sandbox_id)}/metrics", params=_time_params(start, end))
+        return [Metric.from_wire(r) for r in rows or []]
+
+    async def events(self, sandbox_id: str | None = None, *, limit: int = 10, offset: int = 0,
+                     oldest_first: bool = False) -> list[SandboxEvent]:
+        path = f"/events/sandboxes/{_sid(sandbox_id)}" if sandbox_id else "/events/sandboxes"
+        rows = await self.http.json("GET", path, params=_event_params(limit, offset, oldest_first))
+        return [SandboxEvent.from_wire(r) for r in rows or []]
+
+    async def list_templates(self) -> list[TemplateInfo]:
+        return [TemplateInfo.from_wire(t) for t in (await self.http.json("GET", "/v1/templates")).get("data") or []]

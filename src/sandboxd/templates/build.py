@@ -1,0 +1,251 @@
+"""The build engine: FROM + RUN/COPY/ENV/WORKDIR/USER steps → a named image made of cached layers.
+
+Every layer is keyed by a content hash of (parent key, step, build state, COPY content), so an unchanged
+step is reused, not rebuilt. RUN steps execute in a build sandbox of the real runtime backend (internet on,
+the host CA lent through a read-only bind), and the sandbox's overlay upper dir becomes the layer. COPY and
+WORKDIR layers are written directly (no code of the user runs for them). Only a complete build registers
+a name, so a failed step leaves at most reusable cache layers behind, never a half image.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from sandboxd.core.errors import BuildFailed, Conflict, NotFound, SandboxdError
+from sandboxd.runtime.base import SandboxSpec, TemplateImage
+from sandboxd.templates import buildenv, context, layerfs
+from sandboxd.templates.bases import BUILTINS
+from sandboxd.templates.steps import BuildRecipe, Step
+
+Log = Callable[[str], None]
+RUN_TIMEOUT = 1800.0
+# Things the runtime mounts into a build sandbox; they must never land in a layer.
+BUILD_ONLY_PATHS = (buildenv.BUILD_CA_PATH, "/opt/sandboxd/pkg/sandboxd")
+# Image names the HopX/E2B clients use for their public bases, mapped to our local built-ins
+# (no registry is reachable here; an OCI archive can be imported instead).
+ALIASES = {"python": "base", "debian": "base", "ubuntu": "base", "node": "code-interpreter",
+           "code-interpreter": "code-interpreter", "e2bdev/code-interpreter": "code-interpreter", "base": "base"}
+
+
+def _h(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class _State:
+    layers: list[Path]
+    key: str
+    env: dict[str, str]
+    workdir: str
+    user: str
+    hashes: list[str] = field(default_factory=list)
+
+    def image(self, name: str, recipe: BuildRecipe | None = None) -> TemplateImage:
+        return TemplateImage(
+            name=name, layers=tuple(self.layers), content_hash=self.key, env=dict(self.env),
+            workdir=self.workdir, user=self.user,
+            start_cmd=recipe.start_cmd if recipe else None, ready_check=recipe.ready_check if recipe else None)
+
+
+class Builder:
+    def __init__(self, store, backend=None):
+        self.store = store
+        self.settings = store.settings
+        self._backend = backend
+        self._resources = None  # the build sandbox's cpu/memory/disk, from the recipe being built
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            try:
+                from sandboxd.runtime import get_backend  # the runtime room's factory
+            except ImportError:  # an older runtime package without the factory: crun/runc directly
+                from sandboxd.runtime.oci.backend import OciBackend
+                self._backend = OciBackend(self.settings, runtime=self.settings.backend)
+            else:
+                self._backend = get_backend(self.settings)
+        return self._backend
+
+    # ---- FROM ------------------------------------------------------------------------------------
+    async def resolve_from(self, from_image: str, log: Log) -> TemplateImage:
+        ref = from_image.strip()
+        if ref.startswith("oci-archive:") or ref.startswith("oci:") or ref.startswith("/"):
+            from sandboxd.templates.oci_import import import_oci
+            return await import_oci(self.store, ref, log)
+        try:
+            return self.store.get(ref)
+        except NotFound:
+            pass
+        repo = ref.split("@", 1)[0].rsplit(":", 1)[0] if ":" in ref.split("/")[-1] else ref.split("@", 1)[0]
+        repo = repo.removeprefix("docker.io/").removeprefix("library/")
+        if repo in ALIASES:
+            log(f"FROM {ref}: using the local built-in template {ALIASES[repo]!r}")
+            return await self.store.ensure_builtin(ALIASES[repo], log)
+        raise NotFound(f"base image {ref!r} not found: use a template name, a built-in "
+                       f"({', '.join(sorted(set(ALIASES.values())))}) or an OCI archive path",
+                       code="image_not_found")
+
+    # ---- the build -------------------------------------------------------------------------------
+    async def build(self, recipe: BuildRecipe, log: Log) -> TemplateImage:
+        from sandboxd.templates.store import check_name
+        check_name(recipe.name)
+        if recipe.name in BUILTINS:
+            raise Conflict(f"{recipe.name!r} is a built-in template; choose another name")
+        self._resources = recipe.resources
+        started = time.monotonic()
+        parent = await self.resolve_from(recipe.from_image, log)
+        state = _State(layers=list(parent.layers), key=parent.content_hash, env={**parent.env, **recipe.env},
+                       workdir=parent.workdir, user=parent.user)
+        if recipe.env:
+            state.key = _h(state.key, "env", recipe.env)
+        scratch = self.store.new_tmp(f"build-{recipe.name}")
+        try:
+            total = len(recipe.steps)
+            for i, step in enumerate(recipe.steps, 1):
+                log(f"Step {i}/{total}: {step.describe()}")
+                await self._step(step, recipe, state, scratch, log)
+            image = state.image(recipe.name, recipe)
+            final = replace(image, content_hash=_h(state.key, image.env, image.workdir, image.user,
+                                                   image.start_cmd, image.ready_check))
+            self.store.save_image(final, extra={"from_image": recipe.from_image,
+                                                "build_seconds": round(time.monotonic() - started, 3)})
+            log(f"Template {recipe.name} built in {time.monotonic() - started:.1f}s ({final.content_hash[:12]})")
+            return final
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    async def _step(self, step: Step, recipe: BuildRecipe, state: _State, scratch: Path, log: Log) -> None:
+        nonce = uuid.uuid4().hex if (step.skip_cache or recipe.skip_cache) else None
+        if step.kind == "ENV":
+            state.env[step.args[0]] = step.args[1]
+            state.key = _h(state.key, step.key())
+            return
+        if step.kind == "USER":
+            user = step.args[0]
+            if layerfs.passwd_entry(state.layers, user) is None:
+                raise BuildFailed(f"USER {user}: no such user in the image")
+            state.user = user
+            state.key = _h(state.key, step.key())
+            return
+        if step.kind == "WORKDIR":
+            state.workdir = layerfs.clean_path(step.args[0], state.workdir)
+            key = _h(state.key, step.key(), state.workdir, state.user, nonce)
+            await self._layer(key, state, log, lambda rootfs: self._make_workdir(rootfs, state))
+            return
+        if step.kind == "COPY":
+            ctx = context.materialize(recipe.context_for(step), scratch / (step.files_hash or "ctx"))
+            entries = context.matches(ctx, step.args[0])
+            digest = await asyncio.to_thread(context.content_hash, entries, ctx)
+            key = _h(state.key, step.key(), state.workdir, digest, nonce)
+            await self._layer(key, state, log, lambda rootfs: self._copy(rootfs, step, entries, state))
+            return
+        key = _h(state.key, step.key(), state.env, state.workdir, state.user, nonce)
+        await self._layer(key, state, log, None, run=step)
+
+    async def _layer(self, key: str, state: _State, log: Log, make, run: Step | None = None) -> None:
+        if self.store.has_layer(key):
+            log(f" ---> using cache {key[:12]}")
+        else:
+            staged = self.store.new_tmp("layer")
+            rootfs = staged / "rootfs"
+            rootfs.mkdir()
+            try:
+                if run is not None:
+                    await self._run(run, state, rootfs, log)
+                else:
+                    await asyncio.to_thread(make, rootfs)
+                self.store.commit_layer(staged, key, {"kind": run.kind if run else "files", "parent": state.key})
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, staged, True)
+                raise
+            log(f" ---> {key[:12]}")
+        state.layers.insert(0, self.store.layer_path(key))
+        state.key = key
+
+    # ---- layer makers ----------------------------------------------------------------------------
+    def _host_owner(self, user: str, layers: list[Path]) -> tuple[int, int]:
+        ids = layerfs.passwd_entry(layers, user)
+        if ids is None:
+            raise BuildFailed(f"unknown user {user!r} in the image")
+        return ids[0] + self.settings.uid_base, ids[1] + self.settings.uid_base
+
+    def _make_workdir(self, rootfs: Path, state: _State) -> None:
+        path = layerfs.resolve(state.layers, state.workdir)
+        layerfs.ensure_dirs(rootfs, path, state.layers, leaf_owner=self._host_owner(state.user, state.layers),
+                            default_owner=(self.settings.uid_base, self.settings.uid_base))
+
+    def _copy(self, rootfs: Path, step: Step, entries: list[Path], state: _State) -> None:
+        raw_dest = step.args[1]
+        dest = layerfs.resolve(state.layers, layerfs.clean_path(raw_dest, state.workdir))
+        below = layerfs.lookup(state.layers, dest)
+        dest_is_dir = raw_dest.endswith("/") or len(entries) > 1 or any(e.is_dir() for e in entries) or (
+            below is not None and below[0].is_dir())
+        root_ids = (self.settings.uid_base, self.settings.uid_base)
+        owner = self._host_owner(step.owner, state.layers) if step.owner else root_ids
+        parent = dest if dest_is_dir else str(Path(dest).parent)
+        layerfs.ensure_dirs(rootfs, parent, state.layers, default_owner=root_ids)
+        context.copy_into(entries, rootfs / dest.lstrip("/"), dest_is_dir, owner,
+                          int(step.permissions, 8) if step.permissions else None)
+
+    async def _run(self, step: Step, state: _State, rootfs: Path, log: Log) -> None:
+        backend = self.backend
+        if backend.capabilities.isolation == "process":
+            raise BuildFailed(f"RUN steps need an isolating backend; {backend.capabilities.name!r} runs on the host")
+        ca = buildenv.host_ca_bundle()
+        binds = ((ca, buildenv.BUILD_CA_PATH),) if ca else ()
+        sid = f"build-{uuid.uuid4().hex[:12]}"
+        spec = SandboxSpec(id=sid, image=state.image(sid), env=dict(state.env), internet_access=True, binds=binds,
+                           resources=self._resources)
+        try:
+            sandbox = await backend.create(spec)
+            result = await backend.exec(sid, ["/bin/sh", "-c", step.args[0]], user=state.user, cwd=state.workdir,
+                                        env={**state.env, **buildenv.build_env(buildenv.BUILD_CA_PATH if ca else None)},
+                                        timeout=RUN_TIMEOUT)
+            for stream in (result.stdout, result.stderr):
+                for line in stream.decode(errors="replace").splitlines():
+                    log(line)
+            if result.timed_out:
+                raise BuildFailed(f"step {step.describe()!r} timed out after {RUN_TIMEOUT:.0f}s")
+            if result.exit_code != 0:
+                tail = (result.stdout + result.stderr).decode(errors="replace")[-4000:]
+                raise BuildFailed(f"step {step.describe()!r} failed with exit code {result.exit_code}",
+                                  details={"log_tail": tail, "exit_code": result.exit_code})
+            try:
+                # Freeze whatever the step left running so nothing writes while the changes are copied out
+                # (stop would unmount the sandbox's disk, and with it the upper dir).
+                await backend.pause(sid)
+            except SandboxdError:
+                pass
+            if sandbox.upper_dir is None:
+                raise BuildFailed(f"backend {backend.capabilities.name!r} does not expose a sandbox's changes")
+            await copy_upper(sandbox.upper_dir, rootfs)
+        finally:
+            try:
+                await backend.destroy(sid)
+            except SandboxdError as exc:
+                log(f"warning: could not destroy build sandbox {sid}: {exc}")
+
+
+
+async def copy_upper(upper: Path, rootfs: Path) -> None:
+    """Copy a sandbox's overlay upper dir (with whiteouts, xattrs and owners) into a layer, minus build-only mounts."""
+    proc = await asyncio.create_subprocess_exec("cp", "-a", f"{upper}/.", f"{rootfs}/",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        # cp -a is the tool that keeps whiteouts (char 0:0), opaque xattrs and hard links; fall back never.
+        raise BuildFailed(f"copying the build sandbox's changes failed: {out.decode(errors='replace')[-2000:]}")
+    for path in BUILD_ONLY_PATHS:
+        target = rootfs / path.lstrip("/")
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+

@@ -1,0 +1,164 @@
+"""The build recipe: steps of the HopX builder's model, and the parser of its JSON wire form.
+
+Accepts both clients' shapes (contracts/hopx.md §4): Python sends {"type": "ENV", "args": [k, v]},
+JS sends {"type": "env", "key", "value"} / {"type": "workdir", "path"}; readyCmd uses `processName`
+(Python) or `name` (JS); timeouts are milliseconds on the wire.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandboxd.core.errors import Invalid
+from sandboxd.runtime.base import ReadyCheck, Resources
+
+KINDS = ("RUN", "COPY", "ENV", "WORKDIR", "USER")
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # one of KINDS
+    args: tuple[str, ...]
+    files_hash: str | None = None  # COPY: which uploaded context holds the files
+    owner: str | None = None  # COPY: "user", "1000", "1000:1000"
+    permissions: str | None = None  # COPY: octal mode for copied files, e.g. "755"
+    skip_cache: bool = False
+
+    def describe(self) -> str:
+        return f"{self.kind} {' '.join(self.args)}"
+
+    def key(self) -> dict[str, Any]:
+        """What identifies the step for the layer cache (the uploaded content is hashed separately)."""
+        return {"kind": self.kind, "args": list(self.args), "owner": self.owner, "permissions": self.permissions}
+
+
+@dataclass
+class BuildRecipe:
+    name: str
+    from_image: str
+    steps: list[Step]
+    start_cmd: str | None = None
+    ready_check: ReadyCheck | None = None
+    resources: Resources = field(default_factory=lambda: Resources(vcpu=2, memory_mb=2048, disk_mb=10 * 1024))
+    skip_cache: bool = False
+    # COPY sources: an uploaded tar(.gz) per files_hash, and/or one context (dir or tarball) for all steps.
+    contexts: dict[str, Path] = field(default_factory=dict)
+    context: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra image env, applied before the steps
+
+    def context_for(self, step: Step) -> Path:
+        if step.files_hash and step.files_hash in self.contexts:
+            return self.contexts[step.files_hash]
+        if self.context is not None:
+            return self.context
+        raise Invalid(f"COPY step has no uploaded files (files_hash {step.files_hash!r})", code="files_not_uploaded")
+
+
+def _str_args(raw: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(a, (str, int, float)) for a in raw):
+        raise Invalid(f"{what}: args must be a list of strings")
+    return tuple(str(a) for a in raw)
+
+
+def parse_step(raw: dict[str, Any], index: int) -> Step:
+    if not isinstance(raw, dict):
+        raise Invalid(f"step {index}: must be an object")
+    kind = str(raw.get("type", "")).upper()
+    where = f"step {index} ({kind or '?'})"
+    if kind not in KINDS:
+        raise Invalid(f"{where}: unknown step type {raw.get('type')!r}; expected one of {', '.join(KINDS)}")
+    skip = bool(raw.get("skipCache") or raw.get("skip_cache"))
+    if "args" in raw:
+        args = _str_args(raw["args"], where)
+    elif kind == "ENV":
+        args = (str(raw.get("key", "")), str(raw.get("value", "")))
+    elif kind == "WORKDIR":
+        args = (str(raw.get("path", "")),)
+    elif kind == "USER":
+        args = (str(raw.get("user") or raw.get("name") or ""),)
+    elif kind == "RUN":
+        args = (str(raw.get("command") or raw.get("cmd") or ""),)
+    elif kind == "COPY":
+        src = raw.get("src") or raw.get("source") or ""
+        args = (",".join(src) if isinstance(src, list) else str(src), str(raw.get("dest") or raw.get("destination") or ""))
+    else:  # pragma: no cover - KINDS is exhaustive
+        args = ()
+    wants = {"RUN": 1, "COPY": 2, "ENV": 2, "WORKDIR": 1, "USER": 1}[kind]
+    if kind == "RUN" and len(args) > 1:
+        args = (shlex.join(args),)  # an exec-form RUN
+    if len(args) != wants or any(a == "" for a in args[: (1 if kind == "ENV" else wants)]):
+        raise Invalid(f"{where}: expects {wants} argument(s), got {list(args)!r}")
+    if kind == "ENV" and not args[0].replace("_", "a").isalnum():
+        raise Invalid(f"{where}: invalid variable name {args[0]!r}")
+    if kind == "WORKDIR" and "\x00" in args[0]:
+        raise Invalid(f"{where}: invalid path")
+    files_hash = raw.get("filesHash") or raw.get("files_hash")
+    perms = raw.get("permissions") or raw.get("mode")
+    if perms is not None:
+        try:
+            int(str(perms), 8)
+        except ValueError:
+            raise Invalid(f"{where}: permissions must be octal, got {perms!r}") from None
+    return Step(kind=kind, args=args, files_hash=str(files_hash) if files_hash else None,
+                owner=str(raw["owner"]) if raw.get("owner") else None,
+                permissions=str(perms) if perms is not None else None, skip_cache=skip)
+
+
+def parse_ready(raw: dict[str, Any] | None) -> ReadyCheck | None:
+    """readyCmd → ReadyCheck. A `url` check becomes a command check (curl), the rest map one to one."""
+    if not raw:
+        return None
+    if not isinstance(raw, dict):
+        raise Invalid("readyCmd must be an object")
+    kind = str(raw.get("type", "")).lower()
+    timeout = float(raw.get("timeout") or 30000) / 1000.0
+    if kind == "port":
+        port = raw.get("port")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise Invalid(f"readyCmd port must be an integer 1-65535, got {port!r}")
+        return ReadyCheck("port", str(port), timeout)
+    if kind == "url":
+        url = str(raw.get("url") or "")
+        if not url:
+            raise Invalid("readyCmd url is required")
+        return ReadyCheck("command", f"curl -fsS -o /dev/null {shlex.quote(url)}", timeout)
+    if kind == "file":
+        value = str(raw.get("path") or raw.get("file") or "")
+    elif kind == "process":
+        value = str(raw.get("processName") or raw.get("name") or raw.get("process") or "")
+    elif kind == "command":
+        value = str(raw.get("command") or "")
+    else:
+        raise Invalid(f"readyCmd type must be port, url, file, process or command, got {raw.get('type')!r}")
+    if not value:
+        raise Invalid(f"readyCmd of type {kind} needs a value")
+    return ReadyCheck(kind, value, timeout)
+
+
+def parse_build_request(doc: dict[str, Any]) -> BuildRecipe:
+    """The body of POST /v1/templates/build (either client's dialect) → BuildRecipe (no contexts yet)."""
+    if not isinstance(doc, dict):
+        raise Invalid("build request must be a JSON object")
+    name = doc.get("name") or doc.get("alias")
+    from_image = doc.get("from_image") or doc.get("fromImage") or doc.get("from_template") or doc.get("fromTemplate")
+    if not name or not isinstance(name, str):
+        raise Invalid("name is required")
+    if not from_image or not isinstance(from_image, str):
+        raise Invalid("from_image is required")
+    raw_steps = doc.get("steps") or []
+    if not isinstance(raw_steps, list):
+        raise Invalid("steps must be a list")
+    steps = [parse_step(s, i) for i, s in enumerate(raw_steps)]
+    start = doc.get("startCmd") or doc.get("start_cmd")
+    ready = parse_ready(doc.get("readyCmd") or doc.get("ready_cmd"))
+    cpu = doc.get("cpu") or 2
+    memory = doc.get("memory") or doc.get("memoryMB") or 2048
+    disk = doc.get("diskGB") or doc.get("disk_gb") or 10
+    try:
+        resources = Resources(vcpu=float(cpu), memory_mb=int(memory), disk_mb=int(float(disk) * 1024))
+    except (TypeError, ValueError):
+        raise Invalid("cpu, memory and diskGB must be numbers") from None
+    return BuildRecipe(name=name, from_image=from_image, steps=steps, start_cmd=str(start) if start else None,
+                       ready_check=ready, resources=resources, skip_cache=bool(doc.get("skipCache")))

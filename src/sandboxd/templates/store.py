@@ -1,0 +1,234 @@
+"""The template image store: built layers and named images on disk.
+
+Layout under settings.templates_dir (one filesystem, so a finished build is one atomic rename):
+
+    layers/<hash>/rootfs/      a read-only layer (a whole rootfs for a base, a diff for a build step),
+                               already uid-shifted for the sandboxes' user namespace
+    layers/<hash>/layer.json   what made it (kind, parent, step)
+    images/<name>.json         a named image: content hash, layer hashes (top-most first), env, workdir,
+                               user, start command, ready check
+    tmp/                       builds in progress; never read as an image
+    .lock                      serialises writers across processes
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from sandboxd.config import Settings
+from sandboxd.core.errors import BuildFailed, Conflict, Invalid, NotFound
+from sandboxd.runtime.base import ReadyCheck, TemplateImage
+from sandboxd.templates import bases
+from sandboxd.templates.shift import shift_tree
+
+Log = Callable[[str], None]
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise Invalid(f"invalid template name {name!r}: use lowercase letters, digits, '.', '_' and '-'")
+    return name
+
+
+def image_to_dict(image: TemplateImage) -> dict[str, Any]:
+    return {
+        "name": image.name,
+        "content_hash": image.content_hash,
+        "layers": [p.parent.name for p in image.layers],
+        "env": image.env,
+        "workdir": image.workdir,
+        "user": image.user,
+        "start_cmd": image.start_cmd,
+        "ready_check": None if image.ready_check is None else {
+            "kind": image.ready_check.kind, "value": image.ready_check.value,
+            "timeout_seconds": image.ready_check.timeout_seconds},
+    }
+
+
+class TemplateStore:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.root = Path(settings.templates_dir)
+        self.layers_dir = self.root / "layers"
+        self.images_dir = self.root / "images"
+        self.tmp_dir = self.root / "tmp"
+        # One in-process lock too: fcntl locks do not exclude coroutines of the same process.
+        self._alock = asyncio.Lock()
+
+    # ---- reading -------------------------------------------------------------------------------
+    def layer_path(self, layer_hash: str) -> Path:
+        return self.layers_dir / layer_hash / "rootfs"
+
+    def has_layer(self, layer_hash: str) -> bool:
+        return (self.layers_dir / layer_hash / "layer.json").is_file()
+
+    def _load(self, path: Path) -> TemplateImage:
+        doc = json.loads(path.read_text())
+        rc = doc.get("ready_check")
+        return TemplateImage(
+            name=doc["name"],
+            layers=tuple(self.layer_path(h) for h in doc["layers"]),
+            content_hash=doc["content_hash"],
+            env=dict(doc.get("env") or {}),
+            workdir=doc.get("workdir") or "/workspace",
+            user=doc.get("user") or "root",
+            start_cmd=doc.get("start_cmd"),
+            ready_check=ReadyCheck(**rc) if rc else None,
+        )
+
+    def list(self) -> list[TemplateImage]:
+        if not self.images_dir.is_dir():
+            return []
+        return [self._load(p) for p in sorted(self.images_dir.glob("*.json"))]
+
+    def get(self, name_or_hash: str) -> TemplateImage:
+        """An image by name, or by (a unique prefix of at least 12 characters of) its content hash."""
+        path = self.images_dir / f"{name_or_hash}.json"
+        if NAME_RE.match(name_or_hash or "") and path.is_file():
+            return self._load(path)
+        if name_or_hash and len(name_or_hash) >= 12:
+            found = [i for i in self.list() if i.content_hash.startswith(name_or_hash)]
+            if found:
+                return found[0]
+        raise NotFound(f"template {name_or_hash!r} not found", code="template_not_found")
+
+    def info(self, name: str) -> dict[str, Any]:
+        """The stored metadata of a named image as a dict (adds builtin, description, created_at, from_image)."""
+        path = self.images_dir / f"{name}.json"
+        if not (NAME_RE.match(name or "") and path.is_file()):
+            raise NotFound(f"template {name!r} not found", code="template_not_found")
+        return json.loads(path.read_text())
+
+    def exists(self, name: str) -> bool:
+        return (self.images_dir / f"{name}.json").is_file()
+
+    # ---- writing -------------------------------------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def new_tmp(self, prefix: str) -> Path:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        path = self.tmp_dir / f"{prefix}-{uuid.uuid4().hex[:10]}"
+        path.mkdir()
+        return path
+
+    def commit_layer(self, staged: Path, layer_hash: str, info: dict[str, Any]) -> Path:
+        """Register staged/rootfs as layer layer_hash with one rename; returns the layer's rootfs."""
+        (staged / "layer.json").write_text(json.dumps({**info, "hash": layer_hash, "created_at": time.time()}))
+        self.layers_dir.mkdir(parents=True, exist_ok=True)
+        final = self.layers_dir / layer_hash
+        if self.has_layer(layer_hash):  # someone else built the same content meanwhile
+            shutil.rmtree(staged, ignore_errors=True)
+        else:
+            shutil.rmtree(final, ignore_errors=True)  # a leftover without layer.json is not a layer
+            os.rename(staged, final)
+        return final / "rootfs"
+
+    def save_image(self, image: TemplateImage, *, builtin: bool = False, extra: dict[str, Any] | None = None) -> None:
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        doc = {**image_to_dict(image), "builtin": builtin, "created_at": time.time(), **(extra or {})}
+        tmp = self.images_dir / f".{image.name}.json.{uuid.uuid4().hex[:6]}"
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, self.images_dir / f"{image.name}.json")
+
+    def delete(self, name: str) -> None:
+        """Forget a named image. Its layers stay (running sandboxes and the build cache use them); gc() frees them."""
+        if name in bases.BUILTINS:
+            raise Conflict(f"template {name!r} is built in and cannot be deleted")
+        path = self.images_dir / f"{name}.json"
+        if not path.is_file():
+            raise NotFound(f"template {name!r} not found", code="template_not_found")
+        path.unlink()
+
+    def gc(self, keep: set[str] = frozenset()) -> list[str]:
+        """Remove layers no image uses (except hashes in keep) and stale tmp builds; returns removed hashes."""
+        used = set(keep)
+        for image in self.list():
+            used.update(p.parent.name for p in image.layers)
+        removed = []
+        with self.locked():
+            for layer in self.layers_dir.glob("*") if self.layers_dir.is_dir() else []:
+                if layer.name not in used:
+                    shutil.rmtree(layer, ignore_errors=True)
+                    removed.append(layer.name)
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        return removed
+
+    # ---- built-ins -------------------------------------------------------------------------------
+    def builtin_hash(self, name: str) -> str:
+        return bases.recipe_hash(bases.BUILTINS[name], self.settings.uid_base, self.settings.uid_count)
+
+    def builtin_missing(self) -> list[str]:
+        missing = []
+        for name in bases.BUILTINS:
+            h = self.builtin_hash(name)
+            if not (self.exists(name) and self.get(name).content_hash == h and self.has_layer(h)):
+                missing.append(name)
+        return missing
+
+    async def ensure_builtins(self, log: Log = _noop, names: list[str] | None = None) -> list[TemplateImage]:
+        """Make sure every built-in image exists for the current recipes; build only what is missing."""
+        out = []
+        for name in names or list(bases.BUILTINS):
+            out.append(await self.ensure_builtin(name, log))
+        return out
+
+    async def ensure_builtin(self, name: str, log: Log = _noop) -> TemplateImage:
+        recipe = bases.BUILTINS[name]
+        h = self.builtin_hash(name)
+        async with self._alock:
+            with self.locked():
+                if not self.has_layer(h):
+                    log(f"[{name}] building image {h[:12]}")
+                    started = time.monotonic()
+                    staged = self.new_tmp(name)
+                    try:
+                        await bases.build_base(recipe, staged / "rootfs", staged / "work", log)
+                        shutil.rmtree(staged / "work", ignore_errors=True)
+                        n = await asyncio.to_thread(shift_tree, staged / "rootfs", self.settings.uid_base,
+                                                    self.settings.uid_count)
+                        log(f"[{name}] shifted {n} inodes to uid base {self.settings.uid_base}")
+                        self.commit_layer(staged, h, {"kind": "base", "recipe": name})
+                    except BaseException:
+                        await asyncio.to_thread(shutil.rmtree, staged, True)
+                        raise
+                    log(f"[{name}] built in {time.monotonic() - started:.1f}s")
+                image = TemplateImage(name=name, layers=(self.layer_path(h),), content_hash=h,
+                                      env=bases.image_env(), workdir="/workspace", user="root")
+                if not self.exists(name) or self.get(name).content_hash != h:
+                    self.save_image(image, builtin=True, extra={"description": recipe.description})
+                    log(f"[{name}] registered")
+                else:
+                    log(f"[{name}] up to date ({h[:12]})")
+                return image
+
+    # ---- builds from steps -------------------------------------------------------------------------
+    async def build(self, recipe, log: Log = _noop, backend=None) -> TemplateImage:
+        """Build a template from steps (steps.BuildRecipe) and register it under recipe.name; see build.py."""
+        from sandboxd.templates.build import Builder
+        try:
+            return await Builder(self, backend).build(recipe, log)
+        except BuildFailed as exc:
+            log(f"ERROR: {exc.message}")
+            raise

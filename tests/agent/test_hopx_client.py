@@ -1,0 +1,63 @@
+"""The official HopX Python client (hopx-ai 0.5.0) against our agent directly (`Sandbox.debug`)."""
+from __future__ import annotations
+
+import asyncio
+import types
+
+import pytest
+
+hopx_ai = pytest.importorskip("hopx_ai")
+
+
+@pytest.fixture
+def sb(agent, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    box = hopx_ai.Sandbox.debug(agent[0], "jwt-ignored-by-agent")
+    # WebSocket helpers read public_host from the control plane; point them at the agent instead.
+    monkeypatch.setattr(box, "get_info", lambda: types.SimpleNamespace(public_host=agent[0]))
+    return box
+
+
+def test_run_code_commands_and_rich_outputs(sb):
+    r = sb.run_code("hopx_var = 5\nprint(hopx_var * 2)")
+    assert r.success is True and r.stdout == "10\n" and r.exit_code == 0
+    r = sb.run_code("import pandas as pd\npd.DataFrame({'a': [1]})")
+    assert {getattr(o.type, "value", o.type) for o in r.rich_outputs} >= {"text/html", "application/vnd.dataframe+json"}
+    r = sb.run_code("1/0")
+    assert r.success is False and "ZeroDivisionError" in r.stderr
+    c = sb.commands.run("echo hi && exit 4")
+    assert c.stdout == "hi\n" and c.exit_code == 4
+
+
+def test_files_and_env(sb, workspace):
+    p = str(workspace / "hopx.txt")
+    sb.files.write(p, "hello")
+    assert sb.files.read(p) == "hello"
+    sb.files.write_bytes(str(workspace / "hopx.bin"), b"\x00\x01\xff")
+    assert sb.files.read_bytes(str(workspace / "hopx.bin")) == b"\x00\x01\xff"
+    names = {f.name: f for f in sb.files.list(str(workspace))}
+    assert names["hopx.txt"].size == 5 and names["hopx.txt"].modified_time.tzinfo is not None
+    assert sb.files.exists(p) is True and sb.files.exists(p + ".nope") is False
+    with pytest.raises(hopx_ai.errors.FileNotFoundError):
+        sb.files.read(p + ".nope")
+    sb.env.set("HOPX_T", "v")
+    assert sb.env.get("HOPX_T") == "v"
+    sb.env.delete("HOPX_T")
+    assert sb.env.get("HOPX_T") is None
+
+
+def test_processes_metrics_and_info(sb):
+    bg = sb.run_code_background("import time; time.sleep(30)")
+    assert any(p["process_id"] == bg["process_id"] for p in sb.list_processes())
+    assert sb.kill_process(bg["process_id"])["status"] == "killed"
+    assert sb.get_metrics_snapshot()["total_requests"] > 0
+    assert sb.get_agent_info()["agent"] == "sandboxd-agent"
+
+
+def test_run_code_stream(sb):
+    async def collect():
+        return [m async for m in sb.run_code_stream("print('streamed')")]
+
+    msgs = asyncio.run(collect())
+    assert any(m.get("type") == "stdout" and m.get("data") == "streamed\n" for m in msgs)
+    assert msgs[-1]["type"] == "complete" and msgs[-1]["success"] is True

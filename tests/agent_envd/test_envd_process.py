@@ -1,0 +1,133 @@
+"""envd process.Process over Connect-JSON, against the real agent app."""
+from __future__ import annotations
+
+import asyncio
+import base64
+
+from conftest import STREAM, envelope, parse_envelopes
+
+P = "/e2b/49983/process.Process"
+
+
+def _out(events, key="stdout") -> bytes:
+    return b"".join(base64.b64decode(m["event"]["data"][key]) for f, m in events
+                    if f == 0 and "data" in m["event"] and key in m["event"]["data"])
+
+
+async def test_start_streams_start_data_end(agent):
+    client, _, _ = agent
+    body = envelope({"process": {"cmd": "/bin/bash", "args": ["-c", "echo out; echo err >&2; exit 3"]},
+                     "stdin": False})
+    r = await client.post(f"{P}/Start", content=body, headers=STREAM)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/connect+json"
+    events = parse_envelopes(r.content)
+    assert "start" in events[0][1]["event"] and events[0][1]["event"]["start"]["pid"] > 0
+    assert _out(events) == b"out\n" and _out(events, "stderr") == b"err\n"
+    end = [m["event"]["end"] for f, m in events if f == 0 and "end" in m["event"]][0]
+    assert end == {"exitCode": 3, "exited": True, "status": "exit status 3"}
+    assert events[-1] == (2, {})  # end-of-stream, no error
+
+
+async def test_chunked_request_body_and_zero_exit_omits_code(agent):
+    client, _, _ = agent
+
+    async def chunks():  # the SDK sends stream requests with Transfer-Encoding: chunked
+        raw = envelope({"process": {"cmd": "/bin/echo", "args": ["chunked"]}})
+        yield raw[:3]
+        yield raw[3:]
+
+    r = await client.post(f"{P}/Start", content=chunks(), headers=STREAM)
+    events = parse_envelopes(r.content)
+    assert _out(events) == b"chunked\n"
+    end = [m["event"]["end"] for f, m in events if f == 0 and "end" in m["event"]][0]
+    assert "exitCode" not in end and end["exited"] is True
+
+
+async def test_deadline_kills_process(agent):
+    client, tmp, _ = agent
+    marker = tmp / "survived"
+    body = envelope({"process": {"cmd": "/bin/bash", "args": ["-c", f"sleep 2; touch {marker}"]}})
+    r = await client.post(f"{P}/Start", content=body, headers={**STREAM, "connect-timeout-ms": "300"})
+    events = parse_envelopes(r.content)
+    assert events[-1][0] == 2 and events[-1][1]["error"]["code"] == "deadline_exceeded"
+    await asyncio.sleep(2.5)
+    assert not marker.exists()
+    listed = (await client.post(f"{P}/List", json={})).json()
+    assert listed.get("processes", []) == []
+
+
+async def test_background_list_connect_signal(agent):
+    client, _, _ = agent
+    body = envelope({"process": {"cmd": "/bin/bash", "args": ["-c", "while true; do echo tick; sleep 0.1; done"]},
+                     "tag": "ticker"})
+    async with client.stream("POST", f"{P}/Start", content=body, headers=STREAM) as first:
+        head = await first.aiter_raw().__anext__()
+        pid = parse_envelopes(head[: 5 + int.from_bytes(head[1:5], "big")])[0][1]["event"]["start"]["pid"]
+    listed = (await client.post(f"{P}/List", json={})).json()["processes"]
+    assert [(p["pid"], p["tag"], p["config"]["cmd"]) for p in listed] == [(pid, "ticker", "/bin/bash")]
+
+    async def kill_soon():
+        await asyncio.sleep(0.4)
+        r = await client.post(f"{P}/SendSignal", json={"process": {"tag": "ticker"}, "signal": "SIGNAL_SIGKILL"})
+        assert r.status_code == 200 and r.json() == {}
+
+    killer = asyncio.create_task(kill_soon())
+    r = await client.post(f"{P}/Connect", content=envelope({"process": {"pid": pid}}), headers=STREAM)
+    await killer
+    events = parse_envelopes(r.content)
+    assert events[0][1]["event"]["start"]["pid"] == pid
+    assert b"tick" in _out(events)
+    end = [m["event"]["end"] for f, m in events if f == 0 and "end" in m["event"]][0]
+    assert end["exited"] is False and end["status"] == "signal: killed"
+    r = await client.post(f"{P}/SendSignal", json={"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"})
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+
+
+async def test_stdin_send_and_close(agent):
+    client, _, _ = agent
+    body = envelope({"process": {"cmd": "/bin/cat"}, "stdin": True})
+
+    async def feed(pid_box):
+        while not pid_box:
+            await asyncio.sleep(0.01)
+        pid = pid_box[0]
+        r = await client.post(f"{P}/SendInput", json={"process": {"pid": pid},
+                                                      "input": {"stdin": base64.b64encode(b"abc\n").decode()}})
+        assert r.status_code == 200
+        assert (await client.post(f"{P}/CloseStdin", json={"process": {"pid": pid}})).status_code == 200
+
+    pid_box: list[int] = []
+    task = None
+    buf = b""
+    async with client.stream("POST", f"{P}/Start", content=body, headers=STREAM) as r:
+        async for chunk in r.aiter_raw():
+            buf += chunk
+            if not pid_box and len(buf) >= 5:
+                first = parse_envelopes(buf[: 5 + int.from_bytes(buf[1:5], "big")])
+                pid_box.append(first[0][1]["event"]["start"]["pid"])
+                task = asyncio.create_task(feed(pid_box))
+    await task
+    assert _out(parse_envelopes(buf)) == b"abc\n"
+
+
+async def test_pty_process(agent):
+    client, _, _ = agent
+    body = envelope({"process": {"cmd": "/bin/bash", "args": ["-c", "tty; stty size"]},
+                     "pty": {"size": {"cols": 100, "rows": 30}}})
+    r = await client.post(f"{P}/Start", content=body, headers=STREAM)
+    out = _out(parse_envelopes(r.content), "pty")
+    assert b"/dev/pts/" in out and b"30 100" in out
+
+
+async def test_unary_errors_are_connect_json(agent):
+    client, _, _ = agent
+    r = await client.post(f"{P}/SendSignal", json={"process": {"pid": 999999}, "signal": "SIGNAL_SIGKILL"})
+    assert r.status_code == 404 and r.json() == {"code": "not_found", "message": "process with pid 999999 not found"}
+    r = await client.post(f"{P}/Start", content=envelope({"process": {"cmd": "/no/such/binary"}}), headers=STREAM)
+    err = parse_envelopes(r.content)[-1]
+    assert err[0] == 2 and err[1]["error"]["code"] == "invalid_argument"
+    r = await client.post(f"{P}/List", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["code"] == "invalid_argument"
+    r = await client.post(f"{P}/Start", content=envelope({"process": {"cmd": "/bin/true"}}),
+                          headers={**STREAM, "authorization": "Basic " + base64.b64encode(b"nosuchuser:").decode()})
+    assert parse_envelopes(r.content)[-1][1]["error"]["code"] == "unauthenticated"

@@ -1,0 +1,69 @@
+"""The official `e2b-code-interpreter` SDK, unmodified: run_code with text/png/html results, errors, contexts."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+
+def test_run_code_text_and_state(ci_sandbox):
+    first = ci_sandbox.run_code("x = 41\nprint('hi')\nx + 1")
+    assert first.logs.stdout == ["hi\n"]
+    assert first.text == "42"
+    assert first.error is None
+    assert ci_sandbox.run_code("x").text == "41"  # state persists between calls
+    assert ci_sandbox.run_code("x").execution_count > first.execution_count
+
+
+def test_run_code_streaming_callbacks(ci_sandbox):
+    out, results = [], []
+    ci_sandbox.run_code("import sys\nprint('a')\nprint('b', file=sys.stderr)\n7", on_stdout=out.append,
+                        on_result=results.append)
+    assert [m.line for m in out] == ["a\n"]
+    assert results and results[0].text == "7"
+
+
+def test_run_code_png_and_html(ci_sandbox):
+    ex = ci_sandbox.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()")
+    pngs = [r.png for r in ex.results if r.png]
+    assert pngs and base64.b64decode(pngs[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    ex = ci_sandbox.run_code("from IPython.display import HTML\nHTML('<b>bold</b>')")
+    assert ex.results[0].html == "<b>bold</b>" and ex.results[0].is_main_result
+
+
+def test_run_code_error(ci_sandbox):
+    ex = ci_sandbox.run_code("def f():\n    raise ValueError('boom')\nf()")
+    assert ex.error is not None
+    assert ex.error.name == "ValueError" and ex.error.value == "boom"
+    assert "ValueError" in ex.error.traceback
+
+
+def test_contexts(ci_sandbox):
+    ctx = ci_sandbox.create_code_context(cwd="/tmp")
+    assert ctx.cwd == "/tmp" and ctx.language == "python"
+    ci_sandbox.run_code("y = 5", context=ctx)
+    assert ci_sandbox.run_code("y", context=ctx).text == "5"
+    assert ci_sandbox.run_code("import os; os.getcwd()", context=ctx).text == "'/tmp'"
+    other = ci_sandbox.run_code("'y' in dir()")
+    assert other.text == "False"  # the default context does not see another context's state
+    assert ctx.id in [c.id for c in ci_sandbox.list_code_contexts()]
+    ci_sandbox.restart_code_context(ctx)
+    assert ci_sandbox.run_code("'y' in dir()", context=ctx).text == "False"
+    ci_sandbox.remove_code_context(ctx)
+    assert ctx.id not in [c.id for c in ci_sandbox.list_code_contexts()]
+
+
+def test_run_code_env_vars_and_bash(ci_sandbox):
+    assert ci_sandbox.run_code("import os; os.environ['ONLY_NOW']", envs={"ONLY_NOW": "v"}).text == "'v'"
+    ex = ci_sandbox.run_code("echo from-bash", language="bash")
+    assert ex.logs.stdout == ["from-bash\n"]
+
+
+def test_run_code_timeout_interrupts(ci_sandbox):
+    from e2b.exceptions import TimeoutException
+
+    with pytest.raises(TimeoutException):
+        ci_sandbox.run_code("import time; time.sleep(30)", timeout=2)
+    # The kernel was interrupted, not lost: it answers again, state intact.
+    ci_sandbox.run_code("z = 3")
+    assert ci_sandbox.run_code("z").text == "3"

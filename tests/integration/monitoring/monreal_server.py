@@ -1,0 +1,75 @@
+"""A real control plane on the crun backend (real sandboxes), served by uvicorn on a loopback port."""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+API_KEY = "monitoring-real-test-key"
+TEMPLATES = Path(os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates"))
+
+
+class RealServer:
+    def __init__(self, data_dir: Path, **settings_kw):
+        from sandboxd.api.app import create_app
+        from sandboxd.config import Settings
+        from sandboxd.core.services import Services
+        from sandboxd.runtime.oci.backend import OciBackend
+
+        opts = dict(data_dir=data_dir, templates_path=TEMPLATES, backend="crun", sample_interval_seconds=0.5,
+                    webhook_allow_private=True, webhook_backoff_seconds=0.1)
+        opts.update(settings_kw)
+        self.settings = Settings(**opts)
+        self.services = Services.build(self.settings, backend=OciBackend(self.settings))
+        self.app = create_app(self.settings, self.services)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "RealServer":
+        self.thread.start()
+        end = time.time() + 60
+        while not self.server.started:
+            assert time.time() < end and self.thread.is_alive(), "control plane did not start"
+            time.sleep(0.02)
+        self.services.keys.bootstrap(API_KEY)
+        self.client = httpx.Client(base_url=self.url, headers={"X-API-Key": API_KEY}, timeout=60)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            for sb in self.client.get("/v1/sandboxes").json().get("data", []):
+                self.client.delete(f"/v1/sandboxes/{sb['id']}")
+        except Exception:
+            pass
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(60)
+
+    def run_in_sandbox(self, sandbox_id: str, script: str, timeout: float = 60):
+        """Run a shell script inside the sandbox through the backend (on the server's event loop)."""
+        coro = self.services.backend.exec(sandbox_id, ["sh", "-c", script], timeout=timeout)
+        loop = self.server_loop()
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout + 30)
+
+    def start_in_sandbox(self, sandbox_id: str, script: str, timeout: float = 60):
+        coro = self.services.backend.exec(sandbox_id, ["sh", "-c", script], timeout=timeout)
+        return asyncio.run_coroutine_threadsafe(coro, self.server_loop())
+
+    def server_loop(self) -> asyncio.AbstractEventLoop:
+        return self.monitor.loop
+
+    @property
+    def monitor(self):
+        from sandboxd.monitor.service import monitor_of
+
+        return monitor_of(self.app)

@@ -1,0 +1,123 @@
+"""Lifecycle of real sandboxes on this host: create, exec, pause/resume, stop/start, destroy."""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+
+from rtsupport import leftovers, spec
+from sandboxd.core.errors import Conflict
+from sandboxd.runtime.base import Resources, RuntimeState
+from sandboxd.runtime.oci import channel
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def running(rt_env):
+    settings, sb, image = rt_env
+    s = spec(image, "life", env={"RT_GREETING": "hello"})
+    return sb.create(s)
+
+
+def test_create_gives_a_hardened_sandbox_with_the_agent_as_child_of_tini(rt_env, running):
+    _, sb, _ = rt_env
+    assert sb.state(running.id) is RuntimeState.RUNNING
+    assert sb.loop.run_until_complete(channel.health(running.agent_socket)) ["status"] == "healthy"
+    r = sb.sh(running.id, "cat /proc/1/cmdline | tr '\\0' ' '; echo; grep -E 'NoNewPrivs|Seccomp:|CapEff' /proc/self/status;"
+                          " cat /proc/self/uid_map")
+    out = r.stdout.decode()
+    assert out.startswith("/usr/bin/tini -g -- /opt/sandboxd/venv/bin/python -I -m sandboxd.agent")
+    assert "NoNewPrivs:\t1" in out and "Seccomp:\t2" in out
+    assert "CapEff:\t00000000a00405fb" in out  # the 12 capabilities of seccomp.CAPABILITIES
+    assert out.split()[-3:] == ["0", "100000", "65536"]
+
+
+def test_exec_env_user_cwd_stdin_and_exit_code(rt_env, running):
+    _, sb, _ = rt_env
+    r = sb.exec(running.id, ["sh", "-c", 'echo "$RT_GREETING $EXTRA"; id -u; pwd; cat; exit 3'],
+                env={"EXTRA": "world"}, user="user", cwd="/tmp", stdin=b"from-stdin")
+    assert r.exit_code == 3
+    assert r.stdout.decode().split("\n")[:4] == ["hello world", "1000", "/tmp", "from-stdin"]
+    assert sb.exec(running.id, ["id", "-u"], user="0").stdout == b"0\n"
+    assert sb.exec(running.id, ["pwd"]).stdout == b"/workspace\n"
+    nope = sb.exec(running.id, ["/no/such/binary"])
+    assert nope.exit_code != 0 and b"/no/such/binary" in nope.stderr
+
+
+def test_exec_timeout_kills_the_command(rt_env, running):
+    _, sb, _ = rt_env
+    t = time.monotonic()
+    r = sb.exec(running.id, ["sh", "-c", "echo started; sleep 30"], timeout=1.0)
+    assert r.timed_out and time.monotonic() - t < 10
+    assert b"sleep 30" not in sb.exec(running.id, ["ps", "-eo", "args"]).stdout
+
+
+def test_pause_freezes_cpu_and_keeps_memory_and_files(rt_env, running):
+    _, sb, _ = rt_env
+    blob = sb.py(running.id, "import os,sys; d=os.urandom(1<<20); open('/workspace/blob','wb').write(d);"
+                             "import hashlib; print(hashlib.sha256(d).hexdigest())").stdout.decode().strip()
+    # A busy process holding state in memory: it must be the same process with the same counter after.
+    sb.sh(running.id, "nohup python3 -c 'import time\nn=0\nwhile True: n+=1' >/dev/null 2>&1 &")
+    time.sleep(0.3)
+    sb.pause(running.id)
+    assert sb.state(running.id) is RuntimeState.PAUSED
+    before = sb.stats(running.id).cpu_usage_ns
+    time.sleep(1.0)
+    assert sb.stats(running.id).cpu_usage_ns == before  # no CPU at all while frozen
+    sb.resume(running.id)
+    assert sb.state(running.id) is RuntimeState.RUNNING
+    time.sleep(0.3)
+    assert sb.stats(running.id).cpu_usage_ns > before
+    assert sb.sh(running.id, "sha256sum /workspace/blob").stdout.decode().split()[0] == blob
+    sb.sh(running.id, "pkill -f 'n+=1'")
+
+
+def test_stop_start_keeps_files_byte_for_byte(rt_env):
+    _, sb, image = rt_env
+    box = sb.create(spec(image, "stop"))
+    digest = sb.py(box.id, "import os,hashlib; d=os.urandom(3<<20); open('/workspace/data','wb').write(d);"
+                           "os.symlink('data','/workspace/link'); os.chmod('/workspace/data',0o640);"
+                           "print(hashlib.sha256(d).hexdigest())").stdout.decode().strip()
+    sb.stop(box.id)
+    assert sb.state(box.id) is RuntimeState.STOPPED
+    with pytest.raises(Conflict):
+        sb.exec(box.id, ["true"])
+    again = sb.start(box.id)
+    assert sb.loop.run_until_complete(channel.health(again.agent_socket))["status"] == "healthy"
+    out = sb.sh(box.id, "sha256sum /workspace/data; stat -c %a /workspace/data; readlink /workspace/link").stdout.decode()
+    assert out.split() == [digest, "/workspace/data", "640", "data"]
+    sb.destroy(box.id)
+
+
+def test_stats_reflect_limits(rt_env):
+    _, sb, image = rt_env
+    box = sb.create(spec(image, "stats", resources=Resources(vcpu=0.5, memory_mb=300, disk_mb=200, pids=77)))
+    st = sb.stats(box.id)
+    assert st.cpu_quota_cores == 0.5
+    assert st.memory_limit_bytes == 300 * 1024 * 1024
+    assert 150 * 1024 * 1024 < st.disk_limit_bytes <= 200 * 1024 * 1024
+    assert 1 <= st.pids < 77 and st.memory_used_bytes > 0 and st.cpu_usage_ns > 0
+    assert sb.exec(box.id, ["cat", "/sys/fs/cgroup/pids/pids.max"]).stdout == b"77\n"
+    sb.destroy(box.id)
+
+
+def test_destroy_releases_everything_and_is_idempotent(rt_env):
+    settings, sb, image = rt_env
+    box = sb.create(spec(image, "gone", internet_access=True))
+    assert leftovers(settings, box.id)  # the probe sees a live sandbox's resources
+    sb.destroy(box.id)
+    assert leftovers(settings, box.id) == []
+    assert sb.state(box.id) is None
+    sb.destroy(box.id)
+    assert box.id not in sb.loop.run_until_complete(sb.backend.cli.list_ids())
+
+
+def test_duplicate_id_is_a_conflict(rt_env, running):
+    _, sb, image = rt_env
+    from sandboxd.runtime.base import SandboxSpec
+
+    with pytest.raises(Conflict):
+        sb.create(SandboxSpec(id=running.id, image=image))
+    assert sb.state(running.id) is RuntimeState.RUNNING

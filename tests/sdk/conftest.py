@@ -1,0 +1,38 @@
+"""SDK tests run against a real `sandboxd serve` (fake backend: real control plane, gateway and
+agents, agents as host processes)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sdkserver import running_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    yield from running_server(tmp_path_factory, "fake")
+
+
+@pytest.fixture
+def sdk_env(server, monkeypatch):
+    """SANDBOXD_URL / SANDBOXD_API_KEY set the way a user would."""
+    monkeypatch.setenv("SANDBOXD_URL", server.url)
+    monkeypatch.setenv("SANDBOXD_API_KEY", server.api_key)
+    return server
+
+
+@pytest.fixture(scope="module")
+def sandbox(server):
+    from sandboxd import Sandbox
+
+    sb = Sandbox.create("code-interpreter", api_key=server.api_key, api_url=server.url)
+    yield sb
+    try:
+        sb.kill()
+    except Exception:
+        pass
+    sb.close()
