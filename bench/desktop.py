@@ -55,12 +55,13 @@ def common(d, report):
 
 
 def sandbox_mode():
-    from desktop.test_e2e_real import TEMPLATES_DIR, _free_pair, _up
+    from desktop.test_e2e_real import TEMPLATES_DIR, _free_pair, _up, desktop_template
     from hopx_ai import Sandbox
 
     if not (TEMPLATES_DIR / "images" / "desktop.json").exists():
         sys.exit(f"no desktop template in {TEMPLATES_DIR}")
     data = Path(tempfile.mkdtemp(prefix="h-bench-desktop-"))
+    data.chmod(0o755)  # the sandboxes' user namespace must traverse it
     port, key = _free_pair(), "roomH-" + secrets.token_hex(8)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOXD_")}
     env.update(SANDBOXD_DATA_DIR=str(data), SANDBOXD_TEMPLATES_PATH=str(TEMPLATES_DIR), SANDBOXD_BACKEND="crun",
@@ -71,7 +72,8 @@ def sandbox_mode():
     base = f"http://127.0.0.1:{port}"
     try:
         wait(lambda: _up(base), 30)
-        sb = Sandbox.create(template="desktop", base_url=base, api_key=key, timeout_seconds=600)
+        template = desktop_template({"base": base, "key": key})
+        sb = Sandbox.create(template=template, base_url=base, api_key=key, timeout_seconds=600)
         try:
             d = sb.desktop
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite, as CI does: install what is needed, start a throw-away PostgreSQL for the
 # store tests, then pytest over tests/. Fails when pytest fails or collects nothing.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k templates).
+# Arguments replace the default `tests` given to pytest (e.g. scripts/test.sh tests/unit -x).
 set -euo pipefail
 
 [ "$(id -u)" -eq 0 ] || { echo "test.sh: run as root (sudo ./scripts/test.sh)" >&2; exit 1; }
@@ -34,8 +34,8 @@ echo "==> PostgreSQL for the store tests: $SANDBOXD_TEST_POSTGRES_URL"
 
 # The whole suite must stay under 30 minutes; a hung run is a failure, not a stuck CI job.
 set +e
-timeout --signal=INT --kill-after=60 1800 .venv/bin/python -m pytest tests -q -ra --color=no \
-  -p no:cacheprovider --junitxml="${SANDBOXD_JUNIT_XML:-/tmp/sandboxd-junit.xml}" "$@"
+timeout --signal=INT --kill-after=60 1800 .venv/bin/python -m pytest -q -ra --color=no \
+  -p no:cacheprovider --junitxml="${SANDBOXD_JUNIT_XML:-/tmp/sandboxd-junit.xml}" "${@:-tests}"
 rc=$?
 set -e
 case "$rc" in

@@ -238,3 +238,11 @@ def test_async_execution_posts_signed_callback_with_retry(client):
         assert headers["X-HOPX-Signature"] == f"sha256={expected}"
     finally:
         server.shutdown()
+
+
+def test_kernel_death_is_a_result_and_the_next_call_gets_a_new_kernel(client):
+    run(client, "doomed = 1")
+    r = run(client, "import os\nos._exit(3)", timeout=30)
+    assert r["success"] is False and r["kernel_restarted"] is True and "died" in r["error"]
+    r = run(client, "print('doomed' in globals())")
+    assert r["success"] is True and r["stdout"] == "False\n"

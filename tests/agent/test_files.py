@@ -34,10 +34,12 @@ def test_base64_write_is_stored_decoded_and_download_is_raw(client, workspace):
 
 
 def test_unencoded_query_path_with_space(client, workspace):
-    path = workspace / "with space.txt"
+    path = workspace / "with space+plus.txt"
     path.write_text("x")
-    # the HopX client sends ?path= without URL-encoding
+    # the HopX client sends ?path= without URL-encoding ('+' must stay a plus)
     r = client.get(f"/files/read?path={path}")
+    assert r.status_code == 200 and r.json()["content"] == "x"
+    r = client.get("/files/read", params={"path": str(path)})  # and form-encoded ('+' for space, %2B)
     assert r.status_code == 200 and r.json()["content"] == "x"
 
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import struct
 import sys
 from pathlib import Path
 
@@ -33,21 +31,3 @@ async def agent(tmp_path, monkeypatch):
     await app.services.envd.interpreter.shutdown()
     await app.services.shutdown()
     server.close()
-
-
-def envelope(msg: dict, flags: int = 0) -> bytes:
-    data = json.dumps(msg).encode()
-    return struct.pack(">BI", flags, len(data)) + data
-
-
-def parse_envelopes(raw: bytes) -> list[tuple[int, dict]]:
-    out, i = [], 0
-    while i < len(raw):
-        flags, n = struct.unpack(">BI", raw[i:i + 5])
-        out.append((flags, json.loads(raw[i + 5:i + 5 + n])))
-        i += 5 + n
-    assert i == len(raw), "trailing bytes after the last envelope"
-    return out
-
-
-STREAM = {"content-type": "application/connect+json", "connect-protocol-version": "1"}

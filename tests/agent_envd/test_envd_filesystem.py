@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 
-from conftest import STREAM, envelope, parse_envelopes
+from envd_wire import STREAM, envelope, parse_envelopes
 
 F = "/e2b/49983/filesystem.Filesystem"
 

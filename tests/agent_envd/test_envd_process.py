@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from conftest import STREAM, envelope, parse_envelopes
+from envd_wire import STREAM, envelope, parse_envelopes
 
 P = "/e2b/49983/process.Process"
 

@@ -9,12 +9,24 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from cpserver import CPServer
+from cpserver import CPServer, create_database, drop_database
+from conftest import PG_URL
 
 
 @pytest.fixture
-def own_server(database_url, tmp_path):
-    srv = CPServer(tmp_path, database_url).start()
+def fresh_db(database_url):
+    """Each server here is a fresh install (its own admin key), so it needs its own database."""
+    if database_url is None:
+        yield None
+        return
+    url, name = create_database(PG_URL)
+    yield url
+    drop_database(PG_URL, name)
+
+
+@pytest.fixture
+def own_server(fresh_db, tmp_path):
+    srv = CPServer(tmp_path, fresh_db).start()
     yield srv
     try:
         if srv.proc is None:
@@ -51,8 +63,8 @@ def test_fifty_concurrent_creates_all_succeed_or_are_cleanly_refused(own_server)
     assert own_server.agent_pids() == []
 
 
-def test_capacity_limit_answers_503_with_retry_advice(database_url, tmp_path):
-    srv = CPServer(tmp_path, database_url, SANDBOXD_MAX_SANDBOXES="2").start()
+def test_capacity_limit_answers_503_with_retry_advice(fresh_db, tmp_path):
+    srv = CPServer(tmp_path, fresh_db, SANDBOXD_MAX_SANDBOXES="2").start()
     try:
         codes = [create(srv) for _ in range(3)]
         assert [r.status_code for r in codes] == [201, 201, 503]

@@ -1,7 +1,6 @@
 """spec/controlplane.yaml matches the routes, and a property-based run over it finds no 5xx."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest

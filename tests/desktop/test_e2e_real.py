@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,13 +41,15 @@ def _free_pair() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server():
     if not (TEMPLATES_DIR / "images" / "desktop.json").exists():
         msg = f"no desktop template in {TEMPLATES_DIR} (build it: sandboxd.templates.desktop.ensure)"
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
-    data = tmp_path_factory.mktemp("h-desktop-serve")
+    # Not under pytest's 0700 tmp dir: the sandboxes' user namespace (uid 100000) must traverse it.
+    data = Path(tempfile.mkdtemp(prefix="h-desktop-serve-"))
+    data.chmod(0o755)
     port, key = _free_pair(), "roomH-" + secrets.token_hex(8)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOXD_")}
     env.update(SANDBOXD_DATA_DIR=str(data), SANDBOXD_TEMPLATES_PATH=str(TEMPLATES_DIR), SANDBOXD_BACKEND="crun",
@@ -66,6 +69,7 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _up(base: str) -> bool:
@@ -75,11 +79,38 @@ def _up(base: str) -> bool:
         return False
 
 
+def desktop_template(server) -> str:
+    """The template name to create desktop sandboxes from.
+
+    `desktop` when the control plane lists it; otherwise (its catalog lists only the mmdebstrap
+    built-ins so far) a template derived FROM desktop through the public build API, as a user would.
+    """
+    with httpx.Client(base_url=server["base"], headers={"X-API-Key": server["key"]}, timeout=60) as c:
+        if c.get("/v1/templates/desktop").status_code == 200:
+            return "desktop"
+        name = "h-desktop-e2e"
+        r = c.post("/v1/templates/build", json={
+            "name": name, "from_image": "desktop", "steps": [{"type": "RUN", "args": ["true"]}],
+            "cpu": 1, "memory": 1024, "diskGB": 4, "skipCache": False, "update": False})
+        assert r.status_code < 300, r.text
+        build_id = r.json()["build_id"]
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            doc = c.get(f"/v1/templates/build/{build_id}/status").json()
+            status = doc["status"]
+            if status in ("active", "success", "failed"):
+                break
+            time.sleep(1)
+        assert status in ("active", "success"), doc.get("error_message")
+        return name
+
+
 @pytest.fixture(scope="module")
 def sandbox(server):
     from hopx_ai import Sandbox
 
-    sb = Sandbox.create(template="desktop", base_url=server["base"], api_key=server["key"], timeout_seconds=900)
+    sb = Sandbox.create(template=desktop_template(server), base_url=server["base"], api_key=server["key"],
+                        timeout_seconds=900)
     yield sb
     sb.kill()
 
@@ -88,14 +119,15 @@ def test_terminal_window_typing(sandbox):
     d = sandbox.desktop
     d.start_vnc(password="e2e-pass")
     sandbox.commands.run("xterm -title sbx-term -geometry 80x20+40+40", background=True)
-    win = wait_for(lambda: next((w for w in d.get_windows() if w.title == "sbx-term"), None), timeout=20)
+    win = wait_for(lambda: next((w for w in d.get_windows() if w.title == "sbx-term"), None), timeout=30,
+                   what="the xterm window")
     d.focus_window(win.id)
     time.sleep(0.5)
     before = png(d.screenshot())
     d.type("echo SBX_$((6*7)) > /tmp/typed.txt")
     d.press("Enter")
     wait_for(lambda: sandbox.files.exists("/tmp/typed.txt") and "SBX_42" in sandbox.files.read("/tmp/typed.txt"),
-             timeout=15)
+             timeout=15, what="the command typed into xterm")
     after = png(d.screenshot())
     box = (win.x, win.y, win.x + win.width, win.y + win.height)
     assert ImageChops.difference(before.crop(box), after.crop(box)).getbbox() is not None
@@ -105,7 +137,7 @@ def test_tk_page(sandbox):
     d = sandbox.desktop
     sandbox.files.write("/tmp/tk_app.py", TK_APP.read_text())
     sandbox.commands.run("/usr/bin/python3 /tmp/tk_app.py /tmp/tk.out", background=True)
-    wait_for(lambda: sandbox.files.exists("/tmp/tk.out.geom"), timeout=20)
+    wait_for(lambda: sandbox.files.exists("/tmp/tk.out.geom"), timeout=30, what="the Tk app")
     geo = json.loads(sandbox.files.read("/tmp/tk.out.geom"))
     ex, ey, ew, eh = geo["entry"]
     d.click(ex + 20, ey + eh // 2)

@@ -23,14 +23,14 @@ from .conftest import need
 TK_APP = Path(__file__).with_name("tk_app.py")
 
 
-def wait_for(predicate, timeout=10.0, interval=0.1):
+def wait_for(predicate, timeout=10.0, interval=0.1, what=""):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError("condition not met in time")
+    raise AssertionError(f"not met within {timeout:g} s: {what or predicate}")
 
 
 def png(data: bytes) -> Image.Image:
@@ -129,6 +129,7 @@ def test_windows_focus_resize_minimize_close(sdk_sandbox, tk_app):
                                      if w.id == win.id and (w.width, w.height) == (500, 300)), None))
     assert resized
     d.minimize_window(win.id)
+    d.minimize_window(win.id)  # already minimized: still answers
     raw = sdk_sandbox.desktop._client.get("/desktop/windows", operation="raw windows").json()["windows"]
     assert next(w for w in raw if w["id"] == win.id)["is_minimized"] is True
     d.focus_window(str(hex(win.id)))  # hex string ids are accepted too; focusing restores it
@@ -152,6 +153,8 @@ def test_mouse_move_drag_scroll(sdk_sandbox, display_env):
     loc = subprocess.run(["xdotool", "getmouselocation", "--shell"], env=display_env, capture_output=True,
                          text=True).stdout
     assert "X=321" in loc and "Y=123" in loc
+    d.click(321, 123)
+    d.click(321, 123)  # the pointer is already there: must not wait for it to move
     d.drag(10, 10, 200, 150)
     d.scroll(2, "up")
     loc = subprocess.run(["xdotool", "getmouselocation", "--shell"], env=display_env, capture_output=True,
@@ -276,3 +279,19 @@ async def test_vnc_client_through_websocket_tunnel(sdk_sandbox, tmp_path):
         assert (await asyncio.to_thread(d.get_vnc_status)).display is not None
     finally:
         server.close()
+
+
+def test_direct_x_grab_matches_ffmpeg(sdk_sandbox, desktop_agent, display_env):
+    """Screenshots come from one X GetImage (xshot); they must be the pixels ffmpeg's x11grab sees."""
+    from sandboxd.agent.desktop import xshot
+
+    d = sdk_sandbox.desktop
+    info = d.get_display()
+    served = png(d.screenshot_region(0, 0, 400, 300))
+    direct = png(xshot.grab(desktop_agent.display, (0, 0, 400, 300)))
+    ref = png(subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "x11grab", "-draw_mouse", "0", "-video_size", "400x300",
+         "-i", f":{desktop_agent.display}+0,0", "-frames:v", "1", "-f", "image2pipe", "-vcodec", "png", "-"],
+        env=display_env, capture_output=True, check=True).stdout)
+    assert ImageChops.difference(direct, ref).getbbox() is None
+    assert served.size == (400, 300) and info.width >= 400

@@ -138,10 +138,23 @@ class Server:
 
 def running_server(tmp_path_factory, backend: str = "fake"):
     """Generator body for fixtures: yields a started Server and always cleans up."""
-    srv = Server(tmp_path_factory.mktemp(f"roomF-{backend}"), backend)
+    if backend == "fake":
+        data_dir = tmp_path_factory.mktemp(f"roomF-{backend}")
+    else:
+        # Sandbox uids (100000+) must be able to traverse to their rootfs: pytest's tmp tree is 0700.
+        import tempfile
+
+        data_dir = Path(tempfile.mkdtemp(prefix=f"roomF-{backend}-", dir="/var/tmp"))
+        data_dir.chmod(0o755)
+    srv = Server(data_dir, backend)
     try:
         srv.start()
         yield srv
     finally:
         srv.kill_all_sandboxes()
         srv.stop()
+        if backend != "fake":
+            import shutil
+
+            if not any((data_dir / "sandboxes").glob("*/rootfs/*")):  # never delete through a live mount
+                shutil.rmtree(data_dir, ignore_errors=True)

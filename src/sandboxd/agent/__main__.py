@@ -4,12 +4,23 @@ Inside a sandbox the host passes an already-listening unix socket as fd 3 (SANDB
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
-import signal
-import socket
 import sys
+
+# asyncio imports ssl (libssl + libcrypto: ~4 MiB RSS and a good share of start-up) only to offer TLS,
+# which the agent never serves. Keep it out while asyncio loads; a later `import ssl` (an https webhook
+# callback) still works because the block is lifted right after.
+_blocked = "ssl" not in sys.modules
+if _blocked:
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+import asyncio  # noqa: E402
+
+if _blocked:
+    del sys.modules["ssl"]
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

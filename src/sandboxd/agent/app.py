@@ -27,7 +27,10 @@ CORE_ROUTES = [
 ]
 # Packages of other rooms: each exposes `register(app)` (using app.route/app.websocket, or app.mount
 # for an ASGI sub-app). Skipped while absent or not yet wired.
-OPTIONAL_ROUTES = ["sandboxd.agent.envd", "sandboxd.agent.desktop"]
+OPTIONAL_ROUTES = ["sandboxd.agent.envd"]
+# Packages imported on the first request under their prefix (start-up time matters: desktop is rare).
+# Their register(app) must mount one ASGI app at that prefix.
+LAZY_MOUNTS = {"/desktop": "sandboxd.agent.desktop"}
 
 
 class Route:
@@ -78,6 +81,42 @@ class App:
 
         async def ws(sock):
             await asgi_bridge.websocket(asgi_app, prefix, sock)
+
+        for pattern in (prefix, prefix + "/{rest:path}"):
+            self.route("GET,HEAD,POST,PUT,PATCH,DELETE", pattern, http)
+            self.route("GET", pattern, ws, websocket=True)
+
+    def lazy_mount(self, prefix: str, module_name: str) -> None:
+        import importlib.util
+
+        try:
+            if importlib.util.find_spec(module_name) is None:
+                return
+        except ModuleNotFoundError:
+            return
+        app, loaded = self, {}
+
+        class _Capture:
+            def mount(self, _prefix, asgi_app):
+                loaded["asgi"] = asgi_app
+
+            def __getattr__(self, name):
+                return getattr(app, name)
+
+        def target():
+            if "asgi" not in loaded:
+                importlib.import_module(module_name).register(_Capture())
+            return loaded["asgi"]
+
+        async def http(req):
+            from . import asgi_bridge
+
+            return await asgi_bridge.http(target(), prefix, req)
+
+        async def ws(sock):
+            from . import asgi_bridge
+
+            await asgi_bridge.websocket(target(), prefix, sock)
 
         for pattern in (prefix, prefix + "/{rest:path}"):
             self.route("GET,HEAD,POST,PUT,PATCH,DELETE", pattern, http)
@@ -160,4 +199,6 @@ def create_app(services: Services | None = None) -> App:
         app.include(name)
     for name in OPTIONAL_ROUTES:
         app.include(name, optional=True)
+    for prefix, name in LAZY_MOUNTS.items():
+        app.lazy_mount(prefix, name)
     return app

@@ -6,14 +6,9 @@ process group. User failures are results (success false, exit code, traceback), 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
-import shutil
-import tempfile
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -85,6 +80,8 @@ class ResultCache:
 
     @staticmethod
     def key(req: ExecRequest, env: dict[str, str]) -> str:
+        import hashlib
+
         raw = json.dumps([req.language, req.code, sorted(env.items()), req.workdir, req.user])
         return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -168,6 +165,8 @@ class Executor:
 
     async def _process(self, req: ExecRequest, env: dict[str, str], on_text: OnText,
                        argv: list[str] | None = None) -> dict:
+        import shutil
+
         tmp = None
         try:
             if argv is None:
@@ -190,6 +189,9 @@ class Executor:
                 "error": error, "timed_out": r.timed_out, "pid": r.pid}
 
     def _argv(self, req: ExecRequest, env: dict[str, str]):
+        import shutil
+        import tempfile
+
         path = env.get("PATH", os.defpath)
         if req.language in ("bash", "sh"):
             exe = shutil.which(req.language, path=path) or shutil.which("sh", path=path)
@@ -228,7 +230,7 @@ class Executor:
 
     def start_async(self, req: ExecRequest, callback_url: str | None, headers: dict | None,
                     secret: str | None) -> str:
-        execution_id = "exec_" + uuid.uuid4().hex[:16]
+        execution_id = "exec_" + os.urandom(8).hex()
 
         async def work() -> None:
             result = await self.run(req)
@@ -259,6 +261,9 @@ def missing(dep: str, message: str) -> dict:
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """HMAC-SHA256 over `<timestamp>.<body>` (hex), sent as `X-HOPX-Signature: sha256=<hex>`."""
+    import hashlib
+    import hmac
+
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 

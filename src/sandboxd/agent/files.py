@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import shutil
 import stat
 from datetime import datetime, timezone
 from typing import AsyncIterator, Iterator
@@ -138,6 +137,8 @@ class Files:
         try:
             if os.path.isdir(full) and not os.path.islink(full):
                 if recursive:
+                    import shutil
+
                     shutil.rmtree(full)
                 else:
                     os.rmdir(full)

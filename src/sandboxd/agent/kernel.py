@@ -9,12 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -92,7 +89,8 @@ def find_user_python(env: dict[str, str]) -> str | None:
 
 class Kernel:
     def __init__(self) -> None:
-        self.kernel_id = str(uuid.uuid4())
+        h = os.urandom(16).hex()
+        self.kernel_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
         self.proc: subprocess.Popen | None = None
         self.client = None
         self.dir: str | None = None
@@ -104,12 +102,14 @@ class Kernel:
         self.executions = 0
 
     async def start(self, python: str, env: dict[str, str], cwd: str | None) -> None:
+        import tempfile
+
         from jupyter_client.asynchronous import AsyncKernelClient
         from jupyter_client.connect import write_connection_file
 
         self.dir = tempfile.mkdtemp(prefix="sandboxd-kernel-")
         conn_file, info = write_connection_file(os.path.join(self.dir, "kernel.json"), transport="ipc",
-                                                ip=os.path.join(self.dir, "k"), key=uuid.uuid4().hex.encode())
+                                                ip=os.path.join(self.dir, "k"), key=os.urandom(16).hex().encode())
         self._log = open(os.path.join(self.dir, "kernel.log"), "wb")
         kenv = {**env, "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1", "JPY_PARENT_PID": str(os.getpid())}
@@ -181,6 +181,8 @@ class Kernel:
             self._log.close()
             self._log = None
         if self.dir:
+            import shutil
+
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
         self.state = "dead"

@@ -10,7 +10,6 @@ import os
 import pwd
 import signal
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -174,7 +173,7 @@ class Jobs:
     async def start(self, argv: list[str], *, cwd: str | None, env: dict[str, str], timeout: float | None,
                     language: str, name: str | None = None, command: str = "",
                     user: str | int | None = None) -> Job:
-        pid_ = "proc_" + uuid.uuid4().hex[:12]
+        pid_ = "proc_" + os.urandom(6).hex()
         job = Job(pid_, name or pid_, language, command or " ".join(argv))
         try:
             job.proc = await spawn(argv, cwd=cwd, env=env, user=user)

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
+import os
 import time
-import uuid
 from http import HTTPStatus
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 import h11
+
+try:  # the builtin module: hashlib would load OpenSSL's libcrypto (~3 MiB) for one SHA-1
+    from _sha1 import sha1 as _sha1
+except ImportError:  # pragma: no cover
+    from hashlib import sha1 as _sha1
 
 MAX_BODY = 512 * 1024 * 1024  # a JSON body (e.g. a base64 file write) is read whole; bigger uploads stream
 CHUNK = 256 * 1024
@@ -63,11 +67,13 @@ class Request:
         self.raw_target = target
         parts = urlsplit(target)
         self.path = parts.path or "/"
-        # The HopX client sends `?path=/a b` without URL-encoding: parse leniently, keep blanks.
-        self.query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        # Form-style '+' means space (httpx/axios params), except when the client encodes spaces as %20:
+        # then it is the HopX client's raw `?path={path}` and a '+' is a literal plus.
+        dec = unquote if "%20" in parts.query else unquote_plus
+        self.query = {dec(k): dec(v) for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)}
         self.headers = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
         self.path_params: dict[str, str] = {}
-        self.request_id = self.headers.get("x-request-id") or "req_" + uuid.uuid4().hex[:16]
+        self.request_id = self.headers.get("x-request-id") or "req_" + os.urandom(8).hex()
         self._consumed = False
 
     async def stream(self) -> AsyncIterator[bytes]:
@@ -277,6 +283,10 @@ async def serve_connection(reader, writer, dispatch: Callable[[Request], Awaitab
                 return
     except (ConnectionError, OSError, asyncio.CancelledError, h11.ProtocolError):
         pass
+    except Exception:  # noqa: BLE001 - e.g. a response body generator failed mid-stream: drop the connection
+        import traceback
+
+        traceback.print_exc()
     finally:
         try:
             writer.close()
@@ -331,7 +341,7 @@ async def _upgrade(conn: Connection, req: Request, dispatch, on_error) -> None:
         return
     # Resolve the route first so an unknown path is a plain 404, not an upgraded socket.
     req.websocket = None  # type: ignore[attr-defined]
-    accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
+    accept = base64.b64encode(_sha1(key.encode() + WS_GUID).digest()).decode()
     leftover, _ = conn.h11.trailing_data
     # Browsers fail the handshake unless one offered subprotocol is echoed (noVNC offers "binary").
     offered = [p.strip() for p in req.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import shutil
 import signal
 import struct
 import termios
@@ -22,6 +21,8 @@ class PtyProcess:
     async def start(cls, argv: list[str] | None, *, env: dict[str, str], cwd: str | None, cols: int = 80,
                     rows: int = 24, user: str | None = None) -> "PtyProcess":
         if argv is None:
+            import shutil
+
             shell = shutil.which("bash", path=env.get("PATH")) or "/bin/sh"
             argv = [shell, "-i"] if shell.endswith("bash") else [shell]
         master, slave = os.openpty()

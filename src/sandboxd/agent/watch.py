@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import os
 import struct
 
@@ -21,6 +19,9 @@ _libc = None
 def _lib():
     global _libc
     if _libc is None:
+        import ctypes
+        import ctypes.util
+
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     return _libc
 
@@ -32,6 +33,8 @@ class Watcher:
         self.root, self.recursive = root, recursive
         self.fd = _lib().inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if self.fd < 0:
+            import ctypes
+
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         self.paths: dict[int, str] = {}
         self.queue: asyncio.Queue = asyncio.Queue()

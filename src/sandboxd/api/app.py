@@ -25,6 +25,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             yield
         finally:
+            hub = getattr(app.state, "metrics_hub", None)
+            if hub is not None:
+                await hub.close()
             if manage:
                 await svc.stop()
 

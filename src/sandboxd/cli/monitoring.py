@@ -61,26 +61,35 @@ def sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
 def _follow(client, sandbox_id: str, last_ts: float | None) -> None:
     """Print new samples as the control plane's SSE metrics stream ticks. Frames that carry the monitor's
     system figures (`system`) are printed directly; otherwise each frame triggers a read of new history."""
+    from sandboxd.sdk import NotFoundError
+
     path = f"/v1/sandboxes/{sandbox_id}/metrics/stream"
-    with client.http.stream("GET", path, timeout=None) as resp:
-        for event, data in sse_frames(resp.iter_lines()):
-            if event == "end":
-                sys.stdout.write(f"sandbox {sandbox_id} ended\n")
-                return
-            system = data.get("system") if isinstance(data, dict) else None
-            if isinstance(system, dict) and "cpu_pct" in system:
-                if last_ts is None or float(system.get("ts", 0)) > last_ts:
-                    last_ts = float(system.get("ts", 0))
-                    sys.stdout.write(_line_of_system(system) + "\n")
-                    sys.stdout.flush()
-                continue
-            start = int(last_ts) if last_ts is not None else None
-            for m in client.get_metrics(sandbox_id, start=start):
-                ts = m.timestamp.timestamp() if m.timestamp else 0
-                if last_ts is None or ts > last_ts:
-                    last_ts = ts
-                    sys.stdout.write(_line_of(m) + "\n")
-            sys.stdout.flush()
+    try:
+        with client.http.stream("GET", path, timeout=None) as resp:
+            _print_frames(client, sandbox_id, resp.iter_lines(), last_ts)
+    except NotFoundError:  # killed before (or while) we connected: same ending as the stream's `end` event
+        sys.stdout.write(f"sandbox {sandbox_id} ended\n")
+
+
+def _print_frames(client, sandbox_id: str, lines: Iterator[str], last_ts: float | None) -> None:
+    for event, data in sse_frames(lines):
+        if event == "end":
+            sys.stdout.write(f"sandbox {sandbox_id} ended\n")
+            return
+        system = data.get("system") if isinstance(data, dict) else None
+        if isinstance(system, dict) and "cpu_pct" in system:
+            if last_ts is None or float(system.get("ts", 0)) > last_ts:
+                last_ts = float(system.get("ts", 0))
+                sys.stdout.write(_line_of_system(system) + "\n")
+                sys.stdout.flush()
+            continue
+        start = int(last_ts) if last_ts is not None else None
+        for m in client.get_metrics(sandbox_id, start=start):
+            ts = m.timestamp.timestamp() if m.timestamp else 0
+            if last_ts is None or ts > last_ts:
+                last_ts = ts
+                sys.stdout.write(_line_of(m) + "\n")
+        sys.stdout.flush()
 
 
 @handles_errors

@@ -64,7 +64,10 @@ def print_json(obj: Any) -> None:
 
 
 def table(columns: list[str], rows: list[list[Any]]) -> None:
-    t = Table(*columns, header_style="bold")
+    t = Table(header_style="bold")
+    for i, c in enumerate(columns):
+        # Ids must stay whole (people copy them); the other columns fold on narrow terminals.
+        t.add_column(c, no_wrap=i == 0, overflow="fold")
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     out.print(t)
@@ -207,6 +210,10 @@ def exec_(sandbox_id: str, command: List[str] = typer.Argument(..., help="the co
           cwd: Optional[str] = typer.Option(None, help="working directory (default /workspace)"),
           env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="KEY=VALUE, repeatable")) -> None:
     """Run a command in the sandbox, streaming its output; exits with the command's exit code."""
+    if command and command[0] == "--":  # Click keeps the separator when interspersed args are off
+        command = command[1:]
+    if not command:
+        fail("no command given: sandboxd sandbox exec SANDBOX_ID -- COMMAND [ARGS...]")
     cmd = command[0] if len(command) == 1 else shlex.join(command)
     sb = _connect(sandbox_id)
     try:

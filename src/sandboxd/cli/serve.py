@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import Optional
 
 import typer
@@ -56,6 +55,7 @@ async def run(settings: Settings, log_level: str = "info") -> None:
     except ImportError:
         pass
     app.state.gateway = gateway
+    svc.lifecycle.on_gone.append(lambda _sid, sock: gateway.forget(sock))
     server = None
     try:
         await gateway.start(settings.host, settings.effective_gateway_port)
@@ -68,7 +68,4 @@ async def run(settings: Settings, log_level: str = "info") -> None:
         await server.serve()
     finally:
         await gateway.close()
-        hub = getattr(app.state, "metrics_hub", None)
-        if hub is not None:
-            await hub.close()
         await svc.stop()

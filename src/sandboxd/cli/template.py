@@ -31,7 +31,7 @@ def build(directory: Path = typer.Argument(..., exists=True, file_okay=False, he
 
         def on_log(line: str) -> None:
             if not quiet:
-                progress.console.print(line, markup=False, highlight=False)
+                progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
         def on_progress(pct: int, step: Optional[str]) -> None:
             progress.update(task, completed=pct, step=step or "")

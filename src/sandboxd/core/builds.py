@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
+from typing import Any, AsyncIterator, Callable, Protocol
 
 from sqlalchemy import select
 
@@ -69,16 +69,16 @@ def validate_request(req: BuildRequest, uploads: Path) -> None:
     if not req.steps:
         raise Invalid("a build needs at least one step", code="missing_steps")
     for i, step in enumerate(req.steps):
-        kind = step.get("type")
-        args = step.get("args")
+        kind = str(step.get("type", "")).upper()  # the JS builder sends lower-case types
         if kind not in STEP_TYPES:
-            raise Invalid(f"steps[{i}]: unknown type {kind!r}", code="invalid_step")
-        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise Invalid(f"steps[{i}]: unknown type {step.get('type')!r}", code="invalid_step")
+        args = step.get("args")
+        if args is not None and (not isinstance(args, list) or not all(isinstance(a, str) for a in args)):
             raise Invalid(f"steps[{i}]: args must be a list of strings", code="invalid_step")
         if kind == "COPY":
-            h = step.get("filesHash")
-            if len(args) != 2 or not isinstance(h, str) or not HASH_RE.match(h):
-                raise Invalid(f"steps[{i}]: COPY needs [src, dest] and a filesHash", code="invalid_step")
+            h = step.get("filesHash") or step.get("files_hash")
+            if not isinstance(h, str) or not HASH_RE.match(h):
+                raise Invalid(f"steps[{i}]: COPY needs a filesHash from an upload link", code="invalid_step")
             if not (uploads / f"{h}.tar.gz").is_file():
                 raise Invalid(f"steps[{i}]: files {h} were not uploaded", code="files_not_uploaded")
 

@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from sqlalchemy import func, or_, and_, select
 
@@ -24,13 +24,13 @@ from sandboxd.core import events as ev
 from sandboxd.core.errors import CapacityExceeded, Conflict, Invalid, NotFound, RuntimeFailure, SandboxdError
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import (
-    CREATING, KILLED, LIVE_STATES, PAUSED, REASON_ERROR, REASON_NODE_LOST, REASON_TIMEOUT, REASON_USER, RUNNING,
+    CREATING, KILLED, LIVE_STATES, PAUSED, REASON_ERROR, REASON_TIMEOUT, REASON_USER, RUNNING,
     STOPPED, Sandbox, Template, iso,
 )
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import SandboxRow
 from sandboxd.core.tokens import TokenSigner
-from sandboxd.runtime.base import Backend, Resources, RuntimeSandbox, RuntimeState, SandboxSpec, TemplateImage
+from sandboxd.runtime.base import Backend, Resources, RuntimeSandbox, SandboxSpec, TemplateImage
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ class LifecycleService:
         self.catalog = catalog
         self.signer = signer
         self.pool: WarmPool | None = None
+        # Called with (sandbox_id, agent socket) when a sandbox is killed (the gateway drops its pooled conns).
+        self.on_gone: list[Callable[[str, Path], None]] = []
         self.routes: dict[str, Route] = {}
         self._expiry: dict[str, datetime] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -275,18 +277,25 @@ class LifecycleService:
         async with self._lock(sid):
             sb = self.get(sid)
             before = sb
-            self.routes.pop(sid, None)  # revoke traffic first: nothing reaches a sandbox being destroyed
+            route = self.routes.pop(sid, None)  # revoke traffic first: nothing reaches a sandbox being destroyed
             self._expiry.pop(sid, None)
             try:
                 await self.backend.destroy(sid)
-            except SandboxdError:
-                raise
             except Exception as exc:
+                if route is not None:  # still alive: keep routing to it, a retry of the kill may succeed
+                    self.routes[sid] = route
+                if before.expires_at:
+                    self._expiry[sid] = before.expires_at
+                if isinstance(exc, SandboxdError):
+                    raise
                 raise RuntimeFailure(f"could not destroy sandbox {sid}: {exc}") from exc
             sb = self._set(sid, status=KILLED, kill_reason=reason, ended_at=_now(),
                            token_version=before.token_version + 1)
             self._emit(ev.KILLED, before, kill_reason=reason, execution=self._execution(before))
         self._locks.pop(sid, None)
+        for listener in self.on_gone:
+            if route is not None:
+                listener(sid, route.socket)
         return sb
 
     async def pause(self, sid: str) -> Sandbox:
@@ -398,36 +407,9 @@ class LifecycleService:
 
     async def recover(self) -> None:
         """Make the store and the runtime agree after a restart (or a crash mid-create)."""
-        adopted = {rt.id: rt for rt in await self.backend.recover()}
-        with self.store.tx() as s:
-            rows = [_to_model(r) for r in s.scalars(select(SandboxRow).where(SandboxRow.status != KILLED))]
-        known = set()
-        for sb in rows:
-            known.add(sb.id)
-            rt = adopted.get(sb.id)
-            if sb.status == CREATING:
-                # Never reported created: remove whatever was half-made.
-                await self._abandon(sb.id)
-                continue
-            if rt is None:
-                state = await self.backend.state(sb.id)
-                if sb.status == STOPPED and state == RuntimeState.STOPPED:
-                    self._track(sb, None)
-                    continue
-                self._set(sb.id, status=KILLED, kill_reason=REASON_NODE_LOST, ended_at=_now(),
-                          token_version=sb.token_version + 1)
-                self._emit(ev.KILLED, sb, kill_reason=REASON_NODE_LOST, execution=self._execution(sb))
-                continue
-            actual = {RuntimeState.RUNNING: RUNNING, RuntimeState.PAUSED: PAUSED, RuntimeState.STOPPED: STOPPED}[rt.state]
-            if actual != sb.status:
-                sb = self._set(sb.id, status=actual)
-            self._track(sb, rt)
-        for sid in adopted.keys() - known:
-            log.warning("destroying sandbox %s that the store does not know", sid)
-            try:
-                await self.backend.destroy(sid)
-            except Exception:
-                log.exception("destroying stray sandbox %s failed", sid)
+        from sandboxd.core.reconcile import reconcile
+
+        await reconcile(self)
 
     def _track(self, sb: Sandbox, rt: RuntimeSandbox | None) -> None:
         if rt is not None:

@@ -72,8 +72,8 @@ def template_builder(settings: Settings, backend=None):
             raise BuildFailed("the fake backend cannot build templates (RUN steps need a real sandbox); "
                               "use SANDBOXD_BACKEND=crun")
         recipe = parse_build_request(recipe_doc(req))
-        recipe.contexts = {s["filesHash"]: uploads / f"{s['filesHash']}.tar.gz"
-                           for s in req.steps if s.get("filesHash")}
+        hashes = {s.get("filesHash") or s.get("files_hash") for s in req.steps}
+        recipe.contexts = {h: uploads / f"{h}.tar.gz" for h in hashes if h}
         image = await Builder(TemplateStore(settings), backend).build(recipe, log)
         return {"language": "python", "content_hash": image.content_hash}
 

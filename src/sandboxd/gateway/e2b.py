@@ -60,7 +60,8 @@ class E2BResolver:
         except ValueError:
             raise GatewayError(400, "invalid_argument", f"invalid E2b-Sandbox-Port: {raw!r}") from None
         if port not in PORTS:
-            raise GatewayError(502, "unavailable", f"The sandbox port {port} is not open (only envd "
+            # "port is not open" is the phrase the SDK maps to SandboxUnreachableException.
+            raise GatewayError(502, "unavailable", f"The sandbox port is not open: {port} (only envd "
                                f"{ENVD_PORT} and the code interpreter {JUPYTER_PORT} are served)")
         return port
 

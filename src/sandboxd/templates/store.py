@@ -161,8 +161,13 @@ class TemplateStore:
             raise NotFound(f"template {name!r} not found", code="template_not_found")
         path.unlink()
 
-    def gc(self, keep: set[str] = frozenset()) -> list[str]:
-        """Remove layers no image uses (except hashes in keep) and stale tmp builds; returns removed hashes."""
+    def gc(self, keep: set[str] = frozenset(), tmp_age_seconds: float = 6 * 3600) -> list[str]:
+        """Remove layers no named image uses and stale tmp builds; returns the removed layer hashes.
+
+        The store does not know which sandboxes run: the caller passes the layer hashes they use in keep
+        (removing a mounted lower dir breaks its sandbox). Build dirs in tmp/ younger than tmp_age_seconds
+        may belong to a build in progress in another process and are left alone.
+        """
         used = set(keep)
         for image in self.list():
             used.update(p.parent.name for p in image.layers)
@@ -172,7 +177,10 @@ class TemplateStore:
                 if layer.name not in used:
                     shutil.rmtree(layer, ignore_errors=True)
                     removed.append(layer.name)
-            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            cutoff = time.time() - tmp_age_seconds
+            for staged in self.tmp_dir.glob("*") if self.tmp_dir.is_dir() else []:
+                if staged.lstat().st_mtime < cutoff:
+                    shutil.rmtree(staged, ignore_errors=True)
         return removed
 
     # ---- built-ins -------------------------------------------------------------------------------

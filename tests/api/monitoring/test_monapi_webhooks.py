@@ -30,7 +30,7 @@ def test_crud_round_trip_never_returns_the_secret(server):
     assert c.get(f"/events/webhooks/{w['id']}/deliveries").json() == []
     assert c.delete(f"/events/webhooks/{w['id']}").status_code == 200
     r = c.get(f"/events/webhooks/{w['id']}")
-    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert r.status_code == 404 and r.json() == {"code": 404, "message": r.json()["message"], "error_code": "not_found"}
     assert c.delete(f"/events/webhooks/{w['id']}").status_code == 404
 
 
@@ -40,14 +40,14 @@ def test_bad_requests_are_400(server):
                  {**HOOK, "enabled": "true"}, {**HOOK, "name": ""}):
         r = c.post("/events/webhooks", json=body)
         assert r.status_code == 400, (body, r.text)
-        assert r.json()["error"]["code"] == "invalid_request" and r.headers["x-request-id"]
+        assert r.json()["code"] == 400 and r.json()["error_code"] == "invalid_request" and r.headers["x-request-id"]
     r = c.post("/events/webhooks", content=b"not json", headers={"content-type": "application/json"})
     assert r.status_code == 400
 
 
 def test_requires_an_api_key(server):
     r = httpx.get(server.url + "/events/webhooks")
-    assert r.status_code == 401
+    assert r.status_code == 401 and r.json()["code"] == 401
     r = httpx.get(server.url + "/events/sandboxes", headers={"X-API-Key": "wrong-key-wrong"})
     assert r.status_code == 401
 

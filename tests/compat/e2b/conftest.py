@@ -1,8 +1,9 @@
 """Compat fixture: a real `sandboxd serve` subprocess on free ports, and the official E2B SDK pointed at
 it with only E2B_API_URL (control plane), E2B_SANDBOX_URL (gateway) and E2B_API_KEY.
 
-Backend: SANDBOXD_E2B_COMPAT_BACKEND (default `fake`: sandboxes are host processes running the real
-agent). With `crun` the suite runs real sandboxes from the shared image store; those tests are `real`.
+Backend: SANDBOXD_E2B_COMPAT_BACKEND, default `crun` in CI (real sandboxes from the shared image store;
+a host that cannot run them fails the suite there) and `fake` elsewhere (sandboxes are host processes
+running the real agent), so a developer gets a fast run and CI the real one.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import httpx
 import pytest
 
 API_KEY = "e2b-compat-key-0123456789abcdef"
-BACKEND = os.environ.get("SANDBOXD_E2B_COMPAT_BACKEND", "fake")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+BACKEND = os.environ.get("SANDBOXD_E2B_COMPAT_BACKEND") or ("crun" if IN_CI else "fake")
 SHARED_TEMPLATES = Path("/var/lib/sandboxd/templates")
 
 
@@ -44,10 +46,18 @@ def _free_pair() -> int:
 @pytest.fixture(scope="session")
 def e2b_server():
     if BACKEND != "fake":
-        if os.geteuid() != 0 or not shutil.which("crun"):
-            if os.environ.get("CI") == "true":
-                pytest.fail("the E2B compat suite needs root and crun in CI")
-            pytest.skip("the real backend needs root and crun")
+        # Same rule as tests/conftest.py's `real` marker: skip outside CI, fail in CI.
+        problem = None
+        if os.geteuid() != 0:
+            problem = "needs root"
+        elif not shutil.which("crun"):
+            problem = "crun is not installed"
+        elif not (SHARED_TEMPLATES / "images").is_dir():
+            problem = f"no built templates in {SHARED_TEMPLATES}"
+        if problem:
+            if IN_CI:
+                pytest.fail(f"real backend unavailable in CI: {problem}")
+            pytest.skip(problem)
     data = Path(tempfile.mkdtemp(prefix="e2b-compat-"))
     port = _free_pair()
     bindir = Path(sys.executable).parent

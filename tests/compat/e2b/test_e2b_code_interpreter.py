@@ -62,8 +62,28 @@ def test_run_code_env_vars_and_bash(ci_sandbox):
 def test_run_code_timeout_interrupts(ci_sandbox):
     from e2b.exceptions import TimeoutException
 
-    with pytest.raises(TimeoutException):
-        ci_sandbox.run_code("import time; time.sleep(30)", timeout=2)
-    # The kernel was interrupted, not lost: it answers again, state intact.
     ci_sandbox.run_code("z = 3")
+    code = "import time\ninterrupted = False\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    interrupted = True"
+    with pytest.raises(TimeoutException):
+        ci_sandbox.run_code(code, timeout=2)
+    # The client's timeout interrupted the cell (not left it running), and the kernel kept its state.
+    assert ci_sandbox.run_code("interrupted").text == "True"
     assert ci_sandbox.run_code("z").text == "3"
+
+
+def test_async_sdk_run_code(e2b_env):
+    import asyncio
+
+    from e2b_code_interpreter import AsyncSandbox
+
+    async def run():
+        sbx = await AsyncSandbox.create(timeout=60)
+        try:
+            seen = []
+            ex = await sbx.run_code("print('async')\n2 ** 10", on_stdout=seen.append)
+            return ex.text, ex.logs.stdout, [m.line for m in seen]
+        finally:
+            await sbx.kill()
+
+    text, stdout, streamed = asyncio.run(run())
+    assert text == "1024" and stdout == ["async\n"] and streamed == ["async\n"]

@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import httpx
 import pytest
 
 from e2b import AsyncSandbox, CommandExitException, Sandbox, SandboxQuery
 from e2b.exceptions import NotFoundException, SandboxException, TimeoutException
+
+
+def _fresh(name: str) -> str:
+    # The fake backend's sandboxes share the host's /tmp: every test gets its own directory.
+    return f"/tmp/{name}-{uuid.uuid4().hex[:8]}"
 
 
 def test_create_info_list_kill(e2b_env):
@@ -61,59 +67,70 @@ def test_command_stdin_and_timeout(sandbox):
     handle = sandbox.commands.run("read line; echo got:$line", background=True, stdin=True)
     sandbox.commands.send_stdin(handle.pid, "hello\n")
     assert handle.wait().stdout == "got:hello\n"
+    cat = sandbox.commands.run("cat", background=True, stdin=True)
+    sandbox.commands.stream_input(cat.pid, iter([b"one\n", b"two\n"]))  # client-streaming RPC
+    sandbox.commands.close_stdin(cat.pid)
+    assert cat.wait().stdout == "one\ntwo\n"
     with pytest.raises(TimeoutException):
         sandbox.commands.run("sleep 30", timeout=1)
 
 
 def test_files_roundtrip(sandbox):
-    info = sandbox.files.write("/tmp/e2b-compat/dir/hello.txt", "hello world")
-    assert info.path == "/tmp/e2b-compat/dir/hello.txt"
-    assert sandbox.files.read("/tmp/e2b-compat/dir/hello.txt") == "hello world"
+    base = _fresh("e2b-compat")
+    info = sandbox.files.write(f"{base}/dir/hello.txt", "hello world")
+    assert info.path == f"{base}/dir/hello.txt"
+    assert sandbox.files.read(f"{base}/dir/hello.txt") == "hello world"
     blob = bytes(range(256))
-    sandbox.files.write("/tmp/e2b-compat/dir/blob.bin", blob)
-    assert bytes(sandbox.files.read("/tmp/e2b-compat/dir/blob.bin", format="bytes")) == blob
-    names = sorted(e.name for e in sandbox.files.list("/tmp/e2b-compat/dir"))
+    sandbox.files.write(f"{base}/dir/blob.bin", blob)
+    assert bytes(sandbox.files.read(f"{base}/dir/blob.bin", format="bytes")) == blob
+    names = sorted(e.name for e in sandbox.files.list(f"{base}/dir"))
     assert names == ["blob.bin", "hello.txt"]
-    assert sandbox.files.exists("/tmp/e2b-compat/dir/hello.txt")
-    assert not sandbox.files.exists("/tmp/e2b-compat/none.txt")
+    assert sandbox.files.exists(f"{base}/dir/hello.txt")
+    assert not sandbox.files.exists(f"{base}/none.txt")
     with pytest.raises(NotFoundException):
-        sandbox.files.read("/tmp/e2b-compat/none.txt")
-    assert sandbox.files.get_info("/tmp/e2b-compat/dir/blob.bin").size == 256
-    sandbox.files.rename("/tmp/e2b-compat/dir/hello.txt", "/tmp/e2b-compat/moved.txt")
-    assert sandbox.files.read("/tmp/e2b-compat/moved.txt") == "hello world"
-    assert sandbox.files.make_dir("/tmp/e2b-compat/newdir") is True
-    assert sandbox.files.make_dir("/tmp/e2b-compat/newdir") is False
-    sandbox.files.remove("/tmp/e2b-compat")
-    assert not sandbox.files.exists("/tmp/e2b-compat/moved.txt")
+        sandbox.files.read(f"{base}/none.txt")
+    assert sandbox.files.get_info(f"{base}/dir/blob.bin").size == 256
+    sandbox.files.rename(f"{base}/dir/hello.txt", f"{base}/moved.txt")
+    assert sandbox.files.read(f"{base}/moved.txt") == "hello world"
+    assert sandbox.files.make_dir(f"{base}/newdir") is True
+    assert sandbox.files.make_dir(f"{base}/newdir") is False
+    sandbox.files.remove(base)
+    assert not sandbox.files.exists(f"{base}/moved.txt")
     # A file written through the API is visible to commands, and the other way round.
-    sandbox.commands.run("echo from-shell > /tmp/e2b-compat-shell.txt")
-    assert sandbox.files.read("/tmp/e2b-compat-shell.txt") == "from-shell\n"
+    sandbox.commands.run(f"mkdir -p {base} && echo from-shell > {base}/shell.txt")
+    assert sandbox.files.read(f"{base}/shell.txt") == "from-shell\n"
+    sandbox.files.remove(base)
 
 
 def test_watch_dir_sync(sandbox):
-    sandbox.files.make_dir("/tmp/e2b-watch")
-    handle = sandbox.files.watch_dir("/tmp/e2b-watch")
-    sandbox.files.write("/tmp/e2b-watch/a.txt", "x")
-    sandbox.commands.run("rm /tmp/e2b-watch/a.txt")
+    d = _fresh("e2b-watch")
+    sandbox.files.make_dir(d)
+    handle = sandbox.files.watch_dir(d)
+    sandbox.files.write(f"{d}/a.txt", "x")
+    sandbox.commands.run(f"rm {d}/a.txt")
     time.sleep(0.5)
     events = [(e.name, e.type.value) for e in handle.get_new_events()]
     handle.stop()
+    sandbox.files.remove(d)
     assert ("a.txt", "create") in events and ("a.txt", "remove") in events
 
 
 def test_watch_dir_async_recursive(e2b_env):
+    d = _fresh("e2b-awatch")
+
     async def run():
         sbx = await AsyncSandbox.create(timeout=60)
         try:
-            await sbx.files.make_dir("/tmp/e2b-awatch")
+            await sbx.files.make_dir(d)
             seen = []
-            handle = await sbx.files.watch_dir("/tmp/e2b-awatch", on_event=seen.append, recursive=True)
-            await sbx.files.write("/tmp/e2b-awatch/sub/f.txt", "x")
+            handle = await sbx.files.watch_dir(d, on_event=seen.append, recursive=True)
+            await sbx.files.write(f"{d}/sub/f.txt", "x")
             for _ in range(50):
                 if any(e.name == "sub/f.txt" for e in seen):
                     break
                 await asyncio.sleep(0.05)
             await handle.stop()
+            await sbx.files.remove(d)
             return [(e.name, e.type.value) for e in seen]
         finally:
             await sbx.kill()
@@ -125,7 +142,8 @@ def test_watch_dir_async_recursive(e2b_env):
 def test_set_timeout_pause_connect(e2b_env):
     sbx = Sandbox.create(timeout=60)
     try:
-        sbx.commands.run("echo kept > /tmp/e2b-pause.txt")
+        marker = _fresh("e2b-pause")
+        sbx.commands.run(f"echo kept > {marker}")
         sbx.set_timeout(600)
         info = sbx.get_info()
         assert (info.end_at - info.started_at).total_seconds() > 500
@@ -136,7 +154,8 @@ def test_set_timeout_pause_connect(e2b_env):
             sbx.commands.run("true")  # traffic to a paused sandbox is refused
         again = Sandbox.connect(sbx.sandbox_id)
         assert Sandbox.get_info(sbx.sandbox_id).state.value == "running"
-        assert again.files.read("/tmp/e2b-pause.txt") == "kept\n"
+        assert again.files.read(marker) == "kept\n"
+        again.files.remove(marker)
     finally:
         sbx.kill()
 

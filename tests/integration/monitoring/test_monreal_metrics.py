@@ -37,17 +37,33 @@ def samples_since(srv, sid, t0):
     return [m for m in srv.client.get(f"/sandboxes/{sid}/metrics").json() if m["timestampUnix"] >= int(t0)]
 
 
+BURN = """
+import time
+t0, c0 = time.time(), time.process_time()
+while time.time() - t0 < 6:
+    pass
+print(time.process_time() - c0, time.time() - t0)
+"""
+
+
 def test_cpu_burn_shows_near_quota(real_server, sandbox):
-    t0 = time.time() + 1  # skip the sample that straddles the start
-    job = real_server.start_in_sandbox(sandbox, "timeout 6 sh -c 'while :; do :; done'", timeout=30)
-    job.result(40)
-    got = samples_since(real_server, sandbox, t0)
-    assert got, "no samples during the burn"
+    t0 = time.time()
+    res = real_server.run_in_sandbox(sandbox, f"python3 -c '{BURN}'", timeout=30)
+    assert res.exit_code == 0, res.stderr
+    t1 = time.time()
+    cpu_s, wall_s = map(float, res.stdout.split())
+    time.sleep(1.5)
+    # Samples whose whole interval lies inside the burn (each covers the interval before its timestamp).
+    got = [m for m in real_server.client.get(f"/sandboxes/{sandbox}/metrics").json() if t0 + 1.5 <= m["timestampUnix"] <= t1 - 0.5]
+    assert len(got) >= 3, got
     quota = got[-1]["cpuCount"]
-    expect = min(100.0, 100.0 / quota)  # one busy thread in a quota of `quota` cores
-    best = max(m["cpuUsedPct"] for m in got)
-    # "Near" leaves room for the other work on this 2-core host; an idle sandbox reads ~0 %.
-    assert best >= 0.6 * expect, (best, quota, got)
+    expected = cpu_s / wall_s * 100 / quota  # what the burner itself measured it got, as % of the quota
+    mean = sum(m["cpuUsedPct"] for m in got) / len(got)
+    # The reading follows what the sandbox really used: a full core of quota 1 when the host is free. This
+    # 2-core host is shared, so the burner may get less than its quota; the monitor must report just that.
+    assert abs(mean - expected) <= max(10.0, 0.25 * expected), (mean, expected, got)
+    if cpu_s / wall_s >= 0.9:
+        assert mean >= 0.8 * min(100.0, 100.0 / quota), (mean, got)
 
 
 def test_allocating_200_mib_shows_in_memory(real_server, sandbox):

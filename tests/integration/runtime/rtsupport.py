@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -38,7 +39,9 @@ def require_real() -> None:
 
 def make_settings(backend: str = "crun") -> Settings:
     data = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-", dir="/tmp"))
-    return Settings(data_dir=data, backend=backend)
+    # One shared image store, like tests/conftest.py: SANDBOXD_TEMPLATES_PATH or the default data dir's.
+    templates = os.environ.get("SANDBOXD_TEMPLATES_PATH") or "/var/lib/sandboxd/templates"
+    return Settings(data_dir=data, backend=backend, templates_path=Path(templates))
 
 
 def base_image(settings: Settings) -> TemplateImage:

@@ -10,7 +10,9 @@ from sandboxd.templates.store import TemplateStore
 
 @pytest.fixture
 def store(tmp_path):
-    return TemplateStore(Settings(data_dir=tmp_path / "data"))
+    # An explicit templates_path: SANDBOXD_TEMPLATES_PATH (set by scripts/test.sh) must never point a unit
+    # test at the shared image store.
+    return TemplateStore(Settings(data_dir=tmp_path / "data", templates_path=tmp_path / "templates"))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import deps, proc
+from . import deps, proc, xshot
 from .display import Display
 from .errors import DesktopInvalid, DesktopNotAvailable, DesktopNotFound, DesktopToolFailed
 
@@ -26,6 +26,14 @@ async def screenshot(d: Display, region: tuple[int, int, int, int] | None = None
     """Real PNG bytes of the whole screen or of a region (clipped to the screen)."""
     await d.ensure()
     x, y, w, h = await _region(d, *region) if region else (0, 0, *(await d.size()))
+    if scale == 1:
+        try:
+            shot = await asyncio.to_thread(xshot.grab, d.number, (x, y, w, h))
+        except OSError as e:
+            proc.log(f"direct X screenshot failed ({e}); using ffmpeg")
+            shot = None
+        if shot:
+            return shot
     argv = GRAB + ["-draw_mouse", "0", "-video_size", f"{w}x{h}", "-i", f"{d.name}+{x},{y}", "-frames:v", "1"]
     if scale != 1:
         argv += ["-vf", f"scale=iw*{scale}:ih*{scale}:flags=lanczos"]

@@ -92,6 +92,10 @@ class Display:
                 "-rfbunixpath", str(self.vnc_socket), "-rfbunixmode", "0600", "-nolisten", "tcp",
                 "-AlwaysShared", "-desktop", "sandboxd"]
         argv += ["-rfbport", str(self.vnc_port), "-interface", "127.0.0.1"] if self.vnc_port else ["-rfbport", "-1"]
+        if os.environ.get("SANDBOXD_DESKTOP_GLX", "") not in ("1", "true", "yes"):
+            # GLX loads Mesa's software renderer and LLVM: ~50 MiB per display for something Chromium
+            # (--disable-gpu) and ordinary X apps do not need.
+            argv += ["-extension", "GLX"]
         self._x = await proc.spawn(argv, self.env, str(self.dir / "Xvnc.log"))
         x_socket = f"/tmp/.X11-unix/X{self.number}"
         deadline = time.monotonic() + 10

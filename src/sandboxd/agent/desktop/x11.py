@@ -1,6 +1,7 @@
 """Mouse, keyboard, clipboard and windows, driven with xdotool, wmctrl, xprop and xclip."""
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections import deque
@@ -52,6 +53,10 @@ def window_id(value) -> int:
         raise DesktopInvalid(f"invalid window_id: {value!r}") from None
 
 
+# No `mousemove --sync`: it waits for the pointer to move, forever when it is already there. The warp
+# and the XTEST click travel in order on one connection, so the click lands at the new position anyway.
+
+
 class X11:
     def __init__(self, display: Display):
         self.d = display
@@ -67,11 +72,11 @@ class X11:
         if b is None:
             raise DesktopInvalid(f"unknown mouse button: {button!r}")
         clicks = max(1, min(int(clicks), 10))
-        await self._x("xdotool", "mousemove", "--sync", str(int(x)), str(int(y)),
+        await self._x("xdotool", "mousemove", str(int(x)), str(int(y)),
                       "click", "--repeat", str(clicks), "--delay", "80", b)
 
     async def move(self, x: int, y: int) -> None:
-        await self._x("xdotool", "mousemove", "--sync", str(int(x)), str(int(y)))
+        await self._x("xdotool", "mousemove", str(int(x)), str(int(y)))
 
     async def drag(self, fx: int, fy: int, tx: int, ty: int, button: str = "left") -> None:
         b = BUTTONS.get(str(button).lower())
@@ -79,9 +84,9 @@ class X11:
             raise DesktopInvalid(f"unknown mouse button: {button!r}")
         # Intermediate moves and pauses: toolkits only start a drag after motion with the button held.
         mx, my = (int(fx) + int(tx)) // 2, (int(fy) + int(ty)) // 2
-        await self._x("xdotool", "mousemove", "--sync", str(int(fx)), str(int(fy)), "mousedown", b,
-                      "sleep", "0.1", "mousemove", "--sync", str(mx), str(my), "sleep", "0.1",
-                      "mousemove", "--sync", str(int(tx)), str(int(ty)), "sleep", "0.1", "mouseup", b)
+        await self._x("xdotool", "mousemove", str(int(fx)), str(int(fy)), "mousedown", b,
+                      "sleep", "0.1", "mousemove", str(mx), str(my), "sleep", "0.1",
+                      "mousemove", str(int(tx)), str(int(ty)), "sleep", "0.1", "mouseup", b)
 
     async def scroll(self, amount: int, direction: str = "down", x: int | None = None, y: int | None = None) -> None:
         b = SCROLL.get(str(direction).lower())
@@ -90,7 +95,7 @@ class X11:
         amount = max(1, min(int(amount), 100))
         argv = ["xdotool"]
         if x is not None and y is not None:
-            argv += ["mousemove", "--sync", str(int(x)), str(int(y))]
+            argv += ["mousemove", str(int(x)), str(int(y))]
         await self._x(*argv, "click", "--repeat", str(amount), "--delay", "30", b)
 
     async def scroll_delta(self, x, y, delta_y: float) -> None:
@@ -181,7 +186,12 @@ class X11:
         await self._x("wmctrl", "-i", "-c", await self._known(value))
 
     async def minimize(self, value) -> None:
-        await self._x("xdotool", "windowminimize", "--sync", await self._known(value))
+        wid = await self._known(value)
+        await self._x("xdotool", "windowminimize", wid)  # --sync would hang on an already minimized window
+        for _ in range(40):  # answer once the window manager has hidden it
+            if "_NET_WM_STATE_HIDDEN" in await self._state(int(wid, 16)):
+                return
+            await asyncio.sleep(0.05)
 
     async def resize(self, value, width: int, height: int) -> None:
         if int(width) < 1 or int(height) < 1:

@@ -166,6 +166,8 @@ class Interpreter:
                 try:
                     msg = await kc.get_iopub_msg(timeout=1.0)
                 except Exception:
+                    msg = None
+                if msg is None:
                     if not kernel.alive():
                         yield line({"type": "error", "name": "KernelDied",
                                     "value": "the Python kernel died (out of memory?) and will be restarted",
@@ -173,6 +175,9 @@ class Interpreter:
                         yield line({"type": "unexpected_end_of_execution"})
                         finished = True
                         return
+                    # A line the SDK ignores: writing it is how a client that went away (its timeout)
+                    # is noticed, so the cell is interrupted instead of holding the context.
+                    yield line({"type": "keepalive"})
                     continue
                 if msg.get("parent_header", {}).get("msg_id") != msg_id:
                     continue

@@ -7,16 +7,15 @@ The prefixes keep E2B's `/execute` and `/health` apart from the HopX agent's rou
 """
 from __future__ import annotations
 
-from ..processes import kill_group  # noqa: F401 - imported so a missing agent module fails at start
 from . import files_http, users
 from .connect import ConnectError, client_stream, server_stream, unary
 from .filesystem import FilesystemService
 from .interpreter import Interpreter, handlers as interpreter_handlers
 from .process import ProcessService, keepalive_interval
+from .version import ENVD_VERSION  # noqa: F401 - re-exported
 
 ENVD = "/e2b/49983"
 JUPYTER = "/e2b/49999"
-from .version import ENVD_VERSION  # noqa: F401 - re-exported
 
 
 class Envd:

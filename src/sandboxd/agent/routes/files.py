@@ -3,7 +3,6 @@ remove, mkdir, and the `/files/watch` WebSocket."""
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 import os
 
 from ..errors import DirectoryNotFound, InvalidRequest, MissingParameter
@@ -26,6 +25,8 @@ def register(app) -> None:
 
     @app.route("GET", "/files/download")
     async def download(req):
+        import mimetypes
+
         full, size, chunks = files.open_download(qpath(req))
         ctype = mimetypes.guess_type(full)[0] or "application/octet-stream"
         name = os.path.basename(full).replace('"', "")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 
 from ... import __version__
@@ -32,6 +31,8 @@ def register(app) -> None:
 
     @app.route("GET", "/info")
     async def info(req):
+        import platform
+
         endpoints = sorted({f"{r.method} {r.pattern}" for r in app.routes})
         return {"agent": "sandboxd-agent", "agent_version": __version__, "version": __version__,
                 "vm_id": os.uname().nodename, "os": platform.system().lower(), "arch": platform.machine(),

@@ -30,7 +30,6 @@ MAX_TIMEOUT = 30 * 24 * 3600
 # E2B's public template names -> ours.
 TEMPLATE_ALIASES = {"code-interpreter-v1": "code-interpreter", "code-interpreter-beta": "code-interpreter",
                     "e2b/code-interpreter": "code-interpreter", "e2b/base": "base"}
-_idempotency = IdempotencyCache()
 
 
 class NewSandbox(BaseModel):
@@ -80,7 +79,10 @@ async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | N
         sb, token, _ = await svc.lifecycle.create(req, api_key_id=key.id)
         return shapes.created(sb, token)
 
-    result = await _idempotency.run(key.id, idem, body.model_dump(), create)
+    cache = getattr(request.app.state, "e2b_idempotency", None)
+    if cache is None:  # one per app: keys never leak between control planes sharing a process
+        cache = request.app.state.e2b_idempotency = IdempotencyCache()
+    result = await cache.run(key.id, idem, body.model_dump(), create)
     return _json(result, 201)
 
 

@@ -7,13 +7,15 @@ would be taken for a sandbox called "metrics".
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-
-from sandboxd.monitor.prometheus import CONTENT_TYPE
+from fastapi.routing import APIRoute
 
 from sandboxd.api.auth import require_key
+from sandboxd.api.e2b.errors import E2BRoute
+from sandboxd.monitor.prometheus import CONTENT_TYPE
 from sandboxd.monitor.service import monitor_of
 
-router = APIRouter(dependencies=[Depends(require_key)])
+# E2B dialect routes: errors in E2B's body ({code: <status>, message, error_code}), like api/e2b.
+router = APIRouter(route_class=E2BRoute, dependencies=[Depends(require_key)])
 
 
 def monitor(request: Request):
@@ -30,6 +32,9 @@ def sandbox_metrics(request: Request, sandbox_id: str, start: str | None = None,
     return monitor(request).metrics(sandbox_id, start, end)
 
 
-@router.get("/metrics", include_in_schema=False)
 def prometheus_metrics(request: Request) -> Response:
     return Response(monitor(request).prometheus(), media_type=CONTENT_TYPE)
+
+
+# Prometheus is not an E2B route: plain route class, the hybrid error body of the rest of the API.
+router.add_api_route("/metrics", prometheus_metrics, methods=["GET"], include_in_schema=False, route_class_override=APIRoute)

@@ -11,9 +11,11 @@ from starlette.concurrency import run_in_threadpool
 from sandboxd.core.errors import Invalid
 
 from sandboxd.api.auth import require_key
+from sandboxd.api.e2b.errors import E2BRoute
 from sandboxd.monitor.service import monitor_of
 
-router = APIRouter(dependencies=[Depends(require_key)])
+# E2B dialect routes: errors in E2B's body ({code: <status>, message, error_code}), like api/e2b.
+router = APIRouter(route_class=E2BRoute, dependencies=[Depends(require_key)])
 
 
 def registry(request: Request):

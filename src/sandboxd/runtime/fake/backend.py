@@ -8,12 +8,14 @@ psutil. State is kept in `<sandboxes_dir>/<id>/fake.json` so a restarted server 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,14 +93,22 @@ class FakeBackend:
         except psutil.Error:
             return False
 
+    def _sock(self, sid: str) -> Path:
+        path = self._dir(sid) / "agent.sock"
+        if len(str(path)) < 100:
+            return path
+        # sun_path holds ~107 bytes: a deep data dir gets its sockets under /tmp, named from the dir.
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"sandboxd-fake-{digest}.sock"
+
     def _runtime(self, sid: str, state: dict) -> RuntimeSandbox:
         d = self._dir(sid)
-        return RuntimeSandbox(id=sid, state=RuntimeState(state["state"]), agent_socket=d / "agent.sock",
+        return RuntimeSandbox(id=sid, state=RuntimeState(state["state"]), agent_socket=self._sock(sid),
                               pid=state.get("pid"), bundle=None, upper_dir=d / "root")
 
     async def _spawn(self, sid: str, spec_env: dict[str, str], workdir: Path) -> dict:
         d = self._dir(sid)
-        sock_path = d / "agent.sock"
+        sock_path = self._sock(sid)
         sock_path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(sock_path))
@@ -216,6 +226,7 @@ class FakeBackend:
         await self._kill_tree(sandbox_id, state)
         if state is None:
             self._kill_strays(d)  # spawned, then the server died before the state file was written
+        self._sock(sandbox_id).unlink(missing_ok=True)
         shutil.rmtree(d, ignore_errors=True)
 
     @staticmethod

@@ -84,8 +84,13 @@ async def run_exec(cli: OciCli, container_id: str, sandbox_dir: Path, spec: Sand
             _kill_tree(int(pid_file.read_text().strip()))
         except (OSError, ValueError):
             pass
-        proc.kill()
-        out, err = await proc.communicate()
+        # Let the runtime reap its child before it goes: killed first, it would orphan a zombie that pins
+        # the sandbox's pid namespace (its init cannot finish exiting until every task in it is reaped).
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 5.0)
+        except asyncio.TimeoutError:
+            proc.kill()
+            out, err = await proc.communicate()
     finally:
         try:
             pid_file.unlink()

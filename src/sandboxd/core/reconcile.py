@@ -1,0 +1,63 @@
+"""Restart safety: after a crash or restart, make the store's rows and the runtime's sandboxes agree.
+
+Rows still `creating` were never reported created: whatever was half-made is destroyed. Live rows the
+runtime lost are marked killed (reason node_lost, with an event). Runtime sandboxes the store does not
+know are destroyed. Everything else is adopted: routes and timeouts are rebuilt in memory.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from sandboxd.core import events as ev
+from sandboxd.core.models import CREATING, KILLED, PAUSED, REASON_NODE_LOST, RUNNING, STOPPED
+from sandboxd.core.store.tables import SandboxRow
+from sandboxd.runtime.base import RuntimeState
+
+if TYPE_CHECKING:
+    from sandboxd.core.lifecycle import LifecycleService
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def reconcile(lc: "LifecycleService") -> None:
+    from sandboxd.core.lifecycle import _to_model
+
+    adopted = {rt.id: rt for rt in await lc.backend.recover()}
+    with lc.store.tx() as s:
+        rows = [_to_model(r) for r in s.scalars(select(SandboxRow).where(SandboxRow.status != KILLED))]
+    known = set()
+    for sb in rows:
+        known.add(sb.id)
+        rt = adopted.get(sb.id)
+        if sb.status == CREATING:
+            # Never reported created: remove whatever was half-made.
+            await lc._abandon(sb.id)
+            continue
+        if rt is None:
+            state = await lc.backend.state(sb.id)
+            if sb.status == STOPPED and state == RuntimeState.STOPPED:
+                lc._track(sb, None)
+                continue
+            lc._set(sb.id, status=KILLED, kill_reason=REASON_NODE_LOST, ended_at=_now(),
+                      token_version=sb.token_version + 1)
+            lc._emit(ev.KILLED, sb, kill_reason=REASON_NODE_LOST, execution=lc._execution(sb))
+            continue
+        actual = {RuntimeState.RUNNING: RUNNING, RuntimeState.PAUSED: PAUSED, RuntimeState.STOPPED: STOPPED}[rt.state]
+        if actual != sb.status:
+            sb = lc._set(sb.id, status=actual)
+        lc._track(sb, rt)
+    for sid in adopted.keys() - known:
+        log.warning("destroying sandbox %s that the store does not know", sid)
+        try:
+            await lc.backend.destroy(sid)
+        except Exception:
+            log.exception("destroying stray sandbox %s failed", sid)
+

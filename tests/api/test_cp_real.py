@@ -1,0 +1,86 @@
+"""Through crun (marked real): the official SDK and the official template builder against `sandboxd serve`."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cpserver import CPServer
+
+TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
+
+
+@pytest.fixture(scope="module")
+def real():
+    # Not under pytest's 0700 tmp dir: the sandbox's mapped root (uid 100000) must traverse the data dir.
+    data = Path(tempfile.mkdtemp(prefix="roomd-real-", dir="/tmp"))
+    data.chmod(0o755)
+    srv = CPServer(data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES).start()
+    yield srv
+    try:
+        srv.kill_all_sandboxes()
+        with srv.client() as c:
+            for t in c.get("/v1/templates").json()["data"]:
+                if t["name"].startswith("roomd-real"):
+                    c.delete(f"/v1/templates/{t['id']}")
+    finally:
+        srv.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.mark.real
+def test_official_sdk_through_crun(real, monkeypatch):
+    from hopx_ai import Sandbox
+
+    monkeypatch.setenv("HOPX_API_KEY", real.key)
+    sb = Sandbox.create(template="base", base_url=real.base, env_vars={"ROOMD": "crun"})
+    try:
+        assert sb.commands.run("echo $ROOMD").stdout.strip() == "crun"
+        r = sb.run_code("print(6 * 7)")
+        assert r.success and r.stdout.strip() == "42"
+        sb.pause()
+        assert sb.get_info().status == "paused"
+        sb.resume()
+        assert sb.commands.run("echo ok").stdout.strip() == "ok"
+    finally:
+        sb.kill()
+    with real.client() as c:
+        assert c.get(f"/v1/sandboxes/{sb.sandbox_id}").status_code == 404
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_official_template_builder_end_to_end(real, tmp_path):
+    from hopx_ai.template import BuildOptions, Template
+
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "hello.py").write_text("print('hello from a built template')\n")
+    name = f"roomd-real-{int(time.time())}"
+    tpl = (Template(from_image="base").copy("app", "/opt/app").set_env("ROOMD_BUILT", "yes")
+           .run_cmd("python3 /opt/app/app/hello.py > /opt/built.txt || python3 /opt/app/hello.py > /opt/built.txt"))
+    logs = []
+    opts = BuildOptions(name=name, api_key=real.key, base_url=real.base, context_path=str(tmp_path),
+                        cpu=1, memory=1024, disk_gb=4, on_log=lambda e: logs.append(e["message"]),
+                        template_activation_timeout=600)
+    result = asyncio.run(asyncio.wait_for(Template.build(tpl, opts), 900))
+    assert result.template_id and result.build_id
+    assert any("Step" in line for line in logs), logs
+    with real.client() as c:
+        t = c.get(f"/v1/templates/{name}").json()
+        assert t["status"] == "active" and t["is_active"] and t["id"] == result.template_id
+        sb = c.post("/v1/sandboxes", json={"template_id": result.template_id}).json()
+        try:
+            out = httpx.post(real.gateway + "/commands/run", headers={"Authorization": f"Bearer {sb['auth_token']}"},
+                             json={"command": "cat /opt/built.txt; echo $ROOMD_BUILT"}, timeout=60).json()
+            assert "hello from a built template" in out["stdout"] and "yes" in out["stdout"]
+            r = c.delete(f"/v1/templates/{result.template_id}")
+            assert r.status_code == 409 and r.json()["code"] == "template_in_use"
+        finally:
+            c.delete(f"/v1/sandboxes/{sb['id']}")
+        assert c.delete(f"/v1/templates/{result.template_id}").status_code == 200

@@ -1,0 +1,43 @@
+"""CLI tests: the real `sandboxd` command against a real `sandboxd serve` (fake backend)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "sdk"))
+
+from sdkserver import running_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    yield from running_server(tmp_path_factory, "fake")
+
+
+@pytest.fixture
+def cli(server):
+    """Run `sandboxd ...` as a user would (SANDBOXD_URL/SANDBOXD_API_KEY in the environment)."""
+
+    def run(*args: str, key: str | None = None, input: str | None = None, timeout: float = 120):
+        env = server.client_env
+        if key is not None:
+            env["SANDBOXD_API_KEY"] = key
+        return subprocess.run([sys.executable, "-m", "sandboxd.cli.main", *args], env=env, input=input,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def sandbox_id(server):
+    env = server.client_env
+    r = subprocess.run([sys.executable, "-m", "sandboxd.cli.main", "sandbox", "create", "-t", "base"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    sid = r.stdout.strip()
+    yield sid
+    subprocess.run([sys.executable, "-m", "sandboxd.cli.main", "sandbox", "kill", sid], env=env,
+                   capture_output=True, timeout=60)

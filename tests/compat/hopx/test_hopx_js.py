@@ -1,0 +1,29 @@
+"""The official `@hopx-ai/sdk` 0.5.x (JavaScript) on the machine's Node.js, unmodified, against sandboxd.
+The package is installed from tests/compat/hopx/js/package-lock.json (`npm ci`) by the set-up below."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+JS = Path(__file__).parent / "js"
+
+
+@pytest.fixture(scope="session")
+def hopx_js():
+    if not shutil.which("node") or not shutil.which("npm"):
+        pytest.skip("node/npm are not installed")
+    if not (JS / "node_modules" / "@hopx-ai" / "sdk").is_dir():
+        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, f"npm ci failed:\n{r.stderr[-2000:]}"
+    return JS
+
+
+def test_js_sdk_smoke(hopx_js, hopx_server):
+    env = {**hopx_server.client_env, "HOPX_API_KEY": hopx_server.api_key}
+    r = subprocess.run(["node", "smoke.mjs", hopx_server.url], cwd=hopx_js, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "PASSED 15" in r.stdout, r.stdout[-4000:] + r.stderr[-2000:]
