@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -96,6 +97,7 @@ def sandbox_mode():
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def pss_kib(pid: int) -> int:
@@ -123,7 +125,8 @@ def host_mode():
     from desktop.conftest import Agent, free_display
     from hopx_ai import Sandbox
 
-    agent = Agent(Path(tempfile.mkdtemp(prefix="h-bench-desktop-")), free_display())
+    state = Path(tempfile.mkdtemp(prefix="h-bench-desktop-"))
+    agent = Agent(state, free_display())
     try:
         d = Sandbox.debug(agent.url, "tok", sandbox_id="h-bench").desktop
 
@@ -139,7 +142,7 @@ def host_mode():
         common(d, report)
         report("desktop processes PSS (Xvnc + openbox)", pss(), "MiB")
         chrome = subprocess.Popen(["chromium", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                                   "--no-first-run", "--user-data-dir=" + tempfile.mkdtemp(), "about:blank"],
+                                   "--no-first-run", f"--user-data-dir={state}/chromium", "about:blank"],
                                   env=agent.display_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
         try:
@@ -153,6 +156,7 @@ def host_mode():
             chrome.wait()
     finally:
         agent.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

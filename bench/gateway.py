@@ -76,9 +76,7 @@ def main() -> None:
             direct.close()
             gw.close()
         finally:
-            srv.kill_all_sandboxes()
-            srv.stop()
-            srv.reap_agents()
+            srv.close()
 
 
 if __name__ == "__main__":

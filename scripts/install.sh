@@ -21,7 +21,7 @@ T0=$(date +%s)
 
 # 1. System packages (only the missing ones; apt is not touched when everything is there).
 PACKAGES=(crun runc mmdebstrap tini nftables umoci uidmap iproute2 e2fsprogs golang-github-containers-common
-          python3 python3-venv python3-pip ca-certificates curl git postgresql tmux nodejs npm procps psmisc util-linux)
+          python3 python3-venv python3-pip ca-certificates debian-archive-keyring curl git postgresql tmux nodejs npm procps psmisc util-linux)
 missing=()
 for p in "${PACKAGES[@]}"; do
   # A Node.js from elsewhere (e.g. NodeSource, which bundles npm and conflicts with Debian's npm) is fine.

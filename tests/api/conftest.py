@@ -30,11 +30,7 @@ def database_url(request):
 def cp(database_url, tmp_path_factory):
     srv = CPServer(tmp_path_factory.mktemp("cp"), database_url).start()
     yield srv
-    try:
-        srv.kill_all_sandboxes()
-    finally:
-        srv.stop()
-        srv.reap_agents()
+    srv.close()
 
 
 @pytest.fixture

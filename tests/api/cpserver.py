@@ -76,12 +76,24 @@ class CPServer:
 
     def kill_all_sandboxes(self) -> None:
         with self.client() as c:
-            while True:
-                items = c.get("/v1/sandboxes", params={"limit": 100}).json()["data"]
+            for _ in range(20):
+                r = c.get("/v1/sandboxes", params={"limit": 100})
+                items = r.json().get("data") if r.status_code == 200 else None
                 if not items:
                     return
                 for sb in items:
                     c.delete(f"/v1/sandboxes/{sb['id']}")
+
+    def close(self) -> None:
+        """Teardown that never leaves a server or an agent behind, whatever state the test left."""
+        try:
+            if self.proc is not None:
+                self.kill_all_sandboxes()
+        except Exception:
+            pass
+        finally:
+            self.stop()
+            self.reap_agents()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:

@@ -1,6 +1,7 @@
 """Concurrency and crash safety: 50 parallel creates; SIGKILL during 20 creates, then a consistent restart."""
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -10,7 +11,6 @@ import httpx
 import pytest
 
 from cpserver import CPServer, create_database, drop_database
-from conftest import PG_URL
 
 
 @pytest.fixture
@@ -19,22 +19,22 @@ def fresh_db(database_url):
     if database_url is None:
         yield None
         return
-    url, name = create_database(PG_URL)
+    admin = os.environ["SANDBOXD_TEST_POSTGRES_URL"]
+    url, name = create_database(admin)
     yield url
-    drop_database(PG_URL, name)
+    drop_database(admin, name)
 
 
 @pytest.fixture
 def own_server(fresh_db, tmp_path):
     srv = CPServer(tmp_path, fresh_db).start()
     yield srv
-    try:
-        if srv.proc is None:
+    if srv.proc is None:
+        try:
             srv.start()
-        srv.kill_all_sandboxes()
-    finally:
-        srv.stop()
-        srv.reap_agents()
+        except Exception:
+            pass
+    srv.close()
 
 
 def create(srv: CPServer) -> httpx.Response | Exception:
@@ -72,9 +72,7 @@ def test_capacity_limit_answers_503_with_retry_advice(fresh_db, tmp_path):
         assert body["code"] == "capacity_exceeded" and body["error"]["details"]["retry_after_seconds"] > 0
         assert codes[2].headers["retry-after"]
     finally:
-        srv.kill_all_sandboxes()
-        srv.stop()
-        srv.reap_agents()
+        srv.close()
 
 
 @pytest.mark.slow

@@ -24,13 +24,12 @@ def real():
     srv = CPServer(data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES).start()
     yield srv
     try:
-        srv.kill_all_sandboxes()
         with srv.client() as c:
             for t in c.get("/v1/templates").json()["data"]:
                 if t["name"].startswith("roomd-real"):
                     c.delete(f"/v1/templates/{t['id']}")
     finally:
-        srv.stop()
+        srv.close()
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -84,3 +83,54 @@ def test_official_template_builder_end_to_end(real, tmp_path):
         finally:
             c.delete(f"/v1/sandboxes/{sb['id']}")
         assert c.delete(f"/v1/templates/{result.template_id}").status_code == 200
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_sigkill_during_creates_then_restart_through_crun():
+    import signal
+    import threading
+
+    data = Path(tempfile.mkdtemp(prefix="roomd-realkill-", dir="/tmp"))
+    data.chmod(0o755)
+    srv = CPServer(data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES).start()
+    results, lock = [], threading.Lock()
+
+    def worker():
+        try:
+            r = httpx.post(srv.base + "/v1/sandboxes", json={"template_name": "base"},
+                           headers={"X-API-Key": srv.key}, timeout=120)
+        except httpx.HTTPError as exc:
+            r = exc
+        with lock:
+            results.append(r)
+
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(20)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with lock:
+                if sum(isinstance(r, httpx.Response) and r.status_code == 201 for r in results) >= 3:
+                    break
+            time.sleep(0.01)
+        srv.stop(signal.SIGKILL)
+        for t in threads:
+            t.join()
+        reported = {r.json()["id"]: r.json() for r in results if isinstance(r, httpx.Response) and r.status_code == 201}
+        assert reported
+        srv.start()
+        with srv.client() as c:
+            live = c.get("/v1/sandboxes", params={"limit": 1000}).json()["data"]
+        assert set(reported) <= {s["id"] for s in live} and all(s["status"] == "running" for s in live)
+        for sb in live:  # every row the store keeps is a sandbox the runtime runs and the gateway reaches
+            token = reported[sb["id"]]["auth_token"] if sb["id"] in reported else None
+            if token is None:
+                with srv.client() as c:
+                    token = c.post(f"/v1/sandboxes/{sb['id']}/token/refresh").json()["auth_token"]
+            r = httpx.get(srv.gateway + "/health", headers={"Authorization": f"Bearer {token}"}, timeout=15)
+            assert r.status_code == 200, (sb["id"], r.text)
+    finally:
+        srv.close()
+        shutil.rmtree(data, ignore_errors=True)

@@ -154,3 +154,29 @@ def test_official_hopx_sdk_end_to_end(cp, monkeypatch):
     with pytest.raises(NotFoundError):
         Sandbox.connect(sb.sandbox_id, base_url=cp.base)
     assert Sandbox.health_check(base_url=cp.base)["status"] == "healthy"
+
+
+def test_official_async_sdk(cp, monkeypatch):
+    import asyncio
+
+    from hopx_ai import AsyncSandbox
+
+    monkeypatch.setenv("HOPX_API_KEY", cp.key)
+
+    async def run():
+        sb = await AsyncSandbox.create(template="base", base_url=cp.base)
+        try:
+            info = await sb.get_info()
+            assert info.status == "running" and info.public_host == cp.gateway
+            await sb.pause()
+            await sb.resume()
+            assert (await sb.get_info()).status == "running"
+            token = await sb.get_token()
+            assert token
+        finally:
+            await sb.kill()
+        return sb.sandbox_id
+
+    sid = asyncio.run(run())
+    with cp.client() as c:
+        assert c.get(f"/v1/sandboxes/{sid}").status_code == 404

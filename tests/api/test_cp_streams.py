@@ -124,3 +124,46 @@ def test_seed_eventsource_style_client_with_token_query_and_resume(cp, client):
 def test_metrics_stream_of_unknown_sandbox_is_404(client):
     r = client.get("/v1/sandboxes/sbnope/metrics/stream")
     assert r.status_code == 404 and r.json()["code"] == "sandbox_not_found"
+
+
+def _eventsource_dir() -> "Path | None":
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if not shutil.which("node") or not shutil.which("npm"):
+        return None
+    d = Path.home() / ".cache" / "sandboxd-tests" / "js"
+    if not (d / "node_modules" / "eventsource").is_dir():
+        d.mkdir(parents=True, exist_ok=True)
+        try:
+            subprocess.run(["npm", "install", "--silent", "--prefix", str(d), "eventsource@2"], timeout=180,
+                           check=True, capture_output=True)
+        except (subprocess.SubprocessError, OSError):
+            return None
+    return d
+
+
+def test_seed_javascript_eventsource_client(cp, client):
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+
+    d = _eventsource_dir()
+    if d is None:
+        pytest.skip("node/npm or the eventsource package is not available")
+    script = d / "seed_eventsource.mjs"
+    shutil.copy(Path(__file__).parent / "seed_eventsource.mjs", script)
+    sb = client.post("/v1/sandboxes", json={"template_name": "base"}).json()
+    try:
+        env = {**os.environ, "API_KEY": cp.key, "BASE_URL": cp.base, "SANDBOX_ID": sb["id"]}
+        out = subprocess.run(["node", str(script)], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr + out.stdout
+        assert out.stdout.count("Uptime: ") == 3 and "Error Count: 0" in out.stdout
+        ids = [int(line[4:]) for line in out.stdout.splitlines() if line.startswith("ID: ")]
+        assert ids == sorted(ids) and len(set(ids)) == 3
+    finally:
+        client.delete(f"/v1/sandboxes/{sb['id']}")

@@ -113,3 +113,22 @@ def test_bad_builds_are_400_and_create_nothing(client, change, code):
     if code:
         assert r.json()["code"] == code
     assert len(client.get("/v1/templates").json()["data"]) == before
+
+
+def test_templates_stream_reports_build_changes(cp, client):
+    import json
+
+    from test_cp_streams import read_frames
+
+    name = f"roomd-stream-{time.time_ns() % 10**8}"
+    with httpx.Client(base_url=cp.base, timeout=30) as c:
+        with c.stream("GET", "/v1/templates/stream", headers={"Authorization": f"Bearer {cp.key}"}) as resp:
+            r = client.post("/v1/templates/build", json={"name": name, "from_image": "base",
+                                                        "steps": [{"type": "RUN", "args": ["true"]}]})
+            assert r.status_code == 202
+            frames, _ = read_frames(resp, 2)
+    events = [json.loads(f["data"]) for f in frames]
+    assert [e["type"] for e in events] == ["template.created", "template.updated"]
+    assert events[0]["data"]["status"] == "building" and events[1]["data"]["status"] == "failed"
+    assert all(e["data"]["name"] == name for e in events) and int(frames[1]["id"]) > int(frames[0]["id"])
+    client.delete(f"/v1/templates/{name}")

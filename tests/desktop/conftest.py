@@ -101,4 +101,6 @@ def sdk_sandbox(desktop_agent):
 
 @pytest.fixture
 def display_env(desktop_agent) -> dict[str, str]:
+    """Environment for programs drawing on the test display; the first desktop call starts it."""
+    assert httpx.get(desktop_agent.url + "/desktop/display", timeout=30).status_code == 200
     return desktop_agent.display_env

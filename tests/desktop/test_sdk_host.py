@@ -112,6 +112,9 @@ def test_tk_page_clicks_and_keys(sdk_sandbox, tk_app):
     d.type("!")
     d.press("enter")
     assert wait_for(lambda: out.read_text().splitlines() == ["hello tk", "hello !"])
+    lx, ly, lw, lh = geo["label"]
+    d.click(lx + lw // 2, ly + lh // 2, clicks=2)
+    assert wait_for(lambda: out.read_text().splitlines()[-1:] == ["double"], what="the double click")
     d.hotkey(["shift"], "Home")  # X11 helper spelling of a chord reaches the app too
     wins = {w.title: w for w in d.get_windows()}
     assert "sbx-tk" in wins

@@ -27,6 +27,7 @@ button.place(x=10, y=60, width=120, height=34)
 entry.bind("<Return>", submit)
 label = tk.Label(root, text="SANDBOXD OCR 42", font=("DejaVu Sans", 28, "bold"), bg="white", fg="black")
 label.place(x=10, y=120)
+label.bind("<Double-Button-1>", lambda _e: open(out, "a").write("double\n"))
 
 
 def report():

@@ -217,7 +217,24 @@ class WebSocket:
         try:
             await self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
         except Exception:
+            return
+        # Closing handshake (RFC 6455 §7.1.1): let the peer answer before the transport goes away, so a
+        # client still reading the last frames never sees a reset (websockets' sync client dropped them).
+        try:
+            await asyncio.wait_for(self._drain_until_close(), 2)
+        except (asyncio.TimeoutError, Exception):
             pass
+
+    async def _drain_until_close(self) -> None:
+        from wsproto.events import CloseConnection
+
+        while True:
+            data = await self._reader.read(65536)
+            if not data:
+                return
+            self._ws.receive_data(data)
+            if any(isinstance(ev, CloseConnection) for ev in self._ws.events()):
+                return
 
 
 Handler = Callable[[Request], Awaitable[Any]]

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import typer
 
-from sandboxd.cli import keys, sandbox, serve, setup, template, webhooks
+from sandboxd.cli import keys, monitoring, sandbox, serve, setup, template, webhooks
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-hosted isolated sandboxes.")
 
 serve.register(app)
 setup.register(app)
+monitoring.register(sandbox.app)
 app.add_typer(sandbox.app, name="sandbox", help="Create, inspect and drive sandboxes.")
 app.add_typer(template.app, name="template", help="Build and manage templates.")
 app.add_typer(keys.app, name="keys", help="Manage API keys.")

@@ -181,6 +181,9 @@ class LifecycleService:
         if not ref:
             raise Invalid("template_id or template_name is required", code="missing_template")
         template = self.catalog.get(ref)
+        if template.status == "pending" and template.is_public:
+            self.catalog.sync_builtins()  # `sandboxd setup` may have built it since we started
+            template = self.catalog.get(ref)
         if template.status != "active":
             raise Conflict(f"template {template.name} is {template.status}, not active", code="template_not_active")
         timeout = req.timeout_seconds if req.timeout_seconds is not None else self.settings.default_timeout_seconds

@@ -32,8 +32,10 @@ class E2BResolver:
         sid = head.header("e2b-sandbox-id")
         if not sid:
             return None  # not an E2B request: let the next resolver (Bearer) decide
-        port = self._port(head)
         token = head.header("x-access-token") or head.header("e2b-traffic-access-token")
+        if not token and (head.header("authorization") or "")[:7].lower() == "bearer ":
+            return None  # our own clients may name the sandbox this way too: the Bearer resolver decides
+        port = self._port(head)
         if not token:
             raise GatewayError(401, "unauthenticated", "missing X-Access-Token for this sandbox")
         try:

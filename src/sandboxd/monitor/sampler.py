@@ -21,6 +21,7 @@ from sandboxd.runtime.base import Backend, RuntimeState, Stats
 
 log = logging.getLogger(__name__)
 COMPACT_EVERY_SECONDS = 60.0
+OOM_WATCH_SECONDS = 15.0  # how long after an OOM kill the sandbox's state is re-checked every tick
 
 
 @dataclass
@@ -55,6 +56,9 @@ class Sampler:
         self.on_oom = on_oom
         self._list_running = list_running or self._running_from_store
         self._prev: dict[str, _Prev] = {}
+        self._suspects: dict[str, float] = {}  # sandbox id -> until when to watch it after an OOM kill
+        self._ending: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
         self.latest: dict[str, Sample] = {}
         self.lag_seconds = 0.0  # how late the last tick started compared with its schedule
         self.last_duration = 0.0
@@ -95,7 +99,14 @@ class Sampler:
             prev = self._prev.get(sandbox_id)
             self._prev[sandbox_id] = _Prev(wall, st.cpu_usage_ns, st.oom_kills)
             if st.oom_kills > (prev.oom_kills if prev else 0):
-                await self._check_dead(sandbox_id, st)
+                # The runtime may still say "running" for a moment after the kernel killed init: keep
+                # checking this sandbox's state for a while, not just on the tick that saw the kill.
+                self._suspects[sandbox_id] = wall + OOM_WATCH_SECONDS
+            if sandbox_id in self._suspects:
+                if await self._check_dead(sandbox_id, st):
+                    continue
+                if self._suspects.get(sandbox_id, 0) < wall:
+                    self._suspects.pop(sandbox_id, None)
             if prev is None:
                 continue
             sample = to_sample(sandbox_id, wall, st, cpu_percent(prev.cpu_ns, st.cpu_usage_ns, wall - prev.wall, st.cpu_quota_cores))
@@ -104,6 +115,7 @@ class Sampler:
         for gone in set(self._prev) - set(ids):
             self._prev.pop(gone, None)
             self.latest.pop(gone, None)
+            self._suspects.pop(gone, None)
         if samples:
             await asyncio.to_thread(self.series.write, samples)
         if wall - self._last_compact >= COMPACT_EVERY_SECONDS:
@@ -130,23 +142,37 @@ class Sampler:
         """Wait for the next tick (SSE metric streams push on each)."""
         await self._tick_event.wait()
 
-    async def _check_dead(self, sandbox_id: str, st: Stats | None) -> None:
-        """An OOM kill that took the sandbox's init down ends the sandbox, with reason oom."""
+    async def _check_dead(self, sandbox_id: str, st: Stats | None) -> bool:
+        """An OOM kill that took the sandbox's init down ends the sandbox, with reason oom. True if it did."""
         prev = self._prev.get(sandbox_id)
         ooms = st.oom_kills if st is not None else (prev.oom_kills if prev else 0)
         if ooms <= 0 or self.on_oom is None:
-            return
+            return False
+        if sandbox_id in self._ending:
+            return True
         try:
             state = await self.backend.state(sandbox_id)
         except Exception:
             state = None
-        if state in (None, RuntimeState.STOPPED):
-            self._prev.pop(sandbox_id, None)
-            self.latest.pop(sandbox_id, None)
-            try:
-                await self.on_oom(sandbox_id)
-            except Exception:
-                log.exception("could not end OOM-killed sandbox %s", sandbox_id)
+        if state not in (None, RuntimeState.STOPPED):
+            return False
+        self._prev.pop(sandbox_id, None)
+        self._suspects.pop(sandbox_id, None)
+        self.latest.pop(sandbox_id, None)
+        if sandbox_id not in self._ending:  # ending takes a while (destroy); never ask twice, never block the tick
+            self._ending.add(sandbox_id)
+            task = asyncio.create_task(self._end(sandbox_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _end(self, sandbox_id: str) -> None:
+        try:
+            await self.on_oom(sandbox_id)
+        except Exception:
+            log.exception("could not end OOM-killed sandbox %s", sandbox_id)
+        finally:
+            self._ending.discard(sandbox_id)
 
 
 def to_sample(sandbox_id: str, wall: float, st: Stats, cpu_pct: float) -> Sample:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from ._agent import OnText, StreamCollector, command_body, write_body
 from ._errors import CommandExitError, RequestTimeoutError
 from ._models import CommandResult, FileEntry, FileEvent, ProcessInfo
-from ._ws import SyncSocket, open_sync
+from ._ws import SyncSocket
 
 if TYPE_CHECKING:
     from ._sandbox import Sandbox

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import os
+import platform
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ USER_ENV = "/opt/python"  # the user's Python environment, first on PATH, writab
 AGENT_VENV = "/opt/sandboxd/venv"  # the agent's own environment; user pip installs can never touch it
 AGENT_PKG = "/opt/sandboxd/pkg"  # the runtime bind-mounts the host's sandboxd package at AGENT_PKG/sandboxd
 USER_UID = 1000
+IMAGE_PYTHON = (3, 11)  # Debian bookworm's python3
 IMAGE_PATH = f"{USER_ENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 BASE_PACKAGES = ("python3", "python3-venv", "bash", "coreutils", "curl", "git", "tini", "ca-certificates",
@@ -135,8 +137,17 @@ async def fetch_wheels(requirements: list[str], dest: Path, log: Log) -> None:
     """Let the host's pip (which knows this machine's indexes, proxy and CA) turn requirements into wheels."""
     if not requirements:
         return
-    await run_logged([sys.executable, "-m", "pip", "wheel", "--quiet", "--prefer-binary", "-w", str(dest),
-                      *requirements], log, what="pip wheel")
+    if sys.version_info[:2] == IMAGE_PYTHON:
+        # Same interpreter version as the image: pip can also build wheels from sdists.
+        argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--prefer-binary", "-w", str(dest)]
+    else:
+        # Another host Python (e.g. Ubuntu's 3.12): fetch wheels made for the image's Python and glibc.
+        arch = platform.machine()
+        tags = [f"--platform={p}_{arch}" for p in ("manylinux_2_36", "manylinux_2_34", "manylinux_2_28",
+                                                    "manylinux_2_17", "manylinux2014", "linux")]
+        argv = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(dest),
+                "--python-version", "%d.%d" % IMAGE_PYTHON, "--implementation", "cp", *tags]
+    await run_logged([*argv, *requirements], log, what="pip wheel")
 
 
 async def build_base(recipe: BaseRecipe, rootfs: Path, work: Path, log: Log) -> None:

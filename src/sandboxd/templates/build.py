@@ -20,14 +20,14 @@ from typing import Any, Callable
 
 from sandboxd.core.errors import BuildFailed, Conflict, NotFound, SandboxdError
 from sandboxd.runtime.base import SandboxSpec, TemplateImage
-from sandboxd.templates import buildenv, context, layerfs
+from sandboxd.templates import buildenv, context, layerfs, runlog
 from sandboxd.templates.bases import BUILTINS
 from sandboxd.templates.steps import BuildRecipe, Step
 
 Log = Callable[[str], None]
 RUN_TIMEOUT = 1800.0
 # Things the runtime mounts into a build sandbox; they must never land in a layer.
-BUILD_ONLY_PATHS = (buildenv.BUILD_CA_PATH, "/opt/sandboxd/pkg/sandboxd")
+BUILD_ONLY_PATHS = (buildenv.BUILD_CA_PATH, "/opt/sandboxd/pkg/sandboxd", runlog.IN_SANDBOX)
 # Image names the HopX/E2B clients use for their public bases, mapped to our local built-ins
 # (no registry is reachable here; an OCI archive can be imported instead).
 ALIASES = {"python": "base", "debian": "base", "ubuntu": "base", "node": "code-interpreter",
@@ -205,16 +205,29 @@ class Builder:
                            resources=self._resources)
         try:
             sandbox = await backend.create(spec)
-            result = await backend.exec(sid, ["/bin/sh", "-c", step.args[0]], user=state.user, cwd=state.workdir,
-                                        env={**state.env, **buildenv.build_env(buildenv.BUILD_CA_PATH if ca else None)},
-                                        timeout=RUN_TIMEOUT)
-            for stream in (result.stdout, result.stderr):
+            env = {**state.env, **buildenv.build_env(buildenv.BUILD_CA_PATH if ca else None)}
+            await backend.exec(sid, runlog.PREPARE, user="root", timeout=60)
+            follower = runlog.LogFollower(sandbox.upper_dir / runlog.LOG_NAME, log) if sandbox.upper_dir else None
+            task = asyncio.ensure_future(backend.exec(sid, runlog.wrap(step.args[0]), user=state.user,
+                                                      cwd=state.workdir, env=env, timeout=RUN_TIMEOUT))
+            try:
+                while not task.done():
+                    await asyncio.wait({task}, timeout=0.5)
+                    if follower:
+                        follower.poll()
+            finally:
+                if not task.done():
+                    task.cancel()
+            result = task.result()
+            if follower:
+                follower.finish()
+            for stream in (result.stdout, result.stderr):  # whatever came before the redirection
                 for line in stream.decode(errors="replace").splitlines():
                     log(line)
             if result.timed_out:
                 raise BuildFailed(f"step {step.describe()!r} timed out after {RUN_TIMEOUT:.0f}s")
             if result.exit_code != 0:
-                tail = (result.stdout + result.stderr).decode(errors="replace")[-4000:]
+                tail = follower.tail if follower else (result.stdout + result.stderr).decode(errors="replace")[-4000:]
                 raise BuildFailed(f"step {step.describe()!r} failed with exit code {result.exit_code}",
                                   details={"log_tail": tail, "exit_code": result.exit_code})
             try:

@@ -1,7 +1,6 @@
 """spec/e2b.yaml matches the E2B routes, and live responses validate against its schemas."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -15,11 +14,11 @@ def _schema(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}", "components": SPEC["components"]}
 
 
-def test_every_e2b_route_is_in_the_spec_and_every_spec_path_is_routed():
+def test_every_e2b_route_is_in_the_spec_and_every_spec_path_is_routed(tmp_path):
     from sandboxd.api.app import create_app
     from sandboxd.config import Settings
 
-    app = create_app(Settings(data_dir=tempfile.mkdtemp(prefix="e2b-spec-"), backend="fake"))
+    app = create_app(Settings(data_dir=tmp_path, backend="fake"))
     routed = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m, op in ops.items()
               if "e2b" in op.get("tags", [])}
     documented = {(m.upper(), p) for p, ops in SPEC["paths"].items() for m in ops if m != "parameters"}

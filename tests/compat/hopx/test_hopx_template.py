@@ -4,7 +4,6 @@ new template; and the same through our CLI (`sandboxd template build`). Builds n
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import subprocess
 import sys
@@ -48,7 +47,7 @@ def test_cli_template_build_with_progress_then_sandbox(real_server, tmp_path):
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "hello.py").write_text("print('built by sandboxd')\n")
     (tmp_path / "Dockerfile").write_text("FROM base\nCOPY app/ /srv/\nENV ROOMF_CLI=1\n"
-                                         "RUN python3 /srv/app/hello.py > /srv/out.txt\n")
+                                         "RUN python3 /srv/hello.py > /srv/out.txt\n")
     name = f"roomf-cli-{secrets.token_hex(3)}"
     env = real_server.client_env
     cli = [sys.executable, "-m", "sandboxd.cli.main"]
@@ -59,7 +58,7 @@ def test_cli_template_build_with_progress_then_sandbox(real_server, tmp_path):
     from sandboxd import Sandbox as OurSandbox
 
     with OurSandbox.create(name, api_key=real_server.api_key, api_url=real_server.url) as sb:
-        found = sb.commands.run("cat /srv/out.txt 2>/dev/null || find /srv -name out.txt -exec cat {} +")
+        found = sb.commands.run("cat /srv/out.txt")
         assert "built by sandboxd" in found.stdout, (found.stdout, found.stderr)
         assert sb.commands.run("echo $ROOMF_CLI").stdout.strip() == "1"
     assert subprocess.run([*cli, "template", "rm", name], env=env, capture_output=True).returncode == 0

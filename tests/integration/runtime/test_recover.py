@@ -25,7 +25,8 @@ def test_recover_after_sigkill(rt_env):
     prefix = f"{PREFIX}-rec{uuid.uuid4().hex[:6]}"
     child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("daemon_child.py")),
                               str(settings.data_dir), prefix], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent),
+                                  "SANDBOXD_TEMPLATES_PATH": str(settings.templates_dir)})
     try:
         assert child.stdout.readline().strip() == "READY"
         half = Path(settings.sandboxes_dir) / f"{prefix}-half"

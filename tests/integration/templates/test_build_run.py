@@ -44,6 +44,8 @@ async def test_run_steps_become_cached_layers(scratch_store):
     for layer in image.layers[:3]:
         assert not (layer / "etc/ssl/certs/sandboxd-build-ca.crt").exists()
     assert not [k for k in image.env if "CERT" in k or "proxy" in k.lower()]
+    assert find(image, ".sandboxd-build.log") is None
+    assert any("Successfully installed six" in line for line in logs)  # RUN output reached the log callback
 
     logs.clear()
     again = await scratch_store.build(req("tpl-b-run2", STEPS), logs.append)
@@ -69,5 +71,6 @@ async def test_failing_run_fails_the_build_with_its_log(scratch_store):
                                   logs.append)
     assert exc.value.details["exit_code"] == 3
     assert any("before-failing" in line for line in logs)
+    assert "before-failing" in exc.value.details["log_tail"]
     assert not scratch_store.exists("tpl-b-fail")
     assert not any(scratch_store.tmp_dir.iterdir())

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import sandboxd
 from sandboxd.core.errors import Conflict, Invalid, NotFound, RuntimeFailure, SandboxdError
-from sandboxd.runtime import network
+from sandboxd.runtime import network, reaper
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats
 from sandboxd.runtime.cgroups import SandboxCgroup, detect
@@ -131,6 +131,7 @@ class OciBackend:
             rec.save(d)
             await self.cli.call("start", rec.id)
         rec.save(d)
+        reaper.reap_orphans()  # the runtime's intermediate process
         await self._wait_healthy(rec, log_path)
         rec.status = "running"
         rec.save(d)
@@ -199,6 +200,14 @@ class OciBackend:
             rec = self._record(sandbox_id)
             await self._require_live(rec)
             await self.cli.call("pause", sandbox_id)
+            # The v1 freezer can report FREEZING for a while after the runtime returns (busy tasks):
+            # paused means frozen, so wait for it.
+            cg = SandboxCgroup(sandbox_id, self.layout)
+            deadline = time.monotonic() + 10
+            while not cg.frozen():
+                if time.monotonic() > deadline:
+                    raise RuntimeFailure(f"sandbox {sandbox_id} did not freeze within 10s")
+                await asyncio.sleep(0.002)
             rec.status = "paused"
             rec.save(self.dir(sandbox_id))
 
@@ -332,10 +341,14 @@ def _alive(pid: int | None) -> bool:
 
 async def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
+    n = 0
     while pid and time.monotonic() < deadline:
         if _reap(pid) or not _alive(pid):
             _reap(pid)
             return
+        n += 1
+        if n % 10 == 1:  # an orphaned zombie in its pid namespace keeps init from finishing its exit
+            reaper.reap_orphans()
         await asyncio.sleep(0.005)
 
 

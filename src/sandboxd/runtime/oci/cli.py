@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sandboxd.core.errors import NotFound, RuntimeFailure, SandboxdError
+from sandboxd.runtime import reaper
 
 
 class OciCli:
@@ -28,7 +29,11 @@ class OciCli:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=subprocess.DEVNULL, stdout=kw.pop("stdout", subprocess.PIPE),
                 stderr=kw.pop("stderr", subprocess.PIPE), **kw)
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            reaper.spawned.add(proc.pid)
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            finally:
+                reaper.spawned.discard(proc.pid)
         except asyncio.TimeoutError as exc:
             proc.kill()
             await proc.wait()

@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 
 from sandboxd.core.errors import Invalid, RuntimeFailure
+from sandboxd.runtime import reaper
 from sandboxd.runtime.base import ExecResult, SandboxSpec
 from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.config import DEFAULT_PATH
@@ -75,6 +76,7 @@ async def run_exec(cli: OciCli, container_id: str, sandbox_dir: Path, spec: Sand
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as exc:
         raise RuntimeFailure(f"{cli.binary} exec failed: {exc}") from exc
+    reaper.spawned.add(proc.pid)
     timed_out = False
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
@@ -92,11 +94,14 @@ async def run_exec(cli: OciCli, container_id: str, sandbox_dir: Path, spec: Sand
             proc.kill()
             out, err = await proc.communicate()
     finally:
+        reaper.spawned.discard(proc.pid)
         try:
             pid_file.unlink()
         except OSError:
             pass
     rc = proc.returncode if proc.returncode is not None else -1
+    if rc != 0 or timed_out:
+        reaper.reap_orphans()  # a command that never started leaves its runtime child to us
     # A command that cannot start (no such binary, bad cwd) is the caller's result (rc 127 and the runtime's
     # message), but a sandbox the runtime no longer knows is a runtime failure.
     if not timed_out and rc != 0 and b"does not exist" in err and container_id.encode() in err:

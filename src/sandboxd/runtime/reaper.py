@@ -1,0 +1,67 @@
+"""Reaping what the OCI runtime leaves to us as child subreaper.
+
+`crun run -d` and `crun exec` double-fork: the intermediate runtime process and, when an exec fails
+early, the process inside the sandbox's pid namespace are re-parented to the nearest subreaper (this
+process, see hostsetup.py) and nobody else waits for them. Left alone they pile up as zombies, and a
+zombie inside a sandbox's pid namespace keeps its init from ever finishing its exit (the kernel waits
+for every task of the namespace to be reaped), so stop/destroy would hang.
+
+We only reap zombies that are certainly such orphans: our children in a deeper pid namespace than ours,
+or runtime processes (crun/runc) we did not spawn ourselves (those asyncio's child watcher waits for).
+Other code's subprocesses in this process are never touched.
+"""
+from __future__ import annotations
+
+import os
+
+spawned: set[int] = set()  # runtime processes we spawned and wait for ourselves
+_RUNTIMES = (b"crun", b"runc")
+
+
+def _ns_depth(pid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"NSpid:"):
+                    return len(line.split()) - 1
+    except OSError:
+        pass
+    return 0
+
+
+_own_depth: int | None = None
+
+
+def reap_orphans() -> int:
+    """Reap orphaned zombie children (see module doc); returns how many were reaped."""
+    global _own_depth
+    if _own_depth is None:
+        _own_depth = _ns_depth("self")
+    me = str(os.getpid()).encode()
+    reaped = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for p in entries:
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat", "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        name, _, rest = raw.partition(b" (")[2].rpartition(b") ")
+        fields = rest.split()
+        if len(fields) < 2 or fields[0] != b"Z" or fields[1] != me:
+            continue
+        pid = int(p)
+        if pid in spawned:
+            continue
+        if _ns_depth(p) > _own_depth or name.startswith(_RUNTIMES):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+                reaped += 1
+            except ChildProcessError:
+                pass
+    return reaped
