@@ -180,3 +180,24 @@ def test_official_async_sdk(cp, monkeypatch):
     sid = asyncio.run(run())
     with cp.client() as c:
         assert c.get(f"/v1/sandboxes/{sid}").status_code == 404
+
+
+def test_a_sandbox_that_dies_on_its_own_is_recorded_as_killed(cp, client):
+    import os
+    import signal
+
+    before = set(cp.agent_pids())
+    sb = client.post("/v1/sandboxes", json={"template_name": "base"}).json()
+    (pid,) = set(cp.agent_pids()) - before
+    with httpx.Client(base_url=cp.base, timeout=30) as c:
+        with c.stream("GET", "/v1/sandboxes/stream", params={"token": cp.key}) as resp:
+            os.killpg(pid, signal.SIGKILL)  # a crash the control plane did not ask for
+            deadline = time.monotonic() + 15
+            for line in resp.iter_lines():
+                if line.startswith("data: ") and '"sandbox.lifecycle.killed"' in line and sb["id"] in line:
+                    import json
+
+                    assert json.loads(line[6:])["data"]["kill_reason"] == "error"
+                    break
+                assert time.monotonic() < deadline, "death not noticed"
+    assert client.get(f"/v1/sandboxes/{sb['id']}").status_code == 404

@@ -10,23 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "sdk"))
 
-from sdkserver import IN_CI, running_server  # noqa: E402
-
-
-def real_problem() -> str | None:
-    import os
-    import shutil
-
-    from sdkserver import SHARED_TEMPLATES
-
-    if os.geteuid() != 0:
-        return "needs root"
-    if not shutil.which("crun"):
-        return "crun is not installed"
-    images = Path(SHARED_TEMPLATES) / "images"
-    if not images.is_dir() or not any(images.iterdir()):
-        return f"no built templates in {SHARED_TEMPLATES} (scripts/install.sh builds them)"
-    return None
+from sdkserver import IN_CI, real_problem, running_server  # noqa: E402
 
 
 @pytest.fixture(scope="session", params=["fake", pytest.param("crun", marks=pytest.mark.real)])

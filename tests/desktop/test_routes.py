@@ -117,3 +117,21 @@ def test_register_mounts_on_a_starlette_app(tmp_path, monkeypatch):
         r = client.get("/desktop/recording/rec_1/download")
         assert r.status_code == 501
         assert client.get("/desktop/nope").status_code == 404
+
+
+async def test_bad_argument_types_are_400_not_500(tmp_path):
+    """Type errors in arguments are the client's (400 INVALID_REQUEST), checked before any X tool runs."""
+    from sandboxd.agent.desktop import deps
+
+    from .conftest import need
+
+    need(deps.CORE)
+    service = DesktopService(Display(196, tmp_path))
+    cases = [("/desktop/mouse/click", {"x": "a", "y": 1}), ("/desktop/mouse/scroll", {"x": "q", "delta_y": 1}),
+             ("/desktop/mouse/scroll", {"delta_y": "down"}), ("/desktop/display/set", {"width": 10**6, "height": 5}),
+             ("/desktop/recording/start", {"format": "avi"}), ("/desktop/mouse/click", {"x": 1, "y": 1, "button": "x"})]
+    for path, body in cases:
+        resp = await handle(service, "POST", path, b"", json.dumps(body).encode(), {})
+        assert resp.status == 400, (path, resp.body)
+        assert json.loads(resp.body)["code"] == "INVALID_REQUEST"
+    await service.shutdown()

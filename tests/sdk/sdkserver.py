@@ -26,6 +26,19 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def real_problem() -> str | None:
+    import shutil
+
+    if os.geteuid() != 0:
+        return "needs root"
+    if not shutil.which("crun"):
+        return "crun is not installed"
+    images = Path(SHARED_TEMPLATES) / "images"
+    if not images.is_dir() or not any(images.iterdir()):
+        return f"no built templates in {SHARED_TEMPLATES} (scripts/install.sh builds them)"
+    return None
+
+
 def _free_port_pair() -> int:
     for _ in range(200):
         with socket.socket() as s:

@@ -35,6 +35,7 @@ from sandboxd.runtime.base import Backend, Resources, RuntimeSandbox, SandboxSpe
 log = logging.getLogger(__name__)
 
 CREATE_CONCURRENCY = 8  # cold starts are CPU-bound; more in parallel only makes each one slower
+WATCH_EVERY = 25  # expiry ticks (0.2 s) between checks for sandboxes that died on their own: 5 s
 
 
 class Catalog(Protocol):
@@ -113,6 +114,7 @@ class LifecycleService:
         self._reserved = 0  # creates admitted but not yet in the store as live rows
         self._create_gate = asyncio.Semaphore(CREATE_CONCURRENCY)
         self._expiry_task: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
         self._kill_tasks: set[asyncio.Task] = set()
         self.node_id = socket.gethostname()
 
@@ -382,8 +384,17 @@ class LifecycleService:
     # ---- timeouts ---------------------------------------------------------------------------------
 
     async def _expiry_loop(self) -> None:
-        # A short fixed tick keeps "killed within 1 s of expires_at" without a timer per sandbox.
+        # A short fixed tick keeps "killed within 1 s of expires_at" without a timer per sandbox;
+        # every WATCH_EVERY ticks, sandboxes that died on their own are found and recorded.
+        from sandboxd.core.reconcile import watch_once
+
+        tick = 0
         while True:
+            tick += 1
+            if tick % WATCH_EVERY == 0 and (self._watch is None or self._watch.done()):
+                self._watch = asyncio.create_task(watch_once(self))
+                self._kill_tasks.add(self._watch)
+                self._watch.add_done_callback(self._kill_tasks.discard)
             now = _now()
             for sid, when in list(self._expiry.items()):
                 if when <= now:

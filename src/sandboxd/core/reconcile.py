@@ -1,6 +1,7 @@
 """Restart safety: after a crash or restart, make the store's rows and the runtime's sandboxes agree.
 
-Rows still `creating` were never reported created: whatever was half-made is destroyed. Live rows the
+`watch_once` is the running counterpart: a sandbox whose processes died under us (OOM, crash) is marked
+killed with reason oom or error. Rows still `creating` were never reported created: whatever was half-made is destroyed. Live rows the
 runtime lost are marked killed (reason node_lost, with an event). Runtime sandboxes the store does not
 know are destroyed. Everything else is adopted: routes and timeouts are rebuilt in memory.
 """
@@ -61,3 +62,33 @@ async def reconcile(lc: "LifecycleService") -> None:
         except Exception:
             log.exception("destroying stray sandbox %s failed", sid)
 
+
+
+async def watch_once(lc: "LifecycleService") -> None:
+    """Find sandboxes that died on their own (OOM kill, crashed init) and record them as killed."""
+    from sandboxd.core.errors import NotFound
+
+    for sid, route in list(lc.routes.items()):
+        if route.status not in (RUNNING, PAUSED) or lc._lock(sid).locked():
+            continue  # a transition in progress owns the sandbox
+        try:
+            state = await lc.backend.state(sid)
+        except Exception:
+            log.exception("state of %s unavailable", sid)
+            continue
+        if state in (RuntimeState.RUNNING, RuntimeState.PAUSED) or lc.routes.get(sid) is not route \
+                or route.status not in (RUNNING, PAUSED):
+            continue
+        reason = "error"
+        try:
+            if (await lc.backend.stats(sid)).oom_kills > 0:
+                reason = "oom"
+        except Exception:
+            pass
+        log.warning("sandbox %s died on its own (%s); recording it as killed", sid, reason)
+        try:
+            await lc.kill(sid, reason)
+        except NotFound:
+            pass
+        except Exception:
+            log.exception("cleaning up dead sandbox %s failed", sid)

@@ -1,7 +1,7 @@
 """Platform metrics in Prometheus text format, on a registry of our own (tests can build many apps).
 
-Sandboxes by state and the per-sandbox gauges are computed at scrape time from the store and the
-sampler's latest readings; counters are fed by the event bus and by the lifecycle service.
+Sandboxes by state, create failures and the per-sandbox gauges are computed at scrape time from the store
+and the sampler's latest readings; creates and their latency come from created events on the bus.
 Per-sandbox series exist only behind `per_sandbox_prometheus` (their cardinality is unbounded).
 """
 from __future__ import annotations
@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
+from sandboxd.core.models import REASON_ERROR
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import SandboxRow
 from sandboxd.monitor.series import Sample
@@ -33,6 +34,11 @@ class _ScrapeCollector:
         by_state = GaugeMetricFamily("sandboxd_sandboxes", "Sandboxes by state", labels=["state"])
         with self.store.tx() as s:
             counts = dict(s.execute(select(SandboxRow.status, func.count()).group_by(SandboxRow.status)).all())
+            # A create that failed leaves its row killed with reason "error" and no start: counted from the
+            # store, so the figure survives restarts and needs no hook in the lifecycle service.
+            failed = s.scalar(select(func.count()).select_from(SandboxRow).where(
+                SandboxRow.kill_reason == REASON_ERROR, SandboxRow.started_at.is_(None))) or 0
+        yield CounterMetricFamily("sandboxd_sandbox_create_failures", "Sandbox creates that failed", value=failed)
         for state in sorted(set(STATES) | set(counts)):
             by_state.add_metric([state], counts.get(state, 0))
         yield by_state
@@ -56,8 +62,6 @@ class PlatformMetrics:
                  lag: Callable[[], tuple[float, float]], per_sandbox: bool):
         self.registry = CollectorRegistry(auto_describe=False)
         self.creates = Counter("sandboxd_sandbox_creates_total", "Sandboxes created", registry=self.registry)
-        self.create_failures = Counter("sandboxd_sandbox_create_failures_total", "Sandbox creates that failed",
-                                       registry=self.registry)
         self.create_latency = Histogram("sandboxd_sandbox_create_seconds", "Time from create request to a ready sandbox",
                                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
         self.deliveries = Counter("sandboxd_webhook_deliveries_total", "Webhook delivery attempts by outcome",
@@ -69,14 +73,11 @@ class PlatformMetrics:
         self.registry.register(_ScrapeCollector(store, latest, lag, per_sandbox))
 
     def observe_created(self, seconds: float | None = None) -> None:
-        """One sandbox created (the service calls it for every created event on the bus)."""
+        """One sandbox created (the service calls it for every created event on the bus, with the time from
+        the create request to running: the row's started_at - created_at)."""
         self.creates.inc()
         if seconds is not None:
             self.create_latency.observe(seconds)
-
-    def observe_create_failure(self) -> None:
-        """Called by the lifecycle service when a create fails (no created event exists for it)."""
-        self.create_failures.inc()
 
     def observe_delivery(self, outcome: str, seconds: float) -> None:
         self.deliveries.labels(outcome).inc()

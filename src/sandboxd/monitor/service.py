@@ -73,11 +73,21 @@ class MonitorService:
                 e = await q.get()
                 if e.type == CREATED:
                     secs = e.data.get("create_seconds")
+                    if not isinstance(secs, (int, float)) and e.sandbox_id:
+                        secs = await asyncio.to_thread(self._create_seconds, e.sandbox_id)
                     self.platform.observe_created(float(secs) if isinstance(secs, (int, float)) else None)
                 self.dispatcher.wake()
         finally:
             if self.bus:
                 self.bus.unsubscribe(q)
+
+    def _create_seconds(self, sandbox_id: str) -> float | None:
+        """Create latency from the row: reserved at created_at, running at started_at."""
+        with self.store.tx() as s:
+            r = s.get(SandboxRow, sandbox_id)
+            if r is None or r.started_at is None or r.created_at is None:
+                return None
+            return max(0.0, (r.started_at - r.created_at).total_seconds())
 
     async def _end_oom(self, sandbox_id: str) -> None:
         """The sandbox's init was OOM-killed: have the lifecycle service end it with reason oom."""

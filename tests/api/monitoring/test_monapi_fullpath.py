@@ -58,8 +58,10 @@ def test_create_sample_kill_events_and_signed_webhooks(server, receiver, seed_ve
     assert {e["id"] for e in events} == {p["id"] for p in got}  # same ids on both sides: receivers can dedup
     log = c.get(f"/events/webhooks/{hook['id']}/deliveries").json()
     assert [x["deliveryStatus"] for x in log] == ["delivered", "delivered"] and log[0]["responseStatusCode"] == 204
-    created = re.search(r"^sandboxd_sandbox_creates_total (\S+)$", c.get("/metrics").text, re.M)
-    assert created and float(created.group(1)) >= 1
+    text = c.get("/metrics").text
+    created = re.search(r"^sandboxd_sandbox_creates_total (\S+)$", text, re.M)
+    latency = re.search(r"^sandboxd_sandbox_create_seconds_count (\S+)$", text, re.M)
+    assert created and float(created.group(1)) >= 1 and latency and float(latency.group(1)) >= 1
     c.delete(f"/events/webhooks/{hook['id']}")
 
 

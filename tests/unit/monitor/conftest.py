@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,14 +31,38 @@ def seed_verify():
     return verify
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
+PG_URL = os.environ.get("SANDBOXD_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path: Path) -> Store:
+    """The real store on SQLite, and on PostgreSQL when SANDBOXD_TEST_POSTGRES_URL is set (scripts/test.sh sets it)."""
+    import sqlalchemy as sa
+
     import sandboxd.core.store.monitoring  # noqa: F401  (registers the tables)
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'mon.db'}")
+    name = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'mon.db'}"
+    else:
+        if not PG_URL:
+            pytest.skip("SANDBOXD_TEST_POSTGRES_URL is not set")
+        admin = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1) if "+psycopg" not in PG_URL else PG_URL
+        name = "sbx_monitor_" + secrets.token_hex(4)
+        eng = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+        with eng.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        eng.dispose()
+        url = admin.rpartition("/")[0] + "/" + name
+    engine = make_engine(url)
     upgrade(engine)
     yield Store(engine)
     engine.dispose()
+    if name:
+        eng = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+        with eng.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        eng.dispose()
 
 
 @pytest.fixture

@@ -14,11 +14,12 @@ def _row(sid, status):
 
 def test_states_counters_and_the_per_sandbox_switch(store):
     with store.tx() as s:
-        s.add_all([_row("a", "running"), _row("b", "running"), _row("c", "paused"), _row("d", "killed")])
+        failed = _row("e", "killed")
+        failed.kill_reason = "error"  # what the lifecycle leaves behind when a create fails
+        s.add_all([_row("a", "running"), _row("b", "running"), _row("c", "paused"), _row("d", "killed"), failed])
     latest = {"a": Sample("a", 1.0, 1.0, 42.5, 100, 1000, 0, 7, 70)}
     off = PlatformMetrics(store, latest=lambda: latest, lag=lambda: (0.25, 0.01), per_sandbox=False)
     off.observe_created(0.3)
-    off.observe_create_failure()
     off.observe_delivery("retry", 0.1)
     text = off.render().decode()
     assert 'sandboxd_sandboxes{state="running"} 2.0' in text and 'sandboxd_sandboxes{state="paused"} 1.0' in text

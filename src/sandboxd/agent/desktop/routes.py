@@ -161,14 +161,16 @@ async def mouse_drag(s: DesktopService, req: Req):
 
 @route("POST", "/desktop/mouse/scroll")
 async def mouse_scroll(s: DesktopService, req: Req):
+    x = req.int("x") if req.arg("x") is not None else None
+    y = req.int("y") if req.arg("y") is not None else None
     if "delta_y" in req.body or "deltaY" in req.body:  # JS spelling {x, y, delta_y}
-        x = req.arg("x")
-        y = req.arg("y")
-        await s.x11.scroll_delta(None if x is None else int(x), None if y is None else int(y),
-                                 float(req.arg("delta_y", "deltaY", default=0)))
+        try:
+            delta = float(req.arg("delta_y", "deltaY", default=0))
+        except (TypeError, ValueError):
+            raise DesktopInvalid("delta_y must be a number") from None
+        await s.x11.scroll_delta(x, y, delta)
     else:
-        await s.x11.scroll(req.int("amount", default=3), req.text("direction", default="down"),
-                           req.arg("x"), req.arg("y"))
+        await s.x11.scroll(req.int("amount", default=3), req.text("direction", default="down"), x, y)
     return ok()
 
 

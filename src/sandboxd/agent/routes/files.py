@@ -103,7 +103,7 @@ def register(app) -> None:
         if not os.path.isdir(path):
             raise DirectoryNotFound(f"directory not found: {path}", path=path)
         watcher = Watcher(path, recursive=msg.get("recursive", True) is not False)
-        await ws.send_json({"type": "watching", "path": path, "timestamp": now_iso()})
+        # No "watching" acknowledgement: clients iterate every frame as a change event (hopx files.watch).
         closed = asyncio.create_task(_until_closed(ws))
         try:
             while True:

@@ -27,10 +27,10 @@ def resolve_user(user: str | int, rootfs: Path) -> tuple[int, int, str]:
     if user in KNOWN_USERS:
         return KNOWN_USERS[user]
     try:
-        # Read through the sandbox's root; a symlinked passwd would point into the host: refuse it.
+        # Read through the sandbox's root from the host: a symlink would resolve against the host's /.
         passwd = rootfs / "etc" / "passwd"
-        if passwd.is_symlink():
-            raise OSError("passwd is a symlink")
+        if (rootfs / "etc").is_symlink() or passwd.is_symlink():
+            raise OSError("symlinked passwd")
         for line in passwd.read_text().splitlines():
             parts = line.split(":")
             if len(parts) >= 6 and parts[0] == user:
