@@ -61,3 +61,43 @@ def test_run_code_stream(sb):
     msgs = asyncio.run(collect())
     assert any(m.get("type") == "stdout" and m.get("data") == "streamed\n" for m in msgs)
     assert msgs[-1]["type"] == "complete" and msgs[-1]["success"] is True
+
+
+def test_files_watch(sb, workspace):
+    d = workspace / "hopx-watch"
+    d.mkdir(exist_ok=True)
+
+    async def first_event():
+        async def poke():
+            for i in range(50):
+                await asyncio.sleep(0.1)
+                (d / f"f{i}").write_text("x")
+
+        task = asyncio.create_task(poke())
+        try:
+            async for event in sb.files.watch(str(d)):
+                return event
+        finally:
+            task.cancel()
+
+    event = asyncio.run(asyncio.wait_for(first_event(), 20))
+    assert event["type"] == "change" and event["event"] == "created" and event["path"].startswith(str(d))
+
+
+def test_terminal(sb):
+    async def session():
+        ws = await sb.terminal.connect()
+        await sb.terminal.resize(ws, 100, 30)
+        await sb.terminal.send_input(ws, "echo HOPX-$((40+2)); exit 7\n")
+        out, code = "", None
+        async for msg in sb.terminal.iter_output(ws):
+            if msg["type"] == "output":
+                out += msg["data"]
+            elif msg["type"] == "exit":
+                code = msg["code"]
+                break
+        await ws.close()
+        return out, code
+
+    out, code = asyncio.run(asyncio.wait_for(session(), 30))
+    assert "HOPX-42" in out and code == 7

@@ -1,4 +1,4 @@
-"""CLI tests: the real `sandboxd` command against a real `sandboxd serve` (fake backend)."""
+"""CLI tests: the real `sandboxd` command against a real `sandboxd serve` (fake and, marked real, crun)."""
 from __future__ import annotations
 
 import subprocess
@@ -9,12 +9,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "sdk"))
 
-from sdkserver import running_server  # noqa: E402
+from sdkserver import IN_CI, real_problem, running_server  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    yield from running_server(tmp_path_factory, "fake")
+@pytest.fixture(scope="session", params=["fake", pytest.param("crun", marks=pytest.mark.real)])
+def server(request, tmp_path_factory):
+    if request.param == "crun" and (problem := real_problem()):
+        if IN_CI:
+            pytest.fail(f"real backend unavailable in CI: {problem}")
+        pytest.skip(problem)
+    yield from running_server(tmp_path_factory, request.param)
 
 
 @pytest.fixture

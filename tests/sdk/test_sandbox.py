@@ -53,6 +53,10 @@ def test_run_code_streams_output_as_it_comes(sandbox):
     assert "".join(s for _, s in outs) == ex.stdout
     assert outs[0][0] < outs[-1][0] - 0.5  # 'a' arrived before the sleep ended, not batched at the end
     assert any(t == -1 for t, _ in seen)
+    # A streamed run still returns the cell's value and its error like a plain one.
+    assert sandbox.run_code("6 * 7", on_stdout=lambda s: None).text == "42"
+    failed = sandbox.run_code("int('x')", on_stderr=lambda s: None)
+    assert not failed.success and failed.error.name == "ValueError"
 
 
 def test_commands_exit_codes_check_and_streaming(sandbox):

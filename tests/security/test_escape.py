@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from probes import connect, syscall
+from probes import syscall
 from rtsupport import spec
 
 pytestmark = pytest.mark.real
@@ -43,9 +43,8 @@ def test_host_processes_are_invisible(rt_env, box):
         found = run_py(sb, box.id, "import os,json; print(json.dumps([open(f'/proc/{p}/cmdline','rb').read().decode(errors='replace')"
                                    " for p in os.listdir('/proc') if p.isdigit()]))")
         assert not any(marker in c for c in found)
-        assert found[0].startswith("/usr/bin/tini") or any(c.startswith("/usr/bin/tini") for c in found)
-        assert len(found) < 10
-        assert run_py(sb, box.id, "import os,json; print(json.dumps(os.path.exists('/proc/%d')))" % sleeper.pid) in (False, True)
+        assert any(c.startswith("/usr/bin/tini") for c in found)
+        assert len(found) < 10  # tini, the agent, this probe (and maybe a kernel): not the host's hundreds
         # pid 1 inside is tini, not the host's init
         assert sb.exec(box.id, ["cat", "/proc/1/comm"]).stdout == b"tini\n"
     finally:

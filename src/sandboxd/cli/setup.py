@@ -25,6 +25,14 @@ def _prepare_host(settings: Settings) -> None:
         typer.echo(f"host: {result}")
 
 
+async def _ensure_desktop(store, settings: Settings, log):
+    # The desktop image is derived FROM base through a real build sandbox, so it needs the runtime backend.
+    from sandboxd.runtime import get_backend
+    from sandboxd.templates import desktop
+
+    return await desktop.ensure(store, log, backend=get_backend(settings))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("setup")
     def setup(
@@ -33,6 +41,7 @@ def register(app: typer.Typer) -> None:
         skip_host: bool = typer.Option(False, "--skip-host", help="do not prepare the host (cgroups, network)"),
         skip_templates: bool = typer.Option(False, "--skip-templates", help="do not build template images"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="only print a summary"),
+        skip_desktop: bool = typer.Option(False, "--skip-desktop", help="do not build the desktop template"),
     ) -> None:
         """Prepare the host and build the built-in templates that are missing."""
         from sandboxd.core.errors import SandboxdError
@@ -51,6 +60,8 @@ def register(app: typer.Typer) -> None:
                 store = TemplateStore(settings)
                 log = (lambda line: None) if quiet else typer.echo
                 images = asyncio.run(store.ensure_builtins(log, names=templates or None))
+                if not skip_desktop and not templates:
+                    images.append(asyncio.run(_ensure_desktop(store, settings, log)))
                 for image in images:
                     typer.echo(f"template {image.name}: {image.content_hash[:12]} at {image.layers[0]}")
         except SandboxdError as exc:

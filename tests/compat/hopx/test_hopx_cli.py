@@ -25,7 +25,6 @@ def js(text: str):
 @pytest.fixture(scope="session")
 def hopx_cli():
     if not HOPX.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(VENV)], check=True, timeout=120)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=300)
         r = subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "--ignore-requires-python",
                             "hopx-cli==0.1.2"], capture_output=True, text=True, timeout=600)

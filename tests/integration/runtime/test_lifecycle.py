@@ -1,7 +1,6 @@
 """Lifecycle of real sandboxes on this host: create, exec, pause/resume, stop/start, destroy."""
 from __future__ import annotations
 
-import hashlib
 import time
 
 import pytest

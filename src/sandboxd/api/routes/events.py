@@ -12,7 +12,7 @@ from sandboxd.api.e2b.errors import E2BRoute
 from sandboxd.monitor.service import monitor_of
 
 # E2B dialect routes: errors in E2B's body ({code: <status>, message, error_code}), like api/e2b.
-router = APIRouter(route_class=E2BRoute, dependencies=[Depends(require_key)])
+router = APIRouter(route_class=E2BRoute, dependencies=[Depends(require_key)], tags=["monitoring"])
 
 
 def monitor(request: Request):

@@ -15,7 +15,7 @@ from sandboxd.monitor.prometheus import CONTENT_TYPE
 from sandboxd.monitor.service import monitor_of
 
 # E2B dialect routes: errors in E2B's body ({code: <status>, message, error_code}), like api/e2b.
-router = APIRouter(route_class=E2BRoute, dependencies=[Depends(require_key)])
+router = APIRouter(route_class=E2BRoute, dependencies=[Depends(require_key)], tags=["monitoring"])
 
 
 def monitor(request: Request):
@@ -37,4 +37,4 @@ def prometheus_metrics(request: Request) -> Response:
 
 
 # Prometheus is not an E2B route: plain route class, the hybrid error body of the rest of the API.
-router.add_api_route("/metrics", prometheus_metrics, methods=["GET"], include_in_schema=False, route_class_override=APIRoute)
+router.add_api_route("/metrics", prometheus_metrics, methods=["GET"], route_class_override=APIRoute)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import sandboxd
-from sandboxd.core.errors import Conflict, Invalid, NotFound, RuntimeFailure, SandboxdError
+from sandboxd.core.errors import Conflict, Invalid, NotFound, RuntimeFailure
 from sandboxd.runtime import network, reaper
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats
@@ -119,7 +119,7 @@ class OciBackend:
                 if verb == "run":
                     args.insert(1, "-d")
                 rc, _, _ = await self.cli.call(*args, rec.id, check=False, stdout=log, stderr=log,
-                                               pass_fds=(3,), preexec_fn=dup_to_fd3(sock.fileno()))
+                                               close_fds=False, preexec_fn=dup_to_fd3(sock.fileno()))
             if rc != 0:
                 raise self.cli.failure(args, rc, _tail(log_path))
         finally:
@@ -361,4 +361,4 @@ def _veth_counters(veth: str) -> tuple[int, int]:
         return 0, 0
 
 
-__all__ = ["OciBackend", "SandboxdError"]
+__all__ = ["OciBackend"]

@@ -73,7 +73,12 @@ class OciCli:
 
 
 def dup_to_fd3(fd: int):
-    """preexec_fn putting fd at number 3 in the child (`--preserve-fds 1` hands fds 3.. to the container)."""
+    """preexec_fn putting fd at number 3 in the child (`--preserve-fds 1` hands fds 3.. to the container).
+
+    Used with close_fds=False: pass_fds=(3,) would fail in the child when the parent has no fd 3, and
+    close_fds=True would close the new fd 3 after preexec_fn. Python's own fds are non-inheritable, and
+    the runtime closes everything above the preserved fds in the container.
+    """
     def _pre() -> None:
         if fd != 3:
             os.dup2(fd, 3)
