@@ -101,3 +101,28 @@ def test_terminal(sb):
 
     out, code = asyncio.run(asyncio.wait_for(session(), 30))
     assert "HOPX-42" in out and code == 7
+
+
+def test_async_client(agent, workspace, monkeypatch):
+    """AsyncSandbox parses JSON only with Content-Type application/json and calls /metrics, /processes."""
+    from hopx_ai._async_agent_client import AsyncAgentHTTPClient
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+    async def go():
+        box = hopx_ai.AsyncSandbox("debug", api_key="debug", base_url="http://127.0.0.1:9")
+        box._agent_client = AsyncAgentHTTPClient(agent[0], jwt_token="jwt", timeout=60)
+        r = await box.run_code("print('async sdk')")
+        c = await box.commands.run("echo $X", env={"X": "y"})
+        await box.files.write(str(workspace / "async.txt"), "A")
+        text = await box.files.read(str(workspace / "async.txt"))
+        metrics = await box.get_metrics_snapshot()
+        procs = await box.list_processes()
+        return r, c, text, metrics, procs
+
+    r, c, text, metrics, procs = asyncio.run(go())
+    assert r.success is True and r.stdout == "async sdk\n"
+    assert c.stdout == "y\n"
+    assert text == "A"
+    assert metrics["total_requests"] > 0
+    assert any("sandboxd.agent" in p["command"] for p in procs)

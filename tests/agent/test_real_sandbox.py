@@ -115,6 +115,8 @@ def test_run_as_user(box):
     _, c = box
     r = c.post("/commands/run", json={"command": "bash", "args": ["-c", "id -un; echo $HOME"], "user": "user"}).json()
     assert r["stdout"] == "user\n/home/user\n", r
+    r = c.post("/execute", json={"code": "import os\nprint(os.getuid())", "user": "user"}).json()
+    assert r["stdout"] == "1000\n", r  # Python as `user` runs in its own interpreter, not the root kernel
 
 
 def test_files_roundtrip_and_metrics_from_own_cgroup(box):

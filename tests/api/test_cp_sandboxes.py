@@ -82,6 +82,11 @@ def test_list_filters_and_cursor_paging(client):
         assert by_tpl["data"] == []
         assert client.get("/v1/sandboxes", params={"status": "nonsense"}).status_code == 400
         assert client.get("/v1/sandboxes", params={"cursor": "%%%"}).status_code == 400
+        import base64
+        import json
+
+        naive = base64.urlsafe_b64encode(json.dumps(["2020-01-01T00:00:00", "x"]).encode()).decode()
+        assert client.get("/v1/sandboxes", params={"cursor": naive}).status_code == 400
     finally:
         for sid in ids:
             client.delete(f"/v1/sandboxes/{sid}")

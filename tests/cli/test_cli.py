@@ -99,7 +99,7 @@ def test_shell_in_a_real_terminal(server, sandbox_id):
     def screen() -> str:
         return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
 
-    def wait_for(text: str, timeout: float = 20) -> str:
+    def wait_for(text: str, timeout: float = 45) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             s = screen()
@@ -109,7 +109,11 @@ def test_shell_in_a_real_terminal(server, sandbox_id):
         raise AssertionError(f"{text!r} never appeared; screen:\n{screen()}")
 
     try:
-        time.sleep(1.5)
+        # Type only once the remote shell drew its prompt (under load the connect can take a while).
+        deadline = time.monotonic() + 60
+        while not screen().strip() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
         subprocess.run(["tmux", "send-keys", "-t", session, "echo ROOMF-$((6*7))", "Enter"], check=True)
         wait_for("ROOMF-42")
         subprocess.run(["tmux", "send-keys", "-t", session, "stty size", "Enter"], check=True)

@@ -17,6 +17,7 @@ from typing import Awaitable, Callable
 
 from .server import now_iso
 
+OUTPUT_CAP = 16 * 1024 * 1024
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 AGENT_VENV = "/opt/sandboxd/venv"
 
@@ -107,14 +108,17 @@ class Kernel:
         from jupyter_client.asynchronous import AsyncKernelClient
         from jupyter_client.connect import write_connection_file
 
-        self.dir = tempfile.mkdtemp(prefix="sandboxd-kernel-")
+        _remove_stale_dirs()
+        self.dir = tempfile.mkdtemp(prefix=f"sandboxd-kernel-{os.getpid()}-")
         conn_file, info = write_connection_file(os.path.join(self.dir, "kernel.json"), transport="ipc",
                                                 ip=os.path.join(self.dir, "k"), key=os.urandom(16).hex().encode())
         self._log = open(os.path.join(self.dir, "kernel.log"), "wb")
         kenv = {**env, "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1", "JPY_PARENT_PID": str(os.getpid())}
         self.proc = subprocess.Popen(
-            [python, "-m", "ipykernel_launcher", "-f", conn_file, "--HistoryManager.enabled=False"],
+            # parent_handle: the kernel exits by itself if the agent dies (it would be reparented)
+            [python, "-m", "ipykernel_launcher", "-f", conn_file, "--HistoryManager.enabled=False",
+             f"--IPKernelApp.parent_handle={os.getpid()}"],
             env=kenv, cwd=cwd if cwd and os.path.isdir(cwd) else None, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log)
         kc = AsyncKernelClient()
@@ -195,6 +199,7 @@ class Kernel:
         kc = self.client
         res = KernelResult()
         out, err = [], []
+        out_size = 0  # a print loop must not grow the agent without bound: keep the first OUTPUT_CAP chars
         msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
         self.state, self.last_activity = "busy", now_iso()
         deadline = time.monotonic() + timeout
@@ -223,7 +228,13 @@ class Kernel:
                 continue
             t, c = msg["msg_type"], msg["content"]
             if t == "stream":
-                (out if c.get("name") == "stdout" else err).append(c.get("text", ""))
+                text = c.get("text", "")
+                kept = out_size + len(text)
+                if kept <= OUTPUT_CAP:
+                    (out if c.get("name") == "stdout" else err).append(text)
+                elif out_size <= OUTPUT_CAP:
+                    err.append("\n[output truncated]\n")
+                out_size = kept
                 if on_text:
                     await on_text(c.get("name", "stdout"), c.get("text", ""))
             elif t in ("display_data", "execute_result", "update_display_data"):
@@ -258,6 +269,18 @@ class Kernel:
                 "execution_state": self.state if self.alive() else "dead", "connections": 1,
                 "last_activity": self.last_activity, "pid": self.proc.pid if self.proc else None,
                 "execution_count": self.executions}
+
+
+def _remove_stale_dirs() -> None:
+    """Kernel dirs of agents that were killed without cleaning up (SIGKILL), found by their pid."""
+    import glob
+    import shutil
+    import tempfile
+
+    for d in glob.glob(os.path.join(tempfile.gettempdir(), "sandboxd-kernel-*-*")):
+        pid = os.path.basename(d).split("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _collect_rich(res: KernelResult, data: dict, is_result: bool) -> None:

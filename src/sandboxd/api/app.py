@@ -45,4 +45,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for module in (health, streams, sandboxes, builds, templates, keys, events, webhooks, metrics):
         app.include_router(module.router)
     app.include_router(e2b_router)
+    from sandboxd.api.routes import pools
+
+    app.include_router(pools.router)
     return app

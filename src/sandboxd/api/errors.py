@@ -79,7 +79,7 @@ def request_id_of(request: Request | None) -> str:
 
 async def _domain(request: Request, exc: E.SandboxdError) -> JSONResponse:
     status = status_for(exc)
-    if status >= 500:
+    if status >= 500 and status != 503:  # 503 is a capacity answer, not a fault
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
     return error_response(request, status, exc.code, exc.message, exc.details)
 

@@ -7,8 +7,6 @@ reserve row -> backend.create (returns once the agent is healthy) -> mark runnin
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import secrets
 import socket
@@ -24,7 +22,7 @@ from sandboxd.core import events as ev
 from sandboxd.core.errors import CapacityExceeded, Conflict, Invalid, NotFound, RuntimeFailure, SandboxdError
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import (
-    CREATING, KILLED, LIVE_STATES, PAUSED, REASON_ERROR, REASON_TIMEOUT, REASON_USER, RUNNING,
+    decode_cursor, encode_cursor, CREATING, KILLED, LIVE_STATES, PAUSED, REASON_ERROR, REASON_TIMEOUT, REASON_USER, RUNNING,
     STOPPED, Sandbox, Template, iso,
 )
 from sandboxd.core.store.db import Store
@@ -45,6 +43,8 @@ class Catalog(Protocol):
 
 
 class WarmPool(Protocol):
+    def claim(self, template: Template, internet_access: bool | None = None) -> str | None: ...
+
     async def take(self, template: Template, spec: SandboxSpec) -> RuntimeSandbox | None: ...
 
 
@@ -80,20 +80,6 @@ def _to_model(r: SandboxRow) -> Sandbox:
         expires_at=r.expires_at, created_at=r.created_at, started_at=r.started_at, ended_at=r.ended_at,
         kill_reason=r.kill_reason, token_version=r.token_version, metadata=dict(r.metadata_ or {}),
     )
-
-
-def _encode_cursor(created_at: datetime, sid: str) -> str:
-    raw = json.dumps([created_at.isoformat(), sid]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        ts, sid = json.loads(raw)
-        return datetime.fromisoformat(ts), str(sid)
-    except Exception:
-        raise Invalid("invalid cursor", code="invalid_cursor") from None
 
 
 class LifecycleService:
@@ -157,14 +143,14 @@ class LifecycleService:
         if template:
             q = q.where(or_(SandboxRow.template_id == template, SandboxRow.template_name == template))
         if cursor:
-            ts, sid = _decode_cursor(cursor)
+            ts, sid = decode_cursor(cursor)
             q = q.where(or_(SandboxRow.created_at < ts, and_(SandboxRow.created_at == ts, SandboxRow.id < sid)))
         q = q.order_by(SandboxRow.created_at.desc(), SandboxRow.id.desc()).limit(limit + 1)
         with self.store.tx() as s:
             rows = list(s.scalars(q))
         more = len(rows) > limit
         rows = rows[:limit]
-        nxt = _encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+        nxt = encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
         return [_to_model(r) for r in rows], nxt
 
     def count_live(self) -> int:
@@ -195,7 +181,8 @@ class LifecycleService:
                 f"sandbox capacity reached ({self.settings.max_sandboxes}); retry later",
                 details={"retry_after_seconds": 5, "limit": self.settings.max_sandboxes},
             )
-        sid = "sb" + secrets.token_hex(9)
+        # A warm-pool member's never-shown id becomes the sandbox id: container, dirs and events share it.
+        sid = (self.pool.claim(template, req.internet_access) if self.pool else None) or "sb" + secrets.token_hex(9)
         now = _now()
         row = SandboxRow(
             id=sid, status=CREATING, template_id=template.id, template_name=template.name,

@@ -1,6 +1,8 @@
 """Domain records the services hand to the API layer, and their wire shapes (HopX types, contract §5)."""
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +22,26 @@ def iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# List cursors: opaque, (created_at, id) of the last item of a page (newest first).
+def encode_cursor(created_at: datetime, sid: str) -> str:
+    raw = json.dumps([created_at.isoformat(), sid]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        ts, sid = json.loads(raw)
+        when = datetime.fromisoformat(ts)
+        if when.tzinfo is None:
+            raise ValueError("naive time in cursor")
+        return when, str(sid)
+    except Exception:
+        from sandboxd.core.errors import Invalid
+
+        raise Invalid("invalid cursor", code="invalid_cursor") from None
 
 
 @dataclass

@@ -56,6 +56,8 @@ async def reconcile(lc: "LifecycleService") -> None:
             sb = lc._set(sb.id, status=actual)
         lc._track(sb, rt)
     for sid in adopted.keys() - known:
+        if lc.pool is not None and lc.pool.owns(sid):
+            continue  # a frozen warm-pool member: the pool adopts it
         log.warning("destroying sandbox %s that the store does not know", sid)
         try:
             await lc.backend.destroy(sid)

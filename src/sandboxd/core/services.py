@@ -69,6 +69,9 @@ class Services:
         signer = TokenSigner(secret, settings.token_ttl_seconds)
         catalog = CatalogService(store, events, make_template_source(settings, backend))
         lifecycle = LifecycleService(settings, store, backend, events, catalog, signer)
+        from sandboxd.core.pool import WarmPoolService
+
+        lifecycle.pool = WarmPoolService(settings, backend, catalog)  # empty unless settings.pool or the API sizes it
         svc = cls(settings, store, bus, events, ApiKeyService(store), signer, catalog, lifecycle, backend)
         from sandboxd.core.builds import BuildService
 
@@ -78,6 +81,7 @@ class Services:
     async def start(self) -> None:
         self.catalog.sync_builtins()
         await self.lifecycle.start()
+        await self.lifecycle.pool.start()
         await self.builds.start()
         try:
             from sandboxd.monitor.service import MonitorService
@@ -95,6 +99,7 @@ class Services:
             except Exception:
                 log.exception("stopping %s failed", type(extra).__name__)
         await self.builds.stop()
+        await self.lifecycle.pool.stop()
         await self.lifecycle.close()
         self.store.engine.dispose()
 

@@ -22,6 +22,7 @@ from sandboxd.core.store.tables import EventRow, SandboxRow, TemplateRow
 
 _NS = uuid.UUID("6f0e3c1e-6d1b-4c59-9a43-5b0d7e0c2a11")
 TEAM_ID = str(uuid.uuid5(_NS, "team"))  # one tenant per install
+MAX_OFFSET = 1_000_000_000
 LABELS = {"created": "create", "killed": "kill", "updated": "update", "paused": "pause",
           "resumed": "resume", "checkpointed": "checkpoint"}
 
@@ -133,6 +134,8 @@ def parse_page(offset: str | None, limit: str | None, order_asc: str | None) -> 
         raise Invalid("offset and limit must be integers") from None
     if off < 0:
         raise Invalid("offset must be >= 0")
+    if off > MAX_OFFSET:  # beyond any history; also keeps the value inside the databases' 64-bit range
+        raise Invalid(f"offset must be <= {MAX_OFFSET}")
     if not 1 <= lim <= 100:
         raise Invalid("limit must be between 1 and 100")
     if order_asc is None:

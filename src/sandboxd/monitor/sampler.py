@@ -92,6 +92,9 @@ class Sampler:
         results = await self._read(ids)
         wall = time.time()
         samples: list[Sample] = []
+        # Replaced, never mutated, so threads (Prometheus scrapes, SSE) can read it without a lock.
+        live = set(ids)
+        latest = {k: v for k, v in self.latest.items() if k in live}
         for sandbox_id, st in zip(ids, results):
             if isinstance(st, BaseException):
                 await self._check_dead(sandbox_id, None)
@@ -111,11 +114,11 @@ class Sampler:
                 continue
             sample = to_sample(sandbox_id, wall, st, cpu_percent(prev.cpu_ns, st.cpu_usage_ns, wall - prev.wall, st.cpu_quota_cores))
             samples.append(sample)
-            self.latest[sandbox_id] = sample
-        for gone in set(self._prev) - set(ids):
+            latest[sandbox_id] = sample
+        for gone in set(self._prev) - live:
             self._prev.pop(gone, None)
-            self.latest.pop(gone, None)
             self._suspects.pop(gone, None)
+        self.latest = {k: v for k, v in latest.items() if k in self._prev}
         if samples:
             await asyncio.to_thread(self.series.write, samples)
         if wall - self._last_compact >= COMPACT_EVERY_SECONDS:
@@ -158,7 +161,6 @@ class Sampler:
             return False
         self._prev.pop(sandbox_id, None)
         self._suspects.pop(sandbox_id, None)
-        self.latest.pop(sandbox_id, None)
         if sandbox_id not in self._ending:  # ending takes a while (destroy); never ask twice, never block the tick
             self._ending.add(sandbox_id)
             task = asyncio.create_task(self._end(sandbox_id))

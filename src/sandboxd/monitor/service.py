@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -105,9 +106,8 @@ class MonitorService:
 
     def latest(self, sandbox_id: str) -> Sample | None:
         """The newest reading (for SSE metric streams); None until the sandbox's first sample."""
-        if self.sampler and sandbox_id in self.sampler.latest:
-            return self.sampler.latest[sandbox_id]
-        return self.series.latest([sandbox_id]).get(sandbox_id)
+        hit = self.sampler.latest.get(sandbox_id) if self.sampler else None
+        return hit or self.series.latest([sandbox_id]).get(sandbox_id)
 
     async def wait_sample(self) -> None:
         if self.sampler is None:
@@ -153,7 +153,7 @@ def _unix(v: str | None, name: str) -> float | None:
         t = float(v)
     except ValueError:
         raise Invalid(f"{name} must be unix seconds") from None
-    if t < 0 or t > time.time() + 10 * 365 * 86400:
+    if not math.isfinite(t) or t < 0 or t > time.time() + 10 * 365 * 86400:
         raise Invalid(f"{name} is out of range")
     return t
 

@@ -159,6 +159,15 @@ class SandboxCgroup:
             return _read(self.dir("") / "cgroup.freeze").strip() == "1"
         return _read(self.dir("freezer") / "freezer.state").strip() == "FROZEN"
 
+    def thaw(self) -> None:
+        try:
+            if self.layout is Layout.V2:
+                (self.dir("") / "cgroup.freeze").write_text("0")
+            else:
+                (self.dir("freezer") / "freezer.state").write_text("THAWED")
+        except OSError:
+            pass  # no such cgroup (any more)
+
     def remove(self) -> None:
         """rmdir what the runtime left behind (after a failed create); only empty cgroups can go."""
         for d in self.dirs():

@@ -11,6 +11,8 @@ one unlink. Layout under the sandbox dir:
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import subprocess
 from pathlib import Path
@@ -35,6 +37,33 @@ def is_mount(path: Path) -> bool:
             return any(line.split()[1] == target for line in fh)
     except OSError:
         return False
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+MNT_DETACH = 2
+MS_NOSUID, MS_NODEV = 2, 4
+
+
+def _mounted_targets() -> set[str]:
+    try:
+        with open("/proc/self/mounts") as fh:
+            return {line.split()[1] for line in fh}
+    except OSError:
+        return set()
+
+
+def _umount(target: Path) -> None:
+    """umount(2) directly (no fork: destroy is on the hot path); lazily when something still holds it.
+    The loop device of the disk image is released with its last unmount (autoclear)."""
+    path = os.fsencode(str(target))
+    if _libc.umount2(path, 0) == 0:
+        return
+    err = ctypes.get_errno()
+    if err == errno.EINVAL:  # not mounted (any more)
+        return
+    if _libc.umount2(path, MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise RuntimeFailure(f"umount {target} failed: {os.strerror(err)}", details={"errno": err})
 
 
 class SandboxRoot:
@@ -74,16 +103,19 @@ class SandboxRoot:
             # lost+found is host-root owned and would be an odd thing in /; it is not under upper anyway.
         if not is_mount(self.rootfs):
             lower = ":".join(str(p) for p in self.layers)
-            _run(["mount", "-t", "overlay", "overlay", "-o",
-                  f"lowerdir={lower},upperdir={self.upper},workdir={self.work}", str(self.rootfs)])
+            # nosuid/nodev: no_new_privs already voids setuid inside, and a host user must not gain the
+            # sandbox's ids (or a device) through a binary the sandbox wrote. mount(2) directly: no fork.
+            data = f"lowerdir={lower},upperdir={self.upper},workdir={self.work}".encode()
+            if _libc.mount(b"overlay", os.fsencode(str(self.rootfs)), b"overlay", MS_NOSUID | MS_NODEV, data) != 0:
+                err = ctypes.get_errno()
+                raise RuntimeFailure(f"mounting the overlay root failed: {os.strerror(err)}",
+                                     details={"errno": err, "lowerdir": lower})
 
     def unmount(self) -> None:
+        mounted = _mounted_targets()
         for target in (self.rootfs, self.disk):
-            if is_mount(target):
-                try:
-                    _run(["umount", str(target)])
-                except RuntimeFailure:
-                    _run(["umount", "-l", str(target)])  # a straggler holds it; detach now, freed when it lets go
+            if str(target) in mounted:
+                _umount(target)
 
     def usage(self) -> tuple[int, int]:
         """(used, limit) bytes of the sandbox's disk; (0, 0) when it is not mounted."""

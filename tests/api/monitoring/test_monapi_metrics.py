@@ -41,6 +41,7 @@ def test_bad_ranges_and_unknown_sandboxes(server, sampled):
     c = server.client
     assert c.get("/sandboxes/sbmetrics1/metrics", params={"start": 10, "end": 5}).status_code == 400
     assert c.get("/sandboxes/sbmetrics1/metrics", params={"start": "yesterday"}).status_code == 400
+    assert c.get("/sandboxes/sbmetrics1/metrics", params={"start": "nan"}).status_code == 400
     assert c.get("/sandboxes/sbnosuch/metrics").status_code == 404
 
 

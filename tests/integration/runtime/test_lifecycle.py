@@ -1,6 +1,7 @@
 """Lifecycle of real sandboxes on this host: create, exec, pause/resume, stop/start, destroy."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -120,3 +121,57 @@ def test_duplicate_id_is_a_conflict(rt_env, running):
     with pytest.raises(Conflict):
         sb.create(SandboxSpec(id=running.id, image=image))
     assert sb.state(running.id) is RuntimeState.RUNNING
+
+
+def test_binds_are_read_only_and_the_agent_holds_only_its_socket(rt_env, tmp_path):
+    _, sb, image = rt_env
+    src = tmp_path / "ca.pem"
+    src.write_text("CERT")
+    box = sb.create(spec(image, "bind", binds=((src, "/etc/rt-ca.pem"),)))
+    assert sb.exec(box.id, ["cat", "/etc/rt-ca.pem"]).stdout == b"CERT"
+    r = sb.sh(box.id, "echo x > /etc/rt-ca.pem")
+    assert r.exit_code != 0 and b"Read-only file system" in r.stderr
+    assert src.read_text() == "CERT"
+    # the agent's fds: stdio and the inherited listening socket (fd 3), nothing of the host's
+    agent_pid = sb.exec(box.id, ["pgrep", "-f", "sandboxd.agent"]).stdout.split()[-1].decode()
+    fds = sb.sh(box.id, f"ls -l /proc/{agent_pid}/fd").stdout.decode()
+    assert "socket:" in fds.split(" 3 -> ")[1].split("\n")[0]
+    sb.destroy(box.id)
+
+
+def test_cancelled_exec_ends_the_command(rt_env, running):
+    _, sb, _ = rt_env
+
+    async def cancel_it():
+        task = asyncio.ensure_future(sb.backend.exec(running.id, ["sleep", "77"]))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    sb.loop.run_until_complete(cancel_it())
+    time.sleep(0.2)
+    assert b"sleep 77" not in sb.exec(running.id, ["ps", "-eo", "args"]).stdout
+
+
+def test_code_interpreter_kernel_runs_under_the_hardening(rt_env):
+    """The Jupyter kernel (ZMQ over the sandbox's own loopback, threads, numpy) works inside the profile."""
+    settings, sb, _ = rt_env
+    import httpx
+
+    from sandboxd.core.errors import NotFound
+    from sandboxd.templates.store import TemplateStore
+
+    try:
+        image = TemplateStore(settings).get("code-interpreter")
+    except NotFound:
+        pytest.skip("the code-interpreter template is not built")
+    box = sb.create(spec(image, "kernel", resources=Resources(memory_mb=1024, disk_mb=512, pids=256)))
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(box.agent_socket)), base_url="http://agent",
+                      timeout=120) as client:
+        r = client.post("/execute", json={"code": "import numpy as np\nx = np.arange(5)\nprint(x.sum())",
+                                          "language": "python"})
+        assert r.status_code == 200 and r.json()["stdout"] == "10\n"
+        assert client.post("/execute", json={"code": "print(x.mean())"}).json()["stdout"] == "2.0\n"
+    assert sb.exec(box.id, ["node", "-e", "console.log(6*7)"]).stdout == b"42\n"
+    sb.destroy(box.id)

@@ -33,7 +33,8 @@ def sandbox_metrics(request: Request, sandbox_id: str, start: str | None = None,
 
 
 def prometheus_metrics(request: Request) -> Response:
-    return Response(monitor(request).prometheus(), media_type=CONTENT_TYPE)
+    pool = request.app.state.services.lifecycle.pool  # warm-pool gauges and counters ride along
+    return Response(monitor(request).prometheus() + pool.prometheus().encode(), media_type=CONTENT_TYPE)
 
 
 # Prometheus is not an E2B route: plain route class, the hybrid error body of the rest of the API.

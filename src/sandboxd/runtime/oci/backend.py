@@ -8,6 +8,7 @@ agent.sock (the host end of the agent channel). The runtime's own state lives in
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,17 @@ from sandboxd.runtime.rootfs import SandboxRoot
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HEALTH_TIMEOUT = 60.0  # 50 cold agents on 2 cores take ~15 s (ARCHITECTURE §6); leave room
+
+
+def _os_errors_are_runtime_failures(fn):
+    """Layer boundary: an OSError from a mount, a file or a socket becomes RuntimeFailure."""
+    @functools.wraps(fn)
+    async def inner(*args, **kwargs):
+        try:
+            return await fn(*args, **kwargs)
+        except OSError as exc:
+            raise RuntimeFailure(f"{fn.__name__} failed: {exc}", details={"errno": exc.errno}) from exc
+    return inner
 
 
 class OciBackend:
@@ -73,6 +85,7 @@ class OciBackend:
                               upper_dir=d / "disk" / "upper")
 
     # ---- lifecycle ---------------------------------------------------------------------------
+    @_os_errors_are_runtime_failures
     async def create(self, spec: SandboxSpec) -> RuntimeSandbox:
         d = self.dir(spec.id)
         self._ensure_host()
@@ -156,6 +169,7 @@ class OciBackend:
         finally:
             probe.cancel()
 
+    @_os_errors_are_runtime_failures
     async def start(self, sandbox_id: str) -> RuntimeSandbox:
         self._ensure_host()
         async with self._lock(sandbox_id):
@@ -173,6 +187,7 @@ class OciBackend:
                 raise
             return self._view(rec, RuntimeState.RUNNING)
 
+    @_os_errors_are_runtime_failures
     async def stop(self, sandbox_id: str) -> None:
         async with self._lock(sandbox_id):
             rec = self._record(sandbox_id)
@@ -192,14 +207,32 @@ class OciBackend:
             await self.cli.call("delete", "--force", rec.id, check=False)
         elif rec.pid:
             _reap(rec.pid)
+        await self._kill_cgroup(rec.id)
         if rec.net:
             await asyncio.to_thread(network.destroy, network.SandboxNet.from_dict(rec.net))
 
+    async def _kill_cgroup(self, sandbox_id: str) -> None:
+        """Kill whatever is still in the sandbox's cgroup: after a crash, a container the runtime no
+        longer lists (or one half set up) can still hold processes, mounts and the loop device."""
+        cg = SandboxCgroup(sandbox_id, self.layout)
+        pids = cg.pids()
+        if not pids:
+            return
+        cg.thaw()
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        for pid in pids:
+            await _wait_gone(pid, timeout=5.0)
+        await self.cli.call("delete", "--force", sandbox_id, check=False)
+
+    @_os_errors_are_runtime_failures
     async def pause(self, sandbox_id: str) -> None:
         async with self._lock(sandbox_id):
             rec = self._record(sandbox_id)
-            await self._require_live(rec)
-            await self.cli.call("pause", sandbox_id)
+            await self._runtime_op(rec, "pause")
             # The v1 freezer can report FREEZING for a while after the runtime returns (busy tasks):
             # paused means frozen, so wait for it.
             cg = SandboxCgroup(sandbox_id, self.layout)
@@ -211,14 +244,15 @@ class OciBackend:
             rec.status = "paused"
             rec.save(self.dir(sandbox_id))
 
+    @_os_errors_are_runtime_failures
     async def resume(self, sandbox_id: str) -> None:
         async with self._lock(sandbox_id):
             rec = self._record(sandbox_id)
-            await self._require_live(rec)
-            await self.cli.call("resume", sandbox_id)
+            await self._runtime_op(rec, "resume")
             rec.status = "running"
             rec.save(self.dir(sandbox_id))
 
+    @_os_errors_are_runtime_failures
     async def destroy(self, sandbox_id: str) -> None:
         async with self._lock(sandbox_id):
             await self._teardown(sandbox_id)
@@ -255,10 +289,17 @@ class OciBackend:
             return "stopped"  # its init died (the agent crashed): a zombie we may still have to reap
         return status
 
-    async def _require_live(self, rec: Record) -> None:
-        if rec.status == "stopped" or await self._live_status(rec) not in ("running", "paused"):
+    async def _runtime_op(self, rec: Record, verb: str) -> None:
+        """pause/resume; a sandbox that is not running is a Conflict, not a runtime failure."""
+        if rec.status == "stopped":
             raise Conflict(f"sandbox {rec.id} is not running", code="sandbox_not_running")
+        rc, _, err = await self.cli.call(verb, rec.id, check=False)
+        if rc != 0:
+            if await self._live_status(rec) not in ("running", "paused"):
+                raise Conflict(f"sandbox {rec.id} is not running", code="sandbox_not_running")
+            raise self.cli.failure([verb], rc, err)
 
+    @_os_errors_are_runtime_failures
     async def state(self, sandbox_id: str) -> RuntimeState | None:
         rec = Record.load(self.dir(sandbox_id))
         if rec is None or rec.runtime != self.runtime or rec.status == "creating":
@@ -268,6 +309,7 @@ class OciBackend:
         live = await self._live_status(rec)
         return {"running": RuntimeState.RUNNING, "paused": RuntimeState.PAUSED}.get(live, RuntimeState.STOPPED)
 
+    @_os_errors_are_runtime_failures
     async def stats(self, sandbox_id: str) -> Stats:
         rec = self._record(sandbox_id)
         c = await asyncio.to_thread(SandboxCgroup(sandbox_id, self.layout).counters)
@@ -280,6 +322,7 @@ class OciBackend:
                      memory_cache_bytes=c.memory_cache_bytes, disk_used_bytes=used, disk_limit_bytes=limit,
                      pids=c.pids, oom_kills=c.oom_kills, net_rx_bytes=rx, net_tx_bytes=tx)
 
+    @_os_errors_are_runtime_failures
     async def exec(self, sandbox_id: str, argv: list[str], *, env: dict[str, str] | None = None,
                    user: str = "root", cwd: str | None = None, timeout: float | None = None,
                    stdin: bytes | None = None) -> ExecResult:
@@ -290,6 +333,7 @@ class OciBackend:
                               cwd=cwd, timeout=timeout, stdin=stdin)
 
     # ---- recovery ----------------------------------------------------------------------------
+    @_os_errors_are_runtime_failures
     async def recover(self) -> list[RuntimeSandbox]:
         from sandboxd.runtime.oci.recovery import recover
 

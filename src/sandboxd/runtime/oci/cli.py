@@ -5,8 +5,10 @@ Every failure becomes core.errors.RuntimeFailure carrying the runtime's stderr.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ class OciCli:
     async def call(self, *args: str, timeout: float = 60.0, check: bool = True, **kw: Any) -> tuple[int, bytes, bytes]:
         argv = self.argv(*args)
         try:
+            kw.setdefault("preexec_fn", die_with_parent)
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=subprocess.DEVNULL, stdout=kw.pop("stdout", subprocess.PIPE),
                 stderr=kw.pop("stderr", subprocess.PIPE), **kw)
@@ -80,7 +83,18 @@ def dup_to_fd3(fd: int):
     the runtime closes everything above the preserved fds in the container.
     """
     def _pre() -> None:
+        die_with_parent()
         if fd != 3:
             os.dup2(fd, 3)
         os.set_inheritable(3, True)
     return _pre
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: a runtime command dies with the daemon, so a SIGKILLed daemon leaves no `crun create`
+    finishing behind recover()'s back. (The sandbox's init is a fork of it and keeps running.)"""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -80,6 +80,9 @@ async def run_exec(cli: OciCli, container_id: str, sandbox_dir: Path, spec: Sand
     timed_out = False
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except asyncio.CancelledError:
+        _stop(proc, pid_file)
+        raise
     except asyncio.TimeoutError:
         timed_out = True
         try:
@@ -110,3 +113,14 @@ async def run_exec(cli: OciCli, container_id: str, sandbox_dir: Path, spec: Sand
     return ExecResult(exit_code=rc if not timed_out else -signal.SIGKILL, stdout=out, stderr=err,
                       timed_out=timed_out)
 
+
+def _stop(proc, pid_file: Path) -> None:
+    """The caller gave up on the command (cancelled): end it and its runtime process now."""
+    try:
+        _kill_tree(int(pid_file.read_text().strip()))
+    except (OSError, ValueError):
+        pass
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass

@@ -45,7 +45,7 @@ async def recover(backend: "OciBackend") -> list[RuntimeSandbox]:
                 state = RuntimeState.RUNNING if live == "running" else RuntimeState.PAUSED
                 adopted.append(backend._view(rec, state))
                 continue
-            if rec.status != "stopped":
+            if rec.status != "stopped" or live != "stopped":  # died, or killed mid-start: not trusted
                 log.info("recover: sandbox %s lost its processes; now stopped", rec.id)
                 await backend._halt(rec)
                 await asyncio.to_thread(backend._root(rec).unmount)

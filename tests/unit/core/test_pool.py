@@ -1,0 +1,49 @@
+"""Warm pool pieces that need no sandbox: the settings syntax, persistence of members and targets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sandboxd.config import Settings
+from sandboxd.core.errors import Invalid
+from sandboxd.core.pool import Member, WarmPoolService, parse_targets
+from sandboxd.runtime.base import Resources
+
+
+def test_parse_targets():
+    assert parse_targets("") == {}
+    assert parse_targets(" base=3 , code-interpreter=2,") == {"base": 3, "code-interpreter": 2}
+    assert parse_targets("base") == {"base": 1}
+    for bad in ("base=x", "=2", "base=-1", "base=100000"):
+        with pytest.raises(Invalid):
+            parse_targets(bad)
+
+
+def test_members_and_targets_survive_a_restart(tmp_path):
+    settings = Settings(data_dir=tmp_path, backend="fake")
+    pool = WarmPoolService(settings, backend=None, catalog=None)
+    pool._stat("tpl1").target = 3
+    pool.names["tpl1"] = "base"
+    m = Member(id="sbabc", template_id="tpl1", content_hash="h1", resources=Resources(vcpu=2, memory_mb=512),
+               socket=Path("/x/agent.sock"), kernel=True)
+    pool.ready["tpl1"] = __import__("collections").deque([m])
+    pool._save()
+
+    again = WarmPoolService(settings, backend=None, catalog=None)
+    assert again.owns("sbabc") and not again.owns("sbother")  # reconcile must leave it alone
+    assert again.stats["tpl1"].target == 3 and again.names["tpl1"] == "base"
+    assert again._restored[0]["resources"]["memory_mb"] == 512 and again._restored[0]["kernel"] is True
+
+
+def test_claim_without_pool_or_members_is_none_and_counts_misses(tmp_path):
+    pool = WarmPoolService(Settings(data_dir=tmp_path, backend="fake"), backend=None, catalog=None)
+
+    class T:
+        id, name = "tpl1", "base"
+
+    assert pool.claim(T) is None and "tpl1" not in pool.stats  # not pooled: not a miss either
+    pool._stat("tpl1").target = 1
+    assert pool.claim(T) is None and pool.stats["tpl1"].misses == 1
+    text = pool.prometheus()
+    assert 'sandboxd_pool_misses_total{template="tpl1"} 1' in text
