@@ -108,11 +108,8 @@ def test_recover_adopts_running_and_paused(env):
         sb.destroy(x.id)
 
 
-def test_duplicate_create_is_refused(env, request):
+def test_duplicate_create_is_refused(env):
     name, sb, image = env
-    if name == "fake":  # reported to the control-plane room: the fake lets FileExistsError escape
-        request.applymarker(pytest.mark.xfail(raises=FileExistsError, strict=True,
-                                              reason="FakeBackend.create raises FileExistsError, not a SandboxdError"))
     spec = _spec(image)
     sb.create(spec)
     with pytest.raises(SandboxdError):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from sandboxd.core.errors import NotFound, RuntimeFailure
+from sandboxd.core.errors import Conflict, NotFound, RuntimeFailure
 from sandboxd.runtime.base import (
     Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
 )
@@ -188,7 +188,10 @@ class FakeBackend:
 
     async def create(self, spec: SandboxSpec) -> RuntimeSandbox:
         d = self._dir(spec.id)
-        d.mkdir(parents=True, exist_ok=False)
+        try:
+            d.mkdir(parents=True, exist_ok=False)
+        except FileExistsError as exc:
+            raise Conflict(f"sandbox {spec.id} already exists", code="sandbox_exists") from exc
         workdir = d / "root" / "workspace"
         workdir.mkdir(parents=True)
         env = {**spec.image.env, **spec.env}

@@ -17,6 +17,11 @@ from sandboxd.core.errors import NotFound, RuntimeFailure, SandboxdError
 from sandboxd.runtime import reaper
 
 
+# Verbs that start processes which must not outlive a SIGKILLed daemon; state/pause/resume/kill/delete
+# return in milliseconds and need no death signal.
+LONG_VERBS = frozenset({"create", "run", "start", "exec"})
+
+
 class OciCli:
     def __init__(self, binary: str, root: Path):
         self.binary = binary
@@ -28,7 +33,8 @@ class OciCli:
     async def call(self, *args: str, timeout: float = 60.0, check: bool = True, **kw: Any) -> tuple[int, bytes, bytes]:
         argv = self.argv(*args)
         try:
-            kw.setdefault("preexec_fn", die_with_parent)
+            if args[0] in LONG_VERBS:  # a preexec_fn forces fork() over vfork(): ~6 ms more per call here
+                kw.setdefault("preexec_fn", die_with_parent)
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=subprocess.DEVNULL, stdout=kw.pop("stdout", subprocess.PIPE),
                 stderr=kw.pop("stderr", subprocess.PIPE), **kw)
