@@ -3,7 +3,9 @@ per-sandbox token. Sync and async clients mirror each other; the decisions live 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import ssl
 import time
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta, timezone
@@ -20,6 +22,17 @@ IDEMPOTENT = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
 ATTEMPTS = 3
 # Refresh a sandbox token this long before it expires, so a call never races its expiry.
 REFRESH_MARGIN = timedelta(minutes=10)
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_tls() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+def tls_for(url: str) -> ssl.SSLContext | bool:
+    """Building an SSL context reads the whole CA bundle (~25 ms, twice per Sandbox.create): plain-http
+    URLs (the local control plane and gateway) need none, https ones share one per process."""
+    return _shared_tls() if url.lower().startswith("https:") else False
 
 
 def resolve_url(api_url: str | None) -> str:
@@ -94,7 +107,8 @@ class HttpClient:
         self.base_url = base_url.rstrip("/")
         self._auth, self._reauth = auth, reauth
         self.transport = transport
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False, transport=transport)
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False, transport=transport,
+                                    verify=tls_for(self.base_url))
 
     def close(self) -> None:
         self._client.close()
@@ -152,7 +166,7 @@ class AsyncHttpClient:
         self._auth, self._reauth = auth, reauth
         self.transport = transport
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, trust_env=False,
-                                         transport=transport)
+                                         transport=transport, verify=tls_for(self.base_url))
 
     async def aclose(self) -> None:
         await self._client.aclose()
