@@ -154,10 +154,11 @@ class Bench:
             kernels.append(pss_kib([p for p in pids if p not in agent]) / 1024)
         used_mib = (before - meminfo()) / 1024
         with ThreadPoolExecutor(4) as ex:
-            list(ex.map(lambda sb: sb.kill(), sbs))
+            vanished = sum(ex.map(_kill_quietly, sbs))
         total_mib = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]) / 1024
         per_host = used_mib / max(len(sbs), 1)
-        return {"count": len(sbs), "pss_agent_init_mib": per, "pss_kernel_mib": kernels,
+        return {"count": len(sbs), "vanished_before_kill": vanished, "pss_agent_init_mib": per,
+                "pss_kernel_mib": kernels,
                 "host_mem_used_mib": used_mib, "host_mib_per_sandbox": per_host,
                 "extrapolated_max_by_pss": int(total_mib * 0.9 / max(pct(per, .5) or 1, 0.1)),
                 "extrapolated_max_by_host_use": int(total_mib * 0.9 / max(per_host, 0.1))}
@@ -230,8 +231,23 @@ class Bench:
             finally:
                 self.api.close()
                 self.srv.close()
+                log = self.data / "serve.log"
+                if log.exists():  # kept for the warnings (sandboxes that died on their own, failed fills)
+                    (HERE / "results").mkdir(exist_ok=True)
+                    shutil.copy(log, HERE / "results" / "last-serve.log")
                 shutil.rmtree(self.data, ignore_errors=True)
         return res
+
+
+def _kill_quietly(sb) -> int:
+    """Kill; 1 when the sandbox was already gone (died on its own), which the figures report."""
+    from sandboxd.sdk import NotFoundError
+
+    try:
+        sb.kill()
+        return 0
+    except NotFoundError:
+        return 1
 
 
 def _cmdline(pid: int) -> bytes:

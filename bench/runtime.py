@@ -6,8 +6,9 @@ For each of --runs sandboxes: create→agent healthy, exec round trip (`true` vi
 /health round trip over the socket, pause, resume, destroy. Then --idle sandboxes are left idle and the
 PSS of every process in each (/proc/<pid>/smaps_rollup) is summed. The floor does the same with a bare
 `crun run -d` / `crun exec` / pause / resume / kill+delete of the template's rootfs (read-only, no overlay,
-no user namespace, no agent: tini + a sleeping python3). Prints p50/p99 and the ratio; writes JSON to
-bench/results/. Needs root and a built template. Asserts nothing.
+no user namespace, no agent: tini + a sleeping python3). Prints the table in bench/run.py's format
+(figure, target, sandboxd p50/p95/p99, floor p50/p95/p99, what the floor is) plus the p50 ratio; writes
+JSON rows of the same shape to bench/results/. Needs root and a built template. Asserts nothing.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +35,12 @@ from sandboxd.templates.store import TemplateStore
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def dist(xs: list[float] | None) -> dict | None:
+    if not xs:
+        return None
+    return {"n": len(xs), "p50": pct(xs, .5), "p95": pct(xs, .95), "p99": pct(xs, .99), "min": min(xs)}
 
 
 def pss_kib(pids: list[int]) -> int:
@@ -62,10 +68,11 @@ async def bench_sandboxd(settings: Settings, image, runs: int, idle: int) -> dic
     for i in range(runs):
         sid = f"rtbench-{uuid.uuid4().hex[:8]}"
         spec = SandboxSpec(id=sid, image=image, resources=res)
-        ops["create"].append(await timed(backend.create, spec))
+        t = time.perf_counter()
+        view = await backend.create(spec)
+        ops["create"].append((time.perf_counter() - t) * 1000)
         ops["exec"].append(await timed(backend.exec, sid, ["true"]))
-        sock = Path(settings.sandboxes_dir) / sid / "agent.sock"
-        ops["health"].append(await timed(channel.health, sock))
+        ops["health"].append(await timed(channel.health, view.agent_socket))
         ops["pause"].append(await timed(backend.pause, sid))
         ops["resume"].append(await timed(backend.resume, sid))
         ops["destroy"].append(await timed(backend.destroy, sid))
@@ -76,6 +83,7 @@ async def bench_sandboxd(settings: Settings, image, runs: int, idle: int) -> dic
     mem = [pss_kib(SandboxCgroup(sid).pids()) for sid in ids]
     for sid in ids:
         await backend.destroy(sid)
+    await backend.close()  # leaves nothing under /run/sandboxd
     return {"ops": ops, "idle_pss_kib": mem}
 
 
@@ -134,6 +142,40 @@ def bench_bare(rootfs: Path, runs: int, idle: int) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+FIGURES = (  # op, figure, what the floor is
+    ("create", "create → agent healthy", "crun run -d (ro rootfs, no userns/seccomp/agent)"),
+    ("exec", "exec round trip (`true`)", "crun exec true"),
+    ("health", "agent /health over the socket", None),
+    ("pause", "pause", "crun pause"),
+    ("resume", "resume", "crun resume"),
+    ("destroy", "destroy", "crun kill + delete --force"),
+)
+
+
+def table(ours: dict, bare: dict) -> list[dict]:
+    rows = []
+    for op, figure, floor in FIGURES:
+        xs, fl = dist(ours["ops"][op]), dist(bare["ops"].get(op))
+        rows.append({"figure": figure, "target": "-", "sandboxd_ms": xs, "floor": floor or "-", "floor_ms": fl,
+                     "ratio_p50": xs["p50"] / fl["p50"] if fl else None})
+    m, fm = dist([k / 1024 for k in ours["idle_pss_kib"]]), dist([k / 1024 for k in bare["idle_pss_kib"]])
+    rows.append({"figure": "idle PSS per sandbox", "target": "-", "sandboxd_mib": m,
+                 "floor": "tini + sleeping python3, bare crun", "floor_mib": fm, "ratio_p50": m["p50"] / fm["p50"]})
+    return rows
+
+
+def show(rows: list[dict]) -> None:
+    """Same layout as bench/run.py's table, plus the p50 ratio to the floor."""
+    f = lambda d: "-" if not d else f"{d['p50']:.1f} / {d['p95']:.1f} / {d['p99']:.1f}"
+    print(f"\n{'figure':<46} {'target':<20} {'sandboxd p50/p95/p99':<24} {'floor p50/p95/p99':<24} "
+          f"{'ratio p50':<10} floor is")
+    for r in rows:
+        unit = " MiB" if "sandboxd_mib" in r else ""
+        ours, floor = (r["sandboxd_mib"], r["floor_mib"]) if unit else (r["sandboxd_ms"], r["floor_ms"])
+        ratio = f"{r['ratio_p50']:.1f}x" if r["ratio_p50"] else "-"
+        print(f"{r['figure']:<46} {r['target']:<20} {f(ours) + unit:<24} {f(floor) + unit:<24} {ratio:<10} {r['floor']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
@@ -151,19 +193,8 @@ def main() -> None:
         shutil.rmtree(data, ignore_errors=True)
     bare = bench_bare(image.layers[-1], a.runs, a.idle)
 
-    rows = []
-    print(f"{'operation':<22}{'sandboxd p50':>14}{'p99':>9}{'bare crun p50':>15}{'p99':>9}{'ratio p50':>11}")
-    for op in ("create", "exec", "health", "pause", "resume", "destroy"):
-        xs, fl = ours["ops"][op], bare["ops"].get(op)
-        row = {"op": op, "p50_ms": pct(xs, .5), "p99_ms": pct(xs, .99),
-               "floor_p50_ms": pct(fl, .5) if fl else None, "floor_p99_ms": pct(fl, .99) if fl else None}
-        row["ratio_p50"] = row["p50_ms"] / row["floor_p50_ms"] if fl else None
-        rows.append(row)
-        label = {"create": "create→agent healthy", "exec": "exec round trip", "health": "agent /health"}.get(op, op)
-        floor = f"{row['floor_p50_ms']:>15.1f}{row['floor_p99_ms']:>9.1f}{row['ratio_p50']:>10.1f}x" if fl else f"{'-':>15}{'-':>9}{'-':>11}"
-        print(f"{label:<22}{row['p50_ms']:>14.1f}{row['p99_ms']:>9.1f}{floor}")
-    m, fm = statistics.median(ours["idle_pss_kib"]), statistics.median(bare["idle_pss_kib"])
-    print(f"{'idle PSS / sandbox':<22}{m / 1024:>13.1f}M{'':>9}{fm / 1024:>14.1f}M{'':>9}{m / fm:>10.1f}x")
+    rows = table(ours, bare)
+    show(rows)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / f"runtime-{time.strftime('%Y%m%dT%H%M%S')}.json"

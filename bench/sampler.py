@@ -3,10 +3,10 @@
 Target (issue 5): under 2 % of one core for 100 sandboxes at the default 1 s interval.
 
 Each "sandbox" here is a real cgroup (cpu, cpuacct, memory, pids; v1 or v2 as the host has it) at the
-path the crun backend uses (`sandboxd/<id>`), holding a sleeping process, plus a directory standing
-for its disk. The backend below reads them with the runtime's own `SandboxCgroup.counters()` and
-`statvfs`, exactly as the crun backend's `stats()` does, and the real Sampler writes every sample
-to a real SQLite store. Needs root.
+path the crun backend uses (`sandboxd/<id>`), holding a sleeping process, a tmpfs mounted at its
+`disk/` and a state.json record, so the real crun backend (`OciBackend`) reads it as one of its own.
+The real Sampler writes every sample to a real SQLite store. Two runs: the backend's per-sandbox
+`stats()` (the sampler's fallback), then its batched `stats_many()` (what the sampler uses). Needs root.
 
     .venv/bin/python bench/sampler.py [--sandboxes 100] [--seconds 20] [--interval 1]
 """
@@ -28,81 +28,42 @@ from sandboxd.core.store import Store, make_engine, upgrade
 from sandboxd.core.store.tables import SandboxRow
 from sandboxd.monitor.sampler import Sampler
 from sandboxd.monitor.series import SeriesStore
-from sandboxd.runtime.base import RuntimeState, Stats
+from sandboxd.config import Settings
+from sandboxd.runtime.base import Resources, RuntimeState, SandboxSpec, Stats, TemplateImage
 from sandboxd.runtime.cgroups import Layout, SandboxCgroup, detect
+from sandboxd.runtime.oci.backend import OciBackend
+from sandboxd.runtime.oci.state import Record, spec_to_dict
 
 PREFIX = "monbench-"
 
 
-def _read(path: str, size: int = 64) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.read(fd, size)
-    finally:
-        os.close(fd)
+class PerSandbox:
+    """The backend without `stats_many`: the sampler then reads each sandbox with `stats()`."""
 
-
-def _int(path: str, default: int = 0) -> int:
-    try:
-        v = _read(path).strip()
-    except OSError:
-        return default
-    return default if v in (b"", b"max") else int(v)
-
-
-class CgroupBackend:
-    """Reads real cgroups two ways. `stats()` is the shape of the crun backend's today: per sandbox, two
-    thread hops and the runtime's `SandboxCgroup.counters()`. `stats_many()` is the batched reader this
-    benchmark proposes to the runtime room: one thread hop per tick, raw os.read of five files per sandbox,
-    limits (quota, memory limit) re-read only every 30 s since they change only on an update."""
-
-    def __init__(self, disk_root: Path, batched: bool):
-        self.layout = detect()
-        self.disk_root = disk_root
-        if not batched:
-            self.stats_many = None  # the sampler then falls back to stats() per sandbox
-        self._limits: dict[str, tuple[float, float, int]] = {}  # id -> (read at, quota cores, memory limit)
+    def __init__(self, backend):
+        self.backend = backend
 
     async def stats(self, sandbox_id: str) -> Stats:
-        c = await asyncio.to_thread(SandboxCgroup(sandbox_id, self.layout).counters)
-        st = await asyncio.to_thread(os.statvfs, self.disk_root / sandbox_id)
-        return Stats(cpu_usage_ns=c.cpu_usage_ns, cpu_quota_cores=c.cpu_quota_cores, memory_used_bytes=c.memory_used_bytes,
-                     memory_limit_bytes=c.memory_limit_bytes, memory_cache_bytes=c.memory_cache_bytes,
-                     disk_used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize, disk_limit_bytes=st.f_blocks * st.f_frsize,
-                     pids=c.pids, oom_kills=c.oom_kills)
-
-    async def stats_many(self, ids: list[str]) -> dict[str, Stats | BaseException]:
-        return await asyncio.to_thread(self._read_many, ids)
-
-    def _read_many(self, ids: list[str]) -> dict[str, Stats | BaseException]:
-        assert self.layout is not Layout.V2, "the batched reader here is written for cgroup v1"
-        out: dict[str, Stats | BaseException] = {}
-        now = time.monotonic()
-        for sid in ids:
-            try:
-                base = f"/sys/fs/cgroup/%s/sandboxd/{sid}/"
-                lim = self._limits.get(sid)
-                if lim is None or now - lim[0] > 30:
-                    quota = _int(base % "cpu" + "cpu.cfs_quota_us", -1)
-                    period = _int(base % "cpu" + "cpu.cfs_period_us", 100000) or 100000
-                    lim = self._limits[sid] = (now, 0.0 if quota < 0 else quota / period,
-                                               _int(base % "memory" + "memory.limit_in_bytes"))
-                mem = dict(line.split(b" ", 1) for line in _read(base % "memory" + "memory.stat", 8192).splitlines())
-                oom = _read(base % "memory" + "memory.oom_control", 256)
-                st = os.statvfs(self.disk_root / sid)
-                out[sid] = Stats(
-                    cpu_usage_ns=_int(base % "cpuacct" + "cpuacct.usage"), cpu_quota_cores=lim[1],
-                    memory_used_bytes=max(0, _int(base % "memory" + "memory.usage_in_bytes") - int(mem.get(b"total_inactive_file", 0))),
-                    memory_limit_bytes=lim[2], memory_cache_bytes=int(mem.get(b"total_cache", 0)),
-                    disk_used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize, disk_limit_bytes=st.f_blocks * st.f_frsize,
-                    pids=_int(base % "pids" + "pids.current"),
-                    oom_kills=int(oom.rsplit(b"oom_kill ", 1)[1].split()[0]) if b"oom_kill " in oom else 0)
-            except (OSError, ValueError) as exc:
-                out[sid] = exc
-        return out
+        return await self.backend.stats(sandbox_id)
 
     async def state(self, sandbox_id: str):
         return RuntimeState.RUNNING
+
+
+def make_records(settings: Settings, ids: list[str]) -> None:
+    """A state.json per sandbox and a tmpfs at its disk/, as the crun backend leaves them."""
+    image = TemplateImage(name="base", layers=(Path("/nonexistent"),), content_hash="bench")
+    for sid in ids:
+        d = Path(settings.sandboxes_dir) / sid
+        (d / "disk").mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(d / "disk")], check=True)
+        spec = SandboxSpec(id=sid, image=image, resources=Resources(vcpu=1.0, memory_mb=512, disk_mb=8, pids=256))
+        Record(id=sid, runtime="crun", status="running", spec=spec_to_dict(spec)).save(d)
+
+
+def remove_records(settings: Settings, ids: list[str]) -> None:
+    for sid in ids:
+        subprocess.run(["umount", str(Path(settings.sandboxes_dir) / sid / "disk")], check=False)
 
 
 def make_cgroups(ids: list[str]) -> list[subprocess.Popen]:
@@ -177,10 +138,11 @@ def main() -> int:
         print("needs root (creates cgroups)", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="sandboxd-bench-sampler-"))
+    settings = Settings(data_dir=tmp / "data", backend="crun")
     ids = [f"{PREFIX}{os.getpid()}-{i:03d}" for i in range(args.sandboxes)]
-    for sid in ids:
-        (tmp / "disks" / sid).mkdir(parents=True)
     procs = make_cgroups(ids)
+    make_records(settings, ids)
+    backend = OciBackend(settings, runtime="crun")
     try:
         engine = make_engine(f"sqlite:///{tmp / 'bench.db'}")
         import sandboxd.core.store.monitoring  # noqa: F401
@@ -189,8 +151,9 @@ def main() -> int:
         add_rows(store, ids)
         series = SeriesStore(store, retention_seconds=7 * 86400)
         print(f"sandboxes {args.sandboxes} (real cgroups, layout {detect().value}), interval {args.interval:.2f} s")
-        for label, batched in (("per-sandbox stats() (crun backend today)", False), ("batched stats_many()", True)):
-            sampler = Sampler(store, CgroupBackend(tmp / "disks", batched), series, interval=args.interval)
+        for label, reader in (("crun backend, per-sandbox stats() (fallback)", PerSandbox(backend)),
+                              ("crun backend, batched stats_many() (used)", backend)):
+            sampler = Sampler(store, reader, series, interval=args.interval)
             cpu, wall, durations = asyncio.run(measure(sampler, args.seconds))
             durations.sort()
             pct = cpu / wall * 100
@@ -206,6 +169,7 @@ def main() -> int:
             print(f"samples stored {s.scalar(select(func.count()).select_from(SampleRow))}")
         engine.dispose()
     finally:
+        remove_records(settings, ids)
         remove_cgroups(ids, procs)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

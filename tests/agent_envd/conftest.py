@@ -27,7 +27,5 @@ async def agent(tmp_path, monkeypatch):
     port = server.sockets[0].getsockname()[1]
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
         yield client, tmp_path, app
-    await app.services.envd.processes.shutdown()
-    await app.services.envd.interpreter.shutdown()
-    await app.services.shutdown()
+    await app.services.shutdown()  # envd's processes and kernels included
     server.close()

@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "sdk"))
 from sdkserver import IN_CI, real_problem, running_server  # noqa: E402
 
 
-@pytest.fixture(scope="session", params=["fake", pytest.param("crun", marks=pytest.mark.real)])
+# Module scope: a server lives only while its module runs (session scope kept one per suite and
+# backend alive until the very end of a full run).
+@pytest.fixture(scope="module", params=["fake", pytest.param("crun", marks=pytest.mark.real)])
 def server(request, tmp_path_factory):
     if request.param == "crun" and (problem := real_problem()):
         if IN_CI:

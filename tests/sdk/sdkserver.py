@@ -39,6 +39,13 @@ def real_problem() -> str | None:
     return None
 
 
+def _die_with_parent() -> None:
+    # If pytest is killed (timeout, Ctrl-C twice) the server must not outlive it: SIGTERM on parent death.
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port_pair() -> int:
     for _ in range(200):
         with socket.socket() as s:
@@ -91,7 +98,8 @@ class Server:
         log_path = self.data_dir / "serve.log"
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "sandboxd.cli.main", "serve"], env=env, cwd=ROOT,
-                                         stdout=log, stderr=log, start_new_session=True)
+                                         stdout=log, stderr=log, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -321,7 +321,10 @@ class KernelManager:
                       on_text: OnText = None) -> KernelResult:
         kernel = await self.get(python, env, cwd)
         async with kernel.lock:
-            await kernel.execute(f"__sandboxd_sync({env!r}, {cwd!r})", 30, silent=True)
+            sync = f"__sandboxd_sync({env!r}, {cwd!r})"
+            if getattr(kernel, "synced", None) != sync:  # a second kernel round trip only when env/cwd changed
+                await kernel.execute(sync, 30, silent=True)
+                kernel.synced = sync
             try:
                 res = await kernel.execute(code, timeout, on_text)
             except BaseException:

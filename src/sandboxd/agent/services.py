@@ -1,8 +1,10 @@
 """The agent's services, shared by every route module (ours, envd's, desktop's) without HTTP."""
 from __future__ import annotations
 
+import logging
 import os
 import time
+from typing import Awaitable, Callable
 
 from .env import EnvStore
 from .execution import Executor
@@ -10,6 +12,8 @@ from .files import Files
 from .kernel import KernelManager
 from .processes import Jobs
 from .sysinfo import CpuSampler
+
+log = logging.getLogger(__name__)
 
 
 class Services:
@@ -22,7 +26,18 @@ class Services:
         self.kernels = KernelManager()
         self.executor = Executor(self.env, self.kernels, self.jobs, self.workspace)
         self.cpu = CpuSampler()
+        self.envd = None  # E2B's envd services, attached by sandboxd.agent.envd.register
+        # Async callables run at shutdown by plug-ins that own processes (desktop: Xvnc, ffmpeg).
+        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
     async def shutdown(self) -> None:
-        await self.jobs.shutdown()
-        await self.kernels.shutdown()
+        """End every process the agent started; one failing part never keeps the others running."""
+        parts = [self.jobs.shutdown, self.kernels.shutdown]
+        if self.envd is not None:
+            parts += [self.envd.processes.shutdown, self.envd.interpreter.shutdown]
+        parts += self.on_shutdown
+        for part in parts:
+            try:
+                await part()
+            except Exception:
+                log.exception("agent shutdown: %r failed", part)

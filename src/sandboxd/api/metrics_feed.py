@@ -2,6 +2,10 @@
 
 Each snapshot gets an increasing id; the last snapshots are kept for a while after the last subscriber
 leaves, so a client that reconnects with Last-Event-ID gets what it missed.
+
+A frame is the agent's counters (requests, executions, processes...) with the `system` block of the HopX
+contract (§5.6) filled from the monitor's latest sample of the sandbox's cgroup when there is one: measured
+from the host, against the sandbox's own limits (the agent only sees what /proc inside shows it).
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sandboxd.core.errors import NotFound
 from sandboxd.core.lifecycle import LifecycleService
@@ -39,6 +43,21 @@ def normalize(snapshot: dict[str, Any], sandbox_id: str) -> dict[str, Any]:
     return out
 
 
+def system_block(sample: Any, agent_system: Any = None) -> dict[str, Any]:
+    """Contract §5.6 `SystemMetrics` from a monitor Sample, plus when it was taken and network bytes."""
+    def usage(used: int, total: int) -> dict[str, Any]:
+        return {"total": int(total), "used": int(used), "free": max(int(total) - int(used), 0),
+                "usage_percent": round(used / total * 100, 2) if total else 0.0}
+
+    uptime = agent_system.get("uptime") if isinstance(agent_system, dict) else None
+    return {"cpu": {"usage_percent": round(float(sample.cpu_pct), 2), "cores": max(1, round(sample.cpu_count))},
+            "memory": {**usage(sample.mem_used, sample.mem_total), "cache": int(sample.mem_cache)},
+            "disk": usage(sample.disk_used, sample.disk_total),
+            "network": {"rx_bytes": int(sample.net_rx), "tx_bytes": int(sample.net_tx)},
+            "uptime": uptime if isinstance(uptime, (int, float)) else 0.0,
+            "sampled_at": sample.ts, "source": "monitor"}
+
+
 def iso_now() -> str:
     from datetime import datetime, timezone
 
@@ -63,9 +82,24 @@ class Feed:
 
 
 class MetricsHub:
-    def __init__(self, lifecycle: LifecycleService):
+    def __init__(self, lifecycle: LifecycleService, monitor: Any | Callable[[], Any] | None = None):
+        """monitor: the MonitorService (or a function returning it); by default the one started with this
+        lifecycle service. Without one, frames carry the agent's own `system` block."""
         self.lifecycle = lifecycle
+        self.monitor = monitor
         self.feeds: dict[tuple[str, float], Feed] = {}
+
+    def _latest(self, sandbox_id: str) -> Any:
+        mon = self.monitor() if callable(self.monitor) else self.monitor
+        if mon is None:
+            from sandboxd.monitor.service import monitor_for
+
+            mon = monitor_for(self.lifecycle)
+        try:
+            return mon.latest(sandbox_id) if mon is not None else None
+        except Exception as exc:  # a metrics frame without host figures beats no frame
+            log.debug("monitor sample of %s failed: %s", sandbox_id, exc)
+            return None
 
     def join(self, sandbox_id: str, interval: float) -> Feed:
         key = (sandbox_id, interval)
@@ -100,9 +134,13 @@ class MetricsHub:
                 try:
                     snap = await get_json(route.socket, "/metrics/snapshot")
                     if isinstance(snap, dict):
+                        out = normalize(snap, sid)
+                        sample = await asyncio.to_thread(self._latest, sid)  # may read the store
+                        if sample is not None:
+                            out["system"] = system_block(sample, snap.get("system"))
                         # ms timestamps: increasing, and still meaningful after a server restart
                         feed.last_id = max(feed.last_id + 1, int(time.time() * 1000))
-                        feed.items.append((feed.last_id, normalize(snap, sid)))
+                        feed.items.append((feed.last_id, out))
                         feed.notify()
                 except (OSError, ValueError, asyncio.TimeoutError) as exc:
                     log.debug("metrics snapshot of %s failed: %s", sid, exc)

@@ -31,9 +31,19 @@ def _line_of(m) -> str:  # an SDK Metric
     return metric_line(m.timestamp, m.cpu_used_pct, m.cpu_count, m.mem_used, m.mem_total, m.disk_used, m.disk_total)
 
 
-def _line_of_system(s: dict[str, Any]) -> str:  # the monitor's snake_case sample (SSE `system` block)
-    return metric_line(s.get("ts"), float(s.get("cpu_pct", 0)), int(s.get("cpu_count", 0)), int(s.get("mem_used", 0)),
-                       int(s.get("mem_total", 0)), int(s.get("disk_used", 0)), int(s.get("disk_total", 0)))
+def _line_of_system(s: dict[str, Any]) -> str:  # an SSE frame's `system` block (HopX contract §5.6)
+    cpu, mem, disk = s.get("cpu") or {}, s.get("memory") or {}, s.get("disk") or {}
+    return metric_line(s.get("sampled_at"), float(cpu.get("usage_percent", 0)), int(cpu.get("cores", 0)),
+                       int(mem.get("used", 0)), int(mem.get("total", 0)), int(disk.get("used", 0)),
+                       int(disk.get("total", 0)))
+
+
+def _monitor_system(data: Any) -> dict[str, Any] | None:
+    """The frame's `system` block when it carries the monitor's sample (not only the agent's own view)."""
+    system = data.get("system") if isinstance(data, dict) else None
+    if isinstance(system, dict) and system.get("source") == "monitor" and isinstance(system.get("sampled_at"), (int, float)):
+        return system
+    return None
 
 
 def sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
@@ -59,8 +69,8 @@ def sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
 
 
 def _follow(client, sandbox_id: str, last_ts: float | None) -> None:
-    """Print new samples as the control plane's SSE metrics stream ticks. Frames that carry the monitor's
-    system figures (`system`) are printed directly; otherwise each frame triggers a read of new history."""
+    """Print new samples as the control plane's SSE metrics stream ticks. Frames whose `system` block holds
+    the monitor's sample are printed directly; otherwise (no monitor) each frame triggers a history read."""
     from sandboxd.sdk import NotFoundError
 
     path = f"/v1/sandboxes/{sandbox_id}/metrics/stream"
@@ -76,10 +86,10 @@ def _print_frames(client, sandbox_id: str, lines: Iterator[str], last_ts: float 
         if event == "end":
             sys.stdout.write(f"sandbox {sandbox_id} ended\n")
             return
-        system = data.get("system") if isinstance(data, dict) else None
-        if isinstance(system, dict) and "cpu_pct" in system:
-            if last_ts is None or float(system.get("ts", 0)) > last_ts:
-                last_ts = float(system.get("ts", 0))
+        system = _monitor_system(data)
+        if system is not None:
+            if last_ts is None or system["sampled_at"] > last_ts:
+                last_ts = float(system["sampled_at"])
                 sys.stdout.write(_line_of_system(system) + "\n")
                 sys.stdout.flush()
             continue

@@ -38,6 +38,8 @@ async def run(settings: Settings, log_level: str = "info") -> None:
     from sandboxd.gateway.routing import BearerResolver
 
     svc = Services.build(settings)
+    if svc.backend.capabilities.isolation != "process":
+        ensure_subreaper()
     given = settings.api_key.get_secret_value() if settings.api_key else None
     secret = svc.keys.bootstrap(given)
     if secret and not given:
@@ -45,7 +47,7 @@ async def run(settings: Settings, log_level: str = "info") -> None:
         print(f"sandboxd: first admin API key (shown once, keep it): {secret}", flush=True)
     app = create_app(settings, svc, manage=False)
     await svc.start()
-    gateway = Gateway([BearerResolver(svc.signer, svc.lifecycle)])
+    gateway = Gateway([BearerResolver(svc.signer, svc.lifecycle)], public_host=settings.public_host)
     try:
         from sandboxd.api import e2b
 
@@ -69,3 +71,34 @@ async def run(settings: Settings, log_level: str = "info") -> None:
     finally:
         await gateway.close()
         await svc.stop()
+
+
+PR_GET_CHILD_SUBREAPER = 37
+
+
+def is_subreaper() -> bool:
+    import ctypes
+
+    flag = ctypes.c_int(0)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0 and flag.value != 0
+    except OSError:
+        return False
+
+
+def ensure_subreaper() -> bool:
+    """Detached containers (`crun run -d`) are re-parented to the nearest child subreaper: that must be us,
+    so the runtime's reaper (runtime/reaper.py) can reap their inits. The crun/runc host setup
+    (runtime/hostsetup.py) already does it when the backend is built; this only covers a backend that did
+    not. Not for the fake backend: its agents are our own children, and other processes re-parented to us
+    could not be reaped safely next to asyncio's child watcher."""
+    if is_subreaper():
+        return True
+    from sandboxd.runtime.hostsetup import set_subreaper
+
+    ok = set_subreaper()
+    if not ok:
+        log.warning("could not become a child subreaper; host PID 1 will adopt detached sandbox inits")
+    return ok
+

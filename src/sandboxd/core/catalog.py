@@ -19,6 +19,8 @@ from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import TemplateRow
 from sandboxd.runtime.base import TemplateImage
 
+# Built-ins listed only once their image exists (template_source.builtin_metadata).
+OPTIONAL_BUILTINS = ("desktop", "tpl_desktop")
 TEMPLATE_CREATED, TEMPLATE_UPDATED, TEMPLATE_DELETED = "template.created", "template.updated", "template.deleted"
 
 
@@ -71,11 +73,18 @@ class CatalogService:
                 row.updated_at = now
 
     def get(self, id_or_name: str) -> Template:
+        found = self._get(id_or_name)
+        if found is None and id_or_name in OPTIONAL_BUILTINS:
+            self.sync_builtins()  # e.g. `sandboxd setup --desktop` built it after we started
+            found = self._get(id_or_name)
+        if found is None:
+            raise NotFound(f"template {id_or_name} not found", code="template_not_found")
+        return found
+
+    def _get(self, id_or_name: str) -> Template | None:
         with self.store.tx() as s:
             row = s.get(TemplateRow, id_or_name) or s.scalar(select(TemplateRow).where(TemplateRow.name == id_or_name))
-            if row is None:
-                raise NotFound(f"template {id_or_name} not found", code="template_not_found")
-            return _model(row)
+            return _model(row) if row is not None else None
 
     def find(self, name: str) -> Template | None:
         with self.store.tx() as s:

@@ -25,6 +25,7 @@ from sandboxd.core.models import (
     decode_cursor, encode_cursor, CREATING, KILLED, LIVE_STATES, PAUSED, REASON_ERROR, REASON_TIMEOUT, REASON_USER, RUNNING,
     STOPPED, Sandbox, Template, iso,
 )
+from sandboxd.core.startup import rerun_start, run_start
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import SandboxRow
 from sandboxd.core.tokens import TokenSigner
@@ -230,8 +231,11 @@ class LifecycleService:
         if self.pool is not None:
             rt = await self.pool.take(template, spec)
             if rt is not None:
+                await run_start(rt.agent_socket, image)
                 return rt
-        return await self.backend.create(spec)
+        rt = await self.backend.create(spec)
+        await run_start(rt.agent_socket, image)  # the template's start command and ready check, if any
+        return rt
 
     async def _abandon(self, sid: str) -> None:
         """A create that failed half-way leaves nothing behind: no processes, no live row."""
@@ -322,6 +326,7 @@ class LifecycleService:
             sb = self.get(sid)
             self._require(sb, (STOPPED,), "start")
             rt = await self._call(self.backend.start, sid)
+            await rerun_start(self, sid, sb.template_id, rt)
             self.routes[sid] = Route(rt.agent_socket, RUNNING, sb.token_version)
             new = self._set(sid, status=RUNNING, started_at=_now())
             self._emit(ev.UPDATED, new)

@@ -20,9 +20,10 @@ import os
 import secrets
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sandboxd.core.errors import Invalid, NotFound
 from sandboxd.runtime.base import Resources, RuntimeSandbox, RuntimeState, SandboxSpec
@@ -76,8 +77,12 @@ class PoolStats:
 
 
 class WarmPoolService:
-    def __init__(self, settings, backend, catalog):
+    def __init__(self, settings, backend, catalog, in_use: Callable[[str], Any] | None = None):
         self.settings = settings
+        # Returns the live sandbox with that id or raises NotFound: a member claimed just before a crash
+        # (pool.json not yet rewritten) belongs to its user and must never be discarded as a member.
+        self.in_use = in_use
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="pool-save")  # one writer keeps saves in order
         self.backend = backend
         self.catalog = catalog
         self.path = Path(settings.data_dir) / "pool.json"
@@ -123,10 +128,13 @@ class WarmPoolService:
             t.cancel()
         await asyncio.gather(*([self._task] if self._task else []), *self._fills, return_exceptions=True)
         self._save()
+        self._writer.shutdown(wait=True)
 
     async def _adopt(self) -> None:
         for doc in self._restored:
             sid, tid = doc["id"], doc["template_id"]
+            if self._used(sid):
+                continue
             try:
                 state = await self.backend.state(sid)
             except Exception:
@@ -141,6 +149,17 @@ class WarmPoolService:
                 await self._discard(sid)
         self._restored = []
         self._save()
+
+    def _used(self, sid: str) -> bool:
+        if self.in_use is None:
+            return False
+        try:
+            self.in_use(sid)
+            return True
+        except NotFound:
+            return False
+        except Exception:
+            return True  # unsure: keeping a sandbox is recoverable, destroying a user's is not
 
     # ---- claim (the create hot path) ----------------------------------------------------------------
 
@@ -158,7 +177,7 @@ class WarmPoolService:
         st.hits += 1
         self.claimed[m.id] = m
         self._short_since.setdefault(template.id, time.monotonic())
-        self._save()
+        self._save_soon()
         self._wake.set()
         return m.id
 
@@ -176,7 +195,8 @@ class WarmPoolService:
                 await agent_call(m.socket, "PUT", "/env", {"env_vars": extra})
             if m.resources != spec.resources:
                 set_limits(self.backend, m.id, spec.resources)
-            _record_spec(self.backend, m.id, spec)
+            if extra or m.resources != spec.resources:  # else the record already says what the user gets
+                _record_spec(self.backend, m.id, spec)
         except Exception as exc:
             log.warning("pool: claimed member %s unusable (%s); cold start instead", m.id, exc)
             await self._discard(m.id)
@@ -191,7 +211,7 @@ class WarmPoolService:
         self.names[template.id] = template.name
         self._stat(template.id).target = count
         self._retry_at.pop(template.id, None)
-        self._save()
+        self._save_soon()
         self._wake.set()
         return self.stats[template.id]
 
@@ -244,7 +264,7 @@ class WarmPoolService:
             m = Member(id=sid, template_id=tid, content_hash=image.content_hash, resources=res,
                        socket=rt.agent_socket, kernel=kernel)
             self.ready.setdefault(tid, deque()).append(m)
-            self._save()
+            self._save_soon()
             self._retry_at.pop(tid, None)
         except asyncio.CancelledError:
             if created:
@@ -317,12 +337,21 @@ class WarmPoolService:
         self.names.update(doc.get("names") or {})
         return list(doc.get("members") or [])
 
+    def _save_soon(self) -> None:
+        """Snapshot now, write on the writer thread: the claim path never waits for the disk."""
+        self._writer.submit(self._write, self._doc())
+
     def _save(self) -> None:
+        self._writer.submit(self._write, self._doc()).result()
+
+    def _doc(self) -> dict[str, Any]:
         members = [{"id": m.id, "template_id": m.template_id, "content_hash": m.content_hash,
                     "resources": m.resources.__dict__, "socket": str(m.socket), "warmed_at": m.warmed_at,
                     "kernel": m.kernel} for q in self.ready.values() for m in q]
-        doc = {"targets": {tid: st.target for tid, st in self.stats.items()}, "names": self.names,
-               "members": members + self._restored}
+        return {"targets": {tid: st.target for tid, st in self.stats.items()}, "names": dict(self.names),
+                "members": members + list(self._restored)}
+
+    def _write(self, doc: dict[str, Any]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")

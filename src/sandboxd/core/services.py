@@ -71,7 +71,7 @@ class Services:
         lifecycle = LifecycleService(settings, store, backend, events, catalog, signer)
         from sandboxd.core.pool import WarmPoolService
 
-        lifecycle.pool = WarmPoolService(settings, backend, catalog)  # empty unless settings.pool or the API sizes it
+        lifecycle.pool = WarmPoolService(settings, backend, catalog, in_use=lifecycle.get)  # empty unless settings.pool or the API sizes it
         svc = cls(settings, store, bus, events, ApiKeyService(store), signer, catalog, lifecycle, backend)
         from sandboxd.core.builds import BuildService
 

@@ -26,7 +26,25 @@ def builtin_metadata(exists: Callable[[str], bool] = lambda _n: True) -> list[di
             # A built-in whose image is not built yet cannot start sandboxes (run `sandboxd setup`).
             "status": "active" if exists(name) else "pending",
         })
+    if exists(DESKTOP):
+        out.append(desktop_metadata())
     return out
+
+
+DESKTOP = "desktop"
+
+
+def desktop_metadata() -> dict[str, Any]:
+    """The built-in desktop template (templates/desktop.py): listed once `sandboxd setup` has built it."""
+    return {
+        "name": DESKTOP, "display_name": "Desktop (X11, VNC, Chromium)",
+        "description": "base + an X display on demand (Xvnc, openbox), VNC, xdotool, Chromium, OCR",
+        "category": "desktop", "language": "python",
+        "features": FEATURES + ["desktop", "vnc", "screenshots", "browser"],
+        "tags": ["python", "debian", "desktop", "vnc"],
+        # Chromium on a display wants room: give it more than the 1 GiB / 2 GB defaults.
+        "vcpu": 2, "memory_mb": 2048, "disk_gb": 4, "status": "active",
+    }
 
 
 class StoreTemplateSource:

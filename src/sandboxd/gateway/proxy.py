@@ -17,6 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from sandboxd.gateway.heads import replace_headers
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +176,12 @@ class Upstream:
 
 
 class Gateway:
-    def __init__(self, resolvers: list[Resolver] | None = None):
+    def __init__(self, resolvers: list[Resolver] | None = None, public_host: str | None = None):
         # E2B (and later routing schemes) insert their resolver at the front of this list.
         self.resolvers: list[Resolver] = list(resolvers or [])
+        # The configured public URL (settings.public_host), authoritative for X-Forwarded-Host/-Proto;
+        # without one, what the client (or a proxy in front of us) sent is forwarded.
+        self.public = urlsplit(public_host) if public_host else None
         self._pools: dict[Path, list[Upstream]] = {}
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.Task] = set()
@@ -287,6 +293,8 @@ class Gateway:
     async def _forward(self, head: Head, target: Target, creader, cwriter, retried: bool = False) -> bool:
         kind, n = body_framing(head)
         has_body = kind == "chunked" or n > 0
+        if not retried:
+            self._forwarded(head)
         try:
             up = await self._acquire(target.socket, has_body)
         except GatewayError as exc:
@@ -333,6 +341,18 @@ class Gateway:
             return False
         self._release(target.socket, up)
         return not wants_close(head)
+
+    def _forwarded(self, head: Head) -> None:
+        """Tell the agent the address clients use (it builds URLs from it, e.g. the VNC WebSocket URL)."""
+        if self.public is not None and self.public.netloc:
+            host, proto = self.public.netloc, self.public.scheme or "http"
+        else:
+            host = head.header("x-forwarded-host") or head.header("host") or ""
+            proto = head.header("x-forwarded-proto") or "http"
+        values = {"x-forwarded-proto": proto}
+        if host:
+            values["x-forwarded-host"] = host
+        replace_headers(head, values)
 
     async def _response_head(self, up: Upstream, cwriter) -> Head:
         while True:

@@ -1,4 +1,5 @@
-"""Which sandbox a gateway request is for: the sandbox JWT (Bearer), checked against the live routes.
+"""Which sandbox a gateway request is for: the sandbox JWT (Bearer, or `?token=` on a WebSocket
+upgrade), checked against the live routes.
 
 A request may also name its sandbox (header `X-Sandbox-Id` or `E2b-Sandbox-Id`); a token for another
 sandbox is then refused.
@@ -9,6 +10,7 @@ from sandboxd.core.errors import NotFound, Unauthorized
 from sandboxd.core.lifecycle import LifecycleService
 from sandboxd.core.models import PAUSED, RUNNING
 from sandboxd.core.tokens import TokenSigner
+from sandboxd.gateway.heads import is_websocket, take_query_param
 from sandboxd.gateway.proxy import GatewayError, Head, Target
 
 
@@ -41,10 +43,18 @@ class BearerResolver:
 
     async def __call__(self, head: Head) -> Target | None:
         auth = head.header("authorization") or ""
-        if auth[:7].lower() != "bearer ":
+        if auth[:7].lower() == "bearer ":
+            token = auth[7:].strip()
+        elif is_websocket(head):
+            # Browsers (noVNC) cannot set headers on a WebSocket: the token may come as ?token=, and is
+            # stripped before forwarding so it never reaches the sandbox.
+            token = take_query_param(head, "token")
+            if not token:
+                return None
+        else:
             return None
         try:
-            claims = self.signer.verify(auth[7:].strip())
+            claims = self.signer.verify(token)
         except Unauthorized as exc:
             raise GatewayError(401, exc.code, exc.message) from None
         named = named_sandbox(head)

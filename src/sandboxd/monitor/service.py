@@ -9,6 +9,7 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 from typing import Any
 
 from sqlalchemy import select
@@ -30,6 +31,9 @@ from sandboxd.runtime.base import Backend
 
 log = logging.getLogger(__name__)
 MAX_METRIC_IDS = 100
+# lifecycle service -> the monitor started with it: lets parts that only hold the lifecycle service (the
+# SSE metrics hub) find the monitor without a reference to the app.
+_BY_LIFECYCLE: "weakref.WeakKeyDictionary[Any, MonitorService]" = weakref.WeakKeyDictionary()
 
 
 class MonitorService:
@@ -55,6 +59,8 @@ class MonitorService:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()  # for callers on other threads (CLI helpers, tests)
+        if self.lifecycle is not None:
+            _BY_LIFECYCLE[self.lifecycle] = self
         if self.sampler is not None:
             self._tasks.append(asyncio.create_task(self.sampler.run(), name="metrics-sampler"))
         if self.bus is not None:
@@ -62,6 +68,8 @@ class MonitorService:
         await self.dispatcher.start()
 
     async def stop(self) -> None:
+        if self.lifecycle is not None and _BY_LIFECYCLE.get(self.lifecycle) is self:
+            del _BY_LIFECYCLE[self.lifecycle]
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -156,6 +164,14 @@ def _unix(v: str | None, name: str) -> float | None:
     if not math.isfinite(t) or t < 0 or t > time.time() + 10 * 365 * 86400:
         raise Invalid(f"{name} is out of range")
     return t
+
+
+def monitor_for(lifecycle: Any) -> MonitorService | None:
+    """The running MonitorService started with this lifecycle service, if any."""
+    try:
+        return _BY_LIFECYCLE.get(lifecycle)
+    except TypeError:  # not weak-referenceable: nothing was registered for it
+        return None
 
 
 def monitor_of(app: Any) -> MonitorService:

@@ -67,7 +67,7 @@ def _umount(target: Path) -> None:
 
 
 class SandboxRoot:
-    def __init__(self, sandbox_dir: Path, layers: tuple[Path, ...], uid_base: int):
+    def __init__(self, sandbox_dir: Path, layers: tuple[Path, ...], uid_base: int, rootfs: Path | None = None):
         self.dir = sandbox_dir
         self.layers = layers
         self.uid_base = uid_base
@@ -75,7 +75,9 @@ class SandboxRoot:
         self.disk = sandbox_dir / "disk"
         self.upper = self.disk / "upper"
         self.work = self.disk / "work"
-        self.rootfs = sandbox_dir / "rootfs"
+        # The mount point may live elsewhere (oci/paths.py: under /run/sandboxd when the data dir is not
+        # searchable by the sandbox's uid).
+        self.rootfs = rootfs or sandbox_dir / "rootfs"
 
     def create(self, disk_mb: int) -> None:
         """Make the disk image (once, at sandbox creation) and mount everything."""
@@ -92,7 +94,7 @@ class SandboxRoot:
     def mount(self, first: bool = False) -> None:
         """Mount disk and overlay (again, after stop or a host restart). Idempotent."""
         self.disk.mkdir(exist_ok=True)
-        self.rootfs.mkdir(exist_ok=True)
+        self.rootfs.mkdir(parents=True, exist_ok=True)
         if not is_mount(self.disk):
             # `-o loop` sets autoclear: the loop device goes away with the unmount.
             _run(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(self.disk)])

@@ -109,3 +109,24 @@ def test_oom_kill_gives_killed_event_with_reason_and_signed_webhook(real_server,
     finally:
         c.delete(f"/events/webhooks/{hook['id']}")
         receiver.close()
+
+
+def test_sse_stream_carries_the_sandboxs_own_limits(real_server, sandbox):
+    """The HopX metrics stream's `system` block is the monitor's cgroup sample: the sandbox's memory limit
+    and disk quota (what /proc inside the sandbox shows is the host's memory)."""
+    from sandboxd.cli.monitoring import _monitor_system, sse_frames
+
+    latest = real_server.monitor.latest(sandbox)
+    end = time.time() + 30
+    with real_server.client.stream("GET", f"/v1/sandboxes/{sandbox}/metrics/stream", params={"interval": 0.5},
+                                   timeout=30) as resp:
+        assert resp.status_code == 200
+        for _, data in sse_frames(resp.iter_lines()):
+            assert time.time() < end, "no frame with the monitor's system block"
+            system = _monitor_system(data)
+            if system is not None:
+                break
+    assert system["memory"]["total"] == latest.mem_total < 4 << 30  # the sandbox's limit, not host RAM
+    assert 0 < system["disk"]["used"] < system["disk"]["total"] == latest.disk_total
+    assert system["cpu"]["cores"] == max(1, round(latest.cpu_count))
+    assert isinstance(data["total_requests"], int) and data["total_requests"] >= 1  # the agent's counters stay

@@ -26,4 +26,8 @@ def register(app, service: DesktopService | None = None) -> DesktopASGI:
     """Mount the desktop endpoints on an ASGI app that has `.mount(path, app)` (Starlette, FastAPI)."""
     asgi = DesktopASGI(service)
     app.mount(PREFIX, asgi)
+    # On the sandboxd agent: stop Xvnc, openbox and recordings with the agent (its Services.shutdown).
+    hooks = getattr(getattr(app, "services", None), "on_shutdown", None)
+    if isinstance(hooks, list):
+        hooks.append(asgi.service.shutdown)
     return asgi

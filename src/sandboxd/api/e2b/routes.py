@@ -75,14 +75,18 @@ async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | N
                         internet_access=body.allow_internet_access, env_vars=body.envVars or {},
                         metadata=body.metadata or {})
 
-    async def create() -> dict[str, Any]:
+    async def create() -> tuple[str, dict[str, Any]]:
         sb, token, _ = await svc.lifecycle.create(req, api_key_id=key.id)
-        return shapes.created(sb, token)
+        return sb.id, shapes.created(sb, token)
+
+    async def replay(sandbox_id: str) -> dict[str, Any]:
+        token, _ = svc.lifecycle.refresh_token(sandbox_id)  # 404 if it was killed since
+        return shapes.created(svc.lifecycle.get(sandbox_id), token)
 
     cache = getattr(request.app.state, "e2b_idempotency", None)
-    if cache is None:  # one per app: keys never leak between control planes sharing a process
-        cache = request.app.state.e2b_idempotency = IdempotencyCache()
-    result = await cache.run(key.id, idem, body.model_dump(), create)
+    if cache is None:  # one per app, over the app's store
+        cache = request.app.state.e2b_idempotency = IdempotencyCache(svc.store)
+    result = await cache.run(key.id, idem, body.model_dump(), create, replay)
     return _json(result, 201)
 
 

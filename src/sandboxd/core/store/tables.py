@@ -110,3 +110,15 @@ class EventRow(Base):
     template_id: Mapped[str | None] = mapped_column(String(64))
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     data: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class IdempotencyRow(Base):
+    """An E2B create's Idempotency-Key (revision 0003_idempotency)."""
+
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    sandbox_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -3,13 +3,13 @@
 Per sandbox, under `<data_dir>/sandboxes/<id>/`: state.json (the record recover() reads), config.json
 (the bundle), disk.img + disk/ + rootfs/ (see rootfs.py), hosts/hostname/resolv.conf (bound read-only) and
 agent.sock (the host end of the agent channel). The runtime's own state lives in a tmpfs
-(`/run/sandboxd/<data dir hash>/<runtime>`) so every data dir sees only its own containers.
+(`/run/sandboxd/<data dir hash>/<runtime>`) so every data dir sees only its own containers; the socket and
+the root mount point move there too when the data dir cannot hold them (paths.py).
 """
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import json
 import os
 import re
@@ -22,11 +22,15 @@ from sandboxd.core.errors import Conflict, Invalid, NotFound, RuntimeFailure
 from sandboxd.runtime import network, reaper
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats
-from sandboxd.runtime.cgroups import SandboxCgroup, detect
-from sandboxd.runtime.oci import channel, config
+from sandboxd.runtime.cgroups import Layout, SandboxCgroup, detect
+from sandboxd.runtime.oci import channel, config, paths
 from sandboxd.runtime.oci.cli import OciCli, dup_to_fd3
 from sandboxd.runtime.oci.execution import run_exec
+from sandboxd.runtime.oci.procs import (
+    _alive, _reap, _resolv_conf, _rmdir, _tail, _veth_counters, _wait_gone, _write_freezer,
+)
 from sandboxd.runtime.oci.state import Record, spec_to_dict
+from sandboxd.runtime.oci.stats import BatchStats
 from sandboxd.runtime.rootfs import SandboxRoot
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -50,16 +54,18 @@ class OciBackend:
         self.runtime = runtime
         self.capabilities = Capabilities(name=runtime, pause=True, stop_start=True, snapshot=False, network=True,
                                          disk_quota=True, user_namespace=True, isolation="container")
-        tag = hashlib.sha1(str(settings.data_dir).encode()).hexdigest()[:12]
-        self.cli = OciCli(runtime, Path("/run/sandboxd") / tag / runtime)
+        self.run_dir = paths.runtime_dir(Path(settings.data_dir))
+        self.cli = OciCli(runtime, self.run_dir / runtime)
         self.agent_argv = agent_argv
         self.agent_pkg = Path(sandboxd.__file__).resolve().parent
         self.layout = detect()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._batch = BatchStats(Path(settings.sandboxes_dir), self.layout, runtime)
 
     def _ensure_host(self) -> None:
         prepare_host(self.settings, backend=self.runtime)  # cached after the first call
         self.layout = detect()
+        self._batch.layout = self.layout
 
     # ---- paths and records -------------------------------------------------------------------
     def dir(self, sandbox_id: str) -> Path:
@@ -76,13 +82,22 @@ class OciBackend:
             raise NotFound(f"sandbox {sandbox_id} not found", code="sandbox_not_found")
         return rec
 
+    def _paths(self, sandbox_id: str, rec: Record | None = None) -> tuple[Path, Path]:
+        """(root mount point, agent socket): as recorded, else where they go for this data dir now."""
+        d, data = self.dir(sandbox_id), Path(self.settings.data_dir)
+        got = (rec.extra if rec else {}) or {}
+        rootfs = got.get("rootfs") or paths.rootfs_path(data, d, sandbox_id, self.settings.uid_base)
+        sock = got.get("agent_socket") or paths.socket_path(data, d, sandbox_id)
+        return Path(rootfs), Path(sock)
+
     def _root(self, rec: Record) -> SandboxRoot:
-        return SandboxRoot(self.dir(rec.id), rec.sandbox_spec.image.layers, self.settings.uid_base)
+        return SandboxRoot(self.dir(rec.id), rec.sandbox_spec.image.layers, self.settings.uid_base,
+                           rootfs=self._paths(rec.id, rec)[0])
 
     def _view(self, rec: Record, state: RuntimeState) -> RuntimeSandbox:
         d = self.dir(rec.id)
-        return RuntimeSandbox(id=rec.id, state=state, agent_socket=d / "agent.sock", pid=rec.pid, bundle=d,
-                              upper_dir=d / "disk" / "upper")
+        return RuntimeSandbox(id=rec.id, state=state, agent_socket=self._paths(rec.id, rec)[1], pid=rec.pid,
+                              bundle=d, upper_dir=d / "disk" / "upper")
 
     # ---- lifecycle ---------------------------------------------------------------------------
     @_os_errors_are_runtime_failures
@@ -96,17 +111,21 @@ class OciBackend:
             except FileExistsError:
                 raise Conflict(f"sandbox {spec.id} already exists", code="sandbox_exists") from None
             rec = Record(id=spec.id, runtime=self.runtime, status="creating", spec=spec_to_dict(spec))
+            rootfs, sock = self._paths(spec.id)
+            rec.extra.update(rootfs=str(rootfs), agent_socket=str(sock))
             try:
                 rec.save(d)
-                await asyncio.to_thread(self._prepare_files, spec, d)
+                await asyncio.to_thread(self._prepare_files, spec, d, rootfs)
                 await self._boot(rec)
             except BaseException:
                 await self._teardown(spec.id)
                 raise
             return self._view(rec, RuntimeState.RUNNING)
 
-    def _prepare_files(self, spec: SandboxSpec, d: Path) -> None:
-        SandboxRoot(d, spec.image.layers, self.settings.uid_base).create(spec.resources.disk_mb)
+    def _prepare_files(self, spec: SandboxSpec, d: Path, rootfs: Path) -> None:
+        if not rootfs.is_relative_to(d):
+            paths.make_dir(rootfs.parent)
+        SandboxRoot(d, spec.image.layers, self.settings.uid_base, rootfs=rootfs).create(spec.resources.disk_mb)
         hostname = spec.hostname or f"sandbox-{spec.id[:12]}"
         (d / "hostname").write_text(hostname + "\n")
         (d / "hosts").write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost ip6-localhost ip6-loopback\n")
@@ -116,11 +135,14 @@ class OciBackend:
         """Start the container on its (mounted) root and wait for the agent. rec.status ends 'running'."""
         d = self.dir(rec.id)
         spec = rec.sandbox_spec
+        rootfs, sock_path = self._paths(rec.id, rec)
         cfg = config.build(spec, uid_base=self.settings.uid_base, uid_count=self.settings.uid_count,
-                           sandbox_dir=d, agent_pkg=self.agent_pkg, argv=self.agent_argv)
+                           sandbox_dir=d, agent_pkg=self.agent_pkg, argv=self.agent_argv, rootfs=rootfs)
         (d / "config.json").write_text(json.dumps(cfg))
         self.cli.root.mkdir(parents=True, exist_ok=True)
-        sock = channel.listen(d / "agent.sock")
+        if not sock_path.is_relative_to(d):
+            paths.make_dir(sock_path.parent)
+        sock = channel.listen(sock_path)
         # The container's stdout/stderr (and the runtime's errors) go to a file on the sandbox's own disk,
         # outside its root, so a chatty sandbox fills its quota and never the host's disk.
         log_path = d / "disk" / "agent.log"
@@ -150,7 +172,7 @@ class OciBackend:
         rec.save(d)
 
     async def _wait_healthy(self, rec: Record, log_path: Path) -> None:
-        sock = self.dir(rec.id) / "agent.sock"
+        sock = self._paths(rec.id, rec)[1]
         probe = asyncio.ensure_future(channel.health(sock, HEALTH_TIMEOUT))
         deadline = time.monotonic() + HEALTH_TIMEOUT
         try:
@@ -177,6 +199,9 @@ class OciBackend:
             if rec.status in ("running", "paused") and await self._live_status(rec) in ("running", "paused"):
                 raise Conflict(f"sandbox {sandbox_id} is already running", code="sandbox_running")
             await self._halt(rec)
+            rootfs = self._root(rec).rootfs
+            if not rootfs.is_relative_to(self.dir(sandbox_id)):
+                paths.make_dir(rootfs.parent)  # /run is a tmpfs: gone after a host reboot
             await asyncio.to_thread(self._root(rec).mount)
             try:
                 await self._boot(rec)
@@ -198,7 +223,9 @@ class OciBackend:
 
     async def _halt(self, rec: Record) -> None:
         """End the container (if any) and its network; the filesystem stays mounted."""
-        st = await self.cli.state(rec.id)
+        # A live sandbox dies through its cgroup (thaw, SIGKILL, wait: no runtime call) and is forgotten
+        # with one `delete --force`: each runtime call costs ~7 ms here, the state/kill pair is not needed.
+        st = None if rec.pid and _alive(rec.pid) and await self._kill_cgroup(rec.id) else await self.cli.state(rec.id)
         if st is not None:
             if st.get("status") == "paused":
                 await self.cli.call("resume", rec.id, check=False)  # frozen tasks cannot die
@@ -211,13 +238,14 @@ class OciBackend:
         if rec.net:
             await asyncio.to_thread(network.destroy, network.SandboxNet.from_dict(rec.net))
 
-    async def _kill_cgroup(self, sandbox_id: str) -> None:
+    async def _kill_cgroup(self, sandbox_id: str) -> bool:
         """Kill whatever is still in the sandbox's cgroup: after a crash, a container the runtime no
-        longer lists (or one half set up) can still hold processes, mounts and the loop device."""
+        longer lists (or one half set up) can still hold processes, mounts and the loop device.
+        True when it found processes (and deleted the container)."""
         cg = SandboxCgroup(sandbox_id, self.layout)
         pids = cg.pids()
         if not pids:
-            return
+            return False
         cg.thaw()
         for pid in pids:
             try:
@@ -227,6 +255,7 @@ class OciBackend:
         for pid in pids:
             await _wait_gone(pid, timeout=5.0)
         await self.cli.call("delete", "--force", sandbox_id, check=False)
+        return True
 
     @_os_errors_are_runtime_failures
     async def pause(self, sandbox_id: str) -> None:
@@ -270,10 +299,20 @@ class OciBackend:
             netns, veth = network.names(sandbox_id)
             rec.net = {"netns": netns, "veth": veth, "host_ip": None, "sandbox_ip": None}
         await self._halt(rec)
-        await asyncio.to_thread(self._remove_files, sandbox_id, d)
+        await asyncio.to_thread(self._remove_files, sandbox_id, d, rec)
 
-    def _remove_files(self, sandbox_id: str, d: Path) -> None:
-        SandboxRoot(d, (), self.settings.uid_base).unmount()
+    def _remove_files(self, sandbox_id: str, d: Path, rec: Record) -> None:
+        rootfs, sock = self._paths(sandbox_id, rec)
+        # Both candidate mount points: the record may be missing (killed before it was written).
+        for mp in dict.fromkeys((rootfs, d / "rootfs", self.run_dir / "root" / sandbox_id)):
+            SandboxRoot(d, (), self.settings.uid_base, rootfs=mp).unmount()
+            if not mp.is_relative_to(d):
+                _rmdir(mp)
+        if not sock.is_relative_to(d):
+            try:
+                sock.unlink()
+            except FileNotFoundError:
+                pass
         SandboxCgroup(sandbox_id, self.layout).remove()
         shutil.rmtree(d, ignore_errors=True)
         if d.exists():
@@ -293,6 +332,8 @@ class OciBackend:
         """pause/resume; a sandbox that is not running is a Conflict, not a runtime failure."""
         if rec.status == "stopped":
             raise Conflict(f"sandbox {rec.id} is not running", code="sandbox_not_running")
+        if _write_freezer(SandboxCgroup(rec.id, self.layout), verb, rec.pid):
+            return
         rc, _, err = await self.cli.call(verb, rec.id, check=False)
         if rc != 0:
             if await self._live_status(rec) not in ("running", "paused"):
@@ -313,7 +354,8 @@ class OciBackend:
     async def stats(self, sandbox_id: str) -> Stats:
         rec = self._record(sandbox_id)
         c = await asyncio.to_thread(SandboxCgroup(sandbox_id, self.layout).counters)
-        used, limit = await asyncio.to_thread(self._root(rec).usage)
+        # usage() looks at the disk mount only: no need for the layers or the root mount point here
+        used, limit = await asyncio.to_thread(SandboxRoot(self.dir(sandbox_id), (), 0).usage)
         rx = tx = 0
         if rec.net and rec.net.get("veth") and rec.status != "stopped":
             rx, tx = _veth_counters(rec.net["veth"])
@@ -321,6 +363,21 @@ class OciBackend:
                      memory_used_bytes=c.memory_used_bytes, memory_limit_bytes=c.memory_limit_bytes,
                      memory_cache_bytes=c.memory_cache_bytes, disk_used_bytes=used, disk_limit_bytes=limit,
                      pids=c.pids, oom_kills=c.oom_kills, net_rx_bytes=rx, net_tx_bytes=tx)
+
+    async def stats_many(self, ids: list[str]) -> dict[str, Stats | Exception]:
+        """Counters of many sandboxes in one thread hop (the sampler's path; see stats.py). A sandbox that
+        cannot be read gets its exception (NotFound, or a RuntimeFailure) instead of a Stats."""
+        got = await asyncio.to_thread(self._batch.read, list(ids))
+        return {sid: (RuntimeFailure(f"stats of {sid} failed: {v}", details={"errno": v.errno})
+                      if isinstance(v, OSError) else v) for sid, v in got.items()}
+
+    async def close(self) -> None:
+        """Forget this backend's in-memory state and remove the data dir's folders under /run/sandboxd when
+        no container, socket or mount point is left in them (sandboxes that still run keep theirs)."""
+        self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+        if self._locks or await self.cli.list_ids():
+            return
+        await asyncio.to_thread(paths.remove_empty, Path(self.settings.data_dir))
 
     @_os_errors_are_runtime_failures
     async def exec(self, sandbox_id: str, argv: list[str], *, env: dict[str, str] | None = None,
@@ -339,70 +396,6 @@ class OciBackend:
 
         self._ensure_host()
         return await recover(self)
-
-
-def _resolv_conf() -> str:
-    """The host's upstream resolvers unless they are loopback ones the sandbox cannot reach."""
-    try:
-        servers = [l.split()[1] for l in Path("/etc/resolv.conf").read_text().splitlines()
-                   if l.startswith("nameserver") and len(l.split()) > 1]
-    except OSError:
-        servers = []
-    servers = [s for s in servers if not s.startswith("127.") and s != "::1"] or ["1.1.1.1", "8.8.8.8"]
-    return "".join(f"nameserver {s}\n" for s in servers)
-
-
-def _tail(path: Path, size: int = 4000) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(fh.seek(0, os.SEEK_END) - size, 0))
-            return fh.read()
-    except OSError:
-        return b""
-
-
-def _reap(pid: int | None) -> bool:
-    """Collect pid if it is our (subreaper) child and has exited. True when it is gone."""
-    if not pid:
-        return True
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == pid
-    except ChildProcessError:
-        return not _alive(pid)
-
-
-def _alive(pid: int | None) -> bool:
-    """True while pid exists and is not a zombie."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-async def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    n = 0
-    while pid and time.monotonic() < deadline:
-        if _reap(pid) or not _alive(pid):
-            _reap(pid)
-            return
-        n += 1
-        if n % 10 == 1:  # an orphaned zombie in its pid namespace keeps init from finishing its exit
-            reaper.reap_orphans()
-        await asyncio.sleep(0.005)
-
-
-def _veth_counters(veth: str) -> tuple[int, int]:
-    # Host-side counters are mirrored: what the host receives is what the sandbox sent.
-    base = Path("/sys/class/net") / veth / "statistics"
-    try:
-        return int((base / "tx_bytes").read_text()), int((base / "rx_bytes").read_text())
-    except (OSError, ValueError):
-        return 0, 0
 
 
 __all__ = ["OciBackend"]

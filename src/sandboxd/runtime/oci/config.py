@@ -46,7 +46,7 @@ def base_mounts() -> list[dict[str, Any]]:
 
 
 def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path, agent_pkg: Path,
-          argv: list[str] | None = None) -> dict[str, Any]:
+          argv: list[str] | None = None, rootfs: Path | None = None) -> dict[str, Any]:
     image = spec.image
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "TERM": "xterm", "LANG": "C.UTF-8"}
     env.update(image.env)
@@ -77,7 +77,7 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
             # Under host memory pressure the kernel should pick sandbox processes before the platform.
             "oomScoreAdj": 500,
         },
-        "root": {"path": str(sandbox_dir / "rootfs"), "readonly": False},
+        "root": {"path": str(rootfs or sandbox_dir / "rootfs"), "readonly": False},
         "hostname": spec.hostname or f"sandbox-{spec.id[:12]}",
         "mounts": mounts,
         "linux": {
