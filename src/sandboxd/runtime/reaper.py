@@ -32,12 +32,26 @@ def _ns_depth(pid: str) -> int:
 _own_depth: int | None = None
 
 
+def _asyncio_watched() -> set[int]:
+    """Children asyncio's child watcher is waiting for. It registers a child right after forking it, but
+    OciCli.call adds the pid to `spawned` only after an await: in between, a `crun state` that already
+    exited looked like an orphan, was reaped here, and asyncio reported returncode 255 -- a healthy
+    sandbox then read as dead and was killed (seen with 200 sandboxes)."""
+    try:
+        import asyncio
+
+        return set(getattr(asyncio.get_child_watcher(), "_threads", ()))
+    except Exception:
+        return set()
+
+
 def reap_orphans() -> int:
     """Reap orphaned zombie children (see module doc); returns how many were reaped."""
     global _own_depth
     if _own_depth is None:
         _own_depth = _ns_depth("self")
     me = str(os.getpid()).encode()
+    watched = _asyncio_watched()
     reaped = 0
     try:
         entries = os.listdir("/proc")
@@ -56,7 +70,7 @@ def reap_orphans() -> int:
         if len(fields) < 2 or fields[0] != b"Z" or fields[1] != me:
             continue
         pid = int(p)
-        if pid in spawned:
+        if pid in spawned or pid in watched:
             continue
         if _ns_depth(p) > _own_depth or name.startswith(_RUNTIMES):
             try:
