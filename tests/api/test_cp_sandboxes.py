@@ -46,14 +46,15 @@ def test_state_machine_and_409s(cp, client, sandbox):
     sid = sandbox["id"]
     # pause/resume send no body but a JSON content type (contract §2.0)
     assert client.post(f"/v1/sandboxes/{sid}/pause").json()["status"] == "paused"
-    r = client.post(f"/v1/sandboxes/{sid}/pause")
-    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_state_transition"
+    # pausing a paused sandbox is a no-op (the hopx CLI's connect-then-resume relies on the same for resume)
+    assert client.post(f"/v1/sandboxes/{sid}/pause").json()["status"] == "paused"
     r = agent(cp, sandbox, "/health")
     assert r.status_code == 409 and r.json()["code"] == "SANDBOX_PAUSED"
     assert client.post(f"/v1/sandboxes/{sid}/resume").json()["status"] == "running"
     assert agent(cp, sandbox, "/health").status_code == 200
-    assert client.post(f"/v1/sandboxes/{sid}/resume").status_code == 409
-    assert client.post(f"/v1/sandboxes/{sid}/start").status_code == 409
+    assert client.post(f"/v1/sandboxes/{sid}/resume").json()["status"] == "running"
+    r = client.post(f"/v1/sandboxes/{sid}/start")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_state_transition"
     assert client.post(f"/v1/sandboxes/{sid}/stop").json()["status"] == "stopped"
     assert agent(cp, sandbox, "/health").status_code == 409
     assert client.post(f"/v1/sandboxes/{sid}/pause").status_code == 409

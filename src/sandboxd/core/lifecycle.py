@@ -294,18 +294,22 @@ class LifecycleService:
                 listener(sid, route.socket)
         return sb
 
-    async def pause(self, sid: str) -> Sandbox:
+    async def pause(self, sid: str, *, idempotent: bool = False) -> Sandbox:
         async with self._lock(sid):
             sb = self.get(sid)
+            if idempotent and sb.status == PAUSED:
+                return sb
             self._require(sb, (RUNNING,), "pause")
             await self._call(self.backend.pause, sid)
             new = self._set(sid, status=PAUSED)
             self._emit(ev.PAUSED, new, execution=self._execution(sb))
             return new
 
-    async def resume(self, sid: str) -> Sandbox:
+    async def resume(self, sid: str, *, idempotent: bool = False) -> Sandbox:
         async with self._lock(sid):
             sb = self.get(sid)
+            if idempotent and sb.status == RUNNING:
+                return sb
             self._require(sb, (PAUSED,), "resume")
             await self._call(self.backend.resume, sid)
             new = self._set(sid, status=RUNNING, started_at=_now())

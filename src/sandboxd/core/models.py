@@ -85,6 +85,7 @@ class Sandbox:
             "timeout_seconds": self.timeout_seconds,
             "expires_at": iso(self.expires_at),
             "created_at": iso(self.created_at),
+            "metadata": dict(self.metadata),
         }
 
 

@@ -101,6 +101,9 @@ class Services:
         await self.builds.stop()
         await self.lifecycle.pool.stop()
         await self.lifecycle.close()
+        close = getattr(self.backend, "close", None)  # crun/runc: drop this data dir's empty runtime folders
+        if close is not None:
+            await close()
         self.store.engine.dispose()
 
 

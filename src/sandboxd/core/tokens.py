@@ -92,4 +92,5 @@ class TokenSigner:
     def check_upload(self, files_hash: str, expires: int, signature: str) -> bool:
         if expires < time.time():
             return False
-        return hmac.compare_digest(self.sign_upload(files_hash, expires), signature)
+        # Bytes, not str: compare_digest raises TypeError on non-ASCII str, and the signature is user input.
+        return hmac.compare_digest(self.sign_upload(files_hash, expires).encode(), signature.encode("utf-8", "replace"))

@@ -33,7 +33,8 @@ def verify_v1(secret: str, raw_body: bytes, header: str) -> bool:
     """Accepts the standard and the URL-safe alphabet (E2B's docs have shown both), in constant time."""
     std = sign_v1(secret, raw_body)
     url = std.replace("+", "-").replace("/", "_")
-    return hmac.compare_digest(header, std) or hmac.compare_digest(header, url)
+    got = header.encode("utf-8", "replace")  # bytes: compare_digest raises TypeError on non-ASCII str
+    return hmac.compare_digest(got, std.encode()) or hmac.compare_digest(got, url.encode())
 
 
 def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

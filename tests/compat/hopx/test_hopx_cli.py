@@ -70,6 +70,10 @@ def test_hopx_cli_sandbox_files_cmd_template(hopx, hopx_server):
 
         with Client(hopx_server.api_key, hopx_server.url) as c:
             assert c.get_sandbox(sid).status == "paused"
+        # `hopx sandbox resume` connects (which resumes) and then resumes again: that must succeed.
+        hopx("sandbox", "resume", sid)
+        with Client(hopx_server.api_key, hopx_server.url) as c:
+            assert c.get_sandbox(sid).status == "running"
         names = [t["name"] for t in js(hopx("template", "list").stdout)]
         assert "base" in names and "code-interpreter" in names
     finally:

@@ -97,12 +97,13 @@ async def stop_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
 
 @router.post("/{sandbox_id}/pause")
 async def pause_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
-    return _wire(request, await services(request).lifecycle.pause(sandbox_id))
+    # Idempotent in the HopX dialect: the hopx CLI connects (which resumes) and then resumes again.
+    return _wire(request, await services(request).lifecycle.pause(sandbox_id, idempotent=True))
 
 
 @router.post("/{sandbox_id}/resume")
 async def resume_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
-    return _wire(request, await services(request).lifecycle.resume(sandbox_id))
+    return _wire(request, await services(request).lifecycle.resume(sandbox_id, idempotent=True))
 
 
 @router.put("/{sandbox_id}/timeout")
