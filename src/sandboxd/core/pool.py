@@ -256,6 +256,9 @@ class WarmPoolService:
                 spec = SandboxSpec(id=sid, image=image, resources=res, env=dict(image.env), hostname=sid)
                 created = True
                 rt = await self.backend.create(spec)
+                # The agent imports its command machinery on first use: pay that here, not in the user's
+                # first command (measured: first command after claim 20 ms -> see docs/performance.md).
+                await agent_call(rt.agent_socket, "POST", "/commands/run", {"command": "true", "timeout": 30})
                 kernel = KERNEL_FEATURE in (template.features or [])
                 if kernel:  # the first run_code would pay ~1 s for the kernel start; pay it now
                     doc = await agent_call(rt.agent_socket, "POST", "/jupyter/warm", {}, timeout=60)

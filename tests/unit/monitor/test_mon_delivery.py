@@ -133,7 +133,9 @@ async def test_retries_keep_order_then_succeed(store, eventlog, serve):
     d = dispatcher(store)
     await d.start()
     try:
-        await wait_for(lambda: len(rec.requests) >= 5)
+        # The outcome is recorded after the receiver answers: wait for the log, not only the receiver.
+        await wait_for(lambda: len(rec.requests) >= 5 and
+                       all(x["deliveryStatus"] == "delivered" for x in reg.deliveries(hook["id"])))
     finally:
         await d.stop()
     assert [json.loads(b)["sandboxId"] for _, b in rec.requests] == [f"sb{i}" for i in range(5)]

@@ -16,7 +16,7 @@ Admin = Annotated[ApiKey, Depends(require_admin)]
 
 class KeyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., min_length=1, max_length=128)
+    name: str = Field(..., min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")  # printable: shown in tables
     admin: StrictBool = False
     rate_limit_per_minute: StrictInt | None = Field(None, ge=1, le=10_000_000)
 

@@ -7,7 +7,10 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
+
+from sandboxd.core.errors import Invalid
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -59,5 +62,11 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
-        with self._sessions.begin() as s:
-            yield s
+        try:
+            with self._sessions.begin() as s:
+                yield s
+        except DataError as exc:
+            # A value the database cannot hold (a NUL character in PostgreSQL text, an out-of-range number):
+            # the caller's input was bad, and the transaction rolled back, so nothing changed.
+            raise Invalid("a value in the request cannot be stored (NUL character or out of range)",
+                          code="invalid_value") from exc
