@@ -5,12 +5,20 @@ import assert from "node:assert/strict";
 
 const baseURL = process.argv[2];
 const done = [];
+// A step that stalls fails on its own with its name, instead of hanging the whole run.
+const STEP_MS = 90_000;
 const check = async (name, fn) => {
+  let timer;
+  const stall = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`step "${name}" stalled for ${STEP_MS} ms`)), STEP_MS);
+  });
   try {
-    await fn();
+    await Promise.race([fn(), stall]);
+    clearTimeout(timer);
     done.push(name);
     console.log(`ok ${name}`);
   } catch (e) {
+    clearTimeout(timer);
     console.log(`FAIL ${name}: ${e && e.stack ? e.stack : e}`);
     throw e;
   }
@@ -114,3 +122,4 @@ try {
 } finally {
   if (sb) await sb.kill().catch(() => {});
 }
+process.exit(0);  // open sockets of a stalled step must not keep node alive
