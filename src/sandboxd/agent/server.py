@@ -114,6 +114,10 @@ class Request:
         return "websocket" in self.headers.get("upgrade", "").lower()
 
 
+# Spacing of consecutive messages on the HopX streaming routes (see WebSocket.min_gap).
+STREAM_GAP = 0.02
+
+
 class WebSocketClosed(Exception):
     pass
 
@@ -133,6 +137,11 @@ class WebSocket:
         if leftover:
             self._ws.receive_data(leftover)
         self._send_lock = asyncio.Lock()
+        # Minimum spacing between consecutive messages, for clients that lose messages arriving in one read:
+        # the official JS SDK re-arms `ws.once("message")` after each one, so a second frame in the same TCP
+        # read is dropped (a stream then never sees "complete"). HopX's streaming routes set it.
+        self.min_gap = 0.0
+        self._last_sent = 0.0
 
     async def receive(self) -> str | bytes | None:
         """Next complete message, or None once the peer closed."""
@@ -202,6 +211,12 @@ class WebSocket:
     async def _send_event(self, event) -> None:
         if self.closed:
             raise WebSocketClosed()
+        if self.min_gap:
+            loop = asyncio.get_running_loop()
+            wait = self._last_sent + self.min_gap - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_sent = loop.time()
         try:
             await self._write(self._ws.send(event))
         except (ConnectionError, OSError, RuntimeError) as e:

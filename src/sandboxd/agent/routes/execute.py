@@ -5,7 +5,7 @@ import asyncio
 
 from ..errors import InvalidRequest, MissingParameter
 from ..execution import ExecRequest
-from ..server import WebSocketClosed, now_iso
+from ..server import STREAM_GAP, WebSocketClosed, now_iso
 
 
 def register(app) -> None:
@@ -77,6 +77,7 @@ def register(app) -> None:
 
     @app.websocket("/execute/stream")
     async def execute_stream(ws):
+        ws.min_gap = STREAM_GAP
         msg = await ws.receive_json()
         if msg is None:
             return

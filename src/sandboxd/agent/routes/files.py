@@ -7,7 +7,7 @@ import os
 
 from ..errors import DirectoryNotFound, InvalidRequest, MissingParameter
 from ..files import aiter_sync
-from ..server import StreamResponse, WebSocketClosed, now_iso
+from ..server import STREAM_GAP, StreamResponse, WebSocketClosed, now_iso
 
 
 def register(app) -> None:
@@ -96,6 +96,7 @@ def register(app) -> None:
     async def watch(ws):
         from ..watch import Watcher
 
+        ws.min_gap = STREAM_GAP
         msg = await ws.receive_json()
         if msg is None:
             return

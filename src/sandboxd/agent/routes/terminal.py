@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..server import WebSocketClosed
+from ..server import STREAM_GAP, WebSocketClosed
 from ..terminal import PtyProcess
 
 
@@ -12,6 +12,7 @@ def register(app) -> None:
 
     @app.websocket("/terminal")
     async def terminal(ws):
+        ws.min_gap = STREAM_GAP  # output frames grow while they wait, so throughput holds
         q = ws.request.query
         pty = await PtyProcess.start(None, env=sv.env.effective(), cwd=q.get("cwd") or sv.workspace,
                                      cols=int(q.get("cols", 80)), rows=int(q.get("rows", 24)), user=q.get("user"))
