@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import base64
 
+import pytest
+
 from envd_wire import STREAM, envelope, parse_envelopes
 
 P = "/e2b/49983/process.Process"
@@ -131,3 +133,30 @@ async def test_unary_errors_are_connect_json(agent):
     r = await client.post(f"{P}/Start", content=envelope({"process": {"cmd": "/bin/true"}}),
                           headers={**STREAM, "authorization": "Basic " + base64.b64encode(b"nosuchuser:").decode()})
     assert parse_envelopes(r.content)[-1][1]["error"]["code"] == "unauthenticated"
+
+
+async def test_client_stream_answers_only_after_the_whole_input(agent):
+    # The response head must not go out while the client is still streaming its input: an HTTP client may
+    # end its request body when the answer arrives, and the rest of the input is then lost.
+    client, _, _ = agent
+    body = envelope({"process": {"cmd": "/bin/cat"}, "tag": "sink"})
+    async with client.stream("POST", f"{P}/Start", content=body, headers=STREAM) as started:
+        head = await started.aiter_raw().__anext__()
+        pid = parse_envelopes(head[: 5 + int.from_bytes(head[1:5], "big")])[0][1]["event"]["start"]["pid"]
+    port = int(str(client.base_url).rsplit(":", 1)[1].rstrip("/"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"POST {P}/StreamInput HTTP/1.1\r\nHost: x\r\nContent-Type: application/connect+json\r\n"
+                     "Connect-Protocol-Version: 1\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        first = envelope({"start": {"process": {"pid": pid}}})
+        writer.write(b"%x\r\n%s\r\n" % (len(first), first))
+        await writer.drain()
+        with pytest.raises(asyncio.TimeoutError):  # nothing yet: the input stream is still open
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 0.5)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+    finally:
+        writer.close()
+        await client.post(f"{P}/SendSignal", json={"process": {"tag": "sink"}, "signal": "SIGNAL_SIGKILL"})

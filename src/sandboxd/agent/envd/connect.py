@@ -135,7 +135,16 @@ def client_stream(fn: ClientStreaming, map_error: Callable[[BaseException], Conn
         async def one() -> AsyncIterator[dict]:
             yield await fn(req, read_envelopes(req))
 
-        return StreamResponse(_run(req, one(), map_error), content_type="application/connect+json")
+        # Consume the whole input stream before the response head goes out (as envd does): a head that
+        # arrives while the client is still streaming let the client end its body early, and the input was
+        # lost (the E2B SDK's stream_input + close_stdin then fed the process nothing).
+        chunks = [chunk async for chunk in _run(req, one(), map_error)]
+
+        async def replay() -> AsyncIterator[bytes]:
+            for chunk in chunks:
+                yield chunk
+
+        return StreamResponse(replay(), content_type="application/connect+json")
 
     return handler
 
