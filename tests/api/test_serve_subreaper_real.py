@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,13 @@ def test_sandbox_init_is_adopted_by_serve():
             # `crun run -d` double-forks: the init's parent is the nearest subreaper, which must be serve.
             assert ppid(init) == srv.proc.pid
             assert c.delete(f"/v1/sandboxes/{sb['id']}").status_code == 200
+        # A kill returns once the processes are SIGKILLed; the release (and the reaping) follow at once.
+        deadline = time.monotonic() + 10
+        left = data / "sandboxes" / sb["id"]
+        while (Path(f"/proc/{init}").exists() or left.exists()) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert not Path(f"/proc/{init}").exists()  # reaped, not left a zombie
+        assert not left.exists()  # and its files released
     finally:
         srv.close()
         shutil.rmtree(data, ignore_errors=True)

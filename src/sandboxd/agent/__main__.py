@@ -4,7 +4,15 @@ Inside a sandbox the host passes an already-listening unix socket as fd 3 (SANDB
 """
 from __future__ import annotations
 
+import gc
 import sys
+
+# Start-up allocates tens of thousands of objects that live for the agent's whole life (modules, classes,
+# compiled regexes); cyclic collections while importing them find nothing to free and cost ~5 ms of every
+# sandbox start. Re-enabled once the app is built, with the survivors frozen out of later collections.
+_gc_paused = __name__ == "__main__" and gc.isenabled()
+if _gc_paused:
+    gc.disable()
 
 # asyncio imports ssl (libssl + libcrypto: ~4 MiB RSS and a good share of start-up) only to offer TLS,
 # which the agent never serves. Keep it out while asyncio loads; a later `import ssl` (an https webhook
@@ -17,13 +25,41 @@ import asyncio  # noqa: E402
 if _blocked:
     del sys.modules["ssl"]
 
-import argparse  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 
+_OPTIONS = {"--fd": int, "--unix": str, "--port": int, "--host": str, "--workspace": str}
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+
+class Args:
+    def __init__(self, fd: int | None = None, unix: str | None = None, port: int | None = None,
+                 host: str = "127.0.0.1", workspace: str | None = None):
+        self.fd, self.unix, self.port, self.host, self.workspace = fd, unix, port, host, workspace
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The agent's few options. argparse costs ~3 ms of every sandbox start, so it only runs for what this
+    loop does not understand (--help, a typo, a missing value), where its messages matter."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    fd_env = os.environ.get("SANDBOXD_AGENT_FD")
+    args = Args(fd=int(fd_env) if fd_env else None)
+    it = iter(argv)
+    try:
+        for a in it:
+            name, eq, value = a.partition("=")
+            kind = _OPTIONS.get(name)
+            if kind is None:
+                raise ValueError(a)
+            setattr(args, name[2:], kind(value if eq else next(it)))
+    except (ValueError, StopIteration):
+        return _parse_args_slow(argv)
+    return args
+
+
+def _parse_args_slow(argv: list[str]) -> Args:
+    import argparse
+
     p = argparse.ArgumentParser(prog="sandboxd.agent", description="sandboxd in-sandbox agent")
     p.add_argument("--fd", type=int, default=int(os.environ["SANDBOXD_AGENT_FD"])
                    if os.environ.get("SANDBOXD_AGENT_FD") else None, help="inherited listening socket fd")
@@ -31,15 +67,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, help="listen on this TCP port")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--workspace", default=None, help="default working directory (default /workspace)")
-    return p.parse_args(argv)
+    return Args(**vars(p.parse_args(argv)))
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: Args) -> None:
     from .app import create_app
     from .server import serve_connection
     from .services import Services
 
     app = create_app(Services(workspace=args.workspace))
+    if _gc_paused:
+        gc.freeze()
+        gc.enable()
 
     async def on_conn(reader, writer):
         await serve_connection(reader, writer, app.dispatch, app.error_response)

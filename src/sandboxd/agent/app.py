@@ -9,14 +9,13 @@ from __future__ import annotations
 import importlib
 import re
 import time
-from collections import defaultdict
 from typing import Any, Callable
 
 from .errors import AgentError
 from .server import HTTPError, Request, json_response, now_iso
 from .services import Services
 
-# Route modules loaded at start. Optional ones (owned by other rooms) are skipped if absent.
+# Our route modules (those in LAZY_ROUTES are registered on first use, the others at start).
 CORE_ROUTES = [
     "sandboxd.agent.routes.system",
     "sandboxd.agent.routes.execute",
@@ -28,6 +27,15 @@ CORE_ROUTES = [
 # Packages of other rooms: each exposes `register(app)` (using app.route/app.websocket, or app.mount
 # for an ASGI sub-app). Skipped while absent or not yet wired.
 OPTIONAL_ROUTES = ["sandboxd.agent.envd"]
+# Route modules imported on the first request under one of their path prefixes (or when /info lists the
+# routes), so `/health` answers sooner and a sandbox pays only for the protocols it is spoken to in. Eager: /health (the readiness probe), /commands (the first thing most users do) and /env
+# (the pool's claim). Every pattern a lazy module registers must lie under one of its prefixes.
+LAZY_ROUTES = {
+    "sandboxd.agent.routes.execute": ("/execute", "/processes"),
+    "sandboxd.agent.routes.files": ("/files",),
+    "sandboxd.agent.routes.terminal": ("/terminal",),
+    "sandboxd.agent.envd": ("/e2b",),
+}
 # Packages imported on the first request under their prefix (start-up time matters: desktop is rare).
 # Their register(app) must mount one ASGI app at that prefix.
 LAZY_MOUNTS = {"/desktop": "sandboxd.agent.desktop"}
@@ -47,22 +55,50 @@ class Metrics:
         self.started = time.time()
         self.total_requests = 0
         self.total_errors = 0
-        self.by_path: dict[str, int] = defaultdict(int)
-        self.duration_ms: dict[str, float] = defaultdict(float)
+        self.by_path: dict[str, int] = {}
+        self.duration_ms: dict[str, float] = {}
 
 
 class App:
     def __init__(self, services: Services | None = None):
-        self.routes: list[Route] = []
+        self._routes: list[Route] = []
         self.services = services or Services()
         self.metrics = Metrics()
+        self._lazy: dict[str, tuple[tuple[str, ...], bool]] = {}  # module -> (path prefixes, optional)
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every route, lazy modules included (listing them is when they must exist)."""
+        for name in list(self._lazy):
+            self._load(name)
+        return self._routes
+
+    def include_lazy(self, module_name: str, prefixes: tuple[str, ...], optional: bool = False) -> None:
+        """Register module_name's routes on the first request under one of prefixes."""
+        self._lazy[module_name] = (tuple(p.rstrip("/") for p in prefixes), optional)
+
+    def _load(self, name: str) -> None:
+        entry = self._lazy.pop(name)
+        try:
+            self.include(name, optional=entry[1])
+        except BaseException:
+            self._lazy[name] = entry  # a broken module answers every request under it with its error, not 404
+            raise
+
+    def _load_for(self, path: str) -> bool:
+        """Import the lazy modules that may serve path; True if any was loaded."""
+        names = [n for n, (prefixes, _) in self._lazy.items()
+                 if any(path == p or path.startswith(p + "/") for p in prefixes)]
+        for name in names:
+            self._load(name)
+        return bool(names)
 
     def route(self, method: str, pattern: str, handler: Callable | None = None, *, websocket: bool = False):
         """Register a handler; usable as a decorator. `{name}` and `{name:path}` capture path parts."""
 
         def add(fn: Callable) -> Callable:
             for m in method.split(","):
-                self.routes.append(Route(m.strip().upper(), pattern, fn, websocket))
+                self._routes.append(Route(m.strip().upper(), pattern, fn, websocket))
             return fn
 
         return add(handler) if handler else add
@@ -137,8 +173,14 @@ class App:
         register(self)
 
     def match(self, method: str, path: str, websocket: bool) -> tuple[Route | None, dict, bool]:
+        route, params, known = self._match(method, path, websocket)
+        if route is None and self._lazy and self._load_for(path):
+            route, params, known = self._match(method, path, websocket)
+        return route, params, known
+
+    def _match(self, method: str, path: str, websocket: bool) -> tuple[Route | None, dict, bool]:
         path_known = False
-        for r in self.routes:
+        for r in self._routes:
             m = r.regex.match(path)
             if not m or r.websocket != websocket:
                 continue
@@ -153,7 +195,7 @@ class App:
         ws = getattr(req, "websocket", None)
         route, params, known = self.match(req.method, req.path, ws is not None)
         key = route.pattern if route else "unmatched"
-        self.metrics.by_path[key] += 1
+        self.metrics.by_path[key] = self.metrics.by_path.get(key, 0) + 1
         try:
             if route is None:
                 if known:
@@ -162,7 +204,7 @@ class App:
             req.path_params = params
             return await (route.handler(ws) if ws is not None else route.handler(req))
         finally:
-            self.metrics.duration_ms[key] += (time.perf_counter() - t0) * 1000
+            self.metrics.duration_ms[key] = self.metrics.duration_ms.get(key, 0.0) + (time.perf_counter() - t0) * 1000
 
     def error_response(self, req: Request | None, exc: BaseException):
         """The one table: exception -> status + hybrid error body (contracts/hopx.md §3.0)."""
@@ -196,9 +238,15 @@ class App:
 def create_app(services: Services | None = None) -> App:
     app = App(services)
     for name in CORE_ROUTES:
-        app.include(name)
+        if name in LAZY_ROUTES:
+            app.include_lazy(name, LAZY_ROUTES[name])
+        else:
+            app.include(name)
     for name in OPTIONAL_ROUTES:
-        app.include(name, optional=True)
+        if name in LAZY_ROUTES:
+            app.include_lazy(name, LAZY_ROUTES[name], optional=True)
+        else:
+            app.include(name, optional=True)
     for prefix, name in LAZY_MOUNTS.items():
         app.lazy_mount(prefix, name)
     return app

@@ -1,19 +1,17 @@
-"""The agent's services, shared by every route module (ours, envd's, desktop's) without HTTP."""
+"""The agent's services, shared by every route module (ours, envd's, desktop's) without HTTP.
+
+Each service is built (and its module imported) on first use: the agent must answer `/health` as soon as
+possible after exec, and a sandbox that only ever runs commands never needs the kernel or file machinery.
+"""
 from __future__ import annotations
 
-import logging
 import os
 import time
+from functools import cached_property
 from typing import Awaitable, Callable
 
 from .env import EnvStore
-from .execution import Executor
-from .files import Files
-from .kernel import KernelManager
-from .processes import Jobs
 from .sysinfo import CpuSampler
-
-log = logging.getLogger(__name__)
 
 
 class Services:
@@ -21,18 +19,39 @@ class Services:
         self.workspace = workspace or os.environ.get("SANDBOXD_AGENT_WORKSPACE", "/workspace")
         self.started = time.time()
         self.env = EnvStore(env)
-        self.files = Files(self.workspace)
-        self.jobs = Jobs()
-        self.kernels = KernelManager()
-        self.executor = Executor(self.env, self.kernels, self.jobs, self.workspace)
-        self.cpu = CpuSampler()
+        self.cpu = CpuSampler()  # eager: its first reading is measured against agent start
         self.envd = None  # E2B's envd services, attached by sandboxd.agent.envd.register
         # Async callables run at shutdown by plug-ins that own processes (desktop: Xvnc, ffmpeg).
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
+    @cached_property
+    def files(self):
+        from .files import Files
+
+        return Files(self.workspace)
+
+    @cached_property
+    def jobs(self):
+        from .processes import Jobs
+
+        return Jobs()
+
+    @cached_property
+    def kernels(self):
+        from .kernel import KernelManager
+
+        return KernelManager()
+
+    @cached_property
+    def executor(self):
+        from .execution import Executor
+
+        return Executor(self.env, self.kernels, self.jobs, self.workspace)
+
     async def shutdown(self) -> None:
         """End every process the agent started; one failing part never keeps the others running."""
-        parts = [self.jobs.shutdown, self.kernels.shutdown]
+        built = self.__dict__  # only services that were ever used can own processes
+        parts = [s.shutdown for s in (built.get("jobs"), built.get("kernels")) if s is not None]
         if self.envd is not None:
             parts += [self.envd.processes.shutdown, self.envd.interpreter.shutdown]
         parts += self.on_shutdown
@@ -40,4 +59,6 @@ class Services:
             try:
                 await part()
             except Exception:
-                log.exception("agent shutdown: %r failed", part)
+                import logging
+
+                logging.getLogger(__name__).exception("agent shutdown: %r failed", part)

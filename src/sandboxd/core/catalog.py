@@ -6,6 +6,7 @@ are created by builds. Lookups accept a name or an id, as the HopX clients need 
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from sandboxd.core.store.tables import TemplateRow
 from sandboxd.runtime.base import TemplateImage
 
 # Built-ins listed only once their image exists (template_source.builtin_metadata).
+CACHE_SECONDS = 2.0
 OPTIONAL_BUILTINS = ("desktop", "tpl_desktop")
 TEMPLATE_CREATED, TEMPLATE_UPDATED, TEMPLATE_DELETED = "template.created", "template.updated", "template.deleted"
 
@@ -50,8 +52,15 @@ class CatalogService:
         self.store = store
         self.events = events
         self.source = source
+        # Every create looks its template up: remembered for CACHE_SECONDS, forgotten at once on any change
+        # made through this process (another control plane's change shows within CACHE_SECONDS).
+        self._cache: dict[str, tuple[float, Template]] = {}
+
+    def _forget(self) -> None:
+        self._cache.clear()
 
     def sync_builtins(self) -> None:
+        self._forget()
         now = _now()
         with self.store.tx() as s:
             for meta in self.source.builtins():
@@ -82,9 +91,17 @@ class CatalogService:
         return found
 
     def _get(self, id_or_name: str) -> Template | None:
+        hit = self._cache.get(id_or_name)
+        if hit is not None and time.monotonic() < hit[0]:
+            return hit[1]
         with self.store.tx() as s:
             row = s.get(TemplateRow, id_or_name) or s.scalar(select(TemplateRow).where(TemplateRow.name == id_or_name))
-            return _model(row) if row is not None else None
+            found = _model(row) if row is not None else None
+        if found is not None:
+            if len(self._cache) > 1000:
+                self._cache.clear()
+            self._cache[id_or_name] = (time.monotonic() + CACHE_SECONDS, found)
+        return found
 
     def find(self, name: str) -> Template | None:
         with self.store.tx() as s:
@@ -108,6 +125,7 @@ class CatalogService:
     def begin_build(self, name: str, build_id: str, *, vcpu: int, memory_mb: int, disk_gb: int,
                     update: bool) -> Template:
         now = _now()
+        self._forget()
         with self.store.tx() as s:
             row = s.scalar(select(TemplateRow).where(TemplateRow.name == name))
             if row is not None and row.is_public:
@@ -128,6 +146,7 @@ class CatalogService:
         return t
 
     def finish_build(self, template_id: str, *, language: str | None, error: str | None) -> Template:
+        self._forget()
         with self.store.tx() as s:
             row = s.get(TemplateRow, template_id)
             row.status = "failed" if error else "active"
@@ -150,6 +169,7 @@ class CatalogService:
         if in_use:
             raise Conflict(f"template {t.name} is used by {in_use} sandbox(es)", code="template_in_use",
                            details={"sandboxes": in_use})
+        self._forget()
         with self.store.tx() as s:
             s.delete(s.get(TemplateRow, t.id))
         self._emit(TEMPLATE_DELETED, t)

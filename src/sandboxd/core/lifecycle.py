@@ -155,8 +155,10 @@ class LifecycleService:
         return [_to_model(r) for r in rows], nxt
 
     def count_live(self) -> int:
+        # IN over the live states, not != killed: the status index then skips the (never pruned) killed rows.
         with self.store.tx() as s:
-            return s.scalar(select(func.count()).select_from(SandboxRow).where(SandboxRow.status != KILLED)) or 0
+            return s.scalar(select(func.count()).select_from(SandboxRow)
+                            .where(SandboxRow.status.in_(LIVE_STATES))) or 0
 
     def uses_template(self, template_id: str) -> int:
         with self.store.tx() as s:
@@ -276,7 +278,8 @@ class LifecycleService:
             route = self.routes.pop(sid, None)  # revoke traffic first: nothing reaches a sandbox being destroyed
             self._expiry.pop(sid, None)
             try:
-                await self.backend.destroy(sid)
+                # Returns once nothing in it runs; mounts and files are released in the background.
+                await self.backend.destroy(sid, background=True)
             except Exception as exc:
                 if route is not None:  # still alive: keep routing to it, a retry of the kill may succeed
                     self.routes[sid] = route

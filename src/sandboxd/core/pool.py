@@ -34,6 +34,12 @@ FILL_CONCURRENCY = 2  # cold starts are CPU-bound: on 2 cores more parallel fill
 MAX_POOL = 200
 RETRY_AFTER_FAILURE = 5.0  # seconds before a template whose fill failed is tried again
 KERNEL_FEATURE = "ipython_kernel"
+# Members are made at the lowest CPU weight: a refill competes with nobody's sandbox (a claim restores the
+# default weight). DEFAULT_SHARES is the kernel's default cpu.shares.
+FILL_SHARES, DEFAULT_SHARES = 2, 1024
+# A claim wakes the refill this late: the claimed sandbox's first command (a few ms after the create
+# returns) does not share the CPU with the start of its replacement.
+REFILL_DELAY = 0.05
 
 
 def parse_targets(text: str) -> dict[str, int]:
@@ -178,7 +184,7 @@ class WarmPoolService:
         self.claimed[m.id] = m
         self._short_since.setdefault(template.id, time.monotonic())
         self._save_soon()
-        self._wake.set()
+        asyncio.get_running_loop().call_later(REFILL_DELAY, self._wake.set)
         return m.id
 
     async def take(self, template, spec: SandboxSpec) -> RuntimeSandbox | None:
@@ -252,13 +258,15 @@ class WarmPoolService:
                 template = self.catalog.get(tid)
                 image = await self.catalog.image(template)
                 res = Resources(vcpu=float(template.vcpu), memory_mb=template.memory_mb,
-                                disk_mb=template.disk_gb * 1024, pids=self.settings.default_pids)
+                                disk_mb=template.disk_gb * 1024, pids=self.settings.default_pids,
+                                cpu_shares=FILL_SHARES)
                 spec = SandboxSpec(id=sid, image=image, resources=res, env=dict(image.env), hostname=sid)
                 created = True
                 rt = await self.backend.create(spec)
-                # The agent imports its command machinery on first use: pay that here, not in the user's
-                # first command (measured: first command after claim 20 ms -> see docs/performance.md).
+                # The agent loads its command machinery and its E2B routes (~14 ms CPU) on first use: pay
+                # that here, not in the user's first request (docs/performance.md).
                 await agent_call(rt.agent_socket, "POST", "/commands/run", {"command": "true", "timeout": 30})
+                await agent_call(rt.agent_socket, "GET", "/e2b/49983/health", None)  # loads the E2B (envd) routes
                 kernel = KERNEL_FEATURE in (template.features or [])
                 if kernel:  # the first run_code would pay ~1 s for the kernel start; pay it now
                     doc = await agent_call(rt.agent_socket, "POST", "/jupyter/warm", {}, timeout=60)
@@ -372,7 +380,7 @@ async def agent_call(sock: Path, method: str, path: str, body: Any, timeout: flo
     async def _call() -> dict:
         reader, writer = await asyncio.open_unix_connection(str(sock))
         try:
-            data = json.dumps(body).encode()
+            data = b"" if body is None else json.dumps(body).encode()
             writer.write(f"{method} {path} HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n"
                          f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
             await writer.drain()
@@ -393,7 +401,8 @@ async def agent_call(sock: Path, method: str, path: str, body: Any, timeout: flo
 
 
 def set_limits(backend, sandbox_id: str, res: Resources) -> None:
-    """Apply memory, CPU and pids limits to a running container by writing its cgroup (live, no restart)."""
+    """Apply memory, CPU (quota and weight) and pids limits to a running container by writing its cgroup
+    (live, no restart)."""
     from sandboxd.runtime.cgroups import Layout, SandboxCgroup
 
     layout = getattr(backend, "layout", None)
@@ -402,12 +411,16 @@ def set_limits(backend, sandbox_id: str, res: Resources) -> None:
     cg = SandboxCgroup(sandbox_id, layout)
     mem = res.memory_mb * 1024 * 1024
     quota, period = int(res.vcpu * 100000), 100000
+    shares = res.cpu_shares or DEFAULT_SHARES
     if layout is Layout.V2:
         d = cg.dir("")
-        writes = [(d / "memory.max", str(mem)), (d / "cpu.max", f"{quota} {period}"), (d / "pids.max", str(res.pids))]
+        weight = 1 + ((shares - 2) * 9999) // 262142  # the conversion crun and runc use
+        writes = [(d / "memory.max", str(mem)), (d / "cpu.max", f"{quota} {period}"), (d / "pids.max", str(res.pids)),
+                  (d / "cpu.weight", str(weight))]
     else:
         writes = [(cg.dir("memory") / "memory.limit_in_bytes", str(mem)),
-                  (cg.dir("cpu") / "cpu.cfs_quota_us", str(quota)), (cg.dir("pids") / "pids.max", str(res.pids))]
+                  (cg.dir("cpu") / "cpu.cfs_quota_us", str(quota)), (cg.dir("pids") / "pids.max", str(res.pids)),
+                  (cg.dir("cpu") / "cpu.shares", str(shares))]
     for path, value in writes:
         path.write_text(value)
 

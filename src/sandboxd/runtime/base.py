@@ -24,6 +24,9 @@ class Resources:
     memory_mb: int = 1024
     disk_mb: int = 2048
     pids: int = 1024
+    # CPU weight relative to other sandboxes (cgroup v1 cpu.shares scale, 2..262144); None = the default
+    # 1024. Warm-pool members start at the minimum so filling the pool never slows a user's sandbox.
+    cpu_shares: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,10 @@ class Backend(Protocol):
 
     async def resume(self, sandbox_id: str) -> None: ...
 
-    async def destroy(self, sandbox_id: str) -> None:
-        """Release everything: processes, mounts, cgroups, netns, veth, nft rules, directories. Idempotent."""
+    async def destroy(self, sandbox_id: str, *, background: bool = False) -> None:
+        """Release everything: processes, mounts, cgroups, netns, veth, nft rules, directories. Idempotent.
+        background=True may return once no process of the sandbox can run any more and release the rest
+        later (the backend's close() waits for that)."""
 
     async def exec(
         self,

@@ -3,6 +3,7 @@ no files of a previous user, its own id everywhere, its own events) and its kern
 from __future__ import annotations
 
 import os
+import json
 import shutil
 import sys
 import tempfile
@@ -71,6 +72,15 @@ def test_claimed_sandbox_is_fresh_and_its_own(real):
             mem = Path(f"/sys/fs/cgroup/memory/sandboxd/{second.id}/memory.limit_in_bytes")
             if mem.exists():
                 assert int(mem.read_text()) == second.get_info().resources["memory_mb"] * 1024 * 1024
+            # Members fill at the lowest CPU weight; a claimed sandbox has the default one, like a cold sandbox.
+            shares = Path(f"/sys/fs/cgroup/cpu/sandboxd/{second.id}/cpu.shares")
+            weight = Path(f"/sys/fs/cgroup/sandboxd/{second.id}/cpu.weight")
+            assert int(shares.read_text()) == 1024 if shares.exists() else int(weight.read_text()) == 100
+            # ... and the members still waiting are at the lowest weight.
+            waiting = [m["id"] for m in json.loads((real.data_dir / "pool.json").read_text())["members"]]
+            if shares.exists():
+                assert all((shares.parent.parent / w / "cpu.shares").read_text().strip() == "2" for w in waiting
+                           if (shares.parent.parent / w).exists())
         finally:
             second.kill()
     finally:

@@ -6,6 +6,7 @@ args is run through `sh -c` like a shell line.
 from __future__ import annotations
 
 import os
+import shutil  # at start, not on the first command: a pool member pays it before it is frozen
 
 from .. import processes
 from ..errors import InvalidRequest
@@ -31,8 +32,6 @@ def register(app) -> None:
             raise InvalidRequest("env must be an object")
         env = sv.env.for_run(env)
         if "/" not in argv[0]:
-            import shutil
-
             argv[0] = shutil.which(argv[0], path=env.get("PATH", os.defpath)) or argv[0]
         return {"argv": argv, "env": env, "cwd": body.get("workdir") or body.get("cwd") or sv.workspace,
                 "timeout": to_number(body.get("timeout"), default_timeout, "timeout"), "user": body.get("user"),

@@ -223,7 +223,7 @@ class FakeBackend:
         state["state"] = "running"
         self._write(sandbox_id, state)
 
-    async def destroy(self, sandbox_id: str) -> None:
+    async def destroy(self, sandbox_id: str, *, background: bool = False) -> None:
         d = self._dir(sandbox_id)
         state = self._read(sandbox_id)
         await self._kill_tree(sandbox_id, state)

@@ -1,13 +1,22 @@
 """Driving the OCI runtime binary (crun or runc): one code path, the few flags where they differ.
 
 Every failure becomes core.errors.RuntimeFailure carrying the runtime's stderr.
+
+The binary is run from a sealed memfd copy made once per daemon. crun and runc defend against
+CVE-2019-5736 by re-executing themselves from a sealed copy on every call (as root crun bind-mounts
+/proc/self/exe read-only in the host's mount table, else copies itself into a memfd); they skip that when
+/proc/self/exe already is a memfd with exactly the seals SEAL|SHRINK|GROW|WRITE (cloned_binary.c,
+is_self_cloned). Our copy has those seals, so the defence holds (what a container could reach is an
+unwritable memfd) and each call saves ~2.5 ms and two host mount-table changes.
 """
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -22,13 +31,53 @@ from sandboxd.runtime import reaper
 LONG_VERBS = frozenset({"create", "run", "start", "exec"})
 
 
+RUNTIME_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+_sealed: dict[str, int] = {}
+
+
+def sealed_copy(binary: str) -> int | None:
+    """An fd of a sealed memfd holding the runtime binary (one per binary per process), or None when one
+    cannot be made (no memfd, the binary not found): then the binary is run as it is."""
+    if binary in _sealed:
+        return _sealed[binary]
+    fd = None
+    try:
+        path = shutil.which(binary)
+        if path is None:
+            return None
+        fd = os.memfd_create(f"sandboxd:{os.path.basename(path)}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        with open(path, "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            off = 0
+            while off < size:
+                n = os.sendfile(fd, src.fileno(), off, size - off)
+                if n == 0:
+                    raise OSError(f"{path} shrank while being copied")
+                off += n
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, RUNTIME_SEALS)
+        if fcntl.fcntl(fd, fcntl.F_GET_SEALS) != RUNTIME_SEALS:  # e.g. a kernel adding F_SEAL_EXEC
+            raise OSError("unexpected seals")
+    except (OSError, AttributeError):
+        if fd is not None:
+            os.close(fd)
+        fd = None
+    _sealed[binary] = fd
+    return fd
+
+
 class OciCli:
-    def __init__(self, binary: str, root: Path):
+    def __init__(self, binary: str, root: Path, sealed: bool = True):
         self.binary = binary
         self.root = root
+        self._fd = sealed_copy(binary) if sealed else None
+
+    @property
+    def executable(self) -> str:
+        # Through our own /proc entry (not /proc/self): the child execs it after close_fds dropped the fd.
+        return f"/proc/{os.getpid()}/fd/{self._fd}" if self._fd is not None else self.binary
 
     def argv(self, *args: str) -> list[str]:
-        return [self.binary, "--root", str(self.root), *args]
+        return [self.executable, "--root", str(self.root), *args]
 
     async def call(self, *args: str, timeout: float = 60.0, check: bool = True, **kw: Any) -> tuple[int, bytes, bytes]:
         argv = self.argv(*args)

@@ -87,7 +87,8 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
             "cgroupsPath": cgroups_path(spec.id),
             "resources": {
                 "devices": [{"allow": False, "access": "rwm"}],
-                "cpu": {"quota": max(int(res.vcpu * CPU_PERIOD), 1000), "period": CPU_PERIOD},
+                "cpu": {"quota": max(int(res.vcpu * CPU_PERIOD), 1000), "period": CPU_PERIOD,
+                        **({"shares": res.cpu_shares} if res.cpu_shares else {})},
                 # swap == limit: no swap, so the memory limit is a real limit and an OOM kill is visible.
                 "memory": {"limit": memory, "swap": memory},
                 "pids": {"limit": res.pids},

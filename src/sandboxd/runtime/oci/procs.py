@@ -81,16 +81,45 @@ def _alive(pid: int | None) -> bool:
 
 
 async def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
+    """Until pid has exited (and is reaped when it is our child). Woken by a pidfd when the kernel has one,
+    so a kill does not pay a polling interval."""
+    if not pid or _reap(pid) or not _alive(pid):
+        _reap(pid)
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        _reap(pid)
+        return
+    except (OSError, AttributeError):
+        fd = None
+    loop = asyncio.get_running_loop()
     deadline = time.monotonic() + timeout
-    n = 0
-    while pid and time.monotonic() < deadline:
-        if _reap(pid) or not _alive(pid):
-            _reap(pid)
-            return
-        n += 1
-        if n % 10 == 1:  # an orphaned zombie in its pid namespace keeps init from finishing its exit
-            reaper.reap_orphans()
-        await asyncio.sleep(0.005)
+    first = True
+    try:
+        while time.monotonic() < deadline:
+            # An orphaned zombie in its pid namespace keeps init from finishing its exit: reap those (a
+            # scan of /proc, so not before the first wait: usually there are none).
+            if not first:
+                reaper.reap_orphans()
+            first = False
+            if _reap(pid) or not _alive(pid):
+                break
+            if fd is None:
+                await asyncio.sleep(0.005)
+                continue
+            exited = loop.create_future()
+            loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+            try:
+                await asyncio.wait_for(exited, 0.05)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                loop.remove_reader(fd)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    _reap(pid)
 
 
 def _veth_counters(veth: str) -> tuple[int, int]:

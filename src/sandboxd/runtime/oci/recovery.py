@@ -1,7 +1,8 @@
 """recover(): after the daemon restarts (even after SIGKILL), adopt what is still alive and clean up the rest.
 
 - running / paused sandboxes whose container is alive are adopted as they are;
-- a sandbox whose create never finished (status "creating") is torn down completely;
+- a sandbox whose create never finished (status "creating") or that was killed but not yet released
+  (status "destroying", see OciBackend.destroy(background=True)) is torn down completely;
 - a sandbox recorded running whose container died (agent crash, host reboot) becomes stopped: its
   container and network are released, its filesystem kept for start();
 - runtime containers with no sandbox directory (a crash between the two) are deleted.
@@ -33,8 +34,9 @@ async def recover(backend: "OciBackend") -> list[RuntimeSandbox]:
                 await backend.destroy(d.name)
             continue
         known.add(rec.id)
-        if rec.status == "creating":
-            log.info("recover: removing half-created sandbox %s", rec.id)
+        if rec.status in ("creating", "destroying"):
+            log.info("recover: removing %s sandbox %s", "half-created" if rec.status == "creating" else "killed",
+                     rec.id)
             await backend.destroy(rec.id)
             continue
         async with backend._lock(rec.id):

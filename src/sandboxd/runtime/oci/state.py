@@ -1,7 +1,8 @@
 """The on-disk record of one sandbox (`<sandbox dir>/state.json`): what recover() needs after a restart.
 
 Written atomically (rename) at every state change, so a SIGKILLed daemon leaves either the old or the
-new record, never half of one. `status == "creating"` marks a sandbox whose create never finished.
+new record, never half of one. `status == "creating"` marks a sandbox whose create never finished,
+"destroying" one that was killed and whose files are still being released.
 """
 from __future__ import annotations
 

@@ -1,0 +1,154 @@
+"""Ending a sandbox (OciBackend's teardown half): kill its processes through the cgroup, forget the
+container, release network, mounts, loop disk, cgroup and files. destroy(background=True) does the first
+part now and the rest on a task (see destroy)."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from sandboxd.core.errors import Conflict, RuntimeFailure
+from sandboxd.runtime import network
+from sandboxd.runtime.cgroups import SandboxCgroup
+from sandboxd.runtime.oci.procs import _alive, _reap, _rmdir, _wait_gone
+from sandboxd.runtime.oci.state import Record
+from sandboxd.runtime.rootfs import SandboxRoot
+
+log = logging.getLogger("sandboxd.runtime")
+
+
+def _os_errors_are_runtime_failures(fn):
+    """Layer boundary: an OSError from a mount, a file or a socket becomes RuntimeFailure."""
+    @functools.wraps(fn)
+    async def inner(*args, **kwargs):
+        try:
+            return await fn(*args, **kwargs)
+        except OSError as exc:
+            raise RuntimeFailure(f"{fn.__name__} failed: {exc}", details={"errno": exc.errno}) from exc
+    return inner
+
+
+class Teardown:
+    """Mixed into OciBackend, whose paths, records, locks and runtime CLI it uses."""
+
+    async def _halt(self, rec: Record) -> None:
+        """End the container (if any) and its network; the filesystem stays mounted."""
+        # A live sandbox dies through its cgroup (thaw, SIGKILL, wait: no runtime call) and is forgotten
+        # with one `delete --force`: each runtime call costs ~7 ms here, the state/kill pair is not needed.
+        st = None if rec.pid and _alive(rec.pid) and await self._kill_cgroup(rec.id) else await self.cli.state(rec.id)
+        if st is not None:
+            if st.get("status") == "paused":
+                await self.cli.call("resume", rec.id, check=False)  # frozen tasks cannot die
+            await self.cli.call("kill", rec.id, "KILL", check=False)
+            await _wait_gone(st.get("pid") or rec.pid)
+            await self.cli.call("delete", "--force", rec.id, check=False)
+        elif rec.pid:
+            _reap(rec.pid)
+        await self._kill_cgroup(rec.id)
+        if rec.net:
+            await asyncio.to_thread(network.destroy, network.SandboxNet.from_dict(rec.net))
+
+    async def _kill_cgroup(self, sandbox_id: str) -> bool:
+        """Kill whatever is still in the sandbox's cgroup: after a crash, a container the runtime no
+        longer lists (or one half set up) can still hold processes, mounts and the loop device.
+        True when it found processes (and deleted the container)."""
+        cg = SandboxCgroup(sandbox_id, self.layout)
+        pids = cg.pids()
+        if not pids:
+            return False
+        cg.thaw()
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        for pid in pids:
+            await _wait_gone(pid, timeout=5.0)
+        await self.cli.call("delete", "--force", sandbox_id, check=False)
+        return True
+
+    @_os_errors_are_runtime_failures
+    async def destroy(self, sandbox_id: str, *, background: bool = False) -> None:
+        """background=True: return as soon as every process of the sandbox has been sent SIGKILL (it runs
+        nothing any more) and release the rest (container record, mounts, loop disk, cgroup, netns, files)
+        on a task: a user's kill does not wait ~20 ms for the unmounts and `crun delete`. The record says
+        "destroying" meanwhile, so recover() finishes the job after a crash; close() waits for it."""
+        if background and await self._kill_now(sandbox_id):
+            task = asyncio.create_task(self._reclaim(sandbox_id), name=f"reclaim-{sandbox_id}")
+            self._reclaims.add(task)
+            task.add_done_callback(self._reclaims.discard)
+            return
+        async with self._lock(sandbox_id):
+            await self._teardown(sandbox_id)
+        self._locks.pop(sandbox_id, None)
+
+    async def _kill_now(self, sandbox_id: str) -> bool:
+        """SIGKILL everything in the sandbox's cgroup (thawed first: frozen tasks cannot die). False when
+        there is nothing alive to kill, or no record: the caller tears down in the foreground."""
+        async with self._lock(sandbox_id):
+            d = self.dir(sandbox_id)
+            rec = Record.load(d)
+            if rec is None or rec.runtime != self.runtime or not _alive(rec.pid):
+                return False
+            cg = SandboxCgroup(sandbox_id, self.layout)
+            pids = cg.pids()
+            if rec.pid not in pids:  # not this container's init any more (pid reuse): take the slow path
+                return False
+            rec.status = "destroying"
+            rec.save(d)
+            cg.thaw()
+            for pid in [rec.pid, *pids]:  # init first: the kernel then kills its whole pid namespace
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            return True
+
+    async def _reclaim(self, sandbox_id: str) -> None:
+        try:
+            async with self._lock(sandbox_id):
+                await self._teardown(sandbox_id)
+            self._locks.pop(sandbox_id, None)
+        except Exception:  # the record stays "destroying": the next recover() retries
+            log.exception("releasing sandbox %s failed", sandbox_id)
+
+    async def drain(self) -> None:
+        """Wait until the background releases of destroy(background=True) are done."""
+        while self._reclaims:
+            await asyncio.gather(*list(self._reclaims), return_exceptions=True)
+
+    async def _teardown(self, sandbox_id: str) -> None:
+        """Release everything the sandbox may hold, whatever state it got to. Idempotent."""
+        d = self.dir(sandbox_id)
+        rec = Record.load(d)
+        if rec is not None and rec.runtime != self.runtime:
+            raise Conflict(f"sandbox {sandbox_id} belongs to the {rec.runtime} backend")
+        if rec is None:
+            rec = Record(id=sandbox_id, runtime=self.runtime, status="creating", spec={})
+        if rec.net is None:  # created but not recorded yet: the names are derived from the id
+            netns, veth = network.names(sandbox_id)
+            rec.net = {"netns": netns, "veth": veth, "host_ip": None, "sandbox_ip": None}
+        await self._halt(rec)
+        await asyncio.to_thread(self._remove_files, sandbox_id, d, rec)
+
+    def _remove_files(self, sandbox_id: str, d: Path, rec: Record) -> None:
+        rootfs, sock = self._paths(sandbox_id, rec)
+        # Both candidate mount points: the record may be missing (killed before it was written).
+        for mp in dict.fromkeys((rootfs, d / "rootfs", self.run_dir / "root" / sandbox_id)):
+            SandboxRoot(d, (), self.settings.uid_base, rootfs=mp).unmount()
+            if not mp.is_relative_to(d):
+                _rmdir(mp)
+        if not sock.is_relative_to(d):
+            try:
+                sock.unlink()
+            except FileNotFoundError:
+                pass
+        SandboxCgroup(sandbox_id, self.layout).remove()
+        shutil.rmtree(d, ignore_errors=True)
+        if d.exists():
+            raise RuntimeFailure(f"could not remove {d}")
+
+    # ---- inspection --------------------------------------------------------------------------
