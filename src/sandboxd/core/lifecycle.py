@@ -218,7 +218,7 @@ class LifecycleService:
                 sb = _to_model(r)
             self.routes[sid] = Route(rt.agent_socket, RUNNING, 1)
             self._expiry[sid] = expires
-            self._emit(ev.CREATED, sb)
+            self._emit(ev.CREATED, sb, create_seconds=round((started - now).total_seconds(), 4))
         token, token_exp = self.signer.issue(sid, sb.token_version)
         return sb, token, token_exp
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 CURSOR = "webhooks"
 FANOUT_BATCH = 500
 POLL_SECONDS = 0.5
+COALESCE_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 300.0
 
 
@@ -123,7 +124,11 @@ class Dispatcher:
         if q is not None:
             waits.append(asyncio.create_task(q.get()))
         try:
-            await asyncio.wait(waits, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waits, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                # Woken by an event: let the burst finish first. One pass then covers many events, and it does
+                # not compete with the request that caused the event (a create's first command follows it).
+                await asyncio.sleep(COALESCE_SECONDS)
         finally:
             for w in waits:
                 w.cancel()

@@ -23,7 +23,7 @@ from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats
 from sandboxd.runtime.cgroups import SandboxCgroup, detect
 from sandboxd.runtime.oci import channel, config, paths
-from sandboxd.runtime.oci.cli import OciCli, dup_to_fd3
+from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.execution import run_exec
 from sandboxd.runtime.oci.procs import _alive, _resolv_conf, _tail, _veth_counters, _write_freezer
 from sandboxd.runtime.oci.state import Record, spec_to_dict
@@ -158,8 +158,7 @@ class OciBackend(Teardown):
                 args = [verb, "--bundle", str(d), "--pid-file", str(d / "init.pid"), "--preserve-fds", "1"]
                 if verb == "run":
                     args.insert(1, "-d")
-                rc, _, _ = await self.cli.call(*args, rec.id, check=False, stdout=log, stderr=log,
-                                               close_fds=False, preexec_fn=dup_to_fd3(sock.fileno()))
+                rc = await self.cli.call_with_fd3(*args, rec.id, fd=sock.fileno(), log=log.fileno())
             if rc != 0:
                 raise self.cli.failure(args, rc, _tail(log_path))
         finally:
