@@ -7,6 +7,7 @@ reserve row -> backend.create (returns once the agent is healthy) -> mark runnin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import socket
@@ -235,7 +236,8 @@ class LifecycleService:
             if rt is not None:
                 await run_start(rt.agent_socket, image)
                 return rt
-        rt = await self.backend.create(spec)
+        with self.pool.cold_start() if self.pool is not None else contextlib.nullcontext():
+            rt = await self.backend.create(spec)
         await run_start(rt.agent_socket, image)  # the template's start command and ready check, if any
         return rt
 

@@ -47,3 +47,23 @@ def test_claim_without_pool_or_members_is_none_and_counts_misses(tmp_path):
     assert pool.claim(T) is None and pool.stats["tpl1"].misses == 1
     text = pool.prometheus()
     assert 'sandboxd_pool_misses_total{template="tpl1"} 1' in text
+
+
+async def test_refills_wait_while_a_cold_create_runs(tmp_path):
+    """A refill does not start (does not even look its template up) while a user's cold create is in flight."""
+    import asyncio
+
+    started = []
+
+    class Catalog:
+        def get(self, tid):
+            started.append(tid)
+            raise LookupError("stop here: only the start matters")
+
+    pool = WarmPoolService(Settings(data_dir=tmp_path, backend="fake"), backend=None, catalog=Catalog())
+    with pool.cold_start():
+        fill = asyncio.create_task(pool._fill_one("tpl1"))
+        await asyncio.sleep(0.05)
+        assert started == [] and not fill.done()
+    await asyncio.wait_for(fill, 5)
+    assert started == ["tpl1"] and pool.stats["tpl1"].fill_failures == 1
