@@ -28,8 +28,9 @@ CORE_ROUTES = [
 # for an ASGI sub-app). Skipped while absent or not yet wired.
 OPTIONAL_ROUTES = ["sandboxd.agent.envd"]
 # Route modules imported on the first request under one of their path prefixes (or when /info lists the
-# routes), so `/health` answers sooner and a sandbox pays only for the protocols it is spoken to in. Eager: /health (the readiness probe), /commands (the first thing most users do) and /env
-# (the pool's claim). Every pattern a lazy module registers must lie under one of its prefixes.
+# routes), so `/health` answers sooner and a sandbox pays only for the protocols it is spoken to in.
+# Eager: /health (the readiness probe), /commands (the first thing most users do) and /env (the pool's
+# claim). Every pattern a lazy module registers must lie under one of its prefixes.
 LAZY_ROUTES = {
     "sandboxd.agent.routes.execute": ("/execute", "/processes"),
     "sandboxd.agent.routes.files": ("/files",),
