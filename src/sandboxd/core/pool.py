@@ -285,7 +285,10 @@ class WarmPoolService:
                 # The agent loads its command machinery and its E2B routes (~14 ms CPU) on first use: pay
                 # that here, not in the user's first request (docs/performance.md).
                 await agent_call(rt.agent_socket, "POST", "/commands/run", {"command": "true", "timeout": 30})
-                await agent_call(rt.agent_socket, "GET", "/e2b/49983/health", None)  # loads the E2B (envd) routes
+                try:  # loads the E2B (envd) routes; a member without them still serves HopX users
+                    await agent_call(rt.agent_socket, "GET", "/e2b/49983/health", None)
+                except OSError as exc:
+                    log.warning("pool: E2B routes of %s not loaded: %s", sid, exc)
                 kernel = KERNEL_FEATURE in (template.features or [])
                 if kernel:  # the first run_code would pay ~1 s for the kernel start; pay it now
                     doc = await agent_call(rt.agent_socket, "POST", "/jupyter/warm", {}, timeout=60)
