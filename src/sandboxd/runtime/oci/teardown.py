@@ -38,7 +38,15 @@ class Teardown:
         """End the container (if any) and its network; the filesystem stays mounted."""
         # A live sandbox dies through its cgroup (thaw, SIGKILL, wait: no runtime call) and is forgotten
         # with one `delete --force`: each runtime call costs ~7 ms here, the state/kill pair is not needed.
-        st = None if rec.pid and _alive(rec.pid) and await self._kill_cgroup(rec.id) else await self.cli.state(rec.id)
+        if rec.status == "destroying":
+            # destroy(background=True) SIGKILLed it: no state/kill round trip (two runtime calls), only
+            # stragglers still exiting to wait for, and one delete.
+            if not await self._kill_cgroup(rec.id):
+                _reap(rec.pid)
+                await self.cli.call("delete", "--force", rec.id, check=False)
+            st = None
+        else:
+            st = None if rec.pid and _alive(rec.pid) and await self._kill_cgroup(rec.id) else await self.cli.state(rec.id)
         if st is not None:
             if st.get("status") == "paused":
                 await self.cli.call("resume", rec.id, check=False)  # frozen tasks cannot die
