@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,15 @@ class OciCli:
 
 async def _exited(pid: int, timeout: float) -> bool:
     """Wait (without reaping) until our child pid has exited; False on timeout."""
-    fd = os.pidfd_open(pid)
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # kernel < 5.3: poll for the zombie instead
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+            await asyncio.sleep(0.002)
+        return False
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     loop.add_reader(fd, lambda: done.done() or done.set_result(True))
