@@ -2,6 +2,7 @@
 request, and nothing about the API changes because of it (404/405, /info's endpoint list, envd)."""
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -28,12 +29,24 @@ def test_start_imports_only_what_health_and_commands_need(tmp_path):
     assert out == []
 
 
-def test_lazy_routes_answer_like_eager_ones(tmp_path):
+@contextlib.contextmanager
+def fresh_agent(workspace):
+    """A newly started agent (nothing loaded lazily yet) and its base URL."""
     port = free_port()
-    proc = start_agent(["--port", str(port)], tmp_path)
+    proc = start_agent(["--port", str(port)], workspace)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=30) as c:
             wait_healthy(c, proc)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_lazy_routes_answer_like_eager_ones(tmp_path):
+    with fresh_agent(tmp_path) as base:
+        with httpx.Client(base_url=base, timeout=30) as c:
             # a known path with the wrong method is still a 405 on a module not loaded yet
             r = c.get("/execute")
             assert r.status_code == 405 and r.json()["code"] == "METHOD_NOT_ALLOWED"
@@ -43,24 +56,14 @@ def test_lazy_routes_answer_like_eager_ones(tmp_path):
             assert c.get("/e2b/49983/health").status_code in (200, 204)
             r = c.post("/execute", json={"code": "echo lazy", "language": "bash"})
             assert r.json()["stdout"] == "lazy\n"
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        with httpx.Client(base_url=base, timeout=30) as c:
             endpoints = set(c.get("/info").json()["endpoints"])
         assert {"POST /commands/run", "GET /terminal", "POST /files/write",
                 "POST /e2b/49983/process.Process/Start"} <= endpoints
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_info_lists_lazy_routes_on_a_fresh_agent(tmp_path):
-    port = free_port()
-    proc = start_agent(["--port", str(port)], tmp_path)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-            wait_healthy(c, proc)
-            endpoints = set(c.get("/info").json()["endpoints"])
+    with fresh_agent(tmp_path) as base:
+        endpoints = set(httpx.get(base + "/info", timeout=30).json()["endpoints"])
         assert {"POST /execute", "GET /files/read", "GET /terminal", "GET /e2b/49983/files",
                 "POST /e2b/49999/execute"} <= endpoints
-    finally:
-        proc.terminate()
-        proc.wait(10)

@@ -238,16 +238,11 @@ class App:
 
 def create_app(services: Services | None = None) -> App:
     app = App(services)
-    for name in CORE_ROUTES:
+    for name, optional in [(n, False) for n in CORE_ROUTES] + [(n, True) for n in OPTIONAL_ROUTES]:
         if name in LAZY_ROUTES:
-            app.include_lazy(name, LAZY_ROUTES[name])
+            app.include_lazy(name, LAZY_ROUTES[name], optional=optional)
         else:
-            app.include(name)
-    for name in OPTIONAL_ROUTES:
-        if name in LAZY_ROUTES:
-            app.include_lazy(name, LAZY_ROUTES[name], optional=True)
-        else:
-            app.include(name, optional=True)
+            app.include(name, optional=optional)
     for prefix, name in LAZY_MOUNTS.items():
         app.lazy_mount(prefix, name)
     return app

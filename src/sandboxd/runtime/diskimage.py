@@ -30,18 +30,22 @@ _making = threading.Lock()  # one mkfs per process when a burst of creates finds
 MKFS_OPTIONS = ("-O", "^has_journal", "-m", "0", "-E", "lazy_itable_init=1,root_owner={uid}:{uid}")
 
 
-def mkfs(image: Path, size_mb: int, uid: int) -> None:
-    """Make a fresh sparse image of size_mb with an ext4 filesystem whose root is owned by uid."""
-    with open(image, "wb") as fh:
-        fh.truncate(size_mb * 1024 * 1024)
-    argv = ["mkfs.ext4", "-q", "-F", *(o.format(uid=uid) for o in MKFS_OPTIONS), str(image)]
+def run_tool(argv: list[str]) -> None:
+    """Run a host tool (mkfs.ext4, mount); a failure becomes RuntimeFailure carrying its stderr."""
     try:
         subprocess.run(argv, check=True, capture_output=True, timeout=60)
     except subprocess.CalledProcessError as exc:
         err = exc.stderr.decode(errors="replace").strip()
-        raise RuntimeFailure(f"mkfs.ext4 failed: {err}", details={"argv": argv, "stderr": err}) from exc
+        raise RuntimeFailure(f"{argv[0]} failed: {err}", details={"argv": argv, "stderr": err}) from exc
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RuntimeFailure(f"mkfs.ext4 failed: {exc}", details={"argv": argv}) from exc
+        raise RuntimeFailure(f"{argv[0]} failed: {exc}", details={"argv": argv}) from exc
+
+
+def mkfs(image: Path, size_mb: int, uid: int) -> None:
+    """Make a fresh sparse image of size_mb with an ext4 filesystem whose root is owned by uid."""
+    with open(image, "wb") as fh:
+        fh.truncate(size_mb * 1024 * 1024)
+    run_tool(["mkfs.ext4", "-q", "-F", *(o.format(uid=uid) for o in MKFS_OPTIONS), str(image)])
 
 
 def blank_path(cache_dir: Path, size_mb: int, uid: int) -> Path:

@@ -15,21 +15,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import subprocess
 from pathlib import Path
 
 from sandboxd.core.errors import RuntimeFailure
 from sandboxd.runtime import diskimage, loopdev
-
-
-def _run(argv: list[str]) -> None:
-    try:
-        subprocess.run(argv, check=True, capture_output=True, timeout=60)
-    except subprocess.CalledProcessError as exc:
-        err = exc.stderr.decode(errors="replace").strip()
-        raise RuntimeFailure(f"{argv[0]} failed: {err}", details={"argv": argv, "stderr": err}) from exc
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RuntimeFailure(f"{argv[0]} failed: {exc}", details={"argv": argv}) from exc
 
 
 def is_mount(path: Path) -> bool:
@@ -123,7 +112,7 @@ class SandboxRoot:
         except OSError as exc:
             raise RuntimeFailure(f"mounting the sandbox disk failed: {exc}", details={"errno": exc.errno}) from exc
         # `-o loop` sets autoclear too: the loop device goes away with the unmount.
-        _run(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(self.disk)])
+        diskimage.run_tool(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(self.disk)])
 
     def unmount(self) -> None:
         mounted = _mounted_targets()

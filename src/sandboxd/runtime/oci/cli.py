@@ -25,11 +25,12 @@ from typing import Any
 
 from sandboxd.core.errors import NotFound, RuntimeFailure, SandboxdError
 from sandboxd.runtime import reaper
+from sandboxd.runtime.oci.procs import readable
 
 
 # Verbs that start processes which must not outlive a SIGKILLed daemon; state/pause/resume/kill/delete
-# return in milliseconds and need no death signal.
-LONG_VERBS = frozenset({"create", "run", "start", "exec"})
+# return in milliseconds and need no death signal (create/run go through call_with_fd3).
+LONG_VERBS = frozenset({"start", "exec"})
 
 
 RUNTIME_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -169,16 +170,9 @@ async def _exited(pid: int, timeout: float) -> bool:
                 return True
             await asyncio.sleep(0.002)
         return False
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    loop.add_reader(fd, lambda: done.done() or done.set_result(True))
     try:
-        await asyncio.wait_for(done, timeout)
-        return True
-    except asyncio.TimeoutError:
-        return False
+        return await readable(fd, timeout)
     finally:
-        loop.remove_reader(fd)
         os.close(fd)
 
 

@@ -80,6 +80,20 @@ def _alive(pid: int | None) -> bool:
         return False
 
 
+async def readable(fd: int, timeout: float) -> bool:
+    """Until fd is readable (a pidfd: its process has exited); False on timeout."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(True))
+    try:
+        await asyncio.wait_for(ready, timeout)
+        return True
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+
+
 async def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
     """Until pid has exited (and is reaped when it is our child). Woken by a pidfd when the kernel has one,
     so a kill does not pay a polling interval."""
@@ -93,7 +107,6 @@ async def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
         return
     except (OSError, AttributeError):
         fd = None
-    loop = asyncio.get_running_loop()
     deadline = time.monotonic() + timeout
     first = True
     try:
@@ -108,14 +121,7 @@ async def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
             if fd is None:
                 await asyncio.sleep(0.005)
                 continue
-            exited = loop.create_future()
-            loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
-            try:
-                await asyncio.wait_for(exited, 0.05)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                loop.remove_reader(fd)
+            await readable(fd, 0.05)
     finally:
         if fd is not None:
             os.close(fd)
