@@ -7,6 +7,8 @@ Rows (p50 / p95 / p99 ms, before → after, measured interleaved in the same run
   loop mount      `mount -o loop` subprocess           → LOOP_CTL_GET_FREE + LOOP_CONFIGURE + mount(2)
   root prepare    SandboxRoot.create (disk+loop+overlay), old path → new path
   crun state/run/delete   crun from /usr/bin           → crun from the daemon's sealed memfd
+  crun run, seccomp   the sandbox profile compiled by crun → the program it compiled before, by annotation
+                      (wall, and the host's busy CPU over the call)
   backend.create  a whole cold create (agent healthy), all three off → all three on (--e2e N, 0 skips)
 Needs root, crun and a built template. Asserts nothing; JSON goes to bench/results/coldpath-<time>.json.
 """
@@ -29,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime import bare_bundle, dist  # noqa: E402  (bench/runtime.py)
 
 from sandboxd.config import Settings  # noqa: E402
-from sandboxd.runtime import diskimage, get_backend, loopdev, rootfs  # noqa: E402
+from sandboxd.runtime import diskimage, get_backend, loopdev, rootfs, seccomp  # noqa: E402
 from sandboxd.runtime.base import Resources, SandboxSpec  # noqa: E402
+from sandboxd.runtime.oci.bpfcache import BpfCache  # noqa: E402
 from sandboxd.runtime.oci.cli import OciCli  # noqa: E402
 from sandboxd.templates.store import TemplateStore  # noqa: E402
 
@@ -132,6 +135,46 @@ async def bench_crun(work: Path, rootfs_dir: Path, runs: int) -> dict:
             t = time.perf_counter()
             await cli.call("delete", "--force", cid)
             out[f"delete_{k}"].append(ms(t))
+    out.update(await bench_seccomp(work, rootfs_dir, runs, log_path=work / "crun.log"))
+    log.close()
+    return out
+
+
+def _host_cpu_ms() -> float:
+    """Busy CPU of the whole host (/proc/stat, 10 ms ticks): crun's processes are not all our children and
+    part of their work happens before the container's cgroup exists, so neither rusage nor the cgroup sees it."""
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
+    return (sum(f[:8]) - f[3] - f[4]) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_seccomp(work: Path, rootfs_dir: Path, runs: int, log_path: Path) -> dict:
+    """`crun run -d` with the sandboxes' seccomp profile: compiled by crun (libseccomp) every time → crun's
+    own program from the first run handed back through run.oci.seccomp_bpf_data (oci/bpfcache.py)."""
+    cli = OciCli("crun", work / "state")
+    cache = BpfCache("crun")
+    bundles = {}
+    for k in ("compiled", "cached"):
+        bundle = bare_bundle(rootfs_dir, work / "bundles", SLEEP)
+        cfg = json.loads((bundle / "config.json").read_text())
+        cfg["linux"]["seccomp"] = seccomp.profile()
+        bundles[k] = (bundle, cfg)
+    out = {k: [] for k in ("seccomp_run_compiled", "seccomp_run_cached", "seccomp_cpu_compiled", "seccomp_cpu_cached")}
+    log = open(log_path, "ab")
+    for i in range(runs + 1):
+        for k, (bundle, cfg) in bundles.items():
+            if k == "cached":
+                cache.annotate(cfg)
+            (bundle / "config.json").write_text(json.dumps(cfg))
+            cid = f"coldpath-{uuid.uuid4().hex[:8]}"
+            t, c = time.perf_counter(), _host_cpu_ms()
+            await cli.call("run", "-d", "--bundle", str(bundle), cid, stdout=log, stderr=log)
+            wall, cpu = ms(t), _host_cpu_ms() - c
+            cache.learn(BpfCache.key(cfg["linux"]["seccomp"]), cli.root / cid)
+            await cli.call("delete", "--force", cid)
+            if i:  # the first round teaches the cache
+                out[f"seccomp_run_{k}"].append(wall)
+                out[f"seccomp_cpu_{k}"].append(cpu)
     log.close()
     return out
 
@@ -181,6 +224,8 @@ ROWS = [  # figure, before key, after key
     ("loop mount (mount -o loop → ioctl)", ("loop", "mount_binary"), ("loop", "ioctl")),
     ("root prepare (disk+loop+overlay)", ("prepare", "old"), ("prepare", "new")),
     ("crun run -d (disk → sealed memfd)", ("crun", "run_plain"), ("crun", "run_sealed")),
+    ("crun run -d, sandbox seccomp: compiled → cached", ("crun", "seccomp_run_compiled"), ("crun", "seccomp_run_cached")),
+    ("  host CPU busy during that run (10 ms ticks)", ("crun", "seccomp_cpu_compiled"), ("crun", "seccomp_cpu_cached")),
     ("crun state", ("crun", "state_plain"), ("crun", "state_sealed")),
     ("crun delete --force", ("crun", "delete_plain"), ("crun", "delete_sealed")),
     ("backend.create, agent healthy", ("e2e", "create_old"), ("e2e", "create_new")),

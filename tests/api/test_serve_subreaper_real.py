@@ -22,6 +22,25 @@ def ppid(pid: int) -> int:
     raise AssertionError("no PPid")
 
 
+def zombie_children(pid: int) -> list[str]:
+    """pid's children that exited and were never reaped, as `pid comm`."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += (task / "children").read_text().split()
+        except OSError:
+            continue
+    out = []
+    for k in kids:
+        try:
+            stat = Path(f"/proc/{k}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rpartition(")")[2].split()[0] == "Z":
+            out.append(f"{k} {Path(f'/proc/{k}/comm').read_text().strip()}")
+    return out
+
+
 def test_sandbox_init_is_adopted_by_serve():
     data = Path(tempfile.mkdtemp(prefix="roomj-reaper-", dir="/tmp"))
     data.chmod(0o755)
@@ -33,6 +52,11 @@ def test_sandbox_init_is_adopted_by_serve():
             # `crun run -d` double-forks: the init's parent is the nearest subreaper, which must be serve.
             assert ppid(init) == srv.proc.pid
             assert c.delete(f"/v1/sandboxes/{sb['id']}").status_code == 200
+            # The runtime's own orphans (its double fork; named after the sealed copy's fd) are reaped too:
+            # each one left would hold a pid for the daemon's life (one per create, ~5k to a TasksMax).
+            for _ in range(3):
+                other = c.post("/v1/sandboxes", json={"template_name": "base"}).json()
+                assert c.delete(f"/v1/sandboxes/{other['id']}").status_code == 200
         # A kill returns once the processes are SIGKILLed; the release (and the reaping) follow at once.
         deadline = time.monotonic() + 10
         left = data / "sandboxes" / sb["id"]
@@ -40,6 +64,9 @@ def test_sandbox_init_is_adopted_by_serve():
             time.sleep(0.01)
         assert not Path(f"/proc/{init}").exists()  # reaped, not left a zombie
         assert not left.exists()  # and its files released
+        while zombie_children(srv.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert zombie_children(srv.proc.pid) == []
     finally:
         srv.close()
         shutil.rmtree(data, ignore_errors=True)

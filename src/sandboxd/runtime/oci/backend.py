@@ -23,6 +23,7 @@ from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats
 from sandboxd.runtime.cgroups import SandboxCgroup, detect
 from sandboxd.runtime.oci import channel, config, paths
+from sandboxd.runtime.oci.bpfcache import BpfCache
 from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.execution import run_exec
 from sandboxd.runtime.oci.procs import _alive, _resolv_conf, _tail, _veth_counters, _write_freezer
@@ -57,6 +58,7 @@ class OciBackend(Teardown):
                                          disk_quota=True, user_namespace=True, isolation="container")
         self.run_dir = paths.runtime_dir(Path(settings.data_dir))
         self.cli = OciCli(runtime, self.run_dir / runtime)
+        self.bpf = BpfCache(runtime)
         self.agent_argv = agent_argv
         self.agent_pkg = Path(sandboxd.__file__).resolve().parent
         _compile_once(str(self.agent_pkg))
@@ -143,6 +145,7 @@ class OciBackend(Teardown):
         rootfs, sock_path = self._paths(rec.id, rec)
         cfg = config.build(spec, uid_base=self.settings.uid_base, uid_count=self.settings.uid_count,
                            sandbox_dir=d, agent_pkg=self.agent_pkg, argv=self.agent_argv, rootfs=rootfs)
+        profile_key = self.bpf.annotate(cfg)
         (d / "config.json").write_text(json.dumps(cfg))
         self.cli.root.mkdir(parents=True, exist_ok=True)
         if not sock_path.is_relative_to(d):
@@ -163,6 +166,7 @@ class OciBackend(Teardown):
                 raise self.cli.failure(args, rc, _tail(log_path))
         finally:
             sock.close()
+        self.bpf.learn(profile_key, self.cli.root / rec.id)
         rec.pid = int((d / "init.pid").read_text().strip())
         if spec.internet_access:
             net = await asyncio.to_thread(network.attach, rec.id, rec.pid)

@@ -72,6 +72,8 @@ class OciCli:
         self.binary = binary
         self.root = root
         self._fd = sealed_copy(binary) if sealed else None
+        if self._fd is not None:  # its orphans are named after the fd: the reaper must know them
+            reaper.runtime_comm(os.path.basename(self.executable))
 
     @property
     def executable(self) -> str:
