@@ -13,7 +13,8 @@ from .conftest import SRC, free_port, start_agent, wait_healthy
 # Imported by a fresh agent only when a request needs them (bench/agent_start.py measures why).
 LAZY = ["sandboxd.agent.envd.routes", "sandboxd.agent.routes.execute", "sandboxd.agent.routes.files",
         "sandboxd.agent.routes.terminal", "sandboxd.agent.files", "sandboxd.agent.terminal",
-        "sandboxd.agent.upload", "argparse", "urllib.parse", "http"]
+        "sandboxd.agent.upload", "sandboxd.agent.execution", "sandboxd.agent.kernel", "argparse", "urllib.parse",
+        "http"]
 
 
 def test_start_imports_only_what_health_and_commands_need(tmp_path):
@@ -67,3 +68,45 @@ def test_info_lists_lazy_routes_on_a_fresh_agent(tmp_path):
         endpoints = set(httpx.get(base + "/info", timeout=30).json()["endpoints"])
         assert {"POST /execute", "GET /files/read", "GET /terminal", "GET /e2b/49983/files",
                 "POST /e2b/49999/execute"} <= endpoints
+
+
+FIRST_COMMAND = '''
+import os, socket, sys, threading, time
+sock_path, lazy = sys.argv[1], sys.argv[2].split()
+
+
+def request(method, path, body=b""):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock_path)
+    s.sendall(f"{method} {path} HTTP/1.1\\r\\nHost: a\\r\\nContent-Length: {len(body)}\\r\\n"
+              f"Connection: close\\r\\n\\r\\n".encode() + body)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    return out
+
+
+def probe():
+    while not os.path.exists(sock_path):
+        time.sleep(0.01)
+    request("GET", "/health")
+    answer = request("POST", "/commands/run", b'{"command": "true"}')
+    print(b'"exit_code": 0' in answer, " ".join(m for m in lazy if m in sys.modules) or "-", flush=True)
+    os._exit(0)
+
+
+threading.Thread(target=probe, daemon=True).start()
+sys.argv = ["sandboxd.agent", "--unix", sock_path]
+import runpy
+runpy.run_module("sandboxd.agent", run_name="__main__")
+'''
+
+
+def test_a_first_command_loads_no_kernel_or_file_machinery(tmp_path):
+    """A sandbox that only runs commands (the common agent case) never pays for the execute/kernel modules."""
+    lazy = ["sandboxd.agent.execution", "sandboxd.agent.kernel", "sandboxd.agent.files",
+            "sandboxd.agent.routes.execute", "sandboxd.agent.envd.routes"]
+    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {SRC!r})\n" + FIRST_COMMAND,
+                          str(tmp_path / "agent.sock"), " ".join(lazy)],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.stdout.split() == ["True", "-"], out.stderr[-2000:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 PRIVATE_PREFIX = "SANDBOXD_AGENT_"
+AGENT_VENV = "/opt/sandboxd/venv"
 
 
 class EnvStore:
@@ -44,3 +45,18 @@ def _strs(values: dict) -> dict[str, str]:
 
         raise InvalidRequest("env vars must be an object of strings")
     return {str(k): "" if v is None else str(v) for k, v in values.items()}
+
+
+def find_user_python(env: dict[str, str]) -> str | None:
+    """The user's python on PATH (never the agent's own venv), for kernels and /info."""
+    explicit = os.environ.get("SANDBOXD_AGENT_USER_PYTHON")
+    if explicit:
+        return explicit
+    for d in env.get("PATH", os.defpath).split(os.pathsep):
+        if d.startswith(AGENT_VENV):
+            continue  # the agent's own venv is never the user's python
+        for name in ("python3", "python"):
+            p = os.path.join(d, name)
+            if os.access(p, os.X_OK) and not os.path.isdir(p):
+                return p
+    return None

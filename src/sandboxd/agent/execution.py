@@ -14,16 +14,12 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from . import processes
-from .env import EnvStore
-from .errors import InvalidRequest
-from .kernel import KernelManager, KernelUnavailable, find_user_python
+from .env import EnvStore, find_user_python
+from .errors import InvalidRequest, to_number
+from .kernel import KernelManager, KernelUnavailable
+from .languages import LANGUAGES
 from .server import now_iso
 
-LANGUAGES = {
-    "python": "python", "python3": "python", "py": "python", "ipython": "python",
-    "javascript": "node", "js": "node", "node": "node", "nodejs": "node",
-    "bash": "bash", "shell": "bash", "sh": "sh", "go": "go", "golang": "go",
-}
 OnText = Callable[[str, str], Awaitable[None]] | None
 
 
@@ -33,18 +29,6 @@ def normalize_language(language: str | None) -> str:
         raise InvalidRequest(f"unsupported language: {language!r}; supported: {', '.join(sorted(LANGUAGES))}",
                              language=language)
     return lang
-
-
-def to_number(value, default: float, name: str) -> float:
-    if value is None:
-        return default
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{name} must be a number") from None
-    if v <= 0:
-        raise InvalidRequest(f"{name} must be positive")
-    return v
 
 
 @dataclass
@@ -113,11 +97,10 @@ class ResultCache:
 
 
 class Executor:
-    def __init__(self, env: EnvStore, kernels: KernelManager, jobs: processes.Jobs, workspace: str):
+    def __init__(self, env: EnvStore, kernels: KernelManager, jobs: processes.Jobs, workspace: str, activity):
         self.env, self.kernels, self.jobs, self.workspace = env, kernels, jobs, workspace
+        self.activity = activity  # services.Activity, shared with /commands
         self.cache = ResultCache()
-        self.active = 0
-        self.total = 0
 
     async def run(self, req: ExecRequest, on_text: OnText = None, *, use_cache: bool = False) -> dict:
         env = self.env.for_run(req.env)
@@ -126,16 +109,12 @@ class Executor:
             hit = self.cache.get(key)
             if hit is not None:
                 return {**hit, "cached": True}
-        self.active += 1
-        self.total += 1
         started = time.monotonic()
-        try:
+        with self.activity.running():
             if req.language == "python":
                 result = await self._python(req, env, on_text)
             else:
                 result = await self._process(req, env, on_text)
-        finally:
-            self.active -= 1
         result["execution_time"] = round(time.monotonic() - started, 6)
         result["language"] = req.language
         result["timestamp"] = now_iso()

@@ -19,7 +19,6 @@ from .server import now_iso
 
 OUTPUT_CAP = 16 * 1024 * 1024
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-AGENT_VENV = "/opt/sandboxd/venv"
 
 # Runs once in a new kernel: a DataFrame formatter for the contract's `dataframe` output, and a helper
 # the agent calls before each execution to sync env vars and the working directory.
@@ -74,18 +73,6 @@ class KernelUnavailable(Exception):
     """The user's python has no ipykernel: callers fall back to a one-shot interpreter."""
 
 
-def find_user_python(env: dict[str, str]) -> str | None:
-    explicit = os.environ.get("SANDBOXD_AGENT_USER_PYTHON")
-    if explicit:
-        return explicit
-    for d in env.get("PATH", os.defpath).split(os.pathsep):
-        if d.startswith(AGENT_VENV):
-            continue  # the agent's own venv is never the user's python
-        for name in ("python3", "python"):
-            p = os.path.join(d, name)
-            if os.access(p, os.X_OK) and not os.path.isdir(p):
-                return p
-    return None
 
 
 class Kernel:

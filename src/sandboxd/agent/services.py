@@ -7,11 +7,30 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Awaitable, Callable
 
 from .env import EnvStore
 from .sysinfo import CpuSampler
+
+
+class Activity:
+    """Executions and commands in flight and run so far (for /metrics). Apart from the executor, so that a
+    command does not build the kernel machinery."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.total = 0
+
+    @contextmanager
+    def running(self):
+        self.active += 1
+        self.total += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
 
 
 class Services:
@@ -20,6 +39,7 @@ class Services:
         self.started = time.time()
         self.env = EnvStore(env)
         self.cpu = CpuSampler()  # eager: its first reading is measured against agent start
+        self.activity = Activity()
         self.envd = None  # E2B's envd services, attached by sandboxd.agent.envd.register
         # Async callables run at shutdown by plug-ins that own processes (desktop: Xvnc, ffmpeg).
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
@@ -46,7 +66,7 @@ class Services:
     def executor(self):
         from .execution import Executor
 
-        return Executor(self.env, self.kernels, self.jobs, self.workspace)
+        return Executor(self.env, self.kernels, self.jobs, self.workspace, self.activity)
 
     async def shutdown(self) -> None:
         """End every process the agent started; one failing part never keeps the others running."""

@@ -15,7 +15,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import AsyncIterator, Callable
 
-from ..kernel import Kernel, KernelUnavailable, find_user_python
+from ..env import find_user_python
+from ..kernel import Kernel, KernelUnavailable
 from ..server import Request, Response, StreamResponse
 from . import users
 

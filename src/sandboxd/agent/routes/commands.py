@@ -9,8 +9,7 @@ import os
 import shutil  # at start, not on the first command: a pool member pays it before it is frozen
 
 from .. import processes
-from ..errors import InvalidRequest
-from ..execution import to_number
+from ..errors import InvalidRequest, to_number
 from ..server import now_iso
 
 
@@ -40,12 +39,8 @@ def register(app) -> None:
     @app.route("POST", "/commands/run")
     async def run(req):
         p = parse(await req.json(), 120)
-        sv.executor.active += 1
-        sv.executor.total += 1
-        try:
+        with sv.activity.running():
             r = await processes.run(p["argv"], cwd=p["cwd"], env=p["env"], timeout=p["timeout"], user=p["user"])
-        finally:
-            sv.executor.active -= 1
         return {"success": r.exit_code == 0, "stdout": r.stdout, "stderr": r.stderr, "exit_code": r.exit_code,
                 "execution_time": r.duration, "timed_out": r.timed_out, "command": p["display"], "pid": r.pid,
                 "timestamp": now_iso()}

@@ -6,8 +6,8 @@ import time
 
 from ... import __version__
 from .. import sysinfo
-from ..execution import LANGUAGES
-from ..kernel import find_user_python
+from ..env import find_user_python
+from ..languages import LANGUAGES
 from ..server import now_iso
 
 FEATURES = {"code_execution": True, "file_operations": True, "terminal_access": True,
@@ -44,7 +44,7 @@ def register(app) -> None:
 
     def snapshot() -> dict:
         return {"timestamp": now_iso(), **app.snapshot_requests(),
-                "active_executions": sv.executor.active, "total_executions": sv.executor.total,
+                "active_executions": sv.activity.active, "total_executions": sv.activity.total,
                 "system": sysinfo.system(sv.cpu, sv.started),
                 "process": {"count": sum(1 for p in os.listdir("/proc") if p.isdigit()), "agent_pid": os.getpid()},
                 "cache": {k: v for k, v in sv.executor.cache.stats().items() if k in ("size", "hits", "misses", "count")},
