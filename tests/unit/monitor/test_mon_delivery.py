@@ -7,11 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from aiohttp import web
+from sqlalchemy import func, select
 
 from sandboxd.core import events as ev
-from sandboxd.core.store.monitoring import DeliveryRow
-from sandboxd.core.store.tables import SandboxRow
-from sandboxd.monitor.delivery import Dispatcher
+from sandboxd.core.store.monitoring import CursorRow, DeliveryRow
+from sandboxd.core.store.tables import EventRow, SandboxRow
+from sandboxd.monitor.delivery import CURSOR, Dispatcher, fan_out
 from sandboxd.monitor.webhooks import WebhookRegistry
 
 SECRET = "s3cret-for-tests"
@@ -216,3 +217,25 @@ def test_registry_validates_and_hides_the_secret(store):
     reg.delete(w["id"])
     with pytest.raises(NotFound):
         reg.get(w["id"])
+
+
+async def test_events_with_no_webhook_are_stepped_over_and_later_ones_delivered(store, eventlog, serve):
+    """With no webhook the fan-out only moves its cursor; a webhook made afterwards gets what follows it."""
+    for i in range(3):
+        eventlog.record(ev.Event(ev.CREATED, f"early{i}", {}))
+    assert fan_out(store) == (3, 0)
+    with store.tx() as s:
+        assert s.get(CursorRow, CURSOR).event_id == s.scalar(select(func.max(EventRow.id)))
+    assert fan_out(store) == (0, 0)
+    rec = Receiver()
+    reg = WebhookRegistry(store, allow_private=True)
+    reg.create({"name": "late", "url": await serve(rec), "events": [ev.CREATED], "signatureSecret": SECRET})
+    eventlog.record(ev.Event(ev.CREATED, "late", {}))
+    d = dispatcher(store)
+    await d.start()
+    try:
+        await wait_for(lambda: len(rec.requests) >= 1)
+        await asyncio.sleep(0.3)
+    finally:
+        await d.stop()
+    assert [json.loads(b)["sandboxId"] for _, b in rec.requests] == ["late"]
