@@ -13,8 +13,12 @@ Other code's subprocesses in this process are never touched.
 from __future__ import annotations
 
 import os
+import threading
 
 spawned: set[int] = set()  # runtime processes we spawned and wait for ourselves
+# Held by a spawn from its fork until its pid is in `spawned` (oci/cli.py spawns on worker threads); a reap
+# that finds it held skips its turn rather than take a just-spawned child that already exited for an orphan.
+spawning = threading.Lock()
 _RUNTIMES = (b"crun", b"runc")
 # The names runtime processes run under besides those: exec'd from the daemon's sealed copy
 # (/proc/<pid>/fd/N, oci/cli.py) the kernel names them "N", and their forks inherit it.
@@ -78,7 +82,17 @@ def _candidates() -> list[str]:
 
 
 def reap_orphans() -> int:
-    """Reap orphaned zombie children (see module doc); returns how many were reaped."""
+    """Reap orphaned zombie children (see module doc); returns how many were reaped (0 when a spawn is under
+    way: the callers call again, at the next create or wait)."""
+    if not spawning.acquire(blocking=False):
+        return 0
+    try:
+        return _reap_orphans()
+    finally:
+        spawning.release()
+
+
+def _reap_orphans() -> int:
     global _own_depth
     if _own_depth is None:
         _own_depth = _ns_depth("self")

@@ -109,22 +109,16 @@ class OciCli:
 
     async def call_with_fd3(self, *args: str, fd: int, log: int, timeout: float = 60.0) -> int:
         """Run the runtime with `fd` as its fd 3 (what `--preserve-fds 1` hands to the container), stdin from
-        /dev/null, stdout and stderr to `log`; its exit code. posix_spawn (vfork) with dup2 file actions,
-        not subprocess with a preexec_fn: that forces a fork() of the whole daemon, ~7 ms with the event loop
-        blocked, on every sandbox start. No death signal: `run -d`/`create` return within milliseconds, and
+        /dev/null, stdout and stderr to `log`; its exit code. posix_spawn (vfork) with dup2 file actions, off
+        the event loop with the GIL released (`_spawn_with_fd3`), not subprocess with a preexec_fn: that
+        forces a fork() of the whole daemon, ~7 ms with the event loop blocked, on every sandbox start. No death signal: `run -d`/`create` return within milliseconds, and
         recover() removes a container whose create the daemon did not see finish."""
         argv = self.argv(*args)
         try:
-            pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2),
-                # dup2 onto itself clears close-on-exec (glibc >= 2.29), so fd may already be 3
-                (os.POSIX_SPAWN_DUP2, fd, 3),
-            ])
+            pid = await asyncio.to_thread(_spawn_with_fd3, argv, fd, log)
         except OSError as exc:
             raise RuntimeFailure(f"{self.binary} {args[0]} failed: {exc}", details={"argv": argv}) from exc
-        reaper.spawned.add(pid)
-        try:
+        try:  # _spawn_with_fd3 put pid in reaper.spawned
             if not await _exited(pid, timeout):
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
@@ -180,6 +174,36 @@ async def _exited(pid: int, timeout: float) -> bool:
 
 _libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1
+
+
+def _spawn_with_fd3(argv: list[str], fd: int, log: int) -> int:
+    """posix_spawnp(3) with stdin from /dev/null, stdout/stderr to `log` and `fd` as fd 3, called through ctypes
+    so the GIL is released while it runs: the vfork'd child must get a CPU and exec before posix_spawn
+    returns (≈ 2 ms p50, 8 ms at worst, when creates keep both cores busy), and os.posix_spawn holds the GIL
+    all that time, stalling the daemon's event loop and every thread. Run it on a worker thread."""
+    actions = ctypes.create_string_buffer(256)  # posix_spawn_file_actions_t is opaque (80 bytes in glibc)
+    _check(_libc.posix_spawn_file_actions_init(actions))
+    try:
+        _check(_libc.posix_spawn_file_actions_addopen(actions, 0, b"/dev/null", os.O_RDONLY, 0))
+        _check(_libc.posix_spawn_file_actions_adddup2(actions, log, 1))
+        _check(_libc.posix_spawn_file_actions_adddup2(actions, log, 2))
+        # dup2 onto itself clears close-on-exec (glibc >= 2.29), so fd may already be 3
+        _check(_libc.posix_spawn_file_actions_adddup2(actions, fd, 3))
+        args = (ctypes.c_char_p * (len(argv) + 1))(*[os.fsencode(a) for a in argv], None)
+        env = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in os.environ.items()]
+        envp = (ctypes.c_char_p * (len(env) + 1))(*env, None)
+        pid = ctypes.c_int()
+        with reaper.spawning:
+            _check(_libc.posix_spawnp(ctypes.byref(pid), args[0], actions, None, args, envp))
+            reaper.spawned.add(pid.value)
+        return pid.value
+    finally:
+        _libc.posix_spawn_file_actions_destroy(actions)
+
+
+def _check(rc: int) -> None:
+    if rc:  # the posix_spawn family returns the error number (errno is not set)
+        raise OSError(rc, os.strerror(rc))
 
 
 def die_with_parent() -> None:
