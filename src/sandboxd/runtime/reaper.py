@@ -119,3 +119,33 @@ def _reap_orphans() -> int:
             except ChildProcessError:
                 pass
     return reaped
+
+
+_ticking: "weakref.WeakSet | None" = None
+REAP_EVERY = 1.0  # seconds
+
+
+def reap_periodically() -> None:
+    """Also reap once a second on the running loop (once per loop), not only at creates, kills and waits:
+    a runtime process that outlives the reap at its create (crun's intermediate, under load) would stay a
+    zombie until the next one. A timer, not a SIGCHLD handler: a Python signal handler would interrupt
+    system calls in every thread of the daemon at each child's exit."""
+    global _ticking
+    import asyncio
+    import weakref
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if _ticking is None:
+        _ticking = weakref.WeakSet()
+    if loop in _ticking:
+        return
+    _ticking.add(loop)
+
+    def tick() -> None:
+        reap_orphans()
+        loop.call_later(REAP_EVERY, tick)
+
+    loop.call_later(REAP_EVERY, tick)

@@ -58,3 +58,45 @@ def test_reaps_the_runtimes_orphans_and_nothing_else(mode):
     assert out.returncode == 0, out.stderr
     reaped, orphan, mine = out.stdout.split()
     assert (reaped, orphan, mine) == ("1", "None", "Z")
+
+
+PERIODIC = textwrap.dedent("""
+    import asyncio, ctypes, os, shutil, tempfile, time
+    from sandboxd.runtime import reaper
+
+    assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    reaper.REAP_EVERY = 0.2
+    fake = os.path.join(tempfile.mkdtemp(), "crun")
+    shutil.copy("/bin/true", fake)
+
+    def state(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rpartition(")")[2].split()[0]
+        except OSError:
+            return None
+
+    async def main():
+        reaper.reap_periodically()
+        r, w = os.pipe()
+        mid = os.fork()
+        if mid == 0:  # the runtime's double fork; the grandchild exits well after any reap at "create"
+            if os.fork() == 0:
+                time.sleep(0.3)
+                os.write(w, str(os.getpid()).encode())
+                os.execv(fake, [fake])
+            os._exit(0)
+        os.waitpid(mid, 0)
+        os.close(w)
+        orphan = int(os.read(r, 20))
+        await asyncio.sleep(1.0)  # nobody creates or kills anything: only the timer can reap it
+        print(state(orphan))
+
+    asyncio.run(main())
+""")
+
+
+def test_an_orphan_that_exits_later_is_reaped_by_the_timer():
+    out = subprocess.run([sys.executable, "-c", PERIODIC], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None"]

@@ -69,6 +69,7 @@ class OciBackend(Teardown):
 
     def _ensure_host(self) -> None:
         prepare_host(self.settings, backend=self.runtime)  # cached after the first call
+        reaper.reap_periodically()  # we are the subreaper (prepare_host): orphans never wait long
         self.layout = detect()
         self._batch.layout = self.layout
 
