@@ -15,6 +15,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -105,11 +106,14 @@ def main() -> None:
     gc.freeze()  # as a zygote would: the pre-imported heap is never collected in the children
     work = tempfile.mkdtemp(prefix="agent-fork-")
     out: dict[str, dict[str, list[float]]] = {k: {"cpu_ms": [], "wall_ms": []} for k in ("forked", "exec")}
-    for i in range(a.runs):  # interleaved, so load drift hits both
-        for kind, fn in (("forked", forked), ("exec", execed)):
-            cpu, wall = fn(f"{work}/a{i}-{kind}.sock")
-            out[kind]["cpu_ms"].append(cpu)
-            out[kind]["wall_ms"].append(wall)
+    try:
+        for i in range(a.runs):  # interleaved, so load drift hits both
+            for kind, fn in (("forked", forked), ("exec", execed)):
+                cpu, wall = fn(f"{work}/a{i}-{kind}.sock")
+                out[kind]["cpu_ms"].append(cpu)
+                out[kind]["wall_ms"].append(wall)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(f"agent to its first command answered, {a.runs} runs each, host interpreter (load {os.getloadavg()[0]:.1f})")
     for kind, d in out.items():
         c, w = d["cpu_ms"], d["wall_ms"]
