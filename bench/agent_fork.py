@@ -4,7 +4,7 @@
 
 Per run: fork the pre-imported process, the child runs the agent's normal `main()` on an inherited listening
 unix socket; the parent sends `GET /health` and `POST /commands/run {"command": "true"}` and reads the
-child's on-CPU time (/proc/<pid>/schedstat) once the command answered. Then the same with a fresh
+child's on-CPU time (schedstat of all its threads) once the command answered. Then the same with a fresh
 `python -I -m sandboxd.agent` on the host. No namespaces, cgroup, capabilities or seccomp (what a real zygote
 would add: a setns, a few cgroup writes and prctls, well under 1 ms), so this is an upper bound of the gain,
 measured on the host's interpreter. Compare with bench/agent_start.py for the agent in a real sandbox.
@@ -26,16 +26,14 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sandboxd.agent.__main__ as agent_main  # noqa: E402
+from agent_start import cpu_ms  # noqa: E402  (bench/agent_start.py: every thread's schedstat)
 import sandboxd.agent.processes  # noqa: E402,F401  (what the first command needs, imported before the fork)
 import sandboxd.agent.routes.commands  # noqa: E402,F401
 import sandboxd.agent.routes.system  # noqa: E402,F401
 
-
-def cpu_ms(pid: int) -> float:
-    with open(f"/proc/{pid}/schedstat") as fh:
-        return int(fh.read().split()[0]) / 1e6
 
 
 def request(path: str, method: str, target: str, body: bytes = b"") -> bytes:

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime import bare_bundle, dist  # noqa: E402  (bench/runtime.py)
+from runtime import bare_bundle, dist, host_cpu_ms  # noqa: E402  (bench/runtime.py)
 
 from sandboxd.config import Settings  # noqa: E402
 from sandboxd.runtime import diskimage, get_backend, loopdev, rootfs, seccomp  # noqa: E402
@@ -140,13 +140,6 @@ async def bench_crun(work: Path, rootfs_dir: Path, runs: int) -> dict:
     return out
 
 
-def _host_cpu_ms() -> float:
-    """Busy CPU of the whole host (/proc/stat, 10 ms ticks): crun's processes are not all our children and
-    part of their work happens before the container's cgroup exists, so neither rusage nor the cgroup sees it."""
-    with open("/proc/stat") as fh:
-        f = [int(x) for x in fh.readline().split()[1:]]
-    return (sum(f[:8]) - f[3] - f[4]) * 1000 / os.sysconf("SC_CLK_TCK")
-
 
 async def bench_seccomp(work: Path, rootfs_dir: Path, runs: int, log_path: Path) -> dict:
     """`crun run -d` with the sandboxes' seccomp profile: compiled by crun (libseccomp) every time → crun's
@@ -167,9 +160,9 @@ async def bench_seccomp(work: Path, rootfs_dir: Path, runs: int, log_path: Path)
                 cache.annotate(cfg)
             (bundle / "config.json").write_text(json.dumps(cfg))
             cid = f"coldpath-{uuid.uuid4().hex[:8]}"
-            t, c = time.perf_counter(), _host_cpu_ms()
+            t, c = time.perf_counter(), host_cpu_ms()
             await cli.call("run", "-d", "--bundle", str(bundle), cid, stdout=log, stderr=log)
-            wall, cpu = ms(t), _host_cpu_ms() - c
+            wall, cpu = ms(t), host_cpu_ms() - c
             cache.learn(BpfCache.key(cfg["linux"]["seccomp"]), cli.root / cid)
             await cli.call("delete", "--force", cid)
             if i:  # the first round teaches the cache

@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "api"))
 import floors  # noqa: E402
 from cpserver import CPServer  # noqa: E402
 from gateway import timer  # noqa: E402  (bench/gateway.py: keep-alive request timing on a raw socket)
-from runtime import pss_kib  # noqa: E402
+from runtime import host_cpu_ms, pss_kib  # noqa: E402
 from agent_start import cpu_ms  # noqa: E402
 
 TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
@@ -187,13 +187,13 @@ class Bench:
                     with lock:
                         errors.append(repr(exc)[:200])
 
-        t, cpu0, serve0, own0 = time.perf_counter(), _host_cpu_ms(), _proc_cpu_ms(self.srv.proc.pid), _own_cpu_ms()
+        t, cpu0, serve0, own0 = time.perf_counter(), host_cpu_ms(), _proc_cpu_ms(self.srv.proc.pid), _own_cpu_ms()
         threads = [threading.Thread(target=worker) for _ in range(self.a.workers)]
         for th in threads:
             th.start()
         for th in threads:
             th.join()
-        secs, cpu = time.perf_counter() - t, _host_cpu_ms() - cpu0
+        secs, cpu = time.perf_counter() - t, host_cpu_ms() - cpu0
         serve, own, n = _proc_cpu_ms(self.srv.proc.pid) - serve0, _own_cpu_ms() - own0, max(ok[0], 1)
         p = self.pool()
         # Everything on the host (client, control plane, runtime, sandboxes, pool refills) per create: what
@@ -275,11 +275,6 @@ def _agent_cpu_ms(sandbox_id: str) -> list[float]:
         return []
     return [cpu_ms(p) for p in pids if b"sandboxd.agent" in _cmdline(p) and b"tini" not in _cmdline(p)][:1]
 
-
-def _host_cpu_ms() -> float:
-    """CPU time spent on the whole host so far (all cores, not idle or iowait), in ms."""
-    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    return (sum(v) - v[3] - v[4]) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def _proc_cpu_ms(pid: int) -> float:

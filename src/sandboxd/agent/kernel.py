@@ -73,8 +73,6 @@ class KernelUnavailable(Exception):
     """The user's python has no ipykernel: callers fall back to a one-shot interpreter."""
 
 
-
-
 class Kernel:
     def __init__(self) -> None:
         h = os.urandom(16).hex()

@@ -53,7 +53,7 @@ def fan_out(store: Store) -> tuple[int, int]:
             count, last = s.execute(select(func.count(), func.max(EventRow.id)).where(EventRow.id > cur.event_id)).one()
             if last is not None:
                 cur.event_id = last
-            return min(count, FANOUT_BATCH - 1), 0
+            return count, 0
         events = [to_event(r) for r in s.scalars(select(EventRow).where(EventRow.id > cur.event_id).order_by(EventRow.id).limit(FANOUT_BATCH))]
         if not events:
             return 0, 0

@@ -111,8 +111,9 @@ class OciCli:
         """Run the runtime with `fd` as its fd 3 (what `--preserve-fds 1` hands to the container), stdin from
         /dev/null, stdout and stderr to `log`; its exit code. posix_spawn (vfork) with dup2 file actions, off
         the event loop with the GIL released (`_spawn_with_fd3`), not subprocess with a preexec_fn: that
-        forces a fork() of the whole daemon, ~7 ms with the event loop blocked, on every sandbox start. No death signal: `run -d`/`create` return within milliseconds, and
-        recover() removes a container whose create the daemon did not see finish."""
+        forces a fork() of the whole daemon, ~7 ms with the event loop blocked, on every sandbox start. No
+        death signal: `run -d`/`create` return within milliseconds, and recover() removes a container whose
+        create the daemon did not see finish."""
         argv = self.argv(*args)
         try:
             pid = await asyncio.to_thread(_spawn_with_fd3, argv, fd, log)

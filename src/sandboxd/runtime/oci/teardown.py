@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from sandboxd.core.errors import Conflict, RuntimeFailure
-from sandboxd.runtime import network, reaper
+from sandboxd.runtime import network
 from sandboxd.runtime.cgroups import SandboxCgroup
 from sandboxd.runtime.oci.procs import _alive, _reap, _rmdir, _wait_gone
 from sandboxd.runtime.oci.state import Record
@@ -141,9 +141,6 @@ class Teardown:
             rec.net = {"netns": netns, "veth": veth, "host_ip": None, "sandbox_ip": None}
         await self._halt(rec)
         await asyncio.to_thread(self._remove_files, sandbox_id, d, rec)
-        # What the runtime left to us meanwhile (its create's intermediate process, which may exit after the
-        # reap at create) goes with the sandbox, not at some later create.
-        reaper.reap_orphans()
 
     def _remove_files(self, sandbox_id: str, d: Path, rec: Record) -> None:
         rootfs, sock = self._paths(sandbox_id, rec)
