@@ -103,7 +103,10 @@ class MonitorService:
         if self.lifecycle is None:
             log.warning("sandbox %s died of OOM but no lifecycle service is attached", sandbox_id)
             return
-        await self.lifecycle.kill(sandbox_id, reason=REASON_OOM)
+        try:
+            await self.lifecycle.kill(sandbox_id, reason=REASON_OOM)
+        except NotFound:
+            pass  # already ended: the lifecycle's own watch for dead sandboxes got there first
 
     def _lag(self) -> tuple[float, float]:
         return (self.sampler.lag_seconds, self.sampler.last_duration) if self.sampler else (0.0, 0.0)

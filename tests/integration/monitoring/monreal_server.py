@@ -55,11 +55,13 @@ class RealServer:
         self.server.should_exit = True
         self.thread.join(60)
 
+    def call(self, coro, timeout: float = 90):
+        """Run a coroutine on the server's event loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.server_loop()).result(timeout)
+
     def run_in_sandbox(self, sandbox_id: str, script: str, timeout: float = 60):
         """Run a shell script inside the sandbox through the backend (on the server's event loop)."""
-        coro = self.services.backend.exec(sandbox_id, ["sh", "-c", script], timeout=timeout)
-        loop = self.server_loop()
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout + 30)
+        return self.call(self.services.backend.exec(sandbox_id, ["sh", "-c", script], timeout=timeout), timeout + 30)
 
     def start_in_sandbox(self, sandbox_id: str, script: str, timeout: float = 60):
         coro = self.services.backend.exec(sandbox_id, ["sh", "-c", script], timeout=timeout)

@@ -85,23 +85,51 @@ def test_a_written_file_shows_in_disk(real_server, sandbox):
     assert after["diskTotal"] > after["diskUsed"]
 
 
+def _sandbox_processes(real_server, sid: str) -> str:
+    """What is left of a sandbox on the host (for a failure message): its cgroup's tasks with state and wait
+    channel, and the backend's view."""
+    from pathlib import Path
+
+    lines = [f"backend state: {real_server.call(real_server.services.backend.state(sid))}"]
+    for procs in sorted(Path("/sys/fs/cgroup").glob(f"**/sandboxd/{sid}/cgroup.procs"))[:1]:
+        for pid in procs.read_text().split():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                wchan = Path(f"/proc/{pid}/wchan").read_text()
+            except OSError as exc:
+                stat, wchan = str(exc), ""
+            lines.append(f"{pid}: {stat[:60]} wchan={wchan}")
+    return "\n".join(lines)
+
+
 def test_oom_kill_gives_killed_event_with_reason_and_signed_webhook(real_server, seed_verify):
+    from sandboxd.gateway.agentcall import post_json
+    from sandboxd.sdk._agent import command_body
+
     c = real_server.client
     receiver = Receiver()
     hook = c.post("/events/webhooks", json={"name": "oom", "url": receiver.url, "events": [ev.KILLED],
                                             "signatureSecret": "oom-secret"}).json()
     try:
         sid = c.post("/v1/sandboxes", json={"template_name": "base"}).json()["id"]
-        wait_for(lambda: c.get(f"/sandboxes/{sid}/metrics").json(), what="first sample")
-        # Make the sandbox's init the OOM killer's first choice, then exceed the memory limit: the sandbox dies of OOM.
-        job = real_server.start_in_sandbox(sid, "echo 1000 > /proc/1/oom_score_adj; python3 -c 'x = b\"a\" * (8 << 30)'", timeout=60)
-        killed = wait_for(lambda: [e for e in c.get(f"/events/sandboxes/{sid}").json() if e["type"] == ev.KILLED],
-                          timeout=60, what="killed event")
-        assert killed[0]["eventData"]["kill_reason"] == "oom"
+        limit = wait_for(lambda: c.get(f"/sandboxes/{sid}/metrics").json(), what="first sample")[-1]["memTotal"]
+        # As a user's command would run: by the agent (what the SDK's commands.run(background=True) sends).
+        # The kernel kills the process with the highest badness, rss + oom_score_adj/1000 * limit: a user's
+        # process (adj 500, the agent's) that holds most of the memory goes first and the sandbox lives on.
+        # For the sandbox itself to die of OOM, make its init the first choice (adj 1000: the limit) and
+        # exceed the limit with four processes of 0.3 * limit each (at most 0.8 * limit).
+        chunk = int(limit * 0.3)
+        script = ("echo 1000 > /proc/1/oom_score_adj; for i in 1 2 3 4; do "
+                  f"python3 -c 'import time; x = b\"a\" * {chunk}; time.sleep(60)' & done; wait")
+        agent = real_server.services.lifecycle.routes[sid].socket
+        real_server.call(post_json(agent, "/commands/background", command_body(script, 60, None, None, None)))
+        t0 = time.time()
         try:
-            job.result(30)
-        except Exception:
-            pass  # the exec ends with the sandbox
+            killed = wait_for(lambda: [e for e in c.get(f"/events/sandboxes/{sid}").json() if e["type"] == ev.KILLED],
+                              timeout=60, what="killed event")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} after {time.time() - t0:.1f} s\n{_sandbox_processes(real_server, sid)}") from None
+        assert killed[0]["eventData"]["kill_reason"] == "oom"
         got = wait_for(lambda: [r for r in receiver.requests if sid.encode() in r[1]], what="webhook")
         headers, body = got[0]
         assert headers["e2b-webhook-id"] == hook["id"] and seed_verify("oom-secret", body, headers["e2b-signature"])
