@@ -19,7 +19,9 @@ def presented_key(request) -> str | None:
     return token or None
 
 
-def require_key(request: Request) -> ApiKey:
+# Dependencies are coroutines: FastAPI runs a plain `def` dependency on its thread pool, a hop out of the event
+# loop and back (with a GIL hand-off each way) on every request for what is an attribute read.
+async def require_key(request: Request) -> ApiKey:
     # The middleware already looked the key up (it needs it for rate limiting).
     key: ApiKey | None = getattr(request.state, "api_key", None)
     if key is None:
@@ -29,8 +31,8 @@ def require_key(request: Request) -> ApiKey:
     return key
 
 
-def require_admin(request: Request) -> ApiKey:
-    key = require_key(request)
+async def require_admin(request: Request) -> ApiKey:
+    key = await require_key(request)
     if not key.is_admin:
         raise Forbidden("this operation needs an admin API key", code="admin_required")
     return key
