@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from sandboxd.core.events import Event, EventBus
 from sandboxd.core.models import iso
@@ -16,17 +17,18 @@ class EventLog:
 
     def record(self, event: Event) -> Event:
         with self.store.tx() as s:
-            row = EventRow(
-                type=event.type,
-                sandbox_id=event.sandbox_id,
-                template_id=event.template_id,
-                timestamp=event.timestamp,
-                data=event.data,
-            )
-            s.add(row)
-            s.flush()
-            event.id = row.id
+            self.add(s, event)
         self.bus.publish(event)
+        return event
+
+    def add(self, s: Session, event: Event) -> Event:
+        """Write the event in the caller's transaction (with the change it reports: both or neither). The
+        caller publishes it once that transaction has committed."""
+        row = EventRow(type=event.type, sandbox_id=event.sandbox_id, template_id=event.template_id,
+                       timestamp=event.timestamp, data=event.data)
+        s.add(row)
+        s.flush()
+        event.id = row.id
         return event
 
     def since(self, last_id: int, *, prefix: str | None = None, sandbox_id: str | None = None, limit: int = 1000) -> list[Event]:

@@ -74,6 +74,11 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _count_live(s) -> int:
+    # IN over the live states, not != killed: the status index then skips the (never pruned) killed rows.
+    return s.scalar(select(func.count()).select_from(SandboxRow).where(SandboxRow.status.in_(LIVE_STATES))) or 0
+
+
 def _to_model(r: SandboxRow) -> Sandbox:
     return Sandbox(
         id=r.id, status=r.status, template_id=r.template_id, template_name=r.template_name, region=r.region,
@@ -99,7 +104,6 @@ class LifecycleService:
         self.routes: dict[str, Route] = {}
         self._expiry: dict[str, datetime] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._reserved = 0  # creates admitted but not yet in the store as live rows
         self._create_gate = asyncio.Semaphore(CREATE_CONCURRENCY)
         self._expiry_task: asyncio.Task | None = None
         self._watch: asyncio.Task | None = None
@@ -156,10 +160,8 @@ class LifecycleService:
         return [_to_model(r) for r in rows], nxt
 
     def count_live(self) -> int:
-        # IN over the live states, not != killed: the status index then skips the (never pruned) killed rows.
         with self.store.tx() as s:
-            return s.scalar(select(func.count()).select_from(SandboxRow)
-                            .where(SandboxRow.status.in_(LIVE_STATES))) or 0
+            return _count_live(s)
 
     def uses_template(self, template_id: str) -> int:
         with self.store.tx() as s:
@@ -179,29 +181,26 @@ class LifecycleService:
         if template.status != "active":
             raise Conflict(f"template {template.name} is {template.status}, not active", code="template_not_active")
         timeout = req.timeout_seconds if req.timeout_seconds is not None else self.settings.default_timeout_seconds
-        # Check and reserve without an await in between: the event loop makes this atomic in-process.
-        if self.count_live() + self._reserved >= self.settings.max_sandboxes:
-            raise CapacityExceeded(
-                f"sandbox capacity reached ({self.settings.max_sandboxes}); retry later",
-                details={"retry_after_seconds": 5, "limit": self.settings.max_sandboxes},
+        # Check capacity and insert the row in one transaction with no await in between: the event loop makes
+        # this atomic in-process.
+        with self.store.tx() as s:
+            if _count_live(s) >= self.settings.max_sandboxes:
+                raise CapacityExceeded(
+                    f"sandbox capacity reached ({self.settings.max_sandboxes}); retry later",
+                    details={"retry_after_seconds": 5, "limit": self.settings.max_sandboxes},
+                )
+            # A warm-pool member's never-shown id becomes the sandbox id: container, dirs and events share it.
+            sid = (self.pool.claim(template, req.internet_access) if self.pool else None) or "sb" + secrets.token_hex(9)
+            now = _now()
+            row = SandboxRow(
+                id=sid, status=CREATING, template_id=template.id, template_name=template.name,
+                region=req.region or "local", node_id=self.node_id, vcpu=float(template.vcpu),
+                memory_mb=template.memory_mb, disk_mb=template.disk_gb * 1024,
+                internet_access=bool(req.internet_access), env_vars=dict(req.env_vars), metadata_=dict(req.metadata),
+                timeout_seconds=timeout, expires_at=None, created_at=now, started_at=None, api_key_id=api_key_id,
+                token_version=1,
             )
-        # A warm-pool member's never-shown id becomes the sandbox id: container, dirs and events share it.
-        sid = (self.pool.claim(template, req.internet_access) if self.pool else None) or "sb" + secrets.token_hex(9)
-        now = _now()
-        row = SandboxRow(
-            id=sid, status=CREATING, template_id=template.id, template_name=template.name,
-            region=req.region or "local", node_id=self.node_id, vcpu=float(template.vcpu),
-            memory_mb=template.memory_mb, disk_mb=template.disk_gb * 1024,
-            internet_access=bool(req.internet_access), env_vars=dict(req.env_vars), metadata_=dict(req.metadata),
-            timeout_seconds=timeout, expires_at=None, created_at=now, started_at=None, api_key_id=api_key_id,
-            token_version=1,
-        )
-        self._reserved += 1
-        try:
-            with self.store.tx() as s:
-                s.add(row)
-        finally:
-            self._reserved -= 1
+            s.add(row)
         async with self._lock(sid):
             try:
                 async with self._create_gate:
@@ -213,13 +212,10 @@ class LifecycleService:
                 raise RuntimeFailure(f"could not start sandbox: {exc}") from exc
             started = _now()
             expires = started + timedelta(seconds=timeout)
-            with self.store.tx() as s:
-                r = s.get(SandboxRow, sid)
-                r.status, r.started_at, r.expires_at = RUNNING, started, expires
-                sb = _to_model(r)
+            sb = self._set(sid, {"status": RUNNING, "started_at": started, "expires_at": expires}, ev.CREATED,
+                           create_seconds=round((started - now).total_seconds(), 4))
             self.routes[sid] = Route(rt.agent_socket, RUNNING, 1)
             self._expiry[sid] = expires
-            self._emit(ev.CREATED, sb, create_seconds=round((started - now).total_seconds(), 4))
         token, token_exp = self.signer.issue(sid, sb.token_version)
         return sb, token, token_exp
 
@@ -262,12 +258,20 @@ class LifecycleService:
                 details={"status": sb.status, "action": action, "allowed_from": list(allowed)},
             )
 
-    def _set(self, sid: str, **values: Any) -> Sandbox:
+    def _set(self, sid: str, values: dict[str, Any], etype: str | None = None, about: Sandbox | None = None,
+             **extra: Any) -> Sandbox:
+        """Update the sandbox's row; with `etype`, record that event (about `about`, else the updated sandbox)
+        in the same transaction, and publish it once committed."""
+        event = None
         with self.store.tx() as s:
             r = s.get(SandboxRow, sid)
             for k, v in values.items():
                 setattr(r, k, v)
             sb = _to_model(r)
+            if etype is not None:
+                event = self.events.add(s, self._event(etype, about or sb, **extra))
+        if event is not None:
+            self.events.bus.publish(event)
         route = self.routes.get(sid)
         if route is not None:
             route.status = sb.status
@@ -290,9 +294,9 @@ class LifecycleService:
                 if isinstance(exc, SandboxdError):
                     raise
                 raise RuntimeFailure(f"could not destroy sandbox {sid}: {exc}") from exc
-            sb = self._set(sid, status=KILLED, kill_reason=reason, ended_at=_now(),
-                           token_version=before.token_version + 1)
-            self._emit(ev.KILLED, before, kill_reason=reason, execution=self._execution(before))
+            sb = self._set(sid, {"status": KILLED, "kill_reason": reason, "ended_at": _now(),
+                                 "token_version": before.token_version + 1},
+                           ev.KILLED, about=before, kill_reason=reason, execution=self._execution(before))
         self._locks.pop(sid, None)
         for listener in self.on_gone:
             if route is not None:
@@ -306,8 +310,7 @@ class LifecycleService:
                 return sb
             self._require(sb, (RUNNING,), "pause")
             await self._call(self.backend.pause, sid)
-            new = self._set(sid, status=PAUSED)
-            self._emit(ev.PAUSED, new, execution=self._execution(sb))
+            new = self._set(sid, {"status": PAUSED}, ev.PAUSED, execution=self._execution(sb))
             return new
 
     async def resume(self, sid: str, *, idempotent: bool = False) -> Sandbox:
@@ -317,8 +320,7 @@ class LifecycleService:
                 return sb
             self._require(sb, (PAUSED,), "resume")
             await self._call(self.backend.resume, sid)
-            new = self._set(sid, status=RUNNING, started_at=_now())
-            self._emit(ev.RESUMED, new)
+            new = self._set(sid, {"status": RUNNING, "started_at": _now()}, ev.RESUMED)
             return new
 
     async def stop(self, sid: str) -> Sandbox:
@@ -326,8 +328,7 @@ class LifecycleService:
             sb = self.get(sid)
             self._require(sb, (RUNNING, PAUSED), "stop")
             await self._call(self.backend.stop, sid)
-            new = self._set(sid, status=STOPPED)
-            self._emit(ev.UPDATED, new, execution=self._execution(sb))
+            new = self._set(sid, {"status": STOPPED}, ev.UPDATED, execution=self._execution(sb))
             return new
 
     async def start_sandbox(self, sid: str) -> Sandbox:
@@ -337,8 +338,7 @@ class LifecycleService:
             rt = await self._call(self.backend.start, sid)
             await rerun_start(self, sid, sb.template_id, rt)
             self.routes[sid] = Route(rt.agent_socket, RUNNING, sb.token_version)
-            new = self._set(sid, status=RUNNING, started_at=_now())
-            self._emit(ev.UPDATED, new)
+            new = self._set(sid, {"status": RUNNING, "started_at": _now()}, ev.UPDATED)
             return new
 
     async def set_timeout(self, sid: str, seconds: int) -> Sandbox:
@@ -347,9 +347,9 @@ class LifecycleService:
         async with self._lock(sid):
             self.get(sid)
             expires = _now() + timedelta(seconds=seconds)
-            new = self._set(sid, timeout_seconds=seconds, expires_at=expires)
+            new = self._set(sid, {"timeout_seconds": seconds, "expires_at": expires}, ev.UPDATED,
+                            set_timeout=iso(expires))
             self._expiry[sid] = expires
-            self._emit(ev.UPDATED, new, set_timeout=iso(expires))
             return new
 
     def refresh_token(self, sid: str) -> tuple[str, datetime]:
@@ -376,11 +376,11 @@ class LifecycleService:
             "execution_time": int((_now() - started).total_seconds() * 1000),
         }
 
-    def _emit(self, etype: str, sb: Sandbox, **extra: Any) -> None:
+    def _event(self, etype: str, sb: Sandbox, **extra: Any) -> ev.Event:
         status = {ev.KILLED: KILLED}.get(etype, sb.status)
         data = {"status": status, "template_id": sb.template_id, "template_name": sb.template_name,
                 "sandbox_metadata": sb.metadata, **extra}
-        self.events.record(ev.Event(type=etype, sandbox_id=sb.id, data=data, template_id=sb.template_id))
+        return ev.Event(type=etype, sandbox_id=sb.id, data=data, template_id=sb.template_id)
 
     # ---- timeouts ---------------------------------------------------------------------------------
 

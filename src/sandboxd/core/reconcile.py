@@ -47,13 +47,13 @@ async def reconcile(lc: "LifecycleService") -> None:
             if sb.status == STOPPED and state == RuntimeState.STOPPED:
                 lc._track(sb, None)
                 continue
-            lc._set(sb.id, status=KILLED, kill_reason=REASON_NODE_LOST, ended_at=_now(),
-                      token_version=sb.token_version + 1)
-            lc._emit(ev.KILLED, sb, kill_reason=REASON_NODE_LOST, execution=lc._execution(sb))
+            lc._set(sb.id, {"status": KILLED, "kill_reason": REASON_NODE_LOST, "ended_at": _now(),
+                            "token_version": sb.token_version + 1},
+                    ev.KILLED, about=sb, kill_reason=REASON_NODE_LOST, execution=lc._execution(sb))
             continue
         actual = {RuntimeState.RUNNING: RUNNING, RuntimeState.PAUSED: PAUSED, RuntimeState.STOPPED: STOPPED}[rt.state]
         if actual != sb.status:
-            sb = lc._set(sb.id, status=actual)
+            sb = lc._set(sb.id, {"status": actual})
         lc._track(sb, rt)
     for sid in adopted.keys() - known:
         if lc.pool is not None and lc.pool.owns(sid):
