@@ -118,6 +118,7 @@ def test_oom_kill_gives_killed_event_with_reason_and_signed_webhook(real_server,
         # process (adj 500, the agent's) that holds most of the memory goes first and the sandbox lives on.
         # For the sandbox itself to die of OOM, make its init the first choice (adj 1000: the limit) and
         # exceed the limit with four processes of 0.3 * limit each (at most 0.8 * limit).
+        assert 0 < limit < 4 << 30, limit  # the sandbox's own limit, never the host's memory
         chunk = int(limit * 0.3)
         script = ("echo 1000 > /proc/1/oom_score_adj; for i in 1 2 3 4; do "
                   f"python3 -c 'import time; x = b\"a\" * {chunk}; time.sleep(60)' & done; wait")
