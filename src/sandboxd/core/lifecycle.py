@@ -183,24 +183,31 @@ class LifecycleService:
         timeout = req.timeout_seconds if req.timeout_seconds is not None else self.settings.default_timeout_seconds
         # Check capacity and insert the row in one transaction with no await in between: the event loop makes
         # this atomic in-process.
-        with self.store.tx() as s:
-            if _count_live(s) >= self.settings.max_sandboxes:
-                raise CapacityExceeded(
-                    f"sandbox capacity reached ({self.settings.max_sandboxes}); retry later",
-                    details={"retry_after_seconds": 5, "limit": self.settings.max_sandboxes},
+        claimed = None
+        try:
+            with self.store.tx() as s:
+                if _count_live(s) >= self.settings.max_sandboxes:
+                    raise CapacityExceeded(
+                        f"sandbox capacity reached ({self.settings.max_sandboxes}); retry later",
+                        details={"retry_after_seconds": 5, "limit": self.settings.max_sandboxes},
+                    )
+                # A warm-pool member's never-shown id becomes the sandbox id: container, dirs and events share it.
+                claimed = self.pool.claim(template, req.internet_access) if self.pool else None
+                sid = claimed or "sb" + secrets.token_hex(9)
+                now = _now()
+                row = SandboxRow(
+                    id=sid, status=CREATING, template_id=template.id, template_name=template.name,
+                    region=req.region or "local", node_id=self.node_id, vcpu=float(template.vcpu),
+                    memory_mb=template.memory_mb, disk_mb=template.disk_gb * 1024,
+                    internet_access=bool(req.internet_access), env_vars=dict(req.env_vars),
+                    metadata_=dict(req.metadata), timeout_seconds=timeout, expires_at=None, created_at=now,
+                    started_at=None, api_key_id=api_key_id, token_version=1,
                 )
-            # A warm-pool member's never-shown id becomes the sandbox id: container, dirs and events share it.
-            sid = (self.pool.claim(template, req.internet_access) if self.pool else None) or "sb" + secrets.token_hex(9)
-            now = _now()
-            row = SandboxRow(
-                id=sid, status=CREATING, template_id=template.id, template_name=template.name,
-                region=req.region or "local", node_id=self.node_id, vcpu=float(template.vcpu),
-                memory_mb=template.memory_mb, disk_mb=template.disk_gb * 1024,
-                internet_access=bool(req.internet_access), env_vars=dict(req.env_vars), metadata_=dict(req.metadata),
-                timeout_seconds=timeout, expires_at=None, created_at=now, started_at=None, api_key_id=api_key_id,
-                token_version=1,
-            )
-            s.add(row)
+                s.add(row)
+        except BaseException:
+            if claimed:  # the row was not stored (a value the database refused): the member is still unused
+                self.pool.unclaim(claimed)
+            raise
         async with self._lock(sid):
             try:
                 async with self._create_gate:

@@ -191,6 +191,16 @@ class WarmPoolService:
         asyncio.get_running_loop().call_later(REFILL_DELAY, self._wake.set)
         return m.id
 
+    def unclaim(self, sandbox_id: str) -> None:
+        """Give back a member claimed for a create that failed before it took it (its row was never stored):
+        it is still frozen and unused, so it goes back to the front of its queue."""
+        m = self.claimed.pop(sandbox_id, None)
+        if m is None:
+            return
+        self.ready.setdefault(m.template_id, deque()).appendleft(m)
+        self._stat(m.template_id).hits -= 1
+        self._save_soon()
+
     async def take(self, template, spec: SandboxSpec) -> RuntimeSandbox | None:
         """Resume the member claimed under spec.id and make it the user's; None means: cold-start instead."""
         m = self.claimed.pop(spec.id, None)

@@ -67,3 +67,26 @@ async def test_refills_wait_while_a_cold_create_runs(tmp_path):
         assert started == [] and not fill.done()
     await asyncio.wait_for(fill, 5)
     assert started == ["tpl1"] and pool.stats["tpl1"].fill_failures == 1
+
+
+async def test_a_create_whose_row_is_refused_gives_its_claimed_member_back(tmp_path):
+    """The claim happens before the row is stored; a row the database refuses must not strand the member."""
+    from sandboxd.core.lifecycle import CreateRequest
+    from sandboxd.core.services import Services
+    from sandboxd.core.store.tables import SandboxRow
+
+    settings = Settings(data_dir=tmp_path, backend="fake")
+    svc = Services.build(settings)
+    await svc.start()
+    tid = svc.catalog.get("base").id
+    pool = WarmPoolService(settings, backend=None, catalog=None)
+    pool._stat(tid).target = 1
+    m = Member(id="sbmember", template_id=tid, content_hash="h", resources=Resources(), socket=Path("/x/s"))
+    pool.ready[tid] = __import__("collections").deque([m])
+    svc.lifecycle.pool = pool
+    with pytest.raises(Exception):
+        await svc.lifecycle.create(CreateRequest(template_name="base", metadata={"k": object()}))  # not JSON
+    assert list(pool.ready[tid]) == [m] and not pool.claimed and pool.stats[tid].hits == 0
+    with svc.store.tx() as s:
+        assert s.get(SandboxRow, "sbmember") is None
+    await svc.stop()
