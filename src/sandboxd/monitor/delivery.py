@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import httpx
 from sqlalchemy import func, select
@@ -40,8 +40,14 @@ COALESCE_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 300.0
 
 
-def fan_out(store: Store) -> tuple[int, int]:
-    """Queue outbox rows for events not yet fanned out; returns (events read, rows queued)."""
+class FanOut(NamedTuple):
+    read: int  # events read past the cursor
+    queued: int  # delivery rows queued
+    hooks: int  # enabled webhooks
+
+
+def fan_out(store: Store) -> FanOut:
+    """Queue outbox rows for events not yet fanned out."""
     with store.tx() as s:
         cur = s.get(CursorRow, CURSOR)
         if cur is None:
@@ -53,10 +59,10 @@ def fan_out(store: Store) -> tuple[int, int]:
             count, last = s.execute(select(func.count(), func.max(EventRow.id)).where(EventRow.id > cur.event_id)).one()
             if last is not None:
                 cur.event_id = last
-            return count, 0
+            return FanOut(count, 0, 0)
         events = [to_event(r) for r in s.scalars(select(EventRow).where(EventRow.id > cur.event_id).order_by(EventRow.id).limit(FANOUT_BATCH))]
         if not events:
-            return 0, 0
+            return FanOut(0, 0, len(hooks))
         now = datetime.now(timezone.utc)
         queued = 0
         facts = load_facts(store, {e.sandbox_id for e in events if e.sandbox_id}) if hooks else {}
@@ -72,7 +78,7 @@ def fan_out(store: Store) -> tuple[int, int]:
                                   status="pending", body=body, attempts=0, next_attempt_at=0.0, created_at=now, updated_at=now))
                 queued += 1
         cur.event_id = events[-1].id
-        return len(events), queued
+        return FanOut(len(events), queued, len(hooks))
 
 
 class Dispatcher:
@@ -86,6 +92,11 @@ class Dispatcher:
         self.allow_private = allow_private
         self.on_outcome = on_outcome
         self._wake = asyncio.Event()
+        self._loop_of: asyncio.AbstractEventLoop | None = None
+        # No enabled webhook and nothing pending: an event needs no pass of its own (a webhook starts after
+        # the events that exist when it is made). The poll still advances the cursor and notices a webhook
+        # made by another process; a change through this one wakes the loop (wake()).
+        self._idle = False
         self._workers: dict[str, asyncio.Task] = {}
         self._task: asyncio.Task | None = None
         self._client: httpx.AsyncClient | None = None
@@ -93,6 +104,7 @@ class Dispatcher:
     async def start(self) -> None:
         # No redirects: a public URL must not bounce a signed request onto an internal address.
         self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, trust_env=False)
+        self._loop_of = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._loop(), name="webhook-dispatcher")
 
     async def stop(self) -> None:
@@ -105,20 +117,35 @@ class Dispatcher:
             await self._client.aclose()
 
     def wake(self) -> None:
-        self._wake.set()
+        """Run a pass now (webhooks changed). Safe from any thread: the API's sync handlers run on workers."""
+        loop = self._loop_of
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def _loop(self) -> None:
         q = self.bus.subscribe() if self.bus else None
         try:
             while True:
                 try:
-                    while (await asyncio.to_thread(fan_out, self.store))[0] == FANOUT_BATCH:
-                        pass
-                    for webhook_id in await asyncio.to_thread(self._webhooks_with_work):
+                    done = await asyncio.to_thread(fan_out, self.store)
+                    while done.read == FANOUT_BATCH:
+                        done = await asyncio.to_thread(fan_out, self.store)
+                    work = await asyncio.to_thread(self._webhooks_with_work)
+                    for webhook_id in work:
                         t = self._workers.get(webhook_id)
                         if t is None or t.done():
                             self._workers[webhook_id] = asyncio.create_task(self._worker(webhook_id), name=f"webhook-{webhook_id}")
+                    self._idle = done.hooks == 0 and not work
                 except Exception:
+                    self._idle = False
                     log.exception("webhook dispatcher pass failed")
                 await self._sleep(q)
         finally:
@@ -127,7 +154,7 @@ class Dispatcher:
 
     async def _sleep(self, q: asyncio.Queue | None) -> None:
         waits = [asyncio.create_task(self._wake.wait())]
-        if q is not None:
+        if q is not None and not self._idle:
             waits.append(asyncio.create_task(q.get()))
         try:
             done, _ = await asyncio.wait(waits, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)

@@ -48,12 +48,13 @@ class MonitorService:
                                   downsample_after_seconds=settings.metrics_downsample_after_seconds)
         self.sampler = Sampler(self.store, backend, self.series, interval=settings.sample_interval_seconds,
                                on_oom=self._end_oom) if backend is not None else None
-        self.webhooks = WebhookRegistry(self.store, allow_private=settings.webhook_allow_private)
         self.platform = PlatformMetrics(self.store, latest=self.latest_all, lag=self._lag,
                                         per_sandbox=settings.per_sandbox_prometheus)
         self.dispatcher = Dispatcher(self.store, bus, timeout=settings.webhook_timeout_seconds,
                                      max_attempts=settings.webhook_max_attempts, backoff=settings.webhook_backoff_seconds,
                                      allow_private=settings.webhook_allow_private, on_outcome=self.platform.observe_delivery)
+        self.webhooks = WebhookRegistry(self.store, allow_private=settings.webhook_allow_private,
+                                        on_change=self.dispatcher.wake)
         self._tasks: list[asyncio.Task] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -85,7 +86,6 @@ class MonitorService:
                     if not isinstance(secs, (int, float)) and e.sandbox_id:
                         secs = await asyncio.to_thread(self._create_seconds, e.sandbox_id)
                     self.platform.observe_created(float(secs) if isinstance(secs, (int, float)) else None)
-                self.dispatcher.wake()
         finally:
             if self.bus:
                 self.bus.unsubscribe(q)

@@ -12,7 +12,7 @@ import ipaddress
 import socket
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, select
@@ -94,9 +94,14 @@ def to_wire(w: WebhookRow) -> dict[str, Any]:
 
 
 class WebhookRegistry:
-    def __init__(self, store: Store, *, allow_private: bool):
+    def __init__(self, store: Store, *, allow_private: bool, on_change: Callable[[], None] | None = None):
         self.store = store
         self.allow_private = allow_private
+        self.on_change = on_change  # after a committed change (the dispatcher rests while no webhook is enabled)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         name = _str(body, "name", required=True)
@@ -113,6 +118,7 @@ class WebhookRegistry:
             row = WebhookRow(id=str(uuid.uuid4()), name=name, url=url, enabled=enabled, events=events, secret=secret,
                              after_event_id=last, created_at=now, updated_at=now)
             s.add(row)
+        self._changed()
         return to_wire(row)
 
     def list(self) -> list[dict[str, Any]]:
@@ -141,12 +147,15 @@ class WebhookRegistry:
             for k, v in changes.items():
                 setattr(row, k, v)
             row.updated_at = datetime.now(timezone.utc)
-            return to_wire(row)
+            wire = to_wire(row)
+        self._changed()
+        return wire
 
     def delete(self, webhook_id: str) -> None:
         with self.store.tx() as s:
             s.delete(self._row(s, webhook_id))
             s.execute(delete(DeliveryRow).where(DeliveryRow.webhook_id == webhook_id))
+        self._changed()
 
     def deliveries(self, webhook_id: str, *, limit: int = 100, status: str | None = None) -> list[dict[str, Any]]:
         with self.store.tx() as s:

@@ -226,10 +226,10 @@ async def test_events_with_no_webhook_are_stepped_over_and_later_ones_delivered(
     """With no webhook the fan-out only moves its cursor; a webhook made afterwards gets what follows it."""
     for i in range(3):
         eventlog.record(ev.Event(ev.CREATED, f"early{i}", {}))
-    assert fan_out(store) == (3, 0)
+    assert fan_out(store) == (3, 0, 0)
     with store.tx() as s:
         assert s.get(CursorRow, CURSOR).event_id == s.scalar(select(func.max(EventRow.id)))
-    assert fan_out(store) == (0, 0)
+    assert fan_out(store) == (0, 0, 0)
     rec = Receiver()
     reg = WebhookRegistry(store, allow_private=True)
     reg.create({"name": "late", "url": await serve(rec), "events": [ev.CREATED], "signatureSecret": SECRET})
@@ -242,3 +242,29 @@ async def test_events_with_no_webhook_are_stepped_over_and_later_ones_delivered(
     finally:
         await d.stop()
     assert [json.loads(b)["sandboxId"] for _, b in rec.requests] == ["late"]
+
+
+async def test_with_no_webhook_events_wake_no_pass_and_a_new_webhook_wakes_the_dispatcher(store, eventlog, serve, monkeypatch):
+    """While no webhook is enabled an event costs the dispatcher nothing (no fan-out pass, no transaction);
+    creating a webhook through the registry wakes it, and from then on each event is delivered at once."""
+    import sandboxd.monitor.delivery as delivery
+
+    monkeypatch.setattr(delivery, "POLL_SECONDS", 30.0)  # only wakes and events may start a pass here
+    d = Dispatcher(store, eventlog.bus, timeout=2.0, max_attempts=5, backoff=0.05, allow_private=True)
+    reg = WebhookRegistry(store, allow_private=True, on_change=d.wake)
+    await d.start()
+    try:
+        await wait_for(lambda: d._idle)  # the first pass found no webhook
+        eventlog.record(ev.Event(ev.CREATED, "unwatched", {}))
+        await asyncio.sleep(0.3)
+        with store.tx() as s:
+            cursor = s.get(CursorRow, CURSOR).event_id
+            assert cursor < s.scalar(select(func.max(EventRow.id)))  # no pass ran for that event
+        rec = Receiver()
+        reg.create({"name": "now", "url": await serve(rec), "events": [ev.CREATED], "signatureSecret": SECRET})
+        await wait_for(lambda: not d._idle)
+        eventlog.record(ev.Event(ev.CREATED, "watched", {}))
+        await wait_for(lambda: len(rec.requests) >= 1, timeout=10.0)
+    finally:
+        await d.stop()
+    assert [json.loads(b)["sandboxId"] for _, b in rec.requests] == ["watched"]
