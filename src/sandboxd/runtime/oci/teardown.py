@@ -41,7 +41,12 @@ class Teardown:
         if rec.status == "destroying":
             # destroy(background=True) SIGKILLed it: no state/kill round trip (two runtime calls), only
             # stragglers still exiting to wait for, and one delete.
-            if not await self._kill_cgroup(rec.id):
+            if await self._kill_cgroup(rec.id):
+                # The init leaves the cgroup's task list before it is a zombie, so that wait may not have
+                # covered it. It is our child (we are the subreaper): collect it now, not at the next
+                # periodic reap (a fresh-clone CI run saw one outlive a test's 10 s wait).
+                await _wait_gone(rec.pid, timeout=1.0)
+            else:
                 _reap(rec.pid)
                 await self.cli.call("delete", "--force", rec.id, check=False)
             st = None
