@@ -159,3 +159,34 @@ def test_sse_stream_carries_the_sandboxs_own_limits(real_server, sandbox):
     assert 0 < system["disk"]["used"] < system["disk"]["total"] == latest.disk_total
     assert system["cpu"]["cores"] == max(1, round(latest.cpu_count))
     assert isinstance(data["total_requests"], int) and data["total_requests"] >= 1  # the agent's counters stay
+
+
+def test_a_sandbox_whose_init_died_is_recorded_killed_before_its_release(real_server):
+    """A sandbox that dies on its own ends like a kill: the killed event does not wait for the release of its
+    mounts and files (an OOM-killed sandbox once went unrecorded for over a minute in CI while that ran)."""
+    import os
+    import threading
+
+    from sandboxd.runtime.oci.state import Record
+
+    c = real_server.client
+    backend = real_server.services.backend
+    sid = c.post("/v1/sandboxes", json={"template_name": "base"}).json()["id"]
+    gate = threading.Event()
+    release = backend._remove_files
+
+    def held(*args, **kw):  # the release waits until the test has seen the event
+        gate.wait(60)
+        return release(*args, **kw)
+
+    backend._remove_files = held
+    try:
+        os.kill(Record.load(backend.dir(sid)).pid, 9)  # its init dies, as on a crash
+        killed = wait_for(lambda: [e for e in c.get(f"/events/sandboxes/{sid}").json() if e["type"] == ev.KILLED],
+                          timeout=30, what="killed event")
+        assert killed[0]["eventData"]["kill_reason"] == "error"
+        assert backend.dir(sid).exists()  # its release is still held
+    finally:
+        gate.set()
+        del backend._remove_files
+    wait_for(lambda: not backend.dir(sid).exists(), what="release")

@@ -100,20 +100,29 @@ class Teardown:
 
     async def _kill_now(self, sandbox_id: str) -> bool:
         """SIGKILL everything in the sandbox's cgroup (thawed first: frozen tasks cannot die). False when
-        there is nothing alive to kill, or no record: the caller tears down in the foreground."""
+        there is no record, or the sandbox is stopped: the caller tears down in the foreground."""
         async with self._lock(sandbox_id):
             d = self.dir(sandbox_id)
             rec = Record.load(d)
-            if rec is None or rec.runtime != self.runtime or not _alive(rec.pid):
+            if rec is None or rec.runtime != self.runtime:
                 return False
             cg = SandboxCgroup(sandbox_id, self.layout)
             pids = cg.pids()
-            if rec.pid not in pids:  # not this container's init any more (pid reuse): take the slow path
+            if _alive(rec.pid):
+                if rec.pid not in pids:  # not this container's init any more (pid reuse): take the slow path
+                    return False
+                victims = [rec.pid, *pids]  # init first: the kernel then kills its whole pid namespace
+            elif rec.status in ("running", "paused"):
+                # Its init died on its own (OOM, crash), and its pid namespace with it: it ends like a kill,
+                # the release in the background. Its end is recorded at once, whatever the release costs
+                # (in CI an OOM-killed sandbox went unrecorded for over a minute while its release ran).
+                victims = pids
+            else:
                 return False
             rec.status = "destroying"
             rec.save(d)
             cg.thaw()
-            for pid in [rec.pid, *pids]:  # init first: the kernel then kills its whole pid namespace
+            for pid in victims:
                 try:
                     os.kill(pid, 9)
                 except ProcessLookupError:
