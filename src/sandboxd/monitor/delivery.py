@@ -59,7 +59,7 @@ def fan_out(store: Store) -> FanOut:
             count, last = s.execute(select(func.count(), func.max(EventRow.id)).where(EventRow.id > cur.event_id)).one()
             if last is not None:
                 cur.event_id = last
-            return FanOut(count, 0, 0)
+            return FanOut(min(count, FANOUT_BATCH - 1), 0, 0)  # all stepped over: no further pass needed
         events = [to_event(r) for r in s.scalars(select(EventRow).where(EventRow.id > cur.event_id).order_by(EventRow.id).limit(FANOUT_BATCH))]
         if not events:
             return FanOut(0, 0, len(hooks))
@@ -92,7 +92,6 @@ class Dispatcher:
         self.allow_private = allow_private
         self.on_outcome = on_outcome
         self._wake = asyncio.Event()
-        self._loop_of: asyncio.AbstractEventLoop | None = None
         # No enabled webhook and nothing pending: an event needs no pass of its own (a webhook starts after
         # the events that exist when it is made). The poll still advances the cursor and notices a webhook
         # made by another process; a change through this one wakes the loop (wake()).
@@ -104,7 +103,6 @@ class Dispatcher:
     async def start(self) -> None:
         # No redirects: a public URL must not bounce a signed request onto an internal address.
         self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, trust_env=False)
-        self._loop_of = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._loop(), name="webhook-dispatcher")
 
     async def stop(self) -> None:
@@ -118,17 +116,8 @@ class Dispatcher:
 
     def wake(self) -> None:
         """Run a pass now (webhooks changed). Safe from any thread: the API's sync handlers run on workers."""
-        loop = self._loop_of
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._wake.set()
-        else:
-            loop.call_soon_threadsafe(self._wake.set)
+        if self._task is not None and not self._task.done():
+            self._task.get_loop().call_soon_threadsafe(self._wake.set)
 
     async def _loop(self) -> None:
         q = self.bus.subscribe() if self.bus else None

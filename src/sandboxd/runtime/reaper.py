@@ -12,8 +12,10 @@ Other code's subprocesses in this process are never touched.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import weakref
 
 spawned: set[int] = set()  # runtime processes we spawned and wait for ourselves
 # Held by a spawn from its fork until its pid is in `spawned` (oci/cli.py spawns on worker threads); a reap
@@ -51,8 +53,6 @@ def _asyncio_watched() -> set[int]:
     exited looked like an orphan, was reaped here, and asyncio reported returncode 255 -- a healthy
     sandbox then read as dead and was killed (seen with 200 sandboxes)."""
     try:
-        import asyncio
-
         return set(getattr(asyncio.get_child_watcher(), "_threads", ()))
     except Exception:
         return set()
@@ -121,7 +121,7 @@ def _reap_orphans() -> int:
     return reaped
 
 
-_ticking: "weakref.WeakSet | None" = None
+_ticking: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()  # loops that already tick
 REAP_EVERY = 1.0  # seconds
 
 
@@ -130,16 +130,10 @@ def reap_periodically() -> None:
     a runtime process that outlives the reap at its create (crun's intermediate, under load) would stay a
     zombie until the next one. A timer, not a SIGCHLD handler: a Python signal handler would interrupt
     system calls in every thread of the daemon at each child's exit."""
-    global _ticking
-    import asyncio
-    import weakref
-
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
-    if _ticking is None:
-        _ticking = weakref.WeakSet()
     if loop in _ticking:
         return
     _ticking.add(loop)
