@@ -22,6 +22,7 @@ from sandboxd.runtime.base import Backend, RuntimeState, Stats
 log = logging.getLogger(__name__)
 COMPACT_EVERY_SECONDS = 60.0
 OOM_WATCH_SECONDS = 15.0  # how long after an OOM kill the sandbox's state is re-checked every tick
+STATE_TIMEOUT_SECONDS = 10.0  # one such check's wait for the runtime's answer
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Sampler:
         self._prev: dict[str, _Prev] = {}
         self._suspects: dict[str, float] = {}  # sandbox id -> until when to watch it after an OOM kill
         self._ending: set[str] = set()
+        self._checking: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self.latest: dict[str, Sample] = {}
         self.lag_seconds = 0.0  # how late the last tick started compared with its schedule
@@ -96,8 +98,10 @@ class Sampler:
         live = set(ids)
         latest = {k: v for k, v in self.latest.items() if k in live}
         for sandbox_id, st in zip(ids, results):
+            if sandbox_id in self._ending:
+                continue
             if isinstance(st, BaseException):
-                await self._check_dead(sandbox_id, None)
+                self._check(sandbox_id, None)
                 continue
             prev = self._prev.get(sandbox_id)
             self._prev[sandbox_id] = _Prev(wall, st.cpu_usage_ns, st.oom_kills)
@@ -106,8 +110,7 @@ class Sampler:
                 # checking this sandbox's state for a while, not just on the tick that saw the kill.
                 self._suspects[sandbox_id] = wall + OOM_WATCH_SECONDS
             if sandbox_id in self._suspects:
-                if await self._check_dead(sandbox_id, st):
-                    continue
+                self._check(sandbox_id, st)
                 if self._suspects.get(sandbox_id, 0) < wall:
                     self._suspects.pop(sandbox_id, None)
             if prev is None:
@@ -145,28 +148,40 @@ class Sampler:
         """Wait for the next tick (SSE metric streams push on each)."""
         await self._tick_event.wait()
 
-    async def _check_dead(self, sandbox_id: str, st: Stats | None) -> bool:
-        """An OOM kill that took the sandbox's init down ends the sandbox, with reason oom. True if it did."""
+    def _check(self, sandbox_id: str, st: Stats | None) -> None:
+        """Whether an OOM kill took the sandbox's init down is asked on a task of its own: the runtime's
+        answer (a `crun state` of a dying container) can be slow, and every other sandbox's metrics would
+        stop while the tick waited for it."""
         prev = self._prev.get(sandbox_id)
         ooms = st.oom_kills if st is not None else (prev.oom_kills if prev else 0)
-        if ooms <= 0 or self.on_oom is None:
-            return False
-        if sandbox_id in self._ending:
-            return True
+        if ooms <= 0 or self.on_oom is None or sandbox_id in self._checking or sandbox_id in self._ending:
+            return
+        self._checking.add(sandbox_id)
+        self._spawn(self._check_dead(sandbox_id))
+
+    async def _check_dead(self, sandbox_id: str) -> None:
+        """An OOM kill that took the sandbox's init down ends the sandbox, with reason oom."""
         try:
-            state = await self.backend.state(sandbox_id)
-        except Exception:
-            state = None
-        if state not in (None, RuntimeState.STOPPED):
-            return False
-        self._prev.pop(sandbox_id, None)
-        self._suspects.pop(sandbox_id, None)
-        if sandbox_id not in self._ending:  # ending takes a while (destroy); never ask twice, never block the tick
-            self._ending.add(sandbox_id)
-            task = asyncio.create_task(self._end(sandbox_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return True
+            try:
+                state = await asyncio.wait_for(self.backend.state(sandbox_id), STATE_TIMEOUT_SECONDS)
+            except asyncio.TimeoutError:
+                log.warning("state of OOM-killed sandbox %s took over %.0f s", sandbox_id, STATE_TIMEOUT_SECONDS)
+                return  # no answer is not death: the next tick asks again while it is a suspect
+            except Exception:
+                state = None
+            if state not in (None, RuntimeState.STOPPED) or sandbox_id in self._ending:
+                return
+            self._prev.pop(sandbox_id, None)
+            self._suspects.pop(sandbox_id, None)
+            self._ending.add(sandbox_id)  # ending takes a while (destroy): never ask twice
+            self._spawn(self._end(sandbox_id))
+        finally:
+            self._checking.discard(sandbox_id)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _end(self, sandbox_id: str) -> None:
         try:

@@ -67,6 +67,32 @@ class RealServer:
         coro = self.services.backend.exec(sandbox_id, ["sh", "-c", script], timeout=timeout)
         return asyncio.run_coroutine_threadsafe(coro, self.server_loop())
 
+    def diagnose(self, sandbox_id: str | None = None) -> str:
+        """What the monitor and the server's threads are doing (for a failure message)."""
+        import io
+        import sys
+        import traceback
+
+        sampler, out = self.monitor.sampler, io.StringIO()
+        print(f"sampler: ticks={sampler.ticks} last_duration={sampler.last_duration:.2f}s lag={sampler.lag_seconds:.2f}s "
+              f"ending={sorted(sampler._ending)} suspects={sorted(sampler._suspects)} prev={sorted(sampler._prev)}", file=out)
+        if sandbox_id:
+            print("listed running:", sandbox_id in sampler._list_running(), file=out)
+            for name in ("stats_many", "stats", "state"):
+                try:
+                    arg = [sandbox_id] if name == "stats_many" else sandbox_id
+                    got = self.call(getattr(self.services.backend, name)(arg), timeout=10)
+                except BaseException as exc:
+                    got = repr(exc)
+                print(f"backend.{name}: {got!r}", file=out)
+        for task in asyncio.all_tasks(self.server_loop()):
+            if task.get_name() == "metrics-sampler" or task.get_name().startswith("reclaim-"):
+                print(f"task {task.get_name()}:", file=out)
+                task.print_stack(limit=20, file=out)
+        for ident, frame in sys._current_frames().items():
+            print(f"thread {ident}:", "".join(traceback.format_stack(frame, limit=12)), file=out)
+        return out.getvalue()
+
     def server_loop(self) -> asyncio.AbstractEventLoop:
         return self.monitor.loop
 

@@ -28,7 +28,10 @@ def sandbox(real_server):
     r = real_server.client.post("/v1/sandboxes", json={"template_name": "base", "metadata": {"suite": "monreal"}})
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
-    wait_for(lambda: real_server.client.get(f"/sandboxes/{sid}/metrics").json(), what="first sample")
+    try:
+        wait_for(lambda: real_server.client.get(f"/sandboxes/{sid}/metrics").json(), what="first sample")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{real_server.diagnose(sid)}") from None
     yield sid
     real_server.client.delete(f"/v1/sandboxes/{sid}")
 
@@ -129,7 +132,7 @@ def test_oom_kill_gives_killed_event_with_reason_and_signed_webhook(real_server,
             killed = wait_for(lambda: [e for e in c.get(f"/events/sandboxes/{sid}").json() if e["type"] == ev.KILLED],
                               timeout=60, what="killed event")
         except AssertionError as exc:
-            raise AssertionError(f"{exc} after {time.time() - t0:.1f} s\n{_sandbox_processes(real_server, sid)}") from None
+            raise AssertionError(f"{exc} after {time.time() - t0:.1f} s\n{_sandbox_processes(real_server, sid)}\n{real_server.diagnose()}") from None
         assert killed[0]["eventData"]["kill_reason"] == "oom"
         got = wait_for(lambda: [r for r in receiver.requests if sid.encode() in r[1]], what="webhook")
         headers, body = got[0]

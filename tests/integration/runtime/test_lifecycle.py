@@ -175,3 +175,47 @@ def test_code_interpreter_kernel_runs_under_the_hardening(rt_env):
         assert client.post("/execute", json={"code": "print(x.mean())"}).json()["stdout"] == "2.0\n"
     assert sb.exec(box.id, ["node", "-e", "console.log(6*7)"]).stdout == b"42\n"
     sb.destroy(box.id)
+
+
+def test_state_comes_from_the_kernel_not_a_runtime_call(rt_env):
+    """The lifecycle's watch asks every sandbox's state every 5 s: a `crun state` each (~8 ms of CPU with
+    the daemon's spawn) kept a core busy at a thousand idle sandboxes. The answer is right in every state,
+    and a pid that no longer is the sandbox's init (reused by another process) means the sandbox stopped."""
+    import os
+    import signal
+
+    from sandboxd.runtime.oci.state import Record
+
+    _, sb, image = rt_env
+    box = sb.create(spec(image, "state"))
+    calls = []
+    cli_call = sb.backend.cli.call
+
+    async def counted(*args, **kw):
+        calls.append(args[0])
+        return await cli_call(*args, **kw)
+
+    sb.backend.cli.call = counted
+    try:
+        assert sb.state(box.id) is RuntimeState.RUNNING
+        sb.pause(box.id)
+        assert sb.state(box.id) is RuntimeState.PAUSED
+        sb.resume(box.id)
+        assert sb.state(box.id) is RuntimeState.RUNNING
+        assert [c for c in calls if c == "state"] == []
+        d = sb.backend.dir(box.id)
+        rec = Record.load(d)
+        init, rec.pid = rec.pid, os.getpid()  # a live process, but not in the sandbox's cgroup
+        rec.save(d)
+        assert sb.state(box.id) is RuntimeState.STOPPED
+        rec.pid = init
+        rec.save(d)
+        assert sb.state(box.id) is RuntimeState.RUNNING
+        os.kill(init, signal.SIGKILL)  # the init dies (a zombie until reaped): stopped
+        deadline = time.time() + 10
+        while sb.state(box.id) is not RuntimeState.STOPPED:
+            assert time.time() < deadline, "a dead init still reads as running"
+            time.sleep(0.05)
+    finally:
+        del sb.backend.cli.call
+        sb.destroy(box.id)

@@ -15,6 +15,7 @@ import asyncio
 import ctypes
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
@@ -27,10 +28,12 @@ from sandboxd.core.errors import NotFound, RuntimeFailure, SandboxdError
 from sandboxd.runtime import reaper
 from sandboxd.runtime.oci.procs import readable
 
+log = logging.getLogger("sandboxd.runtime")
 
 # Verbs that start processes which must not outlive a SIGKILLed daemon; state/pause/resume/kill/delete
 # return in milliseconds and need no death signal (create/run go through call_with_fd3).
 LONG_VERBS = frozenset({"start", "exec"})
+SLOW_CALL_SECONDS = 5.0  # the others take ~7 ms: one that takes this long is worth a line in the log
 
 
 RUNTIME_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -92,10 +95,13 @@ class OciCli:
                 *argv, stdin=subprocess.DEVNULL, stdout=kw.pop("stdout", subprocess.PIPE),
                 stderr=kw.pop("stderr", subprocess.PIPE), **kw)
             reaper.spawned.add(proc.pid)
+            t0 = time.monotonic()
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), timeout)
             finally:
                 reaper.spawned.discard(proc.pid)
+                if time.monotonic() - t0 > SLOW_CALL_SECONDS and args[0] not in LONG_VERBS:
+                    log.warning("%s %s %s took %.1f s", self.binary, args[0], args[-1], time.monotonic() - t0)
         except asyncio.TimeoutError as exc:
             proc.kill()
             await proc.wait()

@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 from sandboxd.core.errors import Conflict, RuntimeFailure
@@ -18,6 +19,7 @@ from sandboxd.runtime.oci.state import Record
 from sandboxd.runtime.rootfs import SandboxRoot
 
 log = logging.getLogger("sandboxd.runtime")
+SLOW_RELEASE_SECONDS = 5.0
 
 
 def _os_errors_are_runtime_failures(fn):
@@ -153,8 +155,13 @@ class Teardown:
         if rec.net is None:  # created but not recorded yet: the names are derived from the id
             netns, veth = network.names(sandbox_id)
             rec.net = {"netns": netns, "veth": veth, "host_ip": None, "sandbox_ip": None}
+        t0 = time.monotonic()
         await self._halt(rec)
+        t1 = time.monotonic()
         await asyncio.to_thread(self._remove_files, sandbox_id, d, rec)
+        if time.monotonic() - t0 > SLOW_RELEASE_SECONDS:  # normally ~20 ms: say where the time went
+            log.warning("releasing sandbox %s took %.1f s (processes and container %.1f s, mounts and files %.1f s)",
+                        sandbox_id, time.monotonic() - t0, t1 - t0, time.monotonic() - t1)
 
     def _remove_files(self, sandbox_id: str, d: Path, rec: Record) -> None:
         rootfs, sock = self._paths(sandbox_id, rec)
