@@ -150,6 +150,12 @@ class Bench:
         with ThreadPoolExecutor(4) as ex:
             sbs = list(ex.map(lambda _i: self.sdk(), range(self.a.idle)))
         time.sleep(3.0)  # let first requests and imports settle
+        # What holding them costs while nothing happens: the daemon's sampler and watch, the agents' timers.
+        window = min(10.0, max(2.0, self.a.sustain / 6))
+        cpu0, serve0 = host_cpu_ms(), _proc_cpu_ms(self.srv.proc.pid)
+        time.sleep(window)
+        idle_cpu = {"window_s": window, "host_pct_of_a_core": (host_cpu_ms() - cpu0) / window / 10,
+                    "serve_pct_of_a_core": (_proc_cpu_ms(self.srv.proc.pid) - serve0) / window / 10}
         per, kernels = [], []
         for sb in sbs:
             procs = Path(f"/sys/fs/cgroup/pids/sandboxd/{sb.id}/cgroup.procs")
@@ -162,7 +168,7 @@ class Bench:
             vanished = sum(ex.map(_kill_quietly, sbs))
         total_mib = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]) / 1024
         per_host = used_mib / max(len(sbs), 1)
-        return {"count": len(sbs), "vanished_before_kill": vanished, "pss_agent_init_mib": per,
+        return {"count": len(sbs), "vanished_before_kill": vanished, "pss_agent_init_mib": per, "idle_cpu": idle_cpu,
                 "pss_kernel_mib": kernels,
                 "host_mem_used_mib": used_mib, "host_mib_per_sandbox": per_host,
                 "extrapolated_max_by_pss": int(total_mib * 0.9 / max(pct(per, .5) or 1, 0.1)),
@@ -320,7 +326,9 @@ def table(res: dict) -> list[dict]:
                 "floor_mib": dist([k / 1024 for k in c["idle_pss_kib"]])})
     out.append({"figure": "concurrent idle sandboxes on this host", "target": "≥ 500",
                 "measured": idle["count"], "extrapolated_by_pss": idle["extrapolated_max_by_pss"],
-                "extrapolated_by_host_memory": idle["extrapolated_max_by_host_use"]})
+                "extrapolated_by_host_memory": idle["extrapolated_max_by_host_use"],
+                "idle_cpu_pct_of_a_core_serve_host": [round(idle["idle_cpu"]["serve_pct_of_a_core"], 1),
+                                                      round(idle["idle_cpu"]["host_pct_of_a_core"], 1)]})
     out.append({"figure": f"sustained creates/s (pool warm, {sus['seconds']:.0f} s)", "target": "≥ 30/s, no errors",
                 "measured": round(sus["per_second"], 2), "errors": sus["errors"], "pool_hits": sus["pool_hits"],
                 "host_cpu_ms_per_create": sus["host_cpu_ms_per_create"],

@@ -13,14 +13,17 @@ Other code's subprocesses in this process are never touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import weakref
+from typing import Iterator
 
 spawned: set[int] = set()  # runtime processes we spawned and wait for ourselves
 # Held by a spawn from its fork until its pid is in `spawned` (oci/cli.py spawns on worker threads); a reap
 # that finds it held skips its turn rather than take a just-spawned child that already exited for an orphan.
 spawning = threading.Lock()
+_open_windows = 0  # spawns through the event loop between their fork and `spawned` (see spawn_window)
 _RUNTIMES = (b"crun", b"runc")
 # The names runtime processes run under besides those: exec'd from the daemon's sealed copy
 # (/proc/<pid>/fd/N, oci/cli.py) the kernel names them "N", and their forks inherit it.
@@ -81,13 +84,29 @@ def _candidates() -> list[str]:
             return []
 
 
+@contextlib.contextmanager
+def spawn_window() -> Iterator[None]:
+    """Around an event-loop spawn (`asyncio.create_subprocess_exec`) and the `spawned.add` of its pid, which
+    comes only after an await: no reap meanwhile. Under uvloop (what uvicorn runs) libuv waits for its
+    children itself and never learns of one reaped here first; the caller's `communicate()` then hangs
+    until its timeout (a `crun delete` of a killed sandbox held its release 60 s in CI)."""
+    global _open_windows
+    with spawning:
+        _open_windows += 1
+    try:
+        yield
+    finally:
+        with spawning:
+            _open_windows -= 1
+
+
 def reap_orphans() -> int:
     """Reap orphaned zombie children (see module doc); returns how many were reaped (0 when a spawn is under
     way: the callers call again, at the next create or wait)."""
     if not spawning.acquire(blocking=False):
         return 0
     try:
-        return _reap_orphans()
+        return 0 if _open_windows else _reap_orphans()
     finally:
         spawning.release()
 

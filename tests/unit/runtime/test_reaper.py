@@ -100,3 +100,46 @@ def test_an_orphan_that_exits_later_is_reaped_by_the_timer():
     out = subprocess.run([sys.executable, "-c", PERIODIC], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["None"]
+
+
+UVLOOP_SCENARIO = textwrap.dedent("""
+    import asyncio, sys, tempfile, time
+    from pathlib import Path
+    import uvloop
+    from sandboxd.core.errors import RuntimeFailure
+    from sandboxd.runtime import reaper
+    from sandboxd.runtime.oci.cli import OciCli
+
+    async def main():
+        cli = OciCli("true", Path(tempfile.mkdtemp()))  # a runtime that exits at once, run from its sealed copy
+        done = asyncio.Event()
+
+        async def reap_all_the_time():  # the periodic reap and other sandboxes' waits, as often as they can
+            while not done.is_set():
+                time.sleep(0.003)  # a loaded daemon: other callbacks run while the child exits
+                reaper.reap_orphans()
+                await asyncio.sleep(0)
+
+        reaping = asyncio.create_task(reap_all_the_time())
+        hung = 0
+        for _ in range(int(sys.argv[1])):
+            try:
+                await cli.call("state", "x", timeout=1.0, check=False)
+            except RuntimeFailure:
+                hung += 1
+        done.set()
+        await reaping
+        print(hung)
+
+    uvloop.run(main())
+""")
+
+
+def test_runtime_calls_under_uvloop_are_never_reaped_from_under_it():
+    """uvicorn runs the daemon on uvloop, whose libuv waits for its children itself: a runtime call whose
+    child the orphan reap took first (between the fork and `spawned`) never saw it exit, and its
+    `communicate()` hung until the timeout (a `crun delete` held a killed sandbox's release 60 s in CI)."""
+    pytest.importorskip("uvloop")
+    out = subprocess.run([sys.executable, "-c", UVLOOP_SCENARIO, "40"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0"], out.stdout

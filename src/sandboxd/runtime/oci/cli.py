@@ -12,6 +12,7 @@ unwritable memfd) and each call saves ~2.5 ms and two host mount-table changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -91,10 +92,11 @@ class OciCli:
         try:
             if args[0] in LONG_VERBS:  # a preexec_fn forces fork() over vfork(): ~6 ms more per call here
                 kw.setdefault("preexec_fn", die_with_parent)
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=kw.pop("stdout", subprocess.PIPE),
-                stderr=kw.pop("stderr", subprocess.PIPE), **kw)
-            reaper.spawned.add(proc.pid)
+            with reaper.spawn_window():
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=subprocess.DEVNULL, stdout=kw.pop("stdout", subprocess.PIPE),
+                    stderr=kw.pop("stderr", subprocess.PIPE), **kw)
+                reaper.spawned.add(proc.pid)
             t0 = time.monotonic()
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -103,8 +105,10 @@ class OciCli:
                 if time.monotonic() - t0 > SLOW_CALL_SECONDS and args[0] not in LONG_VERBS:
                     log.warning("%s %s %s took %.1f s", self.binary, args[0], args[-1], time.monotonic() - t0)
         except asyncio.TimeoutError as exc:
-            proc.kill()
-            await proc.wait()
+            with contextlib.suppress(ProcessLookupError):  # exited, its status taken by someone else
+                proc.kill()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5.0)
             raise RuntimeFailure(f"{self.binary} {args[0]} timed out after {timeout}s", details={"argv": argv}) from exc
         except OSError as exc:
             raise RuntimeFailure(f"{self.binary} {args[0]} failed: {exc}", details={"argv": argv}) from exc

@@ -71,12 +71,13 @@ async def run_exec(cli: OciCli, container_id: str, sandbox_dir: Path, spec: Sand
         args += ["--env", f"{k}={v}"]
     args += [container_id, *argv]
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *cli.argv(*args), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with reaper.spawn_window():
+            proc = await asyncio.create_subprocess_exec(
+                *cli.argv(*args), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            reaper.spawned.add(proc.pid)
     except OSError as exc:
         raise RuntimeFailure(f"{cli.binary} exec failed: {exc}") from exc
-    reaper.spawned.add(proc.pid)
     timed_out = False
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
