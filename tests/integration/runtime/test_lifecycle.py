@@ -42,6 +42,8 @@ def test_exec_env_user_cwd_stdin_and_exit_code(rt_env, running):
     assert r.stdout.decode().split("\n")[:4] == ["hello world", "1000", "/tmp", "from-stdin"]
     assert sb.exec(running.id, ["id", "-u"], user="0").stdout == b"0\n"
     assert sb.exec(running.id, ["pwd"]).stdout == b"/workspace\n"
+    # like every process of the sandbox, the host's first choice under memory pressure (not the daemon's 0)
+    assert sb.exec(running.id, ["cat", "/proc/self/oom_score_adj"]).stdout == b"500\n"
     nope = sb.exec(running.id, ["/no/such/binary"])
     assert nope.exit_code != 0 and b"/no/such/binary" in nope.stderr
 

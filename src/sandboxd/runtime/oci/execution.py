@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import subprocess
 import uuid
@@ -17,6 +18,10 @@ from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.config import DEFAULT_PATH
 
 KNOWN_USERS = {"root": (0, 0, "/root"), "user": (1000, 1000, "/home/user")}
+# `crun exec` applies the config's oomScoreAdj (500: sandbox processes are the host's first OOM victims) to the
+# init only; an exec'd process inherits the daemon's 0. Through choom (util-linux) the runtime process, and so
+# the command it forks, starts at 500. Raising one's own score needs no privilege.
+_CHOOM = ("choom", "-n", "500", "--") if shutil.which("choom") else ()
 
 
 def resolve_user(user: str | int, rootfs: Path) -> tuple[int, int, str]:
@@ -73,7 +78,7 @@ async def run_exec(cli: OciCli, container_id: str, sandbox_dir: Path, spec: Sand
     try:
         with reaper.spawn_window():
             proc = await asyncio.create_subprocess_exec(
-                *cli.argv(*args), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                *_CHOOM, *cli.argv(*args), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             reaper.spawned.add(proc.pid)
     except OSError as exc:
