@@ -24,6 +24,7 @@ spawned: set[int] = set()  # runtime processes we spawned and wait for ourselves
 # that finds it held skips its turn rather than take a just-spawned child that already exited for an orphan.
 spawning = threading.Lock()
 _open_windows = 0  # spawns through the event loop between their fork and `spawned` (see spawn_window)
+_windows_lock = threading.Lock()  # not `spawning`: a worker thread holds that through a whole posix_spawn
 _RUNTIMES = (b"crun", b"runc")
 # The names runtime processes run under besides those: exec'd from the daemon's sealed copy
 # (/proc/<pid>/fd/N, oci/cli.py) the kernel names them "N", and their forks inherit it.
@@ -87,16 +88,16 @@ def _candidates() -> list[str]:
 @contextlib.contextmanager
 def spawn_window() -> Iterator[None]:
     """Around an event-loop spawn (`asyncio.create_subprocess_exec`) and the `spawned.add` of its pid, which
-    comes only after an await: no reap meanwhile. Under uvloop (what uvicorn runs) libuv waits for its
+    comes only after an await: the reap takes no zombie meanwhile. Under uvloop (what uvicorn runs) libuv waits for its
     children itself and never learns of one reaped here first; the caller's `communicate()` then hangs
     until its timeout (a `crun delete` of a killed sandbox held its release 60 s in CI)."""
     global _open_windows
-    with spawning:
+    with _windows_lock:
         _open_windows += 1
     try:
         yield
     finally:
-        with spawning:
+        with _windows_lock:
             _open_windows -= 1
 
 
@@ -106,7 +107,7 @@ def reap_orphans() -> int:
     if not spawning.acquire(blocking=False):
         return 0
     try:
-        return 0 if _open_windows else _reap_orphans()
+        return _reap_orphans()
     finally:
         spawning.release()
 
@@ -129,7 +130,9 @@ def _reap_orphans() -> int:
         if len(fields) < 2 or fields[0] != b"Z" or fields[1] != me:
             continue
         pid = int(p)
-        if pid in spawned or pid in watched:
+        # Checked after the zombie was seen: had a window forked it, that window is still open, or closed
+        # with the pid in `spawned`.
+        if _open_windows or pid in spawned or pid in watched:
             continue
         if _ns_depth(p) > _own_depth or name.startswith(_RUNTIMES) or name in _runtime_comms:
             try:
