@@ -88,9 +88,10 @@ def _candidates() -> list[str]:
 @contextlib.contextmanager
 def spawn_window() -> Iterator[None]:
     """Around an event-loop spawn (`asyncio.create_subprocess_exec`) and the `spawned.add` of its pid, which
-    comes only after an await: the reap takes no zombie meanwhile. Under uvloop (what uvicorn runs) libuv waits for its
-    children itself and never learns of one reaped here first; the caller's `communicate()` then hangs
-    until its timeout (a `crun delete` of a killed sandbox held its release 60 s in CI)."""
+    comes only after an await: the reap takes no zombie meanwhile. Under uvloop (what `uvicorn.run` picks when
+    installed: the monitoring tests' server) libuv waits for its children itself and never learns of one
+    reaped here first; the caller's `communicate()` then hangs until its timeout (a `crun delete` of a
+    killed sandbox held its release 60 s in CI). asyncio's own watcher is respected by `_asyncio_watched`."""
     global _open_windows
     with _windows_lock:
         _open_windows += 1

@@ -136,9 +136,10 @@ UVLOOP_SCENARIO = textwrap.dedent("""
 
 
 def test_runtime_calls_under_uvloop_are_never_reaped_from_under_it():
-    """uvicorn runs the daemon on uvloop, whose libuv waits for its children itself: a runtime call whose
-    child the orphan reap took first (between the fork and `spawned`) never saw it exit, and its
-    `communicate()` hung until the timeout (a `crun delete` held a killed sandbox's release 60 s in CI)."""
+    """`uvicorn.run` serves on uvloop when it is installed (the monitoring tests' server does), and libuv waits
+    for its children itself: a runtime call whose child the orphan reap took first (between the fork and
+    `spawned`) never saw it exit, and its `communicate()` hung until the timeout (a `crun delete` held a
+    killed sandbox's release 60 s in CI)."""
     pytest.importorskip("uvloop")
     out = subprocess.run([sys.executable, "-c", UVLOOP_SCENARIO, "40"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
