@@ -178,6 +178,13 @@ class Sampler:
         finally:
             self._checking.discard(sandbox_id)
 
+    async def close(self) -> None:
+        """Cancel the state checks and OOM ends still running (the service is stopping)."""
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)

@@ -75,6 +75,8 @@ class MonitorService:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.sampler is not None:
+            await self.sampler.close()
         await self.dispatcher.stop()
 
     async def _count_events(self, q: asyncio.Queue) -> None:

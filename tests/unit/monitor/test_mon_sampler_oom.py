@@ -80,3 +80,16 @@ async def test_an_oom_that_took_init_ends_the_sandbox_once(store):
     await s.tick()
     assert ids == ["sbb"] and ended == ["sba"]
     assert "sbb" in s.latest and "sba" not in s.latest
+
+
+async def test_close_cancels_the_checks_still_running(store):
+    backend, ended = _Backend(), []
+    s = _sampler(store, backend, ["sbhung"], ended)
+    await s.tick()
+    backend.ooms["sbhung"] = 1
+    backend.hang.add("sbhung")
+    await s.tick()
+    await _settle()
+    assert s._tasks and s._checking == {"sbhung"}
+    await s.close()
+    assert not s._tasks and not s._checking and ended == []
