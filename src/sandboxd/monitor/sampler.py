@@ -149,9 +149,9 @@ class Sampler:
         await self._tick_event.wait()
 
     def _check(self, sandbox_id: str, st: Stats | None) -> None:
-        """Whether an OOM kill took the sandbox's init down is asked on a task of its own: the runtime's
-        answer (a `crun state` of a dying container) can be slow, and every other sandbox's metrics would
-        stop while the tick waited for it."""
+        """Whether an OOM kill took the sandbox's init down is asked on a task of its own: a backend may
+        answer through a runtime call (the OCI backend did, `crun state`), which can be slow, and every other
+        sandbox's metrics would stop while the tick waited for it."""
         prev = self._prev.get(sandbox_id)
         ooms = st.oom_kills if st is not None else (prev.oom_kills if prev else 0)
         if ooms <= 0 or self.on_oom is None or sandbox_id in self._checking or sandbox_id in self._ending:
