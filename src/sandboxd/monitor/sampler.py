@@ -154,7 +154,7 @@ class Sampler:
         sandbox's metrics would stop while the tick waited for it."""
         prev = self._prev.get(sandbox_id)
         ooms = st.oom_kills if st is not None else (prev.oom_kills if prev else 0)
-        if ooms <= 0 or self.on_oom is None or sandbox_id in self._checking or sandbox_id in self._ending:
+        if ooms <= 0 or self.on_oom is None or sandbox_id in self._checking:
             return
         self._checking.add(sandbox_id)
         self._spawn(self._check_dead(sandbox_id))

@@ -102,6 +102,15 @@ def spawn_window() -> Iterator[None]:
             _open_windows -= 1
 
 
+async def spawn_exec(*argv: str, **kw) -> asyncio.subprocess.Process:
+    """`asyncio.create_subprocess_exec` of a runtime process, its pid in `spawned` before any reap can take it.
+    The caller waits for it, then discards the pid."""
+    with spawn_window():
+        proc = await asyncio.create_subprocess_exec(*argv, **kw)
+        spawned.add(proc.pid)
+    return proc
+
+
 def reap_orphans() -> int:
     """Reap orphaned zombie children (see module doc); returns how many were reaped (0 when a spawn is under
     way: the callers call again, at the next create or wait)."""

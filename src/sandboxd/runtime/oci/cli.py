@@ -92,11 +92,8 @@ class OciCli:
         try:
             if args[0] in LONG_VERBS:  # a preexec_fn forces fork() over vfork(): ~6 ms more per call here
                 kw.setdefault("preexec_fn", die_with_parent)
-            with reaper.spawn_window():
-                proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=subprocess.DEVNULL, stdout=kw.pop("stdout", subprocess.PIPE),
-                    stderr=kw.pop("stderr", subprocess.PIPE), **kw)
-                reaper.spawned.add(proc.pid)
+            proc = await reaper.spawn_exec(*argv, stdin=subprocess.DEVNULL, stdout=kw.pop("stdout", subprocess.PIPE),
+                                           stderr=kw.pop("stderr", subprocess.PIPE), **kw)
             t0 = time.monotonic()
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), timeout)

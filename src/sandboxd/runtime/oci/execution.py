@@ -76,11 +76,9 @@ async def run_exec(cli: OciCli, container_id: str, sandbox_dir: Path, spec: Sand
         args += ["--env", f"{k}={v}"]
     args += [container_id, *argv]
     try:
-        with reaper.spawn_window():
-            proc = await asyncio.create_subprocess_exec(
-                *_CHOOM, *cli.argv(*args), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            reaper.spawned.add(proc.pid)
+        proc = await reaper.spawn_exec(*_CHOOM, *cli.argv(*args),
+                                       stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as exc:
         raise RuntimeFailure(f"{cli.binary} exec failed: {exc}") from exc
     timed_out = False
