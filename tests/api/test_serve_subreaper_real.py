@@ -52,18 +52,23 @@ def test_sandbox_init_is_adopted_by_serve():
             # `crun run -d` double-forks: the init's parent is the nearest subreaper, which must be serve.
             assert ppid(init) == srv.proc.pid
             assert c.delete(f"/v1/sandboxes/{sb['id']}").status_code == 200
+            ended = [(init, data / "sandboxes" / sb["id"])]
             # The runtime's own orphans (its double fork; named after the sealed copy's fd) are reaped too:
             # each one left would hold a pid for the daemon's life (one per create, ~5k to a TasksMax).
             for _ in range(3):
                 other = c.post("/v1/sandboxes", json={"template_name": "base"}).json()
+                d = data / "sandboxes" / other["id"]
+                ended.append((int((d / "init.pid").read_text()), d))
                 assert c.delete(f"/v1/sandboxes/{other['id']}").status_code == 200
-        # A kill returns once the processes are SIGKILLed; the release (and the reaping) follow at once.
+        # A kill returns once the processes are SIGKILLed; the release (and the reaping) follow at once. Wait
+        # for every sandbox's own end first: a scan for zombies alone could run while the last init is still
+        # exiting (not yet a zombie), pass, and the next scan catch it the moment it became one.
         deadline = time.monotonic() + 10
-        left = data / "sandboxes" / sb["id"]
-        while (Path(f"/proc/{init}").exists() or left.exists()) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not Path(f"/proc/{init}").exists()  # reaped, not left a zombie
-        assert not left.exists()  # and its files released
+        for pid, left in ended:
+            while (Path(f"/proc/{pid}").exists() or left.exists()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not Path(f"/proc/{pid}").exists()  # reaped, not left a zombie
+            assert not left.exists()  # and its files released
         while zombie_children(srv.proc.pid) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert zombie_children(srv.proc.pid) == []
