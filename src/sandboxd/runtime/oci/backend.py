@@ -31,6 +31,7 @@ from sandboxd.runtime.oci.state import Record, spec_to_dict
 from sandboxd.runtime.oci.teardown import Teardown, _os_errors_are_runtime_failures
 from sandboxd.runtime.oci.stats import BatchStats
 from sandboxd.runtime.rootfs import SandboxRoot
+from sandboxd.runtime.to_end import to_end
 
 log = logging.getLogger("sandboxd.runtime")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -121,7 +122,7 @@ class OciBackend(Teardown):
             rec.extra.update(rootfs=str(rootfs), agent_socket=str(sock))
             try:
                 rec.save(d)
-                await asyncio.to_thread(self._prepare_files, spec, d, rootfs)
+                await to_end(asyncio.to_thread(self._prepare_files, spec, d, rootfs))
                 await self._boot(rec)
             except BaseException:
                 await self._teardown(spec.id)
@@ -170,7 +171,7 @@ class OciBackend(Teardown):
         self.bpf.learn(profile_key, self.cli.root / rec.id)
         rec.pid = int((d / "init.pid").read_text().strip())
         if spec.internet_access:
-            net = await asyncio.to_thread(network.attach, rec.id, rec.pid)
+            net = await to_end(asyncio.to_thread(network.attach, rec.id, rec.pid))
             rec.net = net.to_dict()
             rec.save(d)
             await self.cli.call("start", rec.id)
@@ -211,7 +212,7 @@ class OciBackend(Teardown):
             rootfs = self._root(rec).rootfs
             if not rootfs.is_relative_to(self.dir(sandbox_id)):
                 paths.make_dir(rootfs.parent)  # /run is a tmpfs: gone after a host reboot
-            await asyncio.to_thread(self._root(rec).mount)
+            await to_end(asyncio.to_thread(self._root(rec).mount))
             try:
                 await self._boot(rec)
             except BaseException:

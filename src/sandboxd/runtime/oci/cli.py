@@ -28,6 +28,7 @@ from typing import Any
 from sandboxd.core.errors import NotFound, RuntimeFailure, SandboxdError
 from sandboxd.runtime import reaper
 from sandboxd.runtime.oci.procs import readable
+from sandboxd.runtime.to_end import to_end
 
 log = logging.getLogger("sandboxd.runtime")
 
@@ -120,17 +121,20 @@ class OciCli:
         the event loop with the GIL released (`_spawn_with_fd3`), not subprocess with a preexec_fn: that
         forces a fork() of the whole daemon, ~7 ms with the event loop blocked, on every sandbox start. No
         death signal: `run -d`/`create` return within milliseconds, and recover() removes a container whose
-        create the daemon did not see finish."""
-        argv = self.argv(*args)
+        create the daemon did not see finish. A cancel waits for the runtime to exit (`to_end`): the caller's
+        teardown then finds the container whole, and the pid leaves `reaper.spawned`."""
+        return await to_end(self._call_with_fd3(self.argv(*args), args[0], fd, log, timeout))
+
+    async def _call_with_fd3(self, argv: list[str], verb: str, fd: int, log: int, timeout: float) -> int:
         try:
             pid = await asyncio.to_thread(_spawn_with_fd3, argv, fd, log)
         except OSError as exc:
-            raise RuntimeFailure(f"{self.binary} {args[0]} failed: {exc}", details={"argv": argv}) from exc
+            raise RuntimeFailure(f"{self.binary} {verb} failed: {exc}", details={"argv": argv}) from exc
         try:  # _spawn_with_fd3 put pid in reaper.spawned
             if not await _exited(pid, timeout):
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                raise RuntimeFailure(f"{self.binary} {args[0]} timed out after {timeout}s", details={"argv": argv})
+                raise RuntimeFailure(f"{self.binary} {verb} timed out after {timeout}s", details={"argv": argv})
             _, status = os.waitpid(pid, 0)
             return os.waitstatus_to_exitcode(status)
         finally:
