@@ -94,6 +94,11 @@ class CPServer:
         finally:
             self.stop()
             self.reap_agents()
+            # The runtime's folders under /run/sandboxd (a tmpfs) outlive a server stopped by SIGKILL: ~3 per
+            # suite run accumulated until a reboot. Only empty ones go.
+            from sandboxd.runtime.oci.paths import remove_empty
+
+            remove_empty(self.data_dir)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
