@@ -312,6 +312,11 @@ async def serve_connection(reader, writer, dispatch: Callable[[Request], Awaitab
                 return
             if not isinstance(ev, h11.Request):
                 return
+            if ev.method == b"CONNECT":  # a pipe to a port in the sandbox (the gateway's user ports)
+                from .tunnel import serve as tunnel
+
+                await tunnel(reader, writer, ev.target.decode("latin-1"), bytes(conn.h11.trailing_data[0]))
+                return
             req = Request(conn, ev)
             if req.is_websocket and req.method == "GET":
                 await _upgrade(conn, req, dispatch, on_error)

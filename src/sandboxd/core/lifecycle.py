@@ -59,6 +59,7 @@ class CreateRequest:
     internet_access: bool | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    public_traffic: bool = True
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Route:
     socket: Path
     status: str
     token_version: int
+    public_traffic: bool = True
 
 
 def _now() -> datetime:
@@ -86,6 +88,7 @@ def _to_model(r: SandboxRow) -> Sandbox:
         internet_access=r.internet_access, env_vars=dict(r.env_vars or {}), timeout_seconds=r.timeout_seconds,
         expires_at=r.expires_at, created_at=r.created_at, started_at=r.started_at, ended_at=r.ended_at,
         kill_reason=r.kill_reason, token_version=r.token_version, metadata=dict(r.metadata_ or {}),
+        public_traffic=r.public_traffic is not False,
     )
 
 
@@ -201,7 +204,7 @@ class LifecycleService:
                     memory_mb=template.memory_mb, disk_mb=template.disk_gb * 1024,
                     internet_access=bool(req.internet_access), env_vars=dict(req.env_vars),
                     metadata_=dict(req.metadata), timeout_seconds=timeout, expires_at=None, created_at=now,
-                    started_at=None, api_key_id=api_key_id, token_version=1,
+                    started_at=None, api_key_id=api_key_id, token_version=1, public_traffic=req.public_traffic,
                 )
                 s.add(row)
         except BaseException:
@@ -221,7 +224,7 @@ class LifecycleService:
             expires = started + timedelta(seconds=timeout)
             sb = self._set(sid, {"status": RUNNING, "started_at": started, "expires_at": expires}, ev.CREATED,
                            create_seconds=round((started - now).total_seconds(), 4))
-            self.routes[sid] = Route(rt.agent_socket, RUNNING, 1)
+            self.routes[sid] = Route(rt.agent_socket, RUNNING, 1, req.public_traffic)
             self._expiry[sid] = expires
         token, token_exp = self.signer.issue(sid, sb.token_version)
         return sb, token, token_exp
@@ -344,7 +347,7 @@ class LifecycleService:
             self._require(sb, (STOPPED,), "start")
             rt = await self._call(self.backend.start, sid)
             await rerun_start(self, sid, sb.template_id, rt)
-            self.routes[sid] = Route(rt.agent_socket, RUNNING, sb.token_version)
+            self.routes[sid] = Route(rt.agent_socket, RUNNING, sb.token_version, sb.public_traffic)
             new = self._set(sid, {"status": RUNNING, "started_at": _now()}, ev.UPDATED)
             return new
 
@@ -435,6 +438,6 @@ class LifecycleService:
 
     def _track(self, sb: Sandbox, rt: RuntimeSandbox | None) -> None:
         if rt is not None:
-            self.routes[sb.id] = Route(rt.agent_socket, sb.status, sb.token_version)
+            self.routes[sb.id] = Route(rt.agent_socket, sb.status, sb.token_version, sb.public_traffic)
         if sb.expires_at:
             self._expiry[sb.id] = sb.expires_at

@@ -65,6 +65,7 @@ class Sandbox:
     kill_reason: str | None = None
     token_version: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)
+    public_traffic: bool = True  # its own ports answer without its token (gateway/e2b.py)
 
     def to_wire(self, public_host: str) -> dict[str, Any]:
         return {

@@ -6,11 +6,19 @@ This resolver picks the sandbox from those headers, checks the token the SDK car
 (`X-Access-Token`, or `E2B-Traffic-Access-Token` on code-interpreter calls that send no access token)
 and rewrites the path to the agent's E2B prefix: `/files` on port 49983 becomes `/e2b/49983/files`.
 
+Any other port is the sandbox's own (a web app a user started): the request goes, unchanged, through the
+agent's CONNECT to that port on the sandbox's loopback. Those requests may also be routed by host, as
+`sandbox.get_host(port)` builds it: `{port}-{sandboxID}.{any domain}` (point a wildcard DNS name, or a
+TLS proxy, at the gateway). Like E2B, a sandbox's ports are public unless it was created with
+`network.allowPublicTraffic: false`; then they need its token (`E2B-Traffic-Access-Token`).
+
 A token is the sandbox's JWT (the `envdAccessToken` the E2B create/connect routes return); one issued
 for another sandbox, or revoked by a kill, is refused. Errors use 502 + "was not found" for a sandbox
 that is gone, which the SDK turns into SandboxNotRunningException, as E2B's own proxy does.
 """
 from __future__ import annotations
+
+import re
 
 from sandboxd.core.errors import Unauthorized
 from sandboxd.core.models import RUNNING
@@ -21,6 +29,7 @@ PORTS = {ENVD_PORT, JUPYTER_PORT}
 PREFIX = "/e2b"
 # envd's internal routes that must never be reachable from outside (contracts/e2b.md §2.4).
 INTERNAL = ("/init", "/freeze", "/unfreeze", "/collapse", "/fsfreeze", "/fsthaw", "/upgrade")
+HOST_RE = re.compile(r"^(\d{1,5})-([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.")  # {port}-{sandboxID}.{domain}
 
 
 class E2BResolver:
@@ -30,41 +39,64 @@ class E2BResolver:
 
     async def __call__(self, head: Head) -> Target | None:
         sid = head.header("e2b-sandbox-id")
-        if not sid:
-            return None  # not an E2B request: let the next resolver (Bearer) decide
+        if sid:
+            raw_port = head.header("e2b-sandbox-port") or str(ENVD_PORT)
+        else:
+            m = HOST_RE.match(head.header("host") or "")
+            if m is None or m.group(2) not in self.lifecycle.routes:
+                return None  # not an E2B request: let the next resolver (Bearer) decide
+            raw_port, sid = m.group(1), m.group(2)
         token = head.header("x-access-token") or head.header("e2b-traffic-access-token")
+        port = self._port(raw_port)
+        if port not in PORTS:
+            return self._user_port(head, sid, port, token)
         if not token and (head.header("authorization") or "")[:7].lower() == "bearer ":
             return None  # our own clients may name the sandbox this way too: the Bearer resolver decides
-        port = self._port(head)
         if not token:
             raise GatewayError(401, "unauthenticated", "missing X-Access-Token for this sandbox")
-        try:
-            claims = self.signer.verify(token.strip())
-        except Unauthorized as exc:
-            raise GatewayError(401, "unauthenticated", f"invalid access token: {exc.message}") from None
-        if claims.sandbox_id != sid:
-            raise GatewayError(401, "unauthenticated", "the access token belongs to another sandbox")
+        route = self._route(sid, token)
+        rewrite(head, port)
+        return Target(route.socket, sid)
+
+    def _route(self, sid: str, token: str | None):
+        """The sandbox's live route; `token`, when given, must be its current one."""
+        version = None
+        if token:
+            try:
+                claims = self.signer.verify(token.strip())
+            except Unauthorized as exc:
+                raise GatewayError(401, "unauthenticated", f"invalid access token: {exc.message}") from None
+            if claims.sandbox_id != sid:
+                raise GatewayError(401, "unauthenticated", "the access token belongs to another sandbox")
+            version = claims.version
         route = self.lifecycle.routes.get(sid)
-        if route is None or claims.version != route.token_version:
+        if route is None or (version is not None and version != route.token_version):
             raise GatewayError(502, "unavailable", f"The sandbox {sid} was not found",
                                {"sandbox_id": sid})
         if route.status != RUNNING:
             raise GatewayError(502, "unavailable", f"The sandbox {sid} is {route.status} and was not found running; "
                                "connect to it to resume", {"sandbox_id": sid, "status": route.status})
-        rewrite(head, port)
-        return Target(route.socket, sid)
+        return route
+
+    def _user_port(self, head: Head, sid: str, port: int, token: str | None) -> Target:
+        if not token and (head.header("authorization") or "")[:7].lower() == "bearer ":
+            token = head.header("authorization")[7:]
+        route = self._route(sid, token)
+        if not token and not route.public_traffic:
+            raise GatewayError(401, "unauthenticated", "this sandbox's ports are private: send its token in "
+                               "E2B-Traffic-Access-Token", {"sandbox_id": sid})
+        if not head.target.startswith("/"):
+            raise GatewayError(400, "invalid_argument", "absolute-form request targets are not supported")
+        return Target(route.socket, sid, port)
 
     @staticmethod
-    def _port(head: Head) -> int:
-        raw = head.header("e2b-sandbox-port") or str(ENVD_PORT)
+    def _port(raw: str) -> int:
         try:
             port = int(raw)
         except ValueError:
             raise GatewayError(400, "invalid_argument", f"invalid E2b-Sandbox-Port: {raw!r}") from None
-        if port not in PORTS:
-            # "port is not open" is the phrase the SDK maps to SandboxUnreachableException.
-            raise GatewayError(502, "unavailable", f"The sandbox port is not open: {port} (only envd "
-                               f"{ENVD_PORT} and the code interpreter {JUPYTER_PORT} are served)")
+        if not 0 < port < 65536:
+            raise GatewayError(400, "invalid_argument", f"invalid E2b-Sandbox-Port: {raw!r}")
         return port
 
 

@@ -50,6 +50,7 @@ class Head:
 class Target:
     socket: Path
     sandbox_id: str
+    port: int | None = None  # a port a process in the sandbox listens on (through the agent's CONNECT)
 
 
 Resolver = Callable[[Head], Awaitable[Target | None]]
@@ -216,7 +217,10 @@ class Gateway:
                 return target
         raise GatewayError(401, "UNAUTHORIZED", "missing sandbox token: send Authorization: Bearer <auth_token>")
 
-    async def _acquire(self, socket: Path, has_body: bool) -> Upstream:
+    async def _acquire(self, target: Target, has_body: bool) -> Upstream:
+        if target.port is not None:
+            return await self._tunnel_to(target)
+        socket = target.socket
         pool = self._pools.get(socket)
         now = time.monotonic()
         while pool:
@@ -232,7 +236,37 @@ class Gateway:
             raise GatewayError(502, "AGENT_UNAVAILABLE", f"sandbox agent is not reachable: {exc.strerror or exc}")
         return Upstream(reader, writer)
 
-    def _release(self, socket: Path, up: Upstream) -> None:
+    async def _tunnel_to(self, target: Target) -> Upstream:
+        """A fresh pipe to the sandbox's port, per request: the app may close it whenever it likes, and a
+        pooled one could outlive the app that answered on it."""
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(target.socket), limit=HEAD_LIMIT)
+        except OSError as exc:
+            raise GatewayError(502, "AGENT_UNAVAILABLE", f"sandbox agent is not reachable: {exc.strerror or exc}")
+        try:
+            writer.write(f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\nHost: 127.0.0.1:{target.port}\r\n\r\n".encode())
+            head = parse_head(await reader.readuntil(b"\r\n\r\n"), request=False)
+            if head.target != "200":
+                kind, n = body_framing(head)
+                body = await reader.readexactly(n) if kind == "length" and n < HEAD_LIMIT else b""
+                try:
+                    message = json.loads(body)["message"]
+                except (ValueError, KeyError, TypeError):
+                    message = f"The sandbox port is not open: {target.port}"
+                raise GatewayError(502, "PORT_NOT_OPEN", message, {"port": target.port})
+        except GatewayError:
+            writer.close()
+            raise
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            writer.close()
+            raise GatewayError(502, "AGENT_UNAVAILABLE", f"sandbox agent failed: {exc}") from None
+        return Upstream(reader, writer)
+
+    def _release(self, target: Target, up: Upstream) -> None:
+        if target.port is not None:
+            up.writer.close()
+            return
+        socket = target.socket
         up.idle_since = time.monotonic()
         up.reused = False
         pool = self._pools.setdefault(socket, [])
@@ -296,7 +330,7 @@ class Gateway:
         if not retried:
             self._forwarded(head)
         try:
-            up = await self._acquire(target.socket, has_body)
+            up = await self._acquire(target, has_body)
         except GatewayError as exc:
             cwriter.write(error_bytes(exc.status, exc.code, exc.message))
             await cwriter.drain()
@@ -339,7 +373,7 @@ class Gateway:
         if rkind == "eof" or wants_close(rhead):
             up.writer.close()
             return False
-        self._release(target.socket, up)
+        self._release(target, up)
         return not wants_close(head)
 
     def _forwarded(self, head: Head) -> None:

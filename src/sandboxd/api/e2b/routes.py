@@ -32,6 +32,12 @@ TEMPLATE_ALIASES = {"code-interpreter-v1": "code-interpreter", "code-interpreter
                     "e2b/code-interpreter": "code-interpreter", "e2b/base": "base"}
 
 
+class Network(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    allowPublicTraffic: StrictBool | None = None  # the sandbox's own ports without its token (gateway/e2b.py)
+
+
 class NewSandbox(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -41,6 +47,7 @@ class NewSandbox(BaseModel):
     envVars: dict[str, str] | None = None
     allow_internet_access: StrictBool | None = None
     autoPause: StrictBool | None = None
+    network: Network | None = None
 
 
 class TimeoutBody(BaseModel):
@@ -73,7 +80,8 @@ async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | N
     template = _template(svc, body.templateID)
     req = CreateRequest(template_name=template, timeout_seconds=body.timeout or DEFAULT_TIMEOUT,
                         internet_access=body.allow_internet_access, env_vars=body.envVars or {},
-                        metadata=body.metadata or {})
+                        metadata=body.metadata or {},
+                        public_traffic=body.network is None or body.network.allowPublicTraffic is not False)
 
     async def create() -> tuple[str, dict[str, Any]]:
         sb, token, _ = await svc.lifecycle.create(req, api_key_id=key.id)

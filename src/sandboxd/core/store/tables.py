@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, TypeDecorator, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sandboxd.core.store.base import Base
@@ -39,6 +39,7 @@ class SandboxRow(Base):
     memory_mb: Mapped[int] = mapped_column(Integer)
     disk_mb: Mapped[int] = mapped_column(Integer)
     internet_access: Mapped[bool] = mapped_column(Boolean, default=False)
+    public_traffic: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())  # its own ports
     env_vars: Mapped[dict] = mapped_column(JSON, default=dict)
     metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
