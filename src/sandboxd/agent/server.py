@@ -312,12 +312,17 @@ async def serve_connection(reader, writer, dispatch: Callable[[Request], Awaitab
                 return
             if not isinstance(ev, h11.Request):
                 return
-            if ev.method == b"CONNECT":  # a pipe to a port in the sandbox (the gateway's user ports)
-                from .tunnel import serve as tunnel
-
-                await tunnel(reader, writer, ev.target.decode("latin-1"), bytes(conn.h11.trailing_data[0]))
-                return
             req = Request(conn, ev)
+            if req.method == "CONNECT":  # a pipe to a port in the sandbox (the gateway's user ports)
+                from . import tunnel
+
+                try:
+                    upstream = await tunnel.open_port(req.raw_target)
+                except HTTPError as e:
+                    await _send_result(conn, req, on_error(req, e))
+                    return
+                await tunnel.pipe(reader, writer, upstream, bytes(conn.h11.trailing_data[0]))
+                return
             if req.is_websocket and req.method == "GET":
                 await _upgrade(conn, req, dispatch, on_error)
                 return

@@ -5,40 +5,36 @@ anywhere else the sandbox can reach."""
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
+
+from .server import HTTPError
 
 CHUNK = 64 * 1024
-LOOPBACK = {"127.0.0.1": socket.AF_INET, "localhost": socket.AF_INET, "[::1]": socket.AF_INET6}
+# The addresses each accepted host name may mean; "localhost" also covers a server bound to ::1 only.
+LOOPBACK = {"127.0.0.1": ("127.0.0.1",), "localhost": ("127.0.0.1", "::1"), "[::1]": ("::1",)}
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-def parse(target: str) -> tuple[str, int] | None:
-    """(host, port) of an authority-form target on loopback, else None."""
+async def open_port(target: str) -> Streams:
+    """A connection to the loopback port an authority-form target names; HTTPError when there is none."""
     host, sep, raw = target.rpartition(":")
     if not sep or host not in LOOPBACK or not raw.isdigit() or not 0 < int(raw) < 65536:
-        return None
-    return host, int(raw)
-
-
-async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str, leftover: bytes) -> None:
-    where = parse(target)
-    if where is None:
-        return _refuse(writer, 400, "invalid_argument", "CONNECT takes 127.0.0.1:<port> (loopback only)")
-    host, port = where
-    try:
-        up_reader, up_writer = await asyncio.open_connection("::1" if host == "[::1]" else "127.0.0.1", port)
-    except OSError:
-        if host != "localhost":
-            return _refuse(writer, 502, "port_not_open", f"The sandbox port is not open: {port}")
-        try:  # a server bound to ::1 only
-            up_reader, up_writer = await asyncio.open_connection("::1", port)
+        raise HTTPError(400, "invalid_argument", "CONNECT takes 127.0.0.1:<port> (loopback only)")
+    for address in LOOPBACK[host]:
+        try:
+            return await asyncio.open_connection(address, int(raw))
         except OSError:
-            return _refuse(writer, 502, "port_not_open", f"The sandbox port is not open: {port}")
+            continue
+    raise HTTPError(502, "port_not_open", f"The sandbox port is not open: {raw}")
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: Streams,
+               leftover: bytes) -> None:
+    up_reader, up_writer = upstream
     writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
     if leftover:
         up_writer.write(leftover)
-    to_app = asyncio.ensure_future(_pipe(reader, up_writer))
-    to_client = asyncio.ensure_future(_pipe(up_reader, writer))
+    to_app = asyncio.ensure_future(_copy(reader, up_writer))
+    to_client = asyncio.ensure_future(_copy(up_reader, writer))
     try:
         await asyncio.wait({to_app, to_client}, return_when=asyncio.FIRST_COMPLETED)
         if to_app.done() and not to_client.done():
@@ -50,7 +46,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, targ
         up_writer.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while chunk := await reader.read(CHUNK):
             writer.write(chunk)
@@ -59,10 +55,3 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write_eof()
     except (ConnectionError, OSError):
         pass
-
-
-def _refuse(writer: asyncio.StreamWriter, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": message, "code": code, "message": message}).encode()
-    reason = b"Bad Gateway" if status == 502 else b"Bad Request"
-    writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                 % (status, reason, len(body)) + body)

@@ -22,6 +22,7 @@ import re
 
 from sandboxd.core.errors import Unauthorized
 from sandboxd.core.models import RUNNING
+from sandboxd.gateway.heads import bearer
 from sandboxd.gateway.proxy import GatewayError, Head, Target
 
 ENVD_PORT, JUPYTER_PORT = 49983, 49999
@@ -50,7 +51,7 @@ class E2BResolver:
         port = self._port(raw_port)
         if port not in PORTS:
             return self._user_port(head, sid, port, token)
-        if not token and (head.header("authorization") or "")[:7].lower() == "bearer ":
+        if not token and bearer(head) is not None:
             return None  # our own clients may name the sandbox this way too: the Bearer resolver decides
         if not token:
             raise GatewayError(401, "unauthenticated", "missing X-Access-Token for this sandbox")
@@ -79,8 +80,7 @@ class E2BResolver:
         return route
 
     def _user_port(self, head: Head, sid: str, port: int, token: str | None) -> Target:
-        if not token and (head.header("authorization") or "")[:7].lower() == "bearer ":
-            token = head.header("authorization")[7:]
+        token = token or bearer(head)
         route = self._route(sid, token)
         if not token and not route.public_traffic:
             raise GatewayError(401, "unauthenticated", "this sandbox's ports are private: send its token in "

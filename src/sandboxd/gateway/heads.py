@@ -18,6 +18,12 @@ def replace_headers(head: Head, values: dict[str, str]) -> None:
     head.headers.update(values)
 
 
+def bearer(head: Head) -> str | None:
+    """The token of an `Authorization: Bearer` header ("" when it is empty); None without one."""
+    auth = head.header("authorization") or ""
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else None
+
+
 def is_websocket(head: Head) -> bool:
     return "websocket" in (head.header("upgrade") or "").lower()
 

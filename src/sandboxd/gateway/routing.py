@@ -10,7 +10,7 @@ from sandboxd.core.errors import NotFound, Unauthorized
 from sandboxd.core.lifecycle import LifecycleService
 from sandboxd.core.models import PAUSED, RUNNING
 from sandboxd.core.tokens import TokenSigner
-from sandboxd.gateway.heads import is_websocket, take_query_param
+from sandboxd.gateway.heads import bearer, is_websocket, take_query_param
 from sandboxd.gateway.proxy import GatewayError, Head, Target
 
 
@@ -42,17 +42,15 @@ class BearerResolver:
         self.lifecycle = lifecycle
 
     async def __call__(self, head: Head) -> Target | None:
-        auth = head.header("authorization") or ""
-        if auth[:7].lower() == "bearer ":
-            token = auth[7:].strip()
-        elif is_websocket(head):
+        token = bearer(head)
+        if token is None:
+            if not is_websocket(head):
+                return None
             # Browsers (noVNC) cannot set headers on a WebSocket: the token may come as ?token=, and is
             # stripped before forwarding so it never reaches the sandbox.
             token = take_query_param(head, "token")
             if not token:
                 return None
-        else:
-            return None
         try:
             claims = self.signer.verify(token)
         except Unauthorized as exc:
