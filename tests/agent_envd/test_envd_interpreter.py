@@ -45,3 +45,56 @@ async def test_contexts_crud(agent):
     assert r.status_code == 404
     r = await client.post(f"{J}/contexts", json={"language": "cobol"})
     assert r.status_code == 400
+
+
+async def test_rich_results_as_e2b_reads_them(agent):
+    """A DataFrame gives `data` (columns as lists), a matplotlib figure `chart` (E2B's extractor), a dict
+    `json`; HopX's own DataFrame kind stays out of E2B's results."""
+    client, _, _ = agent
+    lines = await _execute(client, {"code": "import pandas as pd\npd.DataFrame({'a': [1, 2], "
+                                             "'t': pd.to_datetime(['2024-01-01', '2024-01-02'])})"})
+    df = next(x for x in lines if x["type"] == "result")
+    assert df["data"] == {"a": [1, 2], "t": ["2024-01-01T00:00:00", "2024-01-02T00:00:00"]}
+    assert "html" in df and "extra" not in df
+    lines = await _execute(client, {"code": "import matplotlib.pyplot as plt\nplt.bar(['x', 'y'], [3, 5])\n"
+                                             "plt.title('bars')\nplt.show()"})
+    fig = next(x for x in lines if x["type"] == "result")
+    assert fig["png"] and fig["chart"]["type"] == "bar" and fig["chart"]["title"] == "bars"
+    assert [(e["label"], e["value"]) for e in fig["chart"]["elements"]] == [("x", 3), ("y", 5)]
+    lines = await _execute(client, {"code": "import numpy as np\n{'k': [1, 2], 'n': np.arange(2)}"})
+    assert next(x for x in lines if x["type"] == "result")["json"] == {"k": [1, 2], "n": [0, 1]}
+    lines = await _execute(client, {"code": "1 + 1"})  # nothing but text for a plain value
+    assert {k for k in next(x for x in lines if x["type"] == "result")} == {"type", "is_main_result", "text"}
+
+
+async def test_javascript_context_keeps_state(agent):
+    client, tmp, _ = agent
+    ctx = (await client.post(f"{J}/contexts", json={"language": "js", "cwd": str(tmp)})).json()
+    assert ctx["language"] == "javascript"
+
+    async def run(code, **extra):
+        return await _execute(client, {"code": code, "context_id": ctx["id"], **extra})
+
+    lines = await run("const base = 40; function add(x) { return base + x }; console.log('ready')")
+    assert [x["text"] for x in lines if x["type"] == "stdout"] == ["ready\n"]
+    assert not [x for x in lines if x["type"] == "result"] and lines[-1]["type"] == "end_of_execution"
+    lines = await run("const later = await new Promise(r => setTimeout(() => r(2), 20)); add(later)")
+    assert next(x for x in lines if x["type"] == "result")["text"] == "42"
+    assert next(x for x in (await run("later * 3")) if x["type"] == "result")["text"] == "6"
+    lines = await run("process.cwd() + ' ' + process.env.ONLY_NOW", env_vars={"ONLY_NOW": "v"})
+    assert next(x for x in lines if x["type"] == "result")["text"] == f"'{tmp} v'"
+    lines = await run("process.env.ONLY_NOW")  # env vars last one execution
+    assert not [x for x in lines if x["type"] == "result"]
+    err = next(x for x in (await run("undefinedName + 1")) if x["type"] == "error")
+    assert err["name"] == "ReferenceError" and err["value"] == "undefinedName is not defined"
+    assert "node:" not in err["traceback"] and "jsrepl" not in err["traceback"]  # the user's frames only
+    syntax = next(x for x in (await run("function (")) if x["type"] == "error")
+    assert syntax["name"] == "SyntaxError"
+    other = (await client.post(f"{J}/contexts", json={"language": "javascript"})).json()
+    lines = await _execute(client, {"code": "typeof base", "context_id": other["id"]})
+    assert next(x for x in lines if x["type"] == "result")["text"] == "'undefined'"  # contexts are apart
+    lines = await run("process.exit(0)")
+    assert [x["type"] for x in lines][-2:] == ["error", "unexpected_end_of_execution"]
+    lines = await run("typeof base")  # a new process: the context starts over
+    assert next(x for x in lines if x["type"] == "result")["text"] == "'undefined'"
+    assert (await client.delete(f"{J}/contexts/{ctx['id']}")).status_code == 204

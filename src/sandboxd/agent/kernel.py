@@ -20,26 +20,73 @@ from .server import now_iso
 OUTPUT_CAP = 16 * 1024 * 1024
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
-# Runs once in a new kernel: a DataFrame formatter for the contract's `dataframe` output, and a helper
-# the agent calls before each execution to sync env vars and the working directory.
+# Runs once in a new kernel: the formatters both dialects read (HopX's `dataframe`; E2B's `data` for a
+# DataFrame, `chart` for a matplotlib figure through E2B's own `e2b_charts` extractor, `json` for a
+# displayed dict or list, as E2B's code interpreter template registers them), and a helper the agent
+# calls before each execution to sync env vars and the working directory. pandas and matplotlib are only
+# looked at when the user imported them, so a plain `1 + 1` imports nothing.
 SETUP = r'''
 def __sandboxd_setup():
-    import os, json
+    import os, json, sys
     ip = get_ipython()
-    from IPython.core.formatters import BaseFormatter
+    from IPython.core.formatters import BaseFormatter, JSONFormatter
     from traitlets import ObjectName, Unicode
+    def register(f):
+        ip.display_formatter.formatters[f.format_type] = f
+        if f.format_type not in ip.display_formatter.active_types:
+            ip.display_formatter.active_types.append(f.format_type)
     class DataFrameFormatter(BaseFormatter):
         format_type = Unicode("application/vnd.dataframe+json")
         print_method = ObjectName("_repr_dataframe_")
         _return_type = (dict, list)
     f = DataFrameFormatter(parent=ip.display_formatter)
-    ip.display_formatter.formatters[f.format_type] = f
-    if f.format_type not in ip.display_formatter.active_types:
-        ip.display_formatter.active_types.append(f.format_type)
+    register(f)
     def df_json(df):
         return json.loads(df.head(1000).to_json(orient="split", date_format="iso", default_handler=str))
     for module in ("pandas.core.frame", "pandas"):  # pandas >= 3 reports DataFrame.__module__ == "pandas"
         f.for_type_by_name(module, "DataFrame", df_json)
+    class E2BData(BaseFormatter):
+        format_type = Unicode("e2b/data")
+        print_method = ObjectName("_repr_e2b_data_")
+        _return_type = (dict, str)
+        def __call__(self, obj):
+            pd = sys.modules.get("pandas")
+            if pd is None or not isinstance(obj, pd.DataFrame):
+                return super().__call__(obj)
+            return {k: [v.isoformat() if isinstance(v, pd.Timestamp) else v for v in col]
+                    for k, col in obj.to_dict(orient="list").items()}
+    class E2BChart(BaseFormatter):
+        format_type = Unicode("e2b/chart")
+        print_method = ObjectName("_repr_e2b_chart_")
+        _return_type = (dict, str)
+        def __call__(self, obj):
+            if "matplotlib" not in sys.modules:
+                return super().__call__(obj)
+            from matplotlib.figure import Figure
+            if not isinstance(obj, Figure):
+                return super().__call__(obj)
+            try:
+                from e2b_charts import chart_figure_to_dict
+            except ImportError:  # a template without the extractor still gets its PNG
+                return None
+            try:
+                return chart_figure_to_dict(obj)
+            except Exception:  # a figure the extractor does not understand: the PNG alone, like E2B
+                return {}
+    class E2BJSON(JSONFormatter):
+        def __call__(self, obj):
+            if isinstance(obj, (list, dict)):
+                try:
+                    return json.loads(json.dumps(obj, default=_plain)), {"expanded": True}
+                except (TypeError, ValueError):
+                    pass
+            return super().__call__(obj)
+    def _plain(o):  # numpy arrays and scalars, as E2B's orjson option does
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        raise TypeError(type(o).__name__)
+    for cls in (E2BData, E2BChart, E2BJSON):
+        register(cls(parent=ip.display_formatter))
     applied = set()
     def sync(env, cwd):
         for k in applied - set(env):
@@ -282,7 +329,7 @@ def _collect_rich(res: KernelResult, data: dict, is_result: bool) -> None:
         res.rich["result"] = data["text/plain"]
     res.outputs.append({"type": "execute_result" if is_result else "display_data",
                         "data": {k: (v.replace("\n", "") if k.startswith("image/") and isinstance(v, str) else v)
-                                 for k, v in data.items()}})
+                                 for k, v in data.items() if not k.startswith("e2b/")}})  # E2B's own kinds
 
 
 class KernelManager:

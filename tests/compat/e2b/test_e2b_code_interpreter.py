@@ -87,3 +87,33 @@ def test_async_sdk_run_code(e2b_env):
 
     text, stdout, streamed = asyncio.run(run())
     assert text == "1024" and stdout == ["async\n"] and streamed == ["async\n"]
+
+
+def test_dataframe_chart_and_json_results(ci_sandbox):
+    """What E2B's template gives: `data` for a DataFrame, a `chart` next to the PNG of a figure, `json`."""
+    ex = ci_sandbox.run_code("import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})")
+    assert ex.results[0].data == {"a": [1, 2], "b": ["x", "y"]}
+    assert set(ex.results[0].formats()) == {"text", "html", "data"}
+    ex = ci_sandbox.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [4, 5, 6], label='up')\n"
+                             "plt.title('rise')\nplt.xlabel('time (s)')\nplt.show()")
+    chart = ex.results[0].chart
+    assert ex.results[0].png and chart is not None
+    assert chart.type.value == "line" and chart.title == "rise" and chart.x_unit == "s"
+    assert chart.elements[0].label == "up" and chart.elements[0].points == [(1, 4), (2, 5), (3, 6)]
+    assert ci_sandbox.run_code("{'k': [1, 2]}").results[0].json == {"k": [1, 2]}
+
+
+def test_javascript_context_keeps_state_and_is_interrupted(ci_sandbox):
+    from e2b.exceptions import TimeoutException
+
+    ctx = ci_sandbox.create_code_context(language="js")
+    ex = ci_sandbox.run_code("const n = 41; const inc = (x) => x + 1; console.log('set')", context=ctx)
+    assert ex.logs.stdout == ["set\n"] and ex.error is None
+    assert ci_sandbox.run_code("inc(n)", context=ctx).text == "42"
+    assert ci_sandbox.run_code("await new Promise(r => setTimeout(() => r(n), 10))", context=ctx).text == "41"
+    assert ci_sandbox.run_code("n.toFixed(", context=ctx).error.name == "SyntaxError"
+    with pytest.raises(TimeoutException):
+        ci_sandbox.run_code("while (true) {}", context=ctx, timeout=2)
+    # The client's timeout interrupted the loop, and the context kept its state.
+    assert ci_sandbox.run_code("inc(n) + 1", context=ctx).text == "43"
+    assert ci_sandbox.run_code("typeof n", language="javascript").text == "'undefined'"  # default JS context

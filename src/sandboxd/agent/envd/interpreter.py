@@ -3,7 +3,8 @@
 Python contexts are Jupyter kernels started with the agent's kernel launcher (agent/kernel.py); this
 module reads the kernel's iopub messages itself because E2B streams every output as it happens
 (results with their MIME bundle, errors split into name/value/traceback, the execution count).
-Other languages (bash, javascript/node) run one-shot in a process with output streamed the same way.
+JavaScript contexts keep their state in one Node process each (jsrepl.py); bash cells run one-shot in a
+process with output streamed the same way.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ MIME_KEYS = {
     "image/png": "png", "image/jpeg": "jpeg", "application/pdf": "pdf", "text/latex": "latex",
     "application/json": "json", "application/javascript": "javascript", "e2b/data": "data", "e2b/chart": "chart",
 }
+HOPX_DATAFRAME = "application/vnd.dataframe+json"  # the kernel's kind for the HopX dialect, not E2B's
 LANGUAGES = {"python": "python", "python3": "python", "py": "python", "bash": "bash", "sh": "bash",
              "shell": "bash", "javascript": "js", "js": "js", "node": "js", "typescript": "js", "ts": "js"}
 DEFAULT_TIMEOUT = 3600.0
@@ -43,6 +45,8 @@ def result_from_bundle(data: dict, is_main: bool) -> dict:
     extra = {}
     for mime, value in data.items():
         key = MIME_KEYS.get(mime)
+        if mime == HOPX_DATAFRAME:
+            continue
         if key is None:
             extra[mime] = value
             continue
@@ -58,7 +62,16 @@ class Context:
     def __init__(self, cid: str, language: str, cwd: str):
         self.id, self.language, self.cwd = cid, language, cwd
         self.kernel: Kernel | None = None
+        self.repl = None  # JsRepl of a javascript context, started on its first cell
         self.lock = asyncio.Lock()
+
+    async def stop(self) -> None:
+        if self.kernel:
+            await self.kernel.shutdown()
+            self.kernel = None
+        if self.repl:
+            await self.repl.shutdown()
+            self.repl = None
 
     def wire(self) -> dict:
         return {"id": self.id, "language": self.language, "cwd": self.cwd}
@@ -105,8 +118,7 @@ class Interpreter:
         ctx = self.contexts.pop(cid, None)
         if ctx is None:
             return False
-        if ctx.kernel:
-            await ctx.kernel.shutdown()
+        await ctx.stop()
         return True
 
     async def restart(self, cid: str) -> bool:
@@ -114,15 +126,12 @@ class Interpreter:
         if ctx is None:
             return False
         async with ctx.lock:
-            if ctx.kernel:
-                await ctx.kernel.shutdown()
-                ctx.kernel = None
+            await ctx.stop()
         return True
 
     async def shutdown(self) -> None:
         for ctx in list(self.contexts.values()):
-            if ctx.kernel:
-                await ctx.kernel.shutdown()
+            await ctx.stop()
 
     # ---- execution -----------------------------------------------------------------------------------
 
@@ -131,6 +140,9 @@ class Interpreter:
         async with ctx.lock:
             if ctx.language == "python":
                 async for chunk in self._python(ctx, code, env_vars or {}, user):
+                    yield chunk
+            elif ctx.language == "javascript":
+                async for chunk in self._js(ctx, code, env_vars or {}, user):
                     yield chunk
             else:
                 async for chunk in self._oneshot(ctx, code, env_vars or {}, user):
@@ -203,6 +215,44 @@ class Interpreter:
             if not finished:
                 # The client went away (its timeout, or a disconnect): stop the cell, keep the state.
                 kernel.interrupt()
+
+    async def _js(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
+        from .jsrepl import JsRepl
+
+        if ctx.repl is None or not await ctx.repl.settle():
+            ctx.repl = JsRepl()
+            try:
+                await ctx.repl.start(self._env(user), ctx.cwd)
+            except FileNotFoundError:
+                ctx.repl = None
+                yield line({"type": "error", "name": "RuntimeNotFound", "value": "node is not installed",
+                            "traceback": ""})
+                yield line({"type": "end_of_execution"})
+                return
+        finished = False
+        try:
+            async for event in ctx.repl.execute(code, {str(k): str(v) for k, v in env_vars.items()}):
+                kind = event["type"]
+                if kind in ("stdout", "stderr"):
+                    yield line({"type": kind, "text": event["text"], "timestamp": now_iso()})
+                elif kind == "display":
+                    yield line(result_from_bundle(event.get("data") or {}, True))
+                elif kind == "error":
+                    yield line({"type": "error", "name": event.get("name", ""), "value": event.get("value", ""),
+                                "traceback": event.get("traceback", "")})
+                elif kind == "keepalive":
+                    yield line(event)
+                elif kind == "died":
+                    yield line({"type": "error", "name": "ContextDied", "traceback": "",
+                                "value": "the JavaScript context's process ended; the next cell starts a new one"})
+                    yield line({"type": "unexpected_end_of_execution"})
+                    finished = True
+                    return
+            yield line({"type": "end_of_execution"})
+            finished = True
+        finally:
+            if not finished:  # the client went away (its timeout): stop the cell, keep the context
+                ctx.repl.interrupt()
 
     async def _oneshot(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
         argv = ["/bin/bash", "-c", code] if ctx.language == "bash" else ["node", "-e", code]

@@ -1,0 +1,132 @@
+'use strict';
+// One JavaScript context of the E2B code interpreter: cells run one after another in one process, the way
+// Node's own REPL evaluates them (top-level await, `let`/`const`/functions kept between cells, the value of
+// the last expression). Requests and events are NDJSON lines on the socket whose fd is argv[2]; what the
+// user's code writes to stdout/stderr travels as events too, tagged with the cell it belongs to.
+const domain = require('domain');
+const net = require('net');
+const repl = require('repl');
+const util = require('util');
+const { PassThrough } = require('stream');
+
+const channel = new net.Socket({ fd: Number(process.argv[2]), readable: true, writable: true });
+let cell = null; // the id of the cell running now
+
+function emit(event) {
+  channel.write(JSON.stringify({ cell, ...event }) + '\n');
+}
+
+for (const name of ['stdout', 'stderr']) {
+  process[name].write = function (chunk, encoding, callback) {
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    emit({ type: name, text });
+    if (typeof encoding === 'function') encoding();
+    else if (typeof callback === 'function') callback();
+    return true;
+  };
+}
+
+// The REPL itself reads and writes nothing: it is only here for its evaluator. It runs a cell inside its
+// domain and hands what the cell throws (or a rejected top-level await) to the domain, not to the eval's
+// callback, so the domain is ours and its error ends the running cell.
+const cells = domain.create();
+const server = repl.start({
+  input: new PassThrough(), output: new PassThrough(), prompt: '', terminal: false,
+  useGlobal: true, breakEvalOnSigint: true, ignoreUndefined: true, domain: cells,
+});
+cells.removeAllListeners('error');
+cells.on('error', (err) => (running ? finish(cell, err) : emit(errorEvent(err))));
+
+// The REPL's own frames (node:vm, node:repl, ...) say nothing about the user's code.
+function userStack(stack) {
+  return stack.split('\n').filter((l) => !/^\s+at .*\(?node:[a-z_/]+:\d+:\d+\)?$/.test(l)
+    && !l.includes(__filename)).join('\n');
+}
+
+function errorEvent(err) {
+  if (err instanceof Error) {
+    const stack = err.stack ? userStack(String(err.stack)) : String(err);
+    return { type: 'error', name: err.name || 'Error', value: err.message || '', traceback: stack };
+  }
+  return { type: 'error', name: 'Error', value: util.inspect(err), traceback: util.inspect(err) };
+}
+
+function resultEvent(value) {
+  const display = value !== null && (typeof value === 'object' || typeof value === 'function')
+    ? value[Symbol.for('Jupyter.display')] : undefined;
+  if (typeof display === 'function') {
+    try {
+      return { type: 'display', data: display.call(value) };
+    } catch (err) {
+      return errorEvent(err);
+    }
+  }
+  return { type: 'display', data: { 'text/plain': util.inspect(value) } };
+}
+
+process.on('uncaughtException', (err) => emit(errorEvent(err)));
+process.on('unhandledRejection', (err) => emit(errorEvent(err)));
+
+// SIGINT is how the agent interrupts a cell. While a cell's synchronous part runs, the REPL's watchdog
+// breaks it (that only works with no SIGINT listener installed); afterwards, a cell still awaiting is
+// ended here with the same error, its promise left to settle unobserved, and the process lives on.
+function onSigint() {
+  if (!running) return;
+  const err = new Error('Script execution was interrupted by `SIGINT`');
+  err.name = 'KeyboardInterrupt';
+  err.stack = `${err.name}: ${err.message}`;
+  finish(cell, err);
+}
+process.on('SIGINT', onSigint);
+
+const pending = [];
+let running = false;
+let saved = {}; // the env vars the running cell overrides, as they were
+
+function next() {
+  if (running || pending.length === 0) return;
+  running = true;
+  const request = pending.shift();
+  cell = request.cell;
+  saved = {};
+  for (const [k, v] of Object.entries(request.env || {})) {
+    saved[k] = Object.prototype.hasOwnProperty.call(process.env, k) ? process.env[k] : undefined;
+    process.env[k] = v;
+  }
+  const id = request.cell;
+  process.removeListener('SIGINT', onSigint);
+  try {
+    server.eval(request.code, server.context, `cell-${id}`, (err, value) => finish(id, err, value));
+  } finally {
+    process.on('SIGINT', onSigint);
+  }
+}
+
+function finish(id, err, value) {
+  if (!running || id !== cell) return; // an interrupted cell's promise settling later
+  if (err instanceof repl.Recoverable) err = err.err; // incomplete input: report its SyntaxError
+  if (err) emit(errorEvent(err));
+  else if (value !== undefined) emit(resultEvent(value));
+  for (const [k, v] of Object.entries(saved)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  emit({ type: 'end' });
+  cell = null;
+  running = false;
+  setImmediate(next);
+}
+
+let buffered = '';
+channel.setEncoding('utf8');
+channel.on('data', (data) => {
+  buffered += data;
+  let nl;
+  while ((nl = buffered.indexOf('\n')) >= 0) {
+    const raw = buffered.slice(0, nl);
+    buffered = buffered.slice(nl + 1);
+    if (raw.trim()) pending.push(JSON.parse(raw));
+  }
+  next();
+});
+channel.on('end', () => process.exit(0));
