@@ -44,9 +44,9 @@ def result_from_bundle(data: dict, is_main: bool) -> dict:
     out: dict = {"type": "result", "is_main_result": is_main}
     extra = {}
     for mime, value in data.items():
-        key = MIME_KEYS.get(mime)
         if mime == HOPX_DATAFRAME:
             continue
+        key = MIME_KEYS.get(mime)
         if key is None:
             extra[mime] = value
             continue
@@ -145,7 +145,7 @@ class Interpreter:
                 async for chunk in self._js(ctx, code, env_vars or {}, user):
                     yield chunk
             else:
-                async for chunk in self._oneshot(ctx, code, env_vars or {}, user):
+                async for chunk in self._bash(ctx, code, env_vars or {}, user):
                     yield chunk
 
     async def _kernel(self, ctx: Context, user: users.User) -> Kernel:
@@ -231,31 +231,28 @@ class Interpreter:
                 return
         finished = False
         try:
+            # Node's events are already in the wire's shape, but for a result's MIME bundle and the time.
             async for event in ctx.repl.execute(code, {str(k): str(v) for k, v in env_vars.items()}):
                 kind = event["type"]
-                if kind in ("stdout", "stderr"):
-                    yield line({"type": kind, "text": event["text"], "timestamp": now_iso()})
-                elif kind == "display":
-                    yield line(result_from_bundle(event.get("data") or {}, True))
-                elif kind == "error":
-                    yield line({"type": "error", "name": event.get("name", ""), "value": event.get("value", ""),
-                                "traceback": event.get("traceback", "")})
-                elif kind == "keepalive":
-                    yield line(event)
-                elif kind == "died":
+                if kind == "died":
                     yield line({"type": "error", "name": "ContextDied", "traceback": "",
                                 "value": "the JavaScript context's process ended; the next cell starts a new one"})
                     yield line({"type": "unexpected_end_of_execution"})
                     finished = True
                     return
+                if kind == "display":
+                    event = result_from_bundle(event.get("data") or {}, True)
+                elif kind in ("stdout", "stderr"):
+                    event["timestamp"] = now_iso()
+                yield line(event)
             yield line({"type": "end_of_execution"})
             finished = True
         finally:
             if not finished:  # the client went away (its timeout): stop the cell, keep the context
                 ctx.repl.interrupt()
 
-    async def _oneshot(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
-        argv = ["/bin/bash", "-c", code] if ctx.language == "bash" else ["node", "-e", code]
+    async def _bash(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
+        argv = ["/bin/bash", "-c", code]
         env = {**self._env(user), **{str(k): str(v) for k, v in env_vars.items()}}
         try:
             proc = await asyncio.create_subprocess_exec(

@@ -56,9 +56,9 @@ class JsRepl:
     async def _events(self, reader: asyncio.StreamReader) -> None:
         while line := await reader.readline():
             event = json.loads(line)
-            if event.get("type") == "end" and event.get("cell") == self._running:
+            if event["type"] == "end" and event.get("cell") == self._running:
                 self.idle.set()
-            if event.get("cell") == self.current:
+            if event.pop("cell", None) == self.current:
                 self.queue.put_nowait(event)
         self.ended = True
         self.idle.set()
