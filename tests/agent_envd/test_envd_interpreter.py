@@ -36,6 +36,10 @@ async def test_contexts_crud(agent):
     await _execute(client, {"code": "k = 1", "context_id": ctx["id"]})
     lines = await _execute(client, {"code": "k", "context_id": ctx["id"]})
     assert next(x for x in lines if x["type"] == "result")["text"] == "1"
+    # The context's cwd is where it starts; a cell's own chdir holds for the next cells, as in a notebook.
+    await _execute(client, {"code": "import os; os.chdir('/')", "context_id": ctx["id"], "env_vars": {"A": "1"}})
+    lines = await _execute(client, {"code": "os.getcwd(), os.environ.get('A')", "context_id": ctx["id"]})
+    assert next(x for x in lines if x["type"] == "result")["text"] == "('/', None)"
     assert ctx["id"] in [c["id"] for c in (await client.get(f"{J}/contexts")).json()]
     r = await client.post(f"{J}/execute", json={"code": "1", "context_id": ctx["id"], "language": "python"})
     assert r.status_code == 400
@@ -98,3 +102,27 @@ async def test_javascript_context_keeps_state(agent):
     lines = await run("typeof base")  # a new process: the context starts over
     assert next(x for x in lines if x["type"] == "result")["text"] == "'undefined'"
     assert (await client.delete(f"{J}/contexts/{ctx['id']}")).status_code == 204
+
+
+async def test_default_python_context_adopts_the_pools_unused_kernel(agent):
+    """A warm pool starts the agent's kernel before the sandbox is claimed; E2B's first cell takes it over
+    (no second ~1 s kernel start), brought to the claimed sandbox's env, and only while no code ran in it."""
+    client, tmp, _ = agent
+    await client.put("/env", json={"env_vars": {"POOL_ONLY": "1"}})
+    warm = (await client.post("/jupyter/warm")).json()
+    assert warm["success"] is True
+    pid = warm["sessions"][0]["pid"]
+    await client.put("/env", json={"env_vars": {"WHO": "bob"}})  # the claim: the user's env replaces the pool's
+    lines = await _execute(client, {"code": "import os\nprint(repr((os.getpid(), os.environ.get('WHO'), "
+                                             "os.environ.get('POOL_ONLY'), os.getcwd())))"})
+    assert next(x for x in lines if x["type"] == "stdout")["text"] == repr((pid, "bob", None, str(tmp))) + "\n"
+    assert (await client.get("/jupyter/sessions")).json()["count"] == 0  # the kernel is the context's now
+    # The HopX dialect gets a kernel of its own, which has not seen the E2B context's names.
+    hopx = (await client.post("/execute", json={"code": "print(os.getpid())"})).json()
+    assert "NameError" in (hopx.get("stderr") or "") + str(hopx.get("error"))
+    await client.post("/execute", json={"code": "alice_var = 41"})
+    # A kernel user code already ran in is never handed to another context.
+    ctx = (await client.post(f"{J}/contexts", json={})).json()
+    lines = await _execute(client, {"code": "alice_var", "context_id": ctx["id"]})
+    assert next(x for x in lines if x["type"] == "error")["name"] == "NameError"
+    assert (await client.get("/jupyter/sessions")).json()["count"] == 1

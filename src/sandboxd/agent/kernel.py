@@ -133,6 +133,9 @@ class Kernel:
         self.last_activity = now_iso()
         self.started_at = time.time()
         self.executions = 0
+        self.python: str | None = None
+        self.start_env: dict[str, str] = {}  # the environment it was started with (see KernelManager.take_unused)
+        self.synced = None  # what the owner last synced into it (env vars, cwd), to skip a round trip
 
     async def start(self, python: str, env: dict[str, str], cwd: str | None) -> None:
         import tempfile
@@ -141,6 +144,7 @@ class Kernel:
         from jupyter_client.connect import write_connection_file
 
         _remove_stale_dirs()
+        self.python, self.start_env = python, dict(env)
         self.dir = tempfile.mkdtemp(prefix=f"sandboxd-kernel-{os.getpid()}-")
         conn_file, info = write_connection_file(os.path.join(self.dir, "kernel.json"), transport="ipc",
                                                 ip=os.path.join(self.dir, "k"), key=os.urandom(16).hex().encode())
@@ -354,7 +358,7 @@ class KernelManager:
         kernel = await self.get(python, env, cwd)
         async with kernel.lock:
             sync = f"__sandboxd_sync({env!r}, {cwd!r})"
-            if getattr(kernel, "synced", None) != sync:  # a second kernel round trip only when env/cwd changed
+            if kernel.synced != sync:  # a second kernel round trip only when env/cwd changed
                 await kernel.execute(sync, 30, silent=True)
                 kernel.synced = sync
             try:
@@ -367,6 +371,16 @@ class KernelManager:
                 await kernel.shutdown()
                 self.kernel = None
         return res
+
+    def take_unused(self, python: str) -> Kernel | None:
+        """Hand over the kernel if no user code ever ran in it (a warm pool's pre-started one), so an E2B
+        context starts in milliseconds instead of paying the ~1 s kernel start again."""
+        k = self.kernel
+        if (k is None or not k.alive() or k.executions or k.lock.locked() or self._starting.locked()
+                or k.python != python):
+            return None
+        self.kernel = None
+        return k
 
     def sessions(self) -> list[dict]:
         return [self.kernel.session()] if self.kernel and self.kernel.alive() else []

@@ -117,3 +117,46 @@ def test_javascript_context_keeps_state_and_is_interrupted(ci_sandbox):
     # The client's timeout interrupted the loop, and the context kept its state.
     assert ci_sandbox.run_code("inc(n) + 1", context=ctx).text == "43"
     assert ci_sandbox.run_code("typeof n", language="javascript").text == "'undefined'"  # default JS context
+
+
+def test_first_run_code_after_a_pool_claim_uses_the_warmed_kernel(e2b_env):
+    """A pool member's kernel was started before the claim: the first run_code runs in it (no second kernel
+    start), with the claimed sandbox's env vars and the context's cwd."""
+    import time
+
+    import httpx
+    from e2b_code_interpreter import Sandbox
+
+    pools = httpx.Client(base_url=e2b_env["api"], headers={"X-API-Key": e2b_env["key"]}, timeout=30)
+
+    def wait_pool(ready: int) -> dict:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            row = pools.get("/v1/pools/code-interpreter").json()
+            if row["ready"] == ready and row["filling"] == 0:
+                return row
+            time.sleep(0.3)
+        raise AssertionError(f"pool did not reach {ready}: {row}")
+
+    assert pools.put("/v1/pools/code-interpreter", json={"size": 1}).status_code == 200
+    try:
+        assert wait_pool(1)["kernel_warm"] == 1
+        hits = pools.get("/v1/pools/code-interpreter").json()["hits"]
+        created = time.time()
+        sbx = Sandbox.create(envs={"WHO": "bob"}, timeout=120)
+        try:
+            assert pools.get("/v1/pools/code-interpreter").json()["hits"] == hits + 1
+            ex = sbx.run_code("import os, time\nboot = float(open('/proc/stat').read().split('btime ')[1].split()[0])\n"
+                              "start = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])\n"
+                              "print(boot + start / os.sysconf('SC_CLK_TCK'), os.environ.get('WHO'), os.getcwd())")
+            started, who, cwd = ex.logs.stdout[0].split()
+            assert float(started) < created - 0.05  # the kernel predates this sandbox's create
+            fresh = sbx.run_code("import os; os.getcwd()", context=sbx.create_code_context()).text
+            assert (who, repr(cwd)) == ("bob", fresh)  # where a context started afterwards starts too
+            assert sbx.run_code("x = 1; x + 1").text == "2"
+        finally:
+            sbx.kill()
+    finally:
+        pools.put("/v1/pools/code-interpreter", json={"size": 0})
+        wait_pool(0)
+        pools.close()

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import AsyncIterator, Callable
 
 from ..env import find_user_python
-from ..kernel import Kernel, KernelUnavailable
+from ..kernel import Kernel, KernelManager, KernelUnavailable
 from ..server import Request, Response, StreamResponse
 from . import users
 
@@ -78,8 +78,10 @@ class Context:
 
 
 class Interpreter:
-    def __init__(self, base_env: Callable[[dict | None], dict] | None = None):
+    def __init__(self, base_env: Callable[[dict | None], dict] | None = None,
+                 warm_kernels: Callable[[], KernelManager | None] | None = None):
         self.base_env = base_env
+        self.warm_kernels = warm_kernels  # the agent's own kernel manager, if it was ever built
         self.contexts: dict[str, Context] = {}
         self.defaults: dict[str, str] = {}  # language -> id of its default context
 
@@ -156,10 +158,24 @@ class Interpreter:
             python = find_user_python(env)
             if python is None:
                 raise KernelUnavailable("no python found on PATH for the code interpreter")
-            k = Kernel()
-            await k.start(python, env, ctx.cwd)
+            k = await self._adopt(python, env)
+            if k is None:
+                k = Kernel()
+                await k.start(python, env, ctx.cwd)
             ctx.kernel = k
+            k.synced = None
         return ctx.kernel
+
+    async def _adopt(self, python: str, env: dict[str, str]) -> Kernel | None:
+        """The kernel a warm pool started before this sandbox was claimed, if no code ran in it yet: its
+        environment is the pool's, so it is brought to this sandbox's before the first cell."""
+        manager = self.warm_kernels() if self.warm_kernels else None
+        k = manager.take_unused(python) if manager else None
+        if k is not None:
+            gone = sorted(set(k.start_env) - set(env))
+            await k.execute(f"(lambda o: ([o.environ.pop(k, None) for k in {gone!r}], o.environ.update({env!r})))"
+                            "(__import__('os'))", 30, silent=True)
+        return k
 
     async def _python(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
         try:
@@ -169,7 +185,12 @@ class Interpreter:
             yield line({"type": "unexpected_end_of_execution"})
             return
         env = {str(k): str(v) for k, v in env_vars.items()}
-        await kernel.execute(f"__sandboxd_sync({env!r}, {ctx.cwd!r})", 30, silent=True)
+        # The context's cwd is entered once (a cell's own chdir then holds, as in E2B); the cell's env vars
+        # replace the last cell's, a round trip paid only when they differ.
+        if kernel.synced is None or kernel.synced != env:
+            await kernel.execute(f"__sandboxd_sync({env!r}, {ctx.cwd if kernel.synced is None else None!r})",
+                                 30, silent=True)
+            kernel.synced = env
         kc = kernel.client
         msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False)
         kernel.state = "busy"

@@ -21,10 +21,10 @@ JUPYTER = "/e2b/49999"
 class Envd:
     """The envd services of one agent, kept on `app.services.envd`."""
 
-    def __init__(self, base_env=None):
+    def __init__(self, base_env=None, warm_kernels=None):
         self.processes = ProcessService(base_env)
         self.filesystem = FilesystemService()
-        self.interpreter = Interpreter(base_env)
+        self.interpreter = Interpreter(base_env, warm_kernels)
 
 
 def _map_error(exc: BaseException) -> ConnectError | None:
@@ -39,7 +39,8 @@ def _map_error(exc: BaseException) -> ConnectError | None:
 
 def register(app) -> None:
     env_store = getattr(app.services, "env", None)
-    envd = Envd(env_store.for_run if env_store is not None else None)
+    # The HopX kernel manager only if something built it (a warm pool's /jupyter/warm): never imported here.
+    envd = Envd(env_store.for_run if env_store is not None else None, lambda: vars(app.services).get("kernels"))
     app.services.envd = envd
     procs, fs = envd.processes, envd.filesystem
 
