@@ -126,3 +126,30 @@ async def test_default_python_context_adopts_the_pools_unused_kernel(agent):
     lines = await _execute(client, {"code": "alice_var", "context_id": ctx["id"]})
     assert next(x for x in lines if x["type"] == "error")["name"] == "NameError"
     assert (await client.get("/jupyter/sessions")).json()["count"] == 1
+
+
+async def test_bash_context_keeps_state(agent):
+    """bash contexts are bash_kernel kernels, as in E2B: variables, functions and the cwd live on; a failing
+    cell is an error whose value is the exit status; a cell's env vars last that cell."""
+    client, tmp, _ = agent
+    ctx = (await client.post(f"{J}/contexts", json={"language": "bash", "cwd": str(tmp)})).json()
+    assert ctx["language"] == "bash"
+
+    async def run(code, **extra):
+        return await _execute(client, {"code": code, "context_id": ctx["id"], **extra})
+
+    def out(lines):
+        return "".join(x["text"] for x in lines if x["type"] == "stdout")
+
+    assert out(await run("pwd")) == f"{tmp}\n"
+    await run("mkdir -p sub && cd sub; X=5; export Y=6; twice() { echo $(( $1 * 2 )); }")
+    assert out(await run('echo "$X $Y $(basename $PWD)"; twice 21')) == "5 6 sub\n42\n"
+    assert out(await run("echo $ONLY", env_vars={"ONLY": "v", "bad-name": "x"})) == "v\n"
+    assert out(await run("echo \"[$ONLY]\"")) == "[]\n"
+    lines = await run("echo before; false")
+    err = next(x for x in lines if x["type"] == "error")
+    assert (err["name"], err["value"]) == ("", "1") and out(lines) == "before\n"
+    other = (await client.post(f"{J}/contexts", json={"language": "bash"})).json()
+    lines = await _execute(client, {"code": 'echo "[$X]"', "context_id": other["id"]})
+    assert out(lines) == "[]\n"  # contexts are apart
+    assert (await client.delete(f"{J}/contexts/{ctx['id']}")).status_code == 204

@@ -120,8 +120,29 @@ class KernelUnavailable(Exception):
     """The user's python has no ipykernel: callers fall back to a one-shot interpreter."""
 
 
+# bash_kernel's own `__main__`, but for pexpect's 50 ms sleep before every line it sends to bash: the kernel
+# sends its set-up line by line (2 s of sleeps before the first cell) and two lines per cell (100 ms each).
+# Its purpose, not racing the child's echo being turned off, does not apply: bash_kernel spawns with echo off.
+BASH_KERNEL_MAIN = '''
+import pexpect.spawnbase
+_init = pexpect.spawnbase.SpawnBase.__init__
+def _no_send_delay(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    self.delaybeforesend = None
+pexpect.spawnbase.SpawnBase.__init__ = _no_send_delay
+from ipykernel.kernelapp import IPKernelApp
+from bash_kernel.kernel import BashKernel
+IPKernelApp.launch_instance(kernel_class=BashKernel)
+'''
+# How each kernel language is launched from the user's python. bash is the kernel E2B's code interpreter
+# runs for `language="bash"` (bash_kernel: an interactive bash on a pty, state kept per context).
+LAUNCHERS = {"python": ["-m", "ipykernel_launcher", "--HistoryManager.enabled=False"],
+             "bash": ["-c", BASH_KERNEL_MAIN]}
+
+
 class Kernel:
-    def __init__(self) -> None:
+    def __init__(self, language: str = "python") -> None:
+        self.language = language
         h = os.urandom(16).hex()
         self.kernel_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
         self.proc: subprocess.Popen | None = None
@@ -153,8 +174,7 @@ class Kernel:
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1", "JPY_PARENT_PID": str(os.getpid())}
         self.proc = subprocess.Popen(
             # parent_handle: the kernel exits by itself if the agent dies (it would be reparented)
-            [python, "-m", "ipykernel_launcher", "-f", conn_file, "--HistoryManager.enabled=False",
-             f"--IPKernelApp.parent_handle={os.getpid()}"],
+            [python, *LAUNCHERS[self.language], "-f", conn_file, f"--IPKernelApp.parent_handle={os.getpid()}"],
             env=kenv, cwd=cwd if cwd and os.path.isdir(cwd) else None, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log)
         kc = AsyncKernelClient()
@@ -171,7 +191,8 @@ class Kernel:
                 raise KernelUnavailable(err.strip()) from None
             raise RuntimeError(f"the Python kernel did not start: {err.strip() or 'timeout'}") from None
         self.state = "idle"
-        await self._execute_raw(SETUP, timeout=30)
+        if self.language == "python":
+            await self._execute_raw(SETUP, timeout=30)
 
     async def _wait_ready(self, kc, timeout: float) -> None:
         deadline = time.monotonic() + timeout

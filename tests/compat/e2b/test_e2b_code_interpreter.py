@@ -119,6 +119,23 @@ def test_javascript_context_keeps_state_and_is_interrupted(ci_sandbox):
     assert ci_sandbox.run_code("typeof n", language="javascript").text == "'undefined'"  # default JS context
 
 
+def test_bash_context_keeps_state_and_is_interrupted(ci_sandbox):
+    from e2b.exceptions import TimeoutException
+
+    ctx = ci_sandbox.create_code_context(language="bash", cwd="/tmp")
+    ex = ci_sandbox.run_code("cd /; N=41; inc() { echo $(( $1 + 1 )); }; echo set", context=ctx)
+    assert ex.logs.stdout == ["set\n"] and ex.error is None
+    assert ci_sandbox.run_code("inc $N; pwd", context=ctx).logs.stdout == ["42\n", "/\n"]
+    failed = ci_sandbox.run_code("ls /nowhere 2>/dev/null", context=ctx)
+    assert failed.error is not None and failed.error.value == "2"  # bash_kernel's error: the exit status
+    with pytest.raises(TimeoutException):
+        ci_sandbox.run_code("sleep 60", context=ctx, timeout=2)
+    # The client's timeout interrupted the command, and the shell kept its state.
+    assert ci_sandbox.run_code("inc $(inc $N)", context=ctx).logs.stdout == ["43\n"]
+    home = ci_sandbox.run_code("import os; print(os.getcwd())").logs.stdout  # where default contexts start
+    assert ci_sandbox.run_code('echo "[$N] $PWD"', language="bash").logs.stdout == [f"[] {home[0]}"]
+
+
 def test_first_run_code_after_a_pool_claim_uses_the_warmed_kernel(e2b_env):
     """A pool member's kernel was started before the claim: the first run_code runs in it (no second kernel
     start), with the claimed sandbox's env vars and the context's cwd."""

@@ -3,14 +3,16 @@
 Python contexts are Jupyter kernels started with the agent's kernel launcher (agent/kernel.py); this
 module reads the kernel's iopub messages itself because E2B streams every output as it happens
 (results with their MIME bundle, errors split into name/value/traceback, the execution count).
-JavaScript contexts keep their state in one Node process each (jsrepl.py); bash cells run one-shot in a
-process with output streamed the same way.
+bash contexts are bash_kernel kernels (what E2B runs), driven the same way; where the template has no
+bash_kernel, each bash cell runs one-shot. JavaScript contexts keep their state in one Node process each
+(jsrepl.py).
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -30,6 +32,7 @@ HOPX_DATAFRAME = "application/vnd.dataframe+json"  # the kernel's kind for the H
 LANGUAGES = {"python": "python", "python3": "python", "py": "python", "bash": "bash", "sh": "bash",
              "shell": "bash", "javascript": "js", "js": "js", "node": "js", "typescript": "js", "ts": "js"}
 DEFAULT_TIMEOUT = 3600.0
+BASH_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def line(obj: dict) -> bytes:
@@ -63,6 +66,7 @@ class Context:
         self.id, self.language, self.cwd = cid, language, cwd
         self.kernel: Kernel | None = None
         self.repl = None  # JsRepl of a javascript context, started on its first cell
+        self.one_shot = False  # a bash context where bash_kernel is not installed: each cell on its own
         self.lock = asyncio.Lock()
 
     async def stop(self) -> None:
@@ -140,8 +144,8 @@ class Interpreter:
     async def execute(self, ctx: Context, code: str, env_vars: dict | None, user: users.User
                       ) -> AsyncIterator[bytes]:
         async with ctx.lock:
-            if ctx.language == "python":
-                async for chunk in self._python(ctx, code, env_vars or {}, user):
+            if ctx.language == "python" or (ctx.language == "bash" and not ctx.one_shot):
+                async for chunk in self._jupyter(ctx, code, env_vars or {}, user):
                     yield chunk
             elif ctx.language == "javascript":
                 async for chunk in self._js(ctx, code, env_vars or {}, user):
@@ -158,9 +162,9 @@ class Interpreter:
             python = find_user_python(env)
             if python is None:
                 raise KernelUnavailable("no python found on PATH for the code interpreter")
-            k = await self._adopt(python, env)
+            k = await self._adopt(python, env) if ctx.language == "python" else None
             if k is None:
-                k = Kernel()
+                k = Kernel(ctx.language)
                 await k.start(python, env, ctx.cwd)
             ctx.kernel = k
             k.synced = None
@@ -177,19 +181,26 @@ class Interpreter:
                             "(__import__('os'))", 30, silent=True)
         return k
 
-    async def _python(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
+    async def _jupyter(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
         try:
             kernel = await self._kernel(ctx, user)
         except Exception as e:  # noqa: BLE001 - reported in-band, like the upstream server
-            yield line({"type": "error", "name": type(e).__name__, "value": str(e), "traceback": str(e)})
-            yield line({"type": "unexpected_end_of_execution"})
+            if not (isinstance(e, KernelUnavailable) and ctx.language == "bash"):
+                yield line({"type": "error", "name": type(e).__name__, "value": str(e), "traceback": str(e)})
+                yield line({"type": "unexpected_end_of_execution"})
+                return
+            kernel = None
+        if kernel is None:  # a template without bash_kernel: bash cells still run, without shared state
+            ctx.one_shot = True
+            async for chunk in self._bash(ctx, code, env_vars, user):
+                yield chunk
             return
         env = {str(k): str(v) for k, v in env_vars.items()}
         # The context's cwd is entered once (a cell's own chdir then holds, as in E2B); the cell's env vars
         # replace the last cell's, a round trip paid only when they differ.
         if kernel.synced is None or kernel.synced != env:
-            await kernel.execute(f"__sandboxd_sync({env!r}, {ctx.cwd if kernel.synced is None else None!r})",
-                                 30, silent=True)
+            cwd = ctx.cwd if kernel.synced is None else None
+            await kernel.execute(_sync_code(kernel.language, env, cwd, kernel.synced or {}), 30, silent=True)
             kernel.synced = env
         kc = kernel.client
         msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False)
@@ -204,7 +215,7 @@ class Interpreter:
                 if msg is None:
                     if not kernel.alive():
                         yield line({"type": "error", "name": "KernelDied",
-                                    "value": "the Python kernel died (out of memory?) and will be restarted",
+                                    "value": f"the {kernel.language} kernel died (out of memory?) and will be restarted",
                                     "traceback": ""})
                         yield line({"type": "unexpected_end_of_execution"})
                         finished = True
@@ -315,6 +326,20 @@ class Interpreter:
                     pass
             for t in tasks:
                 t.cancel()
+
+
+def _sync_code(language: str, env: dict[str, str], cwd: str | None, last: dict[str, str]) -> str:
+    """The silent cell that gives a kernel this cell's env vars (the last cell's gone) and, once, its cwd."""
+    if language == "python":
+        return f"__sandboxd_sync({env!r}, {cwd!r})"
+    import shlex
+
+    names = [k for k in set(last) - set(env) if BASH_NAME.fullmatch(k)]
+    lines = [f"unset {' '.join(sorted(names))}"] if names else []
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items() if BASH_NAME.fullmatch(k)]
+    if cwd:
+        lines.append(f"cd {shlex.quote(cwd)}")
+    return "\n".join(lines) or ":"
 
 
 def _timestamp(msg: dict) -> str:
