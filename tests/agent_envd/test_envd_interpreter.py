@@ -153,3 +153,24 @@ async def test_bash_context_keeps_state(agent):
     lines = await _execute(client, {"code": 'echo "[$X]"', "context_id": other["id"]})
     assert out(lines) == "[]\n"  # contexts are apart
     assert (await client.delete(f"{J}/contexts/{ctx['id']}")).status_code == 204
+
+
+async def test_typescript_context_strips_types_and_keeps_state(agent):
+    """TypeScript cells lose their types (esbuild) and run in a stateful Node context, as JavaScript ones."""
+    client, tmp, _ = agent
+    ctx = (await client.post(f"{J}/contexts", json={"language": "ts", "cwd": str(tmp)})).json()
+    assert ctx["language"] == "typescript"
+
+    async def result(code):
+        lines = await _execute(client, {"code": code, "context_id": ctx["id"]})
+        return next(x for x in lines if x["type"] in ("result", "error"))
+
+    first = await result("interface P { x: number }\nconst p: P = { x: 41 };\n"
+                         "function inc<T extends number>(v: T): number { return v + 1 }\ninc(p.x)")
+    assert first["text"] == "42"
+    assert (await result("await Promise.resolve(inc(p.x) as number) + 1"))["text"] == "43"
+    err = await result("const broken: = 1")
+    assert err["type"] == "error" and err["name"] == "SyntaxError" and "(1:14)" in err["value"]
+    assert (await result("p.x"))["text"] == "41"  # a cell that did not compile changed nothing
+    lines = await _execute(client, {"code": "const n: number = 2; n * 21", "language": "typescript"})
+    assert next(x for x in lines if x["type"] == "result")["text"] == "42"  # the default TypeScript context

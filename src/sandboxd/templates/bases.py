@@ -58,10 +58,10 @@ BUILTINS: dict[str, BaseRecipe] = {
     ),
     "code-interpreter": BaseRecipe(
         name="code-interpreter",
-        packages=BASE_PACKAGES + ("nodejs", "npm"),
+        packages=BASE_PACKAGES + ("nodejs", "npm", "esbuild"),
         user_pip=("ipykernel", "numpy", "pandas", "matplotlib", "e2b-charts", "bash_kernel"),
         links=BaseRecipe.links + (("/usr/local/bin/node", "/usr/bin/node"), ("/usr/local/bin/npm", "/usr/bin/npm")),
-        description="base + numpy, pandas, matplotlib (with E2B's chart extractor), bash_kernel and Node.js",
+        description="base + numpy, pandas, matplotlib (with E2B's chart extractor), bash_kernel, Node.js and esbuild (TypeScript cells)",
     ),
 }
 

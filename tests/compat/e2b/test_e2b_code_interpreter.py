@@ -119,6 +119,18 @@ def test_javascript_context_keeps_state_and_is_interrupted(ci_sandbox):
     assert ci_sandbox.run_code("typeof n", language="javascript").text == "'undefined'"  # default JS context
 
 
+def test_typescript_cells_run_with_their_types(ci_sandbox):
+    ctx = ci_sandbox.create_code_context(language="ts")
+    assert ctx.language == "typescript"
+    ex = ci_sandbox.run_code("type Point = { x: number; y: number }\n"
+                             "const norm = (p: Point): number => Math.hypot(p.x, p.y);\nnorm({ x: 3, y: 4 })",
+                             context=ctx)
+    assert ex.text == "5" and ex.error is None
+    assert ci_sandbox.run_code("norm({ x: 6, y: 8 } as Point)", context=ctx).text == "10"
+    assert ci_sandbox.run_code("let n: = 1", context=ctx).error.name == "SyntaxError"
+    assert ci_sandbox.run_code("const s: string = 'ts'; s", language="typescript").text == "'ts'"
+
+
 def test_bash_context_keeps_state_and_is_interrupted(ci_sandbox):
     from e2b.exceptions import TimeoutException
 

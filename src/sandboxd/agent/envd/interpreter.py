@@ -4,8 +4,8 @@ Python contexts are Jupyter kernels started with the agent's kernel launcher (ag
 module reads the kernel's iopub messages itself because E2B streams every output as it happens
 (results with their MIME bundle, errors split into name/value/traceback, the execution count).
 bash contexts are bash_kernel kernels (what E2B runs), driven the same way; where the template has no
-bash_kernel, each bash cell runs one-shot. JavaScript contexts keep their state in one Node process each
-(jsrepl.py).
+bash_kernel, each bash cell runs one-shot. JavaScript and TypeScript contexts keep their state in one Node
+process each (jsrepl.py).
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ MIME_KEYS = {
 }
 HOPX_DATAFRAME = "application/vnd.dataframe+json"  # the kernel's kind for the HopX dialect, not E2B's
 LANGUAGES = {"python": "python", "python3": "python", "py": "python", "bash": "bash", "sh": "bash",
-             "shell": "bash", "javascript": "js", "js": "js", "node": "js", "typescript": "js", "ts": "js"}
+             "shell": "bash", "javascript": "js", "js": "js", "node": "js", "typescript": "ts", "ts": "ts"}
+CONTEXT_LANGUAGE = {"js": "javascript", "ts": "typescript"}  # the name a context reports, as E2B's do
 DEFAULT_TIMEOUT = 3600.0
 BASH_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -105,7 +106,7 @@ class Interpreter:
         lang = LANGUAGES.get((language or "python").lower())
         if lang is None:
             raise ValueError(f"unsupported language: {language!r}")
-        ctx = Context(str(uuid.uuid4()), "javascript" if lang == "js" else lang, self._cwd(cwd, user))
+        ctx = Context(str(uuid.uuid4()), CONTEXT_LANGUAGE.get(lang, lang), self._cwd(cwd, user))
         self.contexts[ctx.id] = ctx
         return ctx
 
@@ -147,7 +148,7 @@ class Interpreter:
             if ctx.language == "python" or (ctx.language == "bash" and not ctx.one_shot):
                 async for chunk in self._jupyter(ctx, code, env_vars or {}, user):
                     yield chunk
-            elif ctx.language == "javascript":
+            elif ctx.language in ("javascript", "typescript"):
                 async for chunk in self._js(ctx, code, env_vars or {}, user):
                     yield chunk
             else:
@@ -254,7 +255,7 @@ class Interpreter:
         if ctx.repl is None or not await ctx.repl.settle():
             ctx.repl = JsRepl()
             try:
-                await ctx.repl.start(self._env(user), ctx.cwd)
+                await ctx.repl.start(self._env(user), ctx.cwd, typescript=ctx.language == "typescript")
             except FileNotFoundError:
                 ctx.repl = None
                 yield line({"type": "error", "name": "RuntimeNotFound", "value": "node is not installed",

@@ -3,6 +3,7 @@
 // Node's own REPL evaluates them (top-level await, `let`/`const`/functions kept between cells, the value of
 // the last expression). Requests and events are NDJSON lines on the socket whose fd is argv[2]; what the
 // user's code writes to stdout/stderr travels as events too, tagged with the cell it belongs to.
+const { spawnSync } = require('child_process');
 const domain = require('domain');
 const net = require('net');
 const repl = require('repl');
@@ -10,6 +11,7 @@ const util = require('util');
 const { PassThrough } = require('stream');
 
 const channel = new net.Socket({ fd: Number(process.argv[2]), readable: true, writable: true });
+const typescript = process.argv[3] === 'ts';
 let cell = null; // the id of the cell running now
 
 function emit(event) {
@@ -79,6 +81,24 @@ function onSigint() {
 }
 process.on('SIGINT', onSigint);
 
+// A TypeScript cell loses its types (esbuild, the template's `esbuild` package) and runs as JavaScript in
+// the same context; types are not checked. Without esbuild, cells run as they are.
+function stripTypes(code) {
+  const out = spawnSync('esbuild', ['--loader=ts', '--log-level=error', '--color=false'],
+    { input: code, encoding: 'utf8' });
+  if (out.error) {
+    if (out.error.code === 'ENOENT') return code;
+    throw out.error;
+  }
+  if (out.status === 0) return out.stdout;
+  const report = out.stderr.trim();
+  const where = /<stdin>:(\d+):(\d+)/.exec(report);
+  const err = new SyntaxError(report.split('\n')[0].replace(/^\S*\s*\[ERROR\]\s*/, '')
+    + (where ? ` (${where[1]}:${where[2]})` : ''));
+  err.stack = `SyntaxError: ${report.replace(/^\S*\s*\[ERROR\]\s*/, '')}`;
+  throw err;
+}
+
 const pending = [];
 let running = false;
 let saved = {}; // the env vars the running cell overrides, as they were
@@ -94,9 +114,18 @@ function next() {
     process.env[k] = v;
   }
   const id = request.cell;
+  let code = request.code;
+  if (typescript) {
+    try {
+      code = stripTypes(code);
+    } catch (err) {
+      finish(id, err);
+      return;
+    }
+  }
   process.removeListener('SIGINT', onSigint);
   try {
-    server.eval(request.code, server.context, `cell-${id}`, (err, value) => finish(id, err, value));
+    server.eval(code, server.context, `cell-${id}`, (err, value) => finish(id, err, value));
   } finally {
     process.on('SIGINT', onSigint);
   }

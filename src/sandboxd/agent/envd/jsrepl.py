@@ -36,11 +36,11 @@ class JsRepl:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None and not self.ended
 
-    async def start(self, env: dict[str, str], cwd: str) -> None:
+    async def start(self, env: dict[str, str], cwd: str, typescript: bool = False) -> None:
         ours, theirs = socket.socketpair()
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                "node", SCRIPT, str(theirs.fileno()), cwd=cwd, env=env, pass_fds=(theirs.fileno(),),
+                "node", SCRIPT, str(theirs.fileno()), "ts" if typescript else "js", cwd=cwd, env=env, pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 start_new_session=True)
         except BaseException:
