@@ -362,6 +362,9 @@ class LifecycleService:
             self._expiry[sid] = expires
             return new
 
+    def envd_token(self, sb: Sandbox) -> str:
+        return self.signer.envd_token(sb.id, sb.token_version)
+
     def refresh_token(self, sid: str) -> tuple[str, datetime]:
         sb = self.get(sid)
         return self.signer.issue(sid, sb.token_version)

@@ -20,6 +20,7 @@ import jwt
 from sandboxd.core.errors import Unauthorized
 
 ALGORITHM = "HS256"
+ENVD_EXPIRES = 4102444800  # 2100-01-01: E2B's envd token lives as long as its sandbox (a kill revokes it)
 
 
 def load_secret(explicit: str | None, data_dir: Path) -> bytes:
@@ -71,6 +72,13 @@ class TokenSigner:
             algorithm=ALGORITHM,
         )
         return token, datetime.fromtimestamp(exp, timezone.utc)
+
+    def envd_token(self, sandbox_id: str, version: int) -> str:
+        """E2B's `envdAccessToken`: as in E2B, one token per sandbox for its life, not one per call. It is
+        derived from the sandbox id and token version, so the gateway can check the signed file URLs the SDK
+        builds from it (`download_url`); a kill bumps the version and revokes it with the others."""
+        return jwt.encode({"sub": sandbox_id, "tv": version, "exp": ENVD_EXPIRES, "typ": "sandbox"}, self._secret,
+                          algorithm=ALGORITHM)
 
     def verify(self, token: str) -> SandboxClaims:
         try:

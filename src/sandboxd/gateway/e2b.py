@@ -13,12 +13,18 @@ TLS proxy, at the gateway). Like E2B, a sandbox's ports are public unless it was
 `network.allowPublicTraffic: false`; then they need its token (`E2B-Traffic-Access-Token`).
 
 A token is the sandbox's JWT (the `envdAccessToken` the E2B create/connect routes return); one issued
-for another sandbox, or revoked by a kill, is refused. Errors use 502 + "was not found" for a sandbox
+for another sandbox, or revoked by a kill, is refused. A signed file URL (`download_url`, `upload_url`)
+carries no token: its signature, made with the sandbox's envd token, stands for it. Errors use 502 + "was not found" for a sandbox
 that is gone, which the SDK turns into SandboxNotRunningException, as E2B's own proxy does.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
+import time
+from urllib.parse import parse_qs
 
 from sandboxd.core.errors import Unauthorized
 from sandboxd.core.models import RUNNING
@@ -37,6 +43,7 @@ class E2BResolver:
     def __init__(self, signer, lifecycle):
         self.signer = signer
         self.lifecycle = lifecycle
+        self._envd_tokens: dict[tuple[str, int], str] = {}  # (sandbox, token version) -> its envd token
 
     async def __call__(self, head: Head) -> Target | None:
         sid = head.header("e2b-sandbox-id")
@@ -45,12 +52,15 @@ class E2BResolver:
         else:
             m = HOST_RE.match(head.header("host") or "")
             if m is None or m.group(2) not in self.lifecycle.routes:
-                return None  # not an E2B request: let the next resolver (Bearer) decide
+                # A signed file URL on the shared URL names no sandbox: its signature does.
+                return self._signed_file(head, None)  # or, not an E2B request: the next resolver decides
             raw_port, sid = m.group(1), m.group(2)
         token = head.header("x-access-token") or head.header("e2b-traffic-access-token")
         port = self._port(raw_port)
         if port not in PORTS:
             return self._user_port(head, sid, port, token)
+        if not token and port == ENVD_PORT and (signed := self._signed_file(head, sid)):
+            return signed
         if not token and bearer(head) is not None:
             return None  # our own clients may name the sandbox this way too: the Bearer resolver decides
         if not token:
@@ -78,6 +88,46 @@ class E2BResolver:
             raise GatewayError(502, "unavailable", f"The sandbox {sid} is {route.status} and was not found running; "
                                "connect to it to resume", {"sandbox_id": sid, "status": route.status})
         return route
+
+    def _signed_file(self, head: Head, sid: str | None) -> Target | None:
+        """`sbx.download_url()` / `upload_url()`: `/files?path=..&signature=v1_..[&signature_expiration=..]`,
+        signed by the SDK with the sandbox's envd token (E2B's v1: sha256 of `path:operation:user:token[:exp]`)
+        and sent with no header, by whoever got the URL. On the shared URL the sandbox is the one whose
+        token makes the signature (one hash per live sandbox)."""
+        path, _, query = head.target.partition("?")
+        if path != "/files" or "signature=" not in query:
+            return None
+        q = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        operation = {"GET": "read", "POST": "write"}.get(head.method)
+        expires = q.get("signature_expiration")
+        if operation is None:
+            raise GatewayError(401, "unauthenticated", f"a signed file URL does not allow {head.method}")
+        if expires is not None and not (expires.isdigit() and int(expires) >= time.time()):
+            raise GatewayError(401, "unauthenticated", "the signed file URL has expired")
+        signed = f"{q.get('path', '')}:{operation}:{q.get('username', '')}:"
+        given = q.get("signature", "").encode("utf-8", "replace")
+        routes = self.lifecycle.routes
+        if sid:
+            self._route(sid, None)  # a sandbox that is gone or paused says so
+        for cid in [sid] if sid else list(routes):
+            route = routes.get(cid)
+            if route is None:
+                continue
+            raw = signed + self._envd_token(cid, route.token_version) + (f":{expires}" if expires else "")
+            expected = b"v1_" + base64.b64encode(hashlib.sha256(raw.encode()).digest()).rstrip(b"=")
+            if hmac.compare_digest(expected, given):
+                route = self._route(cid, None)
+                rewrite(head, ENVD_PORT)
+                return Target(route.socket, cid)
+        raise GatewayError(401, "unauthenticated", "invalid signature for this file URL")
+
+    def _envd_token(self, sid: str, version: int) -> str:
+        token = self._envd_tokens.get((sid, version))
+        if token is None:
+            if len(self._envd_tokens) > 2 * len(self.lifecycle.routes) + 64:  # sandboxes that are gone
+                self._envd_tokens.clear()
+            token = self._envd_tokens[(sid, version)] = self.signer.envd_token(sid, version)
+        return token
 
     def _user_port(self, head: Head, sid: str, port: int, token: str | None) -> Target:
         token = token or bearer(head)

@@ -212,6 +212,40 @@ def test_gateway_refuses_foreign_and_missing_tokens(e2b_env):
     assert gone.status_code in (401, 502)
 
 
+def test_signed_file_urls(e2b_env):
+    """download_url / upload_url: plain URLs anyone holding them can use, with no header; the signature (made
+    with the sandbox's envd token) picks the sandbox on the shared URL and covers path, operation and user."""
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    a = Sandbox.create(timeout=60)
+    b = Sandbox.create(timeout=60)
+    try:
+        fa, fin = "signed.txt", _fresh("signed-in")  # relative: in the user's home, each sandbox's own
+        a.files.write(fa, "from a")
+        b.files.write(fa, "from b")
+        assert httpx.get(a.download_url(fa)).text == "from a"  # the signature picks the sandbox
+        assert httpx.get(b.download_url(fa, use_signature_expiration=60)).text == "from b"
+        up = httpx.post(a.upload_url(fin), files={"file": ("in.txt", b"uploaded")})
+        assert up.status_code == 200 and a.files.read(fin) == "uploaded"
+        # Connect hands out the same token, so URLs made before it still work.
+        assert Sandbox.connect(a.sandbox_id)._envd_access_token == a._envd_access_token
+
+        url = urlsplit(a.download_url(fa))
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+
+        def get(**change):
+            return httpx.get(url._replace(query=urlencode({**q, **change})).geturl())
+
+        assert get(path="/etc/shadow").status_code == 401  # the signature covers the path
+        assert get(username="root").status_code == 401  # ... and the user
+        assert httpx.post(url.geturl(), files={"file": ("x", b"x")}).status_code == 401  # ... and the operation
+        assert httpx.get(a.download_url(fa, use_signature_expiration=-5)).status_code == 401
+    finally:
+        a.kill()
+        b.kill()
+    assert httpx.get(url.geturl()).status_code == 401  # a killed sandbox's URLs are dead
+
+
 def test_control_plane_errors_use_e2b_shape(e2b_env):
     r = httpx.get(e2b_env["api"] + "/sandboxes/nope", headers={"X-API-KEY": e2b_env["key"]})
     assert r.status_code == 404

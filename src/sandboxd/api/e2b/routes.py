@@ -84,12 +84,12 @@ async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | N
                         public_traffic=body.network is None or body.network.allowPublicTraffic is not False)
 
     async def create() -> tuple[str, dict[str, Any]]:
-        sb, token, _ = await svc.lifecycle.create(req, api_key_id=key.id)
-        return sb.id, shapes.created(sb, token)
+        sb, _, _ = await svc.lifecycle.create(req, api_key_id=key.id)
+        return sb.id, shapes.created(sb, svc.lifecycle.envd_token(sb))
 
     async def replay(sandbox_id: str) -> dict[str, Any]:
-        token, _ = svc.lifecycle.refresh_token(sandbox_id)  # 404 if it was killed since
-        return shapes.created(svc.lifecycle.get(sandbox_id), token)
+        sb = svc.lifecycle.get(sandbox_id)  # 404 if it was killed since
+        return shapes.created(sb, svc.lifecycle.envd_token(sb))
 
     cache = getattr(request.app.state, "e2b_idempotency", None)
     if cache is None:  # one per app, over the app's store
@@ -216,8 +216,7 @@ async def _wake(request: Request, sandbox_id: str, timeout: int | None) -> tuple
 
 async def _connect(request: Request, sandbox_id: str, timeout: int | None) -> Response:
     sb, resumed = await _wake(request, sandbox_id, timeout)
-    token, _ = services(request).lifecycle.refresh_token(sandbox_id)
-    return _json(shapes.created(sb, token), 201 if resumed else 200)
+    return _json(shapes.created(sb, services(request).lifecycle.envd_token(sb)), 201 if resumed else 200)
 
 
 @router.post("/v2/sandboxes/{sandbox_id}/connect")
