@@ -174,3 +174,27 @@ async def test_typescript_context_strips_types_and_keeps_state(agent):
     assert (await result("p.x"))["text"] == "41"  # a cell that did not compile changed nothing
     lines = await _execute(client, {"code": "const n: number = 2; n * 21", "language": "typescript"})
     assert next(x for x in lines if x["type"] == "result")["text"] == "42"  # the default TypeScript context
+
+
+async def test_r_context_keeps_state(agent):
+    """R contexts are IRkernel kernels, as in E2B: values live on, the last value is the cell's result,
+    errors carry R's message, a cell's env vars last that cell."""
+    client, tmp, _ = agent
+    ctx = (await client.post(f"{J}/contexts", json={"language": "r", "cwd": str(tmp)})).json()
+    assert ctx["language"] == "r"
+
+    async def run(code, **extra):
+        return await _execute(client, {"code": code, "context_id": ctx["id"], **extra})
+
+    lines = await run("x <- c(1, 2, 3)\ncat('ready\\n')")
+    assert [x["text"] for x in lines if x["type"] == "stdout"] == ["ready\n"]
+    result = next(x for x in (await run("sum(x) * 7")) if x["type"] == "result")
+    # IRkernel displays values (display_data), so E2B's own server reports them as not the main result too.
+    assert result["text"] == "[1] 42" and result["html"] == "42" and result["is_main_result"] is False
+    lines = await run("cat(getwd(), Sys.getenv('ONLY'), sep = '|')", env_vars={"ONLY": "v", "A B": "odd name"})
+    assert [x["text"] for x in lines if x["type"] == "stdout"] == [f"{tmp}|v"]
+    lines = await run("cat(Sys.getenv('ONLY'), Sys.getenv('A B'), sep = '|')")
+    assert [x["text"] for x in lines if x["type"] == "stdout"] == ["|"]
+    err = next(x for x in (await run("stop('boom')")) if x["type"] == "error")
+    assert "boom" in err["value"]
+    assert next(x for x in (await run("length(x)")) if x["type"] == "result")["text"] == "[1] 3"

@@ -134,10 +134,20 @@ from ipykernel.kernelapp import IPKernelApp
 from bash_kernel.kernel import BashKernel
 IPKernelApp.launch_instance(kernel_class=BashKernel)
 '''
-# How each kernel language is launched from the user's python. bash is the kernel E2B's code interpreter
-# runs for `language="bash"` (bash_kernel: an interactive bash on a pty, state kept per context).
-LAUNCHERS = {"python": ["-m", "ipykernel_launcher", "--HistoryManager.enabled=False"],
-             "bash": ["-c", BASH_KERNEL_MAIN]}
+
+
+def launch_argv(language: str, python: str, conn_file: str) -> list[str]:
+    """The kernel process of a language, as E2B's code interpreter runs them: ipykernel; bash_kernel (an
+    interactive bash on a pty) from the user's python; IRkernel from the template's R."""
+    # parent_handle: an ipykernel exits by itself if the agent dies (it would be reparented)
+    parent = f"--IPKernelApp.parent_handle={os.getpid()}"
+    if language == "python":
+        return [python, "-m", "ipykernel_launcher", "-f", conn_file, "--HistoryManager.enabled=False", parent]
+    if language == "bash":
+        return [python, "-c", BASH_KERNEL_MAIN, "-f", conn_file, parent]
+    if language == "r":
+        return ["R", "--slave", "--no-save", "--no-restore", "-e", "IRkernel::main()", "--args", conn_file]
+    raise ValueError(f"no kernel for {language!r}")
 
 
 class Kernel:
@@ -157,6 +167,7 @@ class Kernel:
         self.python: str | None = None
         self.start_env: dict[str, str] = {}  # the environment it was started with (see KernelManager.take_unused)
         self.synced = None  # what the owner last synced into it (env vars, cwd), to skip a round trip
+        self.interrupted: str | None = None  # a cell interrupted when its client left, maybe still ending
 
     async def start(self, python: str, env: dict[str, str], cwd: str | None) -> None:
         import tempfile
@@ -172,11 +183,14 @@ class Kernel:
         self._log = open(os.path.join(self.dir, "kernel.log"), "wb")
         kenv = {**env, "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1", "JPY_PARENT_PID": str(os.getpid())}
-        self.proc = subprocess.Popen(
-            # parent_handle: the kernel exits by itself if the agent dies (it would be reparented)
-            [python, *LAUNCHERS[self.language], "-f", conn_file, f"--IPKernelApp.parent_handle={os.getpid()}"],
-            env=kenv, cwd=cwd if cwd and os.path.isdir(cwd) else None, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log)
+        try:
+            self.proc = subprocess.Popen(
+                launch_argv(self.language, python, conn_file), env=kenv,
+                cwd=cwd if cwd and os.path.isdir(cwd) else None, start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log)
+        except FileNotFoundError as e:  # no R in this template
+            await self.shutdown()
+            raise KernelUnavailable(f"{e.filename} is not installed") from None
         kc = AsyncKernelClient()
         kc.load_connection_info(info)
         kc.start_channels()
@@ -187,7 +201,7 @@ class Kernel:
             with open(os.path.join(self.dir, "kernel.log"), "rb") as f:
                 err = f.read().decode(errors="replace")[-2000:]
             await self.shutdown()
-            if "No module named" in err:
+            if "No module named" in err or "there is no package called" in err:  # python / R
                 raise KernelUnavailable(err.strip()) from None
             raise RuntimeError(f"the Python kernel did not start: {err.strip() or 'timeout'}") from None
         self.state = "idle"
@@ -224,6 +238,21 @@ class Kernel:
                 os.killpg(self.proc.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
+
+    async def settle(self, grace: float = 5.0) -> None:
+        """Let the cell interrupted when its client left end before the next is sent: a kernel aborts the
+        cells queued behind an interrupted one (IRkernel always, ipykernel after an error), saying so on
+        the shell channel only, so a cell sent too early would never run nor end."""
+        deadline = time.monotonic() + grace
+        while self.interrupted and time.monotonic() < deadline and self.alive():
+            try:
+                msg = await self.client.get_iopub_msg(timeout=max(0.05, deadline - time.monotonic()))
+            except Exception:  # queue.Empty on timeout
+                break
+            if (msg["parent_header"].get("msg_id") == self.interrupted and msg["msg_type"] == "status"
+                    and msg["content"].get("execution_state") == "idle"):
+                break
+        self.interrupted = None
 
     async def shutdown(self) -> None:
         if self.client is not None:

@@ -58,10 +58,11 @@ BUILTINS: dict[str, BaseRecipe] = {
     ),
     "code-interpreter": BaseRecipe(
         name="code-interpreter",
-        packages=BASE_PACKAGES + ("nodejs", "npm", "esbuild"),
+        packages=BASE_PACKAGES + ("nodejs", "npm", "esbuild", "r-base-core", "r-cran-irkernel"),
         user_pip=("ipykernel", "numpy", "pandas", "matplotlib", "e2b-charts", "bash_kernel"),
         links=BaseRecipe.links + (("/usr/local/bin/node", "/usr/bin/node"), ("/usr/local/bin/npm", "/usr/bin/npm")),
-        description="base + numpy, pandas, matplotlib (with E2B's chart extractor), bash_kernel, Node.js and esbuild (TypeScript cells)",
+        description="base + numpy, pandas, matplotlib (with E2B's chart extractor), bash_kernel, Node.js, "
+                    "esbuild (TypeScript cells) and R with IRkernel",
     ),
 }
 

@@ -131,6 +131,25 @@ def test_typescript_cells_run_with_their_types(ci_sandbox):
     assert ci_sandbox.run_code("const s: string = 'ts'; s", language="typescript").text == "'ts'"
 
 
+def test_r_context_keeps_state_and_is_interrupted(ci_sandbox):
+    from e2b.exceptions import TimeoutException
+
+    ctx = ci_sandbox.create_code_context(language="r")
+    assert ctx.language == "r"
+    assert ci_sandbox.run_code("x <- 41; f <- function(v) v + 1", context=ctx).error is None
+    ex = ci_sandbox.run_code("f(x)", context=ctx)
+    assert ex.results[0].text == "[1] 42" and ex.results[0].html == "42"
+    df = ci_sandbox.run_code("data.frame(a = 1:2, b = c('u', 'v'))", context=ctx).results[0]
+    assert "<table" in df.html and "a" in df.text
+    err = ci_sandbox.run_code("stop('boom')", context=ctx).error
+    assert err is not None and "boom" in err.value
+    with pytest.raises(TimeoutException):
+        ci_sandbox.run_code("Sys.sleep(60)", context=ctx, timeout=2)
+    # The client's timeout interrupted the cell, and the session kept its state.
+    assert ci_sandbox.run_code("f(f(x))", context=ctx).results[0].text == "[1] 43"
+    assert ci_sandbox.run_code("exists('x')", language="r").results[0].text == "[1] FALSE"  # default R context
+
+
 def test_bash_context_keeps_state_and_is_interrupted(ci_sandbox):
     from e2b.exceptions import TimeoutException
 

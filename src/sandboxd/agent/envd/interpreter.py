@@ -10,6 +10,7 @@ process each (jsrepl.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -30,7 +31,8 @@ MIME_KEYS = {
 }
 HOPX_DATAFRAME = "application/vnd.dataframe+json"  # the kernel's kind for the HopX dialect, not E2B's
 LANGUAGES = {"python": "python", "python3": "python", "py": "python", "bash": "bash", "sh": "bash",
-             "shell": "bash", "javascript": "js", "js": "js", "node": "js", "typescript": "ts", "ts": "ts"}
+             "shell": "bash", "javascript": "js", "js": "js", "node": "js", "typescript": "ts", "ts": "ts",
+             "r": "r"}
 CONTEXT_LANGUAGE = {"js": "javascript", "ts": "typescript"}  # the name a context reports, as E2B's do
 DEFAULT_TIMEOUT = 3600.0
 BASH_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -144,15 +146,17 @@ class Interpreter:
 
     async def execute(self, ctx: Context, code: str, env_vars: dict | None, user: users.User
                       ) -> AsyncIterator[bytes]:
+        if ctx.language in ("python", "r") or (ctx.language == "bash" and not ctx.one_shot):
+            run = self._jupyter
+        elif ctx.language in ("javascript", "typescript"):
+            run = self._js
+        else:
+            run = self._bash
         async with ctx.lock:
-            if ctx.language == "python" or (ctx.language == "bash" and not ctx.one_shot):
-                async for chunk in self._jupyter(ctx, code, env_vars or {}, user):
-                    yield chunk
-            elif ctx.language in ("javascript", "typescript"):
-                async for chunk in self._js(ctx, code, env_vars or {}, user):
-                    yield chunk
-            else:
-                async for chunk in self._bash(ctx, code, env_vars or {}, user):
+            # Closed here, not whenever it is collected: a cell whose client went away is interrupted by the
+            # runner's `finally`, which must happen before the next cell of the context takes the lock.
+            async with contextlib.aclosing(run(ctx, code, env_vars or {}, user)) as chunks:
+                async for chunk in chunks:
                     yield chunk
 
     async def _kernel(self, ctx: Context, user: users.User) -> Kernel:
@@ -161,7 +165,7 @@ class Interpreter:
                 await ctx.kernel.shutdown()
             env = self._env(user)
             python = find_user_python(env)
-            if python is None:
+            if python is None and ctx.language != "r":  # bash_kernel is a Python kernel too
                 raise KernelUnavailable("no python found on PATH for the code interpreter")
             k = await self._adopt(python, env) if ctx.language == "python" else None
             if k is None:
@@ -197,6 +201,8 @@ class Interpreter:
                 yield chunk
             return
         env = {str(k): str(v) for k, v in env_vars.items()}
+        if kernel.interrupted:
+            await kernel.settle()
         # The context's cwd is entered once (a cell's own chdir then holds, as in E2B); the cell's env vars
         # replace the last cell's, a round trip paid only when they differ.
         if kernel.synced is None or kernel.synced != env:
@@ -204,7 +210,8 @@ class Interpreter:
             await kernel.execute(_sync_code(kernel.language, env, cwd, kernel.synced or {}), 30, silent=True)
             kernel.synced = env
         kc = kernel.client
-        msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False)
+        # stop_on_error=False: an error in this cell does not abort a cell sent right after it.
+        msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
         kernel.state = "busy"
         finished = False
         try:
@@ -248,6 +255,7 @@ class Interpreter:
             if not finished:
                 # The client went away (its timeout, or a disconnect): stop the cell, keep the state.
                 kernel.interrupt()
+                kernel.interrupted = msg_id
 
     async def _js(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
         from .jsrepl import JsRepl
@@ -333,6 +341,14 @@ def _sync_code(language: str, env: dict[str, str], cwd: str | None, last: dict[s
     """The silent cell that gives a kernel this cell's env vars (the last cell's gone) and, once, its cwd."""
     if language == "python":
         return f"__sandboxd_sync({env!r}, {cwd!r})"
+    if language == "r":  # JSON string literals are R string literals
+        gone = [json.dumps(k) for k in set(last) - set(env)]
+        lines = [f"Sys.unsetenv(c({', '.join(gone)}))"] if gone else []
+        if env:
+            lines.append(f"do.call(Sys.setenv, list({', '.join(f'{json.dumps(k)} = {json.dumps(v)}' for k, v in env.items())}))")
+        if cwd:
+            lines.append(f"setwd({json.dumps(cwd)})")
+        return "\n".join(lines) or "invisible(NULL)"
     import shlex
 
     names = [k for k in set(last) - set(env) if BASH_NAME.fullmatch(k)]
