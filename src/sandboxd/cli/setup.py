@@ -64,6 +64,10 @@ def register(app: typer.Typer) -> None:
                     images.append(asyncio.run(_ensure_desktop(store, settings, log)))
                 for image in images:
                     typer.echo(f"template {image.name}: {image.content_hash[:12]} at {image.layers[0]}")
+                # Layers of older recipes (an upgrade) and of deleted templates, unless a sandbox uses them.
+                freed = store.gc(keep=store.layers_in_use(settings.data_dir))
+                if freed:
+                    typer.echo(f"removed {len(freed)} template layer(s) no image or sandbox uses")
         except SandboxdError as exc:
             typer.echo(f"setup failed: {exc.message}", err=True)
             tail = exc.details.get("log_tail") if exc.details else None

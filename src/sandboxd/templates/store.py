@@ -183,6 +183,19 @@ class TemplateStore:
                     shutil.rmtree(staged, ignore_errors=True)
         return removed
 
+    def layers_in_use(self, data_dir: Path) -> set[str]:
+        """The layers gc() must keep besides the named images': the ones mounted anywhere on the host (the
+        lower dirs of a running sandbox's overlay, whatever its data dir) and the ones named in a sandbox
+        record under data_dir (a stopped or paused sandbox mounts them again when it starts)."""
+        found = re.compile(re.escape(str(self.layers_dir)) + r"/([^/\s,:]+)")
+        texts = [Path("/proc/self/mountinfo").read_text()]
+        for record in (data_dir / "sandboxes").glob("*/state.json"):
+            try:
+                texts.append(record.read_text())
+            except OSError:  # removed meanwhile
+                pass
+        return {m.group(1) for text in texts for m in found.finditer(text)}
+
     # ---- built-ins -------------------------------------------------------------------------------
     def builtin_hash(self, name: str) -> str:
         return bases.recipe_hash(bases.BUILTINS[name], self.settings.uid_base, self.settings.uid_count)

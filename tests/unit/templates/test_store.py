@@ -30,6 +30,29 @@ def test_delete_keeps_layers_until_gc(store, tiny):
         store.delete("tiny")
 
 
+def test_layers_in_use_keeps_what_a_sandbox_needs(store, tiny):
+    """A layer no image names is still kept while a sandbox record names it (a stopped sandbox mounts it
+    again) or while it is mounted (a running sandbox of any data dir)."""
+    import json
+    import subprocess
+
+    for h in ("r" * 64, "m" * 64):
+        store.commit_layer(store.new_tmp(h[:4]), h, {"kind": "test"})
+    store.delete("tiny")
+    record = store.settings.data_dir / "sandboxes" / "sb1"
+    record.mkdir(parents=True)
+    (record / "state.json").write_text(json.dumps({"spec": {"image": {"layers": [str(store.layer_path("r" * 64))]}}}))
+    mounted = store.layer_path("m" * 64)
+    mounted.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mounted)], check=True)
+    try:
+        assert store.layers_in_use(store.settings.data_dir) == {"r" * 64, "m" * 64}
+        assert store.gc(keep=store.layers_in_use(store.settings.data_dir)) == ["t" * 64]
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
+    assert store.layers_in_use(store.settings.data_dir) == {"r" * 64}
+
+
 def test_builtins_cannot_be_deleted(store):
     with pytest.raises(Conflict):
         store.delete("base")
