@@ -79,3 +79,74 @@ def test_bad_ports_are_refused(e2b_env, port):
     r = httpx.get(f"{e2b_env['sandbox']}/", headers={"E2b-Sandbox-Id": "sbnope", "E2b-Sandbox-Port": port},
                   timeout=10)
     assert r.status_code == 400
+
+
+# A WebSocket echo server with the standard library only (the template has no websockets package).
+WS_ECHO = r'''
+import base64, hashlib, socket, sys
+def exact(c, n):
+    b = b""
+    while len(b) < n:
+        chunk = c.recv(n - len(b))
+        if not chunk:
+            raise EOFError
+        b += chunk
+    return b
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+while True:
+    c, _ = s.accept()
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += c.recv(4096)
+    key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key")][0]
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    try:
+        while True:
+            b0, b1 = exact(c, 2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(exact(c, 2), "big")
+            mask = exact(c, 4)
+            data = bytes(x ^ mask[i % 4] for i, x in enumerate(exact(c, n)))
+            if b0 & 0x0F == 8:
+                break
+            reply = b"echo:" + data
+            size = bytes([len(reply)]) if len(reply) < 126 else bytes([126]) + len(reply).to_bytes(2, "big")
+            c.sendall(b"\x81" + size + reply)
+    except EOFError:
+        pass
+    c.close()
+'''
+
+
+def test_websocket_to_a_server_in_the_sandbox(e2b_env):
+    """An upgrade through the gateway reaches the sandbox's own port and frames flow both ways."""
+    from websockets.sync.client import connect
+
+    sbx = Sandbox.create(timeout=120)
+    try:
+        port = random.randint(20000, 40000)
+        sbx.files.write(f"/tmp/ws-{port}.py", WS_ECHO)
+        sbx.commands.run(f"exec python3 -u /tmp/ws-{port}.py {port}", background=True)
+        headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": str(port)}
+        url = e2b_env["sandbox"].replace("http://", "ws://") + "/chat"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                ws = connect(url, additional_headers=headers, open_timeout=5)
+                break
+            except Exception:  # 502 until the server listens
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with ws:
+            for text in ("one", "two" * 50):
+                ws.send(text)
+                assert ws.recv(timeout=10) == f"echo:{text}"
+    finally:
+        sbx.kill()
