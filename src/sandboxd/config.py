@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535)
     gateway_port: int | None = Field(None, ge=1, le=65535)  # default: port + 1
     public_host: str | None = None  # URL clients use to reach the gateway; default http://{host}:{gateway_port}
+    # A wildcard DNS name (and TLS proxy) pointing at the gateway: a sandbox's port N is then reachable at
+    # {N}-{sandboxID}.{public_domain}, the `domain` the E2B routes return (`sbx.get_host(port)`).
+    public_domain: str | None = None
     database_url: str | None = None  # default: sqlite in data_dir
     api_key: SecretStr | None = None  # first admin key on a fresh install
     jwt_secret: SecretStr | None = None  # default: generated once and kept in data_dir

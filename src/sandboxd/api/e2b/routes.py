@@ -85,11 +85,11 @@ async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | N
 
     async def create() -> tuple[str, dict[str, Any]]:
         sb, _, _ = await svc.lifecycle.create(req, api_key_id=key.id)
-        return sb.id, shapes.created(sb, svc.lifecycle.envd_token(sb))
+        return sb.id, shapes.created(sb, svc.lifecycle.envd_token(sb), svc.settings.public_domain)
 
     async def replay(sandbox_id: str) -> dict[str, Any]:
         sb = svc.lifecycle.get(sandbox_id)  # 404 if it was killed since
-        return shapes.created(sb, svc.lifecycle.envd_token(sb))
+        return shapes.created(sb, svc.lifecycle.envd_token(sb), svc.settings.public_domain)
 
     cache = getattr(request.app.state, "e2b_idempotency", None)
     if cache is None:  # one per app, over the app's store
@@ -156,7 +156,7 @@ async def list_v1(request: Request, key: Key, metadata: str | None = None) -> Re
 @router.get("/sandboxes/{sandbox_id}")
 async def get_sandbox(sandbox_id: str, request: Request, key: Key) -> Response:
     sb = services(request).lifecycle.get(sandbox_id)
-    return _json(shapes.detail(sb))
+    return _json(shapes.detail(sb, domain=services(request).settings.public_domain))
 
 
 @router.delete("/sandboxes/{sandbox_id}")
@@ -216,7 +216,8 @@ async def _wake(request: Request, sandbox_id: str, timeout: int | None) -> tuple
 
 async def _connect(request: Request, sandbox_id: str, timeout: int | None) -> Response:
     sb, resumed = await _wake(request, sandbox_id, timeout)
-    return _json(shapes.created(sb, services(request).lifecycle.envd_token(sb)), 201 if resumed else 200)
+    svc = services(request)
+    return _json(shapes.created(sb, svc.lifecycle.envd_token(sb), svc.settings.public_domain), 201 if resumed else 200)
 
 
 @router.post("/v2/sandboxes/{sandbox_id}/connect")

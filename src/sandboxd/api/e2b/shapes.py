@@ -20,13 +20,13 @@ def template_ref(sb: Sandbox) -> str:
     return sb.template_name or sb.template_id or ""
 
 
-def created(sb: Sandbox, token: str) -> dict[str, Any]:
-    """`Sandbox` (create / connect / resume)."""
+def created(sb: Sandbox, token: str, domain: str | None = None) -> dict[str, Any]:
+    """`Sandbox` (create / connect / resume). `domain`: where the SDK builds the sandbox's hosts."""
     return {
         "templateID": template_ref(sb), "sandboxID": sb.id, "alias": sb.template_name, "clientID": CLIENT_ID,
         "envdVersion": ENVD_VERSION, "envdAccessToken": token,
         # The code interpreter's context calls carry only this token: the gateway accepts it like the access token.
-        "trafficAccessToken": token, "domain": None,
+        "trafficAccessToken": token, "domain": domain,
     }
 
 
@@ -47,10 +47,10 @@ def listed(sb: Sandbox) -> dict[str, Any]:
     }
 
 
-def detail(sb: Sandbox, token: str | None = None) -> dict[str, Any]:
+def detail(sb: Sandbox, token: str | None = None, domain: str | None = None) -> dict[str, Any]:
     """`SandboxDetail`."""
     out = listed(sb)
-    out.update({"allowInternetAccess": sb.internet_access, "domain": None,
+    out.update({"allowInternetAccess": sb.internet_access, "domain": domain,
                 "lifecycle": {"autoResume": False, "onTimeout": "kill"}})
     if token:
         out["envdAccessToken"] = token
