@@ -37,6 +37,9 @@ class Settings(BaseSettings):
 
     # Runtime.
     backend: str = "crun"  # crun | runc | fake
+    # Agents of builtin-template sandboxes forked from a per-image zygote instead of a fresh Python
+    # (runtime/oci/zygote.py); any failure falls back to the exec'd agent.
+    zygote: bool = True
     uid_base: int = Field(100000, ge=1)  # host uid that maps to uid 0 in every sandbox
     uid_count: int = Field(65536, ge=1024)
     default_vcpu: float = Field(1.0, gt=0)

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from sandboxd.runtime import network, reaper
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats
 from sandboxd.runtime.cgroups import SandboxCgroup, detect
-from sandboxd.runtime.oci import channel, config, paths
+from sandboxd.runtime.oci import channel, config, paths, zygote
 from sandboxd.runtime.oci.bpfcache import BpfCache
 from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.execution import run_exec
@@ -36,6 +37,14 @@ from sandboxd.runtime.to_end import to_end
 log = logging.getLogger("sandboxd.runtime")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HEALTH_TIMEOUT = 60.0  # 50 cold agents on 2 cores take ~15 s (ARCHITECTURE §6); leave room
+
+
+@functools.cache
+def _builtin_hashes(uid_base: int, uid_count: int) -> frozenset[str]:
+    """The content hashes of the builtin recipes: the only layers a zygote may run (ours, from Debian)."""
+    from sandboxd.templates import bases
+
+    return frozenset(bases.recipe_hash(r, uid_base, uid_count) for r in bases.BUILTINS.values())
 
 
 @functools.cache
@@ -67,6 +76,7 @@ class OciBackend(Teardown):
         self._locks: dict[str, asyncio.Lock] = {}
         self._batch = BatchStats(Path(settings.sandboxes_dir), self.layout, runtime)
         self._reclaims: set[asyncio.Task] = set()
+        self._zygotes: dict[str, zygote.Zygote] = {}  # image content hash -> its zygote
 
     def _ensure_host(self) -> None:
         prepare_host(self.settings, backend=self.runtime)  # cached after the first call
@@ -140,41 +150,76 @@ class OciBackend(Teardown):
         (d / "hosts").write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost ip6-localhost ip6-loopback\n")
         (d / "resolv.conf").write_text(_resolv_conf())
 
+    def _zygote(self, spec: SandboxSpec) -> zygote.Zygote | None:
+        """The zygote for a builtin image's sandbox (see zygote.py), when enabled and not broken."""
+        image = spec.image
+        if (not self.settings.zygote or self.agent_argv or self.runtime != "crun" or len(image.layers) != 1
+                or image.layers[0].parent.name != image.content_hash
+                or image.content_hash not in _builtin_hashes(self.settings.uid_base, self.settings.uid_count)):
+            return None
+        z = self._zygotes.get(image.content_hash)
+        if z is None:
+            z = self._zygotes[image.content_hash] = zygote.Zygote(image.layers[0], self.agent_pkg, self.run_dir)
+        return None if z.broken else z
+
     async def _boot(self, rec: Record) -> None:
         """Start the container on its (mounted) root and wait for the agent. rec.status ends 'running'."""
+        z = self._zygote(rec.sandbox_spec)
+        if z is not None:
+            try:
+                return await self._boot_once(rec, z)
+            except zygote.ZygoteFailed as exc:
+                log.warning("sandbox %s: the zygote failed (%s); starting its agent cold", rec.id, exc)
+                z.broken = True  # not for the next sandboxes either: one warning, then the cold path
+                await self._halt(rec)
+        await self._boot_once(rec, None)
+
+    async def _boot_once(self, rec: Record, z: zygote.Zygote | None) -> None:
         d = self.dir(rec.id)
         spec = rec.sandbox_spec
         rootfs, sock_path = self._paths(rec.id, rec)
+        argv = zygote.WAIT_ARGV if z else self.agent_argv
         cfg = config.build(spec, uid_base=self.settings.uid_base, uid_count=self.settings.uid_count,
-                           sandbox_dir=d, agent_pkg=self.agent_pkg, argv=self.agent_argv, rootfs=rootfs)
+                           sandbox_dir=d, agent_pkg=self.agent_pkg, argv=argv, rootfs=rootfs)
         profile_key = self.bpf.annotate(cfg)
         (d / "config.json").write_text(json.dumps(cfg))
         self.cli.root.mkdir(parents=True, exist_ok=True)
         if not sock_path.is_relative_to(d):
             paths.make_dir(sock_path.parent)
         sock = channel.listen(sock_path)
+        # With a zygote the container's own process waits on the life pipe; the agent gets the socket.
+        life_r, life_w = os.pipe() if z else (-1, -1)
         # The container's stdout/stderr (and the runtime's errors) go to a file on the sandbox's own disk,
         # outside its root, so a chatty sandbox fills its quota and never the host's disk.
         log_path = d / "disk" / "agent.log"
         try:
-            with open(log_path, "ab") as log:
+            with open(log_path, "ab") as log_file:
                 # With egress the veth goes in between create and start; otherwise one `run -d`.
                 verb = "create" if spec.internet_access else "run"
                 args = [verb, "--bundle", str(d), "--pid-file", str(d / "init.pid"), "--preserve-fds", "1"]
                 if verb == "run":
                     args.insert(1, "-d")
-                rc = await self.cli.call_with_fd3(*args, rec.id, fd=sock.fileno(), log=log.fileno())
-            if rc != 0:
-                raise self.cli.failure(args, rc, _tail(log_path))
+                rc = await self.cli.call_with_fd3(*args, rec.id, fd=life_r if z else sock.fileno(),
+                                                  log=log_file.fileno())
+                if rc != 0:
+                    raise self.cli.failure(args, rc, _tail(log_path))
+                self.bpf.learn(profile_key, self.cli.root / rec.id)
+                rec.pid = int((d / "init.pid").read_text().strip())
+                if spec.internet_access:
+                    net = await to_end(asyncio.to_thread(network.attach, rec.id, rec.pid))
+                    rec.net = net.to_dict()
+                    rec.save(d)
+                    await self.cli.call("start", rec.id)
+                if z:
+                    program = self.bpf.program(profile_key) or (self.cli.root / rec.id / "seccomp.bpf").read_bytes()
+                    await z.spawn(rec.pid, sock=sock.fileno(), life=life_w, log_fd=log_file.fileno(),
+                                  env=config.process_env(cfg), caps=cfg["process"]["capabilities"]["bounding"],
+                                  seccomp=program, oom_score_adj=cfg["process"]["oomScoreAdj"])
         finally:
             sock.close()
-        self.bpf.learn(profile_key, self.cli.root / rec.id)
-        rec.pid = int((d / "init.pid").read_text().strip())
-        if spec.internet_access:
-            net = await to_end(asyncio.to_thread(network.attach, rec.id, rec.pid))
-            rec.net = net.to_dict()
-            rec.save(d)
-            await self.cli.call("start", rec.id)
+            for fd in (life_r, life_w):
+                if fd >= 0:
+                    os.close(fd)
         rec.save(d)
         reaper.reap_orphans()  # the runtime's intermediate process
         await self._wait_healthy(rec, log_path)
@@ -312,6 +357,9 @@ class OciBackend(Teardown):
         """Forget this backend's in-memory state and remove the data dir's folders under /run/sandboxd when
         no container, socket or mount point is left in them (sandboxes that still run keep theirs)."""
         await self.drain()
+        for z in self._zygotes.values():
+            z.close()
+        self._zygotes.clear()
         self._locks = {k: v for k, v in self._locks.items() if v.locked()}
         if self._locks or await self.cli.list_ids():
             return

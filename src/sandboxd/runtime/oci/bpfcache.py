@@ -43,6 +43,11 @@ class BpfCache:
             cfg.setdefault("annotations", {})[ANNOTATION] = program
         return key
 
+    def program(self, key: str | None) -> bytes | None:
+        """The compiled program for `key`, once learned (what an agent forked by the zygote loads)."""
+        program = self._programs.get(key) if key else None
+        return base64.b64decode(program) if program else None
+
     def learn(self, key: str | None, state_dir: Path) -> None:
         """Keep the program crun compiled for `key` from the state dir of a container it just started."""
         if key is None or key in self._programs:

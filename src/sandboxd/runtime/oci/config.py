@@ -32,6 +32,10 @@ def _mount(dest: str, typ: str, source: str, options: list[str]) -> dict[str, An
     return {"destination": dest, "type": typ, "source": source, "options": options}
 
 
+def process_env(cfg: dict[str, Any]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in cfg["process"]["env"])
+
+
 def base_mounts() -> list[dict[str, Any]]:
     return [
         _mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
