@@ -21,6 +21,7 @@ import fcntl
 import gc
 import json
 import os
+import signal
 import socket
 import sys
 
@@ -31,7 +32,8 @@ from sandboxd.agent import processes as _processes  # noqa: F401  (what a first 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 ALL_NS = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
-PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 4, 22, 24, 38, 47
+PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER = 4, 22, 24, 36
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 38, 47
 PR_CAP_AMBIENT_CLEAR_ALL, SECCOMP_MODE_FILTER = 4, 2
 CAP_VERSION_3 = 0x20080522
 CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
@@ -148,6 +150,10 @@ def _enter(req: dict, fds: list[int]) -> None:
 
 
 def serve(ctl: socket.socket) -> None:
+    # The agents are re-parented to the zygote when their first fork exits, and reaped at once by the
+    # kernel (SIGCHLD ignored): a dead agent left as a zombie would keep its sandbox's init from exiting.
+    _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, what="child subreaper")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     gc.collect()
     gc.freeze()  # what was imported stays shared with every fork instead of being copied by the collector
     gc.disable()
@@ -162,6 +168,7 @@ def serve(ctl: socket.socket) -> None:
         out_r, out_w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the agent waits for its own children
             os.dup2(out_w, 1)
             ctl.close()
             try:
@@ -175,9 +182,8 @@ def serve(ctl: socket.socket) -> None:
         answer = b""
         while chunk := os.read(out_r, 1024):
             answer += chunk
-        os.close(out_r)
-        _, status = os.waitpid(pid, 0)
-        ok = os.waitstatus_to_exitcode(status) == 0 and answer == b"ok"
+        os.close(out_r)  # at EOF the first fork has exited (and was reaped by the kernel)
+        ok = answer == b"ok"
         ctl.sendall(json.dumps({"ok": ok, "error": None if ok else answer.decode(errors="replace")}).encode()
                     + b"\n")
 

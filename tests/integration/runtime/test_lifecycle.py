@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -21,14 +22,16 @@ def running(rt_env):
     return sb.create(s)
 
 
-def test_create_gives_a_hardened_sandbox_with_the_agent_as_child_of_tini(rt_env, running):
+def test_create_gives_a_hardened_sandbox_under_tini(rt_env, running):
     _, sb, _ = rt_env
     assert sb.state(running.id) is RuntimeState.RUNNING
     assert sb.loop.run_until_complete(channel.health(running.agent_socket)) ["status"] == "healthy"
     r = sb.sh(running.id, "cat /proc/1/cmdline | tr '\\0' ' '; echo; grep -E 'NoNewPrivs|Seccomp:|CapEff' /proc/self/status;"
                           " cat /proc/self/uid_map")
     out = r.stdout.decode()
-    assert out.startswith("/usr/bin/tini -g -- /opt/sandboxd/venv/bin/python -I -m sandboxd.agent")
+    # tini runs the agent, or (builtin images) waits on the agent the zygote forked into the sandbox
+    assert out.startswith(("/usr/bin/tini -g -- /opt/sandboxd/venv/bin/python -I -m sandboxd.agent",
+                           "/usr/bin/tini -g -- /bin/sh -c read _ <&3"))
     assert "NoNewPrivs:\t1" in out and "Seccomp:\t2" in out
     assert "CapEff:\t00000000a00405fb" in out  # the 12 capabilities of seccomp.CAPABILITIES
     assert out.split()[-3:] == ["0", "100000", "65536"]
@@ -134,10 +137,13 @@ def test_binds_are_read_only_and_the_agent_holds_only_its_socket(rt_env, tmp_pat
     r = sb.sh(box.id, "echo x > /etc/rt-ca.pem")
     assert r.exit_code != 0 and b"Read-only file system" in r.stderr
     assert src.read_text() == "CERT"
-    # the agent's fds: stdio and the inherited listening socket (fd 3), nothing of the host's
-    agent_pid = sb.exec(box.id, ["pgrep", "-f", "sandboxd.agent"]).stdout.split()[-1].decode()
-    fds = sb.sh(box.id, f"ls -l /proc/{agent_pid}/fd").stdout.decode()
-    assert "socket:" in fds.split(" 3 -> ")[1].split("\n")[0]
+    # the agent's fds, seen from the host: the listening socket is fd 3, and no other host file but its log
+    ns = os.readlink(f"/proc/{box.pid}/ns/pid")
+    agent = next(p for p in filter(str.isdigit, os.listdir("/proc")) if _in_ns(p, ns)
+                 and b"sandboxd.agent" in open(f"/proc/{p}/cmdline", "rb").read())
+    fds = {int(n): os.readlink(f"/proc/{agent}/fd/{n}") for n in os.listdir(f"/proc/{agent}/fd")}
+    assert fds[3].startswith("socket:")
+    assert [t for t in fds.values() if t.startswith("/") and t != "/dev/null" and not t.endswith("/agent.log")] == []
     sb.destroy(box.id)
 
 
@@ -221,3 +227,10 @@ def test_state_comes_from_the_kernel_not_a_runtime_call(rt_env):
     finally:
         del sb.backend.cli.call
         sb.destroy(box.id)
+
+
+def _in_ns(pid: str, ns: str) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == ns
+    except OSError:
+        return False

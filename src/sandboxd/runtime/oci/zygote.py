@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from sandboxd.core.errors import RuntimeFailure
@@ -28,14 +29,35 @@ MOUNT_OPTIONS = {"rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_m
 TARGET_PKG = "/opt/sandboxd/pkg/sandboxd"
 # The container's own process: tini reaps, sh waits until the agent's end of the life pipe (fd 3) closes.
 WAIT_ARGV = ["/usr/bin/tini", "-g", "--", "/bin/sh", "-c", "read _ <&3"]
-SETUP = """set -e
-mount --make-rprivate /
-mount --bind "$LAYER" "$ROOT"
-mount -o remount,bind,ro "$ROOT"
-mount --bind "$PKG" "$ROOT$TARGET"
-mount -o remount,bind,ro "$ROOT$TARGET"
-mount -t proc proc "$ROOT/proc"
-exec env -i "$(command -v chroot)" "$ROOT" /opt/sandboxd/venv/bin/python -I -B -m sandboxd.agent.zygote 3<&0 0</dev/null
+# Run by the host's interpreter in the zygote's new mount namespace: the image's layer (read-only) becomes
+# the root, with the agent package on it and /proc, and the host's whole tree is detached, so the zygote
+# holds none of the host's mounts (a sandbox's disk it kept would stay busy after the host unmounts it).
+# Then the template's own interpreter, with an empty environment; the socket on stdin becomes its fd 3.
+SETUP = r"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE, MNT_DETACH, SYS_PIVOT_ROOT = 1, 32, 4096, 16384, 262144, 2, 155
+def check(rc, what):
+    if rc != 0:
+        raise OSError(ctypes.get_errno(), what)
+def mount(src, dst, fstype, flags):
+    check(libc.mount(src and src.encode(), dst.encode(), fstype and fstype.encode(), flags, None), "mount " + dst)
+env = dict(os.environ)
+root, target = env["ROOT"], env["ROOT"] + env["TARGET"]
+os.dup2(0, 3)
+os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+mount(None, "/", None, MS_REC | MS_PRIVATE)
+mount(env["LAYER"], root, None, MS_BIND)
+mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+mount(env["PKG"], target, None, MS_BIND)
+mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+mount("proc", root + "/proc", "proc", 0)
+os.chdir(root)
+check(libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+check(libc.umount2(b".", MNT_DETACH), "detach the host's tree")
+os.chdir("/")
+os.execve("/opt/sandboxd/venv/bin/python",
+          ["/opt/sandboxd/venv/bin/python", "-I", "-B", "-m", "sandboxd.agent.zygote"], {})
 """
 
 
@@ -92,7 +114,7 @@ class Zygote:
         try:
             # Its end of the socketpair comes as stdin and becomes the zygote's fd 3; nothing else is inherited.
             with open(self.run_dir / "zygote.log", "ab") as errors:
-                self.proc = subprocess.Popen(["unshare", "--mount", "--", "/bin/sh", "-c", SETUP], env=env,
+                self.proc = subprocess.Popen(["unshare", "--mount", "--", sys.executable, "-I", "-S", "-c", SETUP], env=env,
                                              stdin=theirs, stdout=subprocess.DEVNULL, stderr=errors,
                                              start_new_session=True)
         finally:
