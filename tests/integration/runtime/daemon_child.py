@@ -1,7 +1,7 @@
 """A stand-in for the sandboxd daemon, run as a subprocess by test_recover.py and then SIGKILLed.
 
 argv: data_dir. Creates sandbox <prefix>-run (running) and <prefix>-paused (paused), prints "READY",
-then starts creating <prefix>-half and hangs wherever the kill finds it.
+then starts creating <prefix>-half, held at its agent's health check until the kill.
 """
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ async def main(data_dir: str, prefix: str) -> None:
     await backend.exec(f"{prefix}-run", ["sh", "-c", "echo before-crash > /workspace/mark"])
     await backend.create(SandboxSpec(id=f"{prefix}-paused", image=image, resources=res))
     await backend.pause(f"{prefix}-paused")
+    # The third create never gets past its agent's health check, so the kill always finds it half done
+    # (its container running, its record "creating"): a create can otherwise finish in under 50 ms.
+    healthy = backend._wait_healthy
+
+    async def hang(rec, log_path):
+        if rec.id.endswith("-half"):
+            await asyncio.sleep(3600)
+        await healthy(rec, log_path)
+
+    backend._wait_healthy = hang
     print("READY", flush=True)
     await backend.create(SandboxSpec(id=f"{prefix}-half", image=image, resources=res, internet_access=True))
     print("HALF-DONE", flush=True)

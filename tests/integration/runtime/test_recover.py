@@ -34,7 +34,7 @@ def test_recover_after_sigkill(rt_env):
         while not (half / "state.json").exists():  # kill it while the third create is under way
             assert time.monotonic() < deadline
             time.sleep(0.002)
-        time.sleep(0.05)
+        time.sleep(0.3)  # its container started (the child holds it at the health check)
         rec = Record.load(half)
         child.send_signal(signal.SIGKILL)
         child.wait()
