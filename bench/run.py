@@ -59,7 +59,8 @@ class Bench:
         self.data = Path(tempfile.mkdtemp(prefix="perf-bench-", dir="/tmp"))
         self.data.chmod(0o755)
         self.srv = CPServer(self.data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES,
-                            SANDBOXD_POOL=f"{a.template}={a.pool}", SANDBOXD_MAX_SANDBOXES=str(max(500, a.idle + 50)))
+                            SANDBOXD_POOL=f"{a.template}={a.pool}", SANDBOXD_MAX_SANDBOXES=str(max(500, a.idle + 50)),
+                            SANDBOXD_ZYGOTE="false" if a.no_zygote else "true")
         self.api = None
         self.figures: dict[str, dict] = {}
 
@@ -362,7 +363,8 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=200)
     ap.add_argument("--sustain", type=float, default=60.0)
     ap.add_argument("--pool", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=8, help="clients creating at once in the sustained row")
+    ap.add_argument("--no-zygote", action="store_true", help="agents exec'd, not forked (the A/B baseline)")
     ap.add_argument("--template", default="base")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-podman", action="store_true")
