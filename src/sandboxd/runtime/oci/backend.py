@@ -167,10 +167,16 @@ class OciBackend(Teardown):
         z = self._zygote(rec.sandbox_spec)
         if z is not None:
             try:
-                return await self._boot_once(rec, z)
+                await self._boot_once(rec, z)
+                z.failures = 0
+                return
             except zygote.ZygoteFailed as exc:
-                log.warning("sandbox %s: the zygote failed (%s); starting its agent cold", rec.id, exc)
-                z.broken = True  # not for the next sandboxes either: one warning, then the cold path
+                # A failure can be this sandbox's own (killed while its agent was forked); three in a row
+                # are the zygote's, and its image's next sandboxes start cold.
+                z.failures += 1
+                z.broken = z.failures >= zygote.MAX_FAILURES
+                log.warning("sandbox %s: the zygote failed (%s); starting its agent cold%s", rec.id, exc,
+                            "; no more zygote for this image" if z.broken else "")
                 await self._halt(rec)
         await self._boot_once(rec, None)
 

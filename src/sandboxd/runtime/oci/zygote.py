@@ -91,6 +91,9 @@ def cgroup_files(pid: int) -> list[int]:
     return fds
 
 
+MAX_FAILURES = 3  # failures in a row before an image's sandboxes stop using its zygote
+
+
 class ZygoteFailed(RuntimeFailure):
     """The zygote could not start an agent; the backend starts that sandbox's agent cold."""
 
@@ -101,6 +104,7 @@ class Zygote:
     def __init__(self, layer: Path, agent_pkg: Path, run_dir: Path):
         self.layer, self.agent_pkg, self.run_dir = layer, agent_pkg, run_dir
         self.broken = False
+        self.failures = 0
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
         self.lock = asyncio.Lock()
@@ -140,6 +144,8 @@ class Zygote:
                 req = json.dumps({"caps": caps, "seccomp": seccomp.hex(), "oom_score_adj": oom_score_adj})
                 order = [fds[0], sock, life, log_fd, memfd, *fds[2:]]
                 answer = await asyncio.to_thread(self._ask, req.encode(), order)
+            except OSError as exc:  # the container's init already gone, a cgroup missing
+                answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             finally:
                 for fd in fds:
                     os.close(fd)
