@@ -85,11 +85,10 @@ async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | N
 
     async def create() -> tuple[str, dict[str, Any]]:
         sb, _, _ = await svc.lifecycle.create(req, api_key_id=key.id)
-        return sb.id, shapes.created(sb, svc.lifecycle.envd_token(sb), svc.settings.public_domain)
+        return sb.id, _created(svc, sb)
 
     async def replay(sandbox_id: str) -> dict[str, Any]:
-        sb = svc.lifecycle.get(sandbox_id)  # 404 if it was killed since
-        return shapes.created(sb, svc.lifecycle.envd_token(sb), svc.settings.public_domain)
+        return _created(svc, svc.lifecycle.get(sandbox_id))  # 404 if it was killed since
 
     cache = getattr(request.app.state, "e2b_idempotency", None)
     if cache is None:  # one per app, over the app's store
@@ -214,10 +213,14 @@ async def _wake(request: Request, sandbox_id: str, timeout: int | None) -> tuple
     return lifecycle.get(sandbox_id), resumed
 
 
+def _created(svc, sb) -> dict[str, Any]:
+    """The `Sandbox` answer of create, replay and connect: the sandbox's one envd token, the public domain."""
+    return shapes.created(sb, svc.lifecycle.envd_token(sb), svc.settings.public_domain)
+
+
 async def _connect(request: Request, sandbox_id: str, timeout: int | None) -> Response:
     sb, resumed = await _wake(request, sandbox_id, timeout)
-    svc = services(request)
-    return _json(shapes.created(sb, svc.lifecycle.envd_token(sb), svc.settings.public_domain), 201 if resumed else 200)
+    return _json(_created(services(request), sb), 201 if resumed else 200)
 
 
 @router.post("/v2/sandboxes/{sandbox_id}/connect")

@@ -13,6 +13,7 @@ process waits on (so the sandbox ends when its agent does), the log file, and a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -61,9 +62,10 @@ os.execve("/opt/sandboxd/venv/bin/python",
 """
 
 
-def cgroup_files(pid: int) -> list[int]:
-    """The `cgroup.procs` of every cgroup the process is in (each v1 hierarchy and the unified one), open
-    for writing: a fork that writes "0" to them joins exactly the container's cgroups."""
+@functools.cache
+def _cgroup_mounts() -> dict[frozenset[str], Path]:
+    """Where each cgroup hierarchy is mounted, by its controllers (the unified one: empty). Read once: the
+    host's cgroup mounts do not change while the daemon runs, and mountinfo grows with every sandbox."""
     mounts: dict[frozenset[str], Path] = {}
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -76,6 +78,13 @@ def cgroup_files(pid: int) -> list[int]:
                 names = frozenset(o for o in opts.split(",") if o.startswith("name=")
                                   or ("=" not in o and o not in MOUNT_OPTIONS))
                 mounts.setdefault(names, point)
+    return mounts
+
+
+def cgroup_files(pid: int) -> list[int]:
+    """The `cgroup.procs` of every cgroup the process is in (each v1 hierarchy and the unified one), open
+    for writing: a fork that writes "0" to them joins exactly the container's cgroups."""
+    mounts = _cgroup_mounts()
     fds = []
     try:
         for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
