@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     # Warm pools: "template=count,template=count".
     pool: str = ""
 
+    # --- Security settings, one block per area (keep each block's fields together). ---
+    # [limits] per-sandbox maxima and host admission.
+    # [builds] what template builds may read from the host.
+    # [edges] client connection limits of the API and the gateway.
+    # [egress] the operator's network floor under every sandbox.
+    # [tokens] sandbox token lifetimes.
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
