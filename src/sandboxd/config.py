@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # --- Security settings, one block per area (keep each block's fields together). ---
     # [limits] per-sandbox maxima and host admission.
     # [builds] what template builds may read from the host.
+    # The one host directory a build's FROM may name an OCI archive or layout in (paths resolve inside it);
+    # None: builds read no host path at all.
+    import_dir: Path | None = None
     # [edges] client connection limits of the API and the gateway.
     # [egress] the operator's network floor under every sandbox.
     # [tokens] sandbox token lifetimes.

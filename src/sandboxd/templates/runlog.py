@@ -3,10 +3,12 @@
 The backend's exec returns output only at the end, and a RUN (apt, pip, npm) can take minutes. So the step
 writes its output to a file at the root of the build sandbox, and the host follows that file in the
 sandbox's overlay upper dir. The sandbox controls that file: it is opened without following symlinks and
-read only when it is a regular file, so a RUN cannot point the host at any other file.
+read only when it is a regular file, so a RUN cannot point the host at any other file. Async code reads it
+in a worker thread (`apoll`), a bounded chunk per poll, and emits the lines on the event loop.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Callable
 LOG_NAME = ".sandboxd-build.log"
 IN_SANDBOX = "/" + LOG_NAME
 MAX_BYTES = 32 * 1024 * 1024  # per step: a runaway RUN must not flood the build log
+CHUNK = 1024 * 1024  # per poll: one read never holds a worker thread long
 
 
 def wrap(cmd: str) -> list[str]:
@@ -37,20 +40,24 @@ class LogFollower:
         self.log(line)
         self.recent = (self.recent + [line])[-60:]
 
-    def poll(self) -> None:
+    def read_new(self) -> bytes:
+        """What was appended since the last read (at most CHUNK bytes); blocking I/O, call from a thread."""
         if self.offset >= MAX_BYTES:
-            return
+            return b""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
-            return  # not there (yet), or a symlink
+            return b""  # not there (yet), or a symlink
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return
-            os.lseek(fd, self.offset, os.SEEK_SET)
-            data = os.read(fd, MAX_BYTES - self.offset)
+                return b""
+            return os.pread(fd, min(CHUNK, MAX_BYTES - self.offset), self.offset)
+        except OSError:
+            return b""
         finally:
             os.close(fd)
+
+    def feed(self, data: bytes) -> None:
         if not data:
             return
         self.offset += len(data)
@@ -61,8 +68,23 @@ class LogFollower:
         if self.offset >= MAX_BYTES:
             self._emit(f"(output truncated at {MAX_BYTES} bytes)")
 
+    def poll(self) -> None:
+        self.feed(self.read_new())
+
+    async def apoll(self) -> None:
+        self.feed(await asyncio.to_thread(self.read_new))
+
     def finish(self) -> None:
-        self.poll()
+        while data := self.read_new():
+            self.feed(data)
+        self._flush()
+
+    async def afinish(self) -> None:
+        while data := await asyncio.to_thread(self.read_new):
+            self.feed(data)
+        self._flush()
+
+    def _flush(self) -> None:
         if self.partial:
             self._emit(self.partial.decode(errors="replace"))
             self.partial = b""
