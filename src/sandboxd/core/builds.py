@@ -83,6 +83,17 @@ def validate_request(req: BuildRequest, uploads: Path) -> None:
                 raise Invalid(f"steps[{i}]: files {h} were not uploaded", code="files_not_uploaded")
 
 
+def check_from_image(settings: Settings, from_image: str) -> None:
+    """A FROM naming a host path is refused now (400/404), not later in the background: only an OCI image in
+    the operator's import directory may be named, and the answer never says what exists outside it."""
+    try:
+        from sandboxd.templates.oci_import import check_ref, is_import_ref
+    except ImportError:
+        return
+    if is_import_ref(from_image):
+        check_ref(settings, from_image)
+
+
 class BuildService:
     def __init__(self, settings: Settings, store: Store, events: EventLog, catalog: CatalogService,
                  signer: TokenSigner, builder: Builder | None = None, backend=None):
@@ -156,6 +167,7 @@ class BuildService:
 
         validate_request(req, self.uploads)
         check_recipe(req)
+        check_from_image(self.settings, req.from_image)
         build_id = "bld_" + secrets.token_hex(8)
         t = self.catalog.begin_build(req.name, build_id, vcpu=req.cpu, memory_mb=req.memory_mb, disk_gb=req.disk_gb,
                                      update=req.update)

@@ -79,15 +79,18 @@ def _root_fd(root: str | Path | int, stack: ExitStack) -> int:
 
 
 def open_in(root: str | Path | int, path: str, flags: int = os.O_RDONLY, mode: int = 0, *,
-            resolve: int = RESOLVE_IN_ROOT) -> int:
+            resolve: int = RESOLVE_IN_ROOT, follow: bool = False) -> int:
     """A descriptor for path inside root (a directory path or descriptor, trusted), symlinks and '..'
-    resolved inside it. The last component is never followed when it is a symlink, and a FIFO never
+    resolved inside it. The last component is followed (inside root) only with follow, and a FIFO never
     blocks. The caller closes the descriptor."""
     with ExitStack() as stack:
         rfd = _root_fd(root, stack)
         rel = path.lstrip("/") or "."
+        safe = _SAFE & ~os.O_NOFOLLOW if follow else _SAFE
+        if flags & os.O_PATH:
+            safe &= ~os.O_NONBLOCK  # openat2 refuses other flags with O_PATH (which never blocks anyway)
         try:
-            return openat2(rfd, rel, flags | _SAFE, resolve | RESOLVE_NO_MAGICLINKS, mode)
+            return openat2(rfd, rel, flags | safe, resolve | RESOLVE_NO_MAGICLINKS, mode)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise Refused(errno.ELOOP, "a symlink where a file was expected", path) from None

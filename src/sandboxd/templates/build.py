@@ -5,13 +5,19 @@ step is reused, not rebuilt. RUN steps execute in a build sandbox of the real ru
 the host CA lent through a read-only bind), and the sandbox's overlay upper dir becomes the layer. COPY and
 WORKDIR layers are written directly (no code of the user runs for them). Only a complete build registers
 a name, so a failed step leaves at most reusable cache layers behind, never a half image.
+
+Every layer a RUN made was written by the build's own code: the host reads it (USER's /etc/passwd, COPY
+and WORKDIR destinations) only through layerfs, i.e. resolved inside the image, regular files only, with
+a cap, and in a worker thread with a timeout, never on the event loop.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import os
 import shutil
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sandboxd.core.errors import BuildFailed, Conflict, NotFound, SandboxdError
+from sandboxd.runtime import inroot
 from sandboxd.runtime.base import SandboxSpec, TemplateImage
 from sandboxd.templates import buildenv, context, layerfs, runlog
 from sandboxd.templates.bases import BUILTINS
@@ -26,6 +33,7 @@ from sandboxd.templates.steps import BuildRecipe, Step
 
 Log = Callable[[str], None]
 RUN_TIMEOUT = 1800.0
+FS_TIMEOUT = 60.0  # a host-side read of the image's files (USER's /etc/passwd)
 # Things the runtime mounts into a build sandbox; they must never land in a layer.
 BUILD_ONLY_PATHS = (buildenv.BUILD_CA_PATH, "/opt/sandboxd/pkg/sandboxd", runlog.IN_SANDBOX)
 # Image names the HopX/E2B clients use for their public bases, mapped to our local built-ins
@@ -75,9 +83,10 @@ class Builder:
 
     # ---- FROM ------------------------------------------------------------------------------------
     async def resolve_from(self, from_image: str, log: Log) -> TemplateImage:
+        from sandboxd.templates.oci_import import import_oci, is_import_ref
+
         ref = from_image.strip()
-        if ref.startswith("oci-archive:") or ref.startswith("oci:") or ref.startswith("/"):
-            from sandboxd.templates.oci_import import import_oci
+        if is_import_ref(ref):
             return await import_oci(self.store, ref, log)
         try:
             return self.store.get(ref)
@@ -89,7 +98,7 @@ class Builder:
             log(f"FROM {ref}: using the local built-in template {ALIASES[repo]!r}")
             return await self.store.ensure_builtin(ALIASES[repo], log)
         raise NotFound(f"base image {ref!r} not found: use a template name, a built-in "
-                       f"({', '.join(sorted(set(ALIASES.values())))}) or an OCI archive path",
+                       f"({', '.join(sorted(set(ALIASES.values())))}) or an OCI archive in the import directory",
                        code="image_not_found")
 
     # ---- the build -------------------------------------------------------------------------------
@@ -129,7 +138,7 @@ class Builder:
             return
         if step.kind == "USER":
             user = step.args[0]
-            if layerfs.passwd_entry(state.layers, user) is None:
+            if await self._fs(layerfs.passwd_entry, list(state.layers), user) is None:
                 raise BuildFailed(f"USER {user}: no such user in the image")
             state.user = user
             state.key = _h(state.key, step.key())
@@ -140,8 +149,9 @@ class Builder:
             await self._layer(key, state, log, lambda rootfs: self._make_workdir(rootfs, state))
             return
         if step.kind == "COPY":
-            ctx = context.materialize(recipe.context_for(step), scratch / (step.files_hash or "ctx"))
-            entries = context.matches(ctx, step.args[0])
+            ctx = await asyncio.to_thread(context.materialize, recipe.context_for(step),
+                                          scratch / (step.files_hash or "ctx"))
+            entries = await asyncio.to_thread(context.matches, ctx, step.args[0])
             digest = await asyncio.to_thread(context.content_hash, entries, ctx)
             key = _h(state.key, step.key(), state.workdir, digest, nonce)
             await self._layer(key, state, log, lambda rootfs: self._copy(rootfs, step, entries, state))
@@ -160,6 +170,7 @@ class Builder:
                 if run is not None:
                     await self._run(run, state, rootfs, log)
                 else:
+                    # No timeout: a COPY may be gigabytes; what it reads from the image cannot block (layerfs).
                     await asyncio.to_thread(make, rootfs)
                 self.store.commit_layer(staged, key, {"kind": run.kind if run else "files", "parent": state.key})
             except BaseException:
@@ -168,6 +179,13 @@ class Builder:
             log(f" ---> {key[:12]}")
         state.layers.insert(0, self.store.layer_path(key))
         state.key = key
+
+    async def _fs(self, fn, *args):
+        """fn(*args) on layer files, in a worker thread: what a build wrote may be slow or hostile to read."""
+        try:
+            return await inroot.run_bounded(fn, *args, timeout=FS_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise BuildFailed(f"reading the image's files took longer than {FS_TIMEOUT:.0f}s") from None
 
     # ---- layer makers ----------------------------------------------------------------------------
     def _host_owner(self, user: str, layers: list[Path]) -> tuple[int, int]:
@@ -184,9 +202,8 @@ class Builder:
     def _copy(self, rootfs: Path, step: Step, entries: list[Path], state: _State) -> None:
         raw_dest = step.args[1]
         dest = layerfs.resolve(state.layers, layerfs.clean_path(raw_dest, state.workdir))
-        below = layerfs.lookup(state.layers, dest)
         dest_is_dir = raw_dest.endswith("/") or len(entries) > 1 or any(e.is_dir() for e in entries) or (
-            below is not None and below[0].is_dir())
+            layerfs.is_dir(state.layers, dest))
         root_ids = (self.settings.uid_base, self.settings.uid_base)
         owner = self._host_owner(step.owner, state.layers) if step.owner else root_ids
         parent = dest if dest_is_dir else str(Path(dest).parent)
@@ -214,13 +231,13 @@ class Builder:
                 while not task.done():
                     await asyncio.wait({task}, timeout=0.5)
                     if follower:
-                        follower.poll()
+                        await follower.apoll()
             finally:
                 if not task.done():
                     task.cancel()
             result = task.result()
             if follower:
-                follower.finish()
+                await follower.afinish()
             for stream in (result.stdout, result.stderr):  # whatever came before the redirection
                 for line in stream.decode(errors="replace").splitlines():
                     log(line)
@@ -232,10 +249,12 @@ class Builder:
                                   details={"log_tail": tail, "exit_code": result.exit_code})
             try:
                 # Freeze whatever the step left running so nothing writes while the changes are copied out
-                # (stop would unmount the sandbox's disk, and with it the upper dir).
+                # (stop would unmount the sandbox's disk, and with it the upper dir). Not optional: cp walks
+                # the upper dir by path, and a process still running could swap a directory it is about to
+                # enter for a symlink to the host.
                 await backend.pause(sid)
-            except SandboxdError:
-                pass
+            except SandboxdError as exc:
+                raise BuildFailed(f"could not freeze the build sandbox to copy its changes: {exc.message}") from None
             if sandbox.upper_dir is None:
                 raise BuildFailed(f"backend {backend.capabilities.name!r} does not expose a sandbox's changes")
             await copy_upper(sandbox.upper_dir, rootfs)
@@ -255,10 +274,26 @@ async def copy_upper(upper: Path, rootfs: Path) -> None:
     if proc.returncode != 0:
         # cp -a is the tool that keeps whiteouts (char 0:0), opaque xattrs and hard links; fall back never.
         raise BuildFailed(f"copying the build sandbox's changes failed: {out.decode(errors='replace')[-2000:]}")
-    for path in BUILD_ONLY_PATHS:
-        target = rootfs / path.lstrip("/")
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target, ignore_errors=True)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
+    await asyncio.to_thread(drop_build_only, rootfs)
 
+
+def drop_build_only(rootfs: Path) -> None:
+    """Remove the build-only mount targets from a layer copied out of a sandbox, without following any
+    symlink the build left on the way (a mount target under a symlinked directory is not in this layer)."""
+    for path in BUILD_ONLY_PATHS:
+        parent, name = path.rsplit("/", 1)
+        try:
+            pfd = inroot.open_in(rootfs, parent or "/", os.O_RDONLY | os.O_DIRECTORY,
+                                 resolve=inroot.RESOLVE_BENEATH | inroot.RESOLVE_NO_SYMLINKS)
+        except OSError:
+            continue
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=pfd)
+            else:
+                os.unlink(name, dir_fd=pfd)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(pfd)

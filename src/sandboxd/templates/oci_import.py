@@ -1,11 +1,18 @@
-"""FROM an OCI image archive a user supplies: unpack it with umoci, uid-shift it, add the agent kit.
+"""FROM an OCI image archive the operator provides: unpack it with umoci, uid-shift it, add the agent kit.
 
-Accepted references: `oci-archive:/path/image.tar[:tag]`, `/path/image.tar[:tag]` (a tar of an OCI layout,
-as `skopeo copy ... oci-archive:` or `podman save --format oci-archive` write), and `oci:/path/layout[:tag]`
-(an OCI layout directory). The unpacked rootfs is one layer, cached by the manifest digest; on top of it goes
-the "agent kit" layer copied from the built-in `base` image (/opt/sandboxd with the agent's venv, and tini
-when the image has none). The agent's venv runs the image's /usr/bin/python3, so the image must provide
-Python 3.11 there (a Debian bookworm based image does); the build log warns when it does not.
+Builds read no host path of their choosing: an OCI image comes only from the operator's import directory
+(setting `import_dir`, SANDBOXD_IMPORT_DIR; unset = no imports at all). References name a path inside
+it: `oci-archive:<path>[:tag]`, `<path>[:tag]` when it starts with `/` (a tar of an OCI layout, as
+`skopeo copy ... oci-archive:` or `podman save --format oci-archive` write), and `oci:<path>[:tag]` (an OCI
+layout directory). The path is resolved with openat2(RESOLVE_IN_ROOT): `/`, `..` and symlinks all stay
+inside the import directory. Every error says the same thing whether a path is absent, outside, or of
+the wrong type, and names no host path; umoci runs on descriptors and relative paths, and its output is
+scrubbed of the data and import dirs before it reaches the build log.
+
+The unpacked rootfs is one layer, cached by the manifest digest; on top of it goes the "agent kit" layer
+copied from the built-in `base` image (/opt/sandboxd with the agent's venv, and tini when the image has
+none). The agent's venv runs the image's /usr/bin/python3, so the image must provide Python 3.11 there (a
+Debian bookworm based image does); the build log warns when it does not.
 """
 from __future__ import annotations
 
@@ -19,45 +26,99 @@ import tarfile
 from pathlib import Path
 
 from sandboxd.core.errors import BuildFailed, Invalid, NotFound
+from sandboxd.runtime import inroot
 from sandboxd.runtime.base import TemplateImage
 from sandboxd.templates import layerfs
-from sandboxd.templates.bases import image_env, run_logged
+from sandboxd.templates.bases import image_env
 from sandboxd.templates.shift import shift_tree
 
 KIT_VERSION = 1
+INDEX_LIMIT = 4 * 1024 * 1024
+PREFIXES = ("oci-archive:", "oci:")
+FS_TIMEOUT = 30.0
+_NOT_FOUND = "OCI image not found in the import directory (OCI paths are relative to it)"
 
 
-def parse_ref(ref: str) -> tuple[Path, bool, str | None]:
-    """(path, is_archive, tag) from an OCI reference."""
+def is_import_ref(ref: str) -> bool:
+    ref = ref.strip()
+    return ref.startswith(PREFIXES) or ref.startswith("/")
+
+
+def parse_ref(ref: str) -> tuple[str, bool, str | None]:
+    """(path inside the import dir, is_archive, tag) from an OCI reference; the kind is a hint until the
+    path is opened (a directory is a layout)."""
+    ref = ref.strip()
     is_archive = not ref.startswith("oci:")
-    body = ref.split(":", 1)[1] if ref.startswith(("oci-archive:", "oci:")) else ref
+    body = ref.split(":", 1)[1] if ref.startswith(PREFIXES) else ref
     tag = None
     head, _, maybe_tag = body.rpartition(":")
     if head and "/" not in maybe_tag:
         body, tag = head, maybe_tag
-    path = Path(body)
-    if not path.exists():
-        raise NotFound(f"OCI image {path} does not exist", code="image_not_found")
-    if path.is_dir():
-        is_archive = False
-    return path, is_archive, tag
+    if not body or "\x00" in body:
+        raise Invalid("an OCI reference needs a path inside the import directory", code="invalid_image")
+    return body, is_archive, tag
 
 
-def _read_index(path: Path, is_archive: bool) -> dict:
+def open_source(settings, ref: str) -> tuple[int, bool, str | None]:
+    """(descriptor, is_archive, tag) of the image ref names inside the import directory. Blocking (it
+    opens files): call it from a thread. The caller closes the descriptor."""
+    if settings.import_dir is None:
+        raise Invalid("this server imports no OCI images: the operator has not configured an import directory",
+                      code="image_import_disabled")
+    rel, is_archive, tag = parse_ref(ref)
+    try:
+        fd = inroot.open_in(settings.import_dir, rel, os.O_RDONLY, follow=True)
+    except OSError:
+        raise NotFound(_NOT_FOUND, code="image_not_found") from None
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        return fd, False, tag
+    if stat.S_ISREG(mode):
+        return fd, is_archive, tag
+    os.close(fd)
+    raise NotFound(_NOT_FOUND, code="image_not_found")
+
+
+def check_ref(settings, ref: str) -> None:
+    """Refuse at request time a FROM naming no importable image (the same answers the build would give)."""
+    fd, _, _ = open_source(settings, ref)
+    os.close(fd)
+
+
+def _archive(fd: int) -> tarfile.TarFile:
+    fh = os.fdopen(os.dup(fd), "rb")
+    fh.seek(0)
+    return tarfile.open(fileobj=fh)
+
+
+def _read_index(fd: int, is_archive: bool) -> dict:
     try:
         if is_archive:
-            with tarfile.open(path) as tar:
-                member = tar.extractfile("index.json") or tar.extractfile("./index.json")
-                return json.loads(member.read()) if member else {}
-        return json.loads((path / "index.json").read_text())
-    except (KeyError, OSError, ValueError, tarfile.TarError) as exc:
-        raise Invalid(f"{path} is not an OCI image layout/archive (no readable index.json): {exc}",
-                      code="invalid_image") from exc
+            with _archive(fd) as tar:
+                member = None
+                for name in ("index.json", "./index.json"):
+                    try:
+                        info = tar.getmember(name)
+                    except KeyError:
+                        continue
+                    if info.isfile() and info.size <= INDEX_LIMIT:
+                        member = tar.extractfile(info)
+                        break
+                doc = json.loads(member.read()) if member else {}
+        else:
+            doc = json.loads(inroot.read_file(fd, "index.json", INDEX_LIMIT))
+        if not isinstance(doc, dict):
+            raise ValueError("index.json is not an object")
+        return doc
+    except (KeyError, OSError, ValueError, tarfile.TarError):
+        raise Invalid("the file is not an OCI image layout/archive (no readable index.json)",
+                      code="invalid_image") from None
 
 
 def _pick_manifest(index: dict, tag: str | None) -> tuple[str, str]:
     manifests = index.get("manifests") or []
-    if not manifests:
+    if not isinstance(manifests, list) or not manifests or not all(
+            isinstance(m, dict) and isinstance(m.get("digest"), str) for m in manifests):
         raise Invalid("the OCI index lists no manifests", code="invalid_image")
     for m in manifests:
         name = (m.get("annotations") or {}).get("org.opencontainers.image.ref.name")
@@ -80,46 +141,90 @@ def _image_meta(config: dict) -> dict:
 
 
 async def import_oci(store, ref: str, log) -> TemplateImage:
-    path, is_archive, tag = parse_ref(ref)
-    if shutil.which("umoci") is None:
-        raise BuildFailed("umoci is not installed (scripts/install.sh installs it)")
-    digest, tag_name = _pick_manifest(_read_index(path, is_archive), tag)
     s = store.settings
-    key = hashlib.sha256(json.dumps(["oci", digest, s.uid_base, s.uid_count]).encode()).hexdigest()
-    if not store.has_layer(key):
-        log(f"FROM {ref}: unpacking {digest[:19]} with umoci")
-        staged = store.new_tmp("oci")
-        try:
-            layout = path
-            if is_archive:
-                layout = staged / "layout"
-                layout.mkdir()
-                await asyncio.to_thread(_extract, path, layout)
-            bundle = staged / "bundle"
-            await run_logged(["umoci", "unpack", "--image", f"{layout}:{tag_name}" if tag_name else str(layout),
-                              str(bundle)], log, what="umoci unpack")
-            meta = _image_meta(json.loads((bundle / "config.json").read_text()))
-            os.rename(bundle / "rootfs", staged / "rootfs")
-            shutil.rmtree(bundle, ignore_errors=True)
-            shutil.rmtree(staged / "layout", ignore_errors=True)
-            n = await asyncio.to_thread(shift_tree, staged / "rootfs", s.uid_base, s.uid_count)
-            log(f"shifted {n} inodes to uid base {s.uid_base}")
-            store.commit_layer(staged, key, {"kind": "oci", "ref": ref, "digest": digest, "image": meta})
-        except BaseException:
-            await asyncio.to_thread(shutil.rmtree, staged, True)
-            raise
+    fd, is_archive, tag = await inroot.run_bounded(open_source, s, ref, timeout=FS_TIMEOUT)
+    try:
+        if shutil.which("umoci") is None:
+            raise BuildFailed("umoci is not installed (scripts/install.sh installs it)")
+        index = await inroot.run_bounded(_read_index, fd, is_archive, timeout=FS_TIMEOUT)
+        digest, tag_name = _pick_manifest(index, tag)
+        key = hashlib.sha256(json.dumps(["oci", digest, s.uid_base, s.uid_count]).encode()).hexdigest()
+        if not store.has_layer(key):
+            await _unpack(store, key, fd, is_archive, tag_name, digest, ref, log)
+    finally:
+        os.close(fd)
     meta = json.loads((store.layers_dir / key / "layer.json").read_text())["image"]
     lower = [store.layer_path(key)]
-    if layerfs.lookup(lower, layerfs.resolve(lower, "/usr/bin/python3")) is None:
+    if not await asyncio.to_thread(_has_python, lower):
         log("warning: this image has no /usr/bin/python3; the sandbox agent (Python 3.11) cannot start in it")
     kit_key = await _agent_kit(store, key, lower, log)
     return TemplateImage(name=f"oci-{digest.split(':')[-1][:12]}", layers=(store.layer_path(kit_key), *lower),
                          content_hash=kit_key, env=meta["env"], workdir=meta["workdir"], user=meta["user"])
 
 
-def _extract(archive: Path, dest: Path) -> None:
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
+def _has_python(lower: list[Path]) -> bool:
+    return layerfs.lookup(lower, layerfs.resolve(lower, "/usr/bin/python3")) is not None
+
+
+async def _unpack(store, key: str, fd: int, is_archive: bool, tag_name: str, digest: str, ref: str, log) -> None:
+    s = store.settings
+    log(f"FROM {ref.strip()}: unpacking {digest[:19]} with umoci")
+    staged = store.new_tmp("oci")
+    try:
+        if is_archive:
+            (staged / "layout").mkdir()
+            await asyncio.to_thread(_extract, fd, staged / "layout")
+            layout, pass_fds = "layout", ()
+        else:
+            layout, pass_fds = f"/proc/self/fd/{fd}", (fd,)
+        image = f"{layout}:{tag_name}" if tag_name else layout
+        await _umoci(["umoci", "unpack", "--image", image, "bundle"], staged, pass_fds, log,
+                     hide=(staged, store.root, s.data_dir, s.import_dir))
+        bundle = staged / "bundle"
+        meta = _image_meta(json.loads((bundle / "config.json").read_text()))
+        os.rename(bundle / "rootfs", staged / "rootfs")
+        await asyncio.to_thread(shutil.rmtree, bundle, True)
+        await asyncio.to_thread(shutil.rmtree, staged / "layout", True)
+        n = await asyncio.to_thread(shift_tree, staged / "rootfs", s.uid_base, s.uid_count)
+        log(f"shifted {n} inodes to uid base {s.uid_base}")
+        store.commit_layer(staged, key, {"kind": "oci", "ref": ref, "digest": digest, "image": meta})
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, staged, True)
+        raise
+
+
+async def _umoci(argv: list[str], cwd: Path, pass_fds, log, *, hide) -> None:
+    """Run umoci in cwd, streaming its output to the build log with host directories masked."""
+    masks = sorted({str(p) for p in hide if p}, key=len, reverse=True)
+
+    def scrub(line: str) -> str:
+        for m in masks:
+            line = line.replace(m, "<host>")
+        return line
+
+    proc = await asyncio.create_subprocess_exec(*argv, cwd=cwd, pass_fds=pass_fds, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        line = scrub(raw.decode(errors="replace").rstrip())
+        tail = (tail + [line])[-30:]
+        log(line)
+    rc = await proc.wait()
+    if rc != 0:
+        raise BuildFailed(f"umoci unpack failed with exit code {rc}", details={"log_tail": "\n".join(tail)})
+
+
+def _extract(fd: int, dest: Path) -> None:
+    try:
+        with _archive(fd) as tar:
+            # The "data" filter refuses absolute paths, '..', links out of the tree and device files.
+            tar.extractall(dest, filter="data")
+    except tarfile.FilterError as exc:
+        raise Invalid(f"the OCI archive has a member that cannot be unpacked safely: {exc.tarinfo.name!r}",
+                      code="invalid_image") from None
+    except (tarfile.TarError, OSError) as exc:
+        raise Invalid(f"the OCI archive cannot be unpacked ({type(exc).__name__})", code="invalid_image") from None
 
 
 async def _agent_kit(store, base_key: str, lower: list[Path], log) -> str:

@@ -1,5 +1,6 @@
 """Lookups through layer stacks: symlinked dirs, whiteouts, attributes of new parent dirs."""
 import os
+import threading
 
 import pytest
 
@@ -54,3 +55,32 @@ def test_passwd_entry(stack):
     assert layerfs.passwd_entry(stack, "user") == (1000, 1000)
     assert layerfs.passwd_entry(stack, "1234:5") == (1234, 5)
     assert layerfs.passwd_entry(stack, "nobody-here") is None
+
+
+def test_passwd_symlinked_to_a_host_file_is_not_read(stack, tmp_path):
+    """RUN ln -sf /host/file /etc/passwd: the host file's users must not become the image's."""
+    top, low = stack
+    host_file = tmp_path / "host-passwd"
+    host_file.write_text("intruder:x:4242:4242::/:/bin/sh\n")
+    (top / "etc").mkdir()
+    (top / "etc" / "passwd").symlink_to(str(host_file))
+    assert layerfs.passwd_entry(stack, "intruder") is None
+    # A lower layer whose /etc is a symlink to a host directory is not followed on the host either.
+    mid = tmp_path / "mid"
+    mid.mkdir()
+    (mid / "etc").symlink_to(str(tmp_path))
+    (tmp_path / "passwd").write_text("intruder:x:4242:4242::/:/bin/sh\n")
+    assert layerfs.passwd_entry([tmp_path / "empty-top", mid, low], "intruder") is None
+    assert layerfs.lookup([mid, low], "/etc/passwd") is None
+
+
+def test_passwd_fifo_does_not_block(stack):
+    top, _ = stack
+    (top / "etc").mkdir()
+    os.mkfifo(top / "etc" / "passwd")
+    done = threading.Event()
+    got = []
+    threading.Thread(target=lambda: (got.append(layerfs.passwd_entry(stack, "user")), done.set()),
+                     daemon=True).start()
+    assert done.wait(30), "reading the image's /etc/passwd blocked on a FIFO"
+    assert got == [None]

@@ -1,5 +1,9 @@
 """`exec` in a running sandbox through `<runtime> exec`, with the same hardening as its init
-(`--no-new-privs`: crun does not apply noNewPrivileges to exec'd processes otherwise)."""
+(`--no-new-privs`: crun does not apply noNewPrivileges to exec'd processes otherwise).
+
+A user name and the default cwd are looked up in the sandbox's own files, which its code controls: they
+are read as the sandbox sees them (its upper dir over its image layers) through runtime.inroot, never by
+host path, and in a worker thread with a timeout so a FIFO or a slow disk cannot stall the event loop."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +16,7 @@ from pathlib import Path
 import psutil
 
 from sandboxd.core.errors import Invalid, RuntimeFailure
-from sandboxd.runtime import reaper
+from sandboxd.runtime import inroot, reaper
 from sandboxd.runtime.base import ExecResult, SandboxSpec
 from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.config import DEFAULT_PATH
@@ -22,9 +26,11 @@ KNOWN_USERS = {"root": (0, 0, "/root"), "user": (1000, 1000, "/home/user")}
 # init only; an exec'd process inherits the daemon's 0. Through choom (util-linux) the runtime process, and so
 # the command it forks, starts at 500. Raising one's own score needs no privilege.
 _CHOOM = ("choom", "-n", "500", "--") if shutil.which("choom") else ()
+PASSWD_LIMIT = 4 * 1024 * 1024
+LOOKUP_TIMEOUT = 10.0
 
 
-def resolve_user(user: str | int, rootfs: Path) -> tuple[int, int, str]:
+def resolve_user(user: str | int, layers: inroot.Stack) -> tuple[int, int, str]:
     """(uid, gid, home) for "root", "user", a uid, or another name in the sandbox's /etc/passwd."""
     if isinstance(user, int) or str(user).isdigit():
         uid = int(user)
@@ -32,17 +38,28 @@ def resolve_user(user: str | int, rootfs: Path) -> tuple[int, int, str]:
     if user in KNOWN_USERS:
         return KNOWN_USERS[user]
     try:
-        # Read through the sandbox's root from the host: a symlink would resolve against the host's /.
-        passwd = rootfs / "etc" / "passwd"
-        if (rootfs / "etc").is_symlink() or passwd.is_symlink():
-            raise OSError("symlinked passwd")
-        for line in passwd.read_text().splitlines():
-            parts = line.split(":")
-            if len(parts) >= 6 and parts[0] == user:
-                return int(parts[2]), int(parts[3]), parts[5] or "/"
-    except (OSError, ValueError):
-        pass
+        text = layers.read("/etc/passwd", PASSWD_LIMIT).decode(errors="replace")
+    except OSError:
+        text = ""  # absent, or not a regular file of the sandbox (a symlink out, a FIFO): no such user
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) >= 6 and parts[0] == user and parts[2].isdigit() and parts[3].isdigit():
+            return int(parts[2]), int(parts[3]), parts[5] or "/"
     raise Invalid(f"unknown user {user!r}", code="invalid_user")
+
+
+def sandbox_stack(sandbox_dir: Path, spec: SandboxSpec) -> inroot.Stack:
+    """The sandbox's root as its processes see it: its overlay upper dir over the image's layers."""
+    return inroot.Stack([sandbox_dir / "disk" / "upper", *spec.image.layers])
+
+
+def _user_and_cwd(sandbox_dir: Path, spec: SandboxSpec, user: str | int,
+                  cwd: str | None) -> tuple[int, int, str, str]:
+    layers = sandbox_stack(sandbox_dir, spec)
+    uid, gid, home = resolve_user(user, layers)
+    if cwd is None:
+        cwd = spec.image.workdir if layers.is_dir(spec.image.workdir) else "/"
+    return uid, gid, home, cwd
 
 
 def _kill_tree(pid: int) -> None:
@@ -63,13 +80,18 @@ async def run_exec(cli: OciCli, container_id: str, sandbox_dir: Path, spec: Sand
                    stdin: bytes | None) -> ExecResult:
     if not argv:
         raise Invalid("exec needs a command")
-    uid, gid, home = resolve_user(user, sandbox_dir / "rootfs")
+    if cwd is not None and (isinstance(user, int) or str(user).isdigit() or user in KNOWN_USERS):
+        uid, gid, home = resolve_user(user, sandbox_stack(sandbox_dir, spec))  # reads no file
+    else:
+        try:
+            uid, gid, home, cwd = await inroot.run_bounded(_user_and_cwd, sandbox_dir, spec, user, cwd,
+                                                           timeout=LOOKUP_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise RuntimeFailure("looking up the user in the sandbox's files timed out") from None
     full_env = {"PATH": DEFAULT_PATH, "HOME": home, "LANG": "C.UTF-8", "TERM": "xterm"}
     full_env.update(spec.image.env)
     full_env.update(spec.env)
     full_env.update(env or {})
-    if cwd is None:
-        cwd = spec.image.workdir if (sandbox_dir / "rootfs" / spec.image.workdir.lstrip("/")).is_dir() else "/"
     pid_file = sandbox_dir / f"exec-{uuid.uuid4().hex[:12]}.pid"
     args = ["exec", "--no-new-privs", "--user", f"{uid}:{gid}", "--cwd", cwd, "--pid-file", str(pid_file)]
     for k, v in full_env.items():
