@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from sandboxd.core.errors import NotFound
+from sandboxd.core.errors import Invalid, NotFound
 from sandboxd.templates.steps import parse_build_request
 
 pytestmark = [pytest.mark.real, pytest.mark.skipif(not shutil.which("umoci"), reason="umoci not installed")]
@@ -36,8 +36,9 @@ def make_archive(tmp_path):
 
 async def test_oci_archive_as_from_base(scratch_store, tmp_path):
     archive = make_archive(tmp_path)
+    scratch_store.settings.import_dir = tmp_path  # FROM paths are inside the operator's import directory
     logs = []
-    r = parse_build_request({"name": "from-oci", "from_image": f"oci-archive:{archive}:v1",
+    r = parse_build_request({"name": "from-oci", "from_image": f"oci-archive:{archive.name}:v1",
                              "steps": [{"type": "ENV", "args": ["EXTRA", "1"]}]})
     image = await scratch_store.build(r, logs.append)
     assert image.env["APP_MODE"] == "prod" and image.env["EXTRA"] == "1"
@@ -52,16 +53,47 @@ async def test_oci_archive_as_from_base(scratch_store, tmp_path):
     # A second build reuses the unpacked layer instead of unpacking again.
     logs.clear()
     again = await scratch_store.build(parse_build_request(
-        {"name": "from-oci-2", "from_image": f"{archive}:v1", "steps": []}), logs.append)
+        {"name": "from-oci-2", "from_image": f"/{archive.name}:v1", "steps": []}), logs.append)
     assert again.layers == image.layers and not any("umoci" in line for line in logs)
 
 
+async def test_oci_layout_dir_as_from_base(scratch_store, tmp_path):
+    make_archive(tmp_path)
+    scratch_store.settings.import_dir = tmp_path
+    logs = []
+    image = await scratch_store.build(parse_build_request(
+        {"name": "from-layout", "from_image": "oci:layout:v1", "steps": []}), logs.append)
+    assert image.workdir == "/srv" and (image.layers[1] / "srv/data.txt").read_text() == "hello"
+    for line in logs:  # umoci ran on a descriptor: the log names no host directory
+        assert str(tmp_path) not in line and str(scratch_store.root) not in line, line
+
+
 async def test_missing_archive_and_tag(scratch_store, tmp_path):
+    imports = tmp_path / "imports"
+    imports.mkdir()
+    scratch_store.settings.import_dir = imports
+    archive = make_archive(tmp_path)  # outside the import directory
+    errors = []
+    for ref in ("oci-archive:none.tar", f"oci-archive:{archive}", f"oci-archive:../{archive.name}"):
+        with pytest.raises(NotFound) as got:
+            await scratch_store.build(parse_build_request({"name": "x", "from_image": ref, "steps": []}))
+        errors.append(got.value.message)
+    assert len(set(errors)) == 1 and str(tmp_path) not in errors[0]  # outside reads as missing
+    os.rename(archive, imports / archive.name)
     with pytest.raises(NotFound):
         await scratch_store.build(parse_build_request(
-            {"name": "x", "from_image": f"oci-archive:{tmp_path}/none.tar", "steps": []}))
-    archive = make_archive(tmp_path)
-    with pytest.raises(NotFound):
-        await scratch_store.build(parse_build_request(
-            {"name": "x", "from_image": f"oci-archive:{archive}:nope", "steps": []}))
+            {"name": "x", "from_image": f"oci-archive:{archive.name}:nope", "steps": []}))
+    (imports / "junk.tar").write_bytes(b"not a tar")
+    with pytest.raises(Invalid) as got:
+        await scratch_store.build(parse_build_request({"name": "x", "from_image": "/junk.tar", "steps": []}))
+    assert str(imports) not in got.value.message
     assert not scratch_store.exists("x")
+
+
+async def test_no_import_dir_no_host_paths(scratch_store, tmp_path):
+    archive = make_archive(tmp_path)
+    assert scratch_store.settings.import_dir is None
+    with pytest.raises(Invalid) as got:
+        await scratch_store.build(parse_build_request(
+            {"name": "x", "from_image": f"oci-archive:{archive}:v1", "steps": []}))
+    assert got.value.code == "image_import_disabled" and str(tmp_path) not in got.value.message
