@@ -109,3 +109,16 @@ def test_an_archive_in_the_import_dir_is_accepted(importing):
     for ref in ("oci-archive:ok.tar", "oci-archive:/ok.tar", "/ok.tar"):
         r = request(importing, ref)
         assert r.status_code == 202, (ref, r.text)
+
+
+def test_build_logs_and_errors_mask_the_servers_directories(tmp_path):
+    """What the tools under a build print (cp, umoci, the runtime) reaches the caller without host paths."""
+    from sandboxd.config import Settings
+    from sandboxd.core.builds import host_masks, mask
+
+    settings = Settings(data_dir=tmp_path / "data", import_dir=tmp_path / "imports")
+    line = (f"cp: cannot stat '{settings.templates_dir}/layers/x/rootfs': No such file; "
+            f"umoci: {tmp_path}/imports/a.tar; mount {settings.data_dir}/sandboxes/s/disk")
+    masked = mask(line, host_masks(settings))
+    assert str(tmp_path) not in masked
+    assert "<templates>/layers/x/rootfs" in masked and "<import-dir>/a.tar" in masked

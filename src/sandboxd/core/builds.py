@@ -3,6 +3,10 @@
 Uploads land in `<data_dir>/uploads/<files_hash>.tar.gz`; each build's log is a file in
 `<data_dir>/builds/<build_id>.log` (kept after the build), read by byte offset. The actual image build is
 the template store's job (sandboxd.templates), reached through a Builder.
+
+A build's log and error are the caller's to read, while the tools under a build (cp, umoci, the runtime)
+speak in host paths: every line and error is recorded with the server's own directories masked, so a
+build never tells where the data dir, the template store or the import directory live.
 """
 from __future__ import annotations
 
@@ -83,6 +87,30 @@ def validate_request(req: BuildRequest, uploads: Path) -> None:
                 raise Invalid(f"steps[{i}]: files {h} were not uploaded", code="files_not_uploaded")
 
 
+def host_masks(settings: Settings) -> list[tuple[str, str]]:
+    """(host directory, placeholder) pairs, longest first, for text a caller will read."""
+    try:
+        from sandboxd.runtime.oci.paths import RUN_ROOT
+    except ImportError:
+        RUN_ROOT = Path("/run/sandboxd")
+    named = [(settings.import_dir, "<import-dir>"), (settings.templates_dir, "<templates>"),
+             (settings.data_dir, "<data-dir>"), (RUN_ROOT, "<run-dir>")]
+    pairs = {}
+    for path, label in named:
+        if path is None:
+            continue
+        for form in {str(path), os.path.realpath(path)}:
+            if len(form) > 1:
+                pairs.setdefault(form, label)
+    return sorted(pairs.items(), key=lambda kv: len(kv[0]), reverse=True)
+
+
+def mask(text: str, masks: list[tuple[str, str]]) -> str:
+    for path, label in masks:
+        text = text.replace(path, label)
+    return text
+
+
 def check_from_image(settings: Settings, from_image: str) -> None:
     """A FROM naming a host path is refused now (400/404), not later in the background: only an OCI image in
     the operator's import directory may be named, and the answer never says what exists outside it."""
@@ -106,6 +134,7 @@ class BuildService:
         self.backend = backend
         self.uploads = settings.data_dir / "uploads"
         self.logs_dir = settings.data_dir / "builds"
+        self._masks = host_masks(settings)
         self._gate = asyncio.Semaphore(BUILD_CONCURRENCY)
         self._tasks: set[asyncio.Task] = set()
 
@@ -183,7 +212,7 @@ class BuildService:
 
     def _log(self, build_id: str, line: str) -> None:
         with open(self.logs_dir / f"{build_id}.log", "a", encoding="utf-8") as f:
-            f.write(line.rstrip("\n") + "\n")
+            f.write(mask(line.rstrip("\n"), self._masks) + "\n")
 
     def _update(self, build_id: str, **values: Any) -> None:
         with self.store.tx() as s:
@@ -203,7 +232,7 @@ class BuildService:
             except asyncio.CancelledError:
                 error = "build cancelled (server shutting down)"
             except Exception as exc:  # the build's own failure: recorded, never a 5xx to anyone
-                error = str(exc) or type(exc).__name__
+                error = mask(str(exc) or type(exc).__name__, self._masks)
                 log.info("build %s failed: %s", build_id, error)
             ms = int((time.monotonic() - t0) * 1000)
             if error:

@@ -273,7 +273,8 @@ async def copy_upper(upper: Path, rootfs: Path) -> None:
     out, _ = await proc.communicate()
     if proc.returncode != 0:
         # cp -a is the tool that keeps whiteouts (char 0:0), opaque xattrs and hard links; fall back never.
-        raise BuildFailed(f"copying the build sandbox's changes failed: {out.decode(errors='replace')[-2000:]}")
+        text = out.decode(errors="replace")[-2000:].replace(str(upper), "").replace(str(rootfs), "")
+        raise BuildFailed(f"copying the build sandbox's changes failed: {text}")
     await asyncio.to_thread(drop_build_only, rootfs)
 
 

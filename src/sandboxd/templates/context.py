@@ -21,7 +21,7 @@ def materialize(context: Path, scratch: Path) -> Path:
     if context.is_dir():
         return context
     if not context.is_file():
-        raise Invalid(f"build context {context} does not exist", code="files_not_uploaded")
+        raise Invalid("the build context was not uploaded", code="files_not_uploaded")
     dest = scratch / "context"
     if dest.is_dir():
         return dest
@@ -30,8 +30,12 @@ def materialize(context: Path, scratch: Path) -> Path:
         with tarfile.open(context) as tar:
             # The "data" filter refuses absolute paths, '..', links out of the tree and device files.
             tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise Invalid(f"build context is not a readable tar archive: {exc}", code="invalid_context") from exc
+    except tarfile.FilterError as exc:
+        raise Invalid(f"build context member {exc.tarinfo.name!r} cannot be unpacked safely",
+                      code="invalid_context") from None
+    except (tarfile.TarError, OSError) as exc:  # the message of an OSError would name the host's scratch dir
+        raise Invalid(f"build context is not a readable tar archive ({type(exc).__name__})",
+                      code="invalid_context") from None
     return dest
 
 
