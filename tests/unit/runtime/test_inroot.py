@@ -196,3 +196,45 @@ def test_stack_resolve_keeps_missing_tail(layers):
     assert inroot.Stack(layers).resolve("/bin/new/tool") == "/usr/bin/new/tool"
     assert inroot.Stack(layers).resolve("/bin") == "/bin"
     assert inroot.Stack(layers).is_dir("/bin") and not inroot.Stack(layers).is_dir("/etc/passwd")
+
+
+# ---- exec: the user and cwd of a command come from the sandbox's files -----------------------------------
+
+def _sandbox(tmp_path, layers):
+    from sandboxd.runtime.base import SandboxSpec, TemplateImage
+
+    upper = tmp_path / "sbx" / "disk" / "upper"
+    (upper / "etc").mkdir(parents=True)
+    image = TemplateImage(name="t", layers=tuple(layers), content_hash="h", workdir="/work")
+    return tmp_path / "sbx", upper, SandboxSpec(id="s", image=image)
+
+
+def test_exec_user_is_read_inside_the_sandbox(layers, tmp_path):
+    from sandboxd.core.errors import Invalid
+    from sandboxd.runtime.oci.execution import _user_and_cwd
+
+    d, upper, spec = _sandbox(tmp_path, layers)
+    assert _user_and_cwd(d, spec, "low", None) == (1, 1, "/", "/")  # the image's passwd; no /work: cwd /
+    host = tmp_path / "host-passwd"
+    host.write_text("intruder:x:7:7::/root:/bin/sh\n")
+    (upper / "etc" / "passwd").symlink_to(str(host))  # what code in the sandbox can do
+    with pytest.raises(Invalid):
+        _user_and_cwd(d, spec, "intruder", "/")
+    (upper / "etc" / "passwd").unlink()
+    os.mkfifo(upper / "etc" / "passwd")
+    done = threading.Event()
+    got = []
+
+    def attempt():
+        try:
+            _user_and_cwd(d, spec, "low", "/")
+        except Invalid as exc:
+            got.append(exc)
+        done.set()
+
+    threading.Thread(target=attempt, daemon=True).start()
+    assert done.wait(30), "looking up a user blocked on a FIFO"
+    assert got and got[0].code == "invalid_user"
+    (upper / "work").symlink_to(str(tmp_path))  # a host directory
+    (upper / "etc" / "passwd").unlink()
+    assert _user_and_cwd(d, spec, "root", None)[3] == "/"
