@@ -152,3 +152,24 @@ async def test_copy_upper_keeps_whiteouts_and_opaque_dirs_and_drops_build_mounts
     st = os.lstat(out / "deleted")
     assert (st.st_mode & 0o170000, st.st_rdev) == (0o020000, 0)
     assert os.stat(out / "new.txt").st_ino == os.stat(out / "hard.txt").st_ino
+
+
+async def test_copy_upper_never_deletes_through_a_planted_symlink(tmp_path):
+    """A RUN that turns /opt or /etc/ssl into a symlink to a host directory: dropping the build-only mount
+    targets from the copied layer must not follow it and delete host files."""
+    from sandboxd.templates.build import copy_upper
+    host = tmp_path / "host"
+    (host / "sandboxd/pkg/sandboxd").mkdir(parents=True)
+    (host / "sandboxd/pkg/sandboxd/keep").write_text("host file")
+    (host / "certs").mkdir()
+    (host / "certs/sandboxd-build-ca.crt").write_text("host file")
+    upper = tmp_path / "upper"
+    (upper / "etc/ssl").mkdir(parents=True)
+    (upper / "opt").symlink_to(str(host))
+    (upper / "etc/ssl/certs").symlink_to(str(host / "certs"))
+    out = tmp_path / "layer"
+    out.mkdir()
+    await copy_upper(upper, out)
+    assert (host / "sandboxd/pkg/sandboxd/keep").read_text() == "host file"
+    assert (host / "certs/sandboxd-build-ca.crt").read_text() == "host file"
+    assert os.readlink(out / "opt") == str(host)  # the layer keeps the build's symlink as it made it
