@@ -85,7 +85,8 @@ def no_host_path(r, world: Path, srv: CPServer) -> None:
         assert path not in r.text, r.text
 
 
-@pytest.mark.parametrize("ref", ["oci-archive:/etc/passwd", "/etc/passwd", "oci:/etc", "oci-archive:/proc/self/environ"])
+@pytest.mark.parametrize("ref", ["oci-archive:/etc/passwd", "/etc/passwd", "oci:/etc",
+                                 "oci-archive:/proc/self/environ"])
 def test_without_an_import_dir_no_host_path_is_read(closed, world, ref):
     r = request(closed, ref)
     assert r.status_code == 400 and r.json()["code"] == "image_import_disabled", r.text
