@@ -180,8 +180,9 @@ class Stack:
     def __init__(self, layers: Sequence[Path | str]):
         self.layers = [Path(p) for p in layers]
 
-    def _walk(self, path: str, follow: bool, fds: ExitStack) -> tuple[Entry, int, str] | None:
-        """(entry, descriptor of its parent directory in entry.layer, its name) or None when absent."""
+    def _walk(self, path: str, follow: bool, fds: ExitStack) -> tuple[tuple[Entry, int, str] | None, str]:
+        """((entry, descriptor of its parent directory in entry.layer, its name) or None when absent,
+        the path resolved in the image as far as it exists, the rest appended as written)."""
         hops = 0
         while True:
             parts = [p for p in clean(path).split("/") if p]
@@ -194,10 +195,10 @@ class Stack:
                 fds.callback(os.close, fd)
                 dirs.append((i, fd))
             if not parts:
-                i, fd = dirs[0] if dirs else (0, -1)
-                if fd < 0:
-                    return None
-                return Entry("/", self.layers[i], os.fstat(fd)), fd, "."
+                if not dirs:
+                    return None, "/"
+                i, fd = dirs[0]
+                return (Entry("/", self.layers[i], os.fstat(fd)), fd, "."), "/"
             done = "/"
             restart = None
             for n, name in enumerate(parts):
@@ -225,10 +226,10 @@ class Stack:
                     below.append((i, sub))
                     if _opaque(sub):
                         break
-                if found is None:
-                    return None
-                i, dfd, st = found
                 here = posixpath.join(done, name)
+                if found is None:
+                    return None, posixpath.join(here, *parts[n + 1:])
+                i, dfd, st = found
                 if stat.S_ISLNK(st.st_mode) and (follow or not last):
                     hops += 1
                     if hops > MAX_SYMLINKS:
@@ -238,13 +239,13 @@ class Stack:
                     restart = posixpath.join(clean(target, done), rest) if rest else clean(target, done)
                     break
                 if last:
-                    return Entry(here, self.layers[i], st), dfd, name
+                    return (Entry(here, self.layers[i], st), dfd, name), here
                 if not stat.S_ISDIR(st.st_mode) or not below:
-                    return None  # a file where a directory was expected
+                    return None, posixpath.join(here, *parts[n + 1:])  # a file where a directory was expected
                 dirs = below
                 done = here
             if restart is None:
-                return None
+                return None, clean(path)
             path = restart
             fds.close()
 
@@ -252,37 +253,19 @@ class Stack:
         """The top-most version of path, or None when absent or deleted. Directories on the way are
         resolved through the image's symlinks; the last component only with follow."""
         with ExitStack() as fds:
-            got = self._walk(path, follow, fds)
-            return got[0] if got else None
+            hit, _ = self._walk(path, follow, fds)
+            return hit[0] if hit else None
 
     def resolve(self, path: str) -> str:
-        """path with every symlinked directory on the way resolved in the image (the last component kept)."""
+        """path with every symlinked directory on the way resolved in the image (the last component kept;
+        a missing tail is kept as written)."""
         with ExitStack() as fds:
-            got = self._walk(path, False, fds)
-        if got:
-            return got[0].path
-        # Absent: resolve what exists of the parent, keep the missing tail as written.
-        path = clean(path)
-        parent, name = posixpath.split(path)
-        if path == "/":
-            return "/"
-        return posixpath.join(self.resolve_dir(parent), name)
-
-    def resolve_dir(self, path: str) -> str:
-        path = clean(path)
-        if path == "/":
-            return "/"
-        with ExitStack() as fds:
-            got = self._walk(path, True, fds)
-        if got:
-            return got[0].path
-        parent, name = posixpath.split(path)
-        return posixpath.join(self.resolve_dir(parent), name)
+            return self._walk(path, False, fds)[1]
 
     def read(self, path: str, limit: int = DEFAULT_LIMIT) -> bytes:
         """The content of the regular file at path (symlinks followed inside the image)."""
         with ExitStack() as fds:
-            got = self._walk(path, True, fds)
+            got = self._walk(path, True, fds)[0]
             if got is None:
                 raise FileNotFoundError(errno.ENOENT, "no such file in the image", path)
             _, dfd, name = got

@@ -238,3 +238,12 @@ def test_exec_user_is_read_inside_the_sandbox(layers, tmp_path):
     (upper / "work").symlink_to(str(tmp_path))  # a host directory
     (upper / "etc" / "passwd").unlink()
     assert _user_and_cwd(d, spec, "root", None)[3] == "/"
+
+
+def test_stack_resolve_follows_a_dangling_directory_symlink_in_the_image(layers):
+    top, low = layers
+    (top / "app").symlink_to("/srv/app")  # /srv/app does not exist (yet)
+    assert inroot.Stack(layers).resolve("/app/x") == "/srv/app/x"
+    (top / "loop").symlink_to("/loop")
+    with pytest.raises(inroot.Refused):
+        inroot.Stack(layers).resolve("/loop/x")
