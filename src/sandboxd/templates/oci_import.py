@@ -185,6 +185,9 @@ async def _unpack(store, key: str, fd: int, is_archive: bool, tag_name: str, dig
         os.rename(bundle / "rootfs", staged / "rootfs")
         await asyncio.to_thread(shutil.rmtree, bundle, True)
         await asyncio.to_thread(shutil.rmtree, staged / "layout", True)
+        dropped = await asyncio.to_thread(drop_devices, staged / "rootfs")
+        if dropped:
+            log(f"removed {dropped} device node(s): a sandbox gets its /dev from the runtime")
         n = await asyncio.to_thread(shift_tree, staged / "rootfs", s.uid_base, s.uid_count)
         log(f"shifted {n} inodes to uid base {s.uid_base}")
         store.commit_layer(staged, key, {"kind": "oci", "ref": ref, "digest": digest, "image": meta})
@@ -213,6 +216,20 @@ async def _umoci(argv: list[str], cwd: Path, pass_fds, log, *, hide) -> None:
     rc = await proc.wait()
     if rc != 0:
         raise BuildFailed(f"umoci unpack failed with exit code {rc}", details={"log_tail": "\n".join(tail)})
+
+
+def drop_devices(rootfs: Path) -> int:
+    """Remove the device nodes umoci (running as root) created from the image: in the layer store they
+    would be device files any host user who can reach them might open."""
+    dropped = 0
+    for dirpath, dirnames, filenames in os.walk(rootfs):
+        for name in filenames + dirnames:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                os.unlink(path)
+                dropped += 1
+    return dropped
 
 
 def _extract(fd: int, dest: Path) -> None:

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 
@@ -97,3 +98,23 @@ async def test_no_import_dir_no_host_paths(scratch_store, tmp_path):
         await scratch_store.build(parse_build_request(
             {"name": "x", "from_image": f"oci-archive:{archive}:v1", "steps": []}))
     assert got.value.code == "image_import_disabled" and str(tmp_path) not in got.value.message
+
+
+async def test_device_nodes_of_an_image_never_reach_the_layer_store(scratch_store, tmp_path):
+    """An image may carry device nodes (umoci, as root, creates them); the layer store is readable by host
+    users, so an imported layer keeps none (a sandbox gets its /dev from the runtime)."""
+    layout = tmp_path / "layout"
+    subprocess.run(["umoci", "init", "--layout", str(layout)], check=True)
+    subprocess.run(["umoci", "new", "--image", f"{layout}:v1"], check=True)
+    content = tmp_path / "content"
+    (content / "dev").mkdir(parents=True)
+    os.mknod(content / "dev" / "rawdisk", 0o666 | stat.S_IFBLK, os.makedev(7, 0))
+    os.mknod(content / "dev" / "mem", 0o666 | stat.S_IFCHR, os.makedev(1, 1))
+    subprocess.run(["umoci", "insert", "--image", f"{layout}:v1", str(content), "/"], check=True)
+    scratch_store.settings.import_dir = tmp_path
+    logs = []
+    image = await scratch_store.build(parse_build_request(
+        {"name": "from-devs", "from_image": "oci:layout:v1", "steps": []}), logs.append)
+    unpacked = image.layers[1]
+    assert (unpacked / "dev").is_dir() and not os.listdir(unpacked / "dev")
+    assert any("removed 2 device node" in line for line in logs)
