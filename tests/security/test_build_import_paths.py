@@ -123,3 +123,25 @@ def test_build_logs_and_errors_mask_the_servers_directories(tmp_path):
     masked = mask(line, host_masks(settings))
     assert str(tmp_path) not in masked
     assert "<templates>/layers/x/rootfs" in masked and "<import-dir>/a.tar" in masked
+
+
+def _upload(srv: CPServer, files_hash: str, body: bytes) -> None:
+    import httpx
+
+    with srv.client() as c:
+        link = c.post("/v1/templates/files/upload-link", json={"files_hash": files_hash,
+                                                                "content_length": len(body)}).json()
+    assert httpx.put(link["upload_url"], content=body).status_code == 200
+
+
+def test_an_uploaded_archive_needs_no_host_path(closed, world):
+    """Without an import directory, a caller still imports an OCI archive it uploaded itself."""
+    _upload(closed, "secbip-oci-0001", (world / "imports" / "ok.tar").read_bytes())
+    assert request(closed, "oci-archive:upload:secbip-oci-0001").status_code == 202
+    assert request(closed, "oci-archive:upload:secbip-oci-0001:v1").status_code == 202
+    r = request(closed, "oci-archive:upload:never-uploaded-1")
+    assert r.status_code == 404 and r.json()["code"] == "files_not_uploaded"
+    for ref in ("oci-archive:upload:../../etc/passwd", "oci-archive:upload:/etc/passwd"):
+        r = request(closed, ref)
+        assert r.status_code == 400 and r.json()["code"] == "invalid_image", r.text
+        no_host_path(r, world, closed)

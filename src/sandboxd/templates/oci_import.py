@@ -1,8 +1,10 @@
-"""FROM an OCI image archive the operator provides: unpack it with umoci, uid-shift it, add the agent kit.
+"""FROM an OCI image archive a caller uploaded or the operator provides: unpack it with umoci, uid-shift it,
+add the agent kit.
 
-Builds read no host path of their choosing: an OCI image comes only from the operator's import directory
-(setting `import_dir`, SANDBOXD_IMPORT_DIR; unset = no imports at all). References name a path inside
-it: `oci-archive:<path>[:tag]`, `<path>[:tag]` when it starts with `/` (a tar of an OCI layout, as
+Builds read no host path of their choosing: an OCI image comes from an archive the caller uploaded
+through an upload link (`oci-archive:upload:<files_hash>[:tag]`), or from the operator's import directory
+(setting `import_dir`, SANDBOXD_IMPORT_DIR; unset = no host path at all). Other references name a path
+inside it: `oci-archive:<path>[:tag]`, `<path>[:tag]` when it starts with `/` (a tar of an OCI layout, as
 `skopeo copy ... oci-archive:` or `podman save --format oci-archive` write), and `oci:<path>[:tag]` (an OCI
 layout directory). The path is resolved with openat2(RESOLVE_IN_ROOT): `/`, `..` and symlinks all stay
 inside the import directory. Every error says the same thing whether a path is absent, outside, or of
@@ -20,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -35,6 +38,8 @@ from sandboxd.templates.shift import shift_tree
 KIT_VERSION = 1
 INDEX_LIMIT = 4 * 1024 * 1024
 PREFIXES = ("oci-archive:", "oci:")
+UPLOAD = "upload:"  # oci-archive:upload:<files_hash>: an archive sent through an upload link
+HASH_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")  # the upload links' files_hash
 FS_TIMEOUT = 30.0
 _NOT_FOUND = "OCI image not found in the import directory (OCI paths are relative to it)"
 
@@ -45,11 +50,16 @@ def is_import_ref(ref: str) -> bool:
 
 
 def parse_ref(ref: str) -> tuple[str, bool, str | None]:
-    """(path inside the import dir, is_archive, tag) from an OCI reference; the kind is a hint until the
-    path is opened (a directory is a layout)."""
+    """(path inside the import dir, or `upload:<files_hash>`; is_archive; tag) from an OCI reference; the
+    kind is a hint until the path is opened (a directory is a layout)."""
     ref = ref.strip()
     is_archive = not ref.startswith("oci:")
     body = ref.split(":", 1)[1] if ref.startswith(PREFIXES) else ref
+    if ref.startswith("oci-archive:" + UPLOAD):
+        files_hash, _, tag = body.removeprefix(UPLOAD).partition(":")
+        if not HASH_RE.match(files_hash):
+            raise Invalid("an uploaded OCI archive is named by its files_hash", code="invalid_image")
+        return UPLOAD + files_hash, True, tag or None
     tag = None
     head, _, maybe_tag = body.rpartition(":")
     if head and "/" not in maybe_tag:
@@ -62,10 +72,13 @@ def parse_ref(ref: str) -> tuple[str, bool, str | None]:
 def open_source(settings, ref: str) -> tuple[int, bool, str | None]:
     """(descriptor, is_archive, tag) of the image ref names inside the import directory. Blocking (it
     opens files): call it from a thread. The caller closes the descriptor."""
-    if settings.import_dir is None:
-        raise Invalid("this server imports no OCI images: the operator has not configured an import directory",
-                      code="image_import_disabled")
     rel, is_archive, tag = parse_ref(ref)
+    if rel.startswith(UPLOAD):
+        return _open_upload(settings, rel.removeprefix(UPLOAD)), True, tag
+    if settings.import_dir is None:
+        raise Invalid("this server imports no host paths: OCI archives come from an upload "
+                      "(oci-archive:upload:<files_hash>) or the operator's import directory",
+                      code="image_import_disabled")
     try:
         fd = inroot.open_in(settings.import_dir, rel, os.O_RDONLY, follow=True)
     except OSError:
@@ -77,6 +90,18 @@ def open_source(settings, ref: str) -> tuple[int, bool, str | None]:
         return fd, is_archive, tag
     os.close(fd)
     raise NotFound(_NOT_FOUND, code="image_not_found")
+
+
+def _open_upload(settings, files_hash: str) -> int:
+    """The archive a caller uploaded through an upload link (a file of the server's own uploads dir)."""
+    try:
+        fd = inroot.open_in(settings.data_dir / "uploads", f"{files_hash}.tar.gz", os.O_RDONLY)
+    except OSError:
+        raise NotFound(f"files {files_hash} were not uploaded", code="files_not_uploaded") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotFound(f"files {files_hash} were not uploaded", code="files_not_uploaded")
+    return fd
 
 
 def check_ref(settings, ref: str) -> None:

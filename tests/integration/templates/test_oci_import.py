@@ -118,3 +118,13 @@ async def test_device_nodes_of_an_image_never_reach_the_layer_store(scratch_stor
     unpacked = image.layers[1]
     assert (unpacked / "dev").is_dir() and not os.listdir(unpacked / "dev")
     assert any("removed 2 device node" in line for line in logs)
+
+
+async def test_uploaded_archive_as_from_base(scratch_store, tmp_path):
+    archive = make_archive(tmp_path)
+    uploads = scratch_store.settings.data_dir / "uploads"
+    uploads.mkdir(parents=True)
+    shutil.copy(archive, uploads / "ociupload01.tar.gz")  # what an upload link stores
+    image = await scratch_store.build(parse_build_request(
+        {"name": "from-upload", "from_image": "oci-archive:upload:ociupload01:v1", "steps": []}))
+    assert image.workdir == "/srv" and (image.layers[1] / "srv/data.txt").read_text() == "hello"
