@@ -3,7 +3,8 @@
 - cgroups: detect v1 / v2 / hybrid. crun 1.8 refuses the hybrid layout (v1 controllers plus a cgroup2
   mount holding hugetlb: "cgroups in hybrid mode not supported"); mounting hugetlb as a v1 hierarchy
   fixes that. If the mount is impossible, fall back to runc and log why.
-- ip_forward on (sandboxes with internet access are routed through the host), the nft guard table.
+- ip_forward on (sandboxes with internet access are routed through the host), the nft guard table with
+  the operator's egress floor (the CIDRs SANDBOXD_EGRESS_ALLOW_CIDRS opens; runtime/network.py).
 - our directories; the runtime's state root on tmpfs.
 - this process becomes a child subreaper: detached sandbox inits are re-parented to it (not to host
   PID 1, which in a container may never reap them) and the backend reaps them when they end.
@@ -99,7 +100,7 @@ def prepare_host(settings, *, backend: str | None = None, force: bool = False) -
         if mode & 0o011 != 0o011:
             os.chmod(d, mode | 0o011)
     _write("/proc/sys/net/ipv4/ip_forward", "1")
-    network.ensure_table()
+    network.ensure_table(network.parse_cidrs(settings.egress_allow_cidrs))
     if not set_subreaper():
         notes.append("could not become a child subreaper; host PID 1 will reap sandbox inits")
     for n in notes:

@@ -9,7 +9,22 @@ interface names so no rule is per sandbox and destroy only has to delete the vet
 - input: anything arriving from a sandbox veth is dropped, whatever host address it targets (127.0.0.1,
   0.0.0.0-bound services, the veth's own address); replies to nothing are needed since the host never
   connects into sandboxes over the veth (the agent channel is a unix socket).
-- forward: sandbox → sandbox dropped, spoofed sources dropped, link-local (cloud metadata) dropped.
+- floor (the forward hook, first): the operator's egress floor under every sandbox, build sandboxes included
+  (they are sandboxes with internet access like any other). Sandbox → sandbox, spoofed sources and all IPv6
+  are dropped; every non-public IPv4 range (CLOSED_RANGES: private, shared, loopback, link-local, multicast,
+  reserved, documentation) is rejected unless the operator opened a CIDR that holds the destination
+  (SANDBOXD_EGRESS_ALLOW_CIDRS, the `opened` set); traffic into a sandbox is only replies.
+  A drop in a base chain is final, so rules that other chains add later (per-sandbox policy, at a later
+  priority) can narrow what the floor lets through and never widen it; the floor's `accept` only ends
+  the floor's own chain.
+- DNS: sandboxes are given the host's resolvers (runtime/oci/procs.py), which are often on a private
+  address (a home router, a cloud VPC resolver). The stated exception: those addresses (the `resolvers`
+  set) are reachable on port 53, UDP and TCP, and nothing else at them.
+
+The two sets are rewritten, in one nft transaction with the rest, whenever a sandboxd process prepares
+the host (server start, `sandboxd setup`): the floor is per host, from the settings of the last start.
+Rejected (not dropped) destinations answer at once with "administratively prohibited", so code in a
+sandbox fails fast instead of hanging on a connect.
 """
 from __future__ import annotations
 
@@ -29,21 +44,52 @@ TABLE = "sandboxd"
 SUBNET = ipaddress.IPv4Network("10.213.0.0/16")
 NETNS_DIR = Path("/run/netns")  # only for leftovers of older layouts
 LOCK = Path("/run/sandboxd/net.lock")
-RULESET_VERSION = "sandboxd-guard-v1"
+RULESET_VERSION = "sandboxd-guard-v2"
+
+# Every IPv4 range that is not the public internet: closed to sandboxes unless the operator opens a CIDR.
+CLOSED_RANGES = (
+    "0.0.0.0/8",        # "this network"
+    "10.0.0.0/8",       # private (RFC 1918)
+    "100.64.0.0/10",    # carrier-grade NAT shared space (RFC 6598)
+    "127.0.0.0/8",      # loopback
+    "169.254.0.0/16",   # link-local, cloud metadata services
+    "172.16.0.0/12",    # private (RFC 1918)
+    "192.0.0.0/24",     # IETF protocol assignments
+    "192.0.2.0/24",     # documentation (TEST-NET-1)
+    "192.88.99.0/24",   # 6to4 relay anycast (deprecated)
+    "192.168.0.0/16",   # private (RFC 1918)
+    "198.18.0.0/15",    # benchmarking
+    "198.51.100.0/24",  # documentation (TEST-NET-2)
+    "203.0.113.0/24",   # documentation (TEST-NET-3)
+    "224.0.0.0/4",      # multicast
+    "240.0.0.0/4",      # reserved, and the limited broadcast address
+)
 
 BASE_RULESET = f"""
 table inet {TABLE} {{
   comment "{RULESET_VERSION}"
+  set closed {{
+    type ipv4_addr; flags interval;
+    elements = {{ {", ".join(CLOSED_RANGES)} }}
+  }}
+  set opened {{
+    type ipv4_addr; flags interval; auto-merge;
+  }}
+  set resolvers {{
+    type ipv4_addr;
+  }}
   chain input {{
     type filter hook input priority filter - 10; policy accept;
     iifname "vh*" drop
   }}
-  chain forward {{
-    type filter hook forward priority filter - 10; policy accept;
+  chain floor {{
+    type filter hook forward priority filter - 20; policy accept;
     iifname "vh*" oifname "vh*" drop
     iifname "vh*" ip saddr != {SUBNET} drop
     iifname "vh*" meta nfproto ipv6 drop
-    iifname "vh*" ip daddr 169.254.0.0/16 drop
+    iifname "vh*" ip daddr @resolvers meta l4proto {{ tcp, udp }} th dport 53 accept
+    iifname "vh*" ip daddr @opened accept
+    iifname "vh*" ip daddr @closed reject with icmpx type admin-prohibited
     oifname "vh*" ct state established,related accept
     oifname "vh*" drop
   }}
@@ -53,6 +99,43 @@ table inet {TABLE} {{
   }}
 }}
 """
+
+
+def parse_cidrs(text: str) -> list[ipaddress.IPv4Network]:
+    """The operator's comma-separated CIDRs, merged. ValueError (naming the entry) for anything that is not
+    an IPv4 network with its host bits clear: sandboxes have no IPv6 egress to open."""
+    nets = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        try:
+            net = ipaddress.ip_network(item, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not a network in CIDR form ({exc})") from None
+        if net.version != 4:
+            raise ValueError(f"{item!r}: sandboxes have no IPv6 egress, so there is nothing to open")
+        nets.append(net)
+    return list(ipaddress.collapse_addresses(nets))
+
+
+def host_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
+    """The IPv4 resolvers sandboxes are given (loopback ones are replaced, so they are never opened)."""
+    try:
+        lines = resolv_conf.read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        words = line.split()
+        if len(words) < 2 or words[0] != "nameserver":
+            continue
+        try:
+            ip = ipaddress.ip_address(words[1])
+        except ValueError:
+            continue
+        if ip.version == 4 and not ip.is_loopback and str(ip) not in found:
+            found.append(str(ip))
+    return found
 
 
 def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -66,13 +149,41 @@ def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> subpr
     return proc
 
 
-def ensure_table() -> None:
-    """Install our nft table if it is missing or outdated (atomically: one nft transaction)."""
+def floor_script(opened: list[ipaddress.IPv4Network], resolvers: list[str]) -> str:
+    """nft commands that set the floor's two sets to exactly these elements."""
+    lines = []
+    for name, elements in (("opened", [str(n) for n in opened]), ("resolvers", resolvers)):
+        lines.append(f"flush set inet {TABLE} {name}")
+        if elements:
+            lines.append(f"add element inet {TABLE} {name} {{ {', '.join(elements)} }}")
+    return "\n".join(lines) + "\n"
+
+
+def ensure_table(opened: list[ipaddress.IPv4Network] | None = None, resolvers: list[str] | None = None) -> None:
+    """Install our nft table if it is missing or outdated, and set the floor's openings, in one nft
+    transaction: no packet ever sees a half-written floor."""
     have = _run(["nft", "list", "table", "inet", TABLE], check=False)
-    if have.returncode == 0 and RULESET_VERSION in have.stdout.decode():
-        return
-    script = (f"add table inet {TABLE}\ndelete table inet {TABLE}\n" if have.returncode == 0 else "") + BASE_RULESET
+    script = ""
+    if have.returncode != 0 or RULESET_VERSION not in have.stdout.decode():
+        script = (f"add table inet {TABLE}\ndelete table inet {TABLE}\n" if have.returncode == 0 else "") + BASE_RULESET
+    script += floor_script(opened or [], host_resolvers() if resolvers is None else resolvers)
     _run(["nft", "-f", "-"], stdin=script)
+
+
+def floor_openings() -> list[str]:
+    """The CIDRs the installed floor lets through (what the last start of a sandboxd process opened)."""
+    out = _run(["nft", "-j", "list", "set", "inet", TABLE, "opened"]).stdout.decode()
+    found = []
+    for item in json.loads(out)["nftables"]:
+        for element in (item.get("set") or {}).get("elem", []):
+            if isinstance(element, str):
+                found.append(f"{element}/32")
+            elif "prefix" in element:
+                found.append(f"{element['prefix']['addr']}/{element['prefix']['len']}")
+            elif "range" in element:
+                found.extend(str(n) for n in ipaddress.summarize_address_range(
+                    *(ipaddress.IPv4Address(a) for a in element["range"])))
+    return found
 
 
 def names(sandbox_id: str) -> tuple[str, str]:

@@ -1,0 +1,234 @@
+"""The egress floor: a sandbox with internet access reaches the public internet, never a private network,
+unless the operator opened the CIDR. Build sandboxes (template RUN steps) meet the same floor.
+
+The private network is one this test makes: a network namespace behind a veth pair whose far end holds
+a 10.x and a 192.168.x address, routed by the host only through that veth (checked before anything is
+sent). Nothing leaves this machine.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+
+from cpserver import CPServer  # noqa: E402
+from probes import connect  # noqa: E402
+from rtsupport import spec  # noqa: E402
+from sandboxd.config import Settings  # noqa: E402
+from sandboxd.runtime import network  # noqa: E402
+from sandboxd.runtime.hostsetup import prepare_host  # noqa: E402
+
+pytestmark = pytest.mark.real
+TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
+PORT = 8000  # inside the peer's own namespace: nothing else listens there
+
+LISTENER = """
+import socket, sys, threading
+log = open(sys.argv[1], "a", buffering=1)
+def serve(s):
+    while True:
+        c, peer = s.accept()
+        log.write(f"{c.getsockname()[0]}\\n")
+        c.close()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(16)
+print("ready", flush=True)
+serve(s)
+"""
+
+
+def sh(*argv: str, stdin: str | None = None) -> str:
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True).stdout
+
+
+def routes_matching(addr: str) -> list[str]:
+    """The host's routes (and its own addresses) that cover addr, other than the default route."""
+    found = [r["dst"] for r in json.loads(sh("ip", "-j", "-4", "route", "show", "match", addr))
+             if r["dst"] != "default"]
+    for link in json.loads(sh("ip", "-j", "-4", "addr", "show")):
+        for a in link.get("addr_info", []):
+            if ipaddress.ip_address(addr) in ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False):
+                found.append(f"{a['local']}/{a['prefixlen']} on {link['ifname']}")
+    return found
+
+
+class Peer:
+    """A private network of our own: netns + veth, a TCP listener on 10.254.n.2 and 192.168.254.n."""
+
+    def __init__(self):
+        for _ in range(20):
+            n = secrets.randbelow(200) + 20
+            self.net10 = ipaddress.ip_network(f"10.254.{n}.0/30")
+            self.host10, self.ip10 = f"10.254.{n}.1", f"10.254.{n}.2"
+            self.ip192 = f"192.168.254.{n}"
+            if not any(routes_matching(a) for a in (self.host10, self.ip10, self.ip192)):
+                break
+        else:
+            pytest.skip("no free private test addresses on this host")
+        tag = secrets.token_hex(3)
+        self.ns, self.veth = f"sbxtest-{tag}", f"vt{tag}"  # never vh*: that prefix is the sandboxes'
+        self.dir = Path(tempfile.mkdtemp(prefix="sec-egress-"))
+        self.log = self.dir / "accepted"
+        self.log.touch()
+        self.proc = None
+        try:
+            self._make()
+        except BaseException:
+            self.close()
+            raise
+
+    def _make(self) -> None:
+        sh("ip", "netns", "add", self.ns)
+        sh("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "peer0", "netns", self.ns)
+        Path(f"/proc/sys/net/ipv6/conf/{self.veth}/disable_ipv6").write_text("1")
+        sh("ip", "-b", "-", stdin=f"addr add {self.host10}/30 dev {self.veth}\nlink set {self.veth} up\n"
+                                  f"route add {self.ip192}/32 via {self.ip10} dev {self.veth}\n")
+        sh("ip", "-n", self.ns, "-b", "-", stdin=f"link set lo up\naddr add {self.ip10}/30 dev peer0\n"
+                                                f"addr add {self.ip192}/32 dev peer0\nlink set peer0 up\n")
+        for addr in (self.ip10, self.ip192):  # the host reaches these only through our veth
+            route = sh("ip", "route", "get", addr)
+            assert f"dev {self.veth}" in route, route
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", LISTENER,
+                                      str(self.log), str(PORT)], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def accepted(self) -> list[str]:
+        return self.log.read_text().split()
+
+    def close(self) -> None:
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def peer():
+    p = Peer()
+    try:
+        for addr in (p.ip10, p.ip192):  # the peer answers the host: what stops a sandbox is the floor
+            socket.create_connection((addr, PORT), 5).close()
+        yield p
+    finally:
+        p.close()
+
+
+def start(cidrs: str = "") -> None:
+    """What a sandboxd start does to the host's floor, with SANDBOXD_EGRESS_ALLOW_CIDRS=cidrs."""
+    data = Path(tempfile.mkdtemp(prefix="sec-egress-", dir="/tmp"))
+    try:
+        prepare_host(Settings(data_dir=data, backend="crun", egress_allow_cidrs=cidrs), force=True)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def closed_floor():
+    """The floor as a default start leaves it (nothing opened); the openings found are put back after."""
+    before = network.parse_cidrs(",".join(network.floor_openings()))
+    start()
+    yield
+    network.ensure_table(before)
+
+
+def wait_accepted(peer: Peer, count: int) -> list[str]:
+    deadline = time.monotonic() + 10  # the listener logs a connection just after the client saw it
+    while len(peer.accepted()) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return peer.accepted()
+
+
+def probe(sb, box_id: str, addr: str) -> str:
+    r = sb.py(box_id, connect(addr, PORT, 5.0))
+    assert r.exit_code == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_private_ranges_are_closed_until_the_operator_opens_one(rt_env, peer, closed_floor):
+    _, sb, image = rt_env
+    box = sb.create(spec(image, "egress", internet_access=True))
+    seen = len(peer.accepted())
+    for addr in (peer.ip10, peer.ip192):
+        assert probe(sb, box.id, addr) == "EHOSTUNREACH", addr  # refused at once, never reached
+    assert len(peer.accepted()) == seen
+
+    # The operator opens the 10.x network (a start with the setting): that network only, for every sandbox.
+    try:
+        start(str(peer.net10))
+        assert network.floor_openings() == [str(peer.net10)]
+        assert probe(sb, box.id, peer.ip10) == "connected"
+        assert wait_accepted(peer, seen + 1)[seen:] == [peer.ip10]
+        assert probe(sb, box.id, peer.ip192) == "EHOSTUNREACH"
+    finally:
+        start()  # a start without it closes it again
+    assert network.floor_openings() == []
+    assert probe(sb, box.id, peer.ip10) == "EHOSTUNREACH"
+
+
+def test_the_floor_is_installed_once_and_idempotently(closed_floor):
+    first = network._run(["nft", "list", "table", "inet", network.TABLE]).stdout.decode()
+    start()
+    again = network._run(["nft", "list", "table", "inet", network.TABLE]).stdout.decode()
+    assert first == again
+    assert again.count("hook forward") == 1 and again.count("chain floor") == 1
+    for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"):
+        assert cidr in again
+
+
+def build(srv: CPServer, addr: str) -> str:
+    """Run a template build whose RUN step connects to addr; its final status."""
+    code = f"import socket; socket.create_connection(({addr!r}, {PORT}), 5).close()"
+    with srv.client() as c:
+        r = c.post("/v1/templates/build", json={
+            "name": f"sec-egress-{secrets.token_hex(4)}", "from_image": "base", "skipCache": True,
+            "steps": [{"type": "RUN", "args": [f"python3 -c {json.dumps(code)}"]}],
+            "cpu": 1, "memory": 512, "diskGB": 2})
+        assert r.status_code == 202, r.text
+        build_id, template_id = r.json()["build_id"], r.json()["template_id"]
+        deadline = time.monotonic() + 600
+        try:
+            while time.monotonic() < deadline:
+                status = c.get(f"/v1/templates/build/{build_id}/status").json()["status"]
+                if status not in ("building", "queued"):
+                    return status
+                time.sleep(0.5)
+            pytest.fail("the build did not end")
+        finally:
+            c.delete(f"/v1/templates/{template_id}")
+
+
+@pytest.mark.parametrize("opened", [False, True], ids=["closed", "opened"])
+def test_build_steps_meet_the_same_floor(peer, closed_floor, opened):
+    data = Path(tempfile.mkdtemp(prefix="sec-egress-", dir="/tmp"))
+    data.chmod(0o755)
+    env = {"SANDBOXD_BACKEND": "crun", "SANDBOXD_TEMPLATES_PATH": TEMPLATES}
+    if opened:
+        env["SANDBOXD_EGRESS_ALLOW_CIDRS"] = str(peer.net10)
+    srv = CPServer(data, None, **env).start()
+    seen = len(peer.accepted())
+    try:
+        status = build(srv, peer.ip10)
+    finally:
+        srv.close()
+        shutil.rmtree(data, ignore_errors=True)
+        start()
+    if opened:
+        assert status == "active"
+        assert wait_accepted(peer, seen + 1)[seen:] == [peer.ip10]
+    else:
+        assert status == "failed"
+        assert peer.accepted()[seen:] == []
