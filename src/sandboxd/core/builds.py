@@ -112,8 +112,8 @@ def mask(text: str, masks: list[tuple[str, str]]) -> str:
 
 
 def check_from_image(settings: Settings, from_image: str) -> None:
-    """A FROM naming a host path is refused now (400/404), not later in the background: only an OCI image in
-    the operator's import directory may be named, and the answer never says what exists outside it."""
+    """A FROM naming an OCI image is checked now (400/404), not later in the background: only an upload or a
+    path in the operator's import directory may be named, and the answer never says what exists outside it."""
     try:
         from sandboxd.templates.oci_import import check_ref, is_import_ref
     except ImportError:

@@ -98,7 +98,8 @@ class Builder:
             log(f"FROM {ref}: using the local built-in template {ALIASES[repo]!r}")
             return await self.store.ensure_builtin(ALIASES[repo], log)
         raise NotFound(f"base image {ref!r} not found: use a template name, a built-in "
-                       f"({', '.join(sorted(set(ALIASES.values())))}) or an OCI archive in the import directory",
+                       f"({', '.join(sorted(set(ALIASES.values())))}) or an OCI archive "
+                       "(oci-archive:upload:<files_hash>, or a path in the import directory)",
                        code="image_not_found")
 
     # ---- the build -------------------------------------------------------------------------------
