@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     import_dir: Path | None = None
     # [edges] client connection limits of the API and the gateway.
     # [egress] the operator's network floor under every sandbox.
+    # Sandboxes with internet access reach the public internet only: every range in
+    # runtime/network.py CLOSED_RANGES (private, shared, loopback, link-local, reserved, ...) is refused
+    # unless it falls in one of these comma-separated IPv4 CIDRs the operator opens ("10.1.2.0/24,192.168.5.7/32").
+    egress_allow_cidrs: str = ""
+
+    @field_validator("egress_allow_cidrs")
+    @classmethod
+    def _egress_cidrs(cls, v: str) -> str:
+        from sandboxd.runtime.network import parse_cidrs  # here: config must import without the runtime
+
+        return ",".join(str(n) for n in parse_cidrs(v))
     # [tokens] sandbox token lifetimes.
 
     @field_validator("data_dir")
