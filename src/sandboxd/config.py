@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     zygote: bool = True
     uid_base: int = Field(100000, ge=1)  # host uid that maps to uid 0 in every sandbox
     uid_count: int = Field(65536, ge=1024)
+    # Host uid ranges for sandboxes, one each: sandbox k (1..uid_ranges) maps its uid 0 to
+    # uid_base + k * uid_count; range 0 is the template store's (runtime/uidslots.py).
+    uid_ranges: int = Field(4096, ge=1)
     default_vcpu: float = Field(1.0, gt=0)
     default_memory_mb: int = Field(1024, ge=64)
     default_disk_mb: int = Field(2048, ge=64)

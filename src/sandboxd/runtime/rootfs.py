@@ -4,30 +4,50 @@ per-sandbox sparse ext4 image mounted through a loop device.
 Why an ext4 image: it gives a hard disk quota (the sandbox sees ENOSPC at its limit, the host disk is
 untouched) on any host filesystem and frees everything with one unlink. It is a sparse copy of a blank image
 made once per size (diskimage.py), mounted with two ioctls and mount(2) (loopdev.py): no fork on this path.
-Layout under the sandbox dir:
+
+Ids: the disk stores ids in the template store's convention (host uid_base + n for the sandbox's uid n), so
+a build's upper dir becomes a layer with a plain copy and a sandbox's disk does not depend on which uid
+range it ran in. Every view of the sandbox's files is idmapped to the sandbox's own host range (Ids,
+idmap.py): the overlay's layers and upper dir, and the host's `disk/`. Layout under the sandbox dir:
 
     disk.img        sparse image, disk_mb big
-    disk/           its mount point: upper/ (the sandbox's own changes) and work/ (overlay scratch)
-    rootfs/         the overlay, the container's root
+    raw/            its mount point, ids as stored: upper/ (the sandbox's own changes), work/ (overlay
+                    scratch), meta/ (hosts, hostname, resolv.conf: bound read-only into the sandbox, from
+                    its own disk so its mountinfo names no host path); only host root may enter it (root
+                    dir 0700) - template builds copy from it
+    disk/           the same filesystem idmapped to the sandbox's range (what the host shows of it)
+    rootfs/         the overlay, the container's root; its mount options name no host path
+
+Every mount here is nosuid,nodev: a host user must not gain a sandbox's ids (or a device) through a file
+the sandbox wrote. (Inside, no_new_privs voids setuid anyway; the bits themselves are kept.)
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from sandboxd.core.errors import RuntimeFailure
-from sandboxd.runtime import diskimage, loopdev
+from sandboxd.runtime import diskimage, idmap, loopdev
 
 
-def is_mount(path: Path) -> bool:
-    target = str(path)
-    try:
-        with open("/proc/self/mounts") as fh:
-            return any(line.split()[1] == target for line in fh)
-    except OSError:
-        return False
+@dataclass(frozen=True)
+class Ids:
+    """How ids stored on disk (the store's convention, from store_base) map to a sandbox's host range."""
+    store_base: int
+    host_base: int
+    count: int
+
+    def mapping(self) -> idmap.Mapping:
+        # 0 -> 0 too: overlay writes its work files as the mounter (host root), which must stay itself.
+        return ((0, 0, 1), (self.store_base, self.host_base, self.count))
+
+    def userns(self) -> int | None:
+        """The idmapping's user namespace fd; None when the sandbox runs in the store's own range (a
+        sandbox from before per-sandbox ranges)."""
+        return None if self.host_base == self.store_base else idmap.userns_fd(self.mapping())
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -58,14 +78,16 @@ def _umount(target: Path) -> None:
 
 
 class SandboxRoot:
-    def __init__(self, sandbox_dir: Path, layers: tuple[Path, ...], uid_base: int, rootfs: Path | None = None):
+    def __init__(self, sandbox_dir: Path, layers: tuple[Path, ...], ids: Ids | None, rootfs: Path | None = None):
         self.dir = sandbox_dir
         self.layers = layers
-        self.uid_base = uid_base
+        self.ids = ids
         self.image = sandbox_dir / "disk.img"
+        self.raw = sandbox_dir / "raw"
         self.disk = sandbox_dir / "disk"
-        self.upper = self.disk / "upper"
-        self.work = self.disk / "work"
+        self.upper = self.raw / "upper"
+        self.work = self.raw / "work"
+        self.meta = self.raw / "meta"
         # The mount point may live elsewhere (oci/paths.py: under /run/sandboxd when the data dir is not
         # searchable by the sandbox's uid).
         self.rootfs = rootfs or sandbox_dir / "rootfs"
@@ -75,54 +97,83 @@ class SandboxRoot:
         a copy of a cached blank one; without, mkfs runs for this sandbox alone."""
         for layer in self.layers:
             if not layer.is_dir():
-                raise RuntimeFailure(f"template layer {layer} is missing", code="template_missing")
+                raise RuntimeFailure(f"template layer {layer.parent.name} is missing", code="template_missing")
         if cache_dir is None:
-            diskimage.mkfs(self.image, disk_mb, self.uid_base)
+            diskimage.mkfs(self.image, disk_mb, 0)
         else:
-            diskimage.sparse_copy(diskimage.blank(cache_dir, disk_mb, self.uid_base), self.image)
+            diskimage.sparse_copy(diskimage.blank(cache_dir, disk_mb, 0), self.image)
         self.mount(first=True)
 
     def mount(self, first: bool = False) -> None:
-        """Mount disk and overlay (again, after stop or a host restart). Idempotent."""
-        self.disk.mkdir(exist_ok=True)
-        self.rootfs.mkdir(parents=True, exist_ok=True)
-        if not is_mount(self.disk):
+        """Mount disk, its idmapped view and the overlay (again, after stop or a host restart). Idempotent."""
+        assert self.ids is not None
+        mounted = set() if first else _mounted_targets()
+        for d in (self.raw, self.disk, self.rootfs):
+            d.mkdir(parents=True, exist_ok=True)
+        if str(self.raw) not in mounted:
             self._mount_disk()
+            # Only host root enters the disk (a sandbox dir from before raw/ had its disk root 0755).
+            os.chmod(self.raw, 0o700)
         if first:
-            for d in (self.upper, self.work):
+            for d in (self.upper, self.work, self.meta):
                 d.mkdir(exist_ok=True)
-            os.chown(self.upper, self.uid_base, self.uid_base)
+            os.chown(self.upper, self.ids.store_base, self.ids.store_base)
             # lost+found is host-root owned and would be an odd thing in /; it is not under upper anyway.
-        if not is_mount(self.rootfs):
-            lower = ":".join(str(p) for p in self.layers)
-            # nosuid/nodev: no_new_privs already voids setuid inside, and a host user must not gain the
-            # sandbox's ids (or a device) through a binary the sandbox wrote. mount(2) directly: no fork.
-            data = f"lowerdir={lower},upperdir={self.upper},workdir={self.work}".encode()
-            if _libc.mount(b"overlay", os.fsencode(str(self.rootfs)), b"overlay", MS_NOSUID | MS_NODEV, data) != 0:
-                err = ctypes.get_errno()
-                raise RuntimeFailure(f"mounting the overlay root failed: {os.strerror(err)}",
-                                     details={"errno": err, "lowerdir": lower})
+        userns = self.ids.userns()
+        if str(self.disk) not in mounted:
+            fd = idmap.clone(str(self.raw), userns=userns)
+            try:
+                idmap.attach(fd, str(self.disk))
+            finally:
+                os.close(fd)
+        if str(self.rootfs) not in mounted:
+            self._mount_overlay(userns)
+
+    def _mount_overlay(self, userns: int | None) -> None:
+        fds: list[int] = []
+        try:
+            for layer in self.layers:
+                fds.append(idmap.clone(str(layer), userns=userns, attrs=idmap.HOST_SAFE | idmap.MOUNT_ATTR_RDONLY))
+            # upper and work through a detached copy of the idmapped view: the sandbox's files carry its ids,
+            # and the overlay's options name them by their path in that mount ("/upper"), not the host's.
+            view = idmap.clone(str(self.disk))
+            fds.append(view)
+            for name in ("upper", "work"):
+                fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=view))
+            mfd = idmap.overlay(fds[:-3], fds[-2], fds[-1])
+            try:
+                idmap.attach(mfd, str(self.rootfs))
+            finally:
+                os.close(mfd)
+        except OSError as exc:
+            raise RuntimeFailure(f"mounting the overlay root failed: {os.strerror(exc.errno or 0)}",
+                                 details={"errno": exc.errno, "step": str(exc)}) from exc
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _mount_disk(self) -> None:
         try:
-            loopdev.mount_image(self.image, self.disk, "ext4", MS_NOSUID | MS_NODEV)
+            loopdev.mount_image(self.image, self.raw, "ext4", MS_NOSUID | MS_NODEV)
             return
         except loopdev.LoopUnavailable:
             pass
         except OSError as exc:
             raise RuntimeFailure(f"mounting the sandbox disk failed: {exc}", details={"errno": exc.errno}) from exc
         # `-o loop` sets autoclear too: the loop device goes away with the unmount.
-        diskimage.run_tool(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(self.disk)])
+        diskimage.run_tool(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(self.raw)])
 
     def unmount(self) -> None:
         mounted = _mounted_targets()
-        for target in (self.rootfs, self.disk):
+        for target in (self.rootfs, self.disk, self.raw):
             if str(target) in mounted:
                 _umount(target)
 
     def usage(self) -> tuple[int, int]:
         """(used, limit) bytes of the sandbox's disk; (0, 0) when it is not mounted."""
-        if not is_mount(self.disk):
+        mounted = _mounted_targets()
+        disk = self.raw if str(self.raw) in mounted else self.disk  # disk/: a sandbox from before raw/
+        if str(disk) not in mounted:
             return 0, 0
-        st = os.statvfs(self.disk)
+        st = os.statvfs(disk)
         return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize

@@ -3,12 +3,17 @@
 Layout under settings.templates_dir (one filesystem, so a finished build is one atomic rename):
 
     layers/<hash>/rootfs/      a read-only layer (a whole rootfs for a base, a diff for a build step),
-                               already uid-shifted for the sandboxes' user namespace
+                               uid-shifted once to the store's convention (shift.py); sandboxes see it
+                               through mounts idmapped to their own uid range (runtime/rootfs.py)
     layers/<hash>/layer.json   what made it (kind, parent, step)
     images/<name>.json         a named image: content hash, layer hashes (top-most first), env, workdir,
                                user, start command, ready check
     tmp/                       builds in progress; never read as an image
     .lock                      serialises writers across processes
+
+layers/ and tmp/ are 0700 root: a layer holds files a sandbox wrote, setuid ones included (kept on purpose,
+they are the image's), and no host user but root may reach them. Sandboxes never need these paths: their
+layers are opened by the host when it mounts their root.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from typing import Any, Callable, Iterator
 from sandboxd.config import Settings
 from sandboxd.core.errors import BuildFailed, Conflict, Invalid, NotFound
 from sandboxd.runtime.base import ReadyCheck, TemplateImage
+from sandboxd.runtime import uidslots
 from sandboxd.templates import bases
 from sandboxd.templates.shift import shift_tree
 
@@ -36,6 +42,17 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 def _noop(_: str) -> None:
     pass
+
+
+def _private(d: Path, create: bool = True) -> None:
+    """d as a directory only root may enter."""
+    if create:
+        d.mkdir(parents=True, exist_ok=True)
+    try:
+        if d.stat().st_mode & 0o077:
+            os.chmod(d, 0o700)
+    except FileNotFoundError:
+        pass
 
 
 def check_name(name: str) -> str:
@@ -66,6 +83,8 @@ class TemplateStore:
         self.layers_dir = self.root / "layers"
         self.images_dir = self.root / "images"
         self.tmp_dir = self.root / "tmp"
+        for d in (self.layers_dir, self.tmp_dir):  # a store made before they were private
+            _private(d, create=False)
         # One in-process lock too: fcntl locks do not exclude coroutines of the same process.
         self._alock = asyncio.Lock()
 
@@ -128,7 +147,7 @@ class TemplateStore:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def new_tmp(self, prefix: str) -> Path:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        _private(self.tmp_dir)
         path = self.tmp_dir / f"{prefix}-{uuid.uuid4().hex[:10]}"
         path.mkdir()
         return path
@@ -136,7 +155,7 @@ class TemplateStore:
     def commit_layer(self, staged: Path, layer_hash: str, info: dict[str, Any]) -> Path:
         """Register staged/rootfs as layer layer_hash with one rename; returns the layer's rootfs."""
         (staged / "layer.json").write_text(json.dumps({**info, "hash": layer_hash, "created_at": time.time()}))
-        self.layers_dir.mkdir(parents=True, exist_ok=True)
+        _private(self.layers_dir)
         final = self.layers_dir / layer_hash
         if self.has_layer(layer_hash):  # someone else built the same content meanwhile
             shutil.rmtree(staged, ignore_errors=True)
@@ -189,7 +208,10 @@ class TemplateStore:
         record under data_dir (a stopped or paused sandbox mounts them again when it starts)."""
         found = re.compile(re.escape(str(self.layers_dir)) + r"/([^/\s,:]+)")
         texts = [Path("/proc/self/mountinfo").read_text()]
-        for record in (data_dir / "sandboxes").glob("*/state.json"):
+        # Overlays are built from layer fds (mountinfo names no layer path): every sandbox on the host
+        # holds a uid range, and its record names its layers.
+        records = [*(data_dir / "sandboxes").glob("*/state.json"), *uidslots.claimed_dirs_records()]
+        for record in records:
             try:
                 texts.append(record.read_text())
             except OSError:  # removed meanwhile

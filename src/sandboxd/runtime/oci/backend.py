@@ -1,8 +1,9 @@
 """OciBackend: hardened sandboxes through an OCI runtime binary (crun by default, runc as fallback).
 
-Per sandbox, under `<data_dir>/sandboxes/<id>/`: state.json (the record recover() reads), config.json
-(the bundle), disk.img + disk/ + rootfs/ (see rootfs.py), hosts/hostname/resolv.conf (bound read-only) and
-agent.sock (the host end of the agent channel). The runtime's own state lives in a tmpfs
+Per sandbox, under `<data_dir>/sandboxes/<id>/` (root's, group the sandbox's root gid, 0710: paths.py):
+state.json (the record recover() reads), config.json (the bundle), disk.img + raw/ + disk/ + rootfs/ (see
+rootfs.py), hosts/hostname/resolv.conf (bound read-only) and agent.sock (the host end of the agent channel).
+Each sandbox runs in its own host uid range (uidslots.py), recorded as `uid_slot` in state.json. The runtime's own state lives in a tmpfs
 (`/run/sandboxd/<data dir hash>/<runtime>`) so every data dir sees only its own containers; the socket and
 the root mount point move there too when the data dir cannot hold them (paths.py).
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import sandboxd
 from sandboxd.core.errors import Conflict, Invalid, NotFound, RuntimeFailure
-from sandboxd.runtime import network, reaper
+from sandboxd.runtime import network, reaper, uidslots
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats
 from sandboxd.runtime.cgroups import SandboxCgroup, detect
@@ -31,7 +32,7 @@ from sandboxd.runtime.oci.procs import _alive, _resolv_conf, _tail, _veth_counte
 from sandboxd.runtime.oci.state import Record, spec_to_dict
 from sandboxd.runtime.oci.teardown import Teardown, _os_errors_are_runtime_failures
 from sandboxd.runtime.oci.stats import BatchStats
-from sandboxd.runtime.rootfs import SandboxRoot
+from sandboxd.runtime.rootfs import Ids, SandboxRoot
 from sandboxd.runtime.to_end import to_end
 
 log = logging.getLogger("sandboxd.runtime")
@@ -103,18 +104,40 @@ class OciBackend(Teardown):
         """(root mount point, agent socket): as recorded, else where they go for this data dir now."""
         d, data = self.dir(sandbox_id), Path(self.settings.data_dir)
         got = (rec.extra if rec else {}) or {}
-        rootfs = got.get("rootfs") or paths.rootfs_path(data, d, sandbox_id, self.settings.uid_base)
+        uid = self._ids(rec).host_base if rec else self.settings.uid_base
+        rootfs = got.get("rootfs") or paths.rootfs_path(data, d, sandbox_id, uid)
         sock = got.get("agent_socket") or paths.socket_path(data, d, sandbox_id)
         return Path(rootfs), Path(sock)
 
+    def _ids(self, rec: Record) -> Ids:
+        """The sandbox's host uid range; a sandbox recorded without one (made before per-sandbox ranges, and
+        still running) keeps the store's until it next starts."""
+        s, slot = self.settings, rec.extra.get("uid_slot")
+        return Ids(store_base=s.uid_base, host_base=uidslots.base(s, slot) if slot else s.uid_base,
+                   count=s.uid_count)
+
+    def _claim_ids(self, rec: Record) -> None:
+        """Hold a uid range for the sandbox (its recorded one when still free) and give it its dir."""
+        d = self.dir(rec.id)
+        rec.extra["uid_slot"] = uidslots.claim(self.settings, d, prefer=rec.extra.get("uid_slot"))
+        paths.sandbox_dir(d, self._ids(rec).host_base)
+
+    def _root_parent(self, rec: Record) -> None:
+        """The dir above the root's mount point when it lives under /run (a tmpfs: gone after a host reboot)."""
+        rootfs = self._paths(rec.id, rec)[0]
+        if not rootfs.is_relative_to(self.dir(rec.id)):
+            paths.make_dir(rootfs.parent.parent)
+            paths.sandbox_dir(rootfs.parent, self._ids(rec).host_base)
+
     def _root(self, rec: Record) -> SandboxRoot:
-        return SandboxRoot(self.dir(rec.id), rec.sandbox_spec.image.layers, self.settings.uid_base,
+        return SandboxRoot(self.dir(rec.id), rec.sandbox_spec.image.layers, self._ids(rec),
                            rootfs=self._paths(rec.id, rec)[0])
 
     def _view(self, rec: Record, state: RuntimeState) -> RuntimeSandbox:
         d = self.dir(rec.id)
+        # Builds copy the upper dir as stored (the store's ids): raw/, not the idmapped disk/.
         return RuntimeSandbox(id=rec.id, state=state, agent_socket=self._paths(rec.id, rec)[1], pid=rec.pid,
-                              bundle=d, upper_dir=d / "disk" / "upper")
+                              bundle=d, upper_dir=SandboxRoot(d, (), None).upper)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     @_os_errors_are_runtime_failures
@@ -128,27 +151,29 @@ class OciBackend(Teardown):
             except FileExistsError:
                 raise Conflict(f"sandbox {spec.id} already exists", code="sandbox_exists") from None
             rec = Record(id=spec.id, runtime=self.runtime, status="creating", spec=spec_to_dict(spec))
-            rootfs, sock = self._paths(spec.id)
-            rec.extra.update(rootfs=str(rootfs), agent_socket=str(sock))
             try:
+                self._claim_ids(rec)
+                rootfs, sock = self._paths(spec.id, rec)
+                rec.extra.update(rootfs=str(rootfs), agent_socket=str(sock))
                 rec.save(d)
-                await to_end(asyncio.to_thread(self._prepare_files, spec, d, rootfs))
+                await to_end(asyncio.to_thread(self._prepare_files, rec))
                 await self._boot(rec)
             except BaseException:
                 await self._teardown(spec.id)
+                uidslots.release(d, rec.extra.get("uid_slot"))  # claimed before the record had it
                 raise
             return self._view(rec, RuntimeState.RUNNING)
 
-    def _prepare_files(self, spec: SandboxSpec, d: Path, rootfs: Path) -> None:
-        if not rootfs.is_relative_to(d):
-            paths.make_dir(rootfs.parent)
+    def _prepare_files(self, rec: Record) -> None:
+        spec, d = rec.sandbox_spec, self.dir(rec.id)
+        self._root_parent(rec)
         # The disk is a sparse copy of a blank image cached per size under the data dir: no mkfs per sandbox.
-        SandboxRoot(d, spec.image.layers, self.settings.uid_base, rootfs=rootfs).create(
-            spec.resources.disk_mb, cache_dir=Path(self.settings.data_dir) / "cache")
+        root = self._root(rec)
+        root.create(spec.resources.disk_mb, cache_dir=Path(self.settings.data_dir) / "cache")
         hostname = spec.hostname or f"sandbox-{spec.id[:12]}"
-        (d / "hostname").write_text(hostname + "\n")
-        (d / "hosts").write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost ip6-localhost ip6-loopback\n")
-        (d / "resolv.conf").write_text(_resolv_conf())
+        (root.meta / "hostname").write_text(hostname + "\n")
+        (root.meta / "hosts").write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost ip6-localhost ip6-loopback\n")
+        (root.meta / "resolv.conf").write_text(_resolv_conf())
 
     def _zygote(self, spec: SandboxSpec) -> zygote.Zygote | None:
         """The zygote for a builtin image's sandbox (see zygote.py), when enabled and not broken."""
@@ -185,8 +210,10 @@ class OciBackend(Teardown):
         spec = rec.sandbox_spec
         rootfs, sock_path = self._paths(rec.id, rec)
         argv = zygote.WAIT_ARGV if z else self.agent_argv
-        cfg = config.build(spec, uid_base=self.settings.uid_base, uid_count=self.settings.uid_count,
-                           sandbox_dir=d, agent_pkg=self.agent_pkg, argv=argv, rootfs=rootfs)
+        meta = SandboxRoot(d, (), None).meta
+        cfg = config.build(spec, uid_base=self._ids(rec).host_base, uid_count=self.settings.uid_count,
+                           sandbox_dir=d, agent_pkg=self.agent_pkg, argv=argv, rootfs=rootfs,
+                           etc_dir=meta if meta.is_dir() else d)  # d: a sandbox made before meta/
         profile_key = self.bpf.annotate(cfg)
         (d / "config.json").write_text(json.dumps(cfg))
         self.cli.root.mkdir(parents=True, exist_ok=True)
@@ -260,9 +287,9 @@ class OciBackend(Teardown):
             if rec.status in ("running", "paused") and await self._live_status(rec) in ("running", "paused"):
                 raise Conflict(f"sandbox {sandbox_id} is already running", code="sandbox_running")
             await self._halt(rec)
-            rootfs = self._root(rec).rootfs
-            if not rootfs.is_relative_to(self.dir(sandbox_id)):
-                paths.make_dir(rootfs.parent)  # /run is a tmpfs: gone after a host reboot
+            self._claim_ids(rec)  # kept from before a restart; a sandbox older than per-sandbox ranges gets one
+            rec.save(self.dir(sandbox_id))
+            self._root_parent(rec)
             await to_end(asyncio.to_thread(self._root(rec).mount))
             try:
                 await self._boot(rec)
@@ -343,7 +370,7 @@ class OciBackend(Teardown):
         rec = self._record(sandbox_id)
         c = await asyncio.to_thread(SandboxCgroup(sandbox_id, self.layout).counters)
         # usage() looks at the disk mount only: no need for the layers or the root mount point here
-        used, limit = await asyncio.to_thread(SandboxRoot(self.dir(sandbox_id), (), 0).usage)
+        used, limit = await asyncio.to_thread(SandboxRoot(self.dir(sandbox_id), (), None).usage)
         rx = tx = 0
         if rec.net and rec.net.get("veth") and rec.status != "stopped":
             rx, tx = _veth_counters(rec.net["veth"])

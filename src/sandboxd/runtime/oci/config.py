@@ -1,6 +1,6 @@
 """config.json for a sandbox: the hardened OCI runtime spec shared by crun and runc.
 
-What makes it hardened (ARCHITECTURE §6): a user namespace (0 → uid_base), its own pid/ipc/uts/mount/
+What makes it hardened (ARCHITECTURE §6): a user namespace (0 → the sandbox's own host uid range), its own pid/ipc/uts/mount/
 cgroup/net namespaces, a minimal capability set, no_new_privs, masked /proc and /sys paths, the seccomp
 profile with the namespace-blocking rule, cgroup limits, and tini as the reaping PID 1. `crun spec`'s
 default has neither seccomp nor a user namespace and must never be used.
@@ -24,6 +24,7 @@ MASKED_PATHS = [
     "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/proc/sysrq-trigger", "/proc/kallsyms",
     "/proc/kmsg", "/proc/config.gz", "/sys/firmware", "/sys/kernel", "/sys/devices/virtual/powercap",
     "/sys/fs/selinux", "/sys/dev/block",
+    "/proc/cmdline",  # the host kernel's command line: boot options, sometimes secrets
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"]
 
@@ -45,12 +46,15 @@ def base_mounts() -> list[dict[str, Any]]:
         _mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=268435456"]),
         _mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
         _mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
-        _mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]),
+        _mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro", "rro"]),
     ]
 
 
 def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path, agent_pkg: Path,
-          argv: list[str] | None = None, rootfs: Path | None = None) -> dict[str, Any]:
+          argv: list[str] | None = None, rootfs: Path | None = None, etc_dir: Path | None = None) -> dict[str, Any]:
+    """etc_dir holds hosts, hostname and resolv.conf (default: the sandbox dir). On the sandbox's own disk
+    (rootfs.py: raw/meta) the sandbox's mountinfo shows them as /meta/..., not as a host path."""
+    etc_dir = etc_dir or sandbox_dir
     image = spec.image
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "TERM": "xterm", "LANG": "C.UTF-8"}
     env.update(image.env)
@@ -61,9 +65,9 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
     res = spec.resources
     memory = res.memory_mb * 1024 * 1024
     mounts = base_mounts() + [
-        _mount("/etc/hosts", "bind", str(sandbox_dir / "hosts"), ["rbind", "ro", "nosuid", "nodev"]),
-        _mount("/etc/hostname", "bind", str(sandbox_dir / "hostname"), ["rbind", "ro", "nosuid", "nodev"]),
-        _mount("/etc/resolv.conf", "bind", str(sandbox_dir / "resolv.conf"), ["rbind", "ro", "nosuid", "nodev"]),
+        _mount("/etc/hosts", "bind", str(etc_dir / "hosts"), ["rbind", "ro", "nosuid", "nodev"]),
+        _mount("/etc/hostname", "bind", str(etc_dir / "hostname"), ["rbind", "ro", "nosuid", "nodev"]),
+        _mount("/etc/resolv.conf", "bind", str(etc_dir / "resolv.conf"), ["rbind", "ro", "nosuid", "nodev"]),
         _mount(AGENT_PKG_TARGET, "bind", str(agent_pkg), ["rbind", "ro", "nosuid", "nodev"]),
     ]
     for host_path, target in spec.binds:

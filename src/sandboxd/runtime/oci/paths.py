@@ -5,11 +5,16 @@ Normally everything is under `<data_dir>/sandboxes/<id>/`. Two things cannot alw
 - the agent socket: a unix socket path must fit sun_path (108 bytes with its NUL). When
   `<sandbox dir>/agent.sock` is too long, it goes to `/run/sandboxd/<tag>/sock/<id>`.
 - the container's root mount point: crun resolves it from inside the user namespace, as the sandbox's
-  root (host uid `uid_base`), so every directory on its path must be searchable by that uid. A data dir
-  under a 0700 directory we do not own (pytest's tmp_path, a home dir) would fail with crun's "make rootfs
-  private: Permission denied"; the root then gets its mount point at `/run/sandboxd/<tag>/root/<id>`,
-  which we create searchable. Only the mount point moves: the overlay's layers and upper dir are opened by
-  the host (the mounter), and bind sources are opened by the runtime before it enters the namespace.
+  root (the first host uid of its own range, uidslots.py), so every directory on its path must be
+  searchable by that uid. A data dir under a 0700 directory we do not own (pytest's tmp_path, a home dir)
+  would fail with crun's "make rootfs private: Permission denied"; the root then gets its mount point at
+  `/run/sandboxd/<tag>/root/<id>/rootfs`, whose parents we create searchable. Only the mount point moves:
+  the overlay's layers and upper dir are opened by the host (the mounter), and bind sources are opened by
+  the runtime before it enters the namespace.
+
+The directory right above a sandbox's root (its sandbox dir, or `root/<id>` under /run) is root's, group
+the sandbox's root gid, mode 0710 (sandbox_dir): the sandbox's root can pass through it, no other host
+user can, so nothing of a sandbox (its setuid files, its disk) is reachable by another uid on the host.
 
 Both chosen paths are recorded in the sandbox's state.json, so a later change of the data dir's modes
 never loses a running sandbox.
@@ -44,7 +49,14 @@ def socket_path(data_dir: Path, sandbox_dir: Path, sandbox_id: str) -> Path:
 def rootfs_path(data_dir: Path, sandbox_dir: Path, sandbox_id: str, uid: int) -> Path:
     if blocking_dir(sandbox_dir, uid) is None:
         return sandbox_dir / "rootfs"
-    return runtime_dir(data_dir) / "root" / sandbox_id
+    return runtime_dir(data_dir) / "root" / sandbox_id / "rootfs"
+
+
+def sandbox_dir(path: Path, gid: int) -> None:
+    """Make path (created if missing) a directory only host root and the sandbox's root (gid) may pass."""
+    path.mkdir(exist_ok=True)
+    os.chown(path, 0, gid)
+    os.chmod(path, 0o710)
 
 
 def searchable_by(st: os.stat_result, uid: int) -> bool:
@@ -106,5 +118,5 @@ def remove_empty(data_dir: Path) -> list[Path]:
     return gone
 
 
-__all__ = ["RUN_ROOT", "tag", "runtime_dir", "socket_path", "rootfs_path", "blocking_dir", "searchable_by",
+__all__ = ["RUN_ROOT", "tag", "runtime_dir", "socket_path", "rootfs_path", "sandbox_dir", "blocking_dir", "searchable_by",
            "make_dir", "remove_empty"]

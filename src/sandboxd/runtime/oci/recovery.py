@@ -6,6 +6,10 @@
 - a sandbox recorded running whose container died (agent crash, host reboot) becomes stopped: its
   container and network are released, its filesystem kept for start();
 - runtime containers with no sandbox directory (a crash between the two) are deleted.
+
+Every sandbox kept claims its recorded uid range again (uidslots.py: the claims live in /run, gone after a
+host reboot). A stopped sandbox whose range another daemon took meanwhile gets a free one: its disk stores
+the store's ids, not its range's, so nothing on it changes.
 """
 from __future__ import annotations
 
@@ -40,6 +44,9 @@ async def recover(backend: "OciBackend") -> list[RuntimeSandbox]:
             await backend.destroy(rec.id)
             continue
         async with backend._lock(rec.id):
+            if rec.extra.get("uid_slot"):
+                backend._claim_ids(rec)
+                rec.save(d)
             live = await backend._live_status(rec)
             if rec.status != "stopped" and live in ("running", "paused"):
                 rec.status = live

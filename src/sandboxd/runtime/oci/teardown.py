@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from sandboxd.core.errors import Conflict, RuntimeFailure
-from sandboxd.runtime import network
+from sandboxd.runtime import network, uidslots
 from sandboxd.runtime.cgroups import SandboxCgroup
 from sandboxd.runtime.oci.procs import _alive, _reap, _rmdir, _wait_gone
 from sandboxd.runtime.oci.state import Record
@@ -165,9 +165,11 @@ class Teardown:
 
     def _remove_files(self, sandbox_id: str, d: Path, rec: Record) -> None:
         rootfs, sock = self._paths(sandbox_id, rec)
-        # Both candidate mount points: the record may be missing (killed before it was written).
-        for mp in dict.fromkeys((rootfs, d / "rootfs", self.run_dir / "root" / sandbox_id)):
-            SandboxRoot(d, (), self.settings.uid_base, rootfs=mp).unmount()
+        # Every candidate mount point: the record may be missing (killed before it was written), or older
+        # than the private dir above a mount point under /run.
+        run_root = self.run_dir / "root" / sandbox_id
+        for mp in dict.fromkeys((rootfs, d / "rootfs", run_root / "rootfs", run_root)):
+            SandboxRoot(d, (), None, rootfs=mp).unmount()
             if not mp.is_relative_to(d):
                 _rmdir(mp)
         if not sock.is_relative_to(d):
@@ -179,5 +181,6 @@ class Teardown:
         shutil.rmtree(d, ignore_errors=True)
         if d.exists():
             raise RuntimeFailure(f"could not remove {d}")
+        uidslots.release(d, rec.extra.get("uid_slot"))
 
     # ---- inspection --------------------------------------------------------------------------
