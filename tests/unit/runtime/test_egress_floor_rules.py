@@ -1,0 +1,71 @@
+"""The egress floor's pure parts: which ranges it closes, what an operator may open, the resolvers it keeps."""
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from pydantic import ValidationError
+
+from sandboxd.config import Settings
+from sandboxd.runtime import network
+
+CLOSED = [ipaddress.ip_network(c) for c in network.CLOSED_RANGES]
+
+
+def closed(addr: ipaddress.IPv4Address) -> bool:
+    return any(addr in net for net in CLOSED)
+
+
+def test_every_non_public_ipv4_address_is_closed():
+    # The first and last address of every /16 (the smaller ranges are named below): whatever Python's
+    # IANA tables call not global is closed.
+    for block in range(1 << 16):
+        for addr in (ipaddress.IPv4Address(block << 16), ipaddress.IPv4Address((block << 16) | 0xFFFF)):
+            if not addr.is_global:
+                assert closed(addr), addr
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+                                  "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16",
+                                  "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
+                                  "240.0.0.0/4"])
+def test_named_ranges_are_closed(cidr):
+    assert any(ipaddress.ip_network(cidr).subnet_of(net) for net in CLOSED)
+
+
+def test_public_addresses_stay_open():
+    for addr in ("1.1.1.1", "8.8.8.8", "100.63.255.255", "100.128.0.0", "172.32.0.1", "192.169.0.1", "223.255.255.254"):
+        assert not closed(ipaddress.IPv4Address(addr)), addr
+
+
+def test_operator_cidrs_are_merged_and_normalised():
+    assert Settings(egress_allow_cidrs="").egress_allow_cidrs == ""
+    s = Settings(egress_allow_cidrs=" 10.1.0.0/16, 10.1.2.0/24,,192.168.5.7 ")
+    assert s.egress_allow_cidrs == "10.1.0.0/16,192.168.5.7/32"
+    assert network.parse_cidrs(s.egress_allow_cidrs) == [ipaddress.ip_network("10.1.0.0/16"),
+                                                         ipaddress.ip_network("192.168.5.7/32")]
+
+
+@pytest.mark.parametrize("bad, says", [("10.1.2.3/24", "host bits"), ("fc00::/7", "no IPv6 egress"),
+                                       ("10.0.0.0/33", "CIDR form"), ("lan", "CIDR form")])
+def test_a_bad_opening_stops_the_start_naming_the_entry(bad, says):
+    with pytest.raises(ValidationError) as err:
+        Settings(egress_allow_cidrs=f"10.9.0.0/16,{bad}")
+    assert "egress_allow_cidrs" in str(err.value) and repr(bad) in str(err.value) and says in str(err.value)
+
+
+def test_resolvers_are_the_hosts_ipv4_non_loopback_ones(tmp_path):
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nsearch lan\nnameserver 127.0.0.53\nnameserver 192.168.1.1\nnameserver fd00::1\n"
+                    "nameserver 10.0.0.2 # vpc\nnameserver 192.168.1.1\nnameserver\nnameserver not-an-ip\n")
+    assert network.host_resolvers(conf) == ["192.168.1.1", "10.0.0.2"]
+    assert network.host_resolvers(tmp_path / "missing") == []
+
+
+def test_floor_script_sets_exactly_the_given_elements():
+    script = network.floor_script(network.parse_cidrs("10.1.0.0/16"), ["192.168.1.1"])
+    assert script.splitlines() == [
+        "flush set inet sandboxd opened", "add element inet sandboxd opened { 10.1.0.0/16 }",
+        "flush set inet sandboxd resolvers", "add element inet sandboxd resolvers { 192.168.1.1 }"]
+    assert network.floor_script([], []).splitlines() == ["flush set inet sandboxd opened",
+                                                         "flush set inet sandboxd resolvers"]
