@@ -22,7 +22,7 @@ from sandboxd.core.errors import CapacityExceeded, RuntimeFailure
 SLOTS_DIR = Path("/run/sandboxd/uid-slots")
 MAX_HOST_ID = 2**32 - 2  # (uid_t)-1 is "no id"
 _lock = threading.Lock()
-_held: set[int] = set()  # slots this process claimed: skipped without a syscall when looking for a free one
+_held: dict[int, str] = {}  # slot -> owner this process claimed it for: others skip it without a syscall
 
 
 class SlotsExhausted(CapacityExceeded):
@@ -58,25 +58,25 @@ def claim(settings, sandbox_dir: Path, prefer: int | None = None) -> int:
         if prefer is not None and 1 <= prefer <= settings.uid_ranges:
             order = [prefer, *order]
         for slot in order:
-            if slot in _held and slot != prefer:
+            if _held.get(slot, owner) != owner:
                 continue
             link = SLOTS_DIR / str(slot)
             try:
                 os.symlink(owner, link)
-                _held.add(slot)
+                _held[slot] = owner
                 return slot
             except FileExistsError:
                 pass
             held_by = _owner(slot)
             if held_by == owner:
-                _held.add(slot)
+                _held[slot] = owner
                 return slot
             if held_by is not None and not os.path.isdir(held_by):
                 try:  # stale: its sandbox is gone; replace the claim atomically
                     tmp = SLOTS_DIR / f".{slot}.{os.getpid()}.{threading.get_ident()}"
                     os.symlink(owner, tmp)
                     os.rename(tmp, link)
-                    _held.add(slot)
+                    _held[slot] = owner
                     return slot
                 except OSError:
                     continue
@@ -88,7 +88,8 @@ def release(sandbox_dir: Path, slot: int | None) -> None:
     if slot is None:
         return
     with _lock:
-        _held.discard(slot)
+        if _held.get(slot) == str(sandbox_dir):
+            del _held[slot]
         if _owner(slot) == str(sandbox_dir):
             try:
                 os.unlink(SLOTS_DIR / str(slot))

@@ -11,6 +11,7 @@ from rtsupport import leftovers, spec
 from sandboxd.core.errors import Conflict
 from sandboxd.runtime.base import Resources, RuntimeState
 from sandboxd.runtime.oci import channel
+from sandboxd.runtime.oci.state import Record
 
 pytestmark = pytest.mark.real
 
@@ -34,7 +35,9 @@ def test_create_gives_a_hardened_sandbox_under_tini(rt_env, running):
                            "/usr/bin/tini -g -- /bin/sh -c read _ <&3"))
     assert "NoNewPrivs:\t1" in out and "Seccomp:\t2" in out
     assert "CapEff:\t00000000a00405fb" in out  # the 12 capabilities of seccomp.CAPABILITIES
-    assert out.split()[-3:] == ["0", "100000", "65536"]
+    settings = rt_env[0]
+    slot = Record.load(running.bundle).extra["uid_slot"]  # its own host range, never the store's
+    assert slot >= 1 and out.split()[-3:] == ["0", str(settings.uid_base + slot * settings.uid_count), "65536"]
 
 
 def test_exec_env_user_cwd_stdin_and_exit_code(rt_env, running):

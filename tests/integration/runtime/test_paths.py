@@ -55,7 +55,7 @@ def test_data_dir_under_a_private_parent_works():
         assert paths.blocking_dir(parent / "data" / "sandboxes", 100000) == parent
         settings, extra, view = _run_one(parent / "data")
         run = paths.runtime_dir(Path(settings.data_dir))
-        assert extra["rootfs"] == str(run / "root" / view.id)
+        assert extra["rootfs"] == str(run / "root" / view.id / "rootfs")
         assert extra["agent_socket"] == str(Path(settings.sandboxes_dir) / view.id / "agent.sock")
         assert not run.exists(), "close() leaves no empty folder under /run/sandboxd"
         assert os.stat(parent).st_mode & 0o777 == 0o700, "a directory we do not own keeps its mode"
@@ -125,7 +125,7 @@ def test_socket_and_root_paths_choice():
         sbx = d / "sandboxes" / "a"
         os.chmod(d, 0o700)
         assert paths.blocking_dir(sbx, 100000) == d
-        assert paths.rootfs_path(d, sbx, "a", 100000) == paths.runtime_dir(d) / "root" / "a"
+        assert paths.rootfs_path(d, sbx, "a", 100000) == paths.runtime_dir(d) / "root" / "a" / "rootfs"
         os.chmod(d, 0o711)
         assert paths.blocking_dir(sbx, 100000) is None
         assert paths.rootfs_path(d, sbx, "a", 100000) == sbx / "rootfs"
