@@ -83,6 +83,10 @@ class Settings(BaseSettings):
 
         return ",".join(str(n) for n in parse_cidrs(v))
     # [tokens] sandbox token lifetimes.
+    # After /token/refresh the sandbox's previous HopX token still works this long (requests in flight), then never.
+    token_refresh_grace_seconds: float = Field(60.0, ge=0, le=3600)
+    # E2B's envdAccessToken is one per sandbox (the SDK keeps it): it expires this long after the sandbox's creation.
+    envd_token_ttl_seconds: int = Field(30 * 24 * 3600, ge=3600)
 
     @field_validator("data_dir")
     @classmethod

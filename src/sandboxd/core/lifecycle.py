@@ -363,11 +363,11 @@ class LifecycleService:
             return new
 
     def envd_token(self, sb: Sandbox) -> str:
-        return self.signer.envd_token(sb.id, sb.token_version)
+        return self.signer.envd_token(sb.id, sb.token_version, sb.created_at)
 
     def refresh_token(self, sid: str) -> tuple[str, datetime]:
         sb = self.get(sid)
-        return self.signer.issue(sid, sb.token_version)
+        return self.signer.refresh(sid, sb.token_version)  # the previous token ends after a grace period
 
     async def _call(self, fn, sid: str):
         try:

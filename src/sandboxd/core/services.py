@@ -66,7 +66,8 @@ class Services:
         events = EventLog(store, bus)
         backend = backend or make_backend(settings)
         secret = load_secret(settings.jwt_secret.get_secret_value() if settings.jwt_secret else None, settings.data_dir)
-        signer = TokenSigner(secret, settings.token_ttl_seconds)
+        signer = TokenSigner(secret, settings.token_ttl_seconds, envd_ttl_seconds=settings.envd_token_ttl_seconds,
+                             grace_seconds=settings.token_refresh_grace_seconds, store=store)
         catalog = CatalogService(store, events, make_template_source(settings, backend))
         lifecycle = LifecycleService(settings, store, backend, events, catalog, signer)
         from sandboxd.core.pool import WarmPoolService

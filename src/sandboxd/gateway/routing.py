@@ -1,5 +1,5 @@
-"""Which sandbox a gateway request is for: the sandbox JWT (Bearer, or `?token=` on a WebSocket
-upgrade), checked against the live routes.
+"""Which sandbox a gateway request is for: the sandbox's HopX JWT (Bearer, or `?token=` on a WebSocket
+upgrade), checked against the live routes. E2B access tokens go through gateway/e2b.py only.
 
 A request may also name its sandbox (header `X-Sandbox-Id` or `E2b-Sandbox-Id`); a token for another
 sandbox is then refused.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from sandboxd.core.errors import NotFound, Unauthorized
 from sandboxd.core.lifecycle import LifecycleService
 from sandboxd.core.models import PAUSED, RUNNING
-from sandboxd.core.tokens import TokenSigner
+from sandboxd.core.tokens import HOPX, TokenSigner
 from sandboxd.gateway.heads import bearer, is_websocket, take_query_param
 from sandboxd.gateway.proxy import GatewayError, Head, Target
 
@@ -52,7 +52,7 @@ class BearerResolver:
             if not token:
                 return None
         try:
-            claims = self.signer.verify(token)
+            claims = self.signer.verify(token, HOPX)  # an E2B access token is no Bearer token
         except Unauthorized as exc:
             raise GatewayError(401, exc.code, exc.message) from None
         named = named_sandbox(head)

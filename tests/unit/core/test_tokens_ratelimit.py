@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 
 import jwt
 import pytest
 
 from sandboxd.api.ratelimit import RateLimiter
-from sandboxd.core.tokens import TokenExpired, TokenInvalid, TokenSigner, load_secret
+from sandboxd.core.tokens import E2B, HOPX, TokenExpired, TokenInvalid, TokenSigner, load_secret
 
 
 def test_token_round_trip_and_lifetime(tmp_path):
@@ -23,9 +24,66 @@ def test_token_refusals(tmp_path):
     with pytest.raises(TokenInvalid):
         signer.verify(TokenSigner(b"t" * 32, 3600).issue("sb1", 1)[0])
     with pytest.raises(TokenExpired):
-        signer.verify(jwt.encode({"sub": "sb1", "exp": int(time.time()) - 1, "typ": "sandbox"}, b"s" * 32))
+        signer.verify(jwt.encode({"sub": "sb1", "exp": int(time.time()) - 1, "typ": "sandbox", "aud": "hopx"},
+                                 b"s" * 32))
     with pytest.raises(TokenInvalid):  # an API-key-shaped JWT of another type is not a sandbox token
-        signer.verify(jwt.encode({"sub": "sb1", "exp": int(time.time()) + 60, "typ": "other"}, b"s" * 32))
+        signer.verify(jwt.encode({"sub": "sb1", "exp": int(time.time()) + 60, "typ": "other", "aud": "hopx"},
+                                 b"s" * 32))
+    with pytest.raises(TokenInvalid):  # a token of no dialect (as issued before dialects) is refused
+        signer.verify(jwt.encode({"sub": "sb1", "exp": int(time.time()) + 60, "typ": "sandbox"}, b"s" * 32))
+
+
+def test_each_dialect_takes_only_its_own_tokens():
+    signer = TokenSigner(b"s" * 32, 3600)
+    hopx, _ = signer.issue("sb1", 1)
+    envd = signer.envd_token("sb1", 1, datetime.now(timezone.utc))
+    assert signer.verify(hopx, HOPX).sandbox_id == signer.verify(envd, E2B).sandbox_id == "sb1"
+    with pytest.raises(TokenInvalid):
+        signer.verify(envd, HOPX)
+    with pytest.raises(TokenInvalid):
+        signer.verify(hopx, E2B)
+
+
+def test_envd_token_is_one_per_sandbox_and_ends_with_its_lifetime():
+    signer = TokenSigner(b"s" * 32, 3600, envd_ttl_seconds=7200)
+    created = datetime.now(timezone.utc)
+    token = signer.envd_token("sb1", 1, created)
+    assert token == signer.envd_token("sb1", 1, created)  # the SDK keeps it; the gateway derives it again
+    claims = signer.verify(token, E2B)
+    assert claims.expires_at.timestamp() == int(created.timestamp()) + 7200
+    old = signer.envd_token("sb1", 1, created - timedelta(seconds=7201))
+    with pytest.raises(TokenExpired):
+        signer.verify(old, E2B)
+
+
+def test_refresh_ends_the_previous_token_after_the_grace(tmp_path):
+    """Generations against a real store: the grace is a point in time, so the test moves the clock by
+    writing the row's grace end into the past, as time passing would."""
+    from sqlalchemy import update
+
+    from sandboxd.core.store.db import Store, make_engine, upgrade
+    from sandboxd.core.store.tables import SandboxRow
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    store = Store(engine)
+    now = datetime.now(timezone.utc)
+    with store.tx() as s:
+        s.add(SandboxRow(id="sb1", status="running", vcpu=1, memory_mb=64, disk_mb=64, created_at=now))
+    signer = TokenSigner(b"s" * 32, 3600, grace_seconds=60, store=store)
+    first, _ = signer.issue("sb1", 1)
+    second, _ = signer.refresh("sb1", 1)
+    assert signer.verify(first).generation == 0 and signer.verify(second).generation == 1  # within the grace
+    third, _ = signer.refresh("sb1", 1)
+    with pytest.raises(TokenInvalid):  # two refreshes back: gone at once
+        signer.verify(first)
+    assert signer.verify(second) and signer.verify(third)
+    with store.tx() as s:
+        s.execute(update(SandboxRow).values(token_grace_until=now - timedelta(seconds=1)))
+    restarted = TokenSigner(b"s" * 32, 3600, grace_seconds=60, store=store)  # reads the row, as after a restart
+    with pytest.raises(TokenInvalid):
+        restarted.verify(second)
+    assert restarted.verify(third).generation == 2
 
 
 def test_upload_signatures(tmp_path):

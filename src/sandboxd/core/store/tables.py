@@ -50,6 +50,10 @@ class SandboxRow(Base):
     kill_reason: Mapped[str | None] = mapped_column(String(32))
     api_key_id: Mapped[str | None] = mapped_column(String(64))
     token_version: Mapped[int] = mapped_column(Integer, default=1)
+    # HopX token refreshes (core/tokens.py Generations): the current generation, and until when the
+    # previous one is still accepted (revision 0005_token_generation).
+    token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    token_grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class TemplateRow(Base):
