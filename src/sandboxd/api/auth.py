@@ -1,4 +1,11 @@
-"""API-key authentication: X-API-Key, Authorization: Bearer, and ?token= (SSE clients such as EventSource)."""
+"""API-key authentication: X-API-Key or Authorization: Bearer; `?token=` only where a client cannot set
+headers.
+
+A browser's EventSource (SSE) and WebSocket cannot send headers, so those requests may carry the key in
+`?token=`. Everywhere else a key in the URL is refused (401), not ignored: URLs end up in logs, proxies and
+browser history, and a REST client that puts its key there should learn so at once. SSE endpoints are the
+GET routes whose path ends in `/stream` (api/routes/streams.py); the API serves no WebSocket.
+"""
 from __future__ import annotations
 
 from fastapi import Request
@@ -6,17 +13,27 @@ from fastapi import Request
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.errors import Forbidden, Unauthorized
 
+STREAM_SUFFIX = "/stream"
+
+
+def query_token_allowed(conn) -> bool:
+    """Whether this request may carry its key in `?token=` (works on Request and HTTPConnection)."""
+    if conn.scope["type"] == "websocket":
+        return True
+    return conn.scope.get("method") == "GET" and conn.scope["path"].endswith(STREAM_SUFFIX)
+
 
 def presented_key(request) -> str | None:
-    """The credential a request carries, wherever the client put it (works on Request and HTTPConnection)."""
+    """The credential a request carries where it may carry one (works on Request and HTTPConnection)."""
     key = request.headers.get("x-api-key")
     if key:
         return key.strip()
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
-    token = request.query_params.get("token")
-    return token or None
+    if query_token_allowed(request):
+        return request.query_params.get("token") or None
+    return None
 
 
 # Dependencies are coroutines: FastAPI runs a plain `def` dependency on its thread pool, a hop out of the event
@@ -27,6 +44,9 @@ async def require_key(request: Request) -> ApiKey:
     if key is None:
         if getattr(request.state, "presented_key", None):
             raise Unauthorized("invalid API key", code="invalid_api_key")
+        if "token" in request.query_params:
+            raise Unauthorized("?token= is accepted only on event streams (SSE); send the API key in X-API-Key "
+                               "or Authorization: Bearer", code="token_in_query_not_allowed")
         raise Unauthorized("missing API key: send X-API-Key or Authorization: Bearer", code="missing_api_key")
     return key
 

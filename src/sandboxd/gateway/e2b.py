@@ -12,10 +12,19 @@ agent's CONNECT to that port on the sandbox's loopback. Those requests may also 
 TLS proxy, at the gateway). Like E2B, a sandbox's ports are public unless it was created with
 `network.allowPublicTraffic: false`; then they need its token (`E2B-Traffic-Access-Token`).
 
-A token is the sandbox's JWT (the `envdAccessToken` the E2B create/connect routes return); one issued
-for another sandbox, or revoked by a kill, is refused. A signed file URL (`download_url`, `upload_url`)
-carries no token: its signature, made with the sandbox's envd token, stands for it. Errors use 502 + "was not found" for a sandbox
-that is gone, which the SDK turns into SandboxNotRunningException, as E2B's own proxy does.
+A token is the sandbox's E2B JWT (the `envdAccessToken` the E2B create/connect routes return, `aud`
+e2b); one issued for another sandbox, revoked by a kill, or of the HopX dialect is refused. A sandbox's
+own ports also take its HopX token as `Authorization: Bearer`.
+
+A signed file URL (`download_url`, `upload_url`) carries no token: its signature, made with the sandbox's
+envd token, stands for it, and it authorises exactly what was signed: one operation (read = GET, write =
+POST) of one path as one user. Its query may hold nothing but `path`, `username`, `signature` and
+`signature_expiration`, each once; it may not name a user in an Authorization header either; and the
+agent receives a target the gateway wrote from the checked values, never the client's own spelling (the
+agent's decoding of `+` and `%` is not the gateway's).
+
+Errors use 502 + "was not found" for a sandbox that is gone, which the SDK turns into
+SandboxNotRunningException, as E2B's own proxy does.
 """
 from __future__ import annotations
 
@@ -24,10 +33,11 @@ import hashlib
 import hmac
 import re
 import time
-from urllib.parse import parse_qs
+from urllib.parse import quote, unquote_plus
 
-from sandboxd.core.errors import Unauthorized
+from sandboxd.core.errors import NotFound, Unauthorized
 from sandboxd.core.models import RUNNING
+from sandboxd.core.tokens import E2B, HOPX
 from sandboxd.gateway.heads import bearer
 from sandboxd.gateway.proxy import GatewayError, Head, Target
 
@@ -36,6 +46,8 @@ PORTS = {ENVD_PORT, JUPYTER_PORT}
 PREFIX = "/e2b"
 # envd's internal routes that must never be reachable from outside (contracts/e2b.md §2.4).
 INTERNAL = ("/init", "/freeze", "/unfreeze", "/collapse", "/fsfreeze", "/fsthaw", "/upgrade")
+SIGNED_PARAMS = ("path", "username", "signature", "signature_expiration")
+OPERATIONS = {"GET": "read", "POST": "write"}
 HOST_RE = re.compile(r"^(\d{1,5})-([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.")  # {port}-{sandboxID}.{domain}
 
 
@@ -65,16 +77,16 @@ class E2BResolver:
             return None  # our own clients may name the sandbox this way too: the Bearer resolver decides
         if not token:
             raise GatewayError(401, "unauthenticated", "missing X-Access-Token for this sandbox")
-        route = self._route(sid, token)
+        route = self._route(sid, token, E2B)
         rewrite(head, port)
         return Target(route.socket, sid)
 
-    def _route(self, sid: str, token: str | None):
-        """The sandbox's live route; `token`, when given, must be its current one."""
+    def _route(self, sid: str, token: str | None, dialect: str = E2B):
+        """The sandbox's live route; `token`, when given, must be its current one of `dialect`."""
         version = None
         if token:
             try:
-                claims = self.signer.verify(token.strip())
+                claims = self.signer.verify(token.strip(), dialect)
             except Unauthorized as exc:
                 raise GatewayError(401, "unauthenticated", f"invalid access token: {exc.message}") from None
             if claims.sandbox_id != sid:
@@ -97,11 +109,13 @@ class E2BResolver:
         path, _, query = head.target.partition("?")
         if path != "/files" or "signature=" not in query:
             return None
-        q = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
-        operation = {"GET": "read", "POST": "write"}.get(head.method)
+        q = signed_query(query)
+        operation = OPERATIONS.get(head.method)
         expires = q.get("signature_expiration")
         if operation is None:
             raise GatewayError(401, "unauthenticated", f"a signed file URL does not allow {head.method}")
+        if head.header("authorization") is not None:
+            raise GatewayError(403, "forbidden", "a signed file URL names its user itself: send no Authorization")
         if expires is not None and not (expires.isdigit() and int(expires) >= time.time()):
             raise GatewayError(401, "unauthenticated", "the signed file URL has expired")
         signed = f"{q.get('path', '')}:{operation}:{q.get('username', '')}:"
@@ -111,27 +125,39 @@ class E2BResolver:
             self._route(sid, None)  # a sandbox that is gone or paused says so
         for cid in [sid] if sid else list(routes):
             route = routes.get(cid)
-            if route is None:
+            envd = route and self._envd_token(cid, route.token_version)
+            if not envd:
                 continue
-            raw = signed + self._envd_token(cid, route.token_version) + (f":{expires}" if expires else "")
+            raw = signed + envd + (f":{expires}" if expires else "")
             expected = b"v1_" + base64.b64encode(hashlib.sha256(raw.encode()).digest()).rstrip(b"=")
             if hmac.compare_digest(expected, given):
                 route = self._route(cid, None)
+                # What the agent reads is what was signed, spelled by us (quote: no `+`, so any decoding agrees).
+                head.target = "/files?" + "&".join(f"{k}={quote(q[k], safe='')}" for k in ("path", "username")
+                                                     if k in q)
                 rewrite(head, ENVD_PORT)
                 return Target(route.socket, cid)
         raise GatewayError(401, "unauthenticated", "invalid signature for this file URL")
 
-    def _envd_token(self, sid: str, version: int) -> str:
+    def _envd_token(self, sid: str, version: int) -> str | None:
         token = self._envd_tokens.get((sid, version))
         if token is None:
             if len(self._envd_tokens) > 2 * len(self.lifecycle.routes) + 64:  # sandboxes that are gone
                 self._envd_tokens.clear()
-            token = self._envd_tokens[(sid, version)] = self.signer.envd_token(sid, version)
+            try:
+                sb = self.lifecycle.get(sid)
+            except NotFound:
+                return None
+            if sb.token_version != version:
+                return None
+            token = self._envd_tokens[(sid, version)] = self.lifecycle.envd_token(sb)
         return token
 
     def _user_port(self, head: Head, sid: str, port: int, token: str | None) -> Target:
-        token = token or bearer(head)
-        route = self._route(sid, token)
+        dialect = E2B
+        if not token and (token := bearer(head)):
+            dialect = HOPX  # our own clients reach a sandbox's ports with their HopX token
+        route = self._route(sid, token, dialect)
         if not token and not route.public_traffic:
             raise GatewayError(401, "unauthenticated", "this sandbox's ports are private: send its token in "
                                "E2B-Traffic-Access-Token", {"sandbox_id": sid})
@@ -148,6 +174,23 @@ class E2BResolver:
         if not 0 < port < 65536:
             raise GatewayError(400, "invalid_argument", f"invalid E2b-Sandbox-Port: {raw!r}")
         return port
+
+
+def signed_query(query: str) -> dict[str, str]:
+    """The parameters of a signed file URL, decoded as the SDK encodes them (urlencode). Anything the
+    signature does not cover, or a parameter given twice (which one would the agent take?), is refused."""
+    out: dict[str, str] = {}
+    for part in query.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        key = unquote_plus(key)
+        if key not in SIGNED_PARAMS:
+            raise GatewayError(403, "forbidden", f"a signed file URL takes no parameter {key[:64]!r}")
+        if key in out:
+            raise GatewayError(403, "forbidden", f"a signed file URL names {key!r} once")
+        out[key] = unquote_plus(value)
+    return out
 
 
 def rewrite(head: Head, port: int) -> None:
