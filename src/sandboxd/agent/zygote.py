@@ -5,7 +5,8 @@ template's own layer, so it runs the template's interpreter and every module pat
 sees. For each request on fd 3 (a unix socket; the fds come with SCM_RIGHTS) it forks a child that:
 
 1. joins the sandbox's cgroups (the `cgroup.procs` files the host opened) while still host root;
-2. enters all the container's namespaces at once (`setns` on a pidfd of its init) and becomes its root;
+2. enters all the container's namespaces at once (`setns` on a pidfd of its init) and becomes its root,
+   which the sandbox's own user namespace maps to the first host uid of that sandbox's range;
 3. forks again, so the agent is in the sandbox's PID namespace (reparented to the sandbox's tini);
 4. drops to the container's capabilities, sets no_new_privs, stays non-dumpable (its memory, mapped from
    the host's namespace, must stay closed to sandbox code), loads the container's very seccomp program;

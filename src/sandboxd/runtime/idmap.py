@@ -11,14 +11,17 @@ its layers may be detached mounts, so the idmapped copies of the layers never ap
 the overlay's options (what /proc/self/mountinfo shows, inside the sandbox too) name each layer by its path
 within its own mount ("/", "/upper", "/work"), never a host path.
 
-The user namespace that carries a mapping is made once per mapping (a fork that unshares, whose maps the host
-writes) and its fd kept: a mapping belongs to a uid range, and ranges are reused.
+The user namespace that carries a mapping is made by a fork that unshares, whose maps the host writes (~2 ms),
+and its fd kept for the next mount with that mapping: a mapping belongs to a uid range, and ranges are reused
+lowest first. At most USERNS_CACHE are kept (fds are a budget: every sandbox holds sockets too); a mount keeps
+its own reference to the namespace, so closing an evicted fd changes nothing mounted.
 """
 from __future__ import annotations
 
 import ctypes
 import os
 import threading
+from collections import OrderedDict
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # x86_64 and aarch64 share these numbers (the new mount API came after the syscall tables were unified).
@@ -45,17 +48,33 @@ def _sys(nr: int, *args, what: str) -> int:
 
 
 Mapping = tuple[tuple[int, int, int], ...]  # (id on disk, host id, count) lines
-_userns: dict[Mapping, int] = {}
+USERNS_CACHE = 128
+_userns: OrderedDict[Mapping, int] = OrderedDict()
 _userns_lock = threading.Lock()
 
 
-def userns_fd(mapping: Mapping) -> int:
-    """An fd of a user namespace whose uid and gid maps are `mapping` (kept open for the process's life)."""
-    with _userns_lock:
-        fd = _userns.get(mapping)
-        if fd is None:
-            fd = _userns[mapping] = _make_userns(mapping)
-        return fd
+class UsernsFd:
+    """A user namespace whose uid and gid maps are `mapping`, as an fd for the with-block."""
+
+    def __init__(self, mapping: Mapping):
+        self.mapping = mapping
+
+    def __enter__(self) -> int:
+        _userns_lock.acquire()  # held while the fd is in use: eviction never closes it under a mount
+        try:
+            fd = _userns.get(self.mapping)
+            if fd is None:
+                fd = _userns[self.mapping] = _make_userns(self.mapping)
+                while len(_userns) > USERNS_CACHE:
+                    os.close(_userns.popitem(last=False)[1])
+            _userns.move_to_end(self.mapping)
+            return fd
+        except BaseException:
+            _userns_lock.release()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        _userns_lock.release()
 
 
 def _make_userns(mapping: Mapping) -> int:
@@ -126,4 +145,4 @@ def overlay(lower_fds: list[int], upper_fd: int, work_fd: int, attrs: int = HOST
         os.close(fs)
 
 
-__all__ = ["Mapping", "userns_fd", "clone", "attach", "overlay", "HOST_SAFE", "MOUNT_ATTR_RDONLY"]
+__all__ = ["Mapping", "UsernsFd", "clone", "attach", "overlay", "HOST_SAFE", "MOUNT_ATTR_RDONLY"]

@@ -23,6 +23,7 @@ the sandbox wrote. (Inside, no_new_privs voids setuid anyway; the bits themselve
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -44,10 +45,10 @@ class Ids:
         # 0 -> 0 too: overlay writes its work files as the mounter (host root), which must stay itself.
         return ((0, 0, 1), (self.store_base, self.host_base, self.count))
 
-    def userns(self) -> int | None:
-        """The idmapping's user namespace fd; None when the sandbox runs in the store's own range (a
-        sandbox from before per-sandbox ranges)."""
-        return None if self.host_base == self.store_base else idmap.userns_fd(self.mapping())
+    def userns(self) -> idmap.UsernsFd | contextlib.nullcontext:
+        """The idmapping's user namespace (a with-block gives its fd); None when the sandbox runs in the
+        store's own range (a sandbox from before per-sandbox ranges)."""
+        return contextlib.nullcontext() if self.host_base == self.store_base else idmap.UsernsFd(self.mapping())
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -119,15 +120,15 @@ class SandboxRoot:
                 d.mkdir(exist_ok=True)
             os.chown(self.upper, self.ids.store_base, self.ids.store_base)
             # lost+found is host-root owned and would be an odd thing in /; it is not under upper anyway.
-        userns = self.ids.userns()
-        if str(self.disk) not in mounted:
-            fd = idmap.clone(str(self.raw), userns=userns)
-            try:
-                idmap.attach(fd, str(self.disk))
-            finally:
-                os.close(fd)
-        if str(self.rootfs) not in mounted:
-            self._mount_overlay(userns)
+        with self.ids.userns() as userns:
+            if str(self.disk) not in mounted:
+                fd = idmap.clone(str(self.raw), userns=userns)
+                try:
+                    idmap.attach(fd, str(self.disk))
+                finally:
+                    os.close(fd)
+            if str(self.rootfs) not in mounted:
+                self._mount_overlay(userns)
 
     def _mount_overlay(self, userns: int | None) -> None:
         fds: list[int] = []

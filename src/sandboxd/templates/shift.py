@@ -1,7 +1,11 @@
-"""Shift a rootfs's owners into the sandboxes' user-namespace range, once per image.
+"""Shift a rootfs's owners into the template store's id convention, once per image.
 
-Every sandbox maps its uid 0 to host uid `uid_base`, so a template's files must be owned by
-uid_base + uid on the host. Shifting happens once when an image is built, never per sandbox.
+The store keeps a template's files owned by uid_base + uid on the host (range 0, which no sandbox runs
+in). Each sandbox has its own host range and sees the layers through mounts idmapped from this convention
+to its range (runtime/rootfs.py, runtime/idmap.py), so shifting happens once when an image is built, never
+per sandbox. Why shifted rather than stored as uid 0..n: a layer left at uid 0 would give host root's ids to
+whatever a build wrote, and existing stores and build outputs (copied from a sandbox's disk, which stores
+the same convention) stay valid.
 It is hardlink-safe (each inode is shifted once, not once per name) and setuid-safe (chown clears
 the setuid/setgid bits and file capabilities; they are put back).
 """
