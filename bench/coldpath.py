@@ -104,7 +104,7 @@ def bench_prepare(work: Path, layers, runs: int, disk_mb: int) -> dict:
         for kind in ("old", "new"):
             d = work / f"sb-{kind}-{i}"
             d.mkdir()
-            root = rootfs.SandboxRoot(d, layers, UID)
+            root = rootfs.SandboxRoot(d, layers, rootfs.Ids(store_base=UID, host_base=UID, count=65536))
             t = time.perf_counter()
             if kind == "old":
                 with old_path():
