@@ -58,3 +58,19 @@ def test_settings_past_the_uid_space_are_refused(slots, tmp_path):
     slots.uid_ranges = 70000
     with pytest.raises(RuntimeFailure):
         uidslots.claim(slots, tmp_path)
+
+
+def test_a_sandbox_of_any_data_dir_keeps_its_layers_from_gc(slots, tmp_path):
+    """Overlays are built from layer fds, so mountinfo names no layer: the claims lead gc to every record."""
+    import json
+
+    from sandboxd.config import Settings
+    from sandboxd.templates.store import TemplateStore
+
+    store = TemplateStore(Settings(data_dir=tmp_path / "here", templates_path=tmp_path / "templates"))
+    elsewhere = tmp_path / "other-data" / "sandboxes" / "sb1"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "state.json").write_text(json.dumps({"spec": {"image": {"layers": [str(store.layer_path("e" * 64))]}}}))
+    assert store.layers_in_use(tmp_path / "here") == set()
+    uidslots.claim(slots, elsewhere)
+    assert store.layers_in_use(tmp_path / "here") == {"e" * 64}
