@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     # None: builds read no host path at all.
     import_dir: Path | None = None
     # [edges] client connection limits of the API and the gateway.
+    # The control-plane API (api/listener.py): a request head must arrive whole within api_head_timeout_seconds;
+    # an idle keep-alive connection closes after api_keep_alive_seconds; connections over the caps get a 503.
+    api_head_timeout_seconds: float = Field(10.0, gt=0)
+    api_keep_alive_seconds: float = Field(5.0, gt=0)
+    api_max_connections: int = Field(1000, ge=1)
+    api_max_connections_per_ip: int = Field(200, ge=1)
     # [egress] the operator's network floor under every sandbox.
     # Sandboxes with internet access reach the public internet only: every range in
     # runtime/network.py CLOSED_RANGES (private, shared, loopback, link-local, reserved, ...) is refused

@@ -61,8 +61,7 @@ async def run(settings: Settings, log_level: str = "info") -> None:
     server = None
     try:
         await gateway.start(settings.host, settings.effective_gateway_port)
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-                                lifespan="on", timeout_graceful_shutdown=5)
+        config = api_config(app, settings, log_level)
         server = uvicorn.Server(config)
         print(f"sandboxd: control plane http://{settings.host}:{settings.port}  "
               f"gateway {settings.effective_public_host}  backend {settings.backend}  data {settings.data_dir}",
@@ -71,6 +70,19 @@ async def run(settings: Settings, log_level: str = "info") -> None:
     finally:
         await gateway.close()
         await svc.stop()
+
+
+def api_config(app, settings: Settings, log_level: str = "info"):
+    """uvicorn's settings for the control plane: its h11 parser under our head deadline and connection caps
+    (api/listener.py), idle keep-alive connections closed after api_keep_alive_seconds."""
+    import uvicorn
+
+    from sandboxd.api.listener import limits_from, protocol_for
+
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
+                          lifespan="on", timeout_graceful_shutdown=5, http=protocol_for(limits_from(settings)),
+                          timeout_keep_alive=settings.api_keep_alive_seconds,
+                          limit_concurrency=settings.api_max_connections)
 
 
 PR_GET_CHILD_SUBREAPER = 37
