@@ -160,8 +160,10 @@ async def _multipart(req: Request, ctype: str, user: users.User) -> list[dict]:
         files.append((fname.group(1) if fname else None, data))
     if not files:
         raise _HTTP(400, "no file part in the multipart body")
+    if query_path and len(files) > 1:  # a path (as a signed upload URL binds) names one file, not the parts' names
+        raise _HTTP(400, "a path parameter names one file: send one file part, or no path")
     for fname, data in files:
-        target = query_path if (query_path and len(files) == 1) else fname
+        target = query_path or fname
         path = users.expand(target, user)
         with _open_target(path, user) as f:
             try:
