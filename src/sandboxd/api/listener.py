@@ -25,6 +25,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sandboxd.api.errors import error_body
 
+REFUSED_LINGER = 1.0  # seconds a refused connection is read (and dropped) before it closes
+
 
 @dataclass
 class ConnectionLimits:
@@ -60,10 +62,15 @@ class GuardedH11Protocol(H11Protocol):
             over = refusal("too_many_connections_from_address",
                            "too many open connections from this address; retry shortly",
                            {"limit": limits.max_per_ip})
+        self._counted = self._refused = False
         if over is not None:
-            self._counted = False
+            # Answer, stop writing, and read (and drop) the request still coming for a moment: closing at once
+            # would answer the client's request bytes with a reset, which discards the 503 unread.
+            self._refused = True
             transport.write(over)
-            transport.close()
+            if transport.can_write_eof():
+                transport.write_eof()
+            self.loop.call_later(min(self.limits.head_timeout, REFUSED_LINGER), transport.close)
             return
         self._counted = True
         limits.open[self._addr] += 1
@@ -79,9 +86,16 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:  # h11 has the whole head: the request is under way
             self._disarm_head_timer()
+
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            self.transport.close()
+        return super().eof_received()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
