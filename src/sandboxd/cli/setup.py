@@ -10,6 +10,7 @@ import time
 from typing import List, Optional
 
 import typer
+from pydantic import ValidationError
 
 from sandboxd.config import Settings
 
@@ -23,6 +24,12 @@ def _prepare_host(settings: Settings) -> None:
     result = prepare_host(settings)
     if result:
         typer.echo(f"host: {result}")
+    if result and result.layout != "n/a":  # a real runtime: the nft guard and its egress floor are in place
+        from sandboxd.runtime import network
+
+        typer.echo(f"egress floor: non-public IPv4 ranges closed to sandboxes; opened by the operator "
+                   f"(SANDBOXD_EGRESS_ALLOW_CIDRS): {', '.join(network.floor_openings()) or 'none'}; "
+                   f"resolvers reachable on port 53: {', '.join(network.host_resolvers()) or 'none'}")
 
 
 async def _ensure_desktop(store, settings: Settings, log):
@@ -48,7 +55,12 @@ def register(app: typer.Typer) -> None:
         from sandboxd.templates.bases import BUILTINS
         from sandboxd.templates.store import TemplateStore
 
-        settings = Settings()
+        try:
+            settings = Settings()
+        except ValidationError as exc:  # a bad SANDBOXD_* variable: say which, without a traceback
+            for err in exc.errors():
+                typer.echo(f"setup failed: SANDBOXD_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}", err=True)
+            raise typer.Exit(2)
         started = time.monotonic()
         try:
             if not skip_host:
