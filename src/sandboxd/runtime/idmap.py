@@ -136,7 +136,8 @@ def overlay(lower_fds: list[int], upper_fd: int, work_fd: int, attrs: int = HOST
     fs = _sys(SYS_FSOPEN, b"overlay", FSOPEN_CLOEXEC, what="fsopen overlay")
     try:
         for fd in lower_fds:
-            _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, b"lowerdir+", None, fd, what="overlay lower layer")
+            _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, b"lowerdir+", None, fd,
+                 what="overlay lower layer by fd (needs Linux >= 6.13)")
         _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, b"upperdir", None, upper_fd, what="overlay upper dir")
         _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, b"workdir", None, work_fd, what="overlay work dir")
         _sys(SYS_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0, what="overlay create")

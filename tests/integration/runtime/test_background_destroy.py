@@ -22,10 +22,10 @@ def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             state = fh.read().rpartition(")")[2].split()[0]
+        with open(f"/proc/{pid}/status") as fh:  # it may exit between the two reads
+            pending = next((l for l in fh if l.startswith("SigPnd:") or l.startswith("ShdPnd:")), "")
     except (OSError, IndexError):
         return False
-    with open(f"/proc/{pid}/status") as fh:
-        pending = next((l for l in fh if l.startswith("SigPnd:") or l.startswith("ShdPnd:")), "")
     return state not in ("Z", "X") and not (int(pending.split()[1], 16) & (1 << 8) if pending else False)
 
 

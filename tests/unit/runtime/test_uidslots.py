@@ -70,7 +70,8 @@ def test_a_sandbox_of_any_data_dir_keeps_its_layers_from_gc(slots, tmp_path):
     store = TemplateStore(Settings(data_dir=tmp_path / "here", templates_path=tmp_path / "templates"))
     elsewhere = tmp_path / "other-data" / "sandboxes" / "sb1"
     elsewhere.mkdir(parents=True)
-    (elsewhere / "state.json").write_text(json.dumps({"spec": {"image": {"layers": [str(store.layer_path("e" * 64))]}}}))
+    record = {"spec": {"image": {"layers": [str(store.layer_path("e" * 64))]}}}
+    (elsewhere / "state.json").write_text(json.dumps(record))
     assert store.layers_in_use(tmp_path / "here") == set()
     uidslots.claim(slots, elsewhere)
     assert store.layers_in_use(tmp_path / "here") == {"e" * 64}

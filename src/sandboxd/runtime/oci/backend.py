@@ -2,8 +2,9 @@
 
 Per sandbox, under `<data_dir>/sandboxes/<id>/` (root's, group the sandbox's root gid, 0710: paths.py):
 state.json (the record recover() reads), config.json (the bundle), disk.img + raw/ + disk/ + rootfs/ (see
-rootfs.py), hosts/hostname/resolv.conf (bound read-only) and agent.sock (the host end of the agent channel).
-Each sandbox runs in its own host uid range (uidslots.py), recorded as `uid_slot` in state.json. The runtime's own state lives in a tmpfs
+rootfs.py; hosts, hostname and resolv.conf, bound read-only, are on the sandbox's disk in raw/meta/) and
+agent.sock (the host end of the agent channel). Each sandbox runs in its own host uid range (uidslots.py),
+recorded as `uid_slot` in state.json. The runtime's own state lives in a tmpfs
 (`/run/sandboxd/<data dir hash>/<runtime>`) so every data dir sees only its own containers; the socket and
 the root mount point move there too when the data dir cannot hold them (paths.py).
 """
@@ -125,9 +126,13 @@ class OciBackend(Teardown):
     def _root_parent(self, rec: Record) -> None:
         """The dir above the root's mount point when it lives under /run (a tmpfs: gone after a host reboot)."""
         rootfs = self._paths(rec.id, rec)[0]
-        if not rootfs.is_relative_to(self.dir(rec.id)):
-            paths.make_dir(rootfs.parent.parent)
-            paths.sandbox_dir(rootfs.parent, self._ids(rec).host_base)
+        if rootfs.is_relative_to(self.dir(rec.id)):
+            return
+        if rootfs.name != "rootfs":  # recorded as root/<id> itself, before the private dir above it
+            rootfs = rootfs / "rootfs"
+            rec.extra["rootfs"] = str(rootfs)
+        paths.make_dir(rootfs.parent.parent)
+        paths.sandbox_dir(rootfs.parent, self._ids(rec).host_base)
 
     def _root(self, rec: Record) -> SandboxRoot:
         return SandboxRoot(self.dir(rec.id), rec.sandbox_spec.image.layers, self._ids(rec),
@@ -288,8 +293,8 @@ class OciBackend(Teardown):
                 raise Conflict(f"sandbox {sandbox_id} is already running", code="sandbox_running")
             await self._halt(rec)
             self._claim_ids(rec)  # kept from before a restart; a sandbox older than per-sandbox ranges gets one
-            rec.save(self.dir(sandbox_id))
             self._root_parent(rec)
+            rec.save(self.dir(sandbox_id))
             await to_end(asyncio.to_thread(self._root(rec).mount))
             try:
                 await self._boot(rec)

@@ -1,9 +1,9 @@
 """config.json for a sandbox: the hardened OCI runtime spec shared by crun and runc.
 
-What makes it hardened (ARCHITECTURE §6): a user namespace (0 → the sandbox's own host uid range), its own pid/ipc/uts/mount/
-cgroup/net namespaces, a minimal capability set, no_new_privs, masked /proc and /sys paths, the seccomp
-profile with the namespace-blocking rule, cgroup limits, and tini as the reaping PID 1. `crun spec`'s
-default has neither seccomp nor a user namespace and must never be used.
+What makes it hardened (ARCHITECTURE §6): a user namespace (0 → the sandbox's own host uid range), its own
+pid/ipc/uts/mount/cgroup/net namespaces, a minimal capability set, no_new_privs, masked /proc and /sys
+paths, the seccomp profile with the namespace-blocking rule, cgroup limits, and tini as the reaping PID 1.
+`crun spec`'s default has neither seccomp nor a user namespace and must never be used.
 
 What a sandbox sees of its host: /proc/cmdline is masked; /sys/fs/cgroup (a tmpfs crun makes under cgroup
 v1 with a cgroup namespace, rw whatever the mount's plain "ro") is read-only with every hierarchy under it

@@ -118,5 +118,5 @@ def remove_empty(data_dir: Path) -> list[Path]:
     return gone
 
 
-__all__ = ["RUN_ROOT", "tag", "runtime_dir", "socket_path", "rootfs_path", "sandbox_dir", "blocking_dir", "searchable_by",
-           "make_dir", "remove_empty"]
+__all__ = ["RUN_ROOT", "tag", "runtime_dir", "socket_path", "rootfs_path", "sandbox_dir", "blocking_dir",
+           "searchable_by", "make_dir", "remove_empty"]
