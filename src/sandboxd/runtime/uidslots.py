@@ -5,6 +5,10 @@ convention (templates/shift.py) and no sandbox runs in it; sandboxes get 1..uid_
 escapes one sandbox, or a host user who runs a binary one sandbox wrote, holds ids no other sandbox's files
 carry.
 
+The ranges must be the platform's alone: a host user given subordinate ids in one of them (/etc/subuid,
+/etc/subgid, used by newuidmap for rootless containers) could act as that sandbox's ids. subid_overlaps()
+names such grants; the backend logs them at start.
+
 A range is claimed by a symlink `/run/sandboxd/uid-slots/<k>` whose target is the claiming sandbox's dir:
 symlink(2) is atomic and fails when the name exists, so two daemons (several data dirs on one host) never
 hand out the same range. The slot is also kept in the sandbox's record (state.json), so a restart keeps it;
@@ -38,6 +42,27 @@ def check(settings) -> None:
     last = base(settings, settings.uid_ranges) + settings.uid_count - 1
     if last > MAX_HOST_ID:
         raise RuntimeFailure(f"uid_base + (uid_ranges + 1) * uid_count must stay below 2^32 ({last} is not)")
+
+
+SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
+
+
+def subid_overlaps(settings) -> list[str]:
+    """The /etc/subuid and /etc/subgid lines whose ranges meet the store's or a sandbox's ids."""
+    low, high = settings.uid_base, base(settings, settings.uid_ranges) + settings.uid_count
+    found = []
+    for path in SUBID_FILES:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.strip().split(":")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                start, count = int(parts[1]), int(parts[2])
+                if start < high and start + count > low:
+                    found.append(f"{path}: {line.strip()}")
+    return found
 
 
 def _owner(slot: int) -> str | None:
@@ -111,4 +136,5 @@ def claimed_dirs_records() -> list[Path]:
     return out
 
 
-__all__ = ["SLOTS_DIR", "claimed_dirs_records", "SlotsExhausted", "base", "check", "claim", "release"]
+__all__ = ["SLOTS_DIR", "SUBID_FILES", "subid_overlaps", "claimed_dirs_records", "SlotsExhausted", "base", "check",
+           "claim", "release"]

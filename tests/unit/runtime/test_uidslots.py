@@ -75,3 +75,11 @@ def test_a_sandbox_of_any_data_dir_keeps_its_layers_from_gc(slots, tmp_path):
     assert store.layers_in_use(tmp_path / "here") == set()
     uidslots.claim(slots, elsewhere)
     assert store.layers_in_use(tmp_path / "here") == {"e" * 64}
+
+
+def test_host_subordinate_ids_in_a_sandbox_range_are_named(slots, tmp_path, monkeypatch):
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    subuid.write_text("alice:165536:65536\nbob:900000000:65536\n")
+    subgid.write_text("alice:10000:50000\n")  # below uid_base: harmless
+    monkeypatch.setattr(uidslots, "SUBID_FILES", (subuid, subgid))
+    assert uidslots.subid_overlaps(slots) == [f"{subuid}: alice:165536:65536"]

@@ -79,6 +79,9 @@ class OciBackend(Teardown):
         self._batch = BatchStats(Path(settings.sandboxes_dir), self.layout, runtime)
         self._reclaims: set[asyncio.Task] = set()
         self._zygotes: dict[str, zygote.Zygote] = {}  # image content hash -> its zygote
+        uidslots.check(settings)
+        for grant in uidslots.subid_overlaps(settings):
+            log.warning("host subordinate ids overlap the sandboxes' uid ranges (move uid_base past them): %s", grant)
 
     def _ensure_host(self) -> None:
         prepare_host(self.settings, backend=self.runtime)  # cached after the first call
