@@ -95,7 +95,8 @@ def test_template_layers_are_closed_to_host_users(rt_env):
     assert st.st_mode & 0o4000, "the image's setuid bits are kept"
     r = _as_nobody([str(su), "--version"])
     assert r.returncode != 0 and "Permission denied" in r.stderr, (r.stdout, r.stderr)
-    assert os.stat(image.layers[0].parent.parent).st_mode & 0o777 == 0o700
+    store = image.layers[0].parent.parent.parent
+    assert [os.stat(store / d).st_mode & 0o777 for d in ("layers", "images", "tmp")] == [0o700] * 3
 
 
 def test_the_uid_range_is_kept_across_stop_start_and_recovery_and_freed_on_destroy(rt_env):

@@ -11,8 +11,8 @@ Layout under settings.templates_dir (one filesystem, so a finished build is one 
     tmp/                       builds in progress; never read as an image
     .lock                      serialises writers across processes
 
-layers/ and tmp/ are 0700 root: a layer holds files a sandbox wrote, setuid ones included (kept on purpose,
-they are the image's), and no host user but root may reach them. Sandboxes never need these paths: their
+layers/, images/ and tmp/ are 0700 root: a layer holds files a sandbox wrote, setuid ones included (kept on
+purpose, they are the image's), an image its environment, and no host user but root may reach them. Sandboxes never need these paths: their
 layers are opened by the host when it mounts their root.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ class TemplateStore:
         self.layers_dir = self.root / "layers"
         self.images_dir = self.root / "images"
         self.tmp_dir = self.root / "tmp"
-        for d in (self.layers_dir, self.tmp_dir):  # a store made before they were private
+        for d in (self.layers_dir, self.images_dir, self.tmp_dir):  # a store made before they were private
             _private(d, create=False)
         # One in-process lock too: fcntl locks do not exclude coroutines of the same process.
         self._alock = asyncio.Lock()
@@ -165,7 +165,7 @@ class TemplateStore:
         return final / "rootfs"
 
     def save_image(self, image: TemplateImage, *, builtin: bool = False, extra: dict[str, Any] | None = None) -> None:
-        self.images_dir.mkdir(parents=True, exist_ok=True)
+        _private(self.images_dir)
         doc = {**image_to_dict(image), "builtin": builtin, "created_at": time.time(), **(extra or {})}
         tmp = self.images_dir / f".{image.name}.json.{uuid.uuid4().hex[:6]}"
         tmp.write_text(json.dumps(doc, indent=1))
