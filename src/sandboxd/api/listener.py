@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -41,9 +42,12 @@ class ConnectionLimits:
 
 
 def refusal(code: str, message: str, details: dict) -> bytes:
-    body = json.dumps(error_body(503, code, message, "req_listener", details)).encode()
+    """A whole 503 answer, written before any request was read (so there is none to take an id from)."""
+    rid = "req_" + secrets.token_hex(12)
+    body = json.dumps(error_body(503, code, message, rid, details)).encode()
     return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            b"retry-after: 1\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            b"retry-after: 1\r\nx-request-id: " + rid.encode() + b"\r\ncontent-length: " + str(len(body)).encode()
+            + b"\r\n\r\n" + body)
 
 
 class GuardedH11Protocol(H11Protocol):

@@ -74,15 +74,15 @@ async def run(settings: Settings, log_level: str = "info") -> None:
 
 def api_config(app, settings: Settings, log_level: str = "info"):
     """uvicorn's settings for the control plane: its h11 parser under our head deadline and connection caps
-    (api/listener.py), idle keep-alive connections closed after api_keep_alive_seconds."""
+    (api/listener.py), idle keep-alive connections closed after api_keep_alive_seconds. No uvicorn
+    `limit_concurrency`: the listener's caps come first and answer in the API's error shape."""
     import uvicorn
 
     from sandboxd.api.listener import limits_from, protocol_for
 
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
                           lifespan="on", timeout_graceful_shutdown=5, http=protocol_for(limits_from(settings)),
-                          timeout_keep_alive=settings.api_keep_alive_seconds,
-                          limit_concurrency=settings.api_max_connections)
+                          timeout_keep_alive=settings.api_keep_alive_seconds)
 
 
 PR_GET_CHILD_SUBREAPER = 37

@@ -166,8 +166,8 @@ class TokenSigner:
             raise TokenInvalid("invalid sandbox token")
         if dialect == HOPX and self.generations and not self.generations.accepts(claims["sub"], generation):
             raise TokenInvalid("token revoked: a newer one was issued by /token/refresh")
-        return SandboxClaims(claims["sub"], int(claims.get("tv", 0)), datetime.fromtimestamp(claims["exp"], timezone.utc),
-                             generation)
+        expires = datetime.fromtimestamp(claims["exp"], timezone.utc)
+        return SandboxClaims(claims["sub"], claims.get("tv", 0), expires, generation)
 
     # Signed upload URLs: the template builder PUTs without any auth header, so the URL carries its own
     # credential (an HMAC over the path and expiry), like a presigned object-store URL.

@@ -202,9 +202,10 @@ def rewrite(head: Head, port: int) -> None:
     if path.startswith(PREFIX + "/") or (port == ENVD_PORT and path in INTERNAL):
         raise GatewayError(404, "not_found", f"no such endpoint: {path}")
     new = f"{PREFIX}/{port}{target}"
-    first, sep, rest = head.raw.partition(b"\r\n")
-    method, _, _ = first.partition(b" ")
-    head.raw = method + b" " + new.encode("latin-1") + b" " + head.version.encode() + sep + rest
+    if getattr(head, "raw", None) is not None:  # a proxy that forwards the client's bytes: keep them in step
+        first, sep, rest = head.raw.partition(b"\r\n")
+        method, _, _ = first.partition(b" ")
+        head.raw = method + b" " + new.encode("latin-1") + b" " + head.version.encode() + sep + rest
     head.target = new
 
 
