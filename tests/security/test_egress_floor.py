@@ -32,7 +32,7 @@ from sandboxd.runtime.hostsetup import prepare_host  # noqa: E402
 
 pytestmark = pytest.mark.real
 TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
-PORT = 8000  # inside the peer's own namespace: nothing else listens there
+PORT, DNS = 8000, 53  # inside the peer's own namespace: nothing else listens there
 
 LISTENER = """
 import socket, sys, threading
@@ -40,12 +40,14 @@ log = open(sys.argv[1], "a", buffering=1)
 def serve(s):
     while True:
         c, peer = s.accept()
-        log.write(f"{c.getsockname()[0]}\\n")
+        log.write("%s:%d\\n" % c.getsockname())
         c.close()
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(16)
+for port in sys.argv[2:]:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(port))); s.listen(16)
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
 print("ready", flush=True)
-serve(s)
+threading.Event().wait()
 """
 
 
@@ -101,7 +103,7 @@ class Peer:
             route = sh("ip", "route", "get", addr)
             assert f"dev {self.veth}" in route, route
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", LISTENER,
-                                      str(self.log), str(PORT)], stdout=subprocess.PIPE, text=True)
+                                      str(self.log), str(PORT), str(DNS)], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "ready"
 
     def accepted(self) -> list[str]:
@@ -152,8 +154,8 @@ def wait_accepted(peer: Peer, count: int) -> list[str]:
     return peer.accepted()
 
 
-def probe(sb, box_id: str, addr: str) -> str:
-    r = sb.py(box_id, connect(addr, PORT, 5.0))
+def probe(sb, box_id: str, addr: str, port: int = PORT) -> str:
+    r = sb.py(box_id, connect(addr, port, 5.0))
     assert r.exit_code == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -171,12 +173,30 @@ def test_private_ranges_are_closed_until_the_operator_opens_one(rt_env, peer, cl
         start(str(peer.net10))
         assert network.floor_openings() == [str(peer.net10)]
         assert probe(sb, box.id, peer.ip10) == "connected"
-        assert wait_accepted(peer, seen + 1)[seen:] == [peer.ip10]
+        assert wait_accepted(peer, seen + 1)[seen:] == [f"{peer.ip10}:{PORT}"]
         assert probe(sb, box.id, peer.ip192) == "EHOSTUNREACH"
     finally:
         start()  # a start without it closes it again
     assert network.floor_openings() == []
     assert probe(sb, box.id, peer.ip10) == "EHOSTUNREACH"
+
+
+def test_a_private_resolver_is_reachable_on_port_53_only(rt_env, peer, closed_floor):
+    """The stated DNS exception: the host's resolvers (here our peer, as if /etc/resolv.conf named it)
+    answer on port 53, and nothing else at that address is reachable."""
+    _, sb, image = rt_env
+    box = sb.create(spec(image, "dns", internet_access=True))
+    seen = len(peer.accepted())
+    try:
+        network.ensure_table([], resolvers=[peer.ip10])
+        assert probe(sb, box.id, peer.ip10, DNS) == "connected"
+        assert wait_accepted(peer, seen + 1)[seen:] == [f"{peer.ip10}:{DNS}"]
+        assert probe(sb, box.id, peer.ip10, PORT) == "EHOSTUNREACH"
+        assert probe(sb, box.id, peer.ip192, DNS) == "EHOSTUNREACH"
+    finally:
+        start()  # the host's own resolvers again
+    assert probe(sb, box.id, peer.ip10, DNS) == "EHOSTUNREACH"
+    assert len(peer.accepted()) == seen + 1
 
 
 def test_the_floor_is_installed_once_and_idempotently(closed_floor):
@@ -189,8 +209,8 @@ def test_the_floor_is_installed_once_and_idempotently(closed_floor):
         assert cidr in again
 
 
-def build(srv: CPServer, addr: str) -> str:
-    """Run a template build whose RUN step connects to addr; its final status."""
+def build(srv: CPServer, addr: str) -> dict:
+    """Run a template build whose RUN step connects to addr; its final status document."""
     code = f"import socket; socket.create_connection(({addr!r}, {PORT}), 5).close()"
     with srv.client() as c:
         r = c.post("/v1/templates/build", json={
@@ -202,9 +222,10 @@ def build(srv: CPServer, addr: str) -> str:
         deadline = time.monotonic() + 600
         try:
             while time.monotonic() < deadline:
-                status = c.get(f"/v1/templates/build/{build_id}/status").json()["status"]
-                if status not in ("building", "queued"):
-                    return status
+                doc = c.get(f"/v1/templates/build/{build_id}/status").json()
+                if doc["status"] not in ("building", "queued"):
+                    doc["logs"] = c.get(f"/v1/templates/build/{build_id}/logs").json()["logs"]
+                    return doc
                 time.sleep(0.5)
             pytest.fail("the build did not end")
         finally:
@@ -221,14 +242,14 @@ def test_build_steps_meet_the_same_floor(peer, closed_floor, opened):
     srv = CPServer(data, None, **env).start()
     seen = len(peer.accepted())
     try:
-        status = build(srv, peer.ip10)
+        doc = build(srv, peer.ip10)
     finally:
         srv.close()
         shutil.rmtree(data, ignore_errors=True)
         start()
     if opened:
-        assert status == "active"
-        assert wait_accepted(peer, seen + 1)[seen:] == [peer.ip10]
+        assert doc["status"] == "active", doc
+        assert wait_accepted(peer, seen + 1)[seen:] == [f"{peer.ip10}:{PORT}"]
     else:
-        assert status == "failed"
+        assert doc["status"] == "failed" and "No route to host" in doc["logs"], doc  # refused by the floor
         assert peer.accepted()[seen:] == []
