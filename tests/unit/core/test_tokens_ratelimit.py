@@ -109,3 +109,19 @@ def test_rate_limiter_counts_per_bucket_and_window():
     assert rl.hit("b")[0]  # buckets are independent
     ok, limit, remaining, reset = rl.hit("d", limit=10)
     assert ok and limit == 10 and remaining == 9 and reset % 60 == 0 and reset > time.time()
+
+
+def test_every_event_stream_route_may_take_its_key_in_the_url_and_nothing_else():
+    """`?token=` is allowed by path (api/auth.py): the SSE routes must keep the `/stream` ending it relies on."""
+    from starlette.requests import HTTPConnection
+
+    from sandboxd.api.auth import query_token_allowed
+    from sandboxd.api.routes import sandboxes, streams
+
+    def allowed(method: str, path: str) -> bool:
+        return query_token_allowed(HTTPConnection({"type": "http", "method": method, "path": path, "headers": []}))
+
+    stream_paths = [r.path.replace("{sandbox_id}", "sb1") for r in streams.router.routes]
+    assert stream_paths and all(allowed("GET", p) for p in stream_paths)
+    rest = [r.path.replace("{sandbox_id}", "sb1") for r in sandboxes.router.routes]
+    assert rest and not any(allowed(m, p) for p in rest for m in ("GET", "POST", "DELETE"))
