@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rtsupport import spec
+from rtsupport import SyncBackend, base_image, cleanup, make_settings, spec
 
 pytestmark = pytest.mark.real
 
@@ -19,15 +19,31 @@ def box(rt_env):
     sb.destroy(b.id)
 
 
-def test_the_cgroup_tree_is_read_only(rt_env, box):
-    _, sb, _ = rt_env
+def _cgroup_is_read_only(sb, box) -> None:
     r = sb.sh(box.id, "touch /sys/fs/cgroup/x; mkdir /sys/fs/cgroup/y; ls /sys/fs/cgroup/memory/memory.limit_in_bytes")
     err = r.stderr.decode()
     assert err.count("Read-only file system") == 2, err
     assert r.stdout.decode().strip() == "/sys/fs/cgroup/memory/memory.limit_in_bytes"  # still readable
     mounts = sb.sh(box.id, "cat /proc/self/mountinfo").stdout.decode().splitlines()
-    cgroup = [line.split() for line in mounts if line.split()[4].startswith("/sys/fs/cgroup")]
-    assert cgroup and all(f[5].split(",")[0] == "ro" for f in cgroup), cgroup
+    # The top-most mount at each point is the one reached (runc leaves the writable tmpfs covered below).
+    top = {f[4]: f[5] for f in (line.split() for line in mounts) if f[4].startswith("/sys/fs/cgroup")}
+    assert len(top) > 1 and all(opts.split(",")[0] == "ro" for opts in top.values()), top
+
+
+def test_the_cgroup_tree_is_read_only(rt_env, box):
+    _cgroup_is_read_only(rt_env[1], box)
+
+
+def test_the_cgroup_tree_is_read_only_under_runc(rt_env):
+    from sandboxd.runtime import get_backend
+
+    settings = make_settings("runc")
+    sb = SyncBackend(get_backend(settings))
+    try:
+        _cgroup_is_read_only(sb, sb.create(spec(base_image(settings), "viewrunc")))
+    finally:
+        cleanup(settings, sb)
+        sb.close()
 
 
 def test_the_kernel_command_line_is_masked(rt_env, box):

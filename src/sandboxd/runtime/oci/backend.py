@@ -221,7 +221,8 @@ class OciBackend(Teardown):
         meta = SandboxRoot(d, (), None).meta
         cfg = config.build(spec, uid_base=self._ids(rec).host_base, uid_count=self.settings.uid_count,
                            sandbox_dir=d, agent_pkg=self.agent_pkg, argv=argv, rootfs=rootfs,
-                           etc_dir=meta if meta.is_dir() else d)  # d: a sandbox made before meta/
+                           etc_dir=meta if meta.is_dir() else d,  # d: a sandbox made before meta/
+                           runtime=self.runtime)
         profile_key = self.bpf.annotate(cfg)
         (d / "config.json").write_text(json.dumps(cfg))
         self.cli.root.mkdir(parents=True, exist_ok=True)

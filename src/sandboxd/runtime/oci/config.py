@@ -59,7 +59,8 @@ def base_mounts() -> list[dict[str, Any]]:
 
 
 def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path, agent_pkg: Path,
-          argv: list[str] | None = None, rootfs: Path | None = None, etc_dir: Path | None = None) -> dict[str, Any]:
+          argv: list[str] | None = None, rootfs: Path | None = None, etc_dir: Path | None = None,
+          runtime: str = "crun") -> dict[str, Any]:
     """etc_dir holds hosts, hostname and resolv.conf (default: the sandbox dir). On the sandbox's own disk
     (rootfs.py: raw/meta) the sandbox's mountinfo shows them as /meta/..., not as a host path."""
     etc_dir = etc_dir or sandbox_dir
@@ -110,7 +111,9 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
                 "pids": {"limit": res.pids},
             },
             "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
+            # runc ignores "rro" on the cgroup mount and leaves its tmpfs writable: remount it read-only
+            # (crun must not get this: its bind of the path would make the hierarchies under it writable).
+            "readonlyPaths": READONLY_PATHS + (["/sys/fs/cgroup"] if runtime == "runc" else []),
             "seccomp": seccomp.profile(),
         },
     }
