@@ -35,7 +35,7 @@ import re
 import time
 from urllib.parse import quote, unquote_plus
 
-from sandboxd.core.errors import NotFound, Unauthorized
+from sandboxd.core.errors import Unauthorized
 from sandboxd.core.models import RUNNING
 from sandboxd.core.tokens import E2B, HOPX
 from sandboxd.gateway.heads import bearer
@@ -123,9 +123,11 @@ class E2BResolver:
         routes = self.lifecycle.routes
         if sid:
             self._route(sid, None)  # a sandbox that is gone or paused says so
-        for cid in [sid] if sid else list(routes):
+        candidates = [sid] if sid else list(routes)
+        self._derive_envd_tokens(candidates)
+        for cid in candidates:
             route = routes.get(cid)
-            envd = route and self._envd_token(cid, route.token_version)
+            envd = route and self._envd_tokens.get((cid, route.token_version))
             if not envd:
                 continue
             raw = signed + envd + (f":{expires}" if expires else "")
@@ -139,19 +141,24 @@ class E2BResolver:
                 return Target(route.socket, cid)
         raise GatewayError(401, "unauthenticated", "invalid signature for this file URL")
 
-    def _envd_token(self, sid: str, version: int) -> str | None:
-        token = self._envd_tokens.get((sid, version))
-        if token is None:
-            if len(self._envd_tokens) > 2 * len(self.lifecycle.routes) + 64:  # sandboxes that are gone
-                self._envd_tokens.clear()
-            try:
-                sb = self.lifecycle.get(sid)
-            except NotFound:
-                return None
-            if sb.token_version != version:
-                return None
-            token = self._envd_tokens[(sid, version)] = self.lifecycle.envd_token(sb)
-        return token
+    def _derive_envd_tokens(self, sids: list[str]) -> None:
+        """Derive (once) the envd tokens of these live sandboxes: one read of their rows for all that are
+        new, since a token depends on the sandbox's creation time."""
+        routes = self.lifecycle.routes
+        if len(self._envd_tokens) > 2 * len(routes) + 64:  # sandboxes that are gone
+            self._envd_tokens.clear()
+        missing = [s for s in sids if s in routes and (s, routes[s].token_version) not in self._envd_tokens]
+        if not missing:
+            return
+        from sqlalchemy import select
+
+        from sandboxd.core.store.tables import SandboxRow
+
+        with self.lifecycle.store.tx() as s:
+            rows = s.execute(select(SandboxRow.id, SandboxRow.token_version, SandboxRow.created_at)
+                             .where(SandboxRow.id.in_(missing))).all()
+        for sid, version, created_at in rows:
+            self._envd_tokens[(sid, version)] = self.signer.envd_token(sid, version, created_at)
 
     def _user_port(self, head: Head, sid: str, port: int, token: str | None) -> Target:
         dialect = E2B
