@@ -13,7 +13,7 @@ import json
 import httpx
 import pytest
 
-from rtsupport import spec
+from rtsupport import SyncBackend, cleanup, make_settings, spec
 
 pytestmark = pytest.mark.real
 
@@ -78,6 +78,22 @@ def box(rt_env):
     return sb.create(spec(image, "sockfam", internet_access=True))
 
 
+@pytest.fixture(scope="module")
+def cold_box(rt_env):
+    """A sandbox whose agent crun execs itself (no zygote): the filter is crun's, loaded from the profile."""
+    _, _, image = rt_env
+    settings = make_settings("crun")
+    settings.zygote = False
+    from sandboxd.runtime import get_backend
+
+    sb = SyncBackend(get_backend(settings))
+    try:
+        yield sb.create(spec(image, "sockfam-cold"))
+    finally:
+        cleanup(settings, sb)
+        sb.close()
+
+
 def check(found: dict) -> None:
     assert {name: found[name] for name in REFUSED} == {name: "EAFNOSUPPORT" for name in REFUSED}
     assert {name: found[name] for name in NEEDED} == {name: "created" for name in NEEDED}
@@ -92,7 +108,9 @@ def test_exec_path_has_only_the_needed_families(rt_env, box):
     check(json.loads(r.stdout))
 
 
-def test_commands_the_agent_starts_have_only_the_needed_families(box):
+@pytest.mark.parametrize("agent", ["forked by the zygote", "started by crun"])
+def test_commands_the_agent_starts_have_only_the_needed_families(request, agent):
+    box = request.getfixturevalue("box" if agent == "forked by the zygote" else "cold_box")
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(box.agent_socket)), base_url="http://agent") as c:
         r = c.post("/commands/run", json={"command": COMMAND}, timeout=60)
     assert r.status_code == 200 and r.json()["exit_code"] == 0, r.text
