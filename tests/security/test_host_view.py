@@ -54,9 +54,12 @@ def test_the_kernel_command_line_is_masked(rt_env, box):
 
 
 def test_the_mount_table_names_no_host_path_of_the_data_dir_or_store(rt_env, box):
+    import sandboxd
+
     settings, sb, _ = rt_env
     text = sb.sh(box.id, "cat /proc/self/mountinfo /proc/1/mountinfo /proc/self/mounts").stdout.decode()
-    for host_path in (settings.data_dir, settings.templates_dir, Path("/run/sandboxd")):
+    install = Path(sandboxd.__file__).resolve().parent  # the agent package's host directory
+    for host_path in (settings.data_dir, settings.templates_dir, Path("/run/sandboxd"), install):
         assert str(host_path) not in text, host_path
     root = next(line for line in text.splitlines() if line.split()[4] == "/")
     assert "lowerdir+=/," in root and "upperdir=/upper," in root  # layers named inside their own mounts

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sandboxd
 from sandboxd.core.errors import Conflict, Invalid, NotFound, RuntimeFailure
-from sandboxd.runtime import network, reaper, uidslots
+from sandboxd.runtime import agentpkg, network, reaper, uidslots
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats
 from sandboxd.runtime.cgroups import SandboxCgroup, detect
@@ -183,6 +183,18 @@ class OciBackend(Teardown):
         (root.meta / "hosts").write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost ip6-localhost ip6-loopback\n")
         (root.meta / "resolv.conf").write_text(_resolv_conf())
 
+    async def _agent_pkg_source(self) -> Path:
+        """Where sandboxes bind the agent package from: its copy in agentpkg's tmpfs (their mountinfo then
+        names no host install path), or the package itself when the copy cannot be made."""
+        src = agentpkg.ready(self.agent_pkg)
+        if src is not None:
+            return src
+        try:
+            return await asyncio.to_thread(agentpkg.copy_for_sandboxes, self.agent_pkg, config.AGENT_PKG_TARGET)
+        except OSError as exc:
+            log.warning("sandboxes bind the agent package from %s: no copy (%s)", self.agent_pkg, exc)
+            return self.agent_pkg
+
     def _zygote(self, spec: SandboxSpec) -> zygote.Zygote | None:
         """The zygote for a builtin image's sandbox (see zygote.py), when enabled and not broken."""
         image = spec.image
@@ -220,7 +232,7 @@ class OciBackend(Teardown):
         argv = zygote.WAIT_ARGV if z else self.agent_argv
         meta = SandboxRoot(d, (), None).meta
         cfg = config.build(spec, uid_base=self._ids(rec).host_base, uid_count=self.settings.uid_count,
-                           sandbox_dir=d, agent_pkg=self.agent_pkg, argv=argv, rootfs=rootfs,
+                           sandbox_dir=d, agent_pkg=await self._agent_pkg_source(), argv=argv, rootfs=rootfs,
                            etc_dir=meta if meta.is_dir() else d,  # d: a sandbox made before meta/
                            runtime=self.runtime)
         profile_key = self.bpf.annotate(cfg)

@@ -7,11 +7,11 @@ paths, the seccomp profile with the namespace-blocking rule, cgroup limits, and 
 
 What a sandbox sees of its host: /proc/cmdline is masked; /sys/fs/cgroup (a tmpfs crun makes under cgroup
 v1 with a cgroup namespace, rw whatever the mount's plain "ro") is read-only with every hierarchy under it
-("rro": recursive, by mount_setattr); the root overlay and the /etc binds name no host path (rootfs.py).
-Still visible, knowingly: the agent package's host directory (the root field of its read-only bind in
-mountinfo), the host cgroup hierarchies' names, the kernel version, and the host's /proc/meminfo,
-/proc/cpuinfo and /proc/stat (the sandbox's own limits are in /sys/fs/cgroup; virtualising /proc would take
-a FUSE daemon on the host, lxcfs, serving sandbox code).
+("rro": recursive, by mount_setattr); the root overlay, the /etc binds and the agent package (bound from
+its copy, agentpkg.py) name no host path in mountinfo (rootfs.py). Still visible, knowingly: the host cgroup
+hierarchies' names, the kernel version, and the host's /proc/meminfo, /proc/cpuinfo and /proc/stat (the
+sandbox's own limits are in /sys/fs/cgroup; virtualising /proc would take a FUSE daemon on the host, lxcfs,
+serving sandbox code).
 """
 from __future__ import annotations
 
