@@ -27,24 +27,26 @@ def test_every_response_has_request_id_and_rate_headers(cp, client):
     assert client.get("/health", headers={"X-Request-ID": "req_mine"}).headers["x-request-id"] == "req_mine"
 
 
-@pytest.mark.parametrize("headers,params", [
-    ({"X-API-Key": "wrong-key-123"}, {}),
-    ({"Authorization": "Bearer wrong-key-123"}, {}),
-    ({}, {"token": "wrong-key-123"}),
+@pytest.mark.parametrize("headers,params,path", [
+    ({"X-API-Key": "wrong-key-123"}, {}, "/v1/sandboxes"),
+    ({"Authorization": "Bearer wrong-key-123"}, {}, "/v1/sandboxes"),
+    ({}, {"token": "wrong-key-123"}, "/v1/sandboxes/stream"),  # ?token= is for event streams only
 ])
-def test_bad_keys_are_401(cp, headers, params):
+def test_bad_keys_are_401(cp, headers, params, path):
     import httpx
 
-    r = httpx.get(cp.base + "/v1/sandboxes", headers=headers, params=params)
+    r = httpx.get(cp.base + path, headers=headers, params=params)
     assert_error(r, 401, "invalid_api_key")
 
 
 def test_all_three_key_forms_are_accepted(cp):
     import httpx
 
-    for kw in ({"headers": {"X-API-Key": cp.key}}, {"headers": {"Authorization": f"Bearer {cp.key}"}},
-               {"params": {"token": cp.key}}):
+    for kw in ({"headers": {"X-API-Key": cp.key}}, {"headers": {"Authorization": f"Bearer {cp.key}"}}):
         assert httpx.get(cp.base + "/v1/templates", **kw).status_code == 200
+    with httpx.stream("GET", cp.base + "/v1/templates/stream", params={"token": cp.key}) as r:
+        assert r.status_code == 200
+    assert_error(httpx.get(cp.base + "/v1/templates", params={"token": cp.key}), 401, "token_in_query_not_allowed")
     assert_error(httpx.get(cp.base + "/v1/templates"), 401, "missing_api_key")
 
 
