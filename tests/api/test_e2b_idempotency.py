@@ -20,9 +20,9 @@ def test_same_key_after_restart_returns_the_same_sandbox(cp):
         assert again.status_code == 201, again.text
         assert again.json()["sandboxID"] == sid
         # The replayed token works: the sandbox is reachable with it through the gateway.
-        r = httpx.get(cp.gateway + "/health", timeout=10,
-                      headers={"Authorization": f"Bearer {again.json()['envdAccessToken']}"})
-        assert r.status_code == 200
+        r = httpx.get(cp.gateway + "/health", timeout=10,  # as the E2B SDK sends it (it is no Bearer token)
+                      headers={"E2b-Sandbox-Id": sid, "X-Access-Token": again.json()["envdAccessToken"]})
+        assert r.status_code in (200, 204)
         other = create(cp, "j-idem-restart-1", timeout=61)  # same key, another body
         assert other.status_code == 409 and "different request body" in other.json()["message"]
         with cp.client() as c:
