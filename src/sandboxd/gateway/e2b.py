@@ -201,7 +201,7 @@ def signed_query(query: str) -> dict[str, str]:
 
 
 def rewrite(head: Head, port: int) -> None:
-    """Prefix the request target in place (both the parsed head and the raw bytes the proxy forwards)."""
+    """Prefix the request target in place (and the raw bytes, where the head keeps the client's to forward)."""
     target = head.target
     path = target.split("?", 1)[0]
     if not target.startswith("/"):
@@ -209,7 +209,7 @@ def rewrite(head: Head, port: int) -> None:
     if path.startswith(PREFIX + "/") or (port == ENVD_PORT and path in INTERNAL):
         raise GatewayError(404, "not_found", f"no such endpoint: {path}")
     new = f"{PREFIX}/{port}{target}"
-    if getattr(head, "raw", None) is not None:  # a proxy that forwards the client's bytes: keep them in step
+    if not isinstance(getattr(type(head), "raw", None), property):  # raw bytes forwarded as kept: edit them too
         first, sep, rest = head.raw.partition(b"\r\n")
         method, _, _ = first.partition(b" ")
         head.raw = method + b" " + new.encode("latin-1") + b" " + head.version.encode() + sep + rest
