@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     # None: builds read no host path at all.
     import_dir: Path | None = None
     # [edges] client connection limits of the API and the gateway.
+    # The gateway (gateway/limits.py): a request head must arrive whole within gateway_head_timeout_seconds; an
+    # idle keep-alive connection closes after gateway_keep_alive_seconds; connections over the caps get a 503;
+    # a request body over gateway_max_body_bytes gets a 413 (file uploads stream through the gateway: the cap
+    # is larger than the API's max_body_bytes).
+    gateway_head_timeout_seconds: float = Field(10.0, gt=0)
+    gateway_keep_alive_seconds: float = Field(15.0, gt=0)
+    gateway_max_connections: int = Field(1000, ge=1)
+    gateway_max_connections_per_ip: int = Field(200, ge=1)
+    gateway_max_body_bytes: int = Field(1024 * 1024 * 1024, ge=1024)
     # The control-plane API (api/listener.py): a request head must arrive whole within api_head_timeout_seconds;
     # an idle keep-alive connection closes after api_keep_alive_seconds; connections over the caps get a 503.
     api_head_timeout_seconds: float = Field(10.0, gt=0)

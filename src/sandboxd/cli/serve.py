@@ -47,7 +47,10 @@ async def run(settings: Settings, log_level: str = "info") -> None:
         print(f"sandboxd: first admin API key (shown once, keep it): {secret}", flush=True)
     app = create_app(settings, svc, manage=False)
     await svc.start()
-    gateway = Gateway([BearerResolver(svc.signer, svc.lifecycle)], public_host=settings.public_host)
+    from sandboxd.gateway.limits import Limits
+
+    gateway = Gateway([BearerResolver(svc.signer, svc.lifecycle)], public_host=settings.public_host,
+                      limits=Limits.from_settings(settings))
     try:
         from sandboxd.api import e2b
 

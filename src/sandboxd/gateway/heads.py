@@ -1,21 +1,45 @@
-"""In-place edits of a parsed request head (its raw bytes are what the proxy forwards)."""
+"""A parsed request head, and the edits routing makes to it before it is forwarded.
+
+The gateway never forwards a client's bytes: a `Head` holds the request line and the header fields the
+strict parser (gateway/framing.py) accepted, and what the agent receives is written from these values
+(`framing.upstream_request`). So edits here change values, not bytes, and `raw` is only a rendering of
+them (parsing it back goes through the same strict parser).
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
-if TYPE_CHECKING:
-    from sandboxd.gateway.proxy import Head
+
+class Head:
+    __slots__ = ("method", "target", "version", "fields", "headers")
+
+    def __init__(self, method: str, target: str, version: str, fields: list[tuple[str, str]]):
+        self.method, self.target, self.version = method, target, version
+        self.fields = fields  # (name as the client spelled it, value), in order
+        self.headers = {name.lower(): value for name, value in fields}  # last value wins (duplicates of
+        # the headers routing reads are refused by the parser, so "last" is "only" for those)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    @property
+    def raw(self) -> bytes:
+        lines = [f"{self.method} {self.target} {self.version}"] + [f"{n}: {v}" for n, v in self.fields]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    @raw.setter
+    def raw(self, value: bytes) -> None:
+        from sandboxd.gateway.framing import parse_head
+
+        other = parse_head(value)
+        self.method, self.target, self.version = other.method, other.target, other.version
+        self.fields, self.headers = other.fields, other.headers
 
 
 def replace_headers(head: Head, values: dict[str, str]) -> None:
-    """Set headers (lower-case names) in place, dropping any the client sent under those names."""
-    lines = head.raw[:-4].split(b"\r\n")
-    keep = [lines[0]] + [ln for ln in lines[1:]
-                         if ln.partition(b":")[0].strip().lower().decode("latin-1") not in values]
-    keep += [f"{name}: {value}".encode("latin-1") for name, value in values.items()]
-    head.raw = b"\r\n".join(keep) + b"\r\n\r\n"
-    head.headers.update(values)
+    """Set headers (lower-case names), dropping any the client sent under those names."""
+    head.fields = [(n, v) for n, v in head.fields if n.lower() not in values] + list(values.items())
+    head.headers = {name.lower(): value for name, value in head.fields}
 
 
 def bearer(head: Head) -> str | None:
@@ -42,9 +66,5 @@ def take_query_param(head: Head, name: str) -> str | None:
             rest.append(part)
     if found is None:
         return None
-    new = path + ("?" + "&".join(rest) if rest else "")
-    first, crlf, tail = head.raw.partition(b"\r\n")
-    method = first.partition(b" ")[0]
-    head.raw = method + b" " + new.encode("latin-1") + b" " + head.version.encode() + crlf + tail
-    head.target = new
+    head.target = path + ("?" + "&".join(rest) if rest else "")
     return found

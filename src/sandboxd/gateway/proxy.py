@@ -1,191 +1,111 @@
 """A streaming HTTP/1.1 reverse proxy from one TCP port to many agents' unix sockets.
 
 The sandbox is picked per request by a chain of resolvers (default: the sandbox JWT in
-`Authorization: Bearer`; the E2B dialect adds one for the `E2b-Sandbox-Id` header). Requests are framed
-(Content-Length / chunked / until-close) so a keep-alive client connection may address different
-sandboxes request by request, and bodies are piped chunk by chunk with backpressure, never buffered
-whole. A 101 response (WebSocket) turns the connection into a raw two-way pipe. Upstream connections
-are pooled per socket.
+`Authorization: Bearer`; the E2B dialect adds one for the `E2b-Sandbox-Id` header), so a keep-alive
+client connection may address different sandboxes request by request.
+
+What reaches an agent is only what the gateway authorised, and each client reads only its own answers:
+
+- client requests are parsed and framed by h11 with the extra strictness of gateway/framing.py (any
+  ambiguity is a 400 and the connection closes); the agent gets a request the gateway wrote from the
+  parsed values and a body it framed itself, never the client's bytes, so a request hidden in a header
+  or a body (smuggling) cannot reach the agent as a request of its own;
+- agents' answers are parsed by h11 as well (gateway/upstream.py) and written on through the client's h11
+  connection; an answer to HEAD carries no body, the gateway's own error answers included;
+- an upstream connection belongs to the client connection that opened it (one per sandbox it talks to)
+  and dies with it: it is never pooled across clients, so even a desynchronised agent connection could
+  only ever answer the client that caused it; and it is used again only after an exchange h11 saw
+  complete on both sides. Any framing error or unfinished exchange closes it.
+
+Bodies are piped chunk by chunk with backpressure, never buffered whole, while the answer is read (an
+agent may answer early); `Expect: 100-continue` is answered by the gateway when it starts reading the
+body. A 101 answer (WebSocket) turns the connection into a raw two-way pipe. Requests for a sandbox's
+own port go through a fresh CONNECT tunnel per request. Slow or idle clients are bounded by
+gateway/limits.py.
 """
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
-import secrets
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from sandboxd.gateway.heads import replace_headers
+import h11
+
+from sandboxd.gateway.errors import GatewayError, error_bytes
+from sandboxd.gateway.framing import CLOSED, HEAD_LIMIT, SMALL_BODY, RequestFramer, parse_head, upstream_request
+from sandboxd.gateway.heads import Head, replace_headers
+from sandboxd.gateway.limits import Limits
+from sandboxd.gateway.upstream import CHUNK, Upstream, UpstreamFailed
+
+__all__ = ["Gateway", "GatewayError", "Head", "Target", "Resolver", "error_bytes", "parse_head"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64 * 1024
-HEAD_LIMIT = 64 * 1024
 IDLE_REUSE = 4.0  # seconds: an upstream connection idle longer is not reused for a request with a body
+PINNED = 4  # upstream connections one client connection keeps (to as many sandboxes)
+LINGER = 1.0  # seconds a closing connection's unread input is drained, so the last answer is not reset away
+DROPPED_HEADERS = (b"connection", b"keep-alive")  # the agent's own connection management stays upstream
 
 
-class GatewayError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details or {}
-
-
-@dataclass
-class Head:
-    raw: bytes
-    method: str
-    target: str
-    version: str
-    headers: dict[str, str]  # lower-cased names, last value wins (enough for routing and framing)
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-
-@dataclass
 class Target:
-    socket: Path
-    sandbox_id: str
-    port: int | None = None  # a port a process in the sandbox listens on (through the agent's CONNECT)
+    __slots__ = ("socket", "sandbox_id", "port")
+
+    def __init__(self, socket: Path, sandbox_id: str, port: int | None = None):
+        self.socket, self.sandbox_id = socket, sandbox_id
+        self.port = port  # a port a process in the sandbox listens on (through the agent's CONNECT)
 
 
 Resolver = Callable[[Head], Awaitable[Target | None]]
 
-REASONS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict", 413: "Payload Too Large",
-           431: "Request Header Fields Too Large", 502: "Bad Gateway", 503: "Service Unavailable"}
 
+class ClientConn:
+    """One client connection: its request framer and the agent connections pinned to it."""
 
-def parse_head(raw: bytes, request: bool) -> Head:
-    lines = raw[:-4].split(b"\r\n")
-    first = lines[0].decode("latin-1")
-    parts = first.split(" ", 2)
-    if len(parts) < 2:
-        raise GatewayError(400, "INVALID_REQUEST", "malformed HTTP start line")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            raise GatewayError(400, "INVALID_REQUEST", "malformed header line")
-        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-    if request:
-        if len(parts) != 3:
-            raise GatewayError(400, "INVALID_REQUEST", "malformed request line")
-        return Head(raw, parts[0], parts[1], parts[2], headers)
-    return Head(raw, "", parts[1], parts[0], headers)  # response: target holds the status code
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limits: Limits):
+        self.reader, self.writer = reader, writer
+        self.framer = RequestFramer(limits.max_body)
+        self.upstreams: dict[Path, Upstream] = {}
+        self.started = False  # the current request's answer has begun (an error can no longer replace it)
 
+    def take(self, socket: Path) -> Upstream | None:
+        return self.upstreams.pop(socket, None)
 
-def error_bytes(status: int, code: str, message: str, details: dict | None = None, close: bool = False) -> bytes:
-    rid = "req_" + secrets.token_hex(12)
-    details = details or {}
-    body = json.dumps({
-        "error": {"message": message, "code": code, "request_id": rid, "details": details},
-        "code": code, "message": message, "request_id": rid, "details": details,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }).encode()
-    head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nX-Request-ID: {rid}\r\n")
-    if close:
-        head += "Connection: close\r\n"
-    return head.encode() + b"\r\n" + body
+    def keep(self, up: Upstream) -> None:
+        self.upstreams[up.socket] = up
+        while len(self.upstreams) > PINNED:
+            self.upstreams.pop(next(iter(self.upstreams))).close()
 
+    def drop(self, socket: Path) -> None:
+        up = self.upstreams.pop(socket, None)
+        if up is not None:
+            up.close()
 
-async def read_head(reader: asyncio.StreamReader) -> bytes | None:
-    try:
-        return await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        if not e.partial.strip():
-            return None
-        raise GatewayError(400, "INVALID_REQUEST", "connection closed inside a request head")
-    except asyncio.LimitOverrunError:
-        raise GatewayError(431, "INVALID_REQUEST", "request head too large")
+    def close_upstreams(self) -> None:
+        for up in self.upstreams.values():
+            up.close()
+        self.upstreams.clear()
 
-
-async def copy_exact(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
-    while n > 0:
-        chunk = await reader.read(min(n, CHUNK))
-        if not chunk:
-            raise ConnectionError("peer closed in the middle of a body")
-        writer.write(chunk)
-        n -= len(chunk)
-        await writer.drain()
-
-
-async def copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        writer.write(line)
+    async def read(self) -> bytes:
         try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise ConnectionError("bad chunk size") from None
-        if size == 0:
-            while True:  # trailers, then the empty line
-                trailer = await reader.readuntil(b"\r\n")
-                writer.write(trailer)
-                if trailer == b"\r\n":
-                    await writer.drain()
-                    return
-        await copy_exact(reader, writer, size + 2)
-
-
-async def copy_until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while True:
-        chunk = await reader.read(CHUNK)
-        if not chunk:
-            return
-        writer.write(chunk)
-        await writer.drain()
-
-
-def body_framing(head: Head) -> tuple[str, int]:
-    te = head.header("transfer-encoding")
-    if te and "chunked" in te.lower():
-        return "chunked", 0
-    cl = head.header("content-length")
-    if cl is not None:
-        if not cl.isdigit():
-            raise GatewayError(400, "INVALID_REQUEST", "bad Content-Length")
-        return "length", int(cl)
-    return "none", 0
-
-
-async def copy_body(kind: str, n: int, reader, writer) -> None:
-    if kind == "chunked":
-        await copy_chunked(reader, writer)
-    elif kind == "length" and n:
-        await copy_exact(reader, writer, n)
-    elif kind == "eof":
-        await copy_until_eof(reader, writer)
-
-
-def wants_close(head: Head) -> bool:
-    conn = (head.header("connection") or "").lower()
-    if head.version == "HTTP/1.0":
-        return "keep-alive" not in conn
-    return "close" in conn
-
-
-class Upstream:
-    __slots__ = ("reader", "writer", "idle_since", "reused")
-
-    def __init__(self, reader, writer):
-        self.reader, self.writer, self.idle_since, self.reused = reader, writer, time.monotonic(), False
+            return await self.reader.read(CHUNK)
+        except (ConnectionError, OSError):
+            return b""
 
 
 class Gateway:
-    def __init__(self, resolvers: list[Resolver] | None = None, public_host: str | None = None):
+    def __init__(self, resolvers: list[Resolver] | None = None, public_host: str | None = None,
+                 limits: Limits | None = None):
         # E2B (and later routing schemes) insert their resolver at the front of this list.
         self.resolvers: list[Resolver] = list(resolvers or [])
         # The configured public URL (settings.public_host), authoritative for X-Forwarded-Host/-Proto;
         # without one, what the client (or a proxy in front of us) sent is forwarded.
         self.public = urlsplit(public_host) if public_host else None
-        self._pools: dict[Path, list[Upstream]] = {}
+        self.limits = limits or Limits()
         self._server: asyncio.base_events.Server | None = None
-        self._conns: set[asyncio.Task] = set()
+        self._conns: dict[asyncio.Task, ClientConn | None] = {}
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._client, host, port, limit=HEAD_LIMIT, reuse_address=True)
@@ -200,15 +120,12 @@ class Gateway:
         for t in list(self._conns):
             t.cancel()
         await asyncio.gather(*self._conns, return_exceptions=True)
-        for pool in self._pools.values():
-            for up in pool:
-                up.writer.close()
-        self._pools.clear()
 
     def forget(self, socket: Path) -> None:
-        """Drop pooled connections to a sandbox that went away."""
-        for up in self._pools.pop(socket, []):
-            up.writer.close()
+        """Close the connections to a sandbox that went away."""
+        for conn in self._conns.values():
+            if conn is not None:
+                conn.drop(socket)
 
     async def _resolve(self, head: Head) -> Target:
         for resolver in self.resolvers:
@@ -217,164 +134,106 @@ class Gateway:
                 return target
         raise GatewayError(401, "UNAUTHORIZED", "missing sandbox token: send Authorization: Bearer <auth_token>")
 
-    async def _acquire(self, target: Target, has_body: bool) -> Upstream:
-        if target.port is not None:
-            return await self._tunnel_to(target)
-        socket = target.socket
-        pool = self._pools.get(socket)
-        now = time.monotonic()
-        while pool:
-            up = pool.pop()
-            if up.reader.at_eof() or up.writer.is_closing() or (has_body and now - up.idle_since > IDLE_REUSE):
-                up.writer.close()
-                continue
-            up.reused = True
-            return up
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(socket), limit=HEAD_LIMIT)
-        except OSError as exc:
-            raise GatewayError(502, "AGENT_UNAVAILABLE", f"sandbox agent is not reachable: {exc.strerror or exc}")
-        return Upstream(reader, writer)
-
-    async def _tunnel_to(self, target: Target) -> Upstream:
-        """A fresh pipe to the sandbox's port, per request: the app may close it whenever it likes, and a
-        pooled one could outlive the app that answered on it."""
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(target.socket), limit=HEAD_LIMIT)
-        except OSError as exc:
-            raise GatewayError(502, "AGENT_UNAVAILABLE", f"sandbox agent is not reachable: {exc.strerror or exc}")
-        try:
-            writer.write(f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\nHost: 127.0.0.1:{target.port}\r\n\r\n".encode())
-            head = parse_head(await reader.readuntil(b"\r\n\r\n"), request=False)
-            if head.target != "200":
-                kind, n = body_framing(head)
-                body = await reader.readexactly(n) if kind == "length" and n < HEAD_LIMIT else b""
-                try:
-                    message = json.loads(body)["message"]
-                except (ValueError, KeyError, TypeError):
-                    message = f"The sandbox port is not open: {target.port}"
-                raise GatewayError(502, "PORT_NOT_OPEN", message, {"port": target.port})
-        except GatewayError:
-            writer.close()
-            raise
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            writer.close()
-            raise GatewayError(502, "AGENT_UNAVAILABLE", f"sandbox agent failed: {exc}") from None
-        return Upstream(reader, writer)
-
-    def _release(self, target: Target, up: Upstream) -> None:
-        if target.port is not None:
-            up.writer.close()
-            return
-        socket = target.socket
-        up.idle_since = time.monotonic()
-        up.reused = False
-        pool = self._pools.setdefault(socket, [])
-        if len(pool) < 16:
-            pool.append(up)
-        else:
-            up.writer.close()
-
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        self._conns.add(task)
+        peer = writer.get_extra_info("peername")
+        addr = peer[0] if isinstance(peer, tuple) and peer else "?"
+        refusal = self.limits.admit(addr)
+        if refusal is not None:
+            self._conns[task] = None
+            try:
+                writer.write(refusal)
+                await linger_close(reader, writer)
+            finally:
+                self._conns.pop(task, None)
+            return
+        conn = ClientConn(reader, writer, self.limits)
+        self._conns[task] = conn
+        linger = False
         try:
+            first = True
             while True:
                 try:
-                    raw = await read_head(reader)
-                    if raw is None:
-                        return
-                    head = parse_head(raw, request=True)
+                    head = await self._read_head(conn, first)
+                except GatewayError as exc:
+                    writer.write(error_bytes(exc.status, exc.code, exc.message, exc.details, close=True))
+                    linger = True
+                    return
+                if head is None:
+                    return
+                first = False
+                try:
                     target = await self._resolve(head)
                 except GatewayError as exc:
-                    writer.write(error_bytes(exc.status, exc.code, exc.message, exc.details, close=exc.status >= 500))
-                    await writer.drain()
-                    if exc.status in (400, 431):
-                        return
-                    # Skip the refused request's body so the connection stays usable.
-                    if not await self._discard_body(reader, raw):
+                    keep = await self._refuse(conn, exc)
+                    linger = not keep
+                    if not keep:
                         return
                     continue
-                keep = await self._forward(head, target, reader, writer)
+                keep = await self._forward(conn, head, target)
                 if not keep:
+                    linger = True
                     return
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except (ConnectionError, asyncio.IncompleteReadError):
             return
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("gateway connection failed")
         finally:
-            self._conns.discard(task)
+            conn.close_upstreams()
+            self._conns.pop(task, None)
+            self.limits.release(addr)
+            if linger and not writer.is_closing():
+                with contextlib.suppress(Exception):
+                    await linger_close(reader, writer)
             writer.close()
 
-    async def _discard_body(self, reader, raw: bytes | None) -> bool:
-        if raw is None:
-            return False
-        try:
-            head = parse_head(raw, request=True)
-            kind, n = body_framing(head)
-        except GatewayError:
-            return False
-        if kind == "chunked":
-            return False  # simpler to close than to parse a body we refused
-        if n:
-            if n > 1024 * 1024:
-                return False
-            await reader.readexactly(n)
-        return True
+    async def _read_head(self, conn: ClientConn, first: bool) -> Head | None:
+        """The next request's head: a kept-alive connection may idle `keep_alive` seconds before its next
+        request begins, and from the moment the gateway waits, the whole head must arrive within
+        `head_timeout` (else the connection closes: 408 if a head had begun)."""
+        framer, limits = conn.framer, self.limits
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.head_timeout
+        idle_until = None if first else loop.time() + limits.keep_alive
+        while True:
+            ev = framer.next_event()
+            if isinstance(ev, Head):
+                return ev
+            if ev is CLOSED:
+                return None
+            begun = framer.pending
+            until = deadline if begun or idle_until is None else min(deadline, idle_until)
+            try:
+                async with asyncio.timeout_at(until):
+                    data = await conn.read()
+            except TimeoutError:
+                if begun:
+                    raise GatewayError(408, "REQUEST_TIMEOUT",
+                                       f"the request head did not arrive within {limits.head_timeout:g} s") from None
+                return None
+            framer.feed(data)
 
-    async def _forward(self, head: Head, target: Target, creader, cwriter, retried: bool = False) -> bool:
-        kind, n = body_framing(head)
-        has_body = kind == "chunked" or n > 0
-        if not retried:
-            self._forwarded(head)
-        try:
-            up = await self._acquire(target, has_body)
-        except GatewayError as exc:
-            cwriter.write(error_bytes(exc.status, exc.code, exc.message))
-            await cwriter.drain()
-            return False
-        up.writer.write(head.raw)
-        # Pump the request body while the response is read: handles Expect: 100-continue and early answers.
-        pump = asyncio.create_task(copy_body(kind, n, creader, up.writer)) if has_body else None
-        try:
-            rhead = await self._response_head(up, cwriter)
-        except (ConnectionError, asyncio.IncompleteReadError, GatewayError) as exc:
-            if pump:
-                pump.cancel()
-            up.writer.close()
-            if up.reused and not has_body and not retried:  # a pooled connection the agent had closed
-                return await self._forward(head, target, creader, cwriter, retried=True)
-            cwriter.write(error_bytes(502, "AGENT_UNAVAILABLE", f"sandbox agent failed: {exc}", close=True))
-            await cwriter.drain()
-            return False
-        status = int(rhead.target)
-        cwriter.write(rhead.raw)
-        if status == 101:
-            await self._tunnel(creader, cwriter, up, pump)
-            return False
-        if head.method == "HEAD" or status in (204, 304):
-            rkind, rn = "length", 0
-        else:
-            rkind, rn = body_framing(rhead)
-            if rkind == "none":
-                rkind = "eof"
-        try:
-            await copy_body(rkind, rn, up.reader, cwriter)
-            if pump:
-                await pump
-        except BaseException:
-            if pump:
-                pump.cancel()
-            up.writer.close()
-            raise
-        await cwriter.drain()
-        if rkind == "eof" or wants_close(rhead):
-            up.writer.close()
-            return False
-        self._release(target, up)
-        return not wants_close(head)
+    async def _refuse(self, conn: ClientConn, exc: GatewayError) -> bool:
+        """Answer a request the gateway will not forward; keep the connection when its body is small enough
+        to read and drop within the head deadline."""
+        framer = conn.framer
+        keep = exc.status < 500 and framer.length is not None and framer.length <= SMALL_BODY
+        if keep:
+            try:
+                async with asyncio.timeout(self.limits.head_timeout):
+                    while not isinstance(ev := framer.next_event(), h11.EndOfMessage):
+                        if ev is h11.NEED_DATA:
+                            framer.feed(await conn.read())
+            except (TimeoutError, GatewayError):
+                keep = False
+        conn.writer.write(framer.error_answer(exc, close=not keep))
+        await conn.writer.drain()
+        if keep and framer.reusable():
+            framer.next_cycle()
+            return True
+        return False
 
     def _forwarded(self, head: Head) -> None:
         """Tell the agent the address clients use (it builds URLs from it, e.g. the VNC WebSocket URL)."""
@@ -388,27 +247,207 @@ class Gateway:
             values["x-forwarded-host"] = host
         replace_headers(head, values)
 
-    async def _response_head(self, up: Upstream, cwriter) -> Head:
-        while True:
-            raw = await up.reader.readuntil(b"\r\n\r\n")
-            rhead = parse_head(raw, request=False)
-            status = int(rhead.target)
-            if 100 <= status < 200 and status != 101:
-                cwriter.write(raw)  # interim (100 Continue): pass on, then wait for the real answer
-                await cwriter.drain()
-                continue
-            return rhead
+    async def _upstream(self, conn: ClientConn, target: Target, has_body: bool) -> Upstream:
+        if target.port is not None:
+            return await Upstream.tunnel_to(target.socket, target.port)
+        up = conn.take(target.socket)
+        if up is not None:
+            if up.usable(has_body, IDLE_REUSE):
+                up.reused = True
+                return up
+            up.close()
+        return await Upstream.open(target.socket)
 
-    async def _tunnel(self, creader, cwriter, up: Upstream, pump) -> None:
-        if pump:
-            pump.cancel()
-        await cwriter.drain()
-        a = asyncio.create_task(copy_until_eof(creader, up.writer))
-        b = asyncio.create_task(copy_until_eof(up.reader, cwriter))
+    async def _forward(self, conn: ClientConn, head: Head, target: Target) -> bool:
+        """Forward one authorised request and relay its answer; whether the client connection stays open."""
+        framer = conn.framer
+        if not framer.has_body and not isinstance(framer.next_event(), h11.EndOfMessage):
+            return await self._fail(conn, None, GatewayError(400, "INVALID_REQUEST", "malformed request"))
+        self._forwarded(head)
+        try:
+            request = upstream_request(head, framer.length)
+        except h11.LocalProtocolError as exc:
+            return await self._fail(conn, None, GatewayError(400, "INVALID_REQUEST", f"malformed request: {exc}"))
+        for attempt in (0, 1):
+            conn.started = False
+            try:
+                up = await self._upstream(conn, target, framer.has_body)
+            except GatewayError as exc:
+                return await self._fail(conn, None, exc)
+            try:
+                up.send(request)
+                if not framer.has_body:
+                    up.send(h11.EndOfMessage())
+            except h11.LocalProtocolError as exc:
+                return await self._fail(conn, up, GatewayError(400, "INVALID_REQUEST", f"malformed request: {exc}"))
+            pump = asyncio.create_task(self._pump(conn, up)) if framer.has_body else None
+            relay = asyncio.create_task(self._relay(conn, up))
+            try:
+                # Until the answer is relayed, or the request broke (an early answer ends the wait too).
+                waiting = {relay} | ({pump} if pump else set())
+                while not relay.done() and not (pump is not None and pump.done() and pump.exception()):
+                    _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                for t in (pump, relay):
+                    if t is not None:
+                        t.cancel()
+                up.close()
+                raise
+            if pump is not None and pump.done() and pump.exception() is not None:
+                relay.cancel()  # the client broke its request (framing, size, or it went away)
+                await asyncio.gather(relay, return_exceptions=True)
+                return await self._fail(conn, up, pump.exception())
+            failure = relay.exception()
+            if failure is not None:
+                if pump is not None:
+                    pump.cancel()
+                    await asyncio.gather(pump, return_exceptions=True)
+                # A kept connection the agent had closed meanwhile: nothing was answered, so ask again.
+                if (attempt == 0 and up.reused and not framer.has_body and up.received == 0
+                        and isinstance(failure, UpstreamFailed)):
+                    up.close()
+                    continue
+                if not isinstance(failure, (UpstreamFailed, GatewayError)):
+                    up.close()
+                    raise failure
+                return await self._fail(conn, up, failure)
+            break
+        if relay.result() == "switched":
+            if pump is not None and not pump.done():
+                pump.cancel()
+                up.close()
+                return False
+            await self._tunnel(conn, up)
+            return False
+        if pump is not None and not pump.done():
+            pump.cancel()  # answered before the whole request arrived: neither side can go on
+            await asyncio.gather(pump, return_exceptions=True)
+            up.close()
+            return False
+        if up.reusable():
+            up.next_cycle()
+            conn.keep(up)
+        else:
+            up.close()
+        if framer.reusable():
+            framer.next_cycle()
+            return True
+        return False
+
+    async def _fail(self, conn: ClientConn, up: Upstream | None, exc: BaseException) -> bool:
+        """End an exchange that broke: the agent connection is closed, the client gets an error answer if
+        its answer had not begun, and its connection closes."""
+        if up is not None:
+            up.close()
+        if not conn.started:
+            if not isinstance(exc, GatewayError):
+                exc = GatewayError(502, "AGENT_UNAVAILABLE", f"sandbox agent failed: {exc}")
+            try:
+                conn.writer.write(conn.framer.error_answer(exc, close=True))
+            except h11.LocalProtocolError:
+                pass  # h11 cannot answer in this state: closing is the answer
+            with contextlib.suppress(ConnectionError):
+                await conn.writer.drain()
+        return False
+
+    async def _pump(self, conn: ClientConn, up: Upstream) -> None:
+        """The client's request body to the agent, as the framer decodes it, re-framed by the agent's h11
+        connection. Stops quietly if the agent stops reading (its answer is still relayed)."""
+        framer = conn.framer
+        if framer.waiting_for_continue():
+            conn.writer.write(framer.respond(h11.InformationalResponse(status_code=100, headers=[])))
+            await conn.writer.drain()
+        while True:
+            ev = framer.next_event()
+            if ev is h11.NEED_DATA:
+                data = await conn.read()
+                framer.feed(data)
+                continue
+            try:
+                if isinstance(ev, h11.Data):
+                    up.send(h11.Data(data=ev.data))
+                    await up.drain()
+                elif isinstance(ev, h11.EndOfMessage):
+                    up.send(h11.EndOfMessage())
+                    await up.drain()
+                    return
+            except (ConnectionError, h11.LocalProtocolError):
+                return
+
+    async def _relay(self, conn: ClientConn, up: Upstream) -> str:
+        """The agent's answer to the client: "done", or "switched" after a 101."""
+        framer, writer = conn.framer, conn.writer
+        while True:
+            ev = await up.next_event()
+            try:
+                if isinstance(ev, h11.InformationalResponse):
+                    if ev.status_code != 101:
+                        continue  # the gateway answers Expect itself; other interim answers stay upstream
+                    out = framer.respond(h11.InformationalResponse(status_code=101, headers=ev.headers.raw_items(),
+                                                                   reason=ev.reason))
+                    conn.started = True
+                    writer.write(out)
+                    await writer.drain()
+                    return "switched"
+                if isinstance(ev, h11.Response):
+                    headers = [(n, v) for n, v in ev.headers.raw_items() if n.lower() not in DROPPED_HEADERS]
+                    out = framer.respond(h11.Response(status_code=ev.status_code, headers=headers, reason=ev.reason))
+                    conn.started = True
+                    writer.write(out)
+                elif isinstance(ev, h11.Data):
+                    writer.write(framer.respond(h11.Data(data=ev.data)))
+                    await writer.drain()
+                elif isinstance(ev, h11.EndOfMessage):
+                    writer.write(framer.respond(h11.EndOfMessage()))
+                    await writer.drain()
+                    return "done"
+                else:
+                    raise UpstreamFailed("the agent closed the connection before answering")
+            except h11.LocalProtocolError as exc:
+                raise UpstreamFailed(f"answer not fit to forward: {exc}") from None
+
+    async def _tunnel(self, conn: ClientConn, up: Upstream) -> None:
+        """After a 101: bytes both ways, starting with what each side sent past the switch."""
+        cwriter = conn.writer
+        early_client, early_agent = conn.framer.leftover(), up.leftover()
+        if early_agent:
+            cwriter.write(early_agent)
+        if early_client:
+            up.writer.write(early_client)
+
+        async def pipe(read, writer) -> None:
+            while data := await read():
+                writer.write(data)
+                await writer.drain()
+
+        async def from_agent() -> bytes:
+            try:
+                return await up.reader.read(CHUNK)
+            except (ConnectionError, OSError):
+                return b""
+
+        a = asyncio.create_task(pipe(conn.read, up.writer))
+        b = asyncio.create_task(pipe(from_agent, cwriter))
         try:
             await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for t in (a, b):
                 t.cancel()
             await asyncio.gather(a, b, return_exceptions=True)
-            up.writer.close()
+            up.close()
+
+
+async def linger_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send what is buffered, stop writing, and read (and drop) what the client still sends for a moment:
+    closing at once would answer its unread bytes with a reset, which discards our last answer unread."""
+    try:
+        await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(LINGER):
+            while await reader.read(CHUNK):
+                pass
+    except (TimeoutError, ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
