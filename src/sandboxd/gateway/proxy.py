@@ -390,6 +390,9 @@ class Gateway:
                     await writer.drain()
                     return "switched"
                 if isinstance(ev, h11.Response):
+                    names = {n for n, _ in ev.headers}
+                    if b"transfer-encoding" in names and b"content-length" in names:
+                        raise UpstreamFailed("an answer with both Transfer-Encoding and Content-Length")
                     headers = [(n, v) for n, v in ev.headers.raw_items() if n.lower() not in DROPPED_HEADERS]
                     out = framer.respond(h11.Response(status_code=ev.status_code, headers=headers, reason=ev.reason))
                     conn.started = True
