@@ -72,8 +72,9 @@ def check_fields(raw: bytes) -> None:
         raise bad("a request may not carry both Transfer-Encoding and Content-Length")
 
 
-def _parse(raw: bytes) -> tuple[h11.Connection, h11.Request, Head]:
-    check_head_bytes(raw, complete=True)
+def _parse(raw: bytes, checked: bool = False) -> tuple[h11.Connection, h11.Request, Head]:
+    if not checked:
+        check_head_bytes(raw, complete=True)
     check_fields(raw)
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
     conn.receive_data(raw)
@@ -168,7 +169,7 @@ class RequestFramer:
         self._scanned = 0
         rest = bytes(buf[end + 4:])
         buf.clear()
-        conn, ev, head = _parse(scan)
+        conn, ev, head = _parse(scan, checked=True)
         names = {n.lower() for n, _ in ev.headers}
         if b"transfer-encoding" in names:
             self.length = None

@@ -281,38 +281,18 @@ class Gateway:
             except h11.LocalProtocolError as exc:
                 return await self._fail(conn, up, GatewayError(400, "INVALID_REQUEST", f"malformed request: {exc}"))
             pump = asyncio.create_task(self._pump(conn, up)) if framer.has_body else None
-            relay = asyncio.create_task(self._relay(conn, up))
-            try:
-                # Until the answer is relayed, or the request broke (an early answer ends the wait too).
-                waiting = {relay} | ({pump} if pump else set())
-                while not relay.done() and not (pump is not None and pump.done() and pump.exception()):
-                    _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            except BaseException:
-                for t in (pump, relay):
-                    if t is not None:
-                        t.cancel()
-                up.close()
-                raise
-            if pump is not None and pump.done() and pump.exception() is not None:
-                relay.cancel()  # the client broke its request (framing, size, or it went away)
-                await asyncio.gather(relay, return_exceptions=True)
-                return await self._fail(conn, up, pump.exception())
-            failure = relay.exception()
+            result, failure = await self._answer(conn, up, pump)
+            if pump is not None and pump.done() and not pump.cancelled() and pump.exception() is not None:
+                return await self._fail(conn, up, pump.exception())  # the client broke its request
             if failure is not None:
-                if pump is not None:
-                    pump.cancel()
-                    await asyncio.gather(pump, return_exceptions=True)
                 # A kept connection the agent had closed meanwhile: nothing was answered, so ask again.
                 if (attempt == 0 and up.reused and not framer.has_body and up.received == 0
                         and isinstance(failure, UpstreamFailed)):
                     up.close()
                     continue
-                if not isinstance(failure, (UpstreamFailed, GatewayError)):
-                    up.close()
-                    raise failure
                 return await self._fail(conn, up, failure)
             break
-        if relay.result() == "switched":
+        if result == "switched":
             if pump is not None and not pump.done():
                 pump.cancel()
                 up.close()
@@ -333,6 +313,41 @@ class Gateway:
             framer.next_cycle()
             return True
         return False
+
+    async def _answer(self, conn: ClientConn, up: Upstream, pump: asyncio.Task | None):
+        """Relay the agent's answer while the body is pumped: (result, failure). Ends when the answer is
+        relayed or broke, or when the client broke its request (an early answer ends it too)."""
+        if pump is None:  # the common case, without a task of its own
+            try:
+                return await self._relay(conn, up), None
+            except (UpstreamFailed, GatewayError) as exc:
+                return None, exc
+            except BaseException:
+                up.close()
+                raise
+        relay = asyncio.create_task(self._relay(conn, up))
+        try:
+            waiting = {relay, pump}
+            while not relay.done() and not (pump.done() and pump.exception()):
+                _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            pump.cancel()
+            relay.cancel()
+            up.close()
+            raise
+        if not relay.done():
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
+            return None, None
+        failure = relay.exception()
+        if failure is not None:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            if not isinstance(failure, (UpstreamFailed, GatewayError)):
+                up.close()
+                raise failure
+            return None, failure
+        return relay.result(), None
 
     async def _fail(self, conn: ClientConn, up: Upstream | None, exc: BaseException) -> bool:
         """End an exchange that broke: the agent connection is closed, the client gets an error answer if
