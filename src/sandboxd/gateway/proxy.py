@@ -275,9 +275,7 @@ class Gateway:
             except GatewayError as exc:
                 return await self._fail(conn, None, exc)
             try:
-                up.send(request)
-                if not framer.has_body:
-                    up.send(h11.EndOfMessage())
+                up.send(request, end=not framer.has_body)
             except h11.LocalProtocolError as exc:
                 return await self._fail(conn, up, GatewayError(400, "INVALID_REQUEST", f"malformed request: {exc}"))
             pump = asyncio.create_task(self._pump(conn, up)) if framer.has_body else None
@@ -390,34 +388,40 @@ class Gateway:
                 return
 
     async def _relay(self, conn: ClientConn, up: Upstream) -> str:
-        """The agent's answer to the client: "done", or "switched" after a 101."""
+        """The agent's answer to the client: "done", or "switched" after a 101. What h11 yields from one
+        read goes out in one write (then the gateway waits for the client to take it: backpressure)."""
         framer, writer = conn.framer, conn.writer
+        out = bytearray()
+
+        async def flush() -> None:
+            if out:
+                writer.write(bytes(out))
+                out.clear()
+                await writer.drain()
+
         while True:
-            ev = await up.next_event()
+            ev = await up.next_event(flush)
             try:
                 if isinstance(ev, h11.InformationalResponse):
                     if ev.status_code != 101:
                         continue  # the gateway answers Expect itself; other interim answers stay upstream
-                    out = framer.respond(h11.InformationalResponse(status_code=101, headers=ev.headers.raw_items(),
-                                                                   reason=ev.reason))
+                    out += framer.respond(h11.InformationalResponse(status_code=101, headers=ev.headers.raw_items(),
+                                                                    reason=ev.reason))
                     conn.started = True
-                    writer.write(out)
-                    await writer.drain()
+                    await flush()
                     return "switched"
                 if isinstance(ev, h11.Response):
                     names = {n for n, _ in ev.headers}
                     if b"transfer-encoding" in names and b"content-length" in names:
                         raise UpstreamFailed("an answer with both Transfer-Encoding and Content-Length")
                     headers = [(n, v) for n, v in ev.headers.raw_items() if n.lower() not in DROPPED_HEADERS]
-                    out = framer.respond(h11.Response(status_code=ev.status_code, headers=headers, reason=ev.reason))
+                    out += framer.respond(h11.Response(status_code=ev.status_code, headers=headers, reason=ev.reason))
                     conn.started = True
-                    writer.write(out)
                 elif isinstance(ev, h11.Data):
-                    writer.write(framer.respond(h11.Data(data=ev.data)))
-                    await writer.drain()
+                    out += framer.respond(h11.Data(data=ev.data))
                 elif isinstance(ev, h11.EndOfMessage):
-                    writer.write(framer.respond(h11.EndOfMessage()))
-                    await writer.drain()
+                    out += framer.respond(h11.EndOfMessage())
+                    await flush()
                     return "done"
                 else:
                     raise UpstreamFailed("the agent closed the connection before answering")

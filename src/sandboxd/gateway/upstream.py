@@ -77,13 +77,19 @@ class Upstream:
         data, _ = hop.conn.trailing_data
         return cls(up.reader, up.writer, socket, pending=hop.pending + bytes(data), tunnel=True)
 
-    def send(self, event) -> None:
-        self.writer.write(self.conn.send(event) or b"")
+    def send(self, event, end: bool = False) -> None:
+        """Write `event` (and, with `end`, the end of the message: one write for a request without a body)."""
+        data = self.conn.send(event) or b""
+        if end:
+            data += self.conn.send(h11.EndOfMessage()) or b""
+        self.writer.write(data)
 
     async def drain(self) -> None:
         await self.writer.drain()
 
-    async def next_event(self):
+    async def next_event(self, before_read=None):
+        """The next h11 event of the answer; `before_read` (a coroutine function) runs before waiting for
+        more bytes, so that what was relayed so far goes out in one write rather than one per event."""
         while True:
             try:
                 ev = self.conn.next_event()
@@ -94,6 +100,8 @@ class Upstream:
             if self.pending:
                 data, self.pending = self.pending, b""
             else:
+                if before_read is not None:
+                    await before_read()
                 try:
                     data = await self.reader.read(CHUNK)
                 except (ConnectionError, OSError) as exc:
