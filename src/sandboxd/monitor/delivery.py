@@ -19,6 +19,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from typing import Callable, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy import func, select
@@ -79,6 +80,19 @@ def fan_out(store: Store) -> FanOut:
                 queued += 1
         cur.event_id = events[-1].id
         return FanOut(len(events), queued, len(hooks))
+
+
+def pinned(url: str, address: str, headers: dict[str, str]) -> tuple[str, dict]:
+    """The request to `url` sent to `address`, the checked one: httpx would otherwise resolve the name
+    again at connect time. The Host header keeps the name, and for https the TLS server name (SNI and
+    certificate verification) is the name too, so the receiver sees the request it was registered for."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    ip = f"[{address}]" if ":" in address else address
+    netloc = ip if parts.port is None else f"{ip}:{parts.port}"
+    headers["host"] = parts.netloc
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), extensions
 
 
 class Dispatcher:
@@ -191,9 +205,10 @@ class Dispatcher:
         t0 = time.perf_counter()
         try:
             # Checked again here: DNS may have changed since the webhook was registered.
-            await asyncio.to_thread(check_url, w.url, allow_private=self.allow_private)
+            addrs = await asyncio.to_thread(check_url, w.url, allow_private=self.allow_private)
             assert self._client is not None
-            resp = await self._client.post(w.url, content=body, headers=headers)
+            url, extensions = pinned(w.url, addrs[0], headers)
+            resp = await self._client.post(url, content=body, headers=headers, extensions=extensions)
             status = resp.status_code
             if not 200 <= status < 300:
                 error = f"HTTP {status}"

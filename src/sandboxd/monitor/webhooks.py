@@ -37,34 +37,52 @@ def verify_v1(secret: str, raw_body: bytes, header: str) -> bool:
     return hmac.compare_digest(got, std.encode()) or hmac.compare_digest(got, url.encode())
 
 
+# IPv6 forms that carry an IPv4 address a relay or translator would reach: a webhook must not get to a
+# blocked IPv4 address through them. Teredo and the NAT64 prefixes are refused whole (their relays are
+# outside our view); 6to4 is judged by the address it embeds.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_V4_COMPAT = ipaddress.ip_network("::/96")
+
+
 def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.teredo is not None or any(ip in n for n in _NAT64) or ip in _V4_COMPAT:
+            return True
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+    return (not ip.is_global or ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
             or ip.is_reserved or ip.is_unspecified)
 
 
-def check_url(url: str, *, allow_private: bool) -> None:
+def check_url(url: str, *, allow_private: bool) -> list[str]:
     """http(s) only; hosts that are (or resolve to) private, loopback or link-local addresses are refused
-    unless the operator allows them, so a webhook cannot be used to probe the internal network."""
+    unless the operator allows them, so a webhook cannot be used to probe the internal network.
+
+    Returns the addresses the host resolved to, every one of them checked. A delivery connects to one of
+    these rather than resolving the name again: a second lookup could answer differently (DNS rebinding)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid("webhook url must be an absolute http(s) URL")
     if parts.username or parts.password:
         raise Invalid("webhook url must not carry credentials")
-    if allow_private:
-        return
     host = parts.hostname
     try:
-        addrs = {ipaddress.ip_address(host)}
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise Invalid("webhook url has an invalid port") from None
+    try:
+        addrs = [ipaddress.ip_address(host)]
     except ValueError:
         try:
-            infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP)
+            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         except (socket.gaierror, UnicodeError):
             raise Invalid(f"webhook host {host!r} does not resolve") from None
-        addrs = {ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos}
-    if any(_blocked(a) for a in addrs):
+        addrs = list(dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos))
+    if not allow_private and any(_blocked(a) for a in addrs):
         raise Invalid("webhook url points at a private or loopback address (set SANDBOXD_WEBHOOK_ALLOW_PRIVATE=true to allow)")
+    return [str(a) for a in addrs]
 
 
 def _check_events(events: Any) -> list[str]:
