@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
 import stat
 from datetime import datetime, timezone
 from typing import AsyncIterator, Iterator
 
-from .errors import (DirectoryNotFound, FileExists, FileNotFound, InvalidPath, InvalidRequest,
+from .errors import (AgentError, DirectoryNotFound, FileExists, FileNotFound, InvalidPath, InvalidRequest,
                      MissingParameter, PathNotAllowed, PermissionDenied)
 
 READ_TEXT_LIMIT = 64 * 1024 * 1024
@@ -98,9 +99,12 @@ class Files:
         self._parents(full)
         perm = parse_mode(mode)
         with _open(full, "wb") as f:
-            f.write(data)
+            try:
+                f.write(data)
+            except OSError as e:
+                raise os_error(e, full) from None
         if perm is not None:
-            os.chmod(full, perm)
+            _chmod(full, perm)
         return {"success": True, "path": full, "size": len(data), "message": "file written"}
 
     def open_upload(self, path: str, mode: str | int | None = None):
@@ -110,7 +114,7 @@ class Files:
         f = _open(full, "wb")
         perm = parse_mode(mode)
         if perm is not None:
-            os.chmod(full, perm)
+            _chmod(full, perm)
         return full, f
 
     def _parents(self, full: str) -> None:
@@ -119,8 +123,8 @@ class Files:
             os.makedirs(parent, exist_ok=True)
         except FileExistsError:
             raise InvalidPath(f"parent is not a directory: {parent}", path=full) from None
-        except PermissionError:
-            raise PermissionDenied(f"permission denied: {parent}", path=full) from None
+        except OSError as e:
+            raise os_error(e, parent) from None
 
     def mkdir(self, path: str, mode: str | int | None = None) -> dict:
         full = self.resolve(path, writing=True)
@@ -128,8 +132,8 @@ class Files:
             os.makedirs(full, mode=parse_mode(mode) or 0o755, exist_ok=True)
         except FileExistsError:
             raise FileExists(f"a file exists at {full}", path=full) from None
-        except PermissionError:
-            raise PermissionDenied(f"permission denied: {full}", path=full) from None
+        except OSError as e:
+            raise os_error(e, full) from None
         return {"success": True, "path": full, "message": "directory created"}
 
     def remove(self, path: str, recursive: bool = True) -> dict:
@@ -146,9 +150,9 @@ class Files:
                 os.unlink(full)
         except FileNotFoundError:
             raise FileNotFound(f"file not found: {full}", path=full) from None
-        except PermissionError:
-            raise PermissionDenied(f"permission denied: {full}", path=full) from None
         except OSError as e:
+            if e.errno in _REFUSED:
+                raise os_error(e, full) from None
             raise InvalidRequest(f"cannot remove {full}: {e.strerror}", path=full) from None
         return {"success": True, "path": full, "message": "removed"}
 
@@ -204,17 +208,39 @@ def parse_mode(mode: str | int | None) -> int | None:
     return value
 
 
+# Refusals by the filesystem rather than by file permissions: a read-only mount (EROFS), an immutable
+# file (EPERM comes as PermissionError). They are the caller's to fix, like a permission, so a 403.
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ETXTBSY)
+
+
+def os_error(e: OSError, full: str) -> AgentError:
+    """The agent error for an OSError met at `full` (the one place that maps errno for file calls)."""
+    if isinstance(e, FileNotFoundError):
+        return FileNotFound(f"file not found: {full}", path=full)
+    if isinstance(e, IsADirectoryError):
+        return InvalidPath(f"is a directory: {full}", path=full)
+    if isinstance(e, NotADirectoryError):
+        return DirectoryNotFound(f"a parent of {full} is not a directory", path=full)
+    if isinstance(e, FileExistsError):
+        return FileExists(f"file already exists: {full}", path=full)
+    if e.errno in _REFUSED:
+        what = "read-only file system" if e.errno == errno.EROFS else "permission denied"
+        return PermissionDenied(f"{what}: {full}", path=full)
+    return AgentError(f"{full}: {e.strerror or e}", path=full)
+
+
 def _open(full: str, how: str):
     try:
         return open(full, how)
-    except FileNotFoundError:
-        raise FileNotFound(f"file not found: {full}", path=full) from None
-    except IsADirectoryError:
-        raise InvalidPath(f"is a directory: {full}", path=full) from None
-    except NotADirectoryError:
-        raise DirectoryNotFound(f"a parent of {full} is not a directory", path=full) from None
-    except PermissionError:
-        raise PermissionDenied(f"permission denied: {full}", path=full) from None
+    except OSError as e:
+        raise os_error(e, full) from None
+
+
+def _chmod(full: str, perm: int) -> None:
+    try:
+        os.chmod(full, perm)
+    except OSError as e:
+        raise os_error(e, full) from None
 
 
 async def aiter_sync(it: Iterator[bytes]) -> AsyncIterator[bytes]:

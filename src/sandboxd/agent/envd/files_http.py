@@ -77,6 +77,14 @@ async def download(req: Request):
                           headers=[("content-disposition", f'inline; filename="{name}"')])
 
 
+def _write_error(e: OSError, what: str) -> _HTTP:
+    """The one errno table for writes: a refusal (permissions, a read-only mount) is envd's permission
+    answer, a full disk its 507; anything else is the agent's 500."""
+    if isinstance(e, PermissionError) or e.errno == errno.EROFS:
+        return _HTTP(401, f"{what}: {e.strerror}")
+    return _HTTP(507 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 500, f"{what}: {e.strerror}")
+
+
 def _open_target(path: str, user: users.User):
     if os.path.isdir(path):
         raise _HTTP(400, f"path '{path}' is a directory")
@@ -86,10 +94,8 @@ def _open_target(path: str, user: users.User):
         f = open(path, "wb")
     except NotADirectoryError:
         raise _HTTP(400, f"a parent of '{path}' is not a directory") from None
-    except PermissionError:
-        raise _HTTP(401, f"permission denied: '{path}'") from None
     except OSError as e:
-        raise _HTTP(507 if e.errno == errno.ENOSPC else 500, f"cannot write '{path}': {e.strerror}") from None
+        raise _write_error(e, f"cannot write '{path}'") from None
     if not existed:
         users.chown(path, user)
     return f
@@ -117,7 +123,7 @@ async def upload(req: Request) -> Response:
             except zlib.error as e:
                 raise _HTTP(400, f"invalid gzip body: {e}") from None
             except OSError as e:
-                raise _HTTP(507 if e.errno == errno.ENOSPC else 500, f"write failed: {e.strerror}") from None
+                raise _write_error(e, "write failed") from None
         return Response(200, json.dumps([_written(path)]).encode())
     except _HTTP as e:
         return error(e.status, e.message)
@@ -169,6 +175,6 @@ async def _multipart(req: Request, ctype: str, user: users.User) -> list[dict]:
             try:
                 f.write(data)
             except OSError as e:
-                raise _HTTP(507 if e.errno == errno.ENOSPC else 500, f"write failed: {e.strerror}") from None
+                raise _write_error(e, "write failed") from None
         written.append(_written(path))
     return written

@@ -7,6 +7,7 @@ relative to the watched directory, as envd does.
 from __future__ import annotations
 
 import asyncio
+import errno
 import grp
 import os
 import pwd
@@ -70,8 +71,8 @@ def entry_info(path: str, st: os.stat_result | None = None) -> dict:
 def _os_error(e: OSError, path: str) -> ConnectError:
     if isinstance(e, FileNotFoundError):
         return ConnectError("not_found", f"path '{path}' does not exist")
-    if isinstance(e, PermissionError):
-        return ConnectError("permission_denied", f"permission denied: '{path}'")
+    if isinstance(e, PermissionError) or e.errno == errno.EROFS:  # a read-only mount refuses like a permission
+        return ConnectError("permission_denied", f"{'read-only file system' if e.errno == errno.EROFS else 'permission denied'}: '{path}'")
     if isinstance(e, FileExistsError):
         return ConnectError("already_exists", f"path '{path}' already exists")
     if isinstance(e, NotADirectoryError):

@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from ..errors import DirectoryNotFound, InvalidRequest, MissingParameter
-from ..files import aiter_sync
+from ..files import aiter_sync, os_error
 from ..server import STREAM_GAP, StreamResponse, WebSocketClosed, now_iso
 
 
@@ -62,7 +62,10 @@ def register(app) -> None:
         size = 0
         with out:
             async for chunk in req.stream():
-                out.write(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as e:
+                    raise os_error(e, full) from None
                 size += len(chunk)
         return {"success": True, "path": full, "size": size, "message": "uploaded", "timestamp": now_iso()}
 
