@@ -1,7 +1,12 @@
 """Running user processes: one-shot runs with timeouts, and background jobs that can be listed and killed.
 
 Every process gets its own session/process group so a timeout or kill takes out its children too
-(`bash -c "sleep 100 & wait"` must not leave `sleep` behind).
+(`bash -c "sleep 100 & wait"` must not leave `sleep` behind). A child may leave that group (`setsid`),
+so each command also carries a marker in its environment (MARK=<run id>), inherited by everything it
+starts; a kill ends every process that carries the command's marker, scanning /proc until a scan
+finds none (a fork bomb's children are found by the next scan; the sandbox's pids limit bounds it).
+The marker, not the parent chain, because orphans are adopted by the sandbox's init and lose the chain.
+A process that clears its own environment can leave; it then lives on like a daemon it started.
 """
 from __future__ import annotations
 
@@ -13,11 +18,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from .errors import InvalidRequest, ProcessNotFound
+from .errors import AgentError, InvalidRequest, ProcessNotFound
 from .server import now_iso
 
 OUTPUT_CAP = 16 * 1024 * 1024  # per stream; beyond this output is dropped and a note is appended
 OnData = Callable[[str], Awaitable[None]] | None
+MARK = "SANDBOXD_RUN"
+KILL_SCANS = 200  # a bound on rescans; each kills all found, so a bomb under the pids limit ends far sooner
+
+
+class CannotFork(AgentError):
+    """The sandbox has no room for another process (its pids limit): the caller may retry later."""
+    status, code = 503, "INTERNAL_ERROR"
 
 
 @dataclass
@@ -55,14 +67,40 @@ async def spawn(argv: list[str], *, cwd: str | None, env: dict[str, str], user: 
         env = {**env, "HOME": home, "USER": pwd.getpwuid(uid).pw_name}
     if cwd and not os.path.isdir(cwd):
         cwd = None  # the contract's default /workspace may not exist in every template: fall back quietly
+    token = os.urandom(8).hex()
+    env = {**env, MARK: token}
     try:
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=env, stdin=stdin, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True, **kwargs)
     except FileNotFoundError:
         raise
     except PermissionError as e:
         raise InvalidRequest(f"cannot execute {argv[0]}: {e}") from None
+    except BlockingIOError:  # EAGAIN from fork or pipe creation: the pids limit is reached
+        raise CannotFork("cannot start a process: the sandbox's process limit is reached") from None
+    proc.sandboxd_mark = f"\0{MARK}={token}\0".encode()  # as it appears inside /proc/<pid>/environ
+    return proc
+
+
+def _kill_marked(mark: bytes, sig: int) -> None:
+    """Signals every process whose environment carries `mark`, until a scan finds none (blocking: /proc)."""
+    me = os.getpid()
+    for _ in range(KILL_SCANS):
+        found = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    if mark not in b"\0" + f.read() + b"\0":
+                        continue
+                os.kill(int(name), sig)
+                found = True
+            except (OSError, ValueError):
+                continue  # gone meanwhile, or not ours to read
+        if not found:
+            return
 
 
 def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
@@ -73,6 +111,14 @@ def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> N
             proc.send_signal(sig)
         except ProcessLookupError:
             pass
+
+
+async def kill_tree(proc: asyncio.subprocess.Process) -> None:
+    """Ends the command and everything it started, also what left its process group (see the docstring)."""
+    kill_group(proc)
+    mark = getattr(proc, "sandboxd_mark", None)
+    if mark:
+        await asyncio.to_thread(_kill_marked, mark, signal.SIGKILL)
 
 
 async def _pump(stream: asyncio.StreamReader, sink: list[str], on_data: OnData) -> None:
@@ -102,10 +148,12 @@ async def communicate(proc: asyncio.subprocess.Process, timeout: float | None, *
         await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
     except asyncio.TimeoutError:
         timed_out = True
-        kill_group(proc)
+        await kill_tree(proc)
         await proc.wait()
     except asyncio.CancelledError:
-        kill_group(proc)
+        kill_group(proc)  # no awaiting while cancelled; the marked rest goes in the background
+        if getattr(proc, "sandboxd_mark", None):
+            asyncio.get_running_loop().run_in_executor(None, _kill_marked, proc.sandboxd_mark, signal.SIGKILL)
         raise
     try:
         # Grandchildren may still hold the pipes open: give them a moment, then kill the group.
@@ -121,7 +169,7 @@ async def communicate(proc: asyncio.subprocess.Process, timeout: float | None, *
         code = 128 - code  # shell convention: killed by signal N -> 128+N
     if timed_out:
         code = 124
-        err.append(f"\nTimed out after {timeout:g}s; process group killed\n")
+        err.append(f"\nTimed out after {timeout:g}s; the command and every process it started were killed\n")
     return RunResult("".join(out), "".join(err), code, round(time.monotonic() - started, 6), timed_out, proc.pid)
 
 
@@ -216,7 +264,7 @@ class Jobs:
         job = self.get(process_id)
         if job.status == "running" and job.proc:
             job.status = "killed"
-            kill_group(job.proc)
+            await kill_tree(job.proc)
             if job.task:
                 try:
                     await asyncio.wait_for(asyncio.shield(job.task), 5)

@@ -28,6 +28,17 @@ def _int(path: str) -> int | None:
         return None  # "max"
 
 
+def pids_exhausted() -> bool:
+    """Whether the sandbox's pids limit is reached: it then cannot start a command (fork fails with EAGAIN).
+    Read from its cgroup (v2 at the root, v1 under pids/), so a health check costs two small reads."""
+    for base in (CG, f"{CG}/pids"):
+        limit = _int(f"{base}/pids.max")
+        current = _int(f"{base}/pids.current")
+        if limit is not None and current is not None:
+            return current >= limit
+    return False
+
+
 def cpu_usage_ns() -> int | None:
     stat = _read(f"{CG}/cpu.stat")
     if stat and "usage_usec" in stat:

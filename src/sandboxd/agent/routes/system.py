@@ -8,7 +8,7 @@ from ... import __version__
 from .. import sysinfo
 from ..env import find_user_python
 from ..languages import LANGUAGES
-from ..server import now_iso
+from ..server import json_response, now_iso
 
 FEATURES = {"code_execution": True, "file_operations": True, "terminal_access": True,
             "websocket_streaming": True, "rich_output": True, "background_jobs": True,
@@ -25,6 +25,9 @@ def register(app) -> None:
 
     @app.route("GET", "/health")
     async def health(req):
+        if sysinfo.pids_exhausted():  # the agent answers, but no command could start: not ready
+            return json_response({"status": "unhealthy", "agent": "sandboxd-agent", "version": __version__,
+                                  "reason": "the sandbox's process limit is reached"}, 503)
         return {"status": "healthy", "agent": "sandboxd-agent", "version": __version__,
                 "uptime": _uptime(time.time() - sv.started), "go_version": "", "vm_id": os.uname().nodename,
                 "features": FEATURES, "active_streams": 0}
