@@ -85,7 +85,7 @@ def _parse(raw: bytes, checked: bool = False) -> tuple[h11.Connection, h11.Reque
     if not isinstance(ev, h11.Request):
         raise bad("malformed request head")
     target = ev.target.decode("latin-1")
-    if not target.startswith("/"):
+    if not target.startswith("/") or ev.method == b"CONNECT":
         raise bad("the gateway takes origin-form request targets only (a path, no CONNECT, URL or *)")
     head = Head(ev.method.decode("latin-1"), target, "HTTP/" + ev.http_version.decode("latin-1"),
                 [(n.decode("latin-1"), v.decode("latin-1")) for n, v in ev.headers.raw_items()])

@@ -58,3 +58,15 @@ def test_a_head_over_the_limit_is_a_431():
     with pytest.raises(GatewayError) as e:
         framer.next_event()
     assert e.value.status == 431
+
+
+@pytest.mark.parametrize("data", [b"CONNECT / HTTP/1.1\r\nHost: gw\r\n\r\n",
+                                  b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: gw\r\n\r\n",
+                                  b"GET http://other/ HTTP/1.1\r\nHost: gw\r\n\r\n"])
+def test_connect_and_non_origin_targets_are_refused(data):
+    """A client's CONNECT (whatever its target) would turn the agent connection into a raw tunnel."""
+    framer = RequestFramer()
+    framer.feed(data)
+    with pytest.raises(GatewayError) as err:
+        framer.next_event()
+    assert err.value.status == 400
