@@ -44,6 +44,7 @@ class Display:
         self.vnc_port: int | None = None
         self._x: asyncio.subprocess.Process | None = None
         self._wm: asyncio.subprocess.Process | None = None
+        self._wm_ready = False
         self._lock = asyncio.Lock()
         self.started_at: float | None = None
 
@@ -71,12 +72,14 @@ class Display:
         missing = deps.missing(deps.CORE)
         if missing:
             raise DesktopNotAvailable(missing)
-        if self.running and self._wm is not None and self._wm.returncode is None:
+        # The window manager counts once it is ready, not once spawned: a request arriving while
+        # another one starts it waits on the lock instead of using a half-started desktop.
+        if self.running and self._wm is not None and self._wm.returncode is None and self._wm_ready:
             return
         async with self._lock:
             if not self.running:
                 await self._start_x()
-            if self._wm is None or self._wm.returncode is not None:
+            if self._wm is None or self._wm.returncode is not None or not self._wm_ready:
                 await self._start_wm()
 
     async def _start_x(self) -> None:
@@ -115,13 +118,19 @@ class Display:
         raise DesktopToolFailed(f"the X server did not start on {self.name}: {tail}")
 
     async def _start_wm(self) -> None:
+        self._wm_ready = False
+        if self._wm is not None and self._wm.returncode is None:  # spawned before, not ready in time
+            await proc.terminate(self._wm)
         self._wm = await proc.spawn(["openbox", "--sm-disable"], self.env, str(self.dir / "openbox.log"))
-        # wmctrl answers only once the window manager has announced itself on the root window.
+        # Ready once wmctrl answers: openbox announces itself (_NET_SUPPORTING_WM_CHECK) before it
+        # publishes its client list (_NET_CLIENT_LIST), and until then `wmctrl -l` fails. Waiting for
+        # the announcement alone let the first window listing after a start fail.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and self._wm.returncode is None:
             code, out, _ = await proc.run(["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], self.env, check=False)
-            if code == 0 and b"window id" in out:
+            if code == 0 and b"window id" in out and (await proc.run(["wmctrl", "-l"], self.env, check=False))[0] == 0:
                 proc.log(f"openbox started (pid {self._wm.pid})")
+                self._wm_ready = True
                 return
             await asyncio.sleep(0.05)
         raise DesktopToolFailed("the window manager did not start: " + _tail(self.dir / "openbox.log"))
@@ -182,6 +191,7 @@ class Display:
         await proc.terminate(self._wm)
         await proc.terminate(self._x)
         self._wm = self._x = None
+        self._wm_ready = False
         self.vnc_enabled = False
 
 
