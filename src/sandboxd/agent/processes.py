@@ -15,6 +15,7 @@ import os
 import pwd
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -25,6 +26,19 @@ OUTPUT_CAP = 16 * 1024 * 1024  # per stream; beyond this output is dropped and a
 OnData = Callable[[str], Awaitable[None]] | None
 MARK = "SANDBOXD_RUN"
 KILL_SCANS = 200  # a bound on rescans; each kills all found, so a bomb under the pids limit ends far sooner
+
+
+# The /proc scans run on one thread of their own, made with the first command: a thread is a task
+# under the pids limit too, so one made when a kill is needed (the limit reached) could not start.
+_KILLER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kill-marked")
+
+
+def warm_killer() -> None:
+    """Makes the scan thread now, while a thread can still be made (after the first call: a no-op task)."""
+    try:
+        _KILLER.submit(int)
+    except RuntimeError:  # no thread can be made now: the kill falls back to the process group
+        pass
 
 
 class CannotFork(AgentError):
@@ -69,6 +83,7 @@ async def spawn(argv: list[str], *, cwd: str | None, env: dict[str, str], user: 
         cwd = None  # the contract's default /workspace may not exist in every template: fall back quietly
     token = os.urandom(8).hex()
     env = {**env, MARK: token}
+    warm_killer()
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=env, stdin=stdin, stdout=asyncio.subprocess.PIPE,
@@ -113,12 +128,23 @@ def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> N
             pass
 
 
+def kill_marked_soon(proc: asyncio.subprocess.Process) -> None:
+    """kill_tree's scan for callers that cannot wait: it runs on a worker thread."""
+    mark = getattr(proc, "sandboxd_mark", None)
+    if not mark:
+        return
+    try:
+        asyncio.get_running_loop().run_in_executor(_KILLER, _kill_marked, mark, signal.SIGKILL)
+    except RuntimeError:  # no loop in this thread: nothing to hold up
+        _kill_marked(mark, signal.SIGKILL)
+
+
 async def kill_tree(proc: asyncio.subprocess.Process) -> None:
     """Ends the command and everything it started, also what left its process group (see the docstring)."""
     kill_group(proc)
     mark = getattr(proc, "sandboxd_mark", None)
     if mark:
-        await asyncio.to_thread(_kill_marked, mark, signal.SIGKILL)
+        await asyncio.get_running_loop().run_in_executor(_KILLER, _kill_marked, mark, signal.SIGKILL)
 
 
 async def _pump(stream: asyncio.StreamReader, sink: list[str], on_data: OnData) -> None:
@@ -151,9 +177,8 @@ async def communicate(proc: asyncio.subprocess.Process, timeout: float | None, *
         await kill_tree(proc)
         await proc.wait()
     except asyncio.CancelledError:
-        kill_group(proc)  # no awaiting while cancelled; the marked rest goes in the background
-        if getattr(proc, "sandboxd_mark", None):
-            asyncio.get_running_loop().run_in_executor(None, _kill_marked, proc.sandboxd_mark, signal.SIGKILL)
+        kill_group(proc)  # no awaiting while cancelled; the marked rest goes on a worker thread
+        kill_marked_soon(proc)
         raise
     try:
         # Grandchildren may still hold the pipes open: give them a moment, then kill the group.

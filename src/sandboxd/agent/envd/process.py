@@ -15,7 +15,7 @@ import struct
 import termios
 from typing import AsyncIterator
 
-from ..processes import kill_group
+from ..processes import MARK, kill_group, kill_marked_soon, warm_killer
 from . import users
 from .connect import ConnectError
 
@@ -75,6 +75,8 @@ class Proc:
         except (ProcessLookupError, PermissionError):
             if self.proc is not None:
                 kill_group(self.proc, sig)
+        if sig == signal.SIGKILL and self.proc is not None:
+            kill_marked_soon(self.proc)  # what left the process group too (see agent/processes.py)
 
 
 class ProcessService:
@@ -127,6 +129,9 @@ class ProcessService:
                 raise ConnectError("invalid_argument", f"cwd '{cwd}' does not exist")
             cwd = "/"
         env = self._env(user, envs)
+        token = os.urandom(8).hex()
+        env[MARK] = token
+        warm_killer()
         pty = msg.get("pty")
         want_stdin = msg.get("stdin", True) is not False  # absent means true (older clients)
         ids = {} if user.is_self else {"user": user.uid, "group": user.gid, "extra_groups": []}
@@ -154,6 +159,11 @@ class ProcessService:
             if master is not None:
                 os.close(master)
             raise ConnectError("permission_denied", f"cannot execute {cmd}: {e}") from None
+        except BlockingIOError:  # EAGAIN from fork: the sandbox's pids limit is reached
+            if master is not None:
+                os.close(master)
+            raise ConnectError("resource_exhausted", "cannot start a process: the sandbox's process limit is reached") from None
+        proc.sandboxd_mark = f"\0{MARK}={token}\0".encode()
         config = {"cmd": cmd, "args": args, "envs": {str(k): str(v) for k, v in envs.items()}}
         if cfg.get("cwd"):
             config["cwd"] = cfg["cwd"]
