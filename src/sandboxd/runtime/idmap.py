@@ -11,6 +11,11 @@ its layers may be detached mounts, so the idmapped copies of the layers never ap
 the overlay's options (what /proc/self/mountinfo shows, inside the sandbox too) name each layer by its path
 within its own mount ("/", "/upper", "/work"), never a host path.
 
+Kernels before 6.13 know no `lowerdir+` by fd: overlay_by_fd() finds that out once per process (one fsconfig
+on a scratch context, never mounted) and rootfs.py then attaches the idmapped copies to short mount points
+and names them by path (overlay takes idmapped layers since 5.19). SANDBOXD_OVERLAY_BY_FD=false forces that
+path anywhere, so it is tested on new kernels too. require_idmapped_overlay() is the check at backend start.
+
 The user namespace that carries a mapping is made by a fork that unshares, whose maps the host writes (~2 ms),
 and its fd kept for the next mount with that mapping: a mapping belongs to a uid range, and ranges are reused
 lowest first. At most USERNS_CACHE are kept (fds are a budget: every sandbox holds sockets too); a mount keeps
@@ -125,6 +130,61 @@ def clone(path_or_fd: str | int, *, userns: int | None = None, attrs: int = HOST
     return fd
 
 
+_by_fd: bool | None = None
+_probe_lock = threading.Lock()
+
+
+def overlay_by_fd() -> bool:
+    """Whether overlay layers can be given by fd here (Linux >= 6.13), probed once per process."""
+    global _by_fd
+    with _probe_lock:
+        if _by_fd is None:
+            if os.environ.get("SANDBOXD_OVERLAY_BY_FD", "").strip().lower() in ("0", "false", "no", "off"):
+                _by_fd = False
+            else:
+                _by_fd = _probe_by_fd()
+        return _by_fd
+
+
+def _probe_by_fd() -> bool:
+    fs = _sys(SYS_FSOPEN, b"overlay", FSOPEN_CLOEXEC, what="fsopen overlay")
+    d = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, b"lowerdir+", None, d, what="overlay lowerdir+ probe")
+        return True
+    except OSError:
+        return False  # EINVAL: an option this overlay does not know
+    finally:
+        os.close(d)
+        os.close(fs)
+
+
+def require_idmapped_overlay() -> None:
+    """Raise OSError unless this kernel has mount_setattr (5.12) and overlay over idmapped layers (5.19)."""
+    fd = clone("/", attrs=HOST_SAFE)  # mount_setattr: ENOSYS before 5.12
+    os.close(fd)
+    fs = _sys(SYS_FSOPEN, b"overlay", FSOPEN_CLOEXEC, what="fsopen overlay")
+    os.close(fs)
+    # Idmapped layers came with the new mount API's overlay support; 5.19 is the release that accepts them.
+    rel = os.uname().release.split("-")[0].split(".")
+    try:
+        if (int(rel[0]), int(rel[1])) < (5, 19):
+            raise OSError(95, "sandboxd needs Linux >= 5.19 (overlay over idmapped mounts)")
+    except (ValueError, IndexError):
+        pass
+
+
+def overlay_paths(lowers: list[str], upper: str, work: str, target: str, flags: int) -> None:
+    """Mount an overlay of these directories (top-most lower first) at target with mount(2): the options
+    must fit one page, so callers keep the paths short."""
+    data = os.fsencode(f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}")
+    if len(data) >= os.sysconf("SC_PAGE_SIZE"):
+        raise OSError(7, f"overlay options are {len(data)} bytes, more than a page")  # E2BIG
+    if _libc.mount(b"overlay", os.fsencode(target), b"overlay", flags, data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount overlay at {target}: {os.strerror(err)}")
+
+
 def attach(mount_fd: int, target: str) -> None:
     """Put a detached mount at target."""
     _sys(SYS_MOVE_MOUNT, mount_fd, b"", AT_FDCWD, os.fsencode(target), MOVE_MOUNT_F_EMPTY_PATH,
@@ -146,4 +206,5 @@ def overlay(lower_fds: list[int], upper_fd: int, work_fd: int, attrs: int = HOST
         os.close(fs)
 
 
-__all__ = ["Mapping", "UsernsFd", "clone", "attach", "overlay", "HOST_SAFE", "MOUNT_ATTR_RDONLY"]
+__all__ = ["Mapping", "UsernsFd", "clone", "attach", "overlay", "overlay_by_fd", "overlay_paths",
+           "require_idmapped_overlay", "HOST_SAFE", "MOUNT_ATTR_RDONLY"]

@@ -18,6 +18,11 @@ idmap.py): the overlay's layers and upper dir, and the host's `disk/`. Layout un
     disk/           the same filesystem idmapped to the sandbox's range (what the host shows of it)
     rootfs/         the overlay, the container's root; its mount options name no host path
 
+On kernels before 6.13 (or with SANDBOXD_OVERLAY_BY_FD=false) the overlay cannot take its layers by fd:
+the same idmapped copies are attached under /run/sandboxd/<tag>/l/<id>/ (0700, root only) as 0, 1, ...
+(lowers) and v (the disk's idmapped view), and the overlay is mounted by path over them. A sandbox then sees
+those short /run paths in its mountinfo (no data dir path); unmount() takes them down and removes the dir.
+
 Every mount here is nosuid,nodev: a host user must not gain a sandbox's ids (or a device) through a file
 the sandbox wrote. (Inside, no_new_privs voids setuid anyway; the bits themselves are kept.)
 """
@@ -32,6 +37,7 @@ from pathlib import Path
 
 from sandboxd.core.errors import RuntimeFailure
 from sandboxd.runtime import diskimage, idmap, loopdev
+from sandboxd.runtime.oci import paths
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class SandboxRoot:
         # The mount point may live elsewhere (oci/paths.py: under /run/sandboxd when the data dir is not
         # searchable by the sandbox's uid).
         self.rootfs = rootfs or sandbox_dir / "rootfs"
+        self.layer_mounts = paths.layers_path(sandbox_dir)
 
     def create(self, disk_mb: int, cache_dir: Path | None = None) -> None:
         """Make the disk image (once, at sandbox creation) and mount everything. With cache_dir the image is
@@ -131,6 +138,8 @@ class SandboxRoot:
                 self._mount_overlay(userns)
 
     def _mount_overlay(self, userns: int | None) -> None:
+        if not idmap.overlay_by_fd():
+            return self._mount_overlay_by_path(userns)
         fds: list[int] = []
         try:
             for layer in self.layers:
@@ -153,6 +162,47 @@ class SandboxRoot:
             for fd in fds:
                 os.close(fd)
 
+    def _mount_overlay_by_path(self, userns: int | None) -> None:
+        base = self.layer_mounts
+        self._unmount_layers()  # what a crash between attach and overlay left
+        base.mkdir(parents=True, exist_ok=True)
+        os.chmod(base, 0o700)
+        try:
+            lowers = []
+            for i, layer in enumerate(self.layers):
+                fd = idmap.clone(str(layer), userns=userns, attrs=idmap.HOST_SAFE | idmap.MOUNT_ATTR_RDONLY)
+                try:
+                    (base / str(i)).mkdir(exist_ok=True)
+                    idmap.attach(fd, str(base / str(i)))
+                finally:
+                    os.close(fd)
+                lowers.append(str(base / str(i)))
+            view = base / "v"
+            view.mkdir(exist_ok=True)
+            fd = idmap.clone(str(self.disk))
+            try:
+                idmap.attach(fd, str(view))
+            finally:
+                os.close(fd)
+            idmap.overlay_paths(lowers, f"{view}/upper", f"{view}/work", str(self.rootfs), MS_NOSUID | MS_NODEV)
+        except OSError as exc:
+            self._unmount_layers()
+            raise RuntimeFailure(f"mounting the overlay root failed: {os.strerror(exc.errno or 0)}",
+                                 details={"errno": exc.errno, "step": str(exc)}) from exc
+
+    def _unmount_layers(self) -> None:
+        base = self.layer_mounts
+        if not base.is_dir():
+            return
+        prefix = str(base) + "/"
+        for target in sorted((t for t in _mounted_targets() if t.startswith(prefix)), reverse=True):
+            _umount(Path(target))
+        for d in base.iterdir():
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            base.rmdir()
+
     def _mount_disk(self) -> None:
         try:
             loopdev.mount_image(self.image, self.raw, "ext4", MS_NOSUID | MS_NODEV)
@@ -169,6 +219,8 @@ class SandboxRoot:
         for target in (self.rootfs, self.disk, self.raw):
             if str(target) in mounted:
                 _umount(target)
+            if target == self.rootfs:
+                self._unmount_layers()
 
     def usage(self) -> tuple[int, int]:
         """(used, limit) bytes of the sandbox's disk; (0, 0) when it is not mounted."""

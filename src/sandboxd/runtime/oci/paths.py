@@ -52,6 +52,12 @@ def rootfs_path(data_dir: Path, sandbox_dir: Path, sandbox_id: str, uid: int) ->
     return runtime_dir(data_dir) / "root" / sandbox_id / "rootfs"
 
 
+def layers_path(sandbox_dir: Path) -> Path:
+    """Where the idmapped layers of a sandbox's overlay are attached on kernels that cannot give them by fd
+    (rootfs.py): short, since the overlay's options name each one and must fit a page."""
+    return RUN_ROOT / tag(sandbox_dir.parent) / "l" / sandbox_dir.name
+
+
 def sandbox_dir(path: Path, gid: int) -> None:
     """Make path (created if missing) a directory only host root and the sandbox's root (gid) may pass."""
     path.mkdir(exist_ok=True)
@@ -118,5 +124,5 @@ def remove_empty(data_dir: Path) -> list[Path]:
     return gone
 
 
-__all__ = ["RUN_ROOT", "tag", "runtime_dir", "socket_path", "rootfs_path", "sandbox_dir", "blocking_dir",
+__all__ = ["RUN_ROOT", "tag", "runtime_dir", "socket_path", "rootfs_path", "layers_path", "sandbox_dir", "blocking_dir",
            "searchable_by", "make_dir", "remove_empty"]
