@@ -84,6 +84,16 @@ def _umount(target: Path) -> None:
         raise RuntimeFailure(f"umount {target} failed: {os.strerror(err)}", details={"errno": err})
 
 
+def require_kernel() -> None:
+    """Fail at backend start, not at the first create, on a kernel that cannot build a sandbox's root."""
+    try:
+        idmap.require_idmapped_overlay()
+    except OSError as exc:
+        raise RuntimeFailure("sandboxd needs Linux >= 5.19 with overlayfs (idmapped mounts under overlay); "
+                             f"this kernel is {os.uname().release}: {exc.strerror or exc}",
+                             details={"errno": exc.errno}) from exc
+
+
 class SandboxRoot:
     def __init__(self, sandbox_dir: Path, layers: tuple[Path, ...], ids: Ids | None, rootfs: Path | None = None):
         self.dir = sandbox_dir

@@ -33,7 +33,7 @@ from sandboxd.runtime.oci.procs import _alive, _resolv_conf, _tail, _veth_counte
 from sandboxd.runtime.oci.state import Record, spec_to_dict
 from sandboxd.runtime.oci.teardown import Teardown, _os_errors_are_runtime_failures
 from sandboxd.runtime.oci.stats import BatchStats
-from sandboxd.runtime.rootfs import Ids, SandboxRoot
+from sandboxd.runtime.rootfs import Ids, SandboxRoot, require_kernel
 from sandboxd.runtime.to_end import to_end
 
 log = logging.getLogger("sandboxd.runtime")
@@ -80,6 +80,7 @@ class OciBackend(Teardown):
         self._reclaims: set[asyncio.Task] = set()
         self._zygotes: dict[str, zygote.Zygote] = {}  # image content hash -> its zygote
         uidslots.check(settings)
+        require_kernel()
         for grant in uidslots.subid_overlaps(settings):
             log.warning("host subordinate ids overlap the sandboxes' uid ranges (move uid_base past them): %s", grant)
 
