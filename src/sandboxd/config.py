@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     # Agents of builtin-template sandboxes forked from a per-image zygote instead of a fresh Python
     # (runtime/oci/zygote.py); any failure falls back to the exec'd agent.
     zygote: bool = True
-    uid_base: int = Field(100000, ge=1)  # host uid that maps to uid 0 in every sandbox
+    uid_base: int = Field(100000, ge=1)  # host uid of range 0: the template store's on-disk ids (no sandbox runs in it)
     uid_count: int = Field(65536, ge=1024)
     # Host uid ranges for sandboxes, one each: sandbox k (1..uid_ranges) maps its uid 0 to
     # uid_base + k * uid_count; range 0 is the template store's (runtime/uidslots.py).

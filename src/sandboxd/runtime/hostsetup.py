@@ -95,7 +95,7 @@ def prepare_host(settings, *, backend: str | None = None, force: bool = False) -
     for d in (Path(settings.data_dir), Path(settings.sandboxes_dir), Path("/run/sandboxd")):
         d.mkdir(parents=True, exist_ok=True)
     for d in (Path(settings.data_dir), Path(settings.sandboxes_dir)):
-        # The sandbox's root user (uid_base on the host) must be able to traverse to its rootfs.
+        # A sandbox's root user (the first uid of its own range on the host) must be able to traverse to its rootfs.
         mode = d.stat().st_mode & 0o7777
         if mode & 0o011 != 0o011:
             os.chmod(d, mode | 0o011)
