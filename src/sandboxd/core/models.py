@@ -137,3 +137,14 @@ class Template:
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }
+
+
+def check_env(env: dict[str, str] | None) -> dict[str, str] | None:
+    """Env vars reach execve: a NUL truncates, '=' in a name splits it, an empty name is no variable. One check for
+    both dialects' creates; a ValueError becomes the API's 400 naming the field."""
+    for k, v in (env or {}).items():
+        if not k or "=" in k or "\0" in k or len(k) > 256:
+            raise ValueError(f"invalid environment variable name {k!r}")
+        if "\0" in v:
+            raise ValueError(f"environment variable {k!r}: value contains a NUL byte")
+    return env

@@ -10,14 +10,14 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from sandboxd.api.auth import require_key
 from sandboxd.api.deps import services
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.errors import Conflict, Invalid, NotFound
 from sandboxd.core.lifecycle import CreateRequest
-from sandboxd.core.models import PAUSED, RUNNING, STOPPED
+from sandboxd.core.models import PAUSED, RUNNING, STOPPED, check_env
 
 from . import shapes
 from .errors import E2BRoute
@@ -48,6 +48,11 @@ class NewSandbox(BaseModel):
     allow_internet_access: StrictBool | None = None
     autoPause: StrictBool | None = None
     network: Network | None = None
+
+    @field_validator("envVars")
+    @classmethod
+    def _env(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return check_env(v)
 
 
 class TimeoutBody(BaseModel):

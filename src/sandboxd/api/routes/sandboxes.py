@@ -10,7 +10,7 @@ from sandboxd.api.auth import require_key
 from sandboxd.api.deps import rid, services
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.lifecycle import CreateRequest
-from sandboxd.core.models import iso
+from sandboxd.core.models import check_env, iso
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 Key = Annotated[ApiKey, Depends(require_key)]
@@ -31,10 +31,7 @@ class CreateBody(BaseModel):
     @field_validator("env_vars")
     @classmethod
     def _env(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        for k in v or {}:
-            if not k or "=" in k or "\0" in k or len(k) > 256:
-                raise ValueError(f"invalid environment variable name {k!r}")
-        return v
+        return check_env(v)
 
 
 class TimeoutBody(BaseModel):
