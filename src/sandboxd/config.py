@@ -64,7 +64,20 @@ class Settings(BaseSettings):
     pool: str = ""
 
     # --- Security settings, one block per area (keep each block's fields together). ---
-    # [limits] per-sandbox maxima and host admission.
+    # [limits] per-sandbox maxima and host admission (core/admission.py).
+    # A build or create asking more than these per sandbox is a 400 naming the field; 0 derives each from the
+    # host: all its cores, half its memory, a quarter of the data directory's filesystem.
+    max_sandbox_vcpu: float = Field(0, ge=0)
+    max_sandbox_memory_mb: int = Field(0, ge=0)
+    max_sandbox_disk_mb: int = Field(0, ge=0)
+    # A create is admitted while the memory limits of the sandboxes holding memory add up to at most
+    # memory_overcommit x the host's memory and the disk sizes of all live sandboxes to disk_overcommit x the
+    # data directory's filesystem, and while the host has min_free_* free (0: 5% of it, at most 1 GiB of memory
+    # and 2 GiB of disk); else a 503. Limits are ceilings, not reservations: a sandbox at rest uses ~15 MiB.
+    memory_overcommit: float = Field(32.0, gt=0)
+    disk_overcommit: float = Field(4.0, gt=0)
+    min_free_memory_mb: int = Field(0, ge=0)
+    min_free_disk_mb: int = Field(0, ge=0)
     # [builds] what template builds may read from the host.
     # The one host directory a build's FROM may name an OCI archive or layout in (paths resolve inside it);
     # None: builds read no host path at all.

@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, Callable, Protocol
 from sqlalchemy import select
 
 from sandboxd.config import Settings
+from sandboxd.core.admission import check_maxima, sandbox_maxima
 from sandboxd.core.catalog import CatalogService
 from sandboxd.core.errors import Invalid, NotFound, Unauthorized
 from sandboxd.core.eventlog import EventLog
@@ -135,6 +136,7 @@ class BuildService:
         self.uploads = settings.data_dir / "uploads"
         self.logs_dir = settings.data_dir / "builds"
         self._masks = host_masks(settings)
+        self.maxima = sandbox_maxima(settings)
         self._gate = asyncio.Semaphore(BUILD_CONCURRENCY)
         self._tasks: set[asyncio.Task] = set()
 
@@ -195,6 +197,9 @@ class BuildService:
         from sandboxd.core.template_source import check_recipe
 
         validate_request(req, self.uploads)
+        # Every sandbox of the template gets these: over a per-sandbox maximum, the build (or update) is refused.
+        check_maxima(self.maxima, vcpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_gb * 1024,
+                     names={"vcpu": "cpu", "memory": "memory", "disk": "diskGB"}, what="the template")
         check_recipe(req)
         check_from_image(self.settings, req.from_image)
         build_id = "bld_" + secrets.token_hex(8)

@@ -16,9 +16,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import func, or_, and_, select
+from sqlalchemy import and_, case, func, or_, select
 
 from sandboxd.config import Settings
+from sandboxd.core.admission import Admission, Commitment, check_maxima, sandbox_maxima
 from sandboxd.core import events as ev
 from sandboxd.core.errors import CapacityExceeded, Conflict, Invalid, NotFound, RuntimeFailure, SandboxdError
 from sandboxd.core.eventlog import EventLog
@@ -49,6 +50,8 @@ class WarmPool(Protocol):
 
     async def take(self, template: Template, spec: SandboxSpec) -> RuntimeSandbox | None: ...
 
+    def committed(self) -> Commitment: ...
+
 
 @dataclass
 class CreateRequest:
@@ -76,9 +79,15 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _count_live(s) -> int:
-    # IN over the live states, not != killed: the status index then skips the (never pruned) killed rows.
-    return s.scalar(select(func.count()).select_from(SandboxRow).where(SandboxRow.status.in_(LIVE_STATES))) or 0
+def _usage(s) -> tuple[int, Commitment]:
+    """Live sandboxes (IN over the live states, not != killed: the status index then skips the never pruned
+    killed rows), and what they commit: memory for those holding it (a stopped one holds none), disk for all."""
+    holds = SandboxRow.status.in_((CREATING, RUNNING, PAUSED))
+    n, mem, disk = s.execute(
+        select(func.count(), func.coalesce(func.sum(case((holds, SandboxRow.memory_mb), else_=0)), 0),
+               func.coalesce(func.sum(SandboxRow.disk_mb), 0))
+        .where(SandboxRow.status.in_(LIVE_STATES))).one()
+    return n, Commitment(memory_mb=int(mem), disk_mb=int(disk))
 
 
 def _to_model(r: SandboxRow) -> Sandbox:
@@ -112,6 +121,8 @@ class LifecycleService:
         self._watch: asyncio.Task | None = None
         self._kill_tasks: set[asyncio.Task] = set()
         self.node_id = socket.gethostname()
+        self.maxima = sandbox_maxima(settings)
+        self.admission = Admission(settings)
 
     # ---- service lifetime -------------------------------------------------------------------------
 
@@ -164,7 +175,7 @@ class LifecycleService:
 
     def count_live(self) -> int:
         with self.store.tx() as s:
-            return _count_live(s)
+            return _usage(s)[0]
 
     def uses_template(self, template_id: str) -> int:
         with self.store.tx() as s:
@@ -183,19 +194,27 @@ class LifecycleService:
             template = self.catalog.get(ref)
         if template.status != "active":
             raise Conflict(f"template {template.name} is {template.status}, not active", code="template_not_active")
+        # A template built under higher maxima than today's is refused here too.
+        check_maxima(self.maxima, vcpu=float(template.vcpu), memory_mb=template.memory_mb,
+                     disk_mb=template.disk_gb * 1024, names={"vcpu": "vcpu", "memory": "memory_mb", "disk": "disk_mb"},
+                     what=f"template {template.name}")
         timeout = req.timeout_seconds if req.timeout_seconds is not None else self.settings.default_timeout_seconds
         # Check capacity and insert the row in one transaction with no await in between: the event loop makes
         # this atomic in-process.
         claimed = None
         try:
             with self.store.tx() as s:
-                if _count_live(s) >= self.settings.max_sandboxes:
+                live, committed = _usage(s)
+                if live >= self.settings.max_sandboxes:
                     raise CapacityExceeded(
                         f"sandbox capacity reached ({self.settings.max_sandboxes}); retry later",
                         details={"retry_after_seconds": 5, "limit": self.settings.max_sandboxes},
                     )
                 # A warm-pool member's never-shown id becomes the sandbox id: container, dirs and events share it.
                 claimed = self.pool.claim(template, req.internet_access) if self.pool else None
+                # After the claim: a claimed member has left the pool's commitment; this sandbox's is added.
+                self.admission.admit(self._committed(committed), memory_mb=template.memory_mb,
+                                     disk_mb=template.disk_gb * 1024)
                 sid = claimed or "sb" + secrets.token_hex(9)
                 now = _now()
                 row = SandboxRow(
@@ -228,6 +247,16 @@ class LifecycleService:
             self._expiry[sid] = expires
         token, token_exp = self.signer.issue(sid, sb.token_version)
         return sb, token, token_exp
+
+    def room_for(self, res: Resources) -> bool:
+        """Whether the host could admit a sandbox with these limits now (the warm pool asks before a fill)."""
+        with self.store.tx() as s:
+            committed = _usage(s)[1]
+        return self.admission.room_for(self._committed(committed), memory_mb=res.memory_mb, disk_mb=res.disk_mb)
+
+    def _committed(self, rows: Commitment) -> Commitment:
+        pooled = self.pool.committed() if self.pool is not None else Commitment()
+        return Commitment(rows.memory_mb + pooled.memory_mb, rows.disk_mb + pooled.disk_mb)
 
     async def _provision(self, sid: str, template: Template, row: SandboxRow) -> RuntimeSandbox:
         image = await self.catalog.image(template)
@@ -345,6 +374,9 @@ class LifecycleService:
         async with self._lock(sid):
             sb = self.get(sid)
             self._require(sb, (STOPPED,), "start")
+            with self.store.tx() as s:  # a stopped sandbox holds its disk but no memory: it needs room again
+                committed = _usage(s)[1]
+            self.admission.admit(self._committed(committed), memory_mb=sb.memory_mb, disk_mb=0)
             rt = await self._call(self.backend.start, sid)
             await rerun_start(self, sid, sb.template_id, rt)
             self.routes[sid] = Route(rt.agent_socket, RUNNING, sb.token_version, sb.public_traffic)

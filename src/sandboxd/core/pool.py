@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from sandboxd.core.admission import Commitment
 from sandboxd.core.errors import Invalid, NotFound
 from sandboxd.runtime.base import Resources, RuntimeSandbox, RuntimeState, SandboxSpec
 
@@ -104,6 +105,8 @@ class WarmPoolService:
         self._fills: set[asyncio.Task] = set()
         self._gate = asyncio.Semaphore(FILL_CONCURRENCY)
         self._retry_at: dict[str, float] = {}
+        self._making: dict[str, Resources] = {}  # fills in flight, by member id
+        self.room: Callable[[Resources], bool] = lambda _res: True  # the lifecycle's host admission
         self._cold = 0  # cold creates in flight (users' creates the pool could not serve)
         self._no_cold = asyncio.Event()
         self._no_cold.set()
@@ -190,6 +193,13 @@ class WarmPoolService:
         self._save_soon()
         asyncio.get_running_loop().call_later(REFILL_DELAY, self._wake.set)
         return m.id
+
+    def committed(self) -> Commitment:
+        """What the frozen members and the fills in flight hold: host admission counts them like sandboxes."""
+        mem = disk = 0
+        for r in [*(m.resources for q in self.ready.values() for m in q), *self._making.values()]:
+            mem, disk = mem + r.memory_mb, disk + r.disk_mb
+        return Commitment(mem, disk)
 
     def unclaim(self, sandbox_id: str) -> None:
         """Give back a member claimed for a create that failed before it took it (its row was never stored):
@@ -289,7 +299,10 @@ class WarmPoolService:
                 res = Resources(vcpu=float(template.vcpu), memory_mb=template.memory_mb,
                                 disk_mb=template.disk_gb * 1024, pids=self.settings.default_pids,
                                 cpu_shares=FILL_SHARES)
+                if not self.room(res):  # a full host serves its users' creates, not the pool
+                    raise LookupError("no room on this host for another member")
                 spec = SandboxSpec(id=sid, image=image, resources=res, env=dict(image.env), hostname=sid)
+                self._making[sid] = res
                 created = True
                 rt = await self.backend.create(spec)
                 # The agent loads its command machinery and its E2B routes (~14 ms CPU) on first use: pay
@@ -322,6 +335,7 @@ class WarmPoolService:
             if created:
                 await self._discard(sid)
         finally:
+            self._making.pop(sid, None)
             self.filling[tid] = max(self.filling.get(tid, 1) - 1, 0)
             self._wake.set()
 

@@ -73,6 +73,7 @@ class Services:
         from sandboxd.core.pool import WarmPoolService
 
         lifecycle.pool = WarmPoolService(settings, backend, catalog, in_use=lifecycle.get)  # empty unless settings.pool or the API sizes it
+        lifecycle.pool.room = lifecycle.room_for
         svc = cls(settings, store, bus, events, ApiKeyService(store), signer, catalog, lifecycle, backend)
         from sandboxd.core.builds import BuildService
 
