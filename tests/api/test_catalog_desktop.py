@@ -7,7 +7,7 @@ import pytest
 
 from sandboxd.config import Settings
 from sandboxd.core.catalog import CatalogService
-from sandboxd.core.errors import NotFound
+from sandboxd.errors import NotFound
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.events import EventBus
 from sandboxd.core.services import _import_tables

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from rtsupport import cleanup, make_settings, new_id, require_real, SyncBackend
-from sandboxd.core.errors import NotFound, SandboxdError
+from sandboxd.errors import NotFound, SandboxdError
 from sandboxd.runtime.base import Backend, Resources, RuntimeState, SandboxSpec, TemplateImage
 from sandboxd.runtime.oci import channel
 

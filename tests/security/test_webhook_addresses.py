@@ -18,7 +18,7 @@ from aiohttp import web
 
 import sandboxd.core.store.monitoring  # noqa: F401  (registers the tables)
 from sandboxd.core import events as ev
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.events import EventBus
 from sandboxd.core.store import Store, make_engine, upgrade

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from sandboxd.core.apikeys import ApiKey
-from sandboxd.core.errors import Forbidden, Unauthorized
+from sandboxd.errors import Forbidden, Unauthorized
 
 STREAM_SUFFIX = "/stream"
 

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from sandboxd.core import errors as E
+from sandboxd import errors as E
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sandboxd.core.errors import NotFound
+from sandboxd.errors import NotFound
 from sandboxd.core.lifecycle import LifecycleService
 from sandboxd.core.models import RUNNING, iso
 from sandboxd.gateway.agentcall import get_json

@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         skip_desktop: bool = typer.Option(False, "--skip-desktop", help="do not build the desktop template"),
     ) -> None:
         """Prepare the host and build the built-in templates that are missing."""
-        from sandboxd.core.errors import SandboxdError
+        from sandboxd.errors import SandboxdError
         from sandboxd.templates.bases import BUILTINS
         from sandboxd.templates.store import TemplateStore
 

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandboxd.core.errors import CapacityExceeded, Invalid
+from sandboxd.errors import CapacityExceeded, Invalid
 
 RETRY_AFTER_SECONDS = 10
 

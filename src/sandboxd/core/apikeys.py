@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 
-from sandboxd.core.errors import Invalid, NotFound
+from sandboxd.errors import Invalid, NotFound
 from sandboxd.core.models import iso
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import ApiKeyRow

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sandboxd.config import Settings
 from sandboxd.core.admission import check_maxima, sandbox_maxima
 from sandboxd.core.catalog import CatalogService
-from sandboxd.core.errors import Invalid, NotFound, Unauthorized
+from sandboxd.errors import Invalid, NotFound, Unauthorized
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import iso
 from sandboxd.core.store.db import Store

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import or_, select
 
-from sandboxd.core.errors import Invalid, NotFound
+from sandboxd.errors import Invalid, NotFound
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.events import Event
 from sandboxd.core.models import Template
@@ -136,7 +136,7 @@ class CatalogService:
                                   created_at=now, category="custom", features=[], tags=["custom"])
                 s.add(row)
             elif not update and row.status == "active":
-                from sandboxd.core.errors import Conflict
+                from sandboxd.errors import Conflict
 
                 raise Conflict(f"template {name} exists; send update=true to rebuild it", code="template_exists")
             row.status, row.build_id, row.error_message = "building", build_id, None
@@ -159,7 +159,7 @@ class CatalogService:
         return t
 
     def delete(self, template_id: str, in_use: int) -> Template:
-        from sandboxd.core.errors import Conflict
+        from sandboxd.errors import Conflict
 
         t = self.get(template_id)
         if t.is_public:

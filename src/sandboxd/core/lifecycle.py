@@ -21,7 +21,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sandboxd.config import Settings
 from sandboxd.core.admission import Admission, Commitment, check_maxima, sandbox_maxima
 from sandboxd.core import events as ev
-from sandboxd.core.errors import CapacityExceeded, Conflict, Invalid, NotFound, RuntimeFailure, SandboxdError
+from sandboxd.errors import CapacityExceeded, Conflict, Invalid, NotFound, RuntimeFailure, SandboxdError
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import (
     decode_cursor, encode_cursor, CREATING, KILLED, LIVE_STATES, PAUSED, REASON_ERROR, REASON_TIMEOUT, REASON_USER, RUNNING,

@@ -39,7 +39,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
             raise ValueError("naive time in cursor")
         return when, str(sid)
     except Exception:
-        from sandboxd.core.errors import Invalid
+        from sandboxd.errors import Invalid
 
         raise Invalid("invalid cursor", code="invalid_cursor") from None
 

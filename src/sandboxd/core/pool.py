@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sandboxd.core.admission import Commitment
-from sandboxd.core.errors import Invalid, NotFound
+from sandboxd.errors import Invalid, NotFound
 from sandboxd.runtime.base import Resources, RuntimeSandbox, RuntimeState, SandboxSpec
 
 log = logging.getLogger(__name__)

@@ -69,7 +69,7 @@ async def reconcile(lc: "LifecycleService") -> None:
 
 async def watch_once(lc: "LifecycleService") -> None:
     """Find sandboxes that died on their own (OOM kill, crashed init) and record them as killed."""
-    from sandboxd.core.errors import NotFound
+    from sandboxd.errors import NotFound
 
     for i, (sid, route) in enumerate(list(lc.routes.items())):
         if i % 64 == 63:  # a state read is ~0.1 ms of file reads that never yield: let requests in between

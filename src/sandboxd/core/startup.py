@@ -14,7 +14,7 @@ import shlex
 import time
 from pathlib import Path
 
-from sandboxd.core.errors import TemplateError
+from sandboxd.errors import TemplateError
 from sandboxd.runtime.base import ReadyCheck, TemplateImage
 
 START_LOG = "/tmp/sandboxd-start.log"
@@ -108,7 +108,7 @@ async def run_start(sock: Path, image: TemplateImage) -> None:
 async def rerun_start(lifecycle, sid: str, template_id: str | None, rt) -> None:
     """After a stopped sandbox boots again its processes are gone: run the start command again.
     If it does not become ready the sandbox is stopped again, so the row (still `stopped`) stays true."""
-    from sandboxd.core.errors import NotFound
+    from sandboxd.errors import NotFound
 
     try:
         image = await lifecycle.catalog.image(lifecycle.catalog.get(template_id or ""))

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sandboxd.config import Settings
-from sandboxd.core.errors import BuildFailed
+from sandboxd.errors import BuildFailed
 from sandboxd.runtime.base import TemplateImage
 
 DISPLAY = {"base": "Base (Debian + Python)", "code-interpreter": "Code Interpreter"}

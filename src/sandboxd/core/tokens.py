@@ -30,7 +30,7 @@ from pathlib import Path
 import jwt
 from sqlalchemy import select, update
 
-from sandboxd.core.errors import NotFound, Unauthorized
+from sandboxd.errors import NotFound, Unauthorized
 
 ALGORITHM = "HS256"
 HOPX, E2B = "hopx", "e2b"  # the `aud` of each dialect's tokens

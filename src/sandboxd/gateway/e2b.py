@@ -35,7 +35,7 @@ import re
 import time
 from urllib.parse import quote, unquote_plus
 
-from sandboxd.core.errors import Unauthorized
+from sandboxd.errors import Unauthorized
 from sandboxd.core.models import RUNNING
 from sandboxd.core.tokens import E2B, HOPX
 from sandboxd.gateway.heads import bearer

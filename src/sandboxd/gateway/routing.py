@@ -6,7 +6,7 @@ sandbox is then refused.
 """
 from __future__ import annotations
 
-from sandboxd.core.errors import NotFound, Unauthorized
+from sandboxd.errors import NotFound, Unauthorized
 from sandboxd.core.lifecycle import LifecycleService
 from sandboxd.core.models import PAUSED, RUNNING
 from sandboxd.core.tokens import HOPX, TokenSigner

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from sqlalchemy import func, select
 
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 from sandboxd.core.eventlog import to_event
 from sandboxd.core.events import EventBus
 from sandboxd.core.store.db import Store

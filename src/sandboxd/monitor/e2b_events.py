@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from sandboxd.core.events import KILLED, LIFECYCLE_TYPES, PAUSED, Event
 from sandboxd.core.eventlog import to_event
-from sandboxd.core.errors import Invalid, NotFound
+from sandboxd.errors import Invalid, NotFound
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import EventRow, SandboxRow, TemplateRow
 

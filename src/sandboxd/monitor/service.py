@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from sandboxd.config import Settings
-from sandboxd.core.errors import Invalid, NotFound, SandboxdError
+from sandboxd.errors import Invalid, NotFound, SandboxdError
 from sandboxd.core.events import CREATED, EventBus
 from sandboxd.core.models import REASON_OOM
 from sandboxd.core.store.db import Store

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, select
 
-from sandboxd.core.errors import Invalid, NotFound
+from sandboxd.errors import Invalid, NotFound
 from sandboxd.core.events import LIFECYCLE_TYPES
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.monitoring import DeliveryRow, WebhookRow

@@ -1,7 +1,7 @@
 """Isolation backends. `get_backend(settings)` picks one by `settings.backend`: crun (default), runc, fake."""
 from __future__ import annotations
 
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 from sandboxd.runtime.base import Backend
 
 

@@ -1,7 +1,7 @@
 """The backend protocol: what the node runtime asks of an isolation technology.
 
 Backends never see the database or HTTP. They receive a SandboxSpec, manage the sandbox on this
-host, and report state. Unsupported operations raise core.errors.NotSupported, and a backend
+host, and report state. Unsupported operations raise sandboxd.errors.NotSupported, and a backend
 declares what it can do as data in its Capabilities.
 """
 from __future__ import annotations

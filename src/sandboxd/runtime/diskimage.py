@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from sandboxd.core.errors import RuntimeFailure
+from sandboxd.errors import RuntimeFailure
 
 FICLONE = 0x40049409
 _making = threading.Lock()  # one mkfs per process when a burst of creates finds no blank yet

@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandboxd.core.errors import RuntimeFailure
+from sandboxd.errors import RuntimeFailure
 from sandboxd.runtime import cgroups, network
 
 log = logging.getLogger("sandboxd.runtime")

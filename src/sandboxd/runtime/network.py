@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from sandboxd.core.errors import RuntimeFailure
+from sandboxd.errors import RuntimeFailure
 
 TABLE = "sandboxd"
 SUBNET = ipaddress.IPv4Network("10.213.0.0/16")

@@ -35,7 +35,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandboxd.core.errors import RuntimeFailure
+from sandboxd.errors import RuntimeFailure
 from sandboxd.runtime import diskimage, idmap, loopdev
 from sandboxd.runtime.oci import paths
 

@@ -21,7 +21,7 @@ import os
 import threading
 from pathlib import Path
 
-from sandboxd.core.errors import CapacityExceeded, RuntimeFailure
+from sandboxd.errors import CapacityExceeded, RuntimeFailure
 
 SLOTS_DIR = Path("/run/sandboxd/uid-slots")
 MAX_HOST_ID = 2**32 - 2  # (uid_t)-1 is "no id"

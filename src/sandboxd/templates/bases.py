@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sandboxd.core.errors import BuildFailed
+from sandboxd.errors import BuildFailed
 
 Log = Callable[[str], None]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from sandboxd.core.errors import BuildFailed, Conflict, NotFound, SandboxdError
+from sandboxd.errors import BuildFailed, Conflict, NotFound, SandboxdError
 from sandboxd.runtime import inroot
 from sandboxd.runtime.base import SandboxSpec, TemplateImage
 from sandboxd.templates import buildenv, context, layerfs, runlog

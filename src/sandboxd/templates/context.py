@@ -13,7 +13,7 @@ import stat
 import tarfile
 from pathlib import Path
 
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 
 
 def materialize(context: Path, scratch: Path) -> Path:

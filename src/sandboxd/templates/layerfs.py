@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 from sandboxd.runtime import inroot
 
 PASSWD_LIMIT = 4 * 1024 * 1024

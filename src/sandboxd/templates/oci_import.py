@@ -28,7 +28,7 @@ import stat
 import tarfile
 from pathlib import Path
 
-from sandboxd.core.errors import BuildFailed, Invalid, NotFound
+from sandboxd.errors import BuildFailed, Invalid, NotFound
 from sandboxd.runtime import inroot
 from sandboxd.runtime.base import TemplateImage
 from sandboxd.templates import layerfs

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 from sandboxd.runtime.base import ReadyCheck, Resources
 
 KINDS = ("RUN", "COPY", "ENV", "WORKDIR", "USER")

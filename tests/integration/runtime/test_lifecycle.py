@@ -8,7 +8,7 @@ import time
 import pytest
 
 from rtsupport import leftovers, spec
-from sandboxd.core.errors import Conflict
+from sandboxd.errors import Conflict
 from sandboxd.runtime.base import Resources, RuntimeState
 from sandboxd.runtime.oci import channel
 from sandboxd.runtime.oci.state import Record
@@ -170,7 +170,7 @@ def test_code_interpreter_kernel_runs_under_the_hardening(rt_env):
     settings, sb, _ = rt_env
     import httpx
 
-    from sandboxd.core.errors import NotFound
+    from sandboxd.errors import NotFound
     from sandboxd.templates.store import TemplateStore
 
     try:

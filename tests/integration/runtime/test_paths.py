@@ -11,7 +11,7 @@ import pytest
 
 from rtsupport import SyncBackend, base_image, cleanup, leftovers, spec
 from sandboxd.config import Settings
-from sandboxd.core.errors import NotFound
+from sandboxd.errors import NotFound
 from sandboxd.runtime.oci import paths
 from sandboxd.runtime.oci.state import Record
 

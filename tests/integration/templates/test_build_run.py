@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from sandboxd.core.errors import BuildFailed
+from sandboxd.errors import BuildFailed
 from sandboxd.runtime.base import SandboxSpec
 from sandboxd.templates.steps import parse_build_request
 

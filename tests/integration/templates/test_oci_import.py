@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from sandboxd.core.errors import Invalid, NotFound
+from sandboxd.errors import Invalid, NotFound
 from sandboxd.templates.steps import parse_build_request
 
 pytestmark = [pytest.mark.real, pytest.mark.skipif(not shutil.which("umoci"), reason="umoci not installed")]

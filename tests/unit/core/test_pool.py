@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from sandboxd.config import Settings
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 from sandboxd.core.pool import Member, WarmPoolService, parse_targets
 from sandboxd.runtime.base import Resources
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from sandboxd.config import Settings
 from sandboxd.core import events as ev
-from sandboxd.core.errors import Conflict, Invalid, NotFound
+from sandboxd.errors import Conflict, Invalid, NotFound
 from sandboxd.core.lifecycle import CreateRequest
 from sandboxd.core.services import Services
 from sandboxd.core.store.tables import SandboxRow

@@ -205,7 +205,7 @@ async def test_no_history_replay_and_disabled_webhooks_get_nothing(store, eventl
 
 
 def test_registry_validates_and_hides_the_secret(store):
-    from sandboxd.core.errors import Invalid, NotFound
+    from sandboxd.errors import Invalid, NotFound
 
     reg = WebhookRegistry(store, allow_private=False)
     good = {"name": "n", "url": "https://8.8.8.8/h", "events": [ev.KILLED], "signatureSecret": "x"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from sandboxd.config import Settings
-from sandboxd.core.errors import NotFound
+from sandboxd.errors import NotFound
 from sandboxd.monitor.service import MonitorService
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 from sandboxd.monitor.webhooks import check_url
 
 

@@ -210,7 +210,7 @@ def _sandbox(tmp_path, layers):
 
 
 def test_exec_user_is_read_inside_the_sandbox(layers, tmp_path):
-    from sandboxd.core.errors import Invalid
+    from sandboxd.errors import Invalid
     from sandboxd.runtime.oci.execution import _user_and_cwd
 
     d, upper, spec = _sandbox(tmp_path, layers)

@@ -106,7 +106,7 @@ UVLOOP_SCENARIO = textwrap.dedent("""
     import asyncio, sys, tempfile, time
     from pathlib import Path
     import uvloop
-    from sandboxd.core.errors import RuntimeFailure
+    from sandboxd.errors import RuntimeFailure
     from sandboxd.runtime import reaper
     from sandboxd.runtime.oci.cli import OciCli
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sandboxd.core.errors import CapacityExceeded, RuntimeFailure
+from sandboxd.errors import CapacityExceeded, RuntimeFailure
 from sandboxd.runtime import uidslots
 
 

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from sandboxd.core.errors import BuildFailed, Conflict, Invalid, NotFound
+from sandboxd.errors import BuildFailed, Conflict, Invalid, NotFound
 from sandboxd.runtime.fake.backend import FakeBackend
 from sandboxd.templates.steps import BuildRecipe, parse_build_request
 

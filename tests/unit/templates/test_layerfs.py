@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 from sandboxd.templates import layerfs
 
 

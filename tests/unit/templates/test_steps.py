@@ -1,7 +1,7 @@
 """The HopX builder's wire format (both clients' dialects) → BuildRecipe."""
 import pytest
 
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 from sandboxd.templates.steps import parse_build_request, parse_ready, parse_step
 
 # Captured from hopx_ai 0.5.0 on the wire (contracts/hopx.md §4).

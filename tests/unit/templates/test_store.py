@@ -1,7 +1,7 @@
 """The image store: register, look up, delete, gc; the built-in recipes' content hash."""
 import pytest
 
-from sandboxd.core.errors import Conflict, Invalid, NotFound
+from sandboxd.errors import Conflict, Invalid, NotFound
 from sandboxd.templates import bases
 from sandboxd.templates.store import check_name
 

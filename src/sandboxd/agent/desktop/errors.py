@@ -5,7 +5,7 @@ ASGI adapter renders them itself (hybrid error body of contracts/hopx.md §3.0) 
 """
 from __future__ import annotations
 
-from sandboxd.core.errors import SandboxdError
+from sandboxd.errors import SandboxdError
 
 
 class DesktopError(SandboxdError):

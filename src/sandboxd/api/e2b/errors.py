@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from sandboxd.api.errors import request_id_of, status_for
-from sandboxd.core.errors import SandboxdError
+from sandboxd.errors import SandboxdError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
-from sandboxd.core.errors import Conflict, Invalid
+from sandboxd.errors import Conflict, Invalid
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import IdempotencyRow
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_
 from sandboxd.api.auth import require_key
 from sandboxd.api.deps import services
 from sandboxd.core.apikeys import ApiKey
-from sandboxd.core.errors import Conflict, Invalid, NotFound
+from sandboxd.errors import Conflict, Invalid, NotFound
 from sandboxd.core.lifecycle import CreateRequest
 from sandboxd.core.models import PAUSED, RUNNING, STOPPED, check_env
 

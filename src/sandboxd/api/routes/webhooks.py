@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 
 from sandboxd.api.auth import require_key
 from sandboxd.api.e2b.errors import E2BRoute

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
-from sandboxd.core.errors import Invalid
+from sandboxd.errors import Invalid
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

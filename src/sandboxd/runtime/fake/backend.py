@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from sandboxd.core.errors import Conflict, NotFound, RuntimeFailure
+from sandboxd.errors import Conflict, NotFound, RuntimeFailure
 from sandboxd.runtime.base import (
     Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
 )

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import sandboxd
-from sandboxd.core.errors import Conflict, Invalid, NotFound, RuntimeFailure
+from sandboxd.errors import Conflict, Invalid, NotFound, RuntimeFailure
 from sandboxd.runtime import agentpkg, network, reaper, uidslots
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats

@@ -1,6 +1,6 @@
 """Driving the OCI runtime binary (crun or runc): one code path, the few flags where they differ.
 
-Every failure becomes core.errors.RuntimeFailure carrying the runtime's stderr.
+Every failure becomes sandboxd.errors.RuntimeFailure carrying the runtime's stderr.
 
 The binary is run from a sealed memfd copy made once per daemon. crun and runc defend against
 CVE-2019-5736 by re-executing themselves from a sealed copy on every call (as root crun bind-mounts
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sandboxd.core.errors import NotFound, RuntimeFailure, SandboxdError
+from sandboxd.errors import NotFound, RuntimeFailure, SandboxdError
 from sandboxd.runtime import reaper
 from sandboxd.runtime.oci.procs import readable
 from sandboxd.runtime.to_end import to_end

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from sandboxd.core.errors import Invalid, RuntimeFailure
+from sandboxd.errors import Invalid, RuntimeFailure
 from sandboxd.runtime import inroot, reaper
 from sandboxd.runtime.base import ExecResult, SandboxSpec
 from sandboxd.runtime.oci.cli import OciCli

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from sandboxd.core.errors import NotFound
+from sandboxd.errors import NotFound
 from sandboxd.runtime.base import Stats
 from sandboxd.runtime.cgroups import PARENT, ROOT, Layout
 from sandboxd.runtime.network import names as net_names

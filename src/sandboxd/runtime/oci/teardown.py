@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from sandboxd.core.errors import Conflict, RuntimeFailure
+from sandboxd.errors import Conflict, RuntimeFailure
 from sandboxd.runtime import network, uidslots
 from sandboxd.runtime.cgroups import SandboxCgroup
 from sandboxd.runtime.oci.procs import _alive, _reap, _rmdir, _wait_gone

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sandboxd.core.errors import RuntimeFailure
+from sandboxd.errors import RuntimeFailure
 
 log = logging.getLogger("sandboxd.runtime.zygote")
 MOUNT_OPTIONS = {"rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode", "nsdelegate",

@@ -1,6 +1,19 @@
-"""Domain errors. Each carries a machine code; api/errors.py is the one table that maps them to HTTP.
+"""The one error vocabulary of sandboxd, on the ground floor: every layer raises these (or subclasses of them),
+never an HTTP type. Each carries a machine code and details; each edge has one table that turns them into
+its wire form: api/errors.py (HopX and E2B control plane), the gateway's and the agent's own tables.
 
-Layers below the API (runtime, templates, store) raise these or subclasses of them, never HTTP types.
+    SandboxdError                 internal_error
+    +-- NotFound                  not_found
+    +-- Invalid                   invalid_request
+    +-- Conflict                  conflict
+    +-- Unauthorized              unauthorized
+    +-- Forbidden                 forbidden
+    +-- RateLimited               rate_limited
+    +-- CapacityExceeded          capacity_exceeded      (retry later: 503 with Retry-After)
+    +-- NotSupported              not_supported          (the backend cannot do this)
+    +-- RuntimeFailure            runtime_error          (crun, mount, cgroups, netlink... failed)
+    +-- TemplateError             template_error
+        +-- BuildFailed           build_failed
 """
 from __future__ import annotations
 
