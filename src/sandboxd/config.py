@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     disk_overcommit: float = Field(4.0, gt=0)
     min_free_memory_mb: int = Field(0, ge=0)
     min_free_disk_mb: int = Field(0, ge=0)
+    # [host view] what a sandbox reads of its machine.
+    # Where lxcfs serves sandboxes their own /proc/meminfo, cpuinfo, stat, uptime... (runtime/lxcfs.py); the
+    # host set-up starts it there when it is not running. Empty: off (sandboxes see the host's files).
+    lxcfs_dir: Path | None = Path("/var/lib/lxcfs")
+
+    @field_validator("lxcfs_dir", mode="before")
+    @classmethod
+    def _lxcfs_off(cls, v: object) -> object:
+        return None if v in ("", None) else v
     # [builds] what template builds may read from the host.
     # The one host directory a build's FROM may name an OCI archive or layout in (paths resolve inside it);
     # None: builds read no host path at all.

@@ -1,5 +1,5 @@
 """What a sandbox sees of its host: the cgroup tree read-only, no kernel command line, no host path of the
-data dir or the template store in its mount table."""
+data dir or the template store in its mount table, its own memory, CPUs and uptime in /proc (lxcfs)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -63,3 +63,19 @@ def test_the_mount_table_names_no_host_path_of_the_data_dir_or_store(rt_env, box
         assert str(host_path) not in text, host_path
     root = next(line for line in text.splitlines() if line.split()[4] == "/")
     assert "lowerdir+=/," in root and "upperdir=/upper," in root  # layers named inside their own mounts
+
+
+def test_proc_shows_the_sandboxs_own_memory_cpus_and_uptime(rt_env, box):
+    _, sb, _ = rt_env
+    host_total = int(Path("/proc/meminfo").read_text().split()[1])
+    host_uptime = float(Path("/proc/uptime").read_text().split()[0])
+    assert host_total > 512 * 1024
+    out = sb.sh(box.id, "head -1 /proc/meminfo; grep -c ^processor /proc/cpuinfo; cat /proc/uptime; "
+                        "/opt/sandboxd/venv/bin/python -c 'import os; print(os.cpu_count())'; free -k | sed -n 2p")
+    lines = out.stdout.decode().splitlines()
+    assert lines[0].split()[:2] == ["MemTotal:", str(512 * 1024)], lines  # the sandbox's limit, not the host's RAM
+    assert lines[1] == "1" and lines[3] == "1", lines  # vcpu=1: one CPU, as os.cpu_count() sees it
+    assert float(lines[2].split()[0]) < host_uptime, lines  # the sandbox's age, not the host's
+    assert lines[4].split()[1] == str(512 * 1024), lines  # what `free` reports
+    r = sb.sh(box.id, "echo 1 > /proc/meminfo")
+    assert r.exit_code != 0

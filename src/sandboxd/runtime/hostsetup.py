@@ -6,6 +6,7 @@
 - ip_forward on (sandboxes with internet access are routed through the host), the nft guard table with
   the operator's egress floor (the CIDRs SANDBOXD_EGRESS_ALLOW_CIDRS opens; runtime/network.py).
 - our directories; the runtime's state root on tmpfs.
+- lxcfs, which serves each sandbox its own /proc/meminfo, cpuinfo, stat... (runtime/lxcfs.py).
 - this process becomes a child subreaper: detached sandbox inits are re-parented to it (not to host
   PID 1, which in a container may never reap them) and the backend reaps them when they end.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxd.errors import RuntimeFailure
-from sandboxd.runtime import cgroups, network
+from sandboxd.runtime import cgroups, lxcfs, network
 
 log = logging.getLogger("sandboxd.runtime")
 PR_SET_CHILD_SUBREAPER = 36
@@ -101,6 +102,9 @@ def prepare_host(settings, *, backend: str | None = None, force: bool = False) -
             os.chmod(d, mode | 0o011)
     _write("/proc/sys/net/ipv4/ip_forward", "1")
     network.ensure_table(network.parse_cidrs(settings.egress_allow_cidrs))
+    note = lxcfs.ensure(settings.lxcfs_dir)
+    if note:
+        notes.append(note)
     if not set_subreaper():
         notes.append("could not become a child subreaper; host PID 1 will reap sandbox inits")
     for n in notes:

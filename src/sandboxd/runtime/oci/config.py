@@ -1,6 +1,6 @@
 """config.json for a sandbox: the hardened OCI runtime spec shared by crun and runc.
 
-What makes it hardened (ARCHITECTURE §6): a user namespace (0 → the sandbox's own host uid range), its own
+What makes it hardened (docs/threat-model.md, boundary 1): a user namespace (0 → the sandbox's own host uid range), its own
 pid/ipc/uts/mount/cgroup/net namespaces, a minimal capability set, no_new_privs, masked /proc and /sys
 paths, the seccomp profile with the namespace-blocking rule, cgroup limits, and tini as the reaping PID 1.
 `crun spec`'s default has neither seccomp nor a user namespace and must never be used.
@@ -8,17 +8,16 @@ paths, the seccomp profile with the namespace-blocking rule, cgroup limits, and 
 What a sandbox sees of its host: /proc/cmdline is masked; /sys/fs/cgroup (a tmpfs crun makes under cgroup
 v1 with a cgroup namespace, rw whatever the mount's plain "ro") is read-only with every hierarchy under it
 ("rro": recursive, by mount_setattr); the root overlay, the /etc binds and the agent package (bound from
-its copy, agentpkg.py) name no host path in mountinfo (rootfs.py). Still visible, knowingly: the host cgroup
-hierarchies' names, the kernel version, and the host's /proc/meminfo, /proc/cpuinfo and /proc/stat (the
-sandbox's own limits are in /sys/fs/cgroup; virtualising /proc would take a FUSE daemon on the host, lxcfs,
-serving sandbox code).
+its copy, agentpkg.py) name no host path in mountinfo (rootfs.py); /proc/meminfo, cpuinfo, stat, uptime,
+diskstats and swaps come from lxcfs (runtime/lxcfs.py): the sandbox's own memory limit and CPUs. Still
+visible, knowingly: the host cgroup hierarchies' names and the kernel version.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sandboxd.runtime import seccomp
+from sandboxd.runtime import lxcfs, seccomp
 from sandboxd.runtime.base import SandboxSpec
 from sandboxd.runtime.cgroups import cgroups_path
 
@@ -79,6 +78,8 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
         _mount("/etc/resolv.conf", "bind", str(etc_dir / "resolv.conf"), ["rbind", "ro", "nosuid", "nodev"]),
         _mount(AGENT_PKG_TARGET, "bind", str(agent_pkg), ["rbind", "ro", "nosuid", "nodev"]),
     ]
+    for host_path, target in lxcfs.binds():  # read-only: lxcfs answers writes with EACCES anyway
+        mounts.append(_mount(target, "bind", str(host_path), ["bind", "ro", "nosuid", "nodev", "noexec"]))
     for host_path, target in spec.binds:
         mounts.append(_mount(target, "bind", str(host_path), ["rbind", "ro", "nosuid", "nodev"]))
     return {
