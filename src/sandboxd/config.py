@@ -1,11 +1,29 @@
 """Typed settings for every sandboxd process, read from SANDBOXD_* variables and validated at start."""
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def parse_cidrs(text: str) -> list[ipaddress.IPv4Network]:
+    """The operator's comma-separated CIDRs, merged. ValueError (naming the entry) for anything that is not
+    an IPv4 network with its host bits clear: sandboxes have no IPv6 egress to open."""
+    nets = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        try:
+            net = ipaddress.ip_network(item, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not a network in CIDR form ({exc})") from None
+        if net.version != 4:
+            raise ValueError(f"{item!r}: sandboxes have no IPv6 egress, so there is nothing to open")
+        nets.append(net)
+    return list(ipaddress.collapse_addresses(nets))
 
 
 class Settings(BaseSettings):
@@ -116,8 +134,6 @@ class Settings(BaseSettings):
     @field_validator("egress_allow_cidrs")
     @classmethod
     def _egress_cidrs(cls, v: str) -> str:
-        from sandboxd.runtime.network import parse_cidrs  # here: config must import without the runtime
-
         return ",".join(str(n) for n in parse_cidrs(v))
     # [tokens] sandbox token lifetimes.
     # After /token/refresh the sandbox's previous HopX token still works this long (requests in flight), then never.

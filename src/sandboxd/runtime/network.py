@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from sandboxd.config import parse_cidrs  # noqa: F401  (the setting's syntax; the floor's callers use it from here)
 from sandboxd.errors import RuntimeFailure
 
 TABLE = "sandboxd"
@@ -99,23 +100,6 @@ table inet {TABLE} {{
   }}
 }}
 """
-
-
-def parse_cidrs(text: str) -> list[ipaddress.IPv4Network]:
-    """The operator's comma-separated CIDRs, merged. ValueError (naming the entry) for anything that is not
-    an IPv4 network with its host bits clear: sandboxes have no IPv6 egress to open."""
-    nets = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        try:
-            net = ipaddress.ip_network(item, strict=True)
-        except ValueError as exc:
-            raise ValueError(f"{item!r} is not a network in CIDR form ({exc})") from None
-        if net.version != 4:
-            raise ValueError(f"{item!r}: sandboxes have no IPv6 egress, so there is nothing to open")
-        nets.append(net)
-    return list(ipaddress.collapse_addresses(nets))
 
 
 def host_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
