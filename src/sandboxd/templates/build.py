@@ -29,7 +29,7 @@ from sandboxd.runtime import inroot
 from sandboxd.runtime.base import SandboxSpec, TemplateImage
 from sandboxd.templates import buildenv, context, layerfs, runlog
 from sandboxd.templates.bases import BUILTINS
-from sandboxd.templates.steps import BuildRecipe, Step
+from sandboxd.templates.steps import BuildRecipe, Step, check_name
 
 Log = Callable[[str], None]
 RUN_TIMEOUT = 1800.0
@@ -104,7 +104,6 @@ class Builder:
 
     # ---- the build -------------------------------------------------------------------------------
     async def build(self, recipe: BuildRecipe, log: Log) -> TemplateImage:
-        from sandboxd.templates.store import check_name
         check_name(recipe.name)
         if recipe.name in BUILTINS:
             raise Conflict(f"{recipe.name!r} is a built-in template; choose another name")

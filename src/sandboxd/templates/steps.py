@@ -1,11 +1,12 @@
 """The build recipe: steps of the HopX builder's model, and the parser of its JSON wire form.
 
-Accepts both clients' shapes (contracts/hopx.md §4): Python sends {"type": "ENV", "args": [k, v]},
+Accepts both clients' shapes (docs/clients/hopx.md §4): Python sends {"type": "ENV", "args": [k, v]},
 JS sends {"type": "env", "key", "value"} / {"type": "workdir", "path"}; readyCmd uses `processName`
 (Python) or `name` (JS); timeouts are milliseconds on the wire.
 """
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,13 @@ from sandboxd.errors import Invalid
 from sandboxd.runtime.base import ReadyCheck, Resources
 
 KINDS = ("RUN", "COPY", "ENV", "WORKDIR", "USER")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise Invalid(f"invalid template name {name!r}: use lowercase letters, digits, '.', '_' and '-'")
+    return name
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ from sandboxd.runtime.base import ReadyCheck, TemplateImage
 from sandboxd.runtime import uidslots
 from sandboxd.templates import bases
 from sandboxd.templates.shift import shift_tree
+from sandboxd.templates.steps import NAME_RE, check_name  # noqa: F401  (check_name: the store's callers use it from here)
 
 Log = Callable[[str], None]
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
 def _noop(_: str) -> None:
@@ -53,12 +53,6 @@ def _private(d: Path, create: bool = True) -> None:
             os.chmod(d, 0o700)
     except FileNotFoundError:
         pass
-
-
-def check_name(name: str) -> str:
-    if not NAME_RE.match(name or ""):
-        raise Invalid(f"invalid template name {name!r}: use lowercase letters, digits, '.', '_' and '-'")
-    return name
 
 
 def image_to_dict(image: TemplateImage) -> dict[str, Any]:
