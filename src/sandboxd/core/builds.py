@@ -11,11 +11,13 @@ build never tells where the data dir, the template store or the import directory
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +28,7 @@ from sqlalchemy import select
 from sandboxd.config import Settings
 from sandboxd.core.admission import check_maxima, sandbox_maxima
 from sandboxd.core.catalog import CatalogService
-from sandboxd.errors import Invalid, NotFound, Unauthorized
+from sandboxd.errors import Conflict, Invalid, NotFound, Unauthorized
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import iso
 from sandboxd.core.store.db import Store
@@ -35,6 +37,7 @@ from sandboxd.core.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
+STEP_LINE = re.compile(r"^Step (\d+)/\d+: ")  # templates/build.py logs one before each step
 BUILD_CONCURRENCY = 2
 UPLOAD_TTL = 3600
 MAX_UPLOAD = 2 * 1024 * 1024 * 1024
@@ -55,6 +58,7 @@ class BuildRequest:
     disk_gb: int
     skip_cache: bool
     update: bool
+    hidden_steps: int = 0  # leading steps the caller did not write: not counted in the step a failure names
 
 
 class Builder(Protocol):
@@ -71,8 +75,6 @@ def validate_request(req: BuildRequest, uploads: Path) -> None:
         raise Invalid("name must be lowercase letters, digits, '.', '_' or '-' (max 63)", code="invalid_template_name")
     if not req.from_image or len(req.from_image) > 256:
         raise Invalid("from_image is required", code="missing_from_image")
-    if not req.steps:
-        raise Invalid("a build needs at least one step", code="missing_steps")
     for i, step in enumerate(req.steps):
         kind = str(step.get("type", "")).upper()  # the JS builder sends lower-case types
         if kind not in STEP_TYPES:
@@ -193,31 +195,96 @@ class BuildService:
 
     # ---- builds -------------------------------------------------------------------------------------
 
-    def trigger(self, req: BuildRequest) -> dict[str, Any]:
-        from sandboxd.core.template_source import check_recipe
-
-        validate_request(req, self.uploads)
-        # Every sandbox of the template gets these: over a per-sandbox maximum, the build (or update) is refused.
-        check_maxima(self.maxima, vcpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_gb * 1024,
-                     names={"vcpu": "cpu", "memory": "memory", "disk": "diskGB"}, what="the template")
-        check_recipe(req)
-        check_from_image(self.settings, req.from_image)
+    def trigger(self, req: BuildRequest, names: dict[str, str] | None = None) -> dict[str, Any]:
+        """Check and queue a build; `names` spells cpu/memory/disk as the caller's dialect does."""
+        self._check(req, names)
         build_id = "bld_" + secrets.token_hex(8)
         t = self.catalog.begin_build(req.name, build_id, vcpu=req.cpu, memory_mb=req.memory_mb, disk_gb=req.disk_gb,
                                      update=req.update)
         with self.store.tx() as s:
             s.add(BuildRow(id=build_id, template_id=t.id, status="building", progress=0, current_step="queued",
                            request=req.__dict__, started_at=_now()))
-        (self.logs_dir / f"{build_id}.log").write_text(f"build {build_id} of template {req.name} queued\n")
-        task = asyncio.create_task(self._run(build_id, t.id, req))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._launch(build_id, t.id, req)
         return {"build_id": build_id, "template_id": t.id, "status": "building",
                 "logs_url": f"/v1/templates/build/{t.id}/logs"}
 
+    def reserve(self, name: str, *, cpu: int, memory_mb: int, disk_gb: int) -> tuple[Any, str]:
+        """A build announced before its recipe (E2B's flow: request, upload, then start): the template exists
+        from now on (a new one as `pending`, an existing one keeps serving its current image) and the build
+        waits. Returns (template, build id)."""
+        if not NAME_RE.match(name):
+            raise Invalid("name must be lowercase letters, digits, '.', '_' or '-' (max 63)",
+                          code="invalid_template_name")
+        check_maxima(self.maxima, vcpu=cpu, memory_mb=memory_mb, disk_mb=disk_gb * 1024,
+                     names={"vcpu": "cpuCount", "memory": "memoryMB", "disk": "diskSizeMB"}, what="the template")
+        t = self.catalog.reserve(name, vcpu=cpu, memory_mb=memory_mb, disk_gb=disk_gb)
+        build_id = str(uuid.uuid4())
+        with self.store.tx() as s:
+            s.add(BuildRow(id=build_id, template_id=t.id, status="waiting", progress=0, current_step="waiting",
+                           request={"name": name, "cpu": cpu, "memory_mb": memory_mb, "disk_gb": disk_gb},
+                           started_at=_now()))
+        return t, build_id
+
+    def start_build(self, template_id: str, build_id: str, req: BuildRequest,
+              names: dict[str, str] | None = None) -> None:
+        """Start a build reserve() announced, with its recipe."""
+        with self.store.tx() as s:
+            b = s.get(BuildRow, build_id)
+            if b is None or b.template_id != template_id:
+                raise NotFound(f"build {build_id} of template {template_id} not found", code="build_not_found")
+            if b.status != "waiting":
+                raise Conflict(f"build {build_id} was already started", code="build_started")
+        self._check(req, names)
+        self.catalog.begin_build(req.name, build_id, vcpu=req.cpu, memory_mb=req.memory_mb, disk_gb=req.disk_gb,
+                                 update=True)
+        self._update(build_id, status="building", current_step="queued", request=req.__dict__, started_at=_now())
+        self._launch(build_id, template_id, req)
+
+    def _check(self, req: BuildRequest, names: dict[str, str] | None) -> None:
+        from sandboxd.core.template_source import check_recipe
+
+        validate_request(req, self.uploads)
+        # Every sandbox of the template gets these: over a per-sandbox maximum, the build (or update) is refused.
+        check_maxima(self.maxima, vcpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_gb * 1024,
+                     names=names or {"vcpu": "cpu", "memory": "memory", "disk": "diskGB"}, what="the template")
+        check_recipe(req)
+        check_from_image(self.settings, req.from_image)
+
+    def _launch(self, build_id: str, template_id: str, req: BuildRequest) -> None:
+        self._log(build_id, f"build {build_id} of template {req.name} queued")
+        task = asyncio.create_task(self._run(build_id, template_id, req))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _log(self, build_id: str, line: str) -> None:
+        text = mask(line.rstrip("\n"), self._masks)
         with open(self.logs_dir / f"{build_id}.log", "a", encoding="utf-8") as f:
-            f.write(mask(line.rstrip("\n"), self._masks) + "\n")
+            f.write(text + "\n")
+        # The same lines with their time, for clients that read a build's log as entries (E2B).
+        entry = {"t": iso(_now()), "level": "error" if text.startswith("ERROR") else "info", "message": text}
+        with open(self.logs_dir / f"{build_id}.entries", "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def entries(self, build_id: str, offset: int, limit: int = 100) -> dict[str, Any]:
+        """A build's status and its log as entries from `offset` (an entry count), at most `limit` of them;
+        for a failed build, the step that failed: its number (1-based), or "base" for the FROM."""
+        if offset < 0:
+            raise Invalid("logsOffset must be >= 0", code="invalid_offset")
+        with self.store.tx() as s:
+            b = s.get(BuildRow, build_id)
+            if b is None:
+                raise NotFound(f"build {build_id} not found", code="build_not_found")
+            status, error, template_id = b.status, b.error_message, b.template_id
+            hidden = int((b.request or {}).get("hidden_steps") or 0)
+        path = self.logs_dir / f"{build_id}.entries"
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        out = [json.loads(line) for line in lines[offset: offset + limit]]
+        step = None
+        if status == "failed":  # the last step begun, in the caller's numbering; none: the FROM
+            begun = [int(m.group(1)) - hidden for m in (STEP_LINE.match(json.loads(line)["message"]) for line in lines)
+                     if m]
+            step = str(begun[-1]) if begun and begun[-1] >= 1 else "base"
+        return {"status": status, "template_id": template_id, "entries": out, "error": error, "failed_step": step}
 
     def _update(self, build_id: str, **values: Any) -> None:
         with self.store.tx() as s:

@@ -127,14 +127,10 @@ class CatalogService:
         now = _now()
         self._forget()
         with self.store.tx() as s:
-            row = s.scalar(select(TemplateRow).where(TemplateRow.name == name))
-            if row is not None and row.is_public:
-                raise Invalid(f"{name} is a built-in template", code="template_is_builtin")
+            row = self._custom_row(s, name)
             created = row is None
             if row is None:
-                row = TemplateRow(id="tpl_" + secrets.token_hex(8), name=name, display_name=name, is_public=False,
-                                  created_at=now, category="custom", features=[], tags=["custom"])
-                s.add(row)
+                row = self._new_row(s, name, now)
             elif not update and row.status == "active":
                 from sandboxd.errors import Conflict
 
@@ -144,6 +140,35 @@ class CatalogService:
             t = _model(row)
         self._emit(TEMPLATE_CREATED if created else TEMPLATE_UPDATED, t)
         return t
+
+    def reserve(self, name: str, *, vcpu: int, memory_mb: int, disk_gb: int) -> Template:
+        """The template a build was announced for: created `pending` if new (no image yet); an existing one
+        is left as it is (it serves its current image until the build starts)."""
+        now = _now()
+        self._forget()
+        with self.store.tx() as s:
+            row = self._custom_row(s, name)
+            if row is not None:
+                return _model(row)
+            row = self._new_row(s, name, now)
+            row.status, row.vcpu, row.memory_mb, row.disk_gb, row.updated_at = "pending", vcpu, memory_mb, disk_gb, now
+            t = _model(row)
+        self._emit(TEMPLATE_CREATED, t)
+        return t
+
+    @staticmethod
+    def _custom_row(s, name: str) -> TemplateRow | None:
+        row = s.scalar(select(TemplateRow).where(TemplateRow.name == name))
+        if row is not None and row.is_public:
+            raise Invalid(f"{name} is a built-in template", code="template_is_builtin")
+        return row
+
+    @staticmethod
+    def _new_row(s, name: str, now: datetime) -> TemplateRow:
+        row = TemplateRow(id="tpl_" + secrets.token_hex(8), name=name, display_name=name, is_public=False,
+                          created_at=now, category="custom", features=[], tags=["custom"])
+        s.add(row)
+        return row
 
     def finish_build(self, template_id: str, *, language: str | None, error: str | None) -> Template:
         self._forget()

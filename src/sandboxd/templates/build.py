@@ -133,7 +133,7 @@ class Builder:
     async def _step(self, step: Step, recipe: BuildRecipe, state: _State, scratch: Path, log: Log) -> None:
         nonce = uuid.uuid4().hex if (step.skip_cache or recipe.skip_cache) else None
         if step.kind == "ENV":
-            state.env[step.args[0]] = step.args[1]
+            state.env.update(zip(step.args[::2], step.args[1::2]))
             state.key = _h(state.key, step.key())
             return
         if step.kind == "USER":
@@ -156,6 +156,10 @@ class Builder:
             key = _h(state.key, step.key(), state.workdir, digest, nonce)
             await self._layer(key, state, log, lambda rootfs: self._copy(rootfs, step, entries, state))
             return
+        if step.user and await self._fs(layerfs.passwd_entry, list(state.layers), step.user) is None:
+            # The words E2B's builder uses, which its SDK's users match on.
+            raise BuildFailed(f"failed to run command {step.args[0]!r}: command failed: unauthenticated: "
+                              f"invalid username: {step.user!r}")
         key = _h(state.key, step.key(), state.env, state.workdir, state.user, nonce)
         await self._layer(key, state, log, None, run=step)
 
@@ -225,7 +229,7 @@ class Builder:
             env = {**state.env, **buildenv.build_env(buildenv.BUILD_CA_PATH if ca else None)}
             await backend.exec(sid, runlog.PREPARE, user="root", timeout=60)
             follower = runlog.LogFollower(sandbox.upper_dir / runlog.LOG_NAME, log) if sandbox.upper_dir else None
-            task = asyncio.ensure_future(backend.exec(sid, runlog.wrap(step.args[0]), user=state.user,
+            task = asyncio.ensure_future(backend.exec(sid, runlog.wrap(step.args[0]), user=step.user or state.user,
                                                       cwd=state.workdir, env=env, timeout=RUN_TIMEOUT))
             try:
                 while not task.done():

@@ -33,13 +33,18 @@ class Step:
     owner: str | None = None  # COPY: "user", "1000", "1000:1000"
     permissions: str | None = None  # COPY: octal mode for copied files, e.g. "755"
     skip_cache: bool = False
+    user: str | None = None  # RUN: run as this user instead of the image's current one
+
 
     def describe(self) -> str:
         return f"{self.kind} {' '.join(self.args)}"
 
     def key(self) -> dict[str, Any]:
         """What identifies the step for the layer cache (the uploaded content is hashed separately)."""
-        return {"kind": self.kind, "args": list(self.args), "owner": self.owner, "permissions": self.permissions}
+        key = {"kind": self.kind, "args": list(self.args), "owner": self.owner, "permissions": self.permissions}
+        if self.user:  # only when set: the keys of earlier builds' layers stay what they were
+            key["user"] = self.user
+        return key
 
 
 @dataclass
@@ -96,10 +101,15 @@ def parse_step(raw: dict[str, Any], index: int) -> Step:
     wants = {"RUN": 1, "COPY": 2, "ENV": 2, "WORKDIR": 1, "USER": 1}[kind]
     if kind == "RUN" and len(args) > 1:
         args = (shlex.join(args),)  # an exec-form RUN
-    if len(args) != wants or any(a == "" for a in args[: (1 if kind == "ENV" else wants)]):
+    if kind == "ENV" and len(args) > 2 and len(args) % 2 == 0:
+        wants = len(args)  # several name, value pairs in one step
+    if len(args) != wants or any(a == "" for a in (args[::2] if kind == "ENV" else args)):
         raise Invalid(f"{where}: expects {wants} argument(s), got {list(args)!r}")
-    if kind == "ENV" and not args[0].replace("_", "a").isalnum():
-        raise Invalid(f"{where}: invalid variable name {args[0]!r}")
+    if kind == "ENV" and not all(name.replace("_", "a").isalnum() for name in args[::2]):
+        raise Invalid(f"{where}: invalid variable name in {list(args[::2])!r}")
+    user = raw.get("user") if kind == "RUN" else None
+    if user is not None and (not isinstance(user, str) or not user or "\x00" in user or ":" in user):
+        raise Invalid(f"{where}: invalid user {user!r}")
     if kind == "WORKDIR" and "\x00" in args[0]:
         raise Invalid(f"{where}: invalid path")
     files_hash = raw.get("filesHash") or raw.get("files_hash")
@@ -111,7 +121,7 @@ def parse_step(raw: dict[str, Any], index: int) -> Step:
             raise Invalid(f"{where}: permissions must be octal, got {perms!r}") from None
     return Step(kind=kind, args=args, files_hash=str(files_hash) if files_hash else None,
                 owner=str(raw["owner"]) if raw.get("owner") else None,
-                permissions=str(perms) if perms is not None else None, skip_cache=skip)
+                permissions=str(perms) if perms is not None else None, skip_cache=skip, user=user or None)
 
 
 def parse_ready(raw: dict[str, Any] | None) -> ReadyCheck | None:

@@ -5,5 +5,8 @@ from __future__ import annotations
 from sandboxd.gateway.e2b import resolver as gateway_resolver
 
 from .routes import router
+from .templates import router as _template_builds
+
+router.include_router(_template_builds)
 
 __all__ = ["router", "gateway_resolver"]
