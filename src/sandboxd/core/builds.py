@@ -208,7 +208,8 @@ class BuildService:
         return {"build_id": build_id, "template_id": t.id, "status": "building",
                 "logs_url": f"/v1/templates/build/{t.id}/logs"}
 
-    def reserve(self, name: str, *, cpu: int, memory_mb: int, disk_gb: int) -> tuple[Any, str]:
+    def reserve(self, name: str, *, cpu: int, memory_mb: int, disk_gb: int,
+                names: dict[str, str] | None = None) -> tuple[Any, str]:
         """A build announced before its recipe (E2B's flow: request, upload, then start): the template exists
         from now on (a new one as `pending`, an existing one keeps serving its current image) and the build
         waits. Returns (template, build id)."""
@@ -216,7 +217,7 @@ class BuildService:
             raise Invalid("name must be lowercase letters, digits, '.', '_' or '-' (max 63)",
                           code="invalid_template_name")
         check_maxima(self.maxima, vcpu=cpu, memory_mb=memory_mb, disk_mb=disk_gb * 1024,
-                     names={"vcpu": "cpuCount", "memory": "memoryMB", "disk": "diskSizeMB"}, what="the template")
+                     names=names or {"vcpu": "cpu", "memory": "memory", "disk": "diskGB"}, what="the template")
         t = self.catalog.reserve(name, vcpu=cpu, memory_mb=memory_mb, disk_gb=disk_gb)
         build_id = str(uuid.uuid4())
         with self.store.tx() as s:

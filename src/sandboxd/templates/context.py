@@ -26,10 +26,25 @@ def materialize(context: Path, scratch: Path) -> Path:
     if dest.is_dir():
         return dest
     dest.mkdir(parents=True)
+    outward: list[tuple[str, str]] = []
+
+    def keep_outward_symlinks(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        # The "data" filter refuses absolute paths, '..', links out of the tree and device files. A symlink
+        # pointing out of the context is still a file a COPY copies as it is (Docker's and E2B's COPY keep
+        # symlinks): it is made last, when no other member can be written through it.
+        try:
+            return tarfile.data_filter(member, path)
+        except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
+            if not member.issym():
+                raise
+            outward.append((member.name, member.linkname))
+            return None
+
     try:
         with tarfile.open(context) as tar:
-            # The "data" filter refuses absolute paths, '..', links out of the tree and device files.
-            tar.extractall(dest, filter="data")
+            tar.extractall(dest, filter=keep_outward_symlinks)
+        for name, target in outward:
+            _symlink_inside(dest, name, target)
     except tarfile.FilterError as exc:
         raise Invalid(f"build context member {exc.tarinfo.name!r} cannot be unpacked safely",
                       code="invalid_context") from None
@@ -37,6 +52,17 @@ def materialize(context: Path, scratch: Path) -> Path:
         raise Invalid(f"build context is not a readable tar archive ({type(exc).__name__})",
                       code="invalid_context") from None
     return dest
+
+
+def _symlink_inside(dest: Path, name: str, target: str) -> None:
+    """Make dest/name a symlink to target (never followed here), refusing a name whose parent leaves dest."""
+    link = dest / name.lstrip("/")
+    root = os.path.realpath(dest)
+    parent = os.path.realpath(link.parent)
+    if (parent != root and not parent.startswith(root + os.sep)) or os.path.lexists(link):
+        raise Invalid(f"build context member {name!r} cannot be unpacked safely", code="invalid_context")
+    os.makedirs(parent, exist_ok=True)
+    os.symlink(target, os.path.join(parent, link.name))
 
 
 def matches(ctx: Path, sources: str) -> list[Path]:

@@ -55,3 +55,8 @@ def test_what_is_refused(body, code):
 
 def test_names_carry_a_tag():
     assert recipes.split_name("app:v1") == ("app", "v1") and recipes.split_name("app") == ("app", None)
+
+
+def test_the_disk_holds_the_free_space_asked_for():
+    assert recipes.disk_gb(None) == recipes.DISK_GB == recipes.disk_gb(1024)
+    assert recipes.disk_gb(20 * 1024) == 24  # 20 GB free on top of a 4 GB allowance for the image

@@ -15,8 +15,17 @@ from sandboxd.errors import Invalid
 
 E2B_BASE_IMAGES = ("e2bdev/base", "e2bdev/base:latest")
 DEFAULT_USER, DEFAULT_WORKDIR = "user", "/home/user"
-DISK_GB = 10  # E2B's build request names no disk size: the size HopX's builder asks by default
-NAMES = {"vcpu": "cpuCount", "memory": "memoryMB", "disk": "diskSizeMB"}
+DISK_GB = 10  # unless the caller asks for free space: the size HopX's builder asks by default
+IMAGE_ALLOWANCE_MB = 4096
+NAMES = {"vcpu": "cpuCount", "memory": "memoryMB", "disk": "minFreeDiskMb"}
+
+
+def disk_gb(min_free_mb: int | None) -> int:
+    """The disk of the template's sandboxes: 10 GB, or room for the free space the caller wants on top of
+    what a built image holds (a few GB at most for the builtin bases)."""
+    if not min_free_mb:
+        return DISK_GB
+    return max(DISK_GB, -(-(min_free_mb + IMAGE_ALLOWANCE_MB) // 1024))
 
 
 def split_name(name: str) -> tuple[str, str | None]:

@@ -36,6 +36,7 @@ class BuildAnnouncement(BaseModel):
     tags: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(None, max_length=20)
     cpuCount: StrictInt = Field(2, ge=1, le=256)
     memoryMB: StrictInt = Field(1024, ge=128, le=1024 * 1024)
+    minFreeDiskMb: StrictInt | None = Field(None, ge=0, le=64 * 1024 * 1024)  # free space wanted after the steps
 
 
 class BuildStart(BaseModel):
@@ -57,7 +58,7 @@ async def announce(body: BuildAnnouncement, request: Request, key: Key) -> Respo
         raise Invalid("name is required", code="missing_template_name")
     tags = list(dict.fromkeys([*([tag] if tag else []), *(body.tags or [])]))
     t, build_id = services(request).builds.reserve(name, cpu=body.cpuCount, memory_mb=body.memoryMB,
-                                                   disk_gb=recipes.DISK_GB)
+                                                   disk_gb=recipes.disk_gb(body.minFreeDiskMb), names=recipes.NAMES)
     return JSONResponse({"templateID": t.id, "buildID": build_id, "public": t.is_public, "names": [t.name],
                          "tags": tags, "aliases": [t.name]}, status_code=202)
 
