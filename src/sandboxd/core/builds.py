@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Protocol
@@ -33,6 +33,7 @@ from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import iso
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import BuildRow
+from sandboxd.core.tags import DEFAULT_TAG, TagService
 from sandboxd.core.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class BuildRequest:
     skip_cache: bool
     update: bool
     hidden_steps: int = 0  # leading steps the caller did not write: not counted in the step a failure names
+    tags: list[str] = field(default_factory=list)  # what the build is tagged once it succeeds (core/tags.py)
 
 
 class Builder(Protocol):
@@ -139,6 +141,7 @@ class BuildService:
         self.logs_dir = settings.data_dir / "builds"
         self._masks = host_masks(settings)
         self.maxima = sandbox_maxima(settings)
+        self.tags = TagService(store)
         self._gate = asyncio.Semaphore(BUILD_CONCURRENCY)
         self._tasks: set[asyncio.Task] = set()
 
@@ -208,7 +211,7 @@ class BuildService:
         return {"build_id": build_id, "template_id": t.id, "status": "building",
                 "logs_url": f"/v1/templates/build/{t.id}/logs"}
 
-    def reserve(self, name: str, *, cpu: int, memory_mb: int, disk_gb: int,
+    def reserve(self, name: str, *, cpu: int, memory_mb: int, disk_gb: int, tags: list[str] = (),
                 names: dict[str, str] | None = None) -> tuple[Any, str]:
         """A build announced before its recipe (E2B's flow: request, upload, then start): the template exists
         from now on (a new one as `pending`, an existing one keeps serving its current image) and the build
@@ -222,7 +225,8 @@ class BuildService:
         build_id = str(uuid.uuid4())
         with self.store.tx() as s:
             s.add(BuildRow(id=build_id, template_id=t.id, status="waiting", progress=0, current_step="waiting",
-                           request={"name": name, "cpu": cpu, "memory_mb": memory_mb, "disk_gb": disk_gb},
+                           request={"name": name, "cpu": cpu, "memory_mb": memory_mb, "disk_gb": disk_gb,
+                                    "tags": list(tags)},
                            started_at=_now()))
         return t, build_id
 
@@ -235,6 +239,7 @@ class BuildService:
                 raise NotFound(f"build {build_id} of template {template_id} not found", code="build_not_found")
             if b.status != "waiting":
                 raise Conflict(f"build {build_id} was already started", code="build_started")
+            req.tags = req.tags or list((b.request or {}).get("tags") or [])
         self._check(req, names)
         self.catalog.begin_build(req.name, build_id, vcpu=req.cpu, memory_mb=req.memory_mb, disk_gb=req.disk_gb,
                                  update=True)
@@ -313,7 +318,10 @@ class BuildService:
             else:
                 self._log(build_id, f"✅ build finished in {ms} ms")
             self._update(build_id, status="failed" if error else "active", progress=100 if not error else 0,
-                         current_step=None, error_message=error, completed_at=_now())
+                         current_step=None, error_message=error, completed_at=_now(),
+                         content_hash=None if error else (meta or {}).get("content_hash"))
+            if not error:
+                self.tags.assign(template_id, build_id, req.tags or [DEFAULT_TAG])
             self.catalog.finish_build(template_id, language=(meta or {}).get("language"), error=error)
 
     def status(self, build_id: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ from sandboxd.core.eventlog import EventLog
 from sandboxd.core.events import Event
 from sandboxd.core.models import Template
 from sandboxd.core.store.db import Store
-from sandboxd.core.store.tables import TemplateRow
+from sandboxd.core.store.tables import BuildRow, TemplateRow, TemplateTagRow
 from sandboxd.runtime.base import TemplateImage
 
 # Built-ins listed only once their image exists (template_source.builtin_metadata).
@@ -82,6 +83,9 @@ class CatalogService:
                 row.updated_at = now
 
     def get(self, id_or_name: str) -> Template:
+        name, sep, tag = id_or_name.partition(":")
+        if sep:
+            return self._tagged(self.get(name), tag)
         found = self._get(id_or_name)
         if found is None and id_or_name in OPTIONAL_BUILTINS:
             self.sync_builtins()  # e.g. `sandboxd setup --desktop` built it after we started
@@ -89,6 +93,16 @@ class CatalogService:
         if found is None:
             raise NotFound(f"template {id_or_name} not found", code="template_not_found")
         return found
+
+    def _tagged(self, t: Template, tag: str) -> Template:
+        """The template as its build named `tag` made it (E2B's `name:tag`)."""
+        with self.store.tx() as s:
+            row = s.get(TemplateTagRow, (t.id, tag))
+            build = s.get(BuildRow, row.build_id) if row is not None else None
+            image = build.content_hash if build is not None else None
+        if image is None:
+            raise NotFound(f"template {t.name} has no tag {tag!r}", code="template_tag_not_found")
+        return replace(t, image_ref=image)
 
     def _get(self, id_or_name: str) -> Template | None:
         hit = self._cache.get(id_or_name)
@@ -118,7 +132,7 @@ class CatalogService:
             return [_model(r) for r in s.scalars(q)]
 
     async def image(self, template: Template) -> TemplateImage:
-        return await self.source.image(template.name)
+        return await self.source.image(template.image_ref or template.name)
 
     # ---- custom templates (builds) ------------------------------------------------------------------
 
@@ -197,6 +211,8 @@ class CatalogService:
         self._forget()
         with self.store.tx() as s:
             s.delete(s.get(TemplateRow, t.id))
+            for tag in s.scalars(select(TemplateTagRow).where(TemplateTagRow.template_id == t.id)):
+                s.delete(tag)
         self._emit(TEMPLATE_DELETED, t)
         return t
 

@@ -109,6 +109,7 @@ class Template:
     tags: list[str]
     created_at: datetime
     updated_at: datetime
+    image_ref: str | None = None  # a tagged build's image (its content hash); None: the template's current one
 
     def to_wire(self) -> dict[str, Any]:
         res = {"vcpu": self.vcpu, "memory_mb": self.memory_mb, "disk_gb": self.disk_gb}

@@ -8,6 +8,7 @@ Layout under settings.templates_dir (one filesystem, so a finished build is one 
     layers/<hash>/layer.json   what made it (kind, parent, step)
     images/<name>.json         a named image: content hash, layer hashes (top-most first), env, workdir,
                                user, start command, ready check
+    images/.hashes/<hash>.json every image saved, by content hash: a tag may name an older build
     tmp/                       builds in progress; never read as an image
     .lock                      serialises writers across processes
 
@@ -38,6 +39,9 @@ from sandboxd.templates.shift import shift_tree
 from sandboxd.templates.steps import NAME_RE, check_name  # noqa: F401  (check_name: the store's callers use it from here)
 
 Log = Callable[[str], None]
+
+
+HEX_RE = re.compile(r"^[0-9a-f]{12,64}$")
 
 
 def _noop(_: str) -> None:
@@ -76,6 +80,9 @@ class TemplateStore:
         self.root = Path(settings.templates_dir)
         self.layers_dir = self.root / "layers"
         self.images_dir = self.root / "images"
+        # Every image ever saved, by content hash: a tag may name an older build of a template (E2B's
+        # `name:tag`). Kept until the template is deleted.
+        self.hashes_dir = self.images_dir / ".hashes"
         self.tmp_dir = self.root / "tmp"
         for d in (self.layers_dir, self.images_dir, self.tmp_dir):  # a store made before they were private
             _private(d, create=False)
@@ -117,6 +124,10 @@ class TemplateStore:
             found = [i for i in self.list() if i.content_hash.startswith(name_or_hash)]
             if found:
                 return found[0]
+            if HEX_RE.match(name_or_hash):
+                older = sorted(self.hashes_dir.glob(f"{name_or_hash}*.json")) if self.hashes_dir.is_dir() else []
+                if older:
+                    return self._load(older[0])
         raise NotFound(f"template {name_or_hash!r} not found", code="template_not_found")
 
     def info(self, name: str) -> dict[str, Any]:
@@ -163,6 +174,8 @@ class TemplateStore:
         doc = {**image_to_dict(image), "builtin": builtin, "created_at": time.time(), **(extra or {})}
         tmp = self.images_dir / f".{image.name}.json.{uuid.uuid4().hex[:6]}"
         tmp.write_text(json.dumps(doc, indent=1))
+        _private(self.hashes_dir)
+        shutil.copyfile(tmp, self.hashes_dir / f"{image.content_hash}.json")
         os.replace(tmp, self.images_dir / f"{image.name}.json")
 
     def delete(self, name: str) -> None:
@@ -173,6 +186,12 @@ class TemplateStore:
         if not path.is_file():
             raise NotFound(f"template {name!r} not found", code="template_not_found")
         path.unlink()
+        for older in self._hash_docs():
+            if json.loads(older.read_text()).get("name") == name:
+                older.unlink(missing_ok=True)
+
+    def _hash_docs(self) -> list[Path]:
+        return sorted(self.hashes_dir.glob("*.json")) if self.hashes_dir.is_dir() else []
 
     def gc(self, keep: set[str] = frozenset(), tmp_age_seconds: float = 6 * 3600) -> list[str]:
         """Remove layers no named image uses and stale tmp builds; returns the removed layer hashes.
@@ -182,7 +201,7 @@ class TemplateStore:
         may belong to a build in progress in another process and are left alone.
         """
         used = set(keep)
-        for image in self.list():
+        for image in [*self.list(), *(self._load(p) for p in self._hash_docs())]:
             used.update(p.parent.name for p in image.layers)
         removed = []
         with self.locked():

@@ -117,3 +117,41 @@ def test_bad_requests_are_refused_in_e2b_shape(e2b_env):
     r = httpx.get(f"{api}/templates/aliases/{unique('nothing')}", headers=headers)
     assert r.status_code == 404
     assert httpx.post(f"{api}/v3/templates", json={"name": "x"}).status_code == 401
+
+
+@real
+def test_tags_name_builds_and_start_sandboxes_from_them(e2b_env):
+    from e2b import Sandbox, Template
+    from e2b.exceptions import TemplateException
+
+    name = unique("e2b-tags")
+    first = Template.build(Template().from_base_image().set_envs({"BUILD": "one"}), f"{name}:v1",
+                           cpu_count=1, memory_mb=1024)
+    second = Template.build(Template().from_base_image().set_envs({"BUILD": "two"}), name, cpu_count=1,
+                            memory_mb=1024)
+    assert first.build_id != second.build_id
+    info = Template.assign_tags(f"{name}:v1", ["production", "stable"])
+    assert info.build_id == first.build_id and info.tags == ["production", "stable"]
+    tags = {t.tag: t.build_id for t in Template.get_tags(name)}
+    assert tags == {"v1": first.build_id, "production": first.build_id, "stable": first.build_id,
+                    "default": second.build_id}
+
+    def build_of(ref: str) -> str:
+        sbx = Sandbox.create(ref, timeout=60)
+        try:
+            return sbx.commands.run("echo $BUILD").stdout.strip()
+        finally:
+            sbx.kill()
+
+    # A tag keeps naming its build after later builds of the same template.
+    assert [build_of(f"{name}:production"), build_of(name), build_of(f"{name}:default")] == ["one", "two", "two"]
+    Template.remove_tags(name, ["stable"])
+    assert "stable" not in {t.tag for t in Template.get_tags(name)}
+    for bad in ([":x"], [f"{name}:"], ["other-template:x"], ["has space"]):
+        with pytest.raises(TemplateException):
+            Template.assign_tags(f"{name}:v1", bad)
+    with pytest.raises(TemplateException):
+        Template.remove_tags(name, ["never-assigned"])
+    api, headers = e2b_env["api"], {"X-API-Key": e2b_env["key"]}
+    r = httpx.post(f"{api}/sandboxes", json={"templateID": f"{name}:nope", "timeout": 30}, headers=headers)
+    assert r.status_code == 404 and r.json()["error_code"] == "template_tag_not_found"

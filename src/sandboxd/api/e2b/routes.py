@@ -72,7 +72,8 @@ class ConnectBody(BaseModel):
 
 def _template(svc, ref: str) -> str:
     try:
-        return svc.catalog.get(ref).name
+        svc.catalog.get(ref)
+        return ref  # as given: a `name:tag` names one build
     except NotFound:
         alias = TEMPLATE_ALIASES.get(ref)
         if alias is None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sandboxd.api.auth import require_key
 from sandboxd.api.deps import services
 from sandboxd.core.apikeys import ApiKey
+from sandboxd.core.tags import DEFAULT_TAG, check_tags
 from sandboxd.errors import Invalid, NotFound
 
 from . import recipes
@@ -39,6 +40,20 @@ class BuildAnnouncement(BaseModel):
     minFreeDiskMb: StrictInt | None = Field(None, ge=0, le=64 * 1024 * 1024)  # free space wanted after the steps
 
 
+class TagAssignment(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    target: str = Field(..., min_length=1, max_length=256)  # name:tag (or name: its default tag)
+    tags: list[str] = Field(..., min_length=1, max_length=20)
+
+
+class TagRemoval(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(..., min_length=1, max_length=256)
+    tags: list[str] = Field(..., min_length=1, max_length=20)
+
+
 class BuildStart(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -56,9 +71,11 @@ async def announce(body: BuildAnnouncement, request: Request, key: Key) -> Respo
     name, tag = recipes.split_name(body.name or body.alias or "")
     if not name:
         raise Invalid("name is required", code="missing_template_name")
-    tags = list(dict.fromkeys([*([tag] if tag else []), *(body.tags or [])]))
+    wanted = [*([tag] if tag else []), *(body.tags or [])]
+    tags = check_tags(name, wanted) if wanted else []
     t, build_id = services(request).builds.reserve(name, cpu=body.cpuCount, memory_mb=body.memoryMB,
-                                                   disk_gb=recipes.disk_gb(body.minFreeDiskMb), names=recipes.NAMES)
+                                                   disk_gb=recipes.disk_gb(body.minFreeDiskMb), tags=tags,
+                                                   names=recipes.NAMES)
     return JSONResponse({"templateID": t.id, "buildID": build_id, "public": t.is_public, "names": [t.name],
                          "tags": tags, "aliases": [t.name]}, status_code=202)
 
@@ -104,3 +121,30 @@ async def status(template_id: str, build_id: str, request: Request, key: Key,
 async def alias(alias: str, request: Request, key: Key) -> Response:
     t = services(request).catalog.get(recipes.split_name(alias)[0])
     return JSONResponse({"templateID": t.id, "public": t.is_public})
+
+
+@router.post("/templates/tags", status_code=201)
+async def assign_tags(body: TagAssignment, request: Request, key: Key) -> Response:
+    svc = services(request)
+    name, tag = recipes.split_name(body.target)
+    t = svc.catalog.get(name)
+    tags = check_tags(t.name, body.tags)
+    build_id = svc.builds.tags.build_of(t.id, tag or DEFAULT_TAG)
+    svc.builds.tags.assign(t.id, build_id, tags)
+    return JSONResponse({"buildID": build_id, "tags": tags}, status_code=201)
+
+
+@router.delete("/templates/tags", status_code=204)
+async def remove_tags(body: TagRemoval, request: Request, key: Key) -> Response:
+    svc = services(request)
+    t = svc.catalog.get(recipes.split_name(body.name)[0])
+    svc.builds.tags.remove(t.id, check_tags(t.name, body.tags))
+    return Response(status_code=204)
+
+
+@router.get("/templates/{template_id}/tags")
+async def list_tags(template_id: str, request: Request, key: Key) -> Response:
+    svc = services(request)
+    t = svc.catalog.get(recipes.split_name(template_id)[0])
+    return JSONResponse([{"tag": x.tag, "buildID": x.build_id, "createdAt": x.created_at.isoformat()}
+                         for x in svc.builds.tags.list(t.id)])

@@ -90,6 +90,18 @@ class BuildRow(Base):
     request: Mapped[dict] = mapped_column(JSON, default=dict)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    content_hash: Mapped[str | None] = mapped_column(String(64))  # the image it made (revision 0006)
+
+
+class TemplateTagRow(Base):
+    """A tag names one build of a template (E2B's `name:tag`; revision 0006_template_tags)."""
+
+    __tablename__ = "template_tags"
+
+    template_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(128), primary_key=True)
+    build_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class ApiKeyRow(Base):
