@@ -10,7 +10,7 @@ import pytest
 from rtsupport import cleanup, make_settings, new_id, require_real, SyncBackend
 from sandboxd.errors import NotFound, SandboxdError
 from sandboxd.runtime.base import Backend, Resources, RuntimeState, SandboxSpec, TemplateImage
-from sandboxd.runtime.oci import channel
+from sandboxd.runtime import agentclient
 
 HAVE_FAKE = importlib.util.find_spec("sandboxd.runtime.fake") is not None
 BACKENDS = [pytest.param("crun", marks=pytest.mark.real), pytest.param("runc", marks=pytest.mark.real)]
@@ -61,7 +61,7 @@ def test_full_lifecycle(env):
     spec = _spec(image, env={"CONF_VAR": "v1"})
     box = sb.create(spec)
     assert box.id == spec.id and box.state is RuntimeState.RUNNING
-    assert sb.loop.run_until_complete(channel.health(box.agent_socket))["status"] == "healthy"
+    assert sb.loop.run_until_complete(agentclient.health(box.agent_socket))["status"] == "healthy"
     assert sb.state(box.id) is RuntimeState.RUNNING
 
     r = sb.exec(box.id, ["sh", "-c", 'printf "%s" "$CONF_VAR $X"; cat; echo ok > conf-file; exit 5'],

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from sandboxd.errors import NotFound
 from sandboxd.core.lifecycle import LifecycleService
 from sandboxd.core.models import RUNNING, iso
-from sandboxd.gateway.agentcall import get_json
+from sandboxd.runtime import agentclient
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class MetricsHub:
                     return
             elif route.status == RUNNING:
                 try:
-                    snap = await get_json(route.socket, "/metrics/snapshot")
+                    snap = await agentclient.call_json(route.socket, "GET", "/metrics/snapshot", timeout=3.0, only_200=True)
                     if isinstance(snap, dict):
                         out = normalize(snap, sid)
                         sample = await asyncio.to_thread(self._latest, sid)  # may read the store

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from sandboxd.core.admission import Commitment
 from sandboxd.errors import Invalid, NotFound
+from sandboxd.runtime import agentclient
 from sandboxd.runtime.base import Resources, RuntimeSandbox, RuntimeState, SandboxSpec
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ class WarmPoolService:
             await self.backend.resume(m.id)
             extra = {k: v for k, v in spec.env.items() if spec.image.env.get(k) != v}
             if extra:
-                await agent_call(m.socket, "PUT", "/env", {"env_vars": extra})
+                await agentclient.call_json(m.socket, "PUT", "/env", {"env_vars": extra})
             if m.resources != spec.resources:
                 set_limits(self.backend, m.id, spec.resources)
             if extra or m.resources != spec.resources:  # else the record already says what the user gets
@@ -307,14 +308,14 @@ class WarmPoolService:
                 rt = await self.backend.create(spec)
                 # The agent loads its command machinery and its E2B routes (~14 ms CPU) on first use: pay
                 # that here, not in the user's first request (docs/performance.md).
-                await agent_call(rt.agent_socket, "POST", "/commands/run", {"command": "true", "timeout": 30})
+                await agentclient.call_json(rt.agent_socket, "POST", "/commands/run", {"command": "true", "timeout": 30})
                 try:  # loads the E2B (envd) routes; a member without them still serves HopX users
-                    await agent_call(rt.agent_socket, "GET", "/e2b/49983/health", None)
+                    await agentclient.call_json(rt.agent_socket, "GET", "/e2b/49983/health", None)
                 except OSError as exc:
                     log.warning("pool: E2B routes of %s not loaded: %s", sid, exc)
                 kernel = KERNEL_FEATURE in (template.features or [])
                 if kernel:  # the first run_code would pay ~1 s for the kernel start; pay it now
-                    doc = await agent_call(rt.agent_socket, "POST", "/jupyter/warm", {}, timeout=60)
+                    doc = await agentclient.call_json(rt.agent_socket, "POST", "/jupyter/warm", {}, timeout=60)
                     kernel = bool(doc.get("success"))
                 await self.backend.pause(sid)
             m = Member(id=sid, template_id=tid, content_hash=image.content_hash, resources=res,
@@ -420,32 +421,6 @@ class WarmPoolService:
 
 # ---- helpers the claim path uses ---------------------------------------------------------------------
 
-async def agent_call(sock: Path, method: str, path: str, body: Any, timeout: float = 10.0) -> dict:
-    """One JSON request to an agent's unix socket (HTTP/1.1, Connection: close)."""
-
-    async def _call() -> dict:
-        reader, writer = await asyncio.open_unix_connection(str(sock))
-        try:
-            data = b"" if body is None else json.dumps(body).encode()
-            writer.write(f"{method} {path} HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n"
-                         f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
-            await writer.drain()
-            raw = await reader.read()
-        finally:
-            writer.close()
-        head, _, payload = raw.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        if b"transfer-encoding: chunked" in head.lower():
-            from sandboxd.runtime.oci.channel import _unchunk
-
-            payload = _unchunk(payload)
-        if status >= 300:
-            raise OSError(f"agent answered {status} to {method} {path}: {payload[:200]!r}")
-        return json.loads(payload or b"{}")
-
-    return await asyncio.wait_for(_call(), timeout)
-
-
 def set_limits(backend, sandbox_id: str, res: Resources) -> None:
     """Apply memory, CPU (quota and weight) and pids limits to a running container by writing its cgroup
     (live, no restart)."""
@@ -483,4 +458,4 @@ def _record_spec(backend, sandbox_id: str, spec: SandboxSpec) -> None:
     rec.save(backend.dir(sandbox_id))
 
 
-__all__ = ["WarmPoolService", "parse_targets", "agent_call", "set_limits"]
+__all__ = ["WarmPoolService", "parse_targets", "set_limits"]

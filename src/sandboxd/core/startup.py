@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from sandboxd.errors import TemplateError
+from sandboxd.runtime import agentclient
 from sandboxd.runtime.base import ReadyCheck, TemplateImage
 
 START_LOG = "/tmp/sandboxd-start.log"
@@ -54,11 +55,9 @@ def check_script(check: ReadyCheck) -> str:
 
 
 async def _run(sock: Path, image: TemplateImage, script: str, timeout: float) -> dict:
-    from sandboxd.gateway.agentcall import post_json
-
     body = {"command": "/bin/sh", "args": ["-c", script], "user": image.user or "root",
             "workdir": image.workdir or "/workspace", "timeout": timeout}
-    return await post_json(sock, "/commands/run", body, timeout=timeout + CALL_TIMEOUT)
+    return await agentclient.call_json(sock, "POST", "/commands/run", body, timeout + CALL_TIMEOUT, only_200=True)
 
 
 async def _log_tail(sock: Path, image: TemplateImage) -> str:

@@ -22,28 +22,13 @@ from pathlib import Path
 import psutil
 
 from sandboxd.errors import Conflict, NotFound, RuntimeFailure
+from sandboxd.runtime import agentclient
 from sandboxd.runtime.base import (
     Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
 )
 
 HEALTH_TIMEOUT = 30.0
 AGENT_FD = 3
-
-
-async def agent_healthy(sock: Path) -> bool:
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(sock)), 1.0)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    try:
-        writer.write(b"GET /health HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-        head = await asyncio.wait_for(reader.readline(), 2.0)
-        return head.split(b" ")[1:2] == [b"200"]
-    except (OSError, asyncio.TimeoutError, IndexError):
-        return False
-    finally:
-        writer.close()
 
 
 def _start_time(pid: int) -> float | None:
@@ -138,7 +123,7 @@ class FakeBackend:
         while time.monotonic() < deadline:
             if proc.returncode is not None:
                 break
-            if await agent_healthy(sock_path):
+            if await agentclient.health(sock_path, 2.0) is not None:
                 return state
             await asyncio.sleep(0.02)
         tail = (d / "agent.log").read_bytes()[-2000:].decode(errors="replace")

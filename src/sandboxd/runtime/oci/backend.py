@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sandboxd
 from sandboxd.errors import Conflict, Invalid, NotFound, RuntimeFailure
-from sandboxd.runtime import agentpkg, network, reaper, uidslots
+from sandboxd.runtime import agentclient, agentpkg, network, reaper, uidslots
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats
 from sandboxd.runtime.cgroups import SandboxCgroup, detect
@@ -283,7 +283,7 @@ class OciBackend(Teardown):
 
     async def _wait_healthy(self, rec: Record, log_path: Path) -> None:
         sock = self._paths(rec.id, rec)[1]
-        probe = asyncio.ensure_future(channel.health(sock, HEALTH_TIMEOUT))
+        probe = asyncio.ensure_future(agentclient.health(sock, HEALTH_TIMEOUT))
         deadline = time.monotonic() + HEALTH_TIMEOUT
         try:
             while not probe.done():
