@@ -1,8 +1,9 @@
-"""The agent application: a route table, the one error table, and the shared services.
+"""The agent application: the route table, HopX's error answer, and the shared services.
 
-Other rooms plug in their own route modules (E2B's envd in `agent/envd/`, desktop in `agent/desktop/`)
-by exposing `register(app)` and calling `app.route(...)`; they reach the services through
-`app.services` (process runner, files, env store, kernel manager) without going through HTTP.
+Each wire dialect is a package of module-level handlers and a table of them: HopX in `agent/routes/`,
+E2B's envd in `agent/envd/`, the desktop API (an ASGI app) in `agent/desktop/`. A module's `register(app)`
+hands its table to `app.add_routes`; handlers reach the services (process runner, files, env store,
+kernel manager) through `req.app.services`, never through HTTP. See docs/agent.md.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import re
 import time
 from typing import Any, Callable
 
-from .errors import AgentError
-from .server import HTTPError, Request, json_response, now_iso
+from sandboxd.errors import SandboxdError
+
+from .errors import MethodNotAllowed, RouteNotFound, status_of
+from .server import Request, json_response, now_iso
 from .services import Services
 
 # Our route modules (those in LAZY_ROUTES are registered on first use, the others at start).
@@ -24,8 +27,7 @@ CORE_ROUTES = [
     "sandboxd.agent.routes.env",
     "sandboxd.agent.routes.terminal",
 ]
-# Packages of other rooms: each exposes `register(app)` (using app.route/app.websocket, or app.mount
-# for an ASGI sub-app). Skipped while absent or not yet wired.
+# Packages that may be absent from an image: each exposes `register(app)`; skipped while absent.
 OPTIONAL_ROUTES = ["sandboxd.agent.envd"]
 # Route modules imported on the first request under one of their path prefixes (or when /info lists the
 # routes), so `/health` answers sooner and a sandbox pays only for the protocols it is spoken to in.
@@ -40,6 +42,8 @@ LAZY_ROUTES = {
 # Packages imported on the first request under their prefix (start-up time matters: desktop is rare).
 # Their register(app) must mount one ASGI app at that prefix.
 LAZY_MOUNTS = {"/desktop": "sandboxd.agent.desktop"}
+# The method column of a route table's WebSocket rows.
+WEBSOCKET = "WEBSOCKET"
 
 
 class Route:
@@ -106,6 +110,14 @@ class App:
 
     def websocket(self, pattern: str):
         return self.route("GET", pattern, websocket=True)
+
+    def add_routes(self, table) -> None:
+        """Register a route table: rows of (methods, pattern, handler), or (pattern, handler) under WEBSOCKET."""
+        for row in table:
+            if row[0] == WEBSOCKET:
+                self.route("GET", row[1], row[2], websocket=True)
+            else:
+                self.route(*row)
 
     def mount(self, prefix: str, asgi_app) -> None:
         """Serve an ASGI app for every path under `prefix` (HTTP and WebSocket)."""
@@ -200,17 +212,18 @@ class App:
         try:
             if route is None:
                 if known:
-                    raise HTTPError(405, "METHOD_NOT_ALLOWED", f"{req.method} not allowed on {req.path}")
-                raise HTTPError(404, "NOT_FOUND", f"no such endpoint: {req.method} {req.path}")
-            req.path_params = params
+                    raise MethodNotAllowed(f"{req.method} not allowed on {req.path}")
+                raise RouteNotFound(f"no such endpoint: {req.method} {req.path}")
+            req.path_params, req.app = params, self
             return await (route.handler(ws) if ws is not None else route.handler(req))
         finally:
             self.metrics.duration_ms[key] = self.metrics.duration_ms.get(key, 0.0) + (time.perf_counter() - t0) * 1000
 
     def error_response(self, req: Request | None, exc: BaseException):
-        """The one table: exception -> status + hybrid error body (contracts/hopx.md §3.0)."""
-        if isinstance(exc, (AgentError, HTTPError)):
-            status, code, message, details = exc.status, exc.code, exc.message, dict(exc.details)
+        """HopX's wire answer to an exception: the status from `errors.STATUSES` and the hybrid error body
+        (docs/clients/hopx.md)."""
+        if isinstance(exc, SandboxdError):
+            status, code, message, details = status_of(exc), exc.code, exc.message, dict(exc.details)
         else:
             status, code, message, details = 500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}", {}
             import traceback

@@ -1,56 +1,102 @@
-"""Agent errors: each carries the HTTP status and the UPPERCASE code the HopX clients switch on.
-
-Services raise these (they know no HTTP otherwise); `App.error_response` turns them into the hybrid body.
+"""Agent errors: subclasses of the ground-floor vocabulary (`sandboxd.errors`) whose `code` is the
+UPPERCASE code the HopX clients switch on. They carry no HTTP status: each wire adapter has one table
+that answers them (`STATUSES` below for HopX and the desktop API, `envd/wire.py` for E2B's envd).
 """
 from __future__ import annotations
 
 from typing import Any
 
+from sandboxd.errors import (CapacityExceeded, Conflict, Forbidden, Invalid, NotFound, NotSupported, RateLimited,
+                             RuntimeFailure, SandboxdError, Unauthorized)
 
-class AgentError(Exception):
-    status = 500
+
+class AgentError(SandboxdError):
+    """Base of the agent's own errors; keyword arguments become `details`."""
+
     code = "INTERNAL_ERROR"
 
     def __init__(self, message: str, **details: Any):
-        super().__init__(message)
-        self.message = message
-        self.details = details
+        super().__init__(message, details=details)
 
 
-class InvalidRequest(AgentError):
-    status, code = 400, "INVALID_REQUEST"
+class InvalidRequest(AgentError, Invalid):
+    code = "INVALID_REQUEST"
 
 
-class MissingParameter(AgentError):
-    status, code = 400, "MISSING_PARAMETER"
+class InvalidJSON(AgentError, Invalid):
+    code = "INVALID_JSON"
 
 
-class InvalidPath(AgentError):
-    status, code = 400, "INVALID_PATH"
+class MissingParameter(AgentError, Invalid):
+    code = "MISSING_PARAMETER"
 
 
-class FileNotFound(AgentError):
-    status, code = 404, "FILE_NOT_FOUND"
+class InvalidPath(AgentError, Invalid):
+    code = "INVALID_PATH"
 
 
-class DirectoryNotFound(AgentError):
-    status, code = 404, "DIRECTORY_NOT_FOUND"
+class BodyTooLarge(AgentError, Invalid):
+    code = "INVALID_REQUEST"
 
 
-class PathNotAllowed(AgentError):
-    status, code = 403, "PATH_NOT_ALLOWED"
+class MethodNotAllowed(AgentError, Invalid):
+    code = "METHOD_NOT_ALLOWED"
 
 
-class PermissionDenied(AgentError):
-    status, code = 403, "PERMISSION_DENIED"
+class RouteNotFound(AgentError, NotFound):
+    code = "NOT_FOUND"
 
 
-class FileExists(AgentError):
-    status, code = 409, "FILE_ALREADY_EXISTS"
+class FileNotFound(AgentError, NotFound):
+    code = "FILE_NOT_FOUND"
 
 
-class ProcessNotFound(AgentError):
-    status, code = 404, "PROCESS_NOT_FOUND"
+class DirectoryNotFound(AgentError, NotFound):
+    code = "DIRECTORY_NOT_FOUND"
+
+
+class ProcessNotFound(AgentError, NotFound):
+    code = "PROCESS_NOT_FOUND"
+
+
+class PathNotAllowed(AgentError, Forbidden):
+    code = "PATH_NOT_ALLOWED"
+
+
+class PermissionDenied(AgentError, Forbidden):
+    code = "PERMISSION_DENIED"
+
+
+class FileExists(AgentError, Conflict):
+    code = "FILE_ALREADY_EXISTS"
+
+
+class CannotFork(AgentError, CapacityExceeded):
+    """The sandbox has no room for another process (its pids limit): the caller may retry later."""
+
+    code = "INTERNAL_ERROR"
+
+
+class PortNotOpen(AgentError, RuntimeFailure):
+    """Nothing in the sandbox listens on the port a CONNECT names."""
+
+    code = "port_not_open"
+
+
+# HopX's (and the desktop API's) one table: the first class in an error's MRO found here gives its status.
+STATUSES: dict[type, int] = {
+    BodyTooLarge: 413, MethodNotAllowed: 405, PortNotOpen: 502,
+    Invalid: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409, RateLimited: 429,
+    NotSupported: 501, CapacityExceeded: 503, SandboxdError: 500,
+}
+
+
+def status_of(exc: SandboxdError) -> int:
+    for cls in type(exc).__mro__:
+        status = STATUSES.get(cls)
+        if status is not None:
+            return status
+    return 500
 
 
 def to_number(value, default: float, name: str) -> float:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from .errors import AgentError, InvalidRequest, ProcessNotFound
+from .errors import CannotFork, InvalidRequest, ProcessNotFound
 from .server import now_iso
 
 OUTPUT_CAP = 16 * 1024 * 1024  # per stream; beyond this output is dropped and a note is appended
@@ -39,11 +39,6 @@ def warm_killer() -> None:
         _KILLER.submit(int)
     except RuntimeError:  # no thread can be made now: the kill falls back to the process group
         pass
-
-
-class CannotFork(AgentError):
-    """The sandbox has no room for another process (its pids limit): the caller may retry later."""
-    status, code = 503, "INTERNAL_ERROR"
 
 
 @dataclass

@@ -16,6 +16,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import h11
 
+from sandboxd.errors import SandboxdError
+
+from .errors import BodyTooLarge, InvalidJSON, InvalidRequest
+
 try:  # the builtin module: hashlib would load OpenSSL's libcrypto (~3 MiB) for one SHA-1
     from _sha1 import sha1 as _sha1
 except ImportError:  # pragma: no cover
@@ -24,14 +28,6 @@ except ImportError:  # pragma: no cover
 MAX_BODY = 512 * 1024 * 1024  # a JSON body (e.g. a base64 file write) is read whole; bigger uploads stream
 CHUNK = 256 * 1024
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-class HTTPError(Exception):
-    """Raised by handlers for protocol-level problems; the app maps it to the hybrid error body."""
-
-    def __init__(self, status: int, code: str, message: str, **details: Any):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
 
 
 @dataclass
@@ -91,6 +87,7 @@ class Request:
             self.query = {}
         self.headers = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
         self.path_params: dict[str, str] = {}
+        self.app: Any = None  # the dispatching App: module-level handlers reach its services through it
         self.request_id = self.headers.get("x-request-id") or "req_" + os.urandom(8).hex()
         self._consumed = False
 
@@ -105,14 +102,14 @@ class Request:
             elif isinstance(ev, h11.EndOfMessage):
                 return
             else:
-                raise HTTPError(400, "INVALID_REQUEST", "malformed request body")
+                raise InvalidRequest("malformed request body")
 
     async def body(self, limit: int = MAX_BODY) -> bytes:
         buf = bytearray()
         async for chunk in self.stream():
             buf += chunk
             if len(buf) > limit:
-                raise HTTPError(413, "INVALID_REQUEST", f"request body larger than {limit} bytes")
+                raise BodyTooLarge(f"request body larger than {limit} bytes")
         return bytes(buf)
 
     async def json(self) -> dict:
@@ -122,9 +119,9 @@ class Request:
         try:
             data = json.loads(raw)
         except ValueError as e:
-            raise HTTPError(400, "INVALID_JSON", f"invalid JSON body: {e}") from None
+            raise InvalidJSON(f"invalid JSON body: {e}") from None
         if not isinstance(data, dict):
-            raise HTTPError(400, "INVALID_JSON", "JSON body must be an object")
+            raise InvalidJSON("JSON body must be an object")
         return data
 
     @property
@@ -318,7 +315,7 @@ async def serve_connection(reader, writer, dispatch: Callable[[Request], Awaitab
 
                 try:
                     upstream = await tunnel.open_port(req.raw_target)
-                except HTTPError as e:
+                except SandboxdError as e:
                     await _send_result(conn, req, on_error(req, e))
                     return
                 await tunnel.pipe(reader, writer, upstream, bytes(conn.h11.trailing_data[0]))
@@ -397,7 +394,7 @@ async def _send_result(conn: Connection, req: Request, result: Any) -> None:
 async def _upgrade(conn: Connection, req: Request, dispatch, on_error) -> None:
     key = req.headers.get("sec-websocket-key", "")
     if not key:
-        await _send_result(conn, req, on_error(req, HTTPError(400, "INVALID_REQUEST", "missing Sec-WebSocket-Key")))
+        await _send_result(conn, req, on_error(req, InvalidRequest("missing Sec-WebSocket-Key")))
         return
     # Resolve the route first so an unknown path is a plain 404, not an upgraded socket.
     req.websocket = None  # type: ignore[attr-defined]

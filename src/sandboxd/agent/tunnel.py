@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-from .server import HTTPError
+from sandboxd.errors import Invalid
+
+from .errors import PortNotOpen
 
 CHUNK = 64 * 1024
 # The addresses each accepted host name may mean; "localhost" also covers a server bound to ::1 only.
@@ -15,16 +17,16 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def open_port(target: str) -> Streams:
-    """A connection to the loopback port an authority-form target names; HTTPError when there is none."""
+    """A connection to the loopback port an authority-form target names; Invalid or PortNotOpen when there is none."""
     host, sep, raw = target.rpartition(":")
     if not sep or host not in LOOPBACK or not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise HTTPError(400, "invalid_argument", "CONNECT takes 127.0.0.1:<port> (loopback only)")
+        raise Invalid("CONNECT takes 127.0.0.1:<port> (loopback only)", code="invalid_argument")
     for address in LOOPBACK[host]:
         try:
             return await asyncio.open_connection(address, int(raw))
         except OSError:
             continue
-    raise HTTPError(502, "port_not_open", f"The sandbox port is not open: {raw}")
+    raise PortNotOpen(f"The sandbox port is not open: {raw}")
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: Streams,

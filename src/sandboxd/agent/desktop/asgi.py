@@ -11,6 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from sandboxd.errors import SandboxdError
+
+from ..errors import status_of
 from .errors import DesktopError
 from .routes import WS_PATH, FileBody, Raw, Req, match
 from .service import DesktopService
@@ -28,7 +31,7 @@ class Response:
 
 
 def error_body(status: int, code: str, message: str, request_id: str, details: dict | None = None) -> dict:
-    """The hybrid agent error body (contracts/hopx.md §3.0) read by the sync, async and JS clients."""
+    """The hybrid agent error body (docs/clients/hopx.md) read by the sync, async and JS clients."""
     details = details or {}
     body = {"error": message, "message": message, "code": code, "details": details,
             "request_id": request_id, "status": status,
@@ -69,8 +72,9 @@ async def handle(service: DesktopService, method: str, path: str, query: str | b
     try:
         service.check_available()
         result = await handler(service, req)
-    except DesktopError as e:
-        return _json(e.status, error_body(e.status, e.code, e.message, rid, e.details), rid)
+    except SandboxdError as e:
+        status = status_of(e)
+        return _json(status, error_body(status, e.code, e.message, rid, e.details), rid)
     except Exception as e:  # a bug, not a user error: log it, answer in the contract's shape
         log.exception("desktop %s %s failed", method, path)
         return _json(500, error_body(500, "INTERNAL_ERROR", f"{type(e).__name__}: {e}", rid), rid)

@@ -1,23 +1,21 @@
-"""Desktop errors. Each carries the agent wire code and the HTTP status it is answered with.
+"""Desktop errors: the agent wire code on classes of the shared tree (`sandboxd.errors`), no HTTP status.
 
-They subclass the shared domain tree so the agent's own error table can map them too; the desktop
-ASGI adapter renders them itself (hybrid error body of contracts/hopx.md §3.0) so it works standalone.
+The desktop ASGI adapter answers them with the agent's HopX table (`agent/errors.py` STATUSES) in the
+hybrid error body of docs/clients/hopx.md.
 """
 from __future__ import annotations
 
-from sandboxd.errors import SandboxdError
+from sandboxd.errors import Invalid, NotFound, NotSupported, RuntimeFailure, SandboxdError
 
 
 class DesktopError(SandboxdError):
     code = "DESKTOP_ERROR"
-    status = 500
 
 
-class DesktopNotAvailable(DesktopError):
+class DesktopNotAvailable(DesktopError, NotSupported):
     """Missing packages. 501, not 503: the SDKs retry 503 three times and nothing would change."""
 
     code = "DESKTOP_NOT_AVAILABLE"
-    status = 501
 
     def __init__(self, missing: list[str], message: str | None = None):
         msg = message or ("Desktop automation is not available in this sandbox; missing: " + ", ".join(missing))
@@ -25,18 +23,15 @@ class DesktopNotAvailable(DesktopError):
         self.missing = list(missing)
 
 
-class DesktopInvalid(DesktopError):
+class DesktopInvalid(DesktopError, Invalid):
     code = "INVALID_REQUEST"
-    status = 400
 
 
-class DesktopNotFound(DesktopError):
+class DesktopNotFound(DesktopError, NotFound):
     code = "NOT_FOUND"
-    status = 404
 
 
-class DesktopToolFailed(DesktopError):
+class DesktopToolFailed(DesktopError, RuntimeFailure):
     """An X tool (xdotool, ffmpeg, ...) exited non-zero; the stderr tail is in details."""
 
     code = "DESKTOP_ERROR"
-    status = 500
