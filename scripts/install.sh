@@ -23,6 +23,7 @@ T0=$(date +%s)
 PACKAGES=(crun runc mmdebstrap tini nftables umoci uidmap iproute2 e2fsprogs golang-github-containers-common
           python3 python3-venv python3-pip ca-certificates debian-archive-keyring curl git postgresql tmux nodejs npm procps psmisc util-linux
           lxcfs  # each sandbox's own /proc/meminfo, cpuinfo, stat, uptime (runtime/lxcfs.py)
+          skopeo  # FROM images in the registries the operator names (templates/registry.py)
           esbuild r-base-core r-cran-irkernel  # TypeScript and R cells of the code interpreter (host agent tests)
           # desktop automation, for the agent's desktop tests run on the host
           tigervnc-standalone-server tigervnc-tools openbox xdotool wmctrl xclip x11-utils x11-xserver-utils

@@ -20,6 +20,16 @@ fi
 
 bash scripts/install.sh --no-start
 
+# Tests only: Debian's registry server, which a template test starts on a loopback port. Its packaged service
+# is neither started nor left enabled.
+if ! command -v docker-registry >/dev/null; then
+  POLICY=/usr/sbin/policy-rc.d
+  [ -e "$POLICY" ] || { printf '#!/bin/sh\nexit 101\n' > "$POLICY"; chmod +x "$POLICY"; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry
+  rm -f /usr/sbin/policy-rc.d; trap - EXIT
+  if [ -d /run/systemd/system ]; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+fi
+
 # In CI (and after install.sh) nothing that matters may skip: real-sandbox tests fail instead of skipping.
 export CI="${CI:-true}"
 export SANDBOXD_TEMPLATES_PATH="${SANDBOXD_TEMPLATES_PATH:-${SANDBOXD_DATA_DIR:-/var/lib/sandboxd}/templates}"

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     # The one host directory a build's FROM may name an OCI archive or layout in (paths resolve inside it);
     # None: builds read no host path at all.
     import_dir: Path | None = None
+    # Container registries builds may pull FROM (templates/registry.py): none unless named here. A short name
+    # (ubuntu:22.04) resolves in default_registry; insecure_registries are spoken to without TLS verification.
+    registries: str = ""
+    default_registry: str = ""
+    insecure_registries: str = ""
+    registry_auth_file: Path | None = None
     # [edges] client connection limits of the API and the gateway.
     # The gateway (gateway/limits.py): a request head must arrive whole within gateway_head_timeout_seconds; an
     # idle keep-alive connection closes after gateway_keep_alive_seconds; connections over the caps get a 503;

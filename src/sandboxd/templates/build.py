@@ -27,7 +27,7 @@ from typing import Any, Callable
 from sandboxd.errors import BuildFailed, Conflict, NotFound, SandboxdError
 from sandboxd.runtime import inroot
 from sandboxd.runtime.base import SandboxSpec, TemplateImage
-from sandboxd.templates import buildenv, context, layerfs, runlog
+from sandboxd.templates import buildenv, context, layerfs, registry, runlog
 from sandboxd.templates.bases import BUILTINS
 from sandboxd.templates.steps import BuildRecipe, Step, check_name
 
@@ -92,6 +92,9 @@ class Builder:
             return self.store.get(ref)
         except NotFound:
             pass
+        src = registry.source(self.settings, ref)
+        if src is not None:
+            return await self._pull(src, ref, log)
         repo = ref.split("@", 1)[0].rsplit(":", 1)[0] if ":" in ref.split("/")[-1] else ref.split("@", 1)[0]
         repo = repo.removeprefix("docker.io/").removeprefix("library/")
         if repo in ALIASES:
@@ -101,6 +104,16 @@ class Builder:
                        f"({', '.join(sorted(set(ALIASES.values())))}) or an OCI archive "
                        "(oci-archive:upload:<files_hash>, or a path in the import directory)",
                        code="image_not_found")
+
+    async def _pull(self, src: str, ref: str, log: Log) -> TemplateImage:
+        from sandboxd.templates.oci_import import import_layout
+
+        staged = self.store.new_tmp("pull")
+        try:
+            tag = await registry.pull(self.settings, src, staged / "layout", log)
+            return await import_layout(self.store, staged / "layout", tag, ref, log)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staged, True)
 
     # ---- the build -------------------------------------------------------------------------------
     async def build(self, recipe: BuildRecipe, log: Log) -> TemplateImage:

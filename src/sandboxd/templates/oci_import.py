@@ -166,8 +166,19 @@ def _image_meta(config: dict) -> dict:
 
 
 async def import_oci(store, ref: str, log) -> TemplateImage:
+    fd, is_archive, tag = await inroot.run_bounded(open_source, store.settings, ref, timeout=FS_TIMEOUT)
+    return await _import_fd(store, fd, is_archive, tag, ref, log)
+
+
+async def import_layout(store, layout: Path, tag: str, ref: str, log) -> TemplateImage:
+    """An OCI layout directory the platform made itself (a registry pull, registry.py), by descriptor."""
+    fd = os.open(layout, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    return await _import_fd(store, fd, False, tag, ref, log)
+
+
+async def _import_fd(store, fd: int, is_archive: bool, tag: str | None, ref: str, log) -> TemplateImage:
+    """Import the image of an open archive or layout directory; closes fd."""
     s = store.settings
-    fd, is_archive, tag = await inroot.run_bounded(open_source, s, ref, timeout=FS_TIMEOUT)
     try:
         if shutil.which("umoci") is None:
             raise BuildFailed("umoci is not installed (scripts/install.sh installs it)")
