@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from dataclasses import replace
 
 import pytest
 
@@ -116,3 +117,25 @@ def test_duplicate_create_is_refused(env):
         sb.create(spec)
     assert sb.state(spec.id) is RuntimeState.RUNNING
     sb.destroy(spec.id)
+
+
+def test_update_applies_at_once_and_outlives_a_restart(env):
+    name, sb, image = env
+    spec = _spec(image, env={"CONF_VAR": "v1"})
+    box = sb.create(spec)
+    hostname = sb.exec(box.id, ["hostname"]).stdout
+    served = replace(spec, resources=Resources(memory_mb=320, disk_mb=128, pids=100), env={"CONF_VAR": "v2"})
+    sb.update(box.id, served)
+    if name != "fake":  # the fake has no cgroups: only the env is its to keep
+        assert sb.stats(box.id).memory_limit_bytes == 320 * 1024 * 1024
+    sb.stop(box.id)
+    sb.start(box.id)
+    assert sb.exec(box.id, ["sh", "-c", 'printf "%s" "$CONF_VAR"']).stdout == b"v2"
+    if name != "fake":
+        assert sb.stats(box.id).memory_limit_bytes == 320 * 1024 * 1024
+    assert sb.exec(box.id, ["hostname"]).stdout == hostname
+    sb.update(box.id, replace(served, resources=Resources(memory_mb=192, disk_mb=128, pids=100)))
+    if name != "fake":
+        assert sb.stats(box.id).memory_limit_bytes == 192 * 1024 * 1024
+    with pytest.raises(NotFound):
+        sb.update("rt-nobody", served)

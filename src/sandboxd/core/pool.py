@@ -22,7 +22,7 @@ import secrets
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,8 +38,8 @@ MAX_POOL = 200
 RETRY_AFTER_FAILURE = 5.0  # seconds before a template whose fill failed is tried again
 KERNEL_FEATURE = "ipython_kernel"
 # Members are made at the lowest CPU weight: a refill competes with nobody's sandbox (a claim restores the
-# default weight). DEFAULT_SHARES is the kernel's default cpu.shares.
-FILL_SHARES, DEFAULT_SHARES = 2, 1024
+# default weight).
+FILL_SHARES = 2
 # A claim wakes the refill this late: the claimed sandbox's first command (a few ms after the create
 # returns) does not share the CPU with the start of its replacement.
 REFILL_DELAY = 0.05
@@ -224,10 +224,8 @@ class WarmPoolService:
             extra = {k: v for k, v in spec.env.items() if spec.image.env.get(k) != v}
             if extra:
                 await agentclient.call_json(m.socket, "PUT", "/env", {"env_vars": extra})
-            if m.resources != spec.resources:
-                set_limits(self.backend, m.id, spec.resources)
-            if extra or m.resources != spec.resources:  # else the record already says what the user gets
-                _record_spec(self.backend, m.id, spec)
+            if extra or m.resources != spec.resources:  # else the member already is what the user gets
+                await self.backend.update(m.id, spec)
         except Exception as exc:
             log.warning("pool: claimed member %s unusable (%s); cold start instead", m.id, exc)
             await self._discard(m.id)
@@ -419,43 +417,4 @@ class WarmPoolService:
             log.exception("pool: could not save %s", self.path)
 
 
-# ---- helpers the claim path uses ---------------------------------------------------------------------
-
-def set_limits(backend, sandbox_id: str, res: Resources) -> None:
-    """Apply memory, CPU (quota and weight) and pids limits to a running container by writing its cgroup
-    (live, no restart)."""
-    from sandboxd.runtime.cgroups import Layout, SandboxCgroup
-
-    layout = getattr(backend, "layout", None)
-    if layout is None:  # the fake backend has no cgroups
-        return
-    cg = SandboxCgroup(sandbox_id, layout)
-    mem = res.memory_mb * 1024 * 1024
-    quota, period = int(res.vcpu * 100000), 100000
-    shares = res.cpu_shares or DEFAULT_SHARES
-    if layout is Layout.V2:
-        d = cg.dir("")
-        weight = 1 + ((shares - 2) * 9999) // 262142  # the conversion crun and runc use
-        writes = [(d / "memory.max", str(mem)), (d / "cpu.max", f"{quota} {period}"), (d / "pids.max", str(res.pids)),
-                  (d / "cpu.weight", str(weight))]
-    else:
-        writes = [(cg.dir("memory") / "memory.limit_in_bytes", str(mem)),
-                  (cg.dir("cpu") / "cpu.cfs_quota_us", str(quota)), (cg.dir("pids") / "pids.max", str(res.pids)),
-                  (cg.dir("cpu") / "cpu.shares", str(shares))]
-    for path, value in writes:
-        path.write_text(value)
-
-
-def _record_spec(backend, sandbox_id: str, spec: SandboxSpec) -> None:
-    """Keep the runtime's on-disk record in step with the user's spec, so a stop/start boots with the user's
-    env and limits (the OCI backend rebuilds config.json from it)."""
-    if not hasattr(backend, "_record"):
-        return
-    from sandboxd.runtime.oci.state import spec_to_dict
-
-    rec = backend._record(sandbox_id)
-    rec.spec = spec_to_dict(replace(spec, id=sandbox_id, hostname=rec.spec.get("hostname") or spec.hostname))
-    rec.save(backend.dir(sandbox_id))
-
-
-__all__ = ["WarmPoolService", "parse_targets", "set_limits"]
+__all__ = ["WarmPoolService", "parse_targets"]

@@ -153,5 +153,10 @@ class Backend(Protocol):
     async def state(self, sandbox_id: str) -> RuntimeState | None:
         """Current state, or None when the runtime does not know the sandbox."""
 
+    async def update(self, sandbox_id: str, spec: SandboxSpec) -> None:
+        """Make a created sandbox serve spec from now on: its limits apply at once (no restart) and a later
+        start boots with its env and limits. The sandbox keeps its id and hostname; the env of processes
+        already running is the agent's to change (PUT /env)."""
+
     async def recover(self) -> list[RuntimeSandbox]:
         """After a restart: adopt running and paused sandboxes, clean up half-created ones."""

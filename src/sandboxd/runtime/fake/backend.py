@@ -196,6 +196,11 @@ class FakeBackend:
         state.update(state="stopped", pid=None)
         self._write(sandbox_id, state)
 
+    async def update(self, sandbox_id: str, spec: SandboxSpec) -> None:
+        state = self._need(sandbox_id)  # no cgroups here: only the env is the fake's to keep
+        state["env"] = dict(spec.env)
+        self._write(sandbox_id, state)
+
     async def pause(self, sandbox_id: str) -> None:
         state = self._need(sandbox_id)
         self._signal(state, signal.SIGSTOP)

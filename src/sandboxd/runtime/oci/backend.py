@@ -17,14 +17,17 @@ import logging
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import sandboxd
 from sandboxd.errors import Conflict, Invalid, NotFound, RuntimeFailure
 from sandboxd.runtime import agentclient, agentpkg, network, reaper, uidslots
 from sandboxd.runtime.hostsetup import prepare_host
-from sandboxd.runtime.base import Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats
-from sandboxd.runtime.cgroups import SandboxCgroup, detect
+from sandboxd.runtime.base import (
+    Capabilities, ExecResult, Resources, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
+)
+from sandboxd.runtime.cgroups import Layout, SandboxCgroup, detect
 from sandboxd.runtime.oci import channel, config, paths, zygote
 from sandboxd.runtime.oci.bpfcache import BpfCache
 from sandboxd.runtime.oci.cli import OciCli
@@ -38,7 +41,8 @@ from sandboxd.runtime.to_end import to_end
 
 log = logging.getLogger("sandboxd.runtime")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-HEALTH_TIMEOUT = 60.0  # 50 cold agents on 2 cores take ~15 s (ARCHITECTURE §6); leave room
+HEALTH_TIMEOUT = 60.0  # 50 cold agents on 2 cores take ~15 s; leave room
+DEFAULT_SHARES = 1024  # the kernel's cpu.shares when none is set
 
 
 @functools.cache
@@ -60,6 +64,29 @@ def _compile_once(pkg: str) -> None:
         compileall.compile_dir(pkg, quiet=2)
     except OSError as exc:
         log.warning("could not compile %s: %s", pkg, exc)
+
+
+def _write_limits(cg: SandboxCgroup, layout: Layout, res: Resources) -> None:
+    """Memory, CPU (quota and weight) and pids limits written straight into a live sandbox's cgroup."""
+    mem = res.memory_mb * 1024 * 1024
+    quota, period = int(res.vcpu * 100000), 100000
+    shares = res.cpu_shares or DEFAULT_SHARES
+    if layout is Layout.V2:
+        d = cg.dir("")
+        weight = 1 + ((shares - 2) * 9999) // 262142  # the conversion crun and runc use
+        writes = [(d / "memory.max", str(mem)), (d / "cpu.max", f"{quota} {period}"), (d / "pids.max", str(res.pids)),
+                  (d / "cpu.weight", str(weight))]
+    else:
+        limit, memsw = cg.dir("memory") / "memory.limit_in_bytes", cg.dir("memory") / "memory.memsw.limit_in_bytes"
+        # memory+swap equals memory (config.py: no swap) and may never be below it: the kernel refuses either
+        # write that would break that, so a raise moves memsw first and a cut moves memory first.
+        memory = [(limit, str(mem))] + ([(memsw, str(mem))] if memsw.exists() else [])
+        if mem > int(limit.read_text()):
+            memory.reverse()
+        writes = [*memory, (cg.dir("cpu") / "cpu.cfs_quota_us", str(quota)), (cg.dir("pids") / "pids.max", str(res.pids)),
+                  (cg.dir("cpu") / "cpu.shares", str(shares))]
+    for path, value in writes:
+        path.write_text(value)
 
 
 class OciBackend(Teardown):
@@ -353,6 +380,16 @@ class OciBackend(Teardown):
             rec = self._record(sandbox_id)
             await self._runtime_op(rec, "resume")
             rec.status = "running"
+            rec.save(self.dir(sandbox_id))
+
+    @_os_errors_are_runtime_failures
+    async def update(self, sandbox_id: str, spec: SandboxSpec) -> None:
+        async with self._lock(sandbox_id):
+            rec = self._record(sandbox_id)
+            if rec.spec["resources"] != spec.resources.__dict__ and rec.status in ("running", "paused"):
+                _write_limits(SandboxCgroup(sandbox_id, self.layout), self.layout, spec.resources)
+            # The next start rebuilds config.json from the record: it must say what the sandbox now serves.
+            rec.spec = spec_to_dict(replace(spec, id=sandbox_id, hostname=rec.spec.get("hostname") or spec.hostname))
             rec.save(self.dir(sandbox_id))
 
     async def _live_status(self, rec: Record) -> str:
