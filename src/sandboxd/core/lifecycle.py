@@ -24,7 +24,8 @@ from sandboxd.core import events as ev
 from sandboxd.errors import CapacityExceeded, Conflict, Invalid, NotFound, RuntimeFailure, SandboxdError
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import (
-    decode_cursor, encode_cursor, CREATING, KILLED, LIVE_STATES, PAUSED, REASON_ERROR, REASON_TIMEOUT, REASON_USER, RUNNING,
+    decode_cursor, encode_cursor, CREATING, KILLED, LIVE_STATES, PAUSED, REASON_ERROR, REASON_NODE_LOST, REASON_TIMEOUT,
+    REASON_USER, RUNNING,
     STOPPED, Sandbox, Template, iso,
 )
 from sandboxd.core.startup import rerun_start, run_start
@@ -235,7 +236,7 @@ class LifecycleService:
                 async with self._create_gate:
                     rt = await self._provision(sid, template, row)
             except BaseException as exc:
-                await self._abandon(sid)
+                await self.abandon(sid)
                 if isinstance(exc, SandboxdError) or not isinstance(exc, Exception):
                     raise
                 raise RuntimeFailure(f"could not start sandbox: {exc}") from exc
@@ -276,7 +277,7 @@ class LifecycleService:
         await run_start(rt.agent_socket, image)  # the template's start command and ready check, if any
         return rt
 
-    async def _abandon(self, sid: str) -> None:
+    async def abandon(self, sid: str) -> None:
         """A create that failed half-way leaves nothing behind: no processes, no live row."""
         try:
             await asyncio.shield(self.backend.destroy(sid))
@@ -471,7 +472,25 @@ class LifecycleService:
 
         await reconcile(self)
 
-    def _track(self, sb: Sandbox, rt: RuntimeSandbox | None) -> None:
+    def live_sandboxes(self) -> list[Sandbox]:
+        with self.store.tx() as s:
+            return [_to_model(r) for r in s.scalars(select(SandboxRow).where(SandboxRow.status != KILLED))]
+
+    def busy(self, sid: str) -> bool:
+        """A transition of the sandbox is in progress (it owns the sandbox until it ends)."""
+        return self._lock(sid).locked()
+
+    def mark_status(self, sid: str, status: str) -> Sandbox:
+        return self._set(sid, {"status": status})
+
+    def mark_lost(self, sb: Sandbox) -> None:
+        """The runtime no longer has the sandbox: killed, reason node_lost, with its event."""
+        self._set(sb.id, {"status": KILLED, "kill_reason": REASON_NODE_LOST, "ended_at": _now(),
+                          "token_version": sb.token_version + 1},
+                  ev.KILLED, about=sb, kill_reason=REASON_NODE_LOST, execution=self._execution(sb))
+
+    def track(self, sb: Sandbox, rt: RuntimeSandbox | None) -> None:
+        """Serve the sandbox again (its route, when it runs) and expire it at its time."""
         if rt is not None:
             self.routes[sb.id] = Route(rt.agent_socket, sb.status, sb.token_version, sb.public_traffic)
         if sb.expires_at:

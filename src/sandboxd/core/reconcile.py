@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
-from sandboxd.core import events as ev
-from sandboxd.core.models import CREATING, KILLED, PAUSED, REASON_NODE_LOST, RUNNING, STOPPED
-from sandboxd.core.store.tables import SandboxRow
+from sandboxd.core.models import CREATING, PAUSED, RUNNING, STOPPED
+from sandboxd.errors import NotFound
 from sandboxd.runtime.base import RuntimeState
 
 if TYPE_CHECKING:
@@ -25,37 +21,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 async def reconcile(lc: "LifecycleService") -> None:
-    from sandboxd.core.lifecycle import _to_model
-
     adopted = {rt.id: rt for rt in await lc.backend.recover()}
-    with lc.store.tx() as s:
-        rows = [_to_model(r) for r in s.scalars(select(SandboxRow).where(SandboxRow.status != KILLED))]
     known = set()
-    for sb in rows:
+    for sb in lc.live_sandboxes():
         known.add(sb.id)
         rt = adopted.get(sb.id)
         if sb.status == CREATING:
             # Never reported created: remove whatever was half-made.
-            await lc._abandon(sb.id)
+            await lc.abandon(sb.id)
             continue
         if rt is None:
             state = await lc.backend.state(sb.id)
             if sb.status == STOPPED and state == RuntimeState.STOPPED:
-                lc._track(sb, None)
+                lc.track(sb, None)
                 continue
-            lc._set(sb.id, {"status": KILLED, "kill_reason": REASON_NODE_LOST, "ended_at": _now(),
-                            "token_version": sb.token_version + 1},
-                    ev.KILLED, about=sb, kill_reason=REASON_NODE_LOST, execution=lc._execution(sb))
+            lc.mark_lost(sb)
             continue
         actual = {RuntimeState.RUNNING: RUNNING, RuntimeState.PAUSED: PAUSED, RuntimeState.STOPPED: STOPPED}[rt.state]
         if actual != sb.status:
-            sb = lc._set(sb.id, {"status": actual})
-        lc._track(sb, rt)
+            sb = lc.mark_status(sb.id, actual)
+        lc.track(sb, rt)
     for sid in adopted.keys() - known:
         if lc.pool is not None and lc.pool.owns(sid):
             continue  # a frozen warm-pool member: the pool adopts it
@@ -66,15 +52,12 @@ async def reconcile(lc: "LifecycleService") -> None:
             log.exception("destroying stray sandbox %s failed", sid)
 
 
-
 async def watch_once(lc: "LifecycleService") -> None:
     """Find sandboxes that died on their own (OOM kill, crashed init) and record them as killed."""
-    from sandboxd.errors import NotFound
-
     for i, (sid, route) in enumerate(list(lc.routes.items())):
         if i % 64 == 63:  # a state read is ~0.1 ms of file reads that never yield: let requests in between
             await asyncio.sleep(0)
-        if route.status not in (RUNNING, PAUSED) or lc._lock(sid).locked():
+        if route.status not in (RUNNING, PAUSED) or lc.busy(sid):
             continue  # a transition in progress owns the sandbox
         try:
             state = await lc.backend.state(sid)

@@ -34,7 +34,7 @@ from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.execution import run_exec
 from sandboxd.runtime.oci.procs import _alive, _resolv_conf, _tail, _veth_counters, _write_freezer
 from sandboxd.runtime.oci.state import Record, spec_to_dict
-from sandboxd.runtime.oci.teardown import Teardown, _os_errors_are_runtime_failures
+from sandboxd.runtime.oci.teardown import Teardown, os_errors_are_runtime_failures
 from sandboxd.runtime.oci.stats import BatchStats
 from sandboxd.runtime.rootfs import Ids, SandboxRoot, require_kernel
 from sandboxd.runtime.to_end import to_end
@@ -176,7 +176,7 @@ class OciBackend(Teardown):
                               bundle=d, upper_dir=SandboxRoot(d, (), None).upper)
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    @_os_errors_are_runtime_failures
+    @os_errors_are_runtime_failures
     async def create(self, spec: SandboxSpec) -> RuntimeSandbox:
         d = self.dir(spec.id)
         self._ensure_host()
@@ -328,7 +328,7 @@ class OciBackend(Teardown):
         finally:
             probe.cancel()
 
-    @_os_errors_are_runtime_failures
+    @os_errors_are_runtime_failures
     async def start(self, sandbox_id: str) -> RuntimeSandbox:
         self._ensure_host()
         async with self._lock(sandbox_id):
@@ -349,16 +349,38 @@ class OciBackend(Teardown):
                 raise
             return self._view(rec, RuntimeState.RUNNING)
 
-    @_os_errors_are_runtime_failures
+    @os_errors_are_runtime_failures
     async def stop(self, sandbox_id: str) -> None:
         async with self._lock(sandbox_id):
-            rec = self._record(sandbox_id)
-            await self._halt(rec)
-            await asyncio.to_thread(self._root(rec).unmount)
-            rec.status, rec.pid, rec.net = "stopped", None, None
-            rec.save(self.dir(sandbox_id))
+            await self._put_down(self._record(sandbox_id))
 
-    @_os_errors_are_runtime_failures
+    async def _put_down(self, rec: Record) -> None:
+        """End the container and release its network and root mount; keep the files for start()."""
+        await self._halt(rec)
+        await asyncio.to_thread(self._root(rec).unmount)
+        rec.status, rec.pid, rec.net = "stopped", None, None
+        rec.save(self.dir(rec.id))
+
+    async def adopt(self, rec: Record) -> RuntimeSandbox:
+        """After a restart: claim the sandbox's uid range again and take it as it is. A running or paused one
+        stays so; one whose processes are gone (or that was killed mid-start, so not trusted) is put down
+        to stopped."""
+        d = self.dir(rec.id)
+        async with self._lock(rec.id):
+            if rec.extra.get("uid_slot"):
+                self._claim_ids(rec)
+                rec.save(d)
+            live = await self._live_status(rec)
+            if rec.status != "stopped" and live in ("running", "paused"):
+                rec.status = live
+                rec.save(d)
+                return self._view(rec, RuntimeState.RUNNING if live == "running" else RuntimeState.PAUSED)
+            if rec.status != "stopped" or live != "stopped":
+                log.info("recover: sandbox %s lost its processes; now stopped", rec.id)
+                await self._put_down(rec)
+            return self._view(rec, RuntimeState.STOPPED)
+
+    @os_errors_are_runtime_failures
     async def pause(self, sandbox_id: str) -> None:
         async with self._lock(sandbox_id):
             rec = self._record(sandbox_id)
@@ -374,7 +396,7 @@ class OciBackend(Teardown):
             rec.status = "paused"
             rec.save(self.dir(sandbox_id))
 
-    @_os_errors_are_runtime_failures
+    @os_errors_are_runtime_failures
     async def resume(self, sandbox_id: str) -> None:
         async with self._lock(sandbox_id):
             rec = self._record(sandbox_id)
@@ -382,7 +404,7 @@ class OciBackend(Teardown):
             rec.status = "running"
             rec.save(self.dir(sandbox_id))
 
-    @_os_errors_are_runtime_failures
+    @os_errors_are_runtime_failures
     async def update(self, sandbox_id: str, spec: SandboxSpec) -> None:
         async with self._lock(sandbox_id):
             rec = self._record(sandbox_id)
@@ -414,7 +436,7 @@ class OciBackend(Teardown):
                 raise Conflict(f"sandbox {rec.id} is not running", code="sandbox_not_running")
             raise self.cli.failure([verb], rc, err)
 
-    @_os_errors_are_runtime_failures
+    @os_errors_are_runtime_failures
     async def state(self, sandbox_id: str) -> RuntimeState | None:
         rec = Record.load(self.dir(sandbox_id))
         if rec is None or rec.runtime != self.runtime or rec.status in ("creating", "destroying"):
@@ -424,7 +446,7 @@ class OciBackend(Teardown):
         live = await self._live_status(rec)
         return {"running": RuntimeState.RUNNING, "paused": RuntimeState.PAUSED}.get(live, RuntimeState.STOPPED)
 
-    @_os_errors_are_runtime_failures
+    @os_errors_are_runtime_failures
     async def stats(self, sandbox_id: str) -> Stats:
         rec = self._record(sandbox_id)
         c = await asyncio.to_thread(SandboxCgroup(sandbox_id, self.layout).counters)
@@ -457,7 +479,7 @@ class OciBackend(Teardown):
             return
         await asyncio.to_thread(paths.remove_empty, Path(self.settings.data_dir))
 
-    @_os_errors_are_runtime_failures
+    @os_errors_are_runtime_failures
     async def exec(self, sandbox_id: str, argv: list[str], *, env: dict[str, str] | None = None,
                    user: str = "root", cwd: str | None = None, timeout: float | None = None,
                    stdin: bytes | None = None) -> ExecResult:
@@ -468,7 +490,7 @@ class OciBackend(Teardown):
                               cwd=cwd, timeout=timeout, stdin=stdin)
 
     # ---- recovery ----------------------------------------------------------------------------
-    @_os_errors_are_runtime_failures
+    @os_errors_are_runtime_failures
     async def recover(self) -> list[RuntimeSandbox]:
         from sandboxd.runtime.oci.recovery import recover
 

@@ -13,11 +13,10 @@ the store's ids, not its range's, so nothing on it changes.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from sandboxd.runtime.base import RuntimeSandbox, RuntimeState
+from sandboxd.runtime.base import RuntimeSandbox
 from sandboxd.runtime.oci.state import Record
 
 if TYPE_CHECKING:
@@ -43,24 +42,7 @@ async def recover(backend: "OciBackend") -> list[RuntimeSandbox]:
                      rec.id)
             await backend.destroy(rec.id)
             continue
-        async with backend._lock(rec.id):
-            if rec.extra.get("uid_slot"):
-                backend._claim_ids(rec)
-                rec.save(d)
-            live = await backend._live_status(rec)
-            if rec.status != "stopped" and live in ("running", "paused"):
-                rec.status = live
-                rec.save(d)
-                state = RuntimeState.RUNNING if live == "running" else RuntimeState.PAUSED
-                adopted.append(backend._view(rec, state))
-                continue
-            if rec.status != "stopped" or live != "stopped":  # died, or killed mid-start: not trusted
-                log.info("recover: sandbox %s lost its processes; now stopped", rec.id)
-                await backend._halt(rec)
-                await asyncio.to_thread(backend._root(rec).unmount)
-                rec.status, rec.pid, rec.net = "stopped", None, None
-                rec.save(d)
-            adopted.append(backend._view(rec, RuntimeState.STOPPED))
+        adopted.append(await backend.adopt(rec))
     for cid in await backend.cli.list_ids():
         if cid not in known:
             log.info("recover: deleting orphan container %s", cid)

@@ -22,7 +22,7 @@ log = logging.getLogger("sandboxd.runtime")
 SLOW_RELEASE_SECONDS = 5.0
 
 
-def _os_errors_are_runtime_failures(fn):
+def os_errors_are_runtime_failures(fn):
     """Layer boundary: an OSError from a mount, a file or a socket becomes RuntimeFailure."""
     @functools.wraps(fn)
     async def inner(*args, **kwargs):
@@ -85,7 +85,7 @@ class Teardown:
         await self.cli.call("delete", "--force", sandbox_id, check=False)
         return True
 
-    @_os_errors_are_runtime_failures
+    @os_errors_are_runtime_failures
     async def destroy(self, sandbox_id: str, *, background: bool = False) -> None:
         """background=True: return as soon as every process of the sandbox has been sent SIGKILL (it runs
         nothing any more) and release the rest (container record, mounts, loop disk, cgroup, netns, files)
