@@ -205,6 +205,11 @@ class WebSocket:
             except ValueError:
                 continue  # like the clients: skip non-JSON frames
 
+    async def until_closed(self) -> None:
+        """Read (and drop) messages until the peer closes: a watch for a client that goes away."""
+        while await self.receive() is not None:
+            pass
+
     async def _write(self, data: bytes) -> None:
         async with self._send_lock:
             self._writer.write(data)

@@ -5,126 +5,141 @@ from __future__ import annotations
 import asyncio
 import os
 
+from ..app import WEBSOCKET
 from ..errors import DirectoryNotFound, InvalidRequest, MissingParameter
 from ..files import aiter_sync, os_error
 from ..server import STREAM_GAP, StreamResponse, WebSocketClosed, now_iso
 
 
+def _qpath(req) -> str:
+    path = req.query.get("path") or req.query.get("file")
+    if not path:
+        raise MissingParameter("missing query parameter: path")
+    return path
+
+
+async def read(req):
+    return req.app.services.files.read_text(_qpath(req))
+
+
+async def download(req):
+    import mimetypes
+
+    full, size, chunks = req.app.services.files.open_download(_qpath(req))
+    ctype = mimetypes.guess_type(full)[0] or "application/octet-stream"
+    name = os.path.basename(full).replace('"', "")
+    return StreamResponse(aiter_sync(chunks), content_type=ctype, length=size,
+                          headers=[("content-disposition", f'attachment; filename="{name}"')])
+
+
+async def write(req):
+    files = req.app.services.files
+    body = await req.json()
+    path, content = body.get("path"), body.get("content")
+    if not path:
+        raise MissingParameter("missing field: path")
+    if content is None:
+        content = ""
+    if not isinstance(content, str):
+        raise InvalidRequest("content must be a string (use encoding=base64 for binary)", path=path)
+    result = files.write(path, content, encoding=body.get("encoding"), mode=body.get("mode"),
+                         overwrite=body.get("overwrite", True) is not False)
+    return {**result, "timestamp": now_iso()}
+
+
+async def upload(req):
+    files = req.app.services.files
+    ctype = req.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        from ..upload import receive_multipart
+
+        saved = await receive_multipart(files, ctype, req.stream(), req.query.get("path"), req.query.get("mode"))
+        first = saved[0]
+        return {"success": True, "path": first["path"], "size": first["size"], "files": saved,
+                "message": "uploaded", "timestamp": now_iso()}
+    # A raw body (e.g. curl --data-binary) streamed to ?path=
+    full, out = files.open_upload(_qpath(req), req.query.get("mode"))
+    size = 0
+    with out:
+        async for chunk in req.stream():
+            try:
+                out.write(chunk)
+            except OSError as e:
+                raise os_error(e, full) from None
+            size += len(chunk)
+    return {"success": True, "path": full, "size": size, "message": "uploaded", "timestamp": now_iso()}
+
+
+async def list_dir(req):
+    return req.app.services.files.list(req.query.get("path") or None)
+
+
+async def exists(req):
+    return req.app.services.files.exists(_qpath(req))
+
+
+async def remove(req):
+    files = req.app.services.files
+    path = req.query.get("path")
+    if not path and req.method == "POST":
+        path = (await req.json()).get("path")
+    if not path:
+        raise MissingParameter("missing parameter: path")
+    recursive = req.query.get("recursive", "true").lower() not in ("0", "false", "no")
+    return files.remove(path, recursive)
+
+
+async def mkdir(req):
+    files = req.app.services.files
+    body = await req.json()
+    path = body.get("path") or req.query.get("path")
+    if not path:
+        raise MissingParameter("missing field: path")
+    return files.mkdir(path, body.get("mode"))
+
+
+async def watch(ws):
+    from ..watch import Watcher
+
+    files = ws.request.app.services.files
+    ws.min_gap = STREAM_GAP
+    msg = await ws.receive_json()
+    if msg is None:
+        return
+    path = files.resolve(msg.get("path") or ws.request.query.get("path") or files.workspace)
+    if not os.path.isdir(path):
+        raise DirectoryNotFound(f"directory not found: {path}", path=path)
+    watcher = Watcher(path, recursive=msg.get("recursive", True) is not False)
+    # No "watching" acknowledgement: clients iterate every frame as a change event (hopx files.watch).
+    closed = asyncio.create_task(ws.until_closed())
+    try:
+        while True:
+            nxt = asyncio.create_task(watcher.next())
+            done, _ = await asyncio.wait({nxt, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if nxt not in done:
+                nxt.cancel()
+                return
+            event, changed = nxt.result()
+            await ws.send_json({"type": "change", "path": changed, "event": event, "timestamp": now_iso()})
+    except WebSocketClosed:
+        return
+    finally:
+        closed.cancel()
+        watcher.close()
+
+
+ROUTES = [
+    ("GET", "/files/read", read),
+    ("GET", "/files/download", download),
+    ("POST,PUT", "/files/write", write),
+    ("POST,PUT", "/files/upload", upload),
+    ("GET", "/files/list", list_dir),
+    ("GET", "/files/exists", exists),
+    ("DELETE,POST", "/files/remove", remove),
+    ("POST", "/files/mkdir", mkdir),
+    (WEBSOCKET, "/files/watch", watch),
+]
+
+
 def register(app) -> None:
-    files = app.services.files
-
-    def qpath(req) -> str:
-        path = req.query.get("path") or req.query.get("file")
-        if not path:
-            raise MissingParameter("missing query parameter: path")
-        return path
-
-    @app.route("GET", "/files/read")
-    async def read(req):
-        return files.read_text(qpath(req))
-
-    @app.route("GET", "/files/download")
-    async def download(req):
-        import mimetypes
-
-        full, size, chunks = files.open_download(qpath(req))
-        ctype = mimetypes.guess_type(full)[0] or "application/octet-stream"
-        name = os.path.basename(full).replace('"', "")
-        return StreamResponse(aiter_sync(chunks), content_type=ctype, length=size,
-                              headers=[("content-disposition", f'attachment; filename="{name}"')])
-
-    @app.route("POST,PUT", "/files/write")
-    async def write(req):
-        body = await req.json()
-        path, content = body.get("path"), body.get("content")
-        if not path:
-            raise MissingParameter("missing field: path")
-        if content is None:
-            content = ""
-        if not isinstance(content, str):
-            raise InvalidRequest("content must be a string (use encoding=base64 for binary)", path=path)
-        result = files.write(path, content, encoding=body.get("encoding"), mode=body.get("mode"),
-                             overwrite=body.get("overwrite", True) is not False)
-        return {**result, "timestamp": now_iso()}
-
-    @app.route("POST,PUT", "/files/upload")
-    async def upload(req):
-        ctype = req.headers.get("content-type", "")
-        if ctype.startswith("multipart/form-data"):
-            from ..upload import receive_multipart
-
-            saved = await receive_multipart(files, ctype, req.stream(), req.query.get("path"), req.query.get("mode"))
-            first = saved[0]
-            return {"success": True, "path": first["path"], "size": first["size"], "files": saved,
-                    "message": "uploaded", "timestamp": now_iso()}
-        # A raw body (e.g. curl --data-binary) streamed to ?path=
-        full, out = files.open_upload(qpath(req), req.query.get("mode"))
-        size = 0
-        with out:
-            async for chunk in req.stream():
-                try:
-                    out.write(chunk)
-                except OSError as e:
-                    raise os_error(e, full) from None
-                size += len(chunk)
-        return {"success": True, "path": full, "size": size, "message": "uploaded", "timestamp": now_iso()}
-
-    @app.route("GET", "/files/list")
-    async def list_dir(req):
-        return files.list(req.query.get("path") or None)
-
-    @app.route("GET", "/files/exists")
-    async def exists(req):
-        return files.exists(qpath(req))
-
-    @app.route("DELETE,POST", "/files/remove")
-    async def remove(req):
-        path = req.query.get("path")
-        if not path and req.method == "POST":
-            path = (await req.json()).get("path")
-        if not path:
-            raise MissingParameter("missing parameter: path")
-        recursive = req.query.get("recursive", "true").lower() not in ("0", "false", "no")
-        return files.remove(path, recursive)
-
-    @app.route("POST", "/files/mkdir")
-    async def mkdir(req):
-        body = await req.json()
-        path = body.get("path") or req.query.get("path")
-        if not path:
-            raise MissingParameter("missing field: path")
-        return files.mkdir(path, body.get("mode"))
-
-    @app.websocket("/files/watch")
-    async def watch(ws):
-        from ..watch import Watcher
-
-        ws.min_gap = STREAM_GAP
-        msg = await ws.receive_json()
-        if msg is None:
-            return
-        path = files.resolve(msg.get("path") or ws.request.query.get("path") or files.workspace)
-        if not os.path.isdir(path):
-            raise DirectoryNotFound(f"directory not found: {path}", path=path)
-        watcher = Watcher(path, recursive=msg.get("recursive", True) is not False)
-        # No "watching" acknowledgement: clients iterate every frame as a change event (hopx files.watch).
-        closed = asyncio.create_task(_until_closed(ws))
-        try:
-            while True:
-                nxt = asyncio.create_task(watcher.next())
-                done, _ = await asyncio.wait({nxt, closed}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    return
-                event, changed = nxt.result()
-                await ws.send_json({"type": "change", "path": changed, "event": event, "timestamp": now_iso()})
-        except WebSocketClosed:
-            return
-        finally:
-            closed.cancel()
-            watcher.close()
-
-
-async def _until_closed(ws) -> None:
-    while await ws.receive() is not None:
-        pass
+    app.add_routes(ROUTES)
