@@ -91,12 +91,16 @@ STATUSES: dict[type, int] = {
 }
 
 
-def status_of(exc: SandboxdError) -> int:
+def lookup(table: dict, exc: BaseException, default):
+    """The entry of exc's nearest class in an adapter's table (so a subclass may answer apart)."""
     for cls in type(exc).__mro__:
-        status = STATUSES.get(cls)
-        if status is not None:
-            return status
-    return 500
+        if cls in table:
+            return table[cls]
+    return default
+
+
+def status_of(exc: SandboxdError) -> int:
+    return lookup(STATUSES, exc, 500)
 
 
 def to_number(value, default: float, name: str) -> float:

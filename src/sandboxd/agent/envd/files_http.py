@@ -1,6 +1,7 @@
 """envd's plain HTTP endpoints: `GET /files` (download), `POST /files` (multipart or octet-stream
 upload, optionally gzip), `GET /health`. Errors use envd's body `{"code": <status>, "message"}`,
-which the SDK maps by status (404 -> FileNotFoundException, 400 -> InvalidArgument, 507 -> disk full).
+which the SDK maps by status (404 -> FileNotFoundException, 400 -> InvalidArgument, 507 -> disk full);
+the status comes from envd's table (`envd/errors.py` HTTP_STATUSES).
 """
 from __future__ import annotations
 
@@ -12,29 +13,20 @@ import stat
 import tempfile
 import zlib
 
+from sandboxd.errors import Invalid, NotFound, SandboxdError
+
+from ..errors import BodyTooLarge, PermissionDenied
 from ..server import Request, Response, StreamResponse
 from . import users
-from .connect import ConnectError
+from .errors import DiskFull, http_status
 
 CHUNK = 1024 * 1024
 MAX_MULTIPART = 1024 * 1024 * 1024  # multipart bodies are parsed from a spooled temp file
 
 
-def error(status: int, message: str) -> Response:
-    return Response(status, json.dumps({"code": status, "message": message}).encode())
-
-
-def _user(req: Request) -> users.User:
-    try:
-        return users.for_request(req)
-    except ConnectError as e:
-        raise _HTTP(401 if e.code == "unauthenticated" else 403, e.message) from None
-
-
-class _HTTP(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
+def error(exc: SandboxdError) -> Response:
+    status = http_status(exc)
+    return Response(status, json.dumps({"code": status, "message": exc.message}).encode())
 
 
 async def health(req: Request) -> Response:
@@ -43,26 +35,27 @@ async def health(req: Request) -> Response:
 
 async def download(req: Request):
     try:
-        user = _user(req)
-        path = users.expand(req.query.get("path"), user)
-    except _HTTP as e:
-        return error(e.status, e.message)
-    except ConnectError as e:
-        return error(400, e.message)
+        return _download(req)
+    except SandboxdError as e:
+        return error(e)
+
+
+def _download(req: Request) -> StreamResponse:
+    path = users.expand(req.query.get("path"), users.for_request(req))
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return error(404, f"path '{path}' does not exist")
+        raise NotFound(f"path '{path}' does not exist") from None
     except PermissionError:
-        return error(401, f"permission denied: '{path}'")
+        raise PermissionDenied(f"permission denied: '{path}'") from None
     if stat.S_ISDIR(st.st_mode):
-        return error(400, f"path '{path}' is a directory")
+        raise Invalid(f"path '{path}' is a directory")
     try:
         f = open(path, "rb")
     except PermissionError:
-        return error(401, f"permission denied: '{path}'")
+        raise PermissionDenied(f"permission denied: '{path}'") from None
     except OSError as e:
-        return error(500, f"cannot open '{path}': {e.strerror}")
+        raise SandboxdError(f"cannot open '{path}': {e.strerror}") from None
 
     async def chunks():
         with f:
@@ -77,23 +70,25 @@ async def download(req: Request):
                           headers=[("content-disposition", f'inline; filename="{name}"')])
 
 
-def _write_error(e: OSError, what: str) -> _HTTP:
+def _write_error(e: OSError, what: str) -> SandboxdError:
     """The one errno table for writes: a refusal (permissions, a read-only mount) is envd's permission
     answer, a full disk its 507; anything else is the agent's 500."""
     if isinstance(e, PermissionError) or e.errno == errno.EROFS:
-        return _HTTP(401, f"{what}: {e.strerror}")
-    return _HTTP(507 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 500, f"{what}: {e.strerror}")
+        return PermissionDenied(f"{what}: {e.strerror}")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"{what}: {e.strerror}")
+    return SandboxdError(f"{what}: {e.strerror}")
 
 
 def _open_target(path: str, user: users.User):
     if os.path.isdir(path):
-        raise _HTTP(400, f"path '{path}' is a directory")
+        raise Invalid(f"path '{path}' is a directory")
     try:
         users.makedirs(os.path.dirname(path), user)
         existed = os.path.exists(path)
         f = open(path, "wb")
     except NotADirectoryError:
-        raise _HTTP(400, f"a parent of '{path}' is not a directory") from None
+        raise Invalid(f"a parent of '{path}' is not a directory") from None
     except OSError as e:
         raise _write_error(e, f"cannot write '{path}'") from None
     if not existed:
@@ -107,7 +102,7 @@ def _written(path: str) -> dict:
 
 async def upload(req: Request) -> Response:
     try:
-        user = _user(req)
+        user = users.for_request(req)
         ctype = req.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
             return Response(200, json.dumps(await _multipart(req, ctype, user)).encode())
@@ -121,20 +116,18 @@ async def upload(req: Request) -> Response:
                 if inflate:
                     f.write(inflate.flush())
             except zlib.error as e:
-                raise _HTTP(400, f"invalid gzip body: {e}") from None
+                raise Invalid(f"invalid gzip body: {e}") from None
             except OSError as e:
                 raise _write_error(e, "write failed") from None
         return Response(200, json.dumps([_written(path)]).encode())
-    except _HTTP as e:
-        return error(e.status, e.message)
-    except ConnectError as e:
-        return error(400, e.message)
+    except SandboxdError as e:
+        return error(e)
 
 
 async def _multipart(req: Request, ctype: str, user: users.User) -> list[dict]:
     m = re.search(r'boundary="?([^";]+)"?', ctype)
     if not m:
-        raise _HTTP(400, "multipart body without a boundary")
+        raise Invalid("multipart body without a boundary")
     boundary = b"--" + m.group(1).encode()
     # Spool to disk: uploads can be large, and the agent should not hold them in memory.
     with tempfile.TemporaryFile() as spool:
@@ -142,7 +135,7 @@ async def _multipart(req: Request, ctype: str, user: users.User) -> list[dict]:
         async for chunk in req.stream():
             size += len(chunk)
             if size > MAX_MULTIPART:
-                raise _HTTP(413, "multipart upload too large; use application/octet-stream")
+                raise BodyTooLarge("multipart upload too large; use application/octet-stream")
             spool.write(chunk)
         spool.seek(0)
         body = spool.read()
@@ -165,9 +158,9 @@ async def _multipart(req: Request, ctype: str, user: users.User) -> list[dict]:
             continue
         files.append((fname.group(1) if fname else None, data))
     if not files:
-        raise _HTTP(400, "no file part in the multipart body")
+        raise Invalid("no file part in the multipart body")
     if query_path and len(files) > 1:  # a path (as a signed upload URL binds) names one file, not the parts' names
-        raise _HTTP(400, "a path parameter names one file: send one file part, or no path")
+        raise Invalid("a path parameter names one file: send one file part, or no path")
     for fname, data in files:
         target = query_path or fname
         path = users.expand(target, user)
@@ -178,3 +171,7 @@ async def _multipart(req: Request, ctype: str, user: users.User) -> list[dict]:
                 raise _write_error(e, "write failed") from None
         written.append(_written(path))
     return written
+
+
+# Paths under envd's prefix.
+ROUTES = [("GET", "/health", health), ("GET", "/files", download), ("POST", "/files", upload)]

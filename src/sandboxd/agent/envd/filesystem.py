@@ -17,9 +17,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import AsyncIterator
 
+from sandboxd.errors import Conflict, Forbidden, Invalid, NotFound, SandboxdError
+
 from ..watch import Watcher
 from . import users
-from .connect import ConnectError
 
 EVENT_TYPES = {"created": "EVENT_TYPE_CREATE", "modified": "EVENT_TYPE_WRITE", "deleted": "EVENT_TYPE_REMOVE",
                "renamed": "EVENT_TYPE_RENAME", "chmod": "EVENT_TYPE_CHMOD"}
@@ -68,16 +69,16 @@ def entry_info(path: str, st: os.stat_result | None = None) -> dict:
     return info
 
 
-def _os_error(e: OSError, path: str) -> ConnectError:
+def _os_error(e: OSError, path: str) -> SandboxdError:
     if isinstance(e, FileNotFoundError):
-        return ConnectError("not_found", f"path '{path}' does not exist")
+        return NotFound(f"path '{path}' does not exist")
     if isinstance(e, PermissionError) or e.errno == errno.EROFS:  # a read-only mount refuses like a permission
-        return ConnectError("permission_denied", f"{'read-only file system' if e.errno == errno.EROFS else 'permission denied'}: '{path}'")
+        return Forbidden(f"{'read-only file system' if e.errno == errno.EROFS else 'permission denied'}: '{path}'")
     if isinstance(e, FileExistsError):
-        return ConnectError("already_exists", f"path '{path}' already exists")
+        return Conflict(f"path '{path}' already exists")
     if isinstance(e, NotADirectoryError):
-        return ConnectError("invalid_argument", f"path '{path}' is not a directory")
-    return ConnectError("internal", f"{path}: {e.strerror or e}")
+        return Invalid(f"path '{path}' is not a directory")
+    return SandboxdError(f"{path}: {e.strerror or e}")
 
 
 class WatchHandle:
@@ -130,7 +131,7 @@ class FilesystemService:
         except OSError as e:
             raise _os_error(e, path) from None
         if not stat.S_ISDIR(st.st_mode):
-            raise ConnectError("invalid_argument", f"path '{path}' is not a directory")
+            raise Invalid(f"path '{path}' is not a directory")
         out: list[dict] = []
 
         def walk(d: str, level: int) -> None:
@@ -156,8 +157,8 @@ class FilesystemService:
     def make_dir(self, path: str, user: users.User) -> dict:
         if os.path.lexists(path):
             if os.path.isdir(path):
-                raise ConnectError("already_exists", f"directory '{path}' already exists")
-            raise ConnectError("invalid_argument", f"path '{path}' already exists and is not a directory")
+                raise Conflict(f"directory '{path}' already exists")
+            raise Invalid(f"path '{path}' already exists and is not a directory")
         try:
             users.makedirs(path, user)
         except OSError as e:
@@ -166,7 +167,7 @@ class FilesystemService:
 
     def move(self, source: str, destination: str, user: users.User) -> dict:
         if not os.path.lexists(source):
-            raise ConnectError("not_found", f"path '{source}' does not exist")
+            raise NotFound(f"path '{source}' does not exist")
         try:
             users.makedirs(os.path.dirname(destination), user)
             os.rename(source, destination)
@@ -194,11 +195,11 @@ class FilesystemService:
         except OSError as e:
             raise _os_error(e, path) from None
         if not stat.S_ISDIR(st.st_mode):
-            raise ConnectError("invalid_argument", f"path '{path}' is not a directory")
+            raise Invalid(f"path '{path}' is not a directory")
         try:
             return WatchHandle(path, recursive)
         except OSError as e:
-            raise ConnectError("internal", f"cannot watch '{path}': {e}") from None
+            raise SandboxdError(f"cannot watch '{path}': {e}") from None
 
     async def watch(self, path: str, recursive: bool, include_entry: bool, keepalive: float
                     ) -> AsyncIterator[dict]:
@@ -232,14 +233,14 @@ class FilesystemService:
     def watcher_events(self, wid: str) -> list[dict]:
         h = self.watchers.get(wid)
         if h is None:
-            raise ConnectError("not_found", f"watcher with id {wid} not found")
+            raise NotFound(f"watcher with id {wid} not found")
         events, h.events = h.events, []
         return events
 
     def remove_watcher(self, wid: str) -> None:
         h = self.watchers.pop(wid, None)
         if h is None:
-            raise ConnectError("not_found", f"watcher with id {wid} not found")
+            raise NotFound(f"watcher with id {wid} not found")
         task = self._drains.pop(wid, None)
         if task:
             task.cancel()

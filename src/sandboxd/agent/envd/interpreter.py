@@ -19,6 +19,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import AsyncIterator, Callable
 
+from sandboxd.errors import SandboxdError
+
 from ..env import find_user_python
 from ..kernel import Kernel, KernelManager, KernelUnavailable
 from ..server import Request, Response, StreamResponse
@@ -376,57 +378,75 @@ def _err(status: int, message: str) -> Response:
     return Response(status, json.dumps({"error": message, "message": message, "code": status}).encode())
 
 
-def handlers(interp: Interpreter) -> dict[str, Callable]:
-    async def execute(req: Request):
-        try:
-            body = json.loads(await req.body() or b"{}")
-        except ValueError:
-            return _err(400, "invalid JSON body")
-        code = body.get("code")
-        if not isinstance(code, str):
-            return _err(400, "code (string) is required")
-        if body.get("context_id") and body.get("language"):
-            return _err(400, "only one of context_id and language may be set")
-        try:
-            user = users.for_request(req)
-            if body.get("context_id"):
-                ctx = interp.contexts.get(body["context_id"])
-                if ctx is None:
-                    return _err(404, f"context {body['context_id']} not found")
-            else:
-                ctx = interp.default(body.get("language"), user)
-        except ValueError as e:
-            return _err(400, str(e))
-        except Exception as e:  # noqa: BLE001 - ConnectError from user resolution
-            return _err(401, getattr(e, "message", str(e)))
-        env_vars = body.get("env_vars") or {}
-        if not isinstance(env_vars, dict):
-            return _err(400, "env_vars must be an object")
-        return StreamResponse(interp.execute(ctx, code, env_vars, user), content_type="application/x-ndjson")
+def _interp(req: Request) -> Interpreter:
+    return req.app.services.envd.interpreter
 
-    async def create_context(req: Request):
-        try:
-            body = json.loads(await req.body() or b"{}")
-            ctx = interp.create(body.get("language"), body.get("cwd"), users.for_request(req))
-        except ValueError as e:
-            return _err(400, str(e))
-        return _json(ctx.wire())
 
-    async def list_contexts(req: Request):
-        return _json([c.wire() for c in interp.contexts.values()])
+async def execute(req: Request):
+    interp = _interp(req)
+    try:
+        body = json.loads(await req.body() or b"{}")
+    except ValueError:
+        return _err(400, "invalid JSON body")
+    code = body.get("code")
+    if not isinstance(code, str):
+        return _err(400, "code (string) is required")
+    if body.get("context_id") and body.get("language"):
+        return _err(400, "only one of context_id and language may be set")
+    try:
+        user = users.for_request(req)
+        if body.get("context_id"):
+            ctx = interp.contexts.get(body["context_id"])
+            if ctx is None:
+                return _err(404, f"context {body['context_id']} not found")
+        else:
+            ctx = interp.default(body.get("language"), user)
+    except ValueError as e:
+        return _err(400, str(e))
+    except SandboxdError as e:  # the user named by the request cannot be resolved or acted as
+        return _err(401, e.message)
+    env_vars = body.get("env_vars") or {}
+    if not isinstance(env_vars, dict):
+        return _err(400, "env_vars must be an object")
+    return StreamResponse(interp.execute(ctx, code, env_vars, user), content_type="application/x-ndjson")
 
-    async def delete_context(req: Request):
-        if not await interp.remove(req.path_params["cid"]):
-            return _err(404, f"context {req.path_params['cid']} not found")
-        return Response(204, b"")
 
-    async def restart_context(req: Request):
-        if not await interp.restart(req.path_params["cid"]):
-            return _err(404, f"context {req.path_params['cid']} not found")
-        return Response(204, b"")
+async def create_context(req: Request):
+    interp = _interp(req)
+    try:
+        body = json.loads(await req.body() or b"{}")
+        ctx = interp.create(body.get("language"), body.get("cwd"), users.for_request(req))
+    except ValueError as e:
+        return _err(400, str(e))
+    return _json(ctx.wire())
 
-    async def health(req: Request):
-        return _json({"status": "ok", "time": time.time()})
 
-    return {"execute": execute, "create_context": create_context, "list_contexts": list_contexts,
-            "delete_context": delete_context, "restart_context": restart_context, "health": health}
+async def list_contexts(req: Request):
+    return _json([c.wire() for c in _interp(req).contexts.values()])
+
+
+async def delete_context(req: Request):
+    if not await _interp(req).remove(req.path_params["cid"]):
+        return _err(404, f"context {req.path_params['cid']} not found")
+    return Response(204, b"")
+
+
+async def restart_context(req: Request):
+    if not await _interp(req).restart(req.path_params["cid"]):
+        return _err(404, f"context {req.path_params['cid']} not found")
+    return Response(204, b"")
+
+
+async def health(req: Request):
+    return _json({"status": "ok", "time": time.time()})
+
+
+# Paths under the code interpreter's prefix.
+ROUTES = [
+    ("GET", "/health", health),
+    ("POST", "/execute", execute),
+    ("POST", "/contexts", create_context),
+    ("GET", "/contexts", list_contexts),
+    ("DELETE", "/contexts/{cid}", delete_context),
+    ("POST", "/contexts/{cid}/restart", restart_context),
+]

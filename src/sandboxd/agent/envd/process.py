@@ -15,9 +15,12 @@ import struct
 import termios
 from typing import AsyncIterator
 
+from sandboxd.errors import Forbidden, Invalid, NotFound
+
+from ..errors import CannotFork
 from ..processes import MARK, kill_group, kill_marked_soon, warm_killer
 from . import users
-from .connect import ConnectError
+from .errors import FailedPrecondition
 
 SIGNALS = {"SIGNAL_SIGKILL": signal.SIGKILL, "SIGNAL_SIGTERM": signal.SIGTERM, 9: signal.SIGKILL,
            15: signal.SIGTERM}
@@ -33,7 +36,7 @@ def unb64(value: str | None) -> bytes:
     try:
         return base64.b64decode(value or "", validate=False)
     except (binascii.Error, ValueError):
-        raise ConnectError("invalid_argument", "input is not valid base64") from None
+        raise Invalid("input is not valid base64") from None
 
 
 class Proc:
@@ -94,14 +97,14 @@ class ProcessService:
             except (TypeError, ValueError):
                 p = None
             if p is None:
-                raise ConnectError("not_found", f"process with pid {selector['pid']} not found")
+                raise NotFound(f"process with pid {selector['pid']} not found")
             return p
         if "tag" in selector:
             for p in self.procs.values():
                 if p.tag == selector["tag"]:
                     return p
-            raise ConnectError("not_found", f"process with tag {selector['tag']} not found")
-        raise ConnectError("invalid_argument", "process selector needs pid or tag")
+            raise NotFound(f"process with tag {selector['tag']} not found")
+        raise Invalid("process selector needs pid or tag")
 
     # ---- start ----------------------------------------------------------------------------------
 
@@ -120,13 +123,13 @@ class ProcessService:
         cfg = msg.get("process") or {}
         cmd = cfg.get("cmd")
         if not cmd:
-            raise ConnectError("invalid_argument", "process.cmd is required")
+            raise Invalid("process.cmd is required")
         args = [str(a) for a in cfg.get("args") or []]
         envs = cfg.get("envs") or {}
         cwd = users.expand(cfg.get("cwd"), user, default=user.home)
         if not os.path.isdir(cwd):
             if cfg.get("cwd"):
-                raise ConnectError("invalid_argument", f"cwd '{cwd}' does not exist")
+                raise Invalid(f"cwd '{cwd}' does not exist")
             cwd = "/"
         env = self._env(user, envs)
         token = os.urandom(8).hex()
@@ -154,15 +157,15 @@ class ProcessService:
         except FileNotFoundError:
             if master is not None:
                 os.close(master)
-            raise ConnectError("invalid_argument", f"executable not found: {cmd}") from None
+            raise Invalid(f"executable not found: {cmd}") from None
         except PermissionError as e:
             if master is not None:
                 os.close(master)
-            raise ConnectError("permission_denied", f"cannot execute {cmd}: {e}") from None
+            raise Forbidden(f"cannot execute {cmd}: {e}") from None
         except BlockingIOError:  # EAGAIN from fork: the sandbox's pids limit is reached
             if master is not None:
                 os.close(master)
-            raise ConnectError("resource_exhausted", "cannot start a process: the sandbox's process limit is reached") from None
+            raise CannotFork("cannot start a process: the sandbox's process limit is reached") from None
         proc.sandboxd_mark = f"\0{MARK}={token}\0".encode()
         config = {"cmd": cmd, "args": args, "envs": {str(k): str(v) for k, v in envs.items()}}
         if cfg.get("cwd"):
@@ -255,7 +258,7 @@ class ProcessService:
         inp = inp or {}
         if "pty" in inp:
             if p.master is None:
-                raise ConnectError("failed_precondition", f"process {p.pid} has no PTY")
+                raise FailedPrecondition(f"process {p.pid} has no PTY")
             data = unb64(inp["pty"])
             while data:
                 try:
@@ -270,12 +273,12 @@ class ProcessService:
             os.write(p.master, data)
             return
         if not p.stdin_open or p.proc.stdin is None:
-            raise ConnectError("failed_precondition", f"stdin of process {p.pid} is not open")
+            raise FailedPrecondition(f"stdin of process {p.pid} is not open")
         try:
             p.proc.stdin.write(data)
             await p.proc.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
-            raise ConnectError("failed_precondition", f"process {p.pid} closed its stdin") from None
+            raise FailedPrecondition(f"process {p.pid} closed its stdin") from None
 
     def close_stdin(self, p: Proc) -> None:
         if p.master is not None:
@@ -288,12 +291,12 @@ class ProcessService:
     def signal(self, p: Proc, sig_name) -> None:
         sig = SIGNALS.get(sig_name)
         if sig is None:
-            raise ConnectError("invalid_argument", f"unsupported signal {sig_name!r}")
+            raise Invalid(f"unsupported signal {sig_name!r}")
         p.kill(sig)
 
     def resize(self, p: Proc, pty: dict | None) -> None:
         if p.master is None:
-            raise ConnectError("failed_precondition", f"process {p.pid} has no PTY")
+            raise FailedPrecondition(f"process {p.pid} has no PTY")
         size = (pty or {}).get("size") or {}
         _winsize(p.master, int(size.get("rows") or 24), int(size.get("cols") or 80))
         try:

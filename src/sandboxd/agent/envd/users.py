@@ -13,8 +13,9 @@ import os
 import pwd
 from dataclasses import dataclass
 
+from sandboxd.errors import Forbidden, Invalid, Unauthorized
+
 from ..server import Request
-from .connect import ConnectError
 
 DEFAULT_USER = "user"
 
@@ -56,7 +57,7 @@ def named_in(req: Request) -> str | None:
         try:
             raw = base64.b64decode(auth[6:].strip(), validate=False).decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise ConnectError("unauthenticated", "malformed Basic authorization header") from None
+            raise Unauthorized("malformed Basic authorization header") from None
         name = raw.split(":", 1)[0]
         if name:
             return name
@@ -67,9 +68,9 @@ def resolve(name: str | None) -> User:
     if name:
         user = _lookup(name)
         if user is None:
-            raise ConnectError("unauthenticated", f"invalid username: '{name}'")
+            raise Unauthorized(f"invalid username: '{name}'")
         if not user.is_self and os.geteuid() != 0:
-            raise ConnectError("permission_denied", f"the agent cannot act as '{name}'")
+            raise Forbidden(f"the agent cannot act as '{name}'")
         return user
     return _lookup(DEFAULT_USER) or _self()
 
@@ -82,10 +83,10 @@ def expand(path: str | None, user: User, *, default: str | None = None) -> str:
     """Absolute, normalised path: `~` and relative paths start at the user's home (envd's rule)."""
     if not path:
         if default is None:
-            raise ConnectError("invalid_argument", "path is required")
+            raise Invalid("path is required")
         path = default
     if "\x00" in path:
-        raise ConnectError("invalid_argument", "path contains a NUL byte")
+        raise Invalid("path contains a NUL byte")
     if path == "~" or path.startswith("~/"):
         path = user.home + path[1:]
     elif not path.startswith("/"):

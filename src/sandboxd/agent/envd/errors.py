@@ -1,0 +1,55 @@
+"""envd's one error table: the agent's errors (`sandboxd.errors` and the subclasses in agent/errors.py)
+to Connect codes for the RPCs and to statuses for the plain HTTP routes (`/files`, the interpreter).
+
+`connect.ConnectError` is the wire answer only; services raise the shared vocabulary.
+"""
+from __future__ import annotations
+
+from sandboxd.errors import (CapacityExceeded, Conflict, Forbidden, Invalid, NotFound, NotSupported, RateLimited,
+                             SandboxdError, Unauthorized)
+
+from ..errors import AgentError, BodyTooLarge, PermissionDenied, lookup
+from .connect import ConnectError
+
+
+class FailedPrecondition(AgentError, Invalid):
+    """The call is well formed but the target's state refuses it (stdin closed, no PTY)."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class DiskFull(AgentError):
+    """ENOSPC/EDQUOT on a write."""
+
+    code = "DISK_FULL"
+
+
+CONNECT_CODES: dict[type, str] = {
+    FailedPrecondition: "failed_precondition", BodyTooLarge: "resource_exhausted",
+    Invalid: "invalid_argument", Unauthorized: "unauthenticated", Forbidden: "permission_denied",
+    NotFound: "not_found", Conflict: "already_exists", RateLimited: "resource_exhausted",
+    CapacityExceeded: "resource_exhausted", NotSupported: "unimplemented", SandboxdError: "internal",
+}
+
+# envd answers a file it may not touch with 401 (the SDK's permission error), a user it cannot act as with 403.
+HTTP_STATUSES: dict[type, int] = {
+    BodyTooLarge: 413, PermissionDenied: 401, DiskFull: 507,
+    Invalid: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, SandboxdError: 500,
+}
+
+
+def to_connect(exc: BaseException) -> ConnectError | None:
+    """The Connect answer to exc; None for an unexpected failure (the codec answers `internal`)."""
+    if isinstance(exc, ConnectError):
+        return exc
+    if isinstance(exc, SandboxdError):
+        return ConnectError(lookup(CONNECT_CODES, exc, "internal"), exc.message)
+    if isinstance(exc, PermissionError):
+        return ConnectError("permission_denied", str(exc))
+    if isinstance(exc, (ValueError, TypeError, KeyError)):
+        return ConnectError("invalid_argument", f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def http_status(exc: SandboxdError) -> int:
+    return lookup(HTTP_STATUSES, exc, 500)
