@@ -201,7 +201,7 @@ def signed_query(query: str) -> dict[str, str]:
 
 
 def rewrite(head: Head, port: int) -> None:
-    """Prefix the request target in place (and the raw bytes, where the head keeps the client's to forward)."""
+    """Prefix the request target in place (the head's raw rendering follows it)."""
     target = head.target
     path = target.split("?", 1)[0]
     if not target.startswith("/"):
@@ -209,10 +209,6 @@ def rewrite(head: Head, port: int) -> None:
     if path.startswith(PREFIX + "/") or (port == ENVD_PORT and path in INTERNAL):
         raise GatewayError(404, "not_found", f"no such endpoint: {path}")
     new = f"{PREFIX}/{port}{target}"
-    if not isinstance(getattr(type(head), "raw", None), property):  # raw bytes forwarded as kept: edit them too
-        first, sep, rest = head.raw.partition(b"\r\n")
-        method, _, _ = first.partition(b" ")
-        head.raw = method + b" " + new.encode("latin-1") + b" " + head.version.encode() + sep + rest
     head.target = new
 
 

@@ -3,7 +3,7 @@
 The gateway never forwards a client's bytes: a `Head` holds the request line and the header fields the
 strict parser (gateway/framing.py) accepted, and what the agent receives is written from these values
 (`framing.upstream_request`). So edits here change values, not bytes, and `raw` is only a rendering of
-them (parsing it back goes through the same strict parser).
+them.
 """
 from __future__ import annotations
 
@@ -26,14 +26,6 @@ class Head:
     def raw(self) -> bytes:
         lines = [f"{self.method} {self.target} {self.version}"] + [f"{n}: {v}" for n, v in self.fields]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-    @raw.setter
-    def raw(self, value: bytes) -> None:
-        from sandboxd.gateway.framing import parse_head
-
-        other = parse_head(value)
-        self.method, self.target, self.version = other.method, other.target, other.version
-        self.fields, self.headers = other.fields, other.headers
 
 
 def replace_headers(head: Head, values: dict[str, str]) -> None:
