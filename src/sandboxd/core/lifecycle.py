@@ -41,17 +41,34 @@ WATCH_EVERY = 25  # expiry ticks (0.2 s) between checks for sandboxes that died 
 
 
 class Catalog(Protocol):
+    """What the lifecycle asks of the template catalog (core/catalog.py)."""
+
     def get(self, id_or_name: str) -> Template: ...
 
     async def image(self, template: Template) -> TemplateImage: ...
 
+    def sync_builtins(self) -> None:
+        """List built-ins whose image exists by now (`sandboxd setup` may run while the server does)."""
+
 
 class WarmPool(Protocol):
-    def claim(self, template: Template, internet_access: bool | None = None) -> str | None: ...
+    """What the lifecycle asks of the warm pool (core/pool.py)."""
+
+    def claim(self, template: Template, internet_access: bool | None = None) -> str | None:
+        """Reserve a member for a create, synchronously (no other create can take it); its id or None."""
+
+    def unclaim(self, sandbox_id: str) -> None:
+        """Give back a claimed member whose create failed before take()."""
 
     async def take(self, template: Template, spec: SandboxSpec) -> RuntimeSandbox | None: ...
 
+    def cold_start(self) -> contextlib.AbstractContextManager[None]:
+        """Held around a cold create: refills wait meanwhile."""
+
     def committed(self) -> Commitment: ...
+
+    def owns(self, sandbox_id: str) -> bool:
+        """The sandbox is a member of the pool (reconcile leaves those to it)."""
 
 
 @dataclass
