@@ -10,7 +10,7 @@ from sandboxd.core.catalog import CatalogService
 from sandboxd.errors import NotFound
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.events import EventBus
-from sandboxd.core.services import _import_tables
+from sandboxd.core.services import register_tables
 from sandboxd.core.store.db import Store, make_engine, upgrade
 from sandboxd.core.template_source import StoreTemplateSource
 from sandboxd.runtime.base import TemplateImage
@@ -21,7 +21,7 @@ from sandboxd.templates.store import image_to_dict
 def catalog(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", templates_path=tmp_path / "templates", backend="crun")
     engine = make_engine(f"sqlite:///{tmp_path}/cp.db")
-    _import_tables()
+    register_tables()
     upgrade(engine)
     store = Store(engine)
     cat = CatalogService(store, EventLog(store, EventBus()), StoreTemplateSource(settings))

@@ -7,45 +7,45 @@ from fastapi import FastAPI
 
 from sandboxd import __version__
 from sandboxd.api import errors
+from sandboxd.api.metrics_feed import MetricsHub
 from sandboxd.api.ratelimit import ControlPlaneMiddleware, RateLimiter
 from sandboxd.config import Settings, get_settings
-from sandboxd.core.services import Services
+from sandboxd.wiring import ControlPlane
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None, *, manage: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, services: ControlPlane | None = None, *,
+               manage: bool = True) -> FastAPI:
     """`services` may be built by the caller (serve shares them with the gateway); with `manage` the
     app's lifespan starts and stops them."""
     settings = settings or get_settings()
-    svc = services or Services.build(settings)
+    plane = services or ControlPlane.build(settings)
+    hub = MetricsHub(plane.lifecycle, plane.monitor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if manage:
-            await svc.start()
+            await plane.start()
         try:
             yield
         finally:
-            hub = getattr(app.state, "metrics_hub", None)
-            if hub is not None:
-                await hub.close()
+            await hub.close()
             if manage:
-                await svc.stop()
+                await plane.stop()
 
     app = FastAPI(title="sandboxd control plane", version=__version__, lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.services = svc
+    app.state.services = plane
+    app.state.metrics_hub = hub
     errors.install(app)
-    app.add_middleware(ControlPlaneMiddleware, keys=svc.keys, limiter=RateLimiter(settings.rate_limit_per_minute),
+    app.add_middleware(ControlPlaneMiddleware, keys=plane.keys, limiter=RateLimiter(settings.rate_limit_per_minute),
                        max_body=settings.max_body_bytes)
 
-    from sandboxd.api.routes import builds, events, health, keys, metrics, sandboxes, streams, templates, webhooks
+    from sandboxd.api.routes import builds, events, health, keys, metrics, pools, sandboxes, streams, templates, webhooks
     from sandboxd.api.e2b import router as e2b_router
 
     # Streams first: /v1/sandboxes/stream must win over /v1/sandboxes/{id}.
     for module in (health, streams, sandboxes, builds, templates, keys, events, webhooks, metrics):
         app.include_router(module.router)
     app.include_router(e2b_router)
-    from sandboxd.api.routes import pools
-
     app.include_router(pools.router)
     return app

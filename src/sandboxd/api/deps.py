@@ -1,12 +1,12 @@
-"""Accessors for the services the app's lifespan built (kept on app.state)."""
+"""Accessors for the control plane the app serves (kept on app.state)."""
 from __future__ import annotations
 
 from fastapi import Request
 
-from sandboxd.core.services import Services
+from sandboxd.wiring import ControlPlane
 
 
-def services(request: Request) -> Services:
+def services(request: Request) -> ControlPlane:
     return request.app.state.services
 
 

@@ -33,34 +33,19 @@ async def run(settings: Settings, log_level: str = "info") -> None:
     import uvicorn
 
     from sandboxd.api.app import create_app
-    from sandboxd.core.services import Services
-    from sandboxd.gateway.proxy import Gateway
-    from sandboxd.gateway.routing import BearerResolver
+    from sandboxd.wiring import ControlPlane, make_gateway
 
-    svc = Services.build(settings)
-    if svc.backend.capabilities.isolation != "process":
+    plane = ControlPlane.build(settings)
+    if plane.backend.capabilities.isolation != "process":
         ensure_subreaper()
     given = settings.api_key.get_secret_value() if settings.api_key else None
-    secret = svc.keys.bootstrap(given)
+    secret = plane.keys.bootstrap(given)
     if secret and not given:
         # Printed once: only its hash is stored.
         print(f"sandboxd: first admin API key (shown once, keep it): {secret}", flush=True)
-    app = create_app(settings, svc, manage=False)
-    await svc.start()
-    from sandboxd.gateway.limits import Limits
-
-    gateway = Gateway([BearerResolver(svc.signer, svc.lifecycle)], public_host=settings.public_host,
-                      limits=Limits.from_settings(settings))
-    try:
-        from sandboxd.api import e2b
-
-        extra = getattr(e2b, "gateway_resolver", None)
-        if extra is not None:  # the E2B dialect routes by E2b-Sandbox-Id
-            gateway.resolvers.insert(0, extra(svc))
-    except ImportError:
-        pass
-    app.state.gateway = gateway
-    svc.lifecycle.on_gone.append(lambda _sid, sock: gateway.forget(sock))
+    app = create_app(settings, plane, manage=False)
+    await plane.start()
+    gateway = make_gateway(plane)
     server = None
     try:
         await gateway.start(settings.host, settings.effective_gateway_port)
@@ -72,7 +57,7 @@ async def run(settings: Settings, log_level: str = "info") -> None:
         await server.serve()
     finally:
         await gateway.close()
-        await svc.stop()
+        await plane.stop()
 
 
 def api_config(app, settings: Settings, log_level: str = "info"):

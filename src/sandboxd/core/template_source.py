@@ -69,10 +69,8 @@ def recipe_doc(req) -> dict[str, Any]:
 
 def check_recipe(req) -> None:
     """Refuse a malformed build at trigger time (400), not later in the background."""
-    try:
-        from sandboxd.templates.steps import parse_build_request
-    except ImportError:
-        return
+    from sandboxd.templates.steps import parse_build_request
+
     parse_build_request(recipe_doc(req))
 
 
@@ -80,12 +78,10 @@ def template_builder(settings: Settings, backend=None):
     """The build function the BuildService runs: the template store's step builder on the real backend."""
 
     async def build(req, *, uploads: Path, log: Callable[[str], None]) -> dict[str, Any]:
-        try:
-            from sandboxd.templates.build import Builder
-            from sandboxd.templates.steps import parse_build_request
-            from sandboxd.templates.store import TemplateStore
-        except ImportError as exc:
-            raise BuildFailed("template builds are not available on this server (sandboxd.templates)") from exc
+        from sandboxd.templates.build import Builder
+        from sandboxd.templates.steps import parse_build_request
+        from sandboxd.templates.store import TemplateStore
+
         if backend is not None and backend.capabilities.isolation == "process":
             raise BuildFailed("the fake backend cannot build templates (RUN steps need a real sandbox); "
                               "use SANDBOXD_BACKEND=crun")

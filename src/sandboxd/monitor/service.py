@@ -1,7 +1,7 @@
 """MonitorService: the sampler, metric history, lifecycle events API, webhooks and platform metrics.
 
-The control plane builds one in its lifespan (`await start()` / `await stop()`) and keeps it on
-`app.state.monitor`; the monitoring routes read it from there.
+The control plane's composition root (sandboxd/wiring.py) builds one and starts and stops it with the other
+services; the monitoring routes and the SSE metrics hub are handed it from there.
 """
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import asyncio
 import logging
 import math
 import time
-import weakref
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from sandboxd.config import Settings
-from sandboxd.errors import Invalid, NotFound, SandboxdError
+from sandboxd.errors import Invalid, NotFound
 from sandboxd.core.events import CREATED, EventBus
 from sandboxd.core.models import REASON_OOM
 from sandboxd.core.store.db import Store
@@ -31,9 +29,6 @@ from sandboxd.runtime.base import Backend
 
 log = logging.getLogger(__name__)
 MAX_METRIC_IDS = 100
-# lifecycle service -> the monitor started with it: lets parts that only hold the lifecycle service (the
-# SSE metrics hub) find the monitor without a reference to the app.
-_BY_LIFECYCLE: "weakref.WeakKeyDictionary[Any, MonitorService]" = weakref.WeakKeyDictionary()
 
 
 class MonitorService:
@@ -60,8 +55,6 @@ class MonitorService:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()  # for callers on other threads (CLI helpers, tests)
-        if self.lifecycle is not None:
-            _BY_LIFECYCLE[self.lifecycle] = self
         if self.sampler is not None:
             self._tasks.append(asyncio.create_task(self.sampler.run(), name="metrics-sampler"))
         if self.bus is not None:
@@ -69,8 +62,6 @@ class MonitorService:
         await self.dispatcher.start()
 
     async def stop(self) -> None:
-        if self.lifecycle is not None and _BY_LIFECYCLE.get(self.lifecycle) is self:
-            del _BY_LIFECYCLE[self.lifecycle]
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -171,20 +162,6 @@ def _unix(v: str | None, name: str) -> float | None:
     return t
 
 
-def monitor_for(lifecycle: Any) -> MonitorService | None:
-    """The running MonitorService started with this lifecycle service, if any."""
-    try:
-        return _BY_LIFECYCLE.get(lifecycle)
-    except TypeError:  # not weak-referenceable: nothing was registered for it
-        return None
-
-
 def monitor_of(app: Any) -> MonitorService:
-    """The app's MonitorService: `app.state.monitor`, or the one the control plane's Services started."""
-    mon = getattr(app.state, "monitor", None)
-    if mon is None:
-        svc = getattr(app.state, "services", None)
-        mon = next((x for x in getattr(svc, "extras", ()) if isinstance(x, MonitorService)), None)
-    if mon is None:
-        raise SandboxdError("monitoring is not running", code="monitor_unavailable")
-    return mon
+    """The monitor of the control plane the app serves."""
+    return app.state.services.monitor

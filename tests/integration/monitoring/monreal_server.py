@@ -19,14 +19,14 @@ class RealServer:
     def __init__(self, data_dir: Path, **settings_kw):
         from sandboxd.api.app import create_app
         from sandboxd.config import Settings
-        from sandboxd.core.services import Services
         from sandboxd.runtime.oci.backend import OciBackend
+        from sandboxd.wiring import ControlPlane
 
         opts = dict(data_dir=data_dir, templates_path=TEMPLATES, backend="crun", sample_interval_seconds=0.5,
                     webhook_allow_private=True, webhook_backoff_seconds=0.1)
         opts.update(settings_kw)
         self.settings = Settings(**opts)
-        self.services = Services.build(self.settings, backend=OciBackend(self.settings))
+        self.services = ControlPlane.build(self.settings, backend=OciBackend(self.settings))
         self.app = create_app(self.settings, self.services)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

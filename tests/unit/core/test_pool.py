@@ -72,11 +72,11 @@ async def test_refills_wait_while_a_cold_create_runs(tmp_path):
 async def test_a_create_whose_row_is_refused_gives_its_claimed_member_back(tmp_path):
     """The claim happens before the row is stored; a row the database refuses must not strand the member."""
     from sandboxd.core.lifecycle import CreateRequest
-    from sandboxd.core.services import Services
+    from sandboxd.wiring import ControlPlane
     from sandboxd.core.store.tables import SandboxRow
 
     settings = Settings(data_dir=tmp_path, backend="fake")
-    svc = Services.build(settings)
+    svc = ControlPlane.build(settings)
     await svc.start()
     tid = svc.catalog.get("base").id
     pool = WarmPoolService(settings, backend=None, catalog=None)

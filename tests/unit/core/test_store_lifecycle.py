@@ -11,7 +11,7 @@ from sandboxd.config import Settings
 from sandboxd.core import events as ev
 from sandboxd.errors import Conflict, Invalid, NotFound
 from sandboxd.core.lifecycle import CreateRequest
-from sandboxd.core.services import Services
+from sandboxd.wiring import ControlPlane
 from sandboxd.core.store.tables import SandboxRow
 
 
@@ -21,8 +21,8 @@ def settings(tmp_path, db_url):
 
 
 def test_migrations_are_idempotent_and_named(settings):
-    svc = Services.build(settings)
-    Services.build(settings)  # a second start upgrades nothing and fails nothing
+    svc = ControlPlane.build(settings)
+    ControlPlane.build(settings)  # a second start upgrades nothing and fails nothing
     with svc.store.engine.connect() as c:
         heads = {r[0] for r in c.execute(sa.text("select version_num from alembic_version"))}
     assert heads and all(h.startswith("000") for h in heads)
@@ -32,7 +32,7 @@ def test_migrations_are_idempotent_and_named(settings):
 
 
 def test_api_keys_are_hashed(settings):
-    svc = Services.build(settings)
+    svc = ControlPlane.build(settings)
     secret = svc.keys.bootstrap(None)
     assert secret and svc.keys.bootstrap(None) is None  # only on a fresh install
     assert svc.keys.lookup(secret).is_admin and svc.keys.lookup(secret + "x") is None
@@ -44,7 +44,7 @@ def test_api_keys_are_hashed(settings):
 
 def test_lifecycle_state_machine_events_and_recovery(settings):
     async def run():
-        svc = Services.build(settings)
+        svc = ControlPlane.build(settings)
         await svc.start()
         q = svc.bus.subscribe()
         try:
@@ -89,7 +89,7 @@ def test_lifecycle_state_machine_events_and_recovery(settings):
 
 
 def test_template_delete_rules(settings):
-    svc = Services.build(settings)
+    svc = ControlPlane.build(settings)
     svc.catalog.sync_builtins()
     with pytest.raises(Invalid):
         svc.catalog.delete("tpl_base", in_use=0)
