@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from sandboxd.cli.sandbox import _client, _when, handles_errors, print_json, table
+from sandboxd.cli.common import client, handles_errors, print_json, table, when
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -17,7 +17,7 @@ def create(name: str, admin: bool = typer.Option(False, "--admin", help="may man
            rate_limit: Optional[int] = typer.Option(None, help="requests per minute"),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Create a key and print its secret (shown only once)."""
-    with _client() as c:
+    with client() as c:
         key = c.create_key(name, admin=admin, rate_limit_per_minute=rate_limit)
     if as_json:
         return print_json(key)
@@ -29,18 +29,18 @@ def create(name: str, admin: bool = typer.Option(False, "--admin", help="may man
 @handles_errors
 def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     """List keys (never their secrets)."""
-    with _client() as c:
+    with client() as c:
         keys = c.list_keys()
     if as_json:
         return print_json(keys)
     table(["ID", "NAME", "ADMIN", "CREATED", "REVOKED"],
-          [[k.id, k.name, "yes" if k.admin else "", _when(k.created_at), "yes" if k.revoked else ""] for k in keys])
+          [[k.id, k.name, "yes" if k.admin else "", when(k.created_at), "yes" if k.revoked else ""] for k in keys])
 
 
 @app.command()
 @handles_errors
 def revoke(key_id: str) -> None:
     """Revoke a key; requests made with it fail from now on."""
-    with _client() as c:
+    with client() as c:
         c.revoke_key(key_id)
     sys.stdout.write(f"revoked {key_id}\n")

@@ -12,7 +12,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
-from sandboxd.cli.sandbox import _client, _when, handles_errors, print_json, table
+from sandboxd.cli.common import client, handles_errors, print_json, table, when
 
 MIB = 1 << 20
 
@@ -107,7 +107,7 @@ def metrics(sandbox_id: str,
             follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new samples (SSE stream)"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Resource usage history of a sandbox: CPU, memory and disk, one line per sample."""
-    with _client() as c:
+    with client() as c:
         rows = c.get_metrics(sandbox_id)
         if as_json:
             return print_json(rows)
@@ -138,12 +138,12 @@ def events(sandbox_id: Optional[str] = typer.Argument(None, help="one sandbox; a
            oldest_first: bool = typer.Option(False, "--oldest-first"),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Lifecycle events (created, updated, paused, resumed, checkpointed, killed), newest first."""
-    with _client() as c:
+    with client() as c:
         rows = c.events(sandbox_id, limit=limit, offset=offset, oldest_first=oldest_first)
     if as_json:
         return print_json(rows)
     table(["TIME", "TYPE", "SANDBOX", "DETAILS"],
-          [[_when(e.timestamp), e.type.rsplit(".", 1)[-1], e.sandbox_id, _details(e.data)] for e in rows])
+          [[when(e.timestamp), e.type.rsplit(".", 1)[-1], e.sandbox_id, _details(e.data)] for e in rows])
 
 
 def register(sandbox_app: typer.Typer) -> None:

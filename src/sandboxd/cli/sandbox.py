@@ -2,91 +2,23 @@
 Every listing takes --json; every error prints one line on stderr and exits non-zero."""
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
 import os
 import shlex
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from sandboxd.cli.common import client, fail, handles_errors, print_json, table, when
 
 app = typer.Typer(no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
-
-
-# -- helpers shared by the CLI groups built on the SDK (template, keys) ---------------------------------------
-def fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def handles_errors(fn: Callable) -> Callable:
-    """Turn SDK errors into one clear line and a non-zero exit (no traceback for expected failures)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sandboxd.sdk import SandboxError
-
-        try:
-            return fn(*args, **kwargs)
-        except SandboxError as e:
-            fail(str(e))
-        except KeyboardInterrupt:
-            raise typer.Exit(130)
-        except OSError as e:
-            fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
-
-    return wrapper
-
-
-def plain(obj: Any) -> Any:
-    """JSON-ready form of SDK results (dataclasses, datetimes), without the bulky `raw` copies."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "raw"}
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    if isinstance(obj, (list, tuple)):
-        return [plain(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    return obj
-
-
-def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(plain(obj), indent=2, default=str) + "\n")
-
-
-def table(columns: list[str], rows: list[list[Any]]) -> None:
-    t = Table(header_style="bold")
-    for i, c in enumerate(columns):
-        # Ids must stay whole (people copy them); the other columns fold on narrow terminals.
-        t.add_column(c, no_wrap=i == 0, overflow="fold")
-    for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
-    out.print(t)
-
-
-def _when(d: datetime | None) -> str:
-    return d.strftime("%Y-%m-%d %H:%M:%S") if d else ""
-
-
-def _client():
-    from sandboxd.sdk import Client
-
-    return Client()
 
 
 def _info_rows(info) -> list[list[Any]]:
     return [["id", info.id], ["status", info.status], ["template", info.template_name or info.template_id],
-            ["public_host", info.public_host], ["created_at", _when(info.created_at)],
-            ["expires_at", _when(info.expires_at)], ["timeout_seconds", info.timeout_seconds],
+            ["public_host", info.public_host], ["created_at", when(info.created_at)],
+            ["expires_at", when(info.expires_at)], ["timeout_seconds", info.timeout_seconds],
             ["resources", ", ".join(f"{k}={v}" for k, v in info.resources.items())],
             ["metadata", ", ".join(f"{k}={v}" for k, v in info.metadata.items())]]
 
@@ -115,7 +47,7 @@ def create(template: str = typer.Option("code-interpreter", "--template", "-t", 
     """Create a sandbox and print its id."""
     from sandboxd.sdk import SandboxInfo
 
-    with _client() as c:
+    with client() as c:
         wire = c.create_sandbox(template, timeout=timeout, env_vars=_pairs(env, "--env"),
                                 metadata=_pairs(metadata, "--metadata"), internet_access=internet)
     info = SandboxInfo.from_wire(wire)
@@ -131,12 +63,12 @@ def list_(status: Optional[str] = typer.Option(None, help="running | paused | ..
           template: Optional[str] = typer.Option(None, help="only sandboxes of this template"),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """List sandboxes."""
-    with _client() as c:
+    with client() as c:
         items = c.list_sandboxes(status=status, template=template)
     if as_json:
         return print_json(items)
     table(["ID", "STATUS", "TEMPLATE", "CREATED", "EXPIRES"],
-          [[s.id, s.status, s.template_name or s.template_id, _when(s.created_at), _when(s.expires_at)]
+          [[s.id, s.status, s.template_name or s.template_id, when(s.created_at), when(s.expires_at)]
            for s in items])
 
 
@@ -144,7 +76,7 @@ def list_(status: Optional[str] = typer.Option(None, help="running | paused | ..
 @handles_errors
 def info(sandbox_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show one sandbox."""
-    with _client() as c:
+    with client() as c:
         s = c.get_sandbox(sandbox_id)
     if as_json:
         return print_json(s)
@@ -155,7 +87,7 @@ def info(sandbox_id: str, as_json: bool = typer.Option(False, "--json")) -> None
 @handles_errors
 def kill(sandbox_ids: List[str] = typer.Argument(..., metavar="SANDBOX_ID...")) -> None:
     """Kill sandboxes."""
-    with _client() as c:
+    with client() as c:
         for sid in sandbox_ids:
             c.kill_sandbox(sid)
             sys.stdout.write(f"killed {sid}\n")
@@ -165,7 +97,7 @@ def kill(sandbox_ids: List[str] = typer.Argument(..., metavar="SANDBOX_ID...")) 
 @handles_errors
 def pause(sandbox_id: str) -> None:
     """Pause a sandbox (its processes are frozen; no CPU is used)."""
-    with _client() as c:
+    with client() as c:
         s = c.pause_sandbox(sandbox_id)
     sys.stdout.write(f"{s.id} {s.status}\n")
 
@@ -174,7 +106,7 @@ def pause(sandbox_id: str) -> None:
 @handles_errors
 def resume(sandbox_id: str) -> None:
     """Resume a paused sandbox."""
-    with _client() as c:
+    with client() as c:
         s = c.resume_sandbox(sandbox_id)
     sys.stdout.write(f"{s.id} {s.status}\n")
 
@@ -183,9 +115,9 @@ def resume(sandbox_id: str) -> None:
 @handles_errors
 def timeout_(sandbox_id: str, seconds: int = typer.Argument(..., help="new lifetime, from now")) -> None:
     """Set how long a sandbox lives from now."""
-    with _client() as c:
+    with client() as c:
         s = c.set_timeout(sandbox_id, seconds)
-    sys.stdout.write(f"{s.id} expires at {_when(s.expires_at)} UTC\n")
+    sys.stdout.write(f"{s.id} expires at {when(s.expires_at)} UTC\n")
 
 
 # -- working inside a sandbox --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sandboxd.cli.sandbox import _client, _when, err, handles_errors, print_json, table
+from sandboxd.cli.common import client, err, handles_errors, print_json, table, when
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -26,7 +26,7 @@ def build(directory: Path = typer.Argument(..., exists=True, file_okay=False, he
     name = name or directory.resolve().name
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=err, transient=False)
-    with progress, _client() as c:
+    with progress, client() as c:
         task = progress.add_task(f"building {name}", total=100, step="")
 
         def on_log(line: str) -> None:
@@ -46,19 +46,19 @@ def build(directory: Path = typer.Argument(..., exists=True, file_okay=False, he
 @handles_errors
 def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     """List templates."""
-    with _client() as c:
+    with client() as c:
         items = c.list_templates()
     if as_json:
         return print_json(items)
     table(["ID", "NAME", "STATUS", "CREATED", "DESCRIPTION"],
-          [[t.id, t.name, t.status, _when(t.created_at), t.description] for t in items])
+          [[t.id, t.name, t.status, when(t.created_at), t.description] for t in items])
 
 
 @app.command()
 @handles_errors
 def rm(names: list[str] = typer.Argument(..., metavar="TEMPLATE...")) -> None:
     """Remove templates (by name or id)."""
-    with _client() as c:
+    with client() as c:
         for n in names:
             c.delete_template(n)
             sys.stdout.write(f"removed {n}\n")

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from sandboxd.cli.sandbox import _client, fail, handles_errors, print_json, table
+from sandboxd.cli.common import client, fail, handles_errors, print_json, table
 from sandboxd.core.events import LIFECYCLE_TYPES
 
 app = typer.Typer(no_args_is_help=True)
@@ -39,7 +39,7 @@ def add(name: str, url: str,
     generated = secret is None
     secret = secret or secrets.token_urlsafe(32)
     body = {"name": name, "url": url, "enabled": not disabled, "events": _event_types(event), "signatureSecret": secret}
-    with _client() as c:
+    with client() as c:
         w = c.http.json("POST", "/events/webhooks", json=body)
     if as_json:
         return print_json(w)
@@ -52,7 +52,7 @@ def add(name: str, url: str,
 @handles_errors
 def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     """List webhooks (never their secrets)."""
-    with _client() as c:
+    with client() as c:
         rows = c.http.json("GET", "/events/webhooks")
     if as_json:
         return print_json(rows)
@@ -65,7 +65,7 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
 @handles_errors
 def rm(webhook_ids: List[str] = typer.Argument(..., metavar="WEBHOOK_ID...")) -> None:
     """Delete webhooks; their queued deliveries are dropped."""
-    with _client() as c:
+    with client() as c:
         for wid in webhook_ids:
             c.http.json("DELETE", f"/events/webhooks/{wid}")
             sys.stdout.write(f"deleted {wid}\n")
@@ -78,7 +78,7 @@ def deliveries(webhook_id: str, limit: int = typer.Option(50, min=1, max=1000),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """The delivery log of a webhook: status, attempts, response code, latency; newest first."""
     params = {"limit": limit, **({"deliveryStatus": status} if status else {})}
-    with _client() as c:
+    with client() as c:
         rows = c.http.json("GET", f"/events/webhooks/{webhook_id}/deliveries", params=params)
     if as_json:
         return print_json(rows)
