@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 
-from cpserver import CPServer, create_database, drop_database  # noqa: E402
+from support.database import create_database, drop_database
+from support.server import CPServer
 
 PG_URL = os.environ.get("SANDBOXD_TEST_POSTGRES_URL")
 

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from cpserver import CPServer, create_database, drop_database
+from support.database import create_database, drop_database
+from support.server import CPServer
 
 
 @pytest.fixture

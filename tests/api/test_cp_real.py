@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cpserver import CPServer
+from support.server import CPServer
 
 TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
 

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from cpserver import CPServer
+from support.server import CPServer
 
 DOMAIN = "sandboxes.example.test"
 

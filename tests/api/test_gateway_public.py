@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from cpserver import CPServer
+from support.server import CPServer
 from sandboxd.gateway.heads import take_query_param
 from sandboxd.gateway.proxy import parse_head
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from cpserver import CPServer
+from support.server import CPServer
 
 
 def wait_for(fn, timeout=30.0):

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cpserver import CPServer
+from support.server import CPServer
 
 TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
 pytestmark = pytest.mark.real

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "sdk"))
 
-from sdkserver import IN_CI, real_problem, running_server  # noqa: E402
+from support.server import IN_CI, real_problem, running_server
 
 
 # Module scope: a server lives only while its module runs (session scope kept one per suite and

@@ -2,14 +2,11 @@
 agents; agents as host processes) and on the real crun backend (marked real)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 
-from sdkserver import IN_CI, real_problem, running_server  # noqa: E402
+from support.server import IN_CI, real_problem, running_server
 
 
 # Module scope: a server lives only while its module runs (session scope kept one per suite and

@@ -9,16 +9,13 @@ from __future__ import annotations
 import json
 import select
 import socket
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from cpserver import CPServer  # noqa: E402
+from support.server import CPServer
 
 GENEROUS = 30.0  # seconds a refused connection may take to close; the deadline under test is 1 s
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,9 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from cpserver import CPServer  # noqa: E402
+from support.server import CPServer
 
 TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
 pytestmark = pytest.mark.real

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from cpserver import CPServer  # noqa: E402
+from support.server import CPServer
 
 
 def oci_archive(path: Path) -> Path:

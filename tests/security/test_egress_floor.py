@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from cpserver import CPServer  # noqa: E402
+from support.server import CPServer
 from probes import connect  # noqa: E402
 from rtsupport import spec  # noqa: E402
 from sandboxd.config import Settings  # noqa: E402

@@ -2,15 +2,12 @@
 dialects, and no sandbox is made."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "api"))
 
-from cpserver import CPServer  # noqa: E402
+from support.server import CPServer
 
 BAD = [{"A": "x\0y"}, {"": "x"}, {"A=B": "x"}, {"A\0B": "x"}]
 

@@ -3,7 +3,6 @@ maximum is a 400 naming the field and the limit; a create the host has no room f
 and a Retry-After, in each dialect's shape; nothing is made either way, and a kill gives the room back."""
 from __future__ import annotations
 
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,9 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "api"))
 
-from cpserver import CPServer  # noqa: E402
+from support.server import CPServer
 
 BUILD = {"from_image": "base", "steps": [{"type": "RUN", "args": ["true"]}], "startCmd": None, "readyCmd": None,
          "cpu": 1, "memory": 512, "diskGB": 2, "skipCache": False, "update": False}

@@ -4,17 +4,15 @@ only to event streams. On SQLite and PostgreSQL (the refresh generation lives in
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from cpserver import CPServer, create_database, drop_database  # noqa: E402
+from support.database import create_database, drop_database
+from support.server import CPServer
 
 PG_URL = os.environ.get("SANDBOXD_TEST_POSTGRES_URL")
 

@@ -2,16 +2,13 @@
 authorises exactly its one operation on its one path as its one user, whatever else the holder adds."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from cpserver import CPServer  # noqa: E402
+from support.server import CPServer
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from monapi_receiver import Receiver
+from support.receiver import Receiver
 from sandboxd.core import events as ev
 
 SECRET = "full-path-secret"

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from monapi_receiver import Receiver
+from support.receiver import Receiver
 from sandboxd.core import events as ev
 
 KEY = "restart-test-key-000"

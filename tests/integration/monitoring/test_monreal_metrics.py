@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from monreal_receiver import Receiver
+from support.receiver import Receiver
 from sandboxd.core import events as ev
 
 pytestmark = pytest.mark.real
