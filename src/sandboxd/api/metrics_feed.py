@@ -29,7 +29,7 @@ INT_KEYS = ("uptime_seconds", "total_requests", "total_errors", "error_count", "
 
 
 def normalize(snapshot: dict[str, Any], sandbox_id: str) -> dict[str, Any]:
-    """The seed's dashboard formats these with `:6d`, so they must be ints; the rest passes through."""
+    """The dashboard formats these with `:6d`, so they must be ints; the rest passes through."""
     out = dict(snapshot)
     for k in INT_KEYS:
         v = out.get(k)

@@ -13,8 +13,7 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import and_, case, func, or_, select
 
@@ -28,6 +27,7 @@ from sandboxd.core.models import (
     REASON_USER, RUNNING,
     STOPPED, Sandbox, Template, iso,
 )
+from sandboxd.core.routes import RouteTable, SandboxRoute
 from sandboxd.core.startup import rerun_start, run_start
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import SandboxRow
@@ -83,16 +83,6 @@ class CreateRequest:
     public_traffic: bool = True
 
 
-@dataclass
-class Route:
-    """What the gateway needs per sandbox, kept in memory so proxying never touches the database."""
-
-    socket: Path
-    status: str
-    token_version: int
-    public_traffic: bool = True
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -129,9 +119,8 @@ class LifecycleService:
         self.catalog = catalog
         self.signer = signer
         self.pool: WarmPool | None = None
-        # Called with (sandbox_id, agent socket) when a sandbox is killed (the gateway drops its pooled conns).
-        self.on_gone: list[Callable[[str, Path], None]] = []
-        self.routes: dict[str, Route] = {}
+        self.routes = RouteTable()
+        self.on_gone = self.routes.gone_listeners  # the older way to subscribe (routes.subscribe_gone)
         self._expiry: dict[str, datetime] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._create_gate = asyncio.Semaphore(CREATE_CONCURRENCY)
@@ -261,7 +250,7 @@ class LifecycleService:
             expires = started + timedelta(seconds=timeout)
             sb = self._set(sid, {"status": RUNNING, "started_at": started, "expires_at": expires}, ev.CREATED,
                            create_seconds=round((started - now).total_seconds(), 4))
-            self.routes[sid] = Route(rt.agent_socket, RUNNING, 1, req.public_traffic)
+            self.routes.put(sid, SandboxRoute(rt.agent_socket, RUNNING, 1, req.public_traffic))
             self._expiry[sid] = expires
         token, token_exp = self.signer.issue(sid, sb.token_version)
         return sb, token, token_exp
@@ -329,23 +318,21 @@ class LifecycleService:
                 event = self.events.add(s, self._event(etype, about or sb, **extra))
         if event is not None:
             self.events.bus.publish(event)
-        route = self.routes.get(sid)
-        if route is not None:
-            route.status = sb.status
+        self.routes.set_status(sid, sb.status)
         return sb
 
     async def kill(self, sid: str, reason: str = REASON_USER) -> Sandbox:
         async with self._lock(sid):
             sb = self.get(sid)
             before = sb
-            route = self.routes.pop(sid, None)  # revoke traffic first: nothing reaches a sandbox being destroyed
+            route = self.routes.drop(sid)  # revoke traffic first: nothing reaches a sandbox being destroyed
             self._expiry.pop(sid, None)
             try:
                 # Returns once nothing in it runs; mounts and files are released in the background.
                 await self.backend.destroy(sid, background=True)
             except Exception as exc:
                 if route is not None:  # still alive: keep routing to it, a retry of the kill may succeed
-                    self.routes[sid] = route
+                    self.routes.put(sid, route)
                 if before.expires_at:
                     self._expiry[sid] = before.expires_at
                 if isinstance(exc, SandboxdError):
@@ -355,9 +342,8 @@ class LifecycleService:
                                  "token_version": before.token_version + 1},
                            ev.KILLED, about=before, kill_reason=reason, execution=self._execution(before))
         self._locks.pop(sid, None)
-        for listener in self.on_gone:
-            if route is not None:
-                listener(sid, route.socket)
+        if route is not None:
+            self.routes.gone(sid, route)
         return sb
 
     async def pause(self, sid: str, *, idempotent: bool = False) -> Sandbox:
@@ -397,7 +383,7 @@ class LifecycleService:
             self.admission.admit(self._committed(committed), memory_mb=sb.memory_mb, disk_mb=0)
             rt = await self._call(self.backend.start, sid)
             await rerun_start(self, sid, sb.template_id, rt)
-            self.routes[sid] = Route(rt.agent_socket, RUNNING, sb.token_version, sb.public_traffic)
+            self.routes.put(sid, SandboxRoute(rt.agent_socket, RUNNING, sb.token_version, sb.public_traffic))
             new = self._set(sid, {"status": RUNNING, "started_at": _now()}, ev.UPDATED)
             return new
 
@@ -509,6 +495,6 @@ class LifecycleService:
     def track(self, sb: Sandbox, rt: RuntimeSandbox | None) -> None:
         """Serve the sandbox again (its route, when it runs) and expire it at its time."""
         if rt is not None:
-            self.routes[sb.id] = Route(rt.agent_socket, sb.status, sb.token_version, sb.public_traffic)
+            self.routes.put(sb.id, SandboxRoute(rt.agent_socket, sb.status, sb.token_version, sb.public_traffic))
         if sb.expires_at:
             self._expiry[sb.id] = sb.expires_at

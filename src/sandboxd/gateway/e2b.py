@@ -44,7 +44,7 @@ from sandboxd.gateway.proxy import GatewayError, Head, Target
 ENVD_PORT, JUPYTER_PORT = 49983, 49999
 PORTS = {ENVD_PORT, JUPYTER_PORT}
 PREFIX = "/e2b"
-# envd's internal routes that must never be reachable from outside (contracts/e2b.md §2.4).
+# envd's internal routes that must never be reachable from outside.
 INTERNAL = ("/init", "/freeze", "/unfreeze", "/collapse", "/fsfreeze", "/fsthaw", "/upgrade")
 SIGNED_PARAMS = ("path", "username", "signature", "signature_expiration")
 OPERATIONS = {"GET": "read", "POST": "write"}
