@@ -84,7 +84,8 @@ def e2b_server():
             proc.kill()
             raise RuntimeError("sandboxd serve did not start:\n" + (data / "serve.log").read_text()[-3000:])
         time.sleep(0.1)
-    yield {"api": api, "sandbox": f"http://127.0.0.1:{port + 1}", "key": API_KEY, "data": data, "proc": proc}
+    yield {"api": api, "sandbox": f"http://127.0.0.1:{port + 1}", "key": API_KEY, "data": data, "proc": proc,
+           "backend": BACKEND}
     proc.terminate()
     try:
         proc.wait(20)

@@ -8,10 +8,14 @@ import httpx
 import jsonschema
 import pytest
 
-from conftest import BACKEND
 from test_e2b_spec import _schema
 
-real = pytest.mark.skipif(BACKEND == "fake", reason="RUN steps need the crun backend")
+
+@pytest.fixture
+def real(e2b_env):
+    if e2b_env["backend"] == "fake":
+        pytest.skip("RUN steps need the crun backend")
+    return e2b_env
 
 
 def unique(prefix: str) -> str:
@@ -27,8 +31,7 @@ def context_dir(tmp_path):
     return tmp_path
 
 
-@real
-def test_a_template_built_with_copy_run_and_workdir_starts_sandboxes(e2b_env, context_dir):
+def test_a_template_built_with_copy_run_and_workdir_starts_sandboxes(real, context_dir):
     from e2b import Sandbox, Template, wait_for_timeout
 
     logs = []
@@ -59,8 +62,7 @@ def test_a_template_built_with_copy_run_and_workdir_starts_sandboxes(e2b_env, co
     assert any("already cached" in e.message for e in logs)
 
 
-@real
-def test_run_as_another_user_and_a_template_from_a_template(e2b_env):
+def test_run_as_another_user_and_a_template_from_a_template(real):
     from e2b import Template
 
     Template.build(Template().from_image("ubuntu:22.04").run_cmd('test "$(whoami)" = "root"', user="root"),
@@ -68,8 +70,7 @@ def test_run_as_another_user_and_a_template_from_a_template(e2b_env):
     Template.build(Template().from_template("base"), unique("e2b-from-base"), cpu_count=1, memory_mb=1024)
 
 
-@real
-def test_a_failing_step_is_named_with_the_reason(e2b_env):
+def test_a_failing_step_is_named_with_the_reason(real):
     from e2b import Template
     from e2b.exceptions import BuildException
 
@@ -119,8 +120,7 @@ def test_bad_requests_are_refused_in_e2b_shape(e2b_env):
     assert httpx.post(f"{api}/v3/templates", json={"name": "x"}).status_code == 401
 
 
-@real
-def test_tags_name_builds_and_start_sandboxes_from_them(e2b_env):
+def test_tags_name_builds_and_start_sandboxes_from_them(real):
     from e2b import Sandbox, Template
     from e2b.exceptions import TemplateException
 
@@ -152,6 +152,6 @@ def test_tags_name_builds_and_start_sandboxes_from_them(e2b_env):
             Template.assign_tags(f"{name}:v1", bad)
     with pytest.raises(TemplateException):
         Template.remove_tags(name, ["never-assigned"])
-    api, headers = e2b_env["api"], {"X-API-Key": e2b_env["key"]}
+    api, headers = real["api"], {"X-API-Key": real["key"]}
     r = httpx.post(f"{api}/sandboxes", json={"templateID": f"{name}:nope", "timeout": 30}, headers=headers)
     assert r.status_code == 404 and r.json()["error_code"] == "template_tag_not_found"
