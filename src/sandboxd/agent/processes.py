@@ -76,17 +76,25 @@ async def spawn(argv: list[str], *, cwd: str | None, env: dict[str, str], user: 
         env = {**env, "HOME": home, "USER": pwd.getpwuid(uid).pw_name}
     if cwd and not os.path.isdir(cwd):
         cwd = None  # the contract's default /workspace may not exist in every template: fall back quietly
+    try:
+        return await spawn_marked(argv, cwd=cwd, env=env, stdin=stdin, ids=kwargs)
+    except PermissionError as e:
+        raise InvalidRequest(f"cannot execute {argv[0]}: {e}") from None
+
+
+async def spawn_marked(argv: list[str], *, cwd: str | None, env: dict[str, str], stdin, stdout=asyncio.subprocess.PIPE,
+                       stderr=asyncio.subprocess.PIPE, ids: dict | None = None, preexec_fn=None
+                       ) -> asyncio.subprocess.Process:
+    """Start a user process the one way every dialect does (HopX runs and jobs, envd's Process.Start): in its
+    own session and marked (`MARK` in its environment) so a kill reaches all it started. OSErrors other
+    than a full process table are the caller's to answer."""
     token = os.urandom(8).hex()
     env = {**env, MARK: token}
     warm_killer()
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=env, stdin=stdin, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, **kwargs)
-    except FileNotFoundError:
-        raise
-    except PermissionError as e:
-        raise InvalidRequest(f"cannot execute {argv[0]}: {e}") from None
+            *argv, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
+            preexec_fn=preexec_fn, **(ids or {}))
     except BlockingIOError:  # EAGAIN from fork or pipe creation: the pids limit is reached
         raise CannotFork("cannot start a process: the sandbox's process limit is reached") from None
     proc.sandboxd_mark = f"\0{MARK}={token}\0".encode()  # as it appears inside /proc/<pid>/environ

@@ -17,8 +17,7 @@ from typing import AsyncIterator
 
 from sandboxd.errors import Forbidden, Invalid, NotFound
 
-from ..errors import CannotFork
-from ..processes import MARK, kill_group, kill_marked_soon, warm_killer
+from ..processes import kill_group, kill_marked_soon, spawn_marked
 from . import users
 from .errors import FailedPrecondition
 
@@ -132,9 +131,6 @@ class ProcessService:
                 raise Invalid(f"cwd '{cwd}' does not exist")
             cwd = "/"
         env = self._env(user, envs)
-        token = os.urandom(8).hex()
-        env[MARK] = token
-        warm_killer()
         pty = msg.get("pty")
         want_stdin = msg.get("stdin", True) is not False  # absent means true (older clients)
         ids = {} if user.is_self else {"user": user.uid, "group": user.gid, "extra_groups": []}
@@ -145,28 +141,23 @@ class ProcessService:
                 size = (pty.get("size") or {})
                 _winsize(master, int(size.get("rows") or 24), int(size.get("cols") or 80))
                 env.setdefault("TERM", "xterm-256color")
-                proc = await asyncio.create_subprocess_exec(
-                    cmd, *args, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
-                    start_new_session=True, preexec_fn=_controlling_tty, **ids)
-                os.close(slave)
+                try:
+                    proc = await spawn_marked([cmd, *args], cwd=cwd, env=env, stdin=slave, stdout=slave,
+                                              stderr=slave, ids=ids, preexec_fn=_controlling_tty)
+                finally:
+                    os.close(slave)
             else:
-                proc = await asyncio.create_subprocess_exec(
-                    cmd, *args, cwd=cwd, env=env,
-                    stdin=asyncio.subprocess.PIPE if want_stdin else asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True, **ids)
-        except FileNotFoundError:
+                proc = await spawn_marked([cmd, *args], cwd=cwd, env=env,
+                                          stdin=asyncio.subprocess.PIPE if want_stdin else asyncio.subprocess.DEVNULL,
+                                          ids=ids)
+        except BaseException as e:
             if master is not None:
                 os.close(master)
-            raise Invalid(f"executable not found: {cmd}") from None
-        except PermissionError as e:
-            if master is not None:
-                os.close(master)
-            raise Forbidden(f"cannot execute {cmd}: {e}") from None
-        except BlockingIOError:  # EAGAIN from fork: the sandbox's pids limit is reached
-            if master is not None:
-                os.close(master)
-            raise CannotFork("cannot start a process: the sandbox's process limit is reached") from None
-        proc.sandboxd_mark = f"\0{MARK}={token}\0".encode()
+            if isinstance(e, FileNotFoundError):
+                raise Invalid(f"executable not found: {cmd}") from None
+            if isinstance(e, PermissionError):
+                raise Forbidden(f"cannot execute {cmd}: {e}") from None
+            raise
         config = {"cmd": cmd, "args": args, "envs": {str(k): str(v) for k, v in envs.items()}}
         if cfg.get("cwd"):
             config["cwd"] = cfg["cwd"]
