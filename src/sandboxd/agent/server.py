@@ -1,7 +1,7 @@
 """A small HTTP/1.1 + WebSocket server on asyncio, h11 and wsproto.
 
 Why not FastAPI/uvicorn: the agent runs in every sandbox, and that stack costs ~200 ms to import and
-~36 MiB idle (ARCHITECTURE §6). h11 + wsproto are pure-Python protocol state machines that import in a
+~36 MiB idle. h11 + wsproto are pure-Python protocol state machines that import in a
 few ms, and streaming request/response bodies stay explicit (1 GiB uploads never sit in memory).
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Desktop automation for the agent: an X display started on demand, VNC, mouse, keyboard, clipboard,
-screenshots, recording, windows, display size and OCR (contracts/hopx.md §3.6).
+screenshots, recording, windows, display size and OCR (docs/clients/hopx.md §3.6).
 
 Wiring into the agent is one call:
 

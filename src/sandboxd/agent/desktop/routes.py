@@ -1,4 +1,4 @@
-"""The desktop route table: every path of contracts/hopx.md §3.6, in the Python SDK's, the JS SDK's
+"""The desktop route table: every path of docs/clients/hopx.md §3.6, in the Python SDK's, the JS SDK's
 and the docs' spellings, each a thin handler that reads arguments and calls DesktopService."""
 from __future__ import annotations
 
