@@ -33,7 +33,7 @@ def _dependencies(dependant):
 def test_dependencies_and_hot_handlers_run_on_the_event_loop():
     from sandboxd.api.app import create_app
 
-    app = create_app(Settings(data_dir=tempfile.mkdtemp(prefix="roomd-hops"), backend="fake"))
+    app = create_app(Settings(data_dir=tempfile.mkdtemp(prefix="test-hops"), backend="fake"))
     sync_deps, sync_hot, seen = set(), set(), set()
     for route in _routes(app.routes):
         for dep in _dependencies(route.dependant):

@@ -19,14 +19,14 @@ TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templat
 @pytest.fixture(scope="module")
 def real():
     # Not under pytest's 0700 tmp dir: the sandbox's mapped root (uid 100000) must traverse the data dir.
-    data = Path(tempfile.mkdtemp(prefix="roomd-real-", dir="/tmp"))
+    data = Path(tempfile.mkdtemp(prefix="test-real-", dir="/tmp"))
     data.chmod(0o755)
     srv = CPServer(data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES).start()
     yield srv
     try:
         with srv.client() as c:
             for t in c.get("/v1/templates").json()["data"]:
-                if t["name"].startswith("roomd-real"):
+                if t["name"].startswith("test-real"):
                     c.delete(f"/v1/templates/{t['id']}")
     finally:
         srv.close()
@@ -60,8 +60,8 @@ def test_official_template_builder_end_to_end(real, tmp_path):
 
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "hello.py").write_text("print('hello from a built template')\n")
-    name = f"roomd-real-{int(time.time())}"
-    tpl = (Template(from_image="base").copy("app", "/opt/app").set_env("ROOMD_BUILT", "yes")
+    name = f"test-real-{int(time.time())}"
+    tpl = (Template(from_image="base").copy("app", "/opt/app").set_env("TEST_BUILT", "yes")
            .run_cmd("python3 /opt/app/app/hello.py > /opt/built.txt || python3 /opt/app/hello.py > /opt/built.txt"))
     logs = []
     opts = BuildOptions(name=name, api_key=real.key, base_url=real.base, context_path=str(tmp_path),
@@ -76,7 +76,7 @@ def test_official_template_builder_end_to_end(real, tmp_path):
         sb = c.post("/v1/sandboxes", json={"template_id": result.template_id}).json()
         try:
             out = httpx.post(real.gateway + "/commands/run", headers={"Authorization": f"Bearer {sb['auth_token']}"},
-                             json={"command": "cat /opt/built.txt; echo $ROOMD_BUILT"}, timeout=60).json()
+                             json={"command": "cat /opt/built.txt; echo $TEST_BUILT"}, timeout=60).json()
             assert "hello from a built template" in out["stdout"] and "yes" in out["stdout"]
             r = c.delete(f"/v1/templates/{result.template_id}")
             assert r.status_code == 409 and r.json()["code"] == "template_in_use"
@@ -91,7 +91,7 @@ def test_sigkill_during_creates_then_restart_through_crun():
     import signal
     import threading
 
-    data = Path(tempfile.mkdtemp(prefix="roomd-realkill-", dir="/tmp"))
+    data = Path(tempfile.mkdtemp(prefix="test-realkill-", dir="/tmp"))
     data.chmod(0o755)
     srv = CPServer(data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES).start()
     results, lock = [], threading.Lock()

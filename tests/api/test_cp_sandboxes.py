@@ -31,12 +31,12 @@ def test_create_returns_hopx_shape_and_a_healthy_agent(cp, client, sandbox):
 
 
 def test_env_vars_and_internet_access_are_applied(cp, client):
-    r = client.post("/v1/sandboxes", json={"template_name": "base", "env_vars": {"ROOMD_X": "42"},
+    r = client.post("/v1/sandboxes", json={"template_name": "base", "env_vars": {"TEST_X": "42"},
                                            "internet_access": True})
     sb = r.json()
     try:
         assert sb["internet_access"] is True
-        out = agent(cp, sb, "/commands/run", "POST", json={"command": "echo $ROOMD_X"}).json()
+        out = agent(cp, sb, "/commands/run", "POST", json={"command": "echo $TEST_X"}).json()
         assert out["stdout"].strip() == "42"
     finally:
         client.delete(f"/v1/sandboxes/{sb['id']}")
@@ -63,13 +63,13 @@ def test_state_machine_and_409s(cp, client, sandbox):
 
 
 def test_list_filters_and_cursor_paging(client):
-    ids = [client.post("/v1/sandboxes", json={"template_name": "base", "region": "roomd-r1"}).json()["id"]
+    ids = [client.post("/v1/sandboxes", json={"template_name": "base", "region": "test-r1"}).json()["id"]
            for _ in range(3)]
     try:
         client.post(f"/v1/sandboxes/{ids[0]}/pause")
         seen, cursor = [], None
         while True:
-            params = {"limit": 2, "region": "roomd-r1", **({"cursor": cursor} if cursor else {})}
+            params = {"limit": 2, "region": "test-r1", **({"cursor": cursor} if cursor else {})}
             page = client.get("/v1/sandboxes", params=params).json()
             seen += [s["id"] for s in page["data"]]
             if not page["has_more"]:
@@ -77,9 +77,9 @@ def test_list_filters_and_cursor_paging(client):
                 break
             cursor = page["next_cursor"]
         assert sorted(seen) == sorted(ids) and len(seen) == 3
-        paused = client.get("/v1/sandboxes", params={"status": "paused", "region": "roomd-r1"}).json()["data"]
+        paused = client.get("/v1/sandboxes", params={"status": "paused", "region": "test-r1"}).json()["data"]
         assert [s["id"] for s in paused] == [ids[0]]
-        by_tpl = client.get("/v1/sandboxes", params={"template": "code-interpreter", "region": "roomd-r1"}).json()
+        by_tpl = client.get("/v1/sandboxes", params={"template": "code-interpreter", "region": "test-r1"}).json()
         assert by_tpl["data"] == []
         assert client.get("/v1/sandboxes", params={"status": "nonsense"}).status_code == 400
         assert client.get("/v1/sandboxes", params={"cursor": "%%%"}).status_code == 400

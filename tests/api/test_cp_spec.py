@@ -22,7 +22,7 @@ def app_operations() -> set[tuple[str, str]]:
     from sandboxd.config import Settings
     import tempfile
 
-    app = create_app(Settings(data_dir=tempfile.mkdtemp(prefix="roomd-spec"), backend="fake"))
+    app = create_app(Settings(data_dir=tempfile.mkdtemp(prefix="test-spec"), backend="fake"))
     # FastAPI's own route table as it documents it (this FastAPI nests included routers lazily).
     ops = set()
     for path, methods in app.openapi()["paths"].items():

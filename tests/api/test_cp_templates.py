@@ -66,7 +66,7 @@ def test_build_shapes_logs_and_failure_on_the_fake_backend(cp, client):
     body = tarball({"app.py": b"print('hi')\n"})
     link = client.post("/v1/templates/files/upload-link", json={"files_hash": h, "content_length": len(body)}).json()
     httpx.put(link["upload_url"], content=body)
-    payload = {"name": f"roomd-tpl-{time.time_ns() % 10**8}", "from_image": "python:3.12",
+    payload = {"name": f"test-tpl-{time.time_ns() % 10**8}", "from_image": "python:3.12",
                "steps": [{"type": "COPY", "args": ["app.py", "/app/"], "filesHash": h},
                          {"type": "ENV", "args": ["A", "1"]}, {"type": "RUN", "args": ["echo hi"]}],
                "startCmd": None, "readyCmd": None, "cpu": 1, "memory": 512, "diskGB": 2, "skipCache": False,
@@ -107,7 +107,7 @@ def test_build_shapes_logs_and_failure_on_the_fake_backend(cp, client):
 ])
 def test_bad_builds_are_400_and_create_nothing(client, change, code):
     before = len(client.get("/v1/templates").json()["data"])
-    payload = {"name": "roomd-bad", "from_image": "base", "steps": [{"type": "RUN", "args": ["true"]}], **change}
+    payload = {"name": "test-bad", "from_image": "base", "steps": [{"type": "RUN", "args": ["true"]}], **change}
     r = client.post("/v1/templates/build", json=payload)
     assert r.status_code == 400, r.text
     if code:
@@ -120,7 +120,7 @@ def test_templates_stream_reports_build_changes(cp, client):
 
     from test_cp_streams import read_frames
 
-    name = f"roomd-stream-{time.time_ns() % 10**8}"
+    name = f"test-stream-{time.time_ns() % 10**8}"
     with httpx.Client(base_url=cp.base, timeout=30) as c:
         with c.stream("GET", "/v1/templates/stream", headers={"Authorization": f"Bearer {cp.key}"}) as resp:
             r = client.post("/v1/templates/build", json={"name": name, "from_image": "base",

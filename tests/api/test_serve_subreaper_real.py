@@ -42,7 +42,7 @@ def zombie_children(pid: int) -> list[str]:
 
 
 def test_sandbox_init_is_adopted_by_serve():
-    data = Path(tempfile.mkdtemp(prefix="roomj-reaper-", dir="/tmp"))
+    data = Path(tempfile.mkdtemp(prefix="test-reaper-", dir="/tmp"))
     data.chmod(0o755)
     srv = CPServer(data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES).start()
     try:

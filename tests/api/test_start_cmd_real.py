@@ -21,7 +21,7 @@ pytestmark = pytest.mark.real
 @pytest.fixture(scope="module")
 def real():
     # Not under pytest's 0700 tmp dir: the sandbox's mapped root (uid 100000) must traverse the data dir.
-    data = Path(tempfile.mkdtemp(prefix="roomj-start-", dir="/tmp"))
+    data = Path(tempfile.mkdtemp(prefix="test-start-", dir="/tmp"))
     data.chmod(0o755)
     srv = CPServer(data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES).start()
     srv.made = []

@@ -69,7 +69,7 @@ def test_errors_are_one_line(cli, server):
 
 
 def test_keys_create_list_revoke(cli):
-    created = json.loads(cli("keys", "create", "roomF-cli-key", "--json").stdout)
+    created = json.loads(cli("keys", "create", "test-cli-key", "--json").stdout)
     secret, key_id = created["key"], created["id"]
     assert secret and key_id
     assert cli("sandbox", "list", key=secret).returncode == 0
@@ -77,7 +77,7 @@ def test_keys_create_list_revoke(cli):
     assert cli("keys", "revoke", key_id).returncode == 0
     one_error_line(cli("sandbox", "list", key=secret))
     # Key management needs an admin key.
-    plain = json.loads(cli("keys", "create", "roomF-plain", "--json").stdout)["key"]
+    plain = json.loads(cli("keys", "create", "test-plain", "--json").stdout)["key"]
     one_error_line(cli("keys", "list", key=plain))
 
 
@@ -88,7 +88,7 @@ def test_template_list_json(cli):
 
 @pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
 def test_shell_in_a_real_terminal(server, sandbox_id):
-    session = f"roomF-shell-{os.getpid()}"
+    session = f"test-shell-{os.getpid()}"
     env = server.client_env
     exports = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith("SANDBOXD_"))
     import sys
@@ -114,8 +114,8 @@ def test_shell_in_a_real_terminal(server, sandbox_id):
         while not screen().strip() and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(0.5)
-        subprocess.run(["tmux", "send-keys", "-t", session, "echo ROOMF-$((6*7))", "Enter"], check=True)
-        wait_for("ROOMF-42")
+        subprocess.run(["tmux", "send-keys", "-t", session, "echo TEST-$((6*7))", "Enter"], check=True)
+        wait_for("TEST-42")
         subprocess.run(["tmux", "send-keys", "-t", session, "stty size", "Enter"], check=True)
         wait_for("40 120")  # the sandbox's terminal got our window size
         subprocess.run(["tmux", "send-keys", "-t", session, "exit 5", "Enter"], check=True)
@@ -133,10 +133,10 @@ def test_template_build_drives_the_build_api(cli, server, tmp_path):
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "main.py").write_text("print('hello from the template')\n")
     (tmp_path / "Dockerfile").write_text("FROM base\nCOPY app/ /app/\nENV GREETING=hi\nRUN python3 /app/main.py\n")
-    r = cli("template", "build", str(tmp_path), "--name", "roomf-cli-tpl", timeout=300)
+    r = cli("template", "build", str(tmp_path), "--name", "test-cli-tpl", timeout=300)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert any("building roomf-cli-tpl from base" in ln for ln in lines), r.stderr  # the streamed build log
+    assert any("building test-cli-tpl from base" in ln for ln in lines), r.stderr  # the streamed build log
     assert lines[-1].startswith("error:") and "fake backend cannot build" in lines[-1], r.stderr
     bad = tmp_path / "bad"
     bad.mkdir()

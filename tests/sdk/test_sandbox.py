@@ -131,11 +131,11 @@ def test_files_watch_sees_a_new_file(sandbox):
 
 
 def test_env_set_get_delete_seen_by_commands(sandbox):
-    sandbox.env.set("ROOMF_VAR", "v1")
-    assert sandbox.env.get("ROOMF_VAR") == "v1"
-    assert sandbox.commands.run("echo $ROOMF_VAR").stdout == "v1\n"
-    sandbox.env.delete("ROOMF_VAR")
-    assert "ROOMF_VAR" not in sandbox.env.get_all()
+    sandbox.env.set("TEST_VAR", "v1")
+    assert sandbox.env.get("TEST_VAR") == "v1"
+    assert sandbox.commands.run("echo $TEST_VAR").stdout == "v1\n"
+    sandbox.env.delete("TEST_VAR")
+    assert "TEST_VAR" not in sandbox.env.get_all()
 
 
 def test_terminal_runs_a_command(sandbox):

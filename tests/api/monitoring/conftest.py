@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from monapi_server import Server, make_settings
+from monitoring_server import Server, make_settings
 
 SEED_JS = Path(__file__).parents[2] / "unit" / "monitor" / "seed_verify.js"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with Server(make_settings(tmp_path_factory.mktemp("monapi"))) as srv:
+    with Server(make_settings(tmp_path_factory.mktemp("monitoring"))) as srv:
         yield srv
 
 

@@ -10,10 +10,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from monapi_server import API_KEY
+from monitoring_server import API_KEY
 from sandboxd.cli import monitoring, webhooks
 from sandboxd.monitor.series import Sample
-from test_monapi_events import add_sandbox
+from test_monitoring_events import add_sandbox
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from sandboxd.monitor.series import Sample
-from test_monapi_events import add_sandbox
+from test_monitoring_events import add_sandbox
 
 NINE = {"timestamp", "timestampUnix", "cpuCount", "cpuUsedPct", "memUsed", "memTotal", "memCache", "diskUsed", "diskTotal"}
 

@@ -8,7 +8,7 @@ import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
 
-from monapi_server import API_KEY
+from monitoring_server import API_KEY
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 SPEC = Path(__file__).resolve().parents[3] / "spec" / "monitoring.yaml"

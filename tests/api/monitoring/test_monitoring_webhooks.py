@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import httpx
 
-from monapi_server import Server, make_settings
+from monitoring_server import Server, make_settings
 
 from sandboxd.core import events as ev
 

@@ -25,10 +25,10 @@ def _root_conftest():
 @pytest.fixture(scope="module")
 def real_server():
     _root_conftest().require_real()  # before building anything: module fixtures run before the `real` marker's check
-    from monreal_server import RealServer
+    from monitoring_real_server import RealServer
 
     # Sandboxes run as uid 100000+: their data dir must be traversable (pytest's tmp dirs are 0700).
-    data = Path(tempfile.mkdtemp(prefix="sandboxd-monreal-", dir="/var/tmp"))
+    data = Path(tempfile.mkdtemp(prefix="sandboxd-monitoring-", dir="/var/tmp"))
     data.chmod(0o755)
     try:
         with RealServer(data, sample_interval_seconds=0.5) as srv:

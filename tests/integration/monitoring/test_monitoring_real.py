@@ -25,7 +25,7 @@ def wait_for(cond, timeout=30.0, what="condition"):
 
 @pytest.fixture
 def sandbox(real_server):
-    r = real_server.client.post("/v1/sandboxes", json={"template_name": "base", "metadata": {"suite": "monreal"}})
+    r = real_server.client.post("/v1/sandboxes", json={"template_name": "base", "metadata": {"suite": "monitoring-real"}})
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
     try:
@@ -81,7 +81,7 @@ def test_allocating_200_mib_shows_in_memory(real_server, sandbox):
 
 def test_a_written_file_shows_in_disk(real_server, sandbox):
     before = real_server.client.get(f"/sandboxes/{sandbox}/metrics").json()[-1]
-    res = real_server.run_in_sandbox(sandbox, "dd if=/dev/urandom of=/workspace/monreal.bin bs=1M count=64 && sync")
+    res = real_server.run_in_sandbox(sandbox, "dd if=/dev/urandom of=/workspace/fill.bin bs=1M count=64 && sync")
     assert res.exit_code == 0, res.stderr
     after = wait_for(lambda: (m := real_server.client.get(f"/sandboxes/{sandbox}/metrics").json()[-1])["diskUsed"]
                      - before["diskUsed"] >= 60 * MIB and m, what="disk growth")
