@@ -98,21 +98,14 @@ class App:
             self._load(name)
         return bool(names)
 
-    def route(self, method: str, pattern: str, handler: Callable | None = None, *, websocket: bool = False):
-        """Register a handler; usable as a decorator. `{name}` and `{name:path}` capture path parts."""
-
-        def add(fn: Callable) -> Callable:
-            for m in method.split(","):
-                self._routes.append(Route(m.strip().upper(), pattern, fn, websocket))
-            return fn
-
-        return add(handler) if handler else add
-
-    def websocket(self, pattern: str):
-        return self.route("GET", pattern, websocket=True)
+    def route(self, method: str, pattern: str, handler: Callable, *, websocket: bool = False) -> None:
+        """Register one handler for a comma-separated list of methods. `{name}` and `{name:path}` capture
+        path parts."""
+        for m in method.split(","):
+            self._routes.append(Route(m.strip().upper(), pattern, handler, websocket))
 
     def add_routes(self, table) -> None:
-        """Register a route table: rows of (methods, pattern, handler), or (pattern, handler) under WEBSOCKET."""
+        """Register a route table: rows of (methods, pattern, handler); (WEBSOCKET, pattern, handler) for a socket."""
         for row in table:
             if row[0] == WEBSOCKET:
                 self.route("GET", row[1], row[2], websocket=True)
