@@ -103,5 +103,5 @@ def make_gateway(plane: ControlPlane) -> Gateway:
     settings = plane.settings
     gateway = Gateway([e2b_resolver(plane), BearerResolver(plane.signer, plane.lifecycle)],
                       public_host=settings.public_host, limits=Limits.from_settings(settings))
-    plane.lifecycle.on_gone.append(lambda _sid, sock: gateway.forget(sock))
+    plane.lifecycle.routes.subscribe_gone(lambda _sid, sock: gateway.forget(sock))
     return gateway

@@ -43,3 +43,21 @@ def test_a_malformed_recipe_is_refused_when_the_build_is_triggered():
                        disk_gb=1, skip_cache=False, update=False)
     with pytest.raises(Invalid, match="from_image"):
         check_recipe(req)
+
+
+def test_the_gateway_routes_e2b_first_and_forgets_sandboxes_that_are_gone(settings, monkeypatch):
+    from pathlib import Path
+
+    from sandboxd.core.routes import SandboxRoute
+    from sandboxd.gateway.e2b import E2BResolver
+    from sandboxd.gateway.routing import BearerResolver
+    from sandboxd.wiring import make_gateway
+
+    plane = ControlPlane.build(settings)
+    gateway = make_gateway(plane)
+    assert [type(r) for r in gateway.resolvers] == [E2BResolver, BearerResolver]
+    forgotten = []
+    monkeypatch.setattr(gateway, "forget", forgotten.append)
+    plane.lifecycle.routes.gone("sb1", SandboxRoute(Path("/x/agent.sock"), "running", 1))
+    assert forgotten == [Path("/x/agent.sock")]
+    plane.store.engine.dispose()
