@@ -110,7 +110,7 @@ def podman(rootfs: Path, runs: int) -> dict[str, list[float]] | None:
     out: dict[str, list[float]] = {k: [] for k in ("cold", "exec", "pause", "resume", "delete")}
     names = []
     try:
-        for i in range(runs):
+        for _ in range(runs):
             name = f"perf-pm-{uuid.uuid4().hex[:8]}"
             names.append(name)
             t = time.perf_counter()

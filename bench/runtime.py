@@ -74,7 +74,7 @@ async def bench_sandboxd(settings: Settings, image, runs: int, idle: int) -> dic
     backend = get_backend(settings)
     ops: dict[str, list[float]] = {k: [] for k in ("create", "exec", "health", "pause", "resume", "destroy")}
     res = Resources(vcpu=1, memory_mb=512, disk_mb=512, pids=256)
-    for i in range(runs):
+    for _ in range(runs):
         sid = f"rtbench-{uuid.uuid4().hex[:8]}"
         spec = SandboxSpec(id=sid, image=image, resources=res)
         t = time.perf_counter()

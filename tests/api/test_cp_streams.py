@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import requests
@@ -126,10 +127,9 @@ def test_metrics_stream_of_unknown_sandbox_is_404(client):
     assert r.status_code == 404 and r.json()["code"] == "sandbox_not_found"
 
 
-def _eventsource_dir() -> "Path | None":
+def _eventsource_dir() -> Path | None:
     import shutil
     import subprocess
-    from pathlib import Path
 
     if not shutil.which("node") or not shutil.which("npm"):
         return None

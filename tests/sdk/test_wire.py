@@ -2,7 +2,6 @@
 refresh, result parsing. (Features are tested against a real server in test_sandbox.py.)"""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone

@@ -96,7 +96,7 @@ def test_paths_outside_the_import_dir_look_like_missing_ones(importing, world):
     assert missing.status_code == 404 and missing.json()["code"] == "image_not_found", missing.text
     no_host_path(missing, world, importing)
     outside = str(world / "outside" / "secret.tar")
-    for ref in (f"oci-archive:{outside}", f"oci-archive:../outside/secret.tar", "oci-archive:escape.tar",
+    for ref in (f"oci-archive:{outside}", "oci-archive:../outside/secret.tar", "oci-archive:escape.tar",
                 "oci-archive:hostroot/etc/passwd", "/etc/passwd", "oci:/etc", f"{outside}:latest"):
         r = request(importing, ref)
         assert (r.status_code, r.json()["code"], r.json()["message"]) == (

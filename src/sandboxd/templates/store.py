@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from sandboxd.config import Settings
-from sandboxd.errors import BuildFailed, Conflict, Invalid, NotFound
+from sandboxd.errors import BuildFailed, Conflict, NotFound
 from sandboxd.runtime.base import ReadyCheck, TemplateImage
 from sandboxd.runtime import uidslots
 from sandboxd.templates import bases
