@@ -3,7 +3,7 @@
     .venv/bin/python bench/agent.py [--runs 10] [--requests 300]
 
 Runs the real agent (`python -I -m sandboxd.agent --unix ...`) on this host; prints figures, asserts nothing.
-Targets (issue 3): idle PSS <= 20 MiB, start->healthy <= 100 ms.
+Targets (docs/performance.md): idle PSS <= 20 MiB, start->healthy <= 100 ms.
 """
 from __future__ import annotations
 

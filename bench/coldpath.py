@@ -1,4 +1,4 @@
-"""Host side of a cold sandbox start, before/after each change of issue 7's "lean hot path" (runtime room).
+"""Host side of a cold sandbox start, before/after each change of the lean hot path (docs/performance.md).
 
     .venv/bin/python bench/coldpath.py [--runs 40] [--e2e 30] [--disk-mb 2048] [--template base]
 

@@ -3,7 +3,7 @@ file write+read, run_code round trip, kill. Prints medians and p90s; asserts not
 
     .venv/bin/python bench/e2b_sdk.py --api http://127.0.0.1:8080 --sandbox http://127.0.0.1:8081 --key KEY [--runs 10]
 
-Needs a running `sandboxd serve` (any backend). Peer anchors (contracts/e2b.md §5): E2B claims ~150 ms
+Needs a running `sandboxd serve` (any backend). Peer anchors (docs/clients/e2b.md §5): E2B claims ~150 ms
 create; third-party time-to-interactive median for E2B is 0.44 s.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime import bare_bundle, pss_kib  # noqa: E402  (bench/runtime.py, the runtime room's bench)
+from runtime import bare_bundle, pss_kib  # noqa: E402  (bench/runtime.py)
 
 SLEEP = ["/usr/bin/tini", "--", "/usr/bin/sleep", "infinity"]
 
@@ -100,7 +100,7 @@ def podman(rootfs: Path, runs: int) -> dict[str, list[float]] | None:
     if not shutil.which("podman"):
         return None
     conf = Path(tempfile.mkdtemp(prefix="perf-podman-")) / "containers.conf"
-    # Raising RLIMIT_NOFILE is not permitted on these hosts; podman's default would (ARCHITECTURE §6).
+    # Raising RLIMIT_NOFILE is not permitted on these hosts; podman's default would (docs/performance.md).
     conf.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n')
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
 

@@ -1,4 +1,4 @@
-"""THE benchmark (issue 7): every figure of the performance table, with the bare-runtime floor and Debian's
+"""THE benchmark: every figure of the performance table, with the bare-runtime floor and Debian's
 podman measured in the same run on the same rootfs. Prints the table, writes JSON to bench/results/.
 
     .venv/bin/python bench/run.py                 # full: 50 runs per row, 200 idle sandboxes, 60 s sustained

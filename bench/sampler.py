@@ -1,6 +1,6 @@
 """Cost of the metrics sampler for N running sandboxes, as % of one CPU core.
 
-Target (issue 5): under 2 % of one core for 100 sandboxes at the default 1 s interval.
+Target (docs/performance.md): under 2 % of one core for 100 sandboxes at the default 1 s interval.
 
 Each "sandbox" here is a real cgroup (cpu, cpuacct, memory, pids; v1 or v2 as the host has it) at the
 path the crun backend uses (`sandboxd/<id>`), holding a sleeping process, a tmpfs mounted at its

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# name -> module that defines it; filled in by the SDK (issue 6).
+# name -> module that defines it; filled in by the SDK.
 _LAZY: dict[str, str] = {
     "Sandbox": "sandboxd.sdk",
     "AsyncSandbox": "sandboxd.sdk",

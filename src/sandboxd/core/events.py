@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-# E2B's six lifecycle event types (seed 001), used for webhooks and /events; HopX streams use the same
+# E2B's six lifecycle event types (docs/monitoring.md), used for webhooks and /events; HopX streams use the same
 # records with `status` in data.
 CREATED = "sandbox.lifecycle.created"
 UPDATED = "sandbox.lifecycle.updated"

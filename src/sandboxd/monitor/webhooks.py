@@ -1,6 +1,6 @@
 """Webhook registry (CRUD), URL validation and the E2B v1 signature.
 
-Signature v1 (seed 001): base64(SHA-256(secret + raw body)) with the `=` padding removed. It is a
+Signature v1 (docs/monitoring.md): base64(SHA-256(secret + raw body)) with the `=` padding removed. It is a
 plain hash, not an HMAC; we keep it because E2B receivers verify exactly this.
 """
 from __future__ import annotations

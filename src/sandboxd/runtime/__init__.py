@@ -14,7 +14,7 @@ def get_backend(settings, **kwargs) -> Backend:
         # May fall back to runc (logged) where crun cannot run on this host's cgroup layout.
         return OciBackend(settings, runtime=prepare_host(settings, backend=name).backend, **kwargs)
     if name == "fake":
-        from sandboxd.runtime.fake import FakeBackend  # written by the control-plane room
+        from sandboxd.runtime.fake import FakeBackend
 
         return FakeBackend(settings, **kwargs)
     raise Invalid(f"unknown backend {settings.backend!r}: use crun, runc or fake")

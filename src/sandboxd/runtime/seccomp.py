@@ -1,7 +1,7 @@
 """The sandboxes' seccomp profile: the containers-common profile, resolved for our capability set, plus
 rules that block new namespaces and every socket address family a sandbox does not need.
 
-The stock profile still lets a sandbox create nested user namespaces (ARCHITECTURE §6), the door to most
+The stock profile still lets a sandbox create nested user namespaces (docs/threat-model.md, boundary 1), the door to most
 kernel escapes of recent years. So `clone` is allowed only without namespace flags, `clone3` (whose flags
 live in memory seccomp cannot read) fails with ENOSYS so libc falls back to `clone`, and `unshare`/`setns`
 fail with EPERM.

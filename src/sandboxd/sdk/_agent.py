@@ -1,4 +1,4 @@
-"""Request bodies and stream-frame handling for the agent API (contracts/hopx.md §3), shared by the
+"""Request bodies and stream-frame handling for the agent API (docs/clients/hopx.md §3), shared by the
 sync and async sandboxes so both send exactly the same thing."""
 from __future__ import annotations
 

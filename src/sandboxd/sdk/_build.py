@@ -1,5 +1,5 @@
 """Template builds from a directory holding a Dockerfile-style recipe (FROM, RUN, COPY, ENV, WORKDIR,
-USER), over the HopX build API (contracts/hopx.md §4): upload the COPY sources once per content
+USER), over the HopX build API (docs/clients/hopx.md §4): upload the COPY sources once per content
 hash, trigger the build, follow its log and status until it ends."""
 from __future__ import annotations
 
@@ -118,11 +118,11 @@ def copy_archive(context: Path, sources: list[str]) -> tuple[bytes, str]:
     data = buf.getvalue()
     digest = hashlib.sha256()
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        for m in tar.getmembers():
-            digest.update(m.name.encode() + b"\0" + str(m.mode).encode() + b"\0")
-            f = tar.extractfile(m)
-            if f:
-                digest.update(f.read())
+        for entry in tar.getmembers():
+            digest.update(entry.name.encode() + b"\0" + str(entry.mode).encode() + b"\0")
+            content = tar.extractfile(entry)
+            if content:
+                digest.update(content.read())
     return data, digest.hexdigest()
 
 

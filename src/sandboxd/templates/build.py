@@ -73,7 +73,7 @@ class Builder:
     def backend(self):
         if self._backend is None:
             try:
-                from sandboxd.runtime import get_backend  # the runtime room's factory
+                from sandboxd.runtime import get_backend
             except ImportError:  # an older runtime package without the factory: crun/runc directly
                 from sandboxd.runtime.oci.backend import OciBackend
                 self._backend = OciBackend(self.settings, runtime=self.settings.backend)

@@ -1,6 +1,6 @@
 """COPY steps: the uploaded build context (a directory or a tar/tar.gz), its content hash, and the copy.
 
-The client's own files_hash depends on mtimes (contracts/hopx.md §4), so the layer cache keys COPY steps
+The client's own files_hash depends on mtimes (docs/clients/hopx.md §4), so the layer cache keys COPY steps
 by a hash of what is actually copied: relative paths, modes and bytes.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The E2B dialect of the control plane (issue 6): `router` is included by api/app.py, and
+"""The E2B dialect of the control plane: `router` is included by api/app.py, and
 `gateway_resolver(services)` is the gateway hook `sandboxd serve` installs for E2b-Sandbox-Id routing."""
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""E2B control-plane routes (contracts/e2b.md §1.2): thin translations onto the lifecycle service.
+"""E2B control-plane routes (docs/clients/e2b.md §1.2): thin translations onto the lifecycle service.
 
 Auth is the API key the middleware already looked up (`X-API-KEY` is `X-API-Key`). Metrics, events and
-webhooks routes belong to the monitoring room (api/routes/{metrics,events,webhooks}.py).
+webhooks routes are api/routes/{metrics,events,webhooks}.py.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Domain records -> E2B's JSON shapes (contracts/e2b.md §1.2). Required keys always present: the SDK's
+"""Domain records -> E2B's JSON shapes (docs/clients/e2b.md §1.2). Required keys always present: the SDK's
 generated parsers `pop()` them and fail on a missing one."""
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def created(sb: Sandbox, token: str, domain: str | None = None) -> dict[str, Any
     }
 
 
-def _times(sb: Sandbox) -> tuple[str, str]:
+def _times(sb: Sandbox) -> tuple[str | None, str | None]:
     started = sb.started_at or sb.created_at
     end = sb.expires_at or sb.ended_at or started
     return iso(started), iso(end)

@@ -1,4 +1,4 @@
-"""E2B lifecycle events API: `GET /events/sandboxes` and `GET /events/sandboxes/{id}` (seed 001).
+"""E2B lifecycle events API: `GET /events/sandboxes` and `GET /events/sandboxes/{id}` (docs/monitoring.md).
 
 Query values are taken as strings and checked by the service, so out-of-range values are a 400 with
 our error body rather than FastAPI's 422.

@@ -47,7 +47,7 @@ def alembic_config(engine: Engine):
 
 
 def upgrade(engine: Engine, revision: str = "heads") -> None:
-    """Bring the schema to the newest revision (every branch head: other rooms add revisions)."""
+    """Bring the schema to the newest revision (every branch head: each package may add its own revisions)."""
     from alembic import command
 
     command.upgrade(alembic_config(engine), revision)
