@@ -1,4 +1,4 @@
-"""THE one table: domain exception -> HTTP status + machine code + the hybrid error body (contract §2.0).
+"""THE one table: domain exception -> HTTP status + machine code + the hybrid error body (docs/api.md).
 
 The body satisfies both official clients: Python reads `error` as an object, JS reads top-level
 `code`/`message`. Every error response carries X-Request-ID.
@@ -111,7 +111,8 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(E.SandboxdError, _domain)
-    app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(StarletteHTTPException, _http)
+    # Starlette types a handler's exception as Exception; it calls each with the class it is registered for.
+    app.add_exception_handler(E.SandboxdError, _domain)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)

@@ -96,10 +96,10 @@ class GuardedH11Protocol(H11Protocol):
         if self.conn.their_state is not h11.IDLE:  # h11 has the whole head: the request is under way
             self._disarm_head_timer()
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         if self._refused:
             self.transport.close()
-        return super().eof_received()
+        super().eof_received()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -78,7 +78,7 @@ def fan_out(store: Store) -> FanOut:
                 s.add(DeliveryRow(id=str(uuid.uuid4()), webhook_id=w.id, event_id=e.id, event_type=e.type, sandbox_id=e.sandbox_id,
                                   status="pending", body=body, attempts=0, next_attempt_at=0.0, created_at=now, updated_at=now))
                 queued += 1
-        cur.event_id = events[-1].id
+        cur.event_id = events[-1].id  # type: ignore[assignment]  # events read from the store have their id
         return FanOut(len(events), queued, len(hooks))
 
 

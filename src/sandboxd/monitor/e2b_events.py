@@ -57,7 +57,7 @@ def load_facts(store: Store, sandbox_ids: set[str]) -> dict[str, SandboxFacts]:
         rows = list(s.scalars(select(SandboxRow).where(SandboxRow.id.in_(ids))))
         tmpl_ids = {r.template_id for r in rows if r.template_id}
         builds = dict(s.execute(select(TemplateRow.id, TemplateRow.build_id).where(TemplateRow.id.in_(tmpl_ids))).all()) if tmpl_ids else {}
-    return {r.id: SandboxFacts(r.template_id, builds.get(r.template_id), dict(r.metadata_ or {}), r.started_at or r.created_at,
+    return {r.id: SandboxFacts(r.template_id, builds.get(r.template_id) if r.template_id else None, dict(r.metadata_ or {}), r.started_at or r.created_at,
                                r.ended_at, r.vcpu, r.memory_mb, r.kill_reason) for r in rows}
 
 

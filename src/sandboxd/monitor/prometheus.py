@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
@@ -30,7 +30,7 @@ class _ScrapeCollector:
         self.lag = lag
         self.per_sandbox = per_sandbox
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[Metric]:
         by_state = GaugeMetricFamily("sandboxd_sandboxes", "Sandboxes by state", labels=["state"])
         with self.store.tx() as s:
             counts = dict(s.execute(select(SandboxRow.status, func.count()).group_by(SandboxRow.status)).all())

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, Coroutine
 
 from sqlalchemy import select
 
@@ -185,14 +185,15 @@ class Sampler:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _end(self, sandbox_id: str) -> None:
         try:
-            await self.on_oom(sandbox_id)
+            if self.on_oom is not None:  # always set when an end is spawned
+                await self.on_oom(sandbox_id)
         except Exception:
             log.exception("could not end OOM-killed sandbox %s", sandbox_id)
         finally:

@@ -114,8 +114,8 @@ class SeriesStore:
                         avg = sum(getattr(r, c) for r in group) / len(group)
                         row[c] = avg if c in ("cpu_count", "cpu_pct") else int(round(avg))
                     rows.append(row)
-                s.execute(insert(SampleRow.__table__), rows)  # Core executemany: no ORM bookkeeping per row
-            dropped = s.execute(delete(SampleRow).where(SampleRow.ts < now - self.retention)).rowcount or 0
+                s.execute(insert(SampleRow.__table__), rows)  # type: ignore[arg-type]  # Core executemany: no ORM bookkeeping per row
+            dropped = s.execute(delete(SampleRow).where(SampleRow.ts < now - self.retention)).rowcount or 0  # type: ignore[attr-defined]
         return len(buckets), dropped
 
     def forget(self, sandbox_id: str) -> None:

@@ -6,13 +6,14 @@ plain hash, not an HMAC; we keep it because E2B receivers verify exactly this.
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import hmac
 import ipaddress
 import socket
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Literal, overload
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, select
@@ -79,7 +80,7 @@ def check_url(url: str, *, allow_private: bool) -> list[str]:
             infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         except (socket.gaierror, UnicodeError):
             raise Invalid(f"webhook host {host!r} does not resolve") from None
-        addrs = list(dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos))
+        addrs = list(dict.fromkeys(ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos))
     if not allow_private and any(_blocked(a) for a in addrs):
         raise Invalid("webhook url points at a private or loopback address (set SANDBOXD_WEBHOOK_ALLOW_PRIVATE=true to allow)")
     return [str(a) for a in addrs]
@@ -94,6 +95,10 @@ def _check_events(events: Any) -> list[str]:
     return list(dict.fromkeys(events))
 
 
+@overload
+def _str(body: dict, key: str, *, required: Literal[True]) -> str: ...
+@overload
+def _str(body: dict, key: str, *, required: bool) -> str | None: ...
 def _str(body: dict, key: str, *, required: bool) -> str | None:
     v = body.get(key)
     if v is None:
@@ -175,7 +180,7 @@ class WebhookRegistry:
             s.execute(delete(DeliveryRow).where(DeliveryRow.webhook_id == webhook_id))
         self._changed()
 
-    def deliveries(self, webhook_id: str, *, limit: int = 100, status: str | None = None) -> list[dict[str, Any]]:
+    def deliveries(self, webhook_id: str, *, limit: int = 100, status: str | None = None) -> builtins.list[dict[str, Any]]:
         with self.store.tx() as s:
             self._row(s, webhook_id)
             q = select(DeliveryRow).where(DeliveryRow.webhook_id == webhook_id)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, AsyncIterator
@@ -97,10 +98,10 @@ class AsyncSandbox:
         self.info = await self._client.set_timeout(self.id, seconds)
         return self.info.expires_at
 
-    async def get_metrics(self, start: Any = None, end: Any = None) -> list[Metric]:
+    async def get_metrics(self, start: Any = None, end: Any = None) -> builtins.list[Metric]:
         return await self._client.get_metrics(self.id, start, end)
 
-    async def events(self, *, limit: int = 10, offset: int = 0, oldest_first: bool = True) -> list[SandboxEvent]:
+    async def events(self, *, limit: int = 10, offset: int = 0, oldest_first: bool = True) -> builtins.list[SandboxEvent]:
         return await self._client.events(self.id, limit=limit, offset=offset, oldest_first=oldest_first)
 
     async def refresh_token(self) -> None:

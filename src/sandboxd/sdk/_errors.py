@@ -100,7 +100,9 @@ _PATH_CODES = {"FILE_NOT_FOUND", "DIRECTORY_NOT_FOUND"}
 def error_from_response(status: int, body: Any, text: str, request_id: str | None) -> SandboxError:
     """Build the right exception from an error response in either of our two shapes: the control
     plane's hybrid body (`error` is an object) and the agent's flat one (`error` is a string)."""
-    message, code, details = None, None, {}
+    message: str | None = None
+    code: str | None = None
+    details: dict[str, Any] = {}
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict):

@@ -126,7 +126,7 @@ class Execution:
 
     @property
     def pngs(self) -> list[bytes]:
-        return [r.png_bytes for r in self.results if r.png]
+        return [png for r in self.results if (png := r.png_bytes) is not None]
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> "Execution":

@@ -2,6 +2,7 @@
 gateway with the sandbox's own token (refreshed automatically before it expires and after a 401)."""
 from __future__ import annotations
 
+import builtins
 import threading
 from contextlib import contextmanager
 from datetime import datetime
@@ -106,10 +107,10 @@ class Sandbox:
         self.info = self._client.set_timeout(self.id, seconds)
         return self.info.expires_at
 
-    def get_metrics(self, start: Any = None, end: Any = None) -> list[Metric]:
+    def get_metrics(self, start: Any = None, end: Any = None) -> builtins.list[Metric]:
         return self._client.get_metrics(self.id, start, end)
 
-    def events(self, *, limit: int = 10, offset: int = 0, oldest_first: bool = True) -> list[SandboxEvent]:
+    def events(self, *, limit: int = 10, offset: int = 0, oldest_first: bool = True) -> builtins.list[SandboxEvent]:
         return self._client.events(self.id, limit=limit, offset=offset, oldest_first=oldest_first)
 
     def refresh_token(self) -> None:

@@ -56,11 +56,11 @@ def parse_ref(ref: str) -> tuple[str, bool, str | None]:
     is_archive = not ref.startswith("oci:")
     body = ref.split(":", 1)[1] if ref.startswith(PREFIXES) else ref
     if ref.startswith("oci-archive:" + UPLOAD):
-        files_hash, _, tag = body.removeprefix(UPLOAD).partition(":")
+        files_hash, _, upload_tag = body.removeprefix(UPLOAD).partition(":")
         if not HASH_RE.match(files_hash):
             raise Invalid("an uploaded OCI archive is named by its files_hash", code="invalid_image")
-        return UPLOAD + files_hash, True, tag or None
-    tag = None
+        return UPLOAD + files_hash, True, upload_tag or None
+    tag: str | None = None
     head, _, maybe_tag = body.rpartition(":")
     if head and "/" not in maybe_tag:
         body, tag = head, maybe_tag
@@ -206,6 +206,7 @@ async def _unpack(store, key: str, fd: int, is_archive: bool, tag_name: str, dig
     s = store.settings
     log(f"FROM {ref.strip()}: unpacking {digest[:19]} with umoci")
     staged = store.new_tmp("oci")
+    pass_fds: tuple[int, ...]
     try:
         if is_archive:
             (staged / "layout").mkdir()

@@ -19,6 +19,7 @@ layers are opened by the host when it mounts their root.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import fcntl
 import json
 import os
@@ -190,10 +191,10 @@ class TemplateStore:
             if json.loads(older.read_text()).get("name") == name:
                 older.unlink(missing_ok=True)
 
-    def _hash_docs(self) -> list[Path]:
+    def _hash_docs(self) -> builtins.list[Path]:
         return sorted(self.hashes_dir.glob("*.json")) if self.hashes_dir.is_dir() else []
 
-    def gc(self, keep: set[str] = frozenset(), tmp_age_seconds: float = 6 * 3600) -> list[str]:
+    def gc(self, keep: frozenset[str] | set[str] = frozenset(), tmp_age_seconds: float = 6 * 3600) -> builtins.list[str]:
         """Remove layers no named image uses and stale tmp builds; returns the removed layer hashes.
 
         The store does not know which sandboxes run: the caller passes the layer hashes they use in keep
@@ -235,7 +236,7 @@ class TemplateStore:
     def builtin_hash(self, name: str) -> str:
         return bases.recipe_hash(bases.BUILTINS[name], self.settings.uid_base, self.settings.uid_count)
 
-    def builtin_missing(self) -> list[str]:
+    def builtin_missing(self) -> builtins.list[str]:
         missing = []
         for name in bases.BUILTINS:
             h = self.builtin_hash(name)
@@ -243,7 +244,7 @@ class TemplateStore:
                 missing.append(name)
         return missing
 
-    async def ensure_builtins(self, log: Log = _noop, names: list[str] | None = None) -> list[TemplateImage]:
+    async def ensure_builtins(self, log: Log = _noop, names: builtins.list[str] | None = None) -> builtins.list[TemplateImage]:
         """Make sure every built-in image exists for the current recipes; build only what is missing."""
         out = []
         for name in names or list(bases.BUILTINS):
