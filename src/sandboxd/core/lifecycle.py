@@ -7,6 +7,7 @@ reserve row -> backend.create (returns once the agent is healthy) -> mark runnin
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import secrets
@@ -120,7 +121,6 @@ class LifecycleService:
         self.signer = signer
         self.pool: WarmPool | None = None
         self.routes = RouteTable()
-        self.on_gone = self.routes.gone_listeners  # the older way to subscribe (routes.subscribe_gone)
         self._expiry: dict[str, datetime] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._create_gate = asyncio.Semaphore(CREATE_CONCURRENCY)
@@ -234,7 +234,7 @@ class LifecycleService:
                 )
                 s.add(row)
         except BaseException:
-            if claimed:  # the row was not stored (a value the database refused): the member is still unused
+            if claimed and self.pool is not None:  # the row was not stored (a value the database refused): the member is still unused
                 self.pool.unclaim(claimed)
             raise
         async with self._lock(sid):
@@ -475,7 +475,7 @@ class LifecycleService:
 
         await reconcile(self)
 
-    def live_sandboxes(self) -> list[Sandbox]:
+    def live_sandboxes(self) -> builtins.list[Sandbox]:  # `list` here is the method above
         with self.store.tx() as s:
             return [_to_model(r) for r in s.scalars(select(SandboxRow).where(SandboxRow.status != KILLED))]
 

@@ -42,7 +42,7 @@ class Upstream:
         try:
             reader, writer = await asyncio.open_unix_connection(str(socket), limit=HEAD_LIMIT)
         except OSError as exc:
-            raise GatewayError(502, "AGENT_UNAVAILABLE", f"sandbox agent is not reachable: {exc.strerror or exc}")
+            raise GatewayError(502, "AGENT_UNAVAILABLE", f"sandbox agent is not reachable: {exc.strerror or exc}") from None
         return cls(reader, writer, socket)
 
     @classmethod

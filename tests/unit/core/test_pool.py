@@ -71,6 +71,8 @@ async def test_refills_wait_while_a_cold_create_runs(tmp_path):
 
 async def test_a_create_whose_row_is_refused_gives_its_claimed_member_back(tmp_path):
     """The claim happens before the row is stored; a row the database refuses must not strand the member."""
+    from sqlalchemy.exc import StatementError
+
     from sandboxd.core.lifecycle import CreateRequest
     from sandboxd.wiring import ControlPlane
     from sandboxd.core.store.tables import SandboxRow
@@ -84,7 +86,7 @@ async def test_a_create_whose_row_is_refused_gives_its_claimed_member_back(tmp_p
     m = Member(id="sbmember", template_id=tid, content_hash="h", resources=Resources(), socket=Path("/x/s"))
     pool.ready[tid] = __import__("collections").deque([m])
     svc.lifecycle.pool = pool
-    with pytest.raises(Exception):
+    with pytest.raises(StatementError):  # the row cannot be stored
         await svc.lifecycle.create(CreateRequest(template_name="base", metadata={"k": object()}))  # not JSON
     assert list(pool.ready[tid]) == [m] and not pool.claimed and pool.stats[tid].hits == 0
     with svc.store.tx() as s:

@@ -201,7 +201,7 @@ class OciBackend(Teardown):
             return self._view(rec, RuntimeState.RUNNING)
 
     def _prepare_files(self, rec: Record) -> None:
-        spec, d = rec.sandbox_spec, self.dir(rec.id)
+        spec = rec.sandbox_spec
         self._root_parent(rec)
         # The disk is a sparse copy of a blank image cached per size under the data dir: no mkfs per sandbox.
         root = self._root(rec)
