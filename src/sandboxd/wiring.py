@@ -16,7 +16,7 @@ from sandboxd.core.lifecycle import LifecycleService
 from sandboxd.core.pool import WarmPoolService
 from sandboxd.core.services import open_store
 from sandboxd.core.store.db import Store
-from sandboxd.core.template_source import StoreTemplateSource
+from sandboxd.core.template_source import FakeTemplateSource, StoreTemplateSource
 from sandboxd.core.tokens import TokenSigner, load_secret
 from sandboxd.gateway.e2b import resolver as e2b_resolver
 from sandboxd.gateway.limits import Limits
@@ -30,9 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def make_template_source(settings: Settings, backend: Backend) -> TemplateSource:
-    if backend.capabilities.isolation == "process":
-        from sandboxd.runtime.fake.templates import FakeTemplateSource  # the fake backend's own catalog
-
+    if backend.capabilities.isolation == "process":  # the fake backend runs agents on the host: no images
         return FakeTemplateSource(settings)
     return StoreTemplateSource(settings, backend)
 

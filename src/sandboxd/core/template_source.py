@@ -47,6 +47,20 @@ def desktop_metadata() -> dict[str, Any]:
     }
 
 
+class FakeTemplateSource:
+    """The fake backend's templates: it runs the agent on the host, so a template is only a name (no rootfs);
+    the catalogue has the built-in names of the real image store, so API tests use the same names."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def builtins(self) -> list[dict[str, Any]]:
+        return builtin_metadata()
+
+    async def image(self, name: str) -> TemplateImage:
+        return TemplateImage(name=name, layers=(), content_hash=f"fake:{name}")
+
+
 class StoreTemplateSource:
     def __init__(self, settings: Settings, backend=None):
         from sandboxd.templates.store import TemplateStore
