@@ -89,9 +89,7 @@ class ControlPlane:
         await self.builds.stop()
         await self.pool.stop()
         await self.lifecycle.close()
-        close = getattr(self.backend, "close", None)  # crun/runc: drop this data dir's empty runtime folders
-        if close is not None:
-            await close()
+        await self.backend.close()
         self.store.engine.dispose()
 
 

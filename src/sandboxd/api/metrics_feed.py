@@ -83,18 +83,14 @@ class Feed:
 
 class MetricsHub:
     def __init__(self, lifecycle: LifecycleService, monitor: Any | Callable[[], Any] | None = None):
-        """monitor: the MonitorService (or a function returning it); by default the one started with this
-        lifecycle service. Without one, frames carry the agent's own `system` block."""
+        """monitor: the MonitorService (or a function returning it). Without one, frames carry the agent's own
+        `system` block."""
         self.lifecycle = lifecycle
         self.monitor = monitor
         self.feeds: dict[tuple[str, float], Feed] = {}
 
     def _latest(self, sandbox_id: str) -> Any:
         mon = self.monitor() if callable(self.monitor) else self.monitor
-        if mon is None:
-            from sandboxd.monitor.service import monitor_for
-
-            mon = monitor_for(self.lifecycle)
         try:
             return mon.latest(sandbox_id) if mon is not None else None
         except Exception as exc:  # a metrics frame without host figures beats no frame

@@ -160,3 +160,7 @@ class Backend(Protocol):
 
     async def recover(self) -> list[RuntimeSandbox]:
         """After a restart: adopt running and paused sandboxes, clean up half-created ones."""
+
+    async def close(self) -> None:
+        """The control plane stops: finish background releases and drop what this process made for itself;
+        sandboxes keep running."""

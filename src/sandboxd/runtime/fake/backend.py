@@ -278,6 +278,9 @@ class FakeBackend:
             return RuntimeState.STOPPED
         return RuntimeState(state["state"]) if self._alive(state) else None
 
+    async def close(self) -> None:
+        """Nothing to release: its agents are host processes that outlive the control plane like sandboxes do."""
+
     async def recover(self) -> list[RuntimeSandbox]:
         found: list[RuntimeSandbox] = []
         if not self.root.is_dir():
