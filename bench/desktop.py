@@ -62,7 +62,7 @@ def sandbox_mode():
         sys.exit(f"no desktop template in {TEMPLATES_DIR}")
     data = Path(tempfile.mkdtemp(prefix="h-bench-desktop-"))
     data.chmod(0o755)  # the sandboxes' user namespace must traverse it
-    port, key = _free_pair(), "roomH-" + secrets.token_hex(8)
+    port, key = _free_pair(), "bench-desktop-" + secrets.token_hex(8)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOXD_")}
     env.update(SANDBOXD_DATA_DIR=str(data), SANDBOXD_TEMPLATES_PATH=str(TEMPLATES_DIR), SANDBOXD_BACKEND="crun",
                SANDBOXD_API_KEY=key, NO_PROXY="127.0.0.1,localhost")

@@ -38,9 +38,9 @@ def test_official_sdk_through_crun(real, monkeypatch):
     from hopx_ai import Sandbox
 
     monkeypatch.setenv("HOPX_API_KEY", real.key)
-    sb = Sandbox.create(template="base", base_url=real.base, env_vars={"ROOMD": "crun"})
+    sb = Sandbox.create(template="base", base_url=real.base, env_vars={"TEST_BACKEND": "crun"})
     try:
-        assert sb.commands.run("echo $ROOMD").stdout.strip() == "crun"
+        assert sb.commands.run("echo $TEST_BACKEND").stdout.strip() == "crun"
         r = sb.run_code("print(6 * 7)")
         assert r.success and r.stdout.strip() == "42"
         sb.pause()

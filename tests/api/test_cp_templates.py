@@ -43,7 +43,7 @@ def tarball(files: dict[str, bytes]) -> bytes:
 
 def test_upload_link_is_signed_and_expiring(cp, client):
     body = tarball({"app.py": b"print('hi')\n"})
-    h = "roomd" + str(time.time_ns())
+    h = "testfiles" + str(time.time_ns())
     link = client.post("/v1/templates/files/upload-link", json={"files_hash": h, "content_length": len(body)}).json()
     parsed = UploadLinkResponse(**link)  # strict: no extra keys
     assert parsed.present is False and parsed.upload_url.startswith(cp.base)
@@ -62,7 +62,7 @@ def test_upload_link_is_signed_and_expiring(cp, client):
 
 
 def test_build_shapes_logs_and_failure_on_the_fake_backend(cp, client):
-    h = "roomdb" + str(time.time_ns())
+    h = "testbuild" + str(time.time_ns())
     body = tarball({"app.py": b"print('hi')\n"})
     link = client.post("/v1/templates/files/upload-link", json={"files_hash": h, "content_length": len(body)}).json()
     httpx.put(link["upload_url"], content=body)

@@ -3,14 +3,10 @@ the fake backend (fast, no root) and on the real crun backend (marked real: skip
 host cannot run it, a failure in CI)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "sdk"))
-
-from sdkserver import IN_CI, real_problem, running_server  # noqa: E402
+from support.server import IN_CI, real_problem, running_server
 
 
 # Module scope: a server lives only while its module runs (session scope kept one per suite and

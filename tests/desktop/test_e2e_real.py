@@ -2,7 +2,6 @@
 template, and the official hopx-ai SDK (only base_url changed), everything through the gateway."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import secrets
@@ -50,7 +49,7 @@ def server():
     # Not under pytest's 0700 tmp dir: the sandboxes' user namespace (uid 100000) must traverse it.
     data = Path(tempfile.mkdtemp(prefix="h-desktop-serve-"))
     data.chmod(0o755)
-    port, key = _free_pair(), "roomH-" + secrets.token_hex(8)
+    port, key = _free_pair(), "test-desktop-" + secrets.token_hex(8)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOXD_")}
     env.update(SANDBOXD_DATA_DIR=str(data), SANDBOXD_TEMPLATES_PATH=str(TEMPLATES_DIR), SANDBOXD_BACKEND="crun",
                SANDBOXD_API_KEY=key, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")

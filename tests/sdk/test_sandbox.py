@@ -13,7 +13,7 @@ from sandboxd import (AuthenticationError, CommandExitError, NotFoundError, Path
 
 
 def test_create_from_env_info_list_and_context_manager_kills(sdk_env):
-    with Sandbox.create("base", metadata={"suite": "roomF"}) as sb:
+    with Sandbox.create("base", metadata={"suite": "sdk-test"}) as sb:
         info = sb.get_info()
         assert info.id == sb.id and info.status == "running" and info.template_name == "base"
         assert info.public_host
@@ -85,18 +85,18 @@ def test_background_command_list_wait_and_kill(sandbox):
 
 
 def test_files_text_binary_list_exists_remove(sandbox):
-    sandbox.files.write("/workspace/roomF/a.txt", "héllo\n")
+    sandbox.files.write("/workspace/sdk-test/a.txt", "héllo\n")
     blob = bytes(range(256)) * 4
-    sandbox.files.write("/workspace/roomF/b.bin", blob)
-    assert sandbox.files.read("/workspace/roomF/a.txt") == "héllo\n"
-    assert sandbox.files.read_bytes("/workspace/roomF/b.bin") == blob
-    entries = {e.name: e for e in sandbox.files.list("/workspace/roomF")}
+    sandbox.files.write("/workspace/sdk-test/b.bin", blob)
+    assert sandbox.files.read("/workspace/sdk-test/a.txt") == "héllo\n"
+    assert sandbox.files.read_bytes("/workspace/sdk-test/b.bin") == blob
+    entries = {e.name: e for e in sandbox.files.list("/workspace/sdk-test")}
     assert entries["b.bin"].size == len(blob) and not entries["b.bin"].is_dir and entries["a.txt"].modified
-    assert sandbox.files.exists("/workspace/roomF/a.txt")
-    sandbox.files.remove("/workspace/roomF/a.txt")
-    assert not sandbox.files.exists("/workspace/roomF/a.txt")
+    assert sandbox.files.exists("/workspace/sdk-test/a.txt")
+    sandbox.files.remove("/workspace/sdk-test/a.txt")
+    assert not sandbox.files.exists("/workspace/sdk-test/a.txt")
     with pytest.raises(PathNotFoundError):
-        sandbox.files.read("/workspace/roomF/a.txt")
+        sandbox.files.read("/workspace/sdk-test/a.txt")
 
 
 def test_large_file_upload_download_streams(sandbox, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from rtsupport import spec
 from sandboxd.runtime.base import Resources, RuntimeState
-from sandboxd.runtime.oci import channel
+from sandboxd.runtime import agentclient
 
 pytestmark = pytest.mark.real
 
@@ -49,7 +49,7 @@ def test_memory_bomb_is_oom_killed_inside_its_sandbox_only(rt_env, bystander):
     assert st.memory_limit_bytes == 128 * 1024 * 1024
     # the sandbox itself survives (its agent answers) and so does everyone else
     assert sb.state(bomb.id) is RuntimeState.RUNNING
-    assert sb.loop.run_until_complete(channel.health(bomb.agent_socket))["status"] == "healthy"
+    assert sb.loop.run_until_complete(agentclient.health(bomb.agent_socket))["status"] == "healthy"
     assert sb.exec(bystander.id, ["echo", "alive"]).stdout == b"alive\n"
     assert sb.stats(bystander.id).oom_kills == 0
     sb.destroy(bomb.id)

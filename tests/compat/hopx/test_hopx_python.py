@@ -29,7 +29,7 @@ def monkeypatch_module():
 
 @pytest.fixture(scope="module")
 def sb(hopx):
-    sandbox = Sandbox.create(template="code-interpreter", base_url=hopx.url, env_vars={"ROOMF_CREATED": "yes"})
+    sandbox = Sandbox.create(template="code-interpreter", base_url=hopx.url, env_vars={"TEST_CREATED": "yes"})
     yield sandbox
     try:
         sandbox.kill()
@@ -48,7 +48,7 @@ def test_health_and_templates(hopx):
 def test_info_and_env_vars_from_create(sb):
     info = sb.get_info()
     assert info.sandbox_id == sb.sandbox_id and info.status == "running" and info.public_host
-    assert sb.commands.run("echo $ROOMF_CREATED").stdout.strip() == "yes"
+    assert sb.commands.run("echo $TEST_CREATED").stdout.strip() == "yes"
 
 
 def test_run_code_stdout_error_and_png(sb):
@@ -94,9 +94,9 @@ def test_files(sb):
 
 
 def test_env_and_metrics(sb):
-    sb.env.set("ROOMF_ENV", "42")
-    assert sb.env.get("ROOMF_ENV") == "42"
-    assert sb.commands.run("echo $ROOMF_ENV").stdout.strip() == "42"
+    sb.env.set("TEST_ENV", "42")
+    assert sb.env.get("TEST_ENV") == "42"
+    assert sb.commands.run("echo $TEST_ENV").stdout.strip() == "42"
     snap = sb.get_metrics_snapshot()
     assert snap["total_requests"] > 0 and "system" in snap
 
@@ -162,8 +162,8 @@ def test_async_client(hopx):
             assert await sb.files.read("/workspace/a.txt") == "async hopx"
             with pytest.raises(HopxFileNotFoundError):
                 await sb.files.read("/workspace/missing.txt")
-            await sb.env.set("ROOMF_A", "1")
-            assert (await sb.env.get("ROOMF_A")) == "1"
+            await sb.env.set("TEST_A", "1")
+            assert (await sb.env.get("TEST_A")) == "1"
             await sb.pause()
             assert (await sb.get_info()).status == "paused"
             await sb.resume()

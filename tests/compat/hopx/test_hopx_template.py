@@ -26,8 +26,8 @@ def test_hopx_template_build_then_sandbox(real_server, tmp_path, monkeypatch):
     monkeypatch.setenv("HOPX_API_KEY", real_server.api_key)
     monkeypatch.setenv("HOPX_TEMPLATE_BAKE_SECONDS", "600")
     (tmp_path / "app.py").write_text("print('built by hopx')\n")
-    name = f"roomf-hopx-{secrets.token_hex(3)}"
-    tpl = (Template().from_python_image("3.11").copy("app.py", "/app/").set_env("ROOMF_BUILT", "1")
+    name = f"test-hopx-{secrets.token_hex(3)}"
+    tpl = (Template().from_python_image("3.11").copy("app.py", "/app/").set_env("TEST_BUILT", "1")
            .run_cmd("python3 /app/app.py > /app/out.txt"))
     logs: list[str] = []
     result = asyncio.run(Template.build(tpl, BuildOptions(
@@ -37,7 +37,7 @@ def test_hopx_template_build_then_sandbox(real_server, tmp_path, monkeypatch):
     sb = Sandbox.create(template=name, base_url=real_server.url)
     try:
         assert sb.files.read("/app/out.txt") == "built by hopx\n"
-        assert sb.commands.run("echo $ROOMF_BUILT").stdout.strip() == "1"
+        assert sb.commands.run("echo $TEST_BUILT").stdout.strip() == "1"
     finally:
         sb.kill()
     Sandbox.delete_template(result.template_id, base_url=real_server.url)
@@ -46,9 +46,9 @@ def test_hopx_template_build_then_sandbox(real_server, tmp_path, monkeypatch):
 def test_cli_template_build_with_progress_then_sandbox(real_server, tmp_path):
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "hello.py").write_text("print('built by sandboxd')\n")
-    (tmp_path / "Dockerfile").write_text("FROM base\nCOPY app/ /srv/\nENV ROOMF_CLI=1\n"
+    (tmp_path / "Dockerfile").write_text("FROM base\nCOPY app/ /srv/\nENV TEST_CLI=1\n"
                                          "RUN python3 /srv/hello.py > /srv/out.txt\n")
-    name = f"roomf-cli-{secrets.token_hex(3)}"
+    name = f"test-cli-{secrets.token_hex(3)}"
     env = real_server.client_env
     cli = [sys.executable, "-m", "sandboxd.cli.main"]
     r = subprocess.run([*cli, "template", "build", str(tmp_path), "--name", name], env=env, capture_output=True,
@@ -60,7 +60,7 @@ def test_cli_template_build_with_progress_then_sandbox(real_server, tmp_path):
     with OurSandbox.create(name, api_key=real_server.api_key, api_url=real_server.url) as sb:
         found = sb.commands.run("cat /srv/out.txt")
         assert "built by sandboxd" in found.stdout, (found.stdout, found.stderr)
-        assert sb.commands.run("echo $ROOMF_CLI").stdout.strip() == "1"
+        assert sb.commands.run("echo $TEST_CLI").stdout.strip() == "1"
     assert subprocess.run([*cli, "template", "rm", name], env=env, capture_output=True).returncode == 0
     assert name not in subprocess.run([*cli, "template", "list", "--json"], env=env, capture_output=True,
                                       text=True).stdout

@@ -106,7 +106,7 @@ def _sandbox_processes(real_server, sid: str) -> str:
 
 
 def test_oom_kill_gives_killed_event_with_reason_and_signed_webhook(real_server, seed_verify):
-    from sandboxd.gateway.agentcall import post_json
+    from sandboxd.runtime.agentclient import call_json
     from sandboxd.sdk._agent import command_body
 
     c = real_server.client
@@ -126,7 +126,7 @@ def test_oom_kill_gives_killed_event_with_reason_and_signed_webhook(real_server,
         script = ("echo 1000 > /proc/1/oom_score_adj; for i in 1 2 3 4; do "
                   f"python3 -c 'import time; x = b\"a\" * {chunk}; time.sleep(60)' & done; wait")
         agent = real_server.services.lifecycle.routes[sid].socket
-        real_server.call(post_json(agent, "/commands/background", command_body(script, 60, None, None, None)))
+        real_server.call(call_json(agent, "POST", "/commands/background", command_body(script, 60, None, None, None)))
         t0 = time.time()
         try:
             killed = wait_for(lambda: [e for e in c.get(f"/events/sandboxes/{sid}").json() if e["type"] == ev.KILLED],

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "api"))
-from cpserver import CPServer  # noqa: E402
+from support.server import CPServer
 
 TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
 

@@ -10,7 +10,7 @@ import pytest
 
 from rtsupport import SyncBackend, leftovers, spec
 from sandboxd.runtime.cgroups import SandboxCgroup
-from sandboxd.runtime.oci import channel
+from sandboxd.runtime import agentclient
 from sandboxd.runtime.oci.backend import OciBackend
 from sandboxd.runtime.oci.state import Record
 
@@ -45,7 +45,7 @@ def test_background_destroy_kills_now_and_releases_later(rt_env, paused):
     while any(os.path.exists(f"/proc/{p}") and _running(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not [p for p in pids if _running(p)]
-    assert sb.loop.run_until_complete(channel.health(box.agent_socket, timeout=1)) is None
+    assert sb.loop.run_until_complete(agentclient.health(box.agent_socket, timeout=1)) is None
     sb.drain()
     assert leftovers(settings, box.id) == []
     sb.destroy(box.id, background=True)  # idempotent: nothing to kill, nothing left

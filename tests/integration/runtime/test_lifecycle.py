@@ -10,7 +10,7 @@ import pytest
 from rtsupport import leftovers, spec
 from sandboxd.errors import Conflict
 from sandboxd.runtime.base import Resources, RuntimeState
-from sandboxd.runtime.oci import channel
+from sandboxd.runtime import agentclient
 from sandboxd.runtime.oci.state import Record
 
 pytestmark = pytest.mark.real
@@ -26,7 +26,7 @@ def running(rt_env):
 def test_create_gives_a_hardened_sandbox_under_tini(rt_env, running):
     _, sb, _ = rt_env
     assert sb.state(running.id) is RuntimeState.RUNNING
-    assert sb.loop.run_until_complete(channel.health(running.agent_socket)) ["status"] == "healthy"
+    assert sb.loop.run_until_complete(agentclient.health(running.agent_socket)) ["status"] == "healthy"
     r = sb.sh(running.id, "cat /proc/1/cmdline | tr '\\0' ' '; echo; grep -E 'NoNewPrivs|Seccomp:|CapEff' /proc/self/status;"
                           " cat /proc/self/uid_map")
     out = r.stdout.decode()
@@ -93,7 +93,7 @@ def test_stop_start_keeps_files_byte_for_byte(rt_env):
     with pytest.raises(Conflict):
         sb.exec(box.id, ["true"])
     again = sb.start(box.id)
-    assert sb.loop.run_until_complete(channel.health(again.agent_socket))["status"] == "healthy"
+    assert sb.loop.run_until_complete(agentclient.health(again.agent_socket))["status"] == "healthy"
     out = sb.sh(box.id, "sha256sum /workspace/data; stat -c %a /workspace/data; readlink /workspace/link").stdout.decode()
     assert out.split() == [digest, "/workspace/data", "640", "data"]
     sb.destroy(box.id)

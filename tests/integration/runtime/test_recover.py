@@ -14,7 +14,7 @@ import pytest
 from rtsupport import PREFIX, leftovers
 from sandboxd.runtime import get_backend
 from sandboxd.runtime.base import RuntimeState
-from sandboxd.runtime.oci import channel
+from sandboxd.runtime import agentclient
 from sandboxd.runtime.oci.state import Record
 
 pytestmark = pytest.mark.real
@@ -53,7 +53,7 @@ def test_recover_after_sigkill(rt_env):
     assert leftovers(settings, f"{prefix}-half") == []
 
     run = adopted[f"{prefix}-run"]
-    assert sb.loop.run_until_complete(channel.health(run.agent_socket))["status"] == "healthy"
+    assert sb.loop.run_until_complete(agentclient.health(run.agent_socket))["status"] == "healthy"
     assert sb.exec(run.id, ["cat", "/workspace/mark"]).stdout == b"before-crash\n"
     sb.resume(f"{prefix}-paused")
     assert sb.exec(f"{prefix}-paused", ["echo", "thawed"]).stdout == b"thawed\n"

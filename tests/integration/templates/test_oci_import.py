@@ -1,5 +1,4 @@
 """FROM an OCI archive: umoci unpack, uid shift, the image's env/user/workdir, and the agent kit on top."""
-import json
 import os
 import shutil
 import stat

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "api"))
-from cpserver import create_database, drop_database  # noqa: E402
+from support.database import create_database, drop_database
 
 PG_URL = os.environ.get("SANDBOXD_TEST_POSTGRES_URL")
 

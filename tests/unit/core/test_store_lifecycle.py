@@ -93,17 +93,17 @@ def test_template_delete_rules(settings):
     svc.catalog.sync_builtins()
     with pytest.raises(Invalid):
         svc.catalog.delete("tpl_base", in_use=0)
-    t = svc.catalog.begin_build("roomd-custom", "bld_1", vcpu=1, memory_mb=512, disk_gb=1, update=False)
+    t = svc.catalog.begin_build("test-custom", "bld_1", vcpu=1, memory_mb=512, disk_gb=1, update=False)
     with pytest.raises(Conflict):
         svc.catalog.delete(t.id, in_use=0)  # still building
     svc.catalog.finish_build(t.id, language="python", error=None)
     with pytest.raises(Conflict):
-        svc.catalog.begin_build("roomd-custom", "bld_2", vcpu=1, memory_mb=512, disk_gb=1, update=False)
+        svc.catalog.begin_build("test-custom", "bld_2", vcpu=1, memory_mb=512, disk_gb=1, update=False)
     with pytest.raises(Conflict):
         svc.catalog.delete(t.id, in_use=2)
     svc.catalog.delete(t.id, in_use=0)
     with pytest.raises(NotFound):
-        svc.catalog.get("roomd-custom")
+        svc.catalog.get("test-custom")
     svc.store.engine.dispose()
 
 

@@ -15,7 +15,8 @@ def test_signature_is_accepted_by_the_seed_function(seed_verify):
 
 def test_known_vector_and_both_alphabets():
     # sha256("s" + "{}") computed independently; standard base64 without padding.
-    import base64, hashlib
+    import base64
+    import hashlib
 
     want = base64.b64encode(hashlib.sha256(b"s{}").digest()).decode().rstrip("=")
     assert sign_v1("s", b"{}") == want

@@ -7,7 +7,7 @@ import pytest
 
 from sandboxd.errors import BuildFailed, Conflict, Invalid, NotFound
 from sandboxd.runtime.fake.backend import FakeBackend
-from sandboxd.templates.steps import BuildRecipe, parse_build_request
+from sandboxd.templates.steps import parse_build_request
 
 
 def make_context(tmp_path, files):
