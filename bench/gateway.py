@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "api"))
-from cpserver import CPServer  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.server import CPServer  # noqa: E402  (the test suites' `sandboxd serve` harness)
 
 
 def read_response(sock: socket.socket, buf: bytearray) -> None:

@@ -25,10 +25,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests" / "api"))
+sys.path.insert(0, str(HERE.parent / "tests"))
 
 import floors  # noqa: E402
-from cpserver import CPServer  # noqa: E402
+from support.server import CPServer  # noqa: E402  (the test suites' `sandboxd serve` harness)
 from gateway import timer  # noqa: E402  (bench/gateway.py: keep-alive request timing on a raw socket)
 from runtime import host_cpu_ms, pss_kib  # noqa: E402
 from agent_start import cpu_ms  # noqa: E402
