@@ -140,13 +140,13 @@ class SandboxCgroup:
                 pids=_int(d / "pids.current"),
                 oom_kills=_kv(d / "memory.events").get("oom_kill", 0),
             )
-        quota = _int(self.dir("cpu") / "cpu.cfs_quota_us", -1)
-        period = _int(self.dir("cpu") / "cpu.cfs_period_us", 100000) or 100000
+        quota_us = _int(self.dir("cpu") / "cpu.cfs_quota_us", -1)
+        period_us = _int(self.dir("cpu") / "cpu.cfs_period_us", 100000) or 100000
         mem = _kv(self.dir("memory") / "memory.stat")
         usage = _int(self.dir("memory") / "memory.usage_in_bytes")
         return CgroupCounters(
             cpu_usage_ns=_int(self.dir("cpuacct") / "cpuacct.usage"),
-            cpu_quota_cores=0.0 if quota < 0 else quota / period,
+            cpu_quota_cores=0.0 if quota_us < 0 else quota_us / period_us,
             memory_used_bytes=max(usage - mem.get("total_inactive_file", 0), 0),
             memory_limit_bytes=_int(self.dir("memory") / "memory.limit_in_bytes"),
             memory_cache_bytes=mem.get("total_cache", 0),

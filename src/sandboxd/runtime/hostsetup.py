@@ -81,7 +81,7 @@ def prepare_host(settings, *, backend: str | None = None, force: bool = False) -
     if shutil.which(backend) is None:
         other = "runc" if backend == "crun" else "crun"
         if shutil.which(other) is None:
-            raise RuntimeFailure(f"neither crun nor runc is installed (scripts/install.sh installs them)")
+            raise RuntimeFailure("neither crun nor runc is installed (scripts/install.sh installs them)")
         notes.append(f"{backend} is not installed; using {other}")
         backend = other
     layout = cgroups.detect()

@@ -106,7 +106,8 @@ def read_fd(fd: int, limit: int = DEFAULT_LIMIT) -> bytes:
         raise Refused(errno.EINVAL, "not a regular file")
     if st.st_size > limit:
         raise Refused(errno.EFBIG, f"larger than {limit} bytes")
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:  # the file may grow after fstat: the cap holds on what is read, not what was announced
         chunk = os.read(fd, min(1 << 20, limit + 1 - size))
         if not chunk:

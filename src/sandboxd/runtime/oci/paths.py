@@ -107,7 +107,7 @@ def remove_empty(data_dir: Path) -> list[Path]:
     Safe against a concurrent create: crun and runc re-create their state root, and the backend creates
     the socket and mount point folders right before use."""
     base = runtime_dir(data_dir)
-    gone = []
+    gone: list[Path] = []
     if not base.is_dir():
         return gone
     for d in sorted((p for p in base.iterdir() if p.is_dir()), reverse=True):

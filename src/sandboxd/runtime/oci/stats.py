@@ -145,10 +145,10 @@ class BatchStats:
             cores = 0.0 if quota in (b"max", b"") else int(quota) / (int(period or b"100000") or 100000)
             return cores, _int(cg + "memory.max")
         base = f"{self.root}/%s/{PARENT}/{sid}/"
-        quota = _int(base % "cpu" + "cpu.cfs_quota_us", -1)
-        period = _int(base % "cpu" + "cpu.cfs_period_us", 100000) or 100000
+        quota_us = _int(base % "cpu" + "cpu.cfs_quota_us", -1)
+        period_us = _int(base % "cpu" + "cpu.cfs_period_us", 100000) or 100000
         os.stat(base % "cpuacct")  # no cgroup at all: an error now, not zeros forever
-        return (0.0 if quota < 0 else quota / period), _int(base % "memory" + "memory.limit_in_bytes")
+        return (0.0 if quota_us < 0 else quota_us / period_us), _int(base % "memory" + "memory.limit_in_bytes")
 
 
 def _veth_counters(veth: str) -> tuple[int, int]:
