@@ -78,7 +78,7 @@ def socket_rules() -> list[dict[str, Any]]:
     """socket() for SOCKET_FAMILIES, socketpair() for AF_UNIX; EAFNOSUPPORT for every other family.
     Each value of the first argument matches exactly one rule (libseccomp keeps no order between them)."""
     top = max(SOCKET_FAMILIES)
-    refuse = {"action": "SCMP_ACT_ERRNO", "errnoRet": errno.EAFNOSUPPORT}
+    refuse: dict[str, Any] = {"action": "SCMP_ACT_ERRNO", "errnoRet": errno.EAFNOSUPPORT}
     rules = [{"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": _arg0(f)} for f in SOCKET_FAMILIES]
     rules += [{"names": ["socket"], **refuse, "args": _arg0(f)} for f in range(top) if f not in SOCKET_FAMILIES]
     rules.append({"names": ["socket"], **refuse, "args": _arg0(top, "SCMP_CMP_GT")})

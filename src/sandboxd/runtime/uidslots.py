@@ -79,7 +79,7 @@ def claim(settings, sandbox_dir: Path, prefer: int | None = None) -> int:
     SLOTS_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
     owner = str(sandbox_dir)
     with _lock:
-        order = range(1, settings.uid_ranges + 1)
+        order: range | list[int] = range(1, settings.uid_ranges + 1)
         if prefer is not None and 1 <= prefer <= settings.uid_ranges:
             order = [prefer, *order]
         for slot in order:

@@ -245,6 +245,7 @@ class FakeBackend:
             proc.kill()
             out, err = await proc.communicate()
             return ExecResult(exit_code=-9, stdout=out, stderr=err, timed_out=True)
+        assert proc.returncode is not None  # communicate() returned: the process was reaped
         return ExecResult(exit_code=proc.returncode, stdout=out, stderr=err)
 
     async def stats(self, sandbox_id: str) -> Stats:

@@ -39,7 +39,7 @@ SLOW_CALL_SECONDS = 5.0  # the others take ~7 ms: one that takes this long is wo
 
 
 RUNTIME_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
-_sealed: dict[str, int] = {}
+_sealed: dict[str, int | None] = {}
 
 
 def sealed_copy(binary: str) -> int | None:
@@ -111,6 +111,7 @@ class OciCli:
         except OSError as exc:
             raise RuntimeFailure(f"{self.binary} {args[0]} failed: {exc}", details={"argv": argv}) from exc
         out, err = out or b"", err or b""
+        assert proc.returncode is not None  # communicate() returned: the process was reaped
         if check and proc.returncode != 0:
             raise self.failure(args, proc.returncode, err)
         return proc.returncode, out, err

@@ -84,7 +84,12 @@ async def readable(fd: int, timeout: float) -> bool:
     """Until fd is readable (a pidfd: its process has exited); False on timeout."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(True))
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(True)
+
+    loop.add_reader(fd, wake)
     try:
         await asyncio.wait_for(ready, timeout)
         return True
