@@ -88,6 +88,7 @@ async def run_exec(cli: OciCli, container_id: str, sandbox_dir: Path, spec: Sand
                                                            timeout=LOOKUP_TIMEOUT)
         except asyncio.TimeoutError:
             raise RuntimeFailure("looking up the user in the sandbox's files timed out") from None
+    assert cwd is not None  # given, or settled by the lookup
     full_env = {"PATH": DEFAULT_PATH, "HOME": home, "LANG": "C.UTF-8", "TERM": "xterm"}
     full_env.update(spec.image.env)
     full_env.update(spec.env)

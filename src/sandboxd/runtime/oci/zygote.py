@@ -128,7 +128,7 @@ class Zygote:
             # Its end of the socketpair comes as stdin and becomes the zygote's fd 3; nothing else is inherited.
             with open(self.run_dir / "zygote.log", "ab") as errors:
                 self.proc = subprocess.Popen(["unshare", "--mount", "--", sys.executable, "-I", "-S", "-c", SETUP], env=env,
-                                             stdin=theirs, stdout=subprocess.DEVNULL, stderr=errors,
+                                             stdin=theirs.fileno(), stdout=subprocess.DEVNULL, stderr=errors,
                                              start_new_session=True)
         finally:
             theirs.close()
