@@ -33,10 +33,12 @@ async def run(argv: list[str], env: dict[str, str], *, data: bytes | None = None
         raise DesktopToolFailed(f"{argv[0]}: {e}", details={"argv": argv}) from e
     try:
         out, err = await asyncio.wait_for(p.communicate(data), timeout)
+        # communicate() returns only after the child has been reaped
+        assert p.returncode is not None
     except asyncio.TimeoutError:
         _kill_group(p.pid)
         await p.wait()
-        raise DesktopToolFailed(f"{argv[0]} did not finish within {timeout:g} s", details={"argv": argv})
+        raise DesktopToolFailed(f"{argv[0]} did not finish within {timeout:g} s", details={"argv": argv}) from None
     if check and p.returncode != 0:
         tail = (err or b"").decode(errors="replace").strip()[-800:]
         log(f"{' '.join(argv)} -> exit {p.returncode}: {tail}")
