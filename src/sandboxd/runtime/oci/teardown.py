@@ -10,10 +10,12 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sandboxd.errors import Conflict, RuntimeFailure
 from sandboxd.runtime import network, uidslots
-from sandboxd.runtime.cgroups import SandboxCgroup
+from sandboxd.runtime.cgroups import Layout, SandboxCgroup
+from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.procs import _alive, _reap, _rmdir, _wait_gone
 from sandboxd.runtime.oci.state import Record
 from sandboxd.runtime.rootfs import SandboxRoot
@@ -35,6 +37,19 @@ def os_errors_are_runtime_failures(fn):
 
 class Teardown:
     """Mixed into OciBackend, whose paths, records, locks and runtime CLI it uses."""
+
+    # Set by OciBackend.__init__ (the methods below by OciBackend itself).
+    runtime: str
+    run_dir: Path
+    cli: OciCli
+    layout: Layout
+    _locks: dict[str, asyncio.Lock]
+    _reclaims: set[asyncio.Task]
+
+    if TYPE_CHECKING:
+        def dir(self, sandbox_id: str) -> Path: ...
+        def _lock(self, sandbox_id: str) -> asyncio.Lock: ...
+        def _paths(self, sandbox_id: str, rec: Record | None = None) -> tuple[Path, Path]: ...
 
     async def _halt(self, rec: Record) -> None:
         """End the container (if any) and its network; the filesystem stays mounted."""
