@@ -52,14 +52,21 @@ runuser -u postgres -- "$PGBIN/createdb" -h 127.0.0.1 -p "$PGPORT" -U postgres s
 export SANDBOXD_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$PGPORT/sandboxd_test"
 echo "==> PostgreSQL for the store tests: $SANDBOXD_TEST_POSTGRES_URL"
 
-# The whole suite must stay under 30 minutes; a hung run is a failure, not a stuck CI job.
+# ruff and mypy (scripts/lint.sh, configured in pyproject.toml): a finding fails the run, after the tests ran.
 set +e
+echo "==> lint: ruff and mypy"
+bash scripts/lint.sh
+lint=$?
+
+# The whole suite must stay under 30 minutes; a hung run is a failure, not a stuck CI job.
 timeout --signal=INT --kill-after=60 1800 .venv/bin/python -m pytest -q -ra --color=no \
   -p no:cacheprovider --junitxml="${SANDBOXD_JUNIT_XML:-/tmp/sandboxd-junit.xml}" "${@:-tests}"
 rc=$?
 set -e
+if [ "$rc" -eq 0 ] && [ "$lint" -ne 0 ]; then echo "==> tests passed, but lint found problems (above)" >&2; rc=1
+fi
 case "$rc" in
-  0) echo "==> tests passed" ;;
+  0) echo "==> tests and lint passed" ;;
   5) echo "==> no tests were collected: that is a failure" >&2; rc=1 ;;
   124) echo "==> the suite exceeded 30 minutes" >&2 ;;
   *) echo "==> tests failed (pytest exit code $rc)" >&2 ;;

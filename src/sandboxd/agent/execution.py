@@ -264,7 +264,7 @@ async def post_callback(url: str, payload: dict, headers: dict, secret: str | No
         if secret:
             h["X-HOPX-Signature"] = "sha256=" + sign(secret, ts, body)
 
-        def send() -> int:
+        def send(h: dict[str, str] = h) -> int:  # bound now: this attempt's headers
             # http.client keeps header names as given (urllib would send "X-hopx-signature").
             if parts.scheme == "https":
                 conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=10,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from ..app import WEBSOCKET
-from ..server import STREAM_GAP, WebSocketClosed
+from ..server import STREAM_GAP
 from ..terminal import PtyProcess
 
 
