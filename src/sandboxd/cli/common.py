@@ -7,7 +7,7 @@ import functools
 import json
 import sys
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,7 +17,7 @@ out = Console()
 err = Console(stderr=True)
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -34,7 +34,7 @@ def handles_errors(fn: Callable) -> Callable:
         except SandboxError as e:
             fail(str(e))
         except KeyboardInterrupt:
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except OSError as e:
             fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
 

@@ -48,7 +48,8 @@ def _monitor_system(data: Any) -> dict[str, Any] | None:
 
 def sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
     """(event, data) pairs from an SSE line stream; comments and heartbeats are skipped."""
-    event, data = "message", []
+    event = "message"
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:

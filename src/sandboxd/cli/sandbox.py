@@ -204,9 +204,10 @@ def cp(source: str, dest: str) -> None:
     """Copy a file in or out: `cp ./a.txt SANDBOX:/workspace/a.txt` or `cp SANDBOX:/path ./local`."""
     src_sb, src_path = _split(source)
     dst_sb, dst_path = _split(dest)
-    if (src_sb is None) == (dst_sb is None):
+    sid = src_sb or dst_sb
+    if sid is None or (src_sb is not None and dst_sb is not None):
         fail("exactly one of SOURCE and DEST must be SANDBOX_ID:/absolute/path")
-    sb = _connect(src_sb or dst_sb)
+    sb = _connect(sid)
     try:
         if dst_sb:
             local = Path(src_path)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
         """Run the control plane (HopX + E2B APIs) and the sandbox gateway."""
-        overrides = {k: v for k, v in {"host": host, "port": port, "gateway_port": gateway_port}.items() if v is not None}
+        overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port, "gateway_port": gateway_port}.items() if v is not None}
         settings = Settings(**overrides)
         logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -70,7 +70,8 @@ def api_config(app, settings: Settings, log_level: str = "info"):
 
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
                           lifespan="on", timeout_graceful_shutdown=5, http=protocol_for(limits_from(settings)),
-                          timeout_keep_alive=settings.api_keep_alive_seconds)
+                          # uvicorn annotates an int but only hands it to loop.call_later, which takes seconds
+                          timeout_keep_alive=settings.api_keep_alive_seconds)  # type: ignore[arg-type]
 
 
 PR_GET_CHILD_SUBREAPER = 37

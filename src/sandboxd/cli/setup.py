@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         except ValidationError as exc:  # a bad SANDBOXD_* variable: say which, without a traceback
             for err in exc.errors():
                 typer.echo(f"setup failed: SANDBOXD_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         started = time.monotonic()
         try:
             if not skip_host:
@@ -85,5 +85,5 @@ def register(app: typer.Typer) -> None:
             tail = exc.details.get("log_tail") if exc.details else None
             if tail:
                 typer.echo(tail, err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
         typer.echo(f"setup done in {time.monotonic() - started:.1f}s")

@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
+from sandboxd.config import Settings
 from sandboxd.errors import CapacityExceeded, Invalid
 
 RETRY_AFTER_SECONDS = 10
@@ -76,7 +78,7 @@ def fs_free_mb(path: Path) -> int:
     return st.f_bavail * st.f_frsize // (1024 * 1024)
 
 
-def sandbox_maxima(settings) -> Maxima:
+def sandbox_maxima(settings: Settings) -> Maxima:
     """The operator's per-sandbox maxima; each 0 is derived from the host: all its cores (at least 2, what the
     HopX builder asks by default), half its memory, a quarter of the data directory's filesystem."""
     return Maxima(
@@ -102,7 +104,7 @@ def check_maxima(maxima: Maxima, *, vcpu: float, memory_mb: int, disk_mb: int, n
         _over(field, disk_mb, maxima.disk_mb, "MB", what)
 
 
-def _over(field: str, asked: float, limit: float, unit: str, what: str) -> None:
+def _over(field: str, asked: float, limit: float, unit: str, what: str) -> NoReturn:
     asked, limit = _plain(asked), _plain(limit)
     raise ResourceLimitExceeded(
         f"{field}: {what} asks for {asked} {unit}; this server allows at most {limit} {unit} per sandbox",
@@ -115,7 +117,7 @@ def _plain(x: float) -> float | int:
 
 
 class Admission:
-    def __init__(self, settings):
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.memory_capacity_mb = int(meminfo_mb("MemTotal") * settings.memory_overcommit)
@@ -151,7 +153,7 @@ class Admission:
         return True
 
     @staticmethod
-    def _full(reason: str, resource: str, value: int, limit: int) -> None:
+    def _full(reason: str, resource: str, value: int, limit: int) -> NoReturn:
         raise HostFull(f"no room for another sandbox on this host: {reason}; retry later",
                        details={"resource": resource, "value_mb": value, "limit_mb": limit,
                                 "retry_after_seconds": RETRY_AFTER_SECONDS})

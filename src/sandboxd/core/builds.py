@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, AsyncIterator, Callable, Protocol
 
 from sqlalchemy import select
@@ -100,7 +101,7 @@ def host_masks(settings: Settings) -> list[tuple[str, str]]:
         RUN_ROOT = Path("/run/sandboxd")
     named = [(settings.import_dir, "<import-dir>"), (settings.templates_dir, "<templates>"),
              (settings.data_dir, "<data-dir>"), (RUN_ROOT, "<run-dir>")]
-    pairs = {}
+    pairs: dict[str, str] = {}
     for path, label in named:
         if path is None:
             continue
@@ -211,7 +212,7 @@ class BuildService:
         return {"build_id": build_id, "template_id": t.id, "status": "building",
                 "logs_url": f"/v1/templates/build/{t.id}/logs"}
 
-    def reserve(self, name: str, *, cpu: int, memory_mb: int, disk_gb: int, tags: list[str] = (),
+    def reserve(self, name: str, *, cpu: int, memory_mb: int, disk_gb: int, tags: Sequence[str] = (),
                 names: dict[str, str] | None = None) -> tuple[Any, str]:
         """A build announced before its recipe (E2B's flow: request, upload, then start): the template exists
         from now on (a new one as `pending`, an existing one keeps serving its current image) and the build
@@ -305,6 +306,7 @@ class BuildService:
             t0 = time.monotonic()
             error = None
             meta: dict[str, Any] = {}
+            assert self.builder is not None  # start() chose one before any build could be launched
             try:
                 meta = await self.builder(req, uploads=self.uploads, log=lambda line: self._log(build_id, line))
             except asyncio.CancelledError:

@@ -188,6 +188,8 @@ class CatalogService:
         self._forget()
         with self.store.tx() as s:
             row = s.get(TemplateRow, template_id)
+            if row is None:
+                raise NotFound(f"template {template_id} not found", code="template_not_found")
             row.status = "failed" if error else "active"
             row.error_message = error
             if language and not row.language:

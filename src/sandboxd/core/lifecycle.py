@@ -311,6 +311,8 @@ class LifecycleService:
         event = None
         with self.store.tx() as s:
             r = s.get(SandboxRow, sid)
+            if r is None:
+                raise NotFound(f"sandbox {sid} not found", code="sandbox_not_found")
             for k, v in values.items():
                 setattr(r, k, v)
             sb = _to_model(r)

@@ -5,7 +5,7 @@ import base64
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 # Sandbox states and the transitions the state machine allows.
 CREATING, RUNNING, PAUSED, STOPPED, KILLED = "creating", "running", "paused", "stopped", "killed"
@@ -15,6 +15,14 @@ LIVE_STATES = (CREATING, RUNNING, PAUSED, STOPPED)
 REASON_USER, REASON_TIMEOUT, REASON_OOM, REASON_ERROR, REASON_NODE_LOST = "user", "timeout", "oom", "error", "node_lost"
 
 ORGANIZATION_ID = 1  # one tenant per install; the SDK insists on an int here
+
+
+@overload
+def iso(dt: datetime) -> str: ...
+
+
+@overload
+def iso(dt: datetime | None) -> str | None: ...
 
 
 def iso(dt: datetime | None) -> str | None:

@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import re
 import time
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_plus
 
 from sandboxd.errors import Unauthorized
@@ -40,6 +41,10 @@ from sandboxd.core.models import RUNNING
 from sandboxd.core.tokens import E2B, HOPX
 from sandboxd.gateway.heads import bearer
 from sandboxd.gateway.proxy import GatewayError, Head, Target
+
+if TYPE_CHECKING:
+    from sandboxd.core.lifecycle import LifecycleService
+    from sandboxd.core.tokens import TokenSigner
 
 ENVD_PORT, JUPYTER_PORT = 49983, 49999
 PORTS = {ENVD_PORT, JUPYTER_PORT}
@@ -52,7 +57,7 @@ HOST_RE = re.compile(r"^(\d{1,5})-([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.")  # {port}
 
 
 class E2BResolver:
-    def __init__(self, signer, lifecycle):
+    def __init__(self, signer: TokenSigner, lifecycle: LifecycleService) -> None:
         self.signer = signer
         self.lifecycle = lifecycle
         self._envd_tokens: dict[tuple[str, int], str] = {}  # (sandbox, token version) -> its envd token

@@ -193,11 +193,13 @@ class RequestFramer:
         return self.conn is not None and self.conn.they_are_waiting_for_100_continue
 
     def respond(self, event) -> bytes:
+        assert self.conn is not None  # answers follow a parsed head
         return self.conn.send(event) or b""
 
     def error_answer(self, exc: GatewayError, close: bool) -> bytes:
         """`exc` as a whole answer to the current request (headers only for HEAD, as h11 enforces)."""
         headers, body = error_parts(exc.status, exc.code, exc.message, exc.details, close)
+        assert self.head is not None  # answers follow a parsed head
         out = self.respond(h11.Response(status_code=exc.status, headers=headers,
                                         reason=REASONS.get(exc.status, "Error").encode()))
         if self.head.method != "HEAD":
@@ -212,6 +214,7 @@ class RequestFramer:
         return bytes(self.conn.trailing_data[0]) if self.conn is not None else bytes(self._buf)
 
     def next_cycle(self) -> None:
+        assert self.conn is not None  # only a finished request starts the next one
         data, closed = self.conn.trailing_data
         self._buf = bytearray(data)
         self._scanned = 0

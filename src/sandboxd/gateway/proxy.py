@@ -112,6 +112,8 @@ class Gateway:
 
     @property
     def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the gateway has not been started")
         return self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -136,6 +138,7 @@ class Gateway:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # start_server runs each client in a task of its own
         peer = writer.get_extra_info("peername")
         addr = peer[0] if isinstance(peer, tuple) and peer else "?"
         refusal = self.limits.admit(addr)
@@ -280,8 +283,9 @@ class Gateway:
                 return await self._fail(conn, up, GatewayError(400, "INVALID_REQUEST", f"malformed request: {exc}"))
             pump = asyncio.create_task(self._pump(conn, up)) if framer.has_body else None
             result, failure = await self._answer(conn, up, pump)
-            if pump is not None and pump.done() and not pump.cancelled() and pump.exception() is not None:
-                return await self._fail(conn, up, pump.exception())  # the client broke its request
+            broke = pump.exception() if pump is not None and pump.done() and not pump.cancelled() else None
+            if broke is not None:
+                return await self._fail(conn, up, broke)  # the client broke its request
             if failure is not None:
                 # A kept connection the agent had closed meanwhile: nothing was answered, so ask again.
                 if (attempt == 0 and up.reused and not framer.has_body and up.received == 0
