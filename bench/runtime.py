@@ -28,7 +28,7 @@ from sandboxd.config import Settings
 from sandboxd.runtime import get_backend
 from sandboxd.runtime.base import Resources, SandboxSpec
 from sandboxd.runtime.cgroups import SandboxCgroup
-from sandboxd.runtime.oci import channel
+from sandboxd.runtime import agentclient
 from sandboxd.templates.store import TemplateStore
 
 
@@ -81,7 +81,7 @@ async def bench_sandboxd(settings: Settings, image, runs: int, idle: int) -> dic
         view = await backend.create(spec)
         ops["create"].append((time.perf_counter() - t) * 1000)
         ops["exec"].append(await timed(backend.exec, sid, ["true"]))
-        ops["health"].append(await timed(channel.health, view.agent_socket))
+        ops["health"].append(await timed(agentclient.health, view.agent_socket))
         ops["pause"].append(await timed(backend.pause, sid))
         ops["resume"].append(await timed(backend.resume, sid))
         ops["destroy"].append(await timed(backend.destroy, sid))

@@ -6,7 +6,6 @@ import os
 import socket
 from pathlib import Path
 
-from sandboxd.runtime.agentclient import health  # noqa: F401  (older import path of the probe)
 
 
 def listen(path: Path) -> socket.socket:
