@@ -2,10 +2,17 @@
 data dir or the template store in its mount table, its own memory, CPUs and uptime in /proc (lxcfs)."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from sandboxd.runtime import lxcfs
 from rtsupport import SyncBackend, base_image, cleanup, make_settings, spec
 
 pytestmark = pytest.mark.real
@@ -79,3 +86,40 @@ def test_proc_shows_the_sandboxs_own_memory_cpus_and_uptime(rt_env, box):
     assert lines[4].split()[1] == str(512 * 1024), lines  # what `free` reports
     r = sb.sh(box.id, "echo 1 > /proc/meminfo")
     assert r.exit_code != 0
+
+
+def _stop(directory: Path) -> None:
+    pid = int(lxcfs.pidfile(directory).read_text().strip())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while lxcfs.answers(directory) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_lxcfs_that_died_is_started_again(tmp_path, monkeypatch):
+    """A mount left by a dead lxcfs answers ENOTCONN: set-up detaches it and starts lxcfs again, and a create
+    that finds it gone restarts it in the background rather than binding dead files."""
+    saved = lxcfs._active
+    directory = tmp_path / "lxcfs"
+    try:
+        assert lxcfs.ensure(directory) is None
+        _stop(directory)
+        assert lxcfs.mounted(directory) and not lxcfs.answers(directory)  # what a killed session leaves
+        assert lxcfs.ensure(directory) is None  # host set-up
+        assert lxcfs.answers(directory)
+        assert len(asyncio.run(lxcfs.binds())) == len(lxcfs.FILES)
+
+        _stop(directory)
+        monkeypatch.setattr(lxcfs, "CHECK_EVERY", 0.0)
+        monkeypatch.setattr(lxcfs, "REVIVE_EVERY", 0.0)
+        assert asyncio.run(lxcfs.binds()) == []  # the host's files, never a dead bind
+        deadline = time.monotonic() + 10
+        while not lxcfs.answers(directory) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [target for _, target in asyncio.run(lxcfs.binds())] == ["/" + f for f in lxcfs.FILES]
+    finally:
+        if lxcfs.mounted(directory):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(lxcfs.pidfile(directory).read_text().strip()), signal.SIGKILL)
+            subprocess.run(["umount", "-l", str(directory)], check=False)
+        lxcfs.ensure(saved)

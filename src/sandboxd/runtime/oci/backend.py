@@ -22,7 +22,7 @@ from pathlib import Path
 
 import sandboxd
 from sandboxd.errors import Conflict, Invalid, NotFound, RuntimeFailure
-from sandboxd.runtime import agentclient, agentpkg, network, reaper, uidslots
+from sandboxd.runtime import agentclient, agentpkg, lxcfs, network, reaper, uidslots
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import (
     Capabilities, ExecResult, Resources, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
@@ -262,7 +262,7 @@ class OciBackend(Teardown):
         cfg = config.build(spec, uid_base=self._ids(rec).host_base, uid_count=self.settings.uid_count,
                            sandbox_dir=d, agent_pkg=await self._agent_pkg_source(), argv=argv, rootfs=rootfs,
                            etc_dir=meta if meta.is_dir() else d,  # d: a sandbox made before meta/
-                           runtime=self.runtime)
+                           runtime=self.runtime, proc_binds=await lxcfs.binds())
         profile_key = self.bpf.annotate(cfg)
         (d / "config.json").write_text(json.dumps(cfg))
         self.cli.root.mkdir(parents=True, exist_ok=True)

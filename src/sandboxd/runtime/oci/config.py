@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sandboxd.runtime import lxcfs, seccomp
+from sandboxd.runtime import seccomp
 from sandboxd.runtime.base import SandboxSpec
 from sandboxd.runtime.cgroups import cgroups_path
 
@@ -59,8 +59,9 @@ def base_mounts() -> list[dict[str, Any]]:
 
 def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path, agent_pkg: Path,
           argv: list[str] | None = None, rootfs: Path | None = None, etc_dir: Path | None = None,
-          runtime: str = "crun") -> dict[str, Any]:
-    """etc_dir holds hosts, hostname and resolv.conf (default: the sandbox dir). On the sandbox's own disk
+          runtime: str = "crun", proc_binds: list[tuple[Path, str]] | None = None) -> dict[str, Any]:
+    """etc_dir holds hosts, hostname and resolv.conf (default: the sandbox dir); proc_binds are the sandbox's
+    own /proc files (runtime/lxcfs.py: binds()). On the sandbox's own disk
     (rootfs.py: raw/meta) the sandbox's mountinfo shows them as /meta/..., not as a host path."""
     etc_dir = etc_dir or sandbox_dir
     image = spec.image
@@ -78,7 +79,7 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
         _mount("/etc/resolv.conf", "bind", str(etc_dir / "resolv.conf"), ["rbind", "ro", "nosuid", "nodev"]),
         _mount(AGENT_PKG_TARGET, "bind", str(agent_pkg), ["rbind", "ro", "nosuid", "nodev"]),
     ]
-    for host_path, target in lxcfs.binds():  # read-only: lxcfs answers writes with EACCES anyway
+    for host_path, target in proc_binds or ():  # read-only: lxcfs answers writes with EACCES anyway
         mounts.append(_mount(target, "bind", str(host_path), ["bind", "ro", "nosuid", "nodev", "noexec"]))
     for host_path, target in spec.binds:
         mounts.append(_mount(target, "bind", str(host_path), ["rbind", "ro", "nosuid", "nodev"]))
