@@ -69,6 +69,9 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
     env.update(image.env)
     env.update(spec.env)
     env["SANDBOXD_AGENT_FD"] = "3"
+    # The template's WORKDIR and USER: the agent's defaults for commands, code, terminals and relative paths.
+    env["SANDBOXD_AGENT_WORKSPACE"] = image.workdir
+    env["SANDBOXD_AGENT_USER"] = image.user
     env["SANDBOXD_SANDBOX_ID"] = spec.id
     caps = list(seccomp.CAPABILITIES)
     res = spec.resources
