@@ -160,8 +160,3 @@ def _unix(v: str | None, name: str) -> float | None:
     if not math.isfinite(t) or t < 0 or t > time.time() + 10 * 365 * 86400:
         raise Invalid(f"{name} is out of range")
     return t
-
-
-def monitor_of(app: Any) -> MonitorService:
-    """The monitor of the control plane the app serves."""
-    return app.state.services.monitor

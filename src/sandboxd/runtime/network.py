@@ -17,7 +17,7 @@ interface names so no rule is per sandbox and destroy only has to delete the vet
   A drop in a base chain is final, so rules that other chains add later (per-sandbox policy, at a later
   priority) can narrow what the floor lets through and never widen it; the floor's `accept` only ends
   the floor's own chain.
-- DNS: sandboxes are given the host's resolvers (runtime/oci/procs.py), which are often on a private
+- DNS: sandboxes are given the host's resolvers (`sandbox_resolvers`), which are often on a private
   address (a home router, a cloud VPC resolver). The stated exception: those addresses (the `resolvers`
   set) are reachable on port 53, UDP and TCP, and nothing else at them.
 
@@ -102,6 +102,9 @@ table inet {TABLE} {{
 """
 
 
+RESOLVED_UPSTREAM = Path("/run/systemd/resolve/resolv.conf")
+
+
 def host_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
     """The IPv4 resolvers sandboxes are given (loopback ones are replaced, so they are never opened)."""
     try:
@@ -120,6 +123,26 @@ def host_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
         if ip.version == 4 and not ip.is_loopback and str(ip) not in found:
             found.append(str(ip))
     return found
+
+
+def sandbox_resolvers(resolv_conf: Path = Path("/etc/resolv.conf"), upstream: Path = RESOLVED_UPSTREAM) -> list[str]:
+    """The resolvers a sandbox's /etc/resolv.conf names: the host's, or, on a host whose resolv.conf names
+    only a local stub (systemd-resolved's 127.0.0.53), the stub's upstream servers. None found: none; a
+    sandbox never gets a resolver the operator did not configure."""
+    return host_resolvers(resolv_conf) or host_resolvers(upstream)
+
+
+def resolv_conf() -> str:
+    return "".join(f"nameserver {s}\n" for s in sandbox_resolvers())
+
+
+def veth_counters(veth: str) -> tuple[int, int]:
+    """(bytes the sandbox sent, bytes it received): host-side counters are mirrored."""
+    base = Path("/sys/class/net") / veth / "statistics"
+    try:
+        return int((base / "tx_bytes").read_text()), int((base / "rx_bytes").read_text())
+    except (OSError, ValueError):
+        return 0, 0
 
 
 def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -150,7 +173,7 @@ def ensure_table(opened: list[ipaddress.IPv4Network] | None = None, resolvers: l
     script = ""
     if have.returncode != 0 or RULESET_VERSION not in have.stdout.decode():
         script = (f"add table inet {TABLE}\ndelete table inet {TABLE}\n" if have.returncode == 0 else "") + BASE_RULESET
-    script += floor_script(opened or [], host_resolvers() if resolvers is None else resolvers)
+    script += floor_script(opened or [], sandbox_resolvers() if resolvers is None else resolvers)
     _run(["nft", "-f", "-"], stdin=script)
 
 

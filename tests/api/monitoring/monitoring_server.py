@@ -48,9 +48,7 @@ class Server:
 
     @property
     def monitor(self):
-        from sandboxd.monitor.service import monitor_of
-
-        return monitor_of(self.app)
+        return self.app.state.services.monitor
 
 
 def make_settings(tmp: Path, **kw) -> Settings:

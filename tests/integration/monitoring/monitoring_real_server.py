@@ -98,6 +98,4 @@ class RealServer:
 
     @property
     def monitor(self):
-        from sandboxd.monitor.service import monitor_of
-
-        return monitor_of(self.app)
+        return self.app.state.services.monitor

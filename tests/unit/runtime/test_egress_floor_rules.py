@@ -62,6 +62,16 @@ def test_resolvers_are_the_hosts_ipv4_non_loopback_ones(tmp_path):
     assert network.host_resolvers(tmp_path / "missing") == []
 
 
+def test_a_host_on_a_local_stub_gives_sandboxes_the_stubs_upstream_and_never_a_resolver_of_our_choosing(tmp_path):
+    stub, upstream = tmp_path / "resolv.conf", tmp_path / "upstream.conf"
+    stub.write_text("nameserver 127.0.0.53\noptions edns0\n")
+    assert network.sandbox_resolvers(stub, upstream) == []  # no upstream list: no resolver at all
+    upstream.write_text("nameserver 10.1.2.3\n")
+    assert network.sandbox_resolvers(stub, upstream) == ["10.1.2.3"]
+    stub.write_text("nameserver 192.168.7.1\n")
+    assert network.sandbox_resolvers(stub, upstream) == ["192.168.7.1"]  # the host's own list wins
+
+
 def test_floor_script_sets_exactly_the_given_elements():
     script = network.floor_script(network.parse_cidrs("10.1.0.0/16"), ["192.168.1.1"])
     assert script.splitlines() == [

@@ -8,15 +8,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 
 from sandboxd.api.auth import require_key
+from sandboxd.api.deps import monitor
 from sandboxd.api.e2b.errors import E2BRoute
-from sandboxd.monitor.service import monitor_of
 
 # E2B dialect routes: errors in E2B's body ({code: <status>, message, error_code}), like api/e2b.
 router = APIRouter(route_class=E2BRoute, dependencies=[Depends(require_key)], tags=["monitoring"])
-
-
-def monitor(request: Request):
-    return monitor_of(request.app)
 
 
 @router.get("/events/sandboxes")

@@ -13,8 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import StreamingResponse
 
 from sandboxd.api.auth import require_key
-from sandboxd.api.deps import services
-from sandboxd.api.metrics_feed import MetricsHub
+from sandboxd.api.deps import metrics_hub, services
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.eventlog import event_wire
 from sandboxd.core.events import Event
@@ -35,13 +34,6 @@ def last_event_id(request: Request) -> int | None:
         return int(raw) if raw else None
     except ValueError:
         return None
-
-
-def hub(request: Request) -> MetricsHub:
-    h = getattr(request.app.state, "metrics_hub", None)
-    if h is None:
-        h = request.app.state.metrics_hub = MetricsHub(services(request).lifecycle)
-    return h
 
 
 def _stream(gen: AsyncIterator[bytes]) -> StreamingResponse:
@@ -96,7 +88,7 @@ async def metrics_stream(sandbox_id: str, request: Request, key: Key,
     svc.lifecycle.get(sandbox_id)  # 404 before the stream starts
     every = interval or svc.settings.sample_interval_seconds
     beat = svc.settings.sse_heartbeat_seconds
-    h = hub(request)
+    h = metrics_hub(request)
 
     async def gen() -> AsyncIterator[bytes]:
         feed = h.join(sandbox_id, every)

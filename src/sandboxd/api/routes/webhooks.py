@@ -8,18 +8,18 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from sandboxd.errors import Invalid
-
 from sandboxd.api.auth import require_key
+from sandboxd.api.deps import monitor
 from sandboxd.api.e2b.errors import E2BRoute
-from sandboxd.monitor.service import monitor_of
+from sandboxd.errors import Invalid
+from sandboxd.monitor.webhooks import WebhookRegistry
 
 # E2B dialect routes: errors in E2B's body ({code: <status>, message, error_code}), like api/e2b.
 router = APIRouter(route_class=E2BRoute, dependencies=[Depends(require_key)], tags=["monitoring"])
 
 
-def registry(request: Request):
-    return monitor_of(request.app).webhooks
+def registry(request: Request) -> WebhookRegistry:
+    return monitor(request).webhooks
 
 
 async def _body(request: Request) -> dict:

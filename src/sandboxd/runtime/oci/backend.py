@@ -32,12 +32,12 @@ from sandboxd.runtime.oci import channel, config, paths, zygote
 from sandboxd.runtime.oci.bpfcache import BpfCache
 from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.execution import run_exec
-from sandboxd.runtime.oci.procs import _alive, _resolv_conf, _tail, _veth_counters, _write_freezer
+from sandboxd.runtime.oci.pids import alive
 from sandboxd.runtime.oci.state import Record, spec_to_dict
 from sandboxd.runtime.oci.teardown import Teardown, os_errors_are_runtime_failures
 from sandboxd.runtime.oci.stats import BatchStats
 from sandboxd.runtime.rootfs import Ids, SandboxRoot, require_kernel
-from sandboxd.runtime.to_end import to_end
+from sandboxd.runtime.uncancellable import uncancellable
 
 log = logging.getLogger("sandboxd.runtime")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -192,7 +192,7 @@ class OciBackend(Teardown):
                 rootfs, sock = self._paths(spec.id, rec)
                 rec.extra.update(rootfs=str(rootfs), agent_socket=str(sock))
                 rec.save(d)
-                await to_end(asyncio.to_thread(self._prepare_files, rec))
+                await uncancellable(asyncio.to_thread(self._prepare_files, rec))
                 await self._boot(rec)
             except BaseException:
                 await self._teardown(spec.id)
@@ -209,7 +209,7 @@ class OciBackend(Teardown):
         hostname = spec.hostname or f"sandbox-{spec.id[:12]}"
         (root.meta / "hostname").write_text(hostname + "\n")
         (root.meta / "hosts").write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost ip6-localhost ip6-loopback\n")
-        (root.meta / "resolv.conf").write_text(_resolv_conf())
+        (root.meta / "resolv.conf").write_text(network.resolv_conf())
 
     async def _agent_pkg_source(self) -> Path:
         """Where sandboxes bind the agent package from: its copy in agentpkg's tmpfs (their mountinfo then
@@ -284,11 +284,11 @@ class OciBackend(Teardown):
                 rc = await self.cli.call_with_fd3(*args, rec.id, fd=life_r if z else sock.fileno(),
                                                   log=log_file.fileno())
                 if rc != 0:
-                    raise self.cli.failure(args, rc, _tail(log_path))
+                    raise self.cli.failure(args, rc, paths.tail(log_path))
                 self.bpf.learn(profile_key, self.cli.root / rec.id)
                 rec.pid = int((d / "init.pid").read_text().strip())
                 if spec.internet_access:
-                    net = await to_end(asyncio.to_thread(network.attach, rec.id, rec.pid))
+                    net = await uncancellable(asyncio.to_thread(network.attach, rec.id, rec.pid))
                     rec.net = net.to_dict()
                     rec.save(d)
                     await self.cli.call("start", rec.id)
@@ -317,14 +317,14 @@ class OciBackend(Teardown):
                 await asyncio.wait({probe}, timeout=0.05)
                 if probe.done():
                     break
-                if not _alive(rec.pid) or time.monotonic() > deadline:
-                    why = "exited" if not _alive(rec.pid) else f"did not answer within {HEALTH_TIMEOUT:.0f}s"
+                if not alive(rec.pid) or time.monotonic() > deadline:
+                    why = "exited" if not alive(rec.pid) else f"did not answer within {HEALTH_TIMEOUT:.0f}s"
                     raise RuntimeFailure(f"sandbox {rec.id}: agent {why}",
-                                         details={"log_tail": _tail(log_path).decode(errors="replace")})
+                                         details={"log_tail": paths.tail(log_path).decode(errors="replace")})
             doc = probe.result()
             if not doc or doc.get("status") != "healthy":
                 raise RuntimeFailure(f"sandbox {rec.id}: agent unhealthy: {doc!r}",
-                                     details={"log_tail": _tail(log_path).decode(errors="replace")})
+                                     details={"log_tail": paths.tail(log_path).decode(errors="replace")})
         finally:
             probe.cancel()
 
@@ -339,7 +339,7 @@ class OciBackend(Teardown):
             self._claim_ids(rec)  # kept from before a restart; a sandbox older than per-sandbox ranges gets one
             self._root_parent(rec)
             rec.save(self.dir(sandbox_id))
-            await to_end(asyncio.to_thread(self._root(rec).mount))
+            await uncancellable(asyncio.to_thread(self._root(rec).mount))
             try:
                 await self._boot(rec)
             except BaseException:
@@ -420,7 +420,7 @@ class OciBackend(Teardown):
         a thousand idle ones. The recorded init counts only while it lives in the sandbox's own cgroup (a
         reused pid is someone else's process); a zombie init has died (the agent crashed)."""
         cg = SandboxCgroup(rec.id, self.layout)
-        if not _alive(rec.pid) or rec.pid not in cg.pids():
+        if not alive(rec.pid) or rec.pid not in cg.pids():
             return "stopped"
         return "paused" if cg.frozen() else "running"
 
@@ -428,7 +428,7 @@ class OciBackend(Teardown):
         """pause/resume; a sandbox that is not running is a Conflict, not a runtime failure."""
         if rec.status == "stopped":
             raise Conflict(f"sandbox {rec.id} is not running", code="sandbox_not_running")
-        if _write_freezer(SandboxCgroup(rec.id, self.layout), verb, rec.pid):
+        if alive(rec.pid) and SandboxCgroup(rec.id, self.layout).set_frozen(verb == "pause"):
             return
         rc, _, err = await self.cli.call(verb, rec.id, check=False)
         if rc != 0:
@@ -454,7 +454,7 @@ class OciBackend(Teardown):
         used, limit = await asyncio.to_thread(SandboxRoot(self.dir(sandbox_id), (), None).usage)
         rx = tx = 0
         if rec.net and rec.net.get("veth") and rec.status != "stopped":
-            rx, tx = _veth_counters(rec.net["veth"])
+            rx, tx = network.veth_counters(rec.net["veth"])
         return Stats(cpu_usage_ns=c.cpu_usage_ns, cpu_quota_cores=c.cpu_quota_cores,
                      memory_used_bytes=c.memory_used_bytes, memory_limit_bytes=c.memory_limit_bytes,
                      memory_cache_bytes=c.memory_cache_bytes, disk_used_bytes=used, disk_limit_bytes=limit,

@@ -27,8 +27,8 @@ from typing import Any
 
 from sandboxd.errors import NotFound, RuntimeFailure, SandboxdError
 from sandboxd.runtime import reaper
-from sandboxd.runtime.oci.procs import readable
-from sandboxd.runtime.to_end import to_end
+from sandboxd.runtime.oci.pids import readable
+from sandboxd.runtime.uncancellable import uncancellable
 
 log = logging.getLogger("sandboxd.runtime")
 
@@ -122,9 +122,9 @@ class OciCli:
         the event loop with the GIL released (`_spawn_with_fd3`), not subprocess with a preexec_fn: that
         forces a fork() of the whole daemon, ~7 ms with the event loop blocked, on every sandbox start. No
         death signal: `run -d`/`create` return within milliseconds, and recover() removes a container whose
-        create the daemon did not see finish. A cancel waits for the runtime to exit (`to_end`): the caller's
+        create the daemon did not see finish. A cancel waits for the runtime to exit (`uncancellable`): the caller's
         teardown then finds the container whole, and the pid leaves `reaper.spawned`."""
-        return await to_end(self._call_with_fd3(self.argv(*args), args[0], fd, log, timeout))
+        return await uncancellable(self._call_with_fd3(self.argv(*args), args[0], fd, log, timeout))
 
     async def _call_with_fd3(self, argv: list[str], verb: str, fd: int, log: int, timeout: float) -> int:
         try:

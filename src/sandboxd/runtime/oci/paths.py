@@ -126,3 +126,19 @@ def remove_empty(data_dir: Path) -> list[Path]:
 
 __all__ = ["RUN_ROOT", "tag", "runtime_dir", "socket_path", "rootfs_path", "layers_path", "sandbox_dir", "blocking_dir",
            "searchable_by", "make_dir", "remove_empty"]
+
+
+def tail(path: Path, size: int = 4000) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(fh.seek(0, os.SEEK_END) - size, 0))
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def remove_dir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass

@@ -16,7 +16,8 @@ from sandboxd.errors import Conflict, RuntimeFailure
 from sandboxd.runtime import network, uidslots
 from sandboxd.runtime.cgroups import Layout, SandboxCgroup
 from sandboxd.runtime.oci.cli import OciCli
-from sandboxd.runtime.oci.procs import _alive, _reap, _rmdir, _wait_gone
+from sandboxd.runtime.oci.paths import remove_dir
+from sandboxd.runtime.oci.pids import alive, reap, wait_gone
 from sandboxd.runtime.oci.state import Record
 from sandboxd.runtime.rootfs import SandboxRoot
 
@@ -62,21 +63,21 @@ class Teardown:
                 # The init leaves the cgroup's task list before it is a zombie, so that wait may not have
                 # covered it. It is our child (we are the subreaper): collect it now, not at the next
                 # periodic reap (a fresh-clone CI run saw one outlive a test's 10 s wait).
-                await _wait_gone(rec.pid, timeout=1.0)
+                await wait_gone(rec.pid, timeout=1.0)
             else:
-                _reap(rec.pid)
+                reap(rec.pid)
                 await self.cli.call("delete", "--force", rec.id, check=False)
             st = None
         else:
-            st = None if rec.pid and _alive(rec.pid) and await self._kill_cgroup(rec.id) else await self.cli.state(rec.id)
+            st = None if rec.pid and alive(rec.pid) and await self._kill_cgroup(rec.id) else await self.cli.state(rec.id)
         if st is not None:
             if st.get("status") == "paused":
                 await self.cli.call("resume", rec.id, check=False)  # frozen tasks cannot die
             await self.cli.call("kill", rec.id, "KILL", check=False)
-            await _wait_gone(st.get("pid") or rec.pid)
+            await wait_gone(st.get("pid") or rec.pid)
             await self.cli.call("delete", "--force", rec.id, check=False)
         elif rec.pid:
-            _reap(rec.pid)
+            reap(rec.pid)
         await self._kill_cgroup(rec.id)
         if rec.net:
             await asyncio.to_thread(network.destroy, network.SandboxNet.from_dict(rec.net))
@@ -96,7 +97,7 @@ class Teardown:
             except ProcessLookupError:
                 pass
         for pid in pids:
-            await _wait_gone(pid, timeout=5.0)
+            await wait_gone(pid, timeout=5.0)
         await self.cli.call("delete", "--force", sandbox_id, check=False)
         return True
 
@@ -125,7 +126,7 @@ class Teardown:
                 return False
             cg = SandboxCgroup(sandbox_id, self.layout)
             pids = cg.pids()
-            if _alive(rec.pid):
+            if alive(rec.pid):
                 if rec.pid not in pids:  # not this container's init any more (pid reuse): take the slow path
                     return False
                 victims = [rec.pid, *pids]  # init first: the kernel then kills its whole pid namespace
@@ -186,7 +187,7 @@ class Teardown:
         for mp in dict.fromkeys((rootfs, d / "rootfs", run_root / "rootfs", run_root)):
             SandboxRoot(d, (), None, rootfs=mp).unmount()
             if not mp.is_relative_to(d):
-                _rmdir(mp)
+                remove_dir(mp)
         if not sock.is_relative_to(d):
             try:
                 sock.unlink()

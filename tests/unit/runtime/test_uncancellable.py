@@ -1,4 +1,4 @@
-"""to_end: a cancel waits for the work (a worker thread, a runtime call) before the caller's cleanup runs."""
+"""uncancellable: a cancel waits for the work (a worker thread, a runtime call) before the caller's cleanup runs."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sandboxd.runtime.to_end import to_end
+from sandboxd.runtime.uncancellable import uncancellable
 
 
 def test_a_cancel_waits_for_the_thread_then_propagates():
@@ -22,7 +22,7 @@ def test_a_cancel_waits_for_the_thread_then_propagates():
 
     async def caller() -> None:
         try:
-            await to_end(asyncio.to_thread(work))
+            await uncancellable(asyncio.to_thread(work))
         finally:
             log.append("cleanup")  # what create's teardown does
 
@@ -45,9 +45,9 @@ def test_results_and_errors_pass_through():
         raise ValueError("x")
 
     async def main() -> None:
-        assert await to_end(asyncio.to_thread(lambda: 7)) == 7
+        assert await uncancellable(asyncio.to_thread(lambda: 7)) == 7
         with pytest.raises(ValueError):
-            await to_end(boom())
+            await uncancellable(boom())
 
     asyncio.run(main())
 
@@ -56,7 +56,7 @@ def test_a_second_cancel_gives_up_the_wait():
     gate = threading.Event()
 
     async def main() -> None:
-        task = asyncio.create_task(to_end(asyncio.to_thread(gate.wait, 5)))
+        task = asyncio.create_task(uncancellable(asyncio.to_thread(gate.wait, 5)))
         await asyncio.sleep(0.05)
         task.cancel()
         await asyncio.sleep(0.05)

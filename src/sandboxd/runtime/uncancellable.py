@@ -7,7 +7,7 @@ from typing import Awaitable, TypeVar
 T = TypeVar("T")
 
 
-async def to_end(work: Awaitable[T]) -> T:
+async def uncancellable(work: Awaitable[T]) -> T:
     """Await `work`; a cancel waits for it to finish before it propagates. A cancelled `asyncio.to_thread`
     returns at once while its thread runs on: a create cancelled (the pool's fill at shutdown) while its
     thread attached the loop disk or mounted the root tore down under that thread, and a mount landing after
