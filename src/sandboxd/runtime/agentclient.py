@@ -21,6 +21,8 @@ from typing import Any
 import h11
 
 READ_SIZE = 65536
+# The agent is inside the sandbox, so its answers are hostile: none of these calls expects more than a few KiB.
+MAX_ANSWER = 16 * 1024 * 1024
 
 
 class AgentError(OSError):
@@ -56,6 +58,8 @@ async def request(sock: Path, method: str, path: str, body: bytes | None = None,
                 status = ev.status_code
             elif isinstance(ev, h11.Data):
                 data += ev.data
+                if len(data) > MAX_ANSWER:
+                    raise AgentError(f"agent's answer to {method} {path} is over {MAX_ANSWER} bytes")
             elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return status, bytes(data)
     finally:

@@ -100,3 +100,12 @@ def test_health_gives_up_at_its_timeout(tmp_path):
             assert await agentclient.health(sock, timeout=0.2) is None
             return asyncio.get_running_loop().time() - t
     assert asyncio.run(main()) < 2
+
+
+def test_an_answer_over_the_cap_is_refused_not_held_in_memory(tmp_path, monkeypatch):
+    monkeypatch.setattr(agentclient, "MAX_ANSWER", 1000)
+    run = _serve(tmp_path, _http(200, b"x" * 5000, "close"))
+    with pytest.raises(agentclient.AgentError, match="over 1000 bytes"):
+        run(lambda s: agentclient.request(s, "GET", "/metrics"))
+    run = _serve(tmp_path, _http(200, b"x" * 900, "chunked"))
+    assert run(lambda s: agentclient.request(s, "GET", "/metrics")) == (200, b"x" * 900)
