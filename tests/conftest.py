@@ -45,3 +45,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def _real_backend_required():
     require_real()
+
+
+@pytest.fixture
+def receiver():
+    """A real webhook receiver on loopback (tests/support/receiver.py), closed after the test."""
+    from support.receiver import Receiver
+
+    r = Receiver()
+    yield r
+    r.close()

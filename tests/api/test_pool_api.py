@@ -3,22 +3,14 @@ fallback to a cold start, resizing, and adoption of the frozen members after a r
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 
 from support.server import CPServer
+from support.waiting import wait_for
 
 
-def wait_for(fn, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def pool_row(c: httpx.Client, template: str = "base") -> dict:

@@ -6,7 +6,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import pytest
 from PIL import Image, ImageChops
 
 from .test_sdk_host import TK_APP, _bridge, png, wait_for
+from support.server import free_port_pair
 
 pytestmark = pytest.mark.real
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -25,18 +25,6 @@ TEMPLATES_DIR = Path(os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandbox
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_pair() -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +37,7 @@ def server():
     # Not under pytest's 0700 tmp dir: the sandboxes' user namespace (uid 100000) must traverse it.
     data = Path(tempfile.mkdtemp(prefix="h-desktop-serve-"))
     data.chmod(0o755)
-    port, key = _free_pair(), "test-desktop-" + secrets.token_hex(8)
+    port, key = free_port_pair(), "test-desktop-" + secrets.token_hex(8)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOXD_")}
     env.update(SANDBOXD_DATA_DIR=str(data), SANDBOXD_TEMPLATES_PATH=str(TEMPLATES_DIR), SANDBOXD_BACKEND="crun",
                SANDBOXD_API_KEY=key, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")

@@ -19,18 +19,11 @@ from PIL import Image, ImageChops
 from sandboxd.agent.desktop import deps
 
 from .conftest import need
+from support.waiting import wait_for
 
 TK_APP = Path(__file__).with_name("tk_app.py")
 
 
-def wait_for(predicate, timeout=10.0, interval=0.1, what=""):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"not met within {timeout:g} s: {what or predicate}")
 
 
 def png(data: bytes) -> Image.Image:

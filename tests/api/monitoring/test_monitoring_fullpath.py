@@ -3,31 +3,14 @@ the HopX API; its samples, events and signed webhooks come out the E2B side."""
 from __future__ import annotations
 
 import re
-import time
 
-import pytest
 
-from support.receiver import Receiver
 from sandboxd.core import events as ev
+from support.waiting import wait_for
 
 SECRET = "full-path-secret"
 
 
-def wait_for(cond, timeout=20.0, what="condition"):
-    end = time.time() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        assert time.time() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def test_create_sample_kill_events_and_signed_webhooks(server, receiver, seed_verify):

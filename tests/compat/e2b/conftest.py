@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.server import free_port_pair
 
 API_KEY = "e2b-compat-key-0123456789abcdef"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -25,22 +25,8 @@ BACKEND = os.environ.get("SANDBOXD_E2B_COMPAT_BACKEND") or ("crun" if IN_CI else
 SHARED_TEMPLATES = Path("/var/lib/sandboxd/templates")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _free_pair() -> int:
-    for _ in range(50):
-        port = _free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no two consecutive free ports")
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +45,7 @@ def e2b_server():
                 pytest.fail(f"real backend unavailable in CI: {problem}")
             pytest.skip(problem)
     data = Path(tempfile.mkdtemp(prefix="e2b-compat-"))
-    port = _free_pair()
+    port = free_port_pair()
     bindir = Path(sys.executable).parent
     env = {**os.environ,
            "SANDBOXD_DATA_DIR": str(data), "SANDBOXD_PORT": str(port), "SANDBOXD_GATEWAY_PORT": str(port + 1),

@@ -7,20 +7,11 @@ import time
 import pytest
 
 from support.receiver import Receiver
+from support.waiting import wait_for
 from sandboxd.core import events as ev
 
 pytestmark = pytest.mark.real
 MIB = 1 << 20
-
-
-def wait_for(cond, timeout=30.0, what="condition"):
-    end = time.time() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        assert time.time() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture
