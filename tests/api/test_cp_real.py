@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from support.server import CPServer
+from support.waiting import wait_for
 
 TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
 
@@ -82,7 +84,16 @@ def test_official_template_builder_end_to_end(real, tmp_path):
             assert r.status_code == 409 and r.json()["code"] == "template_in_use"
         finally:
             c.delete(f"/v1/sandboxes/{sb['id']}")
+        store = Path(TEMPLATES)
+        layers = json.loads((store / "images" / f"{name}.json").read_text())["layers"]
+        base = set(json.loads((store / "images" / "base.json").read_text())["layers"])
         assert c.delete(f"/v1/templates/{result.template_id}").status_code == 200
+        # Its own layers are freed with it (no separate gc run), once the killed sandbox's teardown has let go
+        # of them; the base's stay.
+        assert not (store / "images" / f"{name}.json").exists()
+        wait_for(lambda: not [h for h in layers if h not in base and (store / "layers" / h).exists()], timeout=30,
+                 what=f"the layers of {name} to be freed")
+        assert all((store / "layers" / h).is_dir() for h in base)
 
 
 @pytest.mark.real

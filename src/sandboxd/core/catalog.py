@@ -5,13 +5,14 @@ are created by builds. Lookups accept a name or an id, as the HopX clients need 
 """
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from sandboxd.errors import Invalid, NotFound
 from sandboxd.core.eventlog import EventLog
@@ -33,6 +34,10 @@ class TemplateSource(Protocol):
 
     async def image(self, name: str) -> TemplateImage:
         """The built image for a template name (raises NotFound when it is not built)."""
+
+    async def forget(self, name: str, free_layers: bool = True) -> list[str]:
+        """Drop a deleted template's images and (free_layers) free the layers no other image or sandbox uses;
+        the freed layers."""
 
 
 def _now() -> datetime:
@@ -217,6 +222,15 @@ class CatalogService:
                 s.delete(tag)
         self._emit(TEMPLATE_DELETED, t)
         return t
+
+    async def remove(self, template_id: str, in_use: int) -> tuple[Template, builtins.list[str]]:
+        """delete() and its images and layers with it: the template and the layers freed."""
+        t = self.delete(template_id, in_use)
+        with self.store.tx() as s:
+            # A build under way may have just taken one of these layers from the cache and not yet named it in
+            # its image: its layers then stay, for the next delete or `sandboxd gc`.
+            building = s.scalar(select(func.count()).select_from(TemplateRow).where(TemplateRow.status == "building"))
+        return t, await self.source.forget(t.name, free_layers=not building)
 
     def _emit(self, etype: str, t: Template) -> None:
         self.events.record(Event(type=etype, sandbox_id=None, template_id=t.id,

@@ -1,6 +1,7 @@
 """Adapter from the control plane's catalog to the template image store (sandboxd.templates)."""
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, Callable
 
@@ -9,6 +10,7 @@ from sandboxd.errors import BuildFailed
 from sandboxd.runtime.base import TemplateImage
 
 DISPLAY = {"base": "Base (Debian + Python)", "code-interpreter": "Code Interpreter"}
+FREE_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds: a killed sandbox's teardown takes about one
 FEATURES = ["code_execution", "file_operations", "terminal_access", "ipython_kernel", "system_metrics"]
 
 
@@ -60,18 +62,49 @@ class FakeTemplateSource:
     async def image(self, name: str) -> TemplateImage:
         return TemplateImage(name=name, layers=(), content_hash=f"fake:{name}")
 
+    async def forget(self, name: str, free_layers: bool = True) -> list[str]:
+        return []  # the fake backend keeps no images
+
 
 class StoreTemplateSource:
     def __init__(self, settings: Settings, backend=None):
         from sandboxd.templates.store import TemplateStore
 
+        self.settings = settings
         self.store = TemplateStore(settings)
+        self._later: set[asyncio.Future[None]] = set()
 
     def builtins(self) -> list[dict[str, Any]]:
         return builtin_metadata(self.store.exists)
 
     async def image(self, name: str) -> TemplateImage:
         return self.store.get(name)
+
+    async def forget(self, name: str, free_layers: bool = True) -> list[str]:
+        if not self.store.exists(name):
+            return []
+        candidates = await asyncio.to_thread(self.store.remove, name)
+        if not free_layers:
+            return []
+        removed = await asyncio.to_thread(self._free, candidates)
+        if candidates - removed:
+            # Still mounted: a sandbox of this template that was just killed tears down in the background.
+            task = asyncio.ensure_future(self._free_later(candidates - removed))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+        return sorted(removed)
+
+    def _free(self, candidates: set[str]) -> set[str]:
+        # Reads every sandbox record on the host and removes directory trees: callers run it off the loop.
+        return self.store.free_layers(candidates, keep=self.store.layers_in_use(self.settings.data_dir))
+
+    async def _free_later(self, candidates: set[str]) -> None:
+        for delay in FREE_RETRY_DELAYS:
+            await asyncio.sleep(delay)
+            candidates = candidates - await asyncio.to_thread(self._free, candidates)
+            if not candidates:
+                return
+        # Still in use after that (a stopped sandbox keeps its template's layers): `sandboxd setup` frees them.
 
 
 def recipe_doc(req) -> dict[str, Any]:

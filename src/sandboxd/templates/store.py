@@ -191,6 +191,26 @@ class TemplateStore:
             if json.loads(older.read_text()).get("name") == name:
                 older.unlink(missing_ok=True)
 
+    def remove(self, name: str) -> set[str]:
+        """Delete a named image and its recorded builds; the layers they used (for free_layers)."""
+        docs = [self.images_dir / f"{name}.json", *(p for p in self._hash_docs()
+                                                    if json.loads(p.read_text()).get("name") == name)]
+        layers = {lp.parent.name for doc in docs if doc.is_file() for lp in self._load(doc).layers}
+        self.delete(name)
+        return layers
+
+    def free_layers(self, candidates: set[str], keep: frozenset[str] | set[str] = frozenset()) -> set[str]:
+        """Remove those of candidates no image or recorded build uses and not in keep (the caller passes the
+        layers sandboxes mount: layers_in_use); the removed ones. Unlike gc(), nothing else is swept."""
+        with self.locked():
+            used = set(keep)
+            for image in [*self.list(), *(self._load(p) for p in self._hash_docs())]:
+                used.update(lp.parent.name for lp in image.layers)
+            removed = {h for h in candidates - used if (self.layers_dir / h).is_dir()}
+            for layer in removed:
+                shutil.rmtree(self.layers_dir / layer, ignore_errors=True)
+        return removed
+
     def _hash_docs(self) -> builtins.list[Path]:
         return sorted(self.hashes_dir.glob("*.json")) if self.hashes_dir.is_dir() else []
 

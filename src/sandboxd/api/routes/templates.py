@@ -29,8 +29,5 @@ async def get_template(name_or_id: str, request: Request, key: Key) -> dict:
 async def delete_template(name_or_id: str, request: Request, key: Key) -> dict:
     svc = services(request)
     t = svc.catalog.get(name_or_id)
-    svc.catalog.delete(t.id, in_use=svc.lifecycle.uses_template(t.id))
-    images = getattr(svc.catalog.source, "store", None)  # the fake backend keeps no images
-    if images is not None and images.exists(t.name):
-        images.delete(t.name)  # the named image; its layers are freed by the store's gc
+    await svc.catalog.remove(t.id, in_use=svc.lifecycle.uses_template(t.id))
     return {"id": t.id, "object": "template", "name": t.name, "deleted": True, "request_id": rid(request)}
