@@ -6,34 +6,9 @@ so the real backend can never silently go untested.
 """
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-TEMPLATES_DIR = Path(os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates"))
-
-
-def real_backend_problem() -> str | None:
-    """Why real sandboxes cannot run here, or None when they can."""
-    if os.geteuid() != 0:
-        return "needs root"
-    if not shutil.which("crun"):
-        return "crun is not installed (scripts/install.sh installs it)"
-    if not TEMPLATES_DIR.is_dir() or not any(TEMPLATES_DIR.iterdir()):
-        return f"no built templates in {TEMPLATES_DIR} (scripts/install.sh builds them)"
-    return None
-
-
-def require_real() -> None:
-    problem = real_backend_problem()
-    if problem is None:
-        return
-    if IN_CI:
-        pytest.fail(f"real backend unavailable in CI: {problem}")
-    pytest.skip(problem)
+from support.real import IN_CI, TEMPLATES_DIR, real_backend_problem, require_real  # noqa: F401
 
 
 def pytest_collection_modifyitems(config, items):

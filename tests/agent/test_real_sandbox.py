@@ -20,7 +20,7 @@ pytestmark = pytest.mark.real
 
 @pytest.fixture(scope="module")
 def real_env():
-    from tests.conftest import require_real
+    from support.real import require_real
 
     require_real()
     from sandboxd.config import Settings
@@ -28,7 +28,7 @@ def real_env():
     from sandboxd.templates.store import TemplateStore
 
     # short data dir: the agent socket path must fit in sun_path
-    from tests.conftest import TEMPLATES_DIR
+    from support.real import TEMPLATES_DIR
 
     settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="ag-", dir="/tmp")), backend="crun",
                         templates_path=TEMPLATES_DIR)

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from rtsupport import cleanup, make_settings, new_id, require_real, SyncBackend
+from support.runtime import cleanup, make_settings, new_id, require_real, SyncBackend
 from sandboxd.errors import NotFound, SandboxdError
 from sandboxd.runtime.base import Backend, Resources, RuntimeState, SandboxSpec, TemplateImage
 from sandboxd.runtime import agentclient
@@ -34,7 +34,7 @@ def env(request):
     else:
         from sandboxd.runtime.hostsetup import prepare_host
         from sandboxd.runtime.oci.backend import OciBackend
-        from rtsupport import base_image
+        from support.runtime import base_image
 
         prepare_host(settings, backend=name)
         backend = OciBackend(settings, runtime=name)  # exactly this runtime, no fallback

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from rtsupport import spec
+from support.runtime import spec
 from sandboxd.runtime.base import Resources, RuntimeState
 from sandboxd.runtime import agentclient
 

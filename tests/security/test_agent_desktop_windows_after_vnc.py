@@ -15,7 +15,7 @@ pytestmark = pytest.mark.real
 
 @pytest.fixture
 def desktop_agent():
-    from tests.conftest import TEMPLATES_DIR, require_real
+    from support.real import TEMPLATES_DIR, require_real
 
     require_real()
     from sandboxd.config import Settings

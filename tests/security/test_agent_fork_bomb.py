@@ -9,7 +9,7 @@ import threading
 import httpx
 import pytest
 
-from rtsupport import spec
+from support.runtime import spec
 from sandboxd.runtime.base import Resources
 
 pytestmark = pytest.mark.real

@@ -8,7 +8,7 @@ import base64
 import httpx
 import pytest
 
-from rtsupport import spec
+from support.runtime import spec
 
 pytestmark = pytest.mark.real
 

@@ -24,7 +24,7 @@ import pytest
 
 from support.server import CPServer
 from probes import connect  # noqa: E402
-from rtsupport import spec  # noqa: E402
+from support.runtime import spec  # noqa: E402
 from sandboxd.config import Settings  # noqa: E402
 from sandboxd.runtime import network  # noqa: E402
 from sandboxd.runtime.hostsetup import prepare_host  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from probes import syscall
-from rtsupport import spec
+from support.runtime import spec
 
 pytestmark = pytest.mark.real
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sandboxd.runtime import lxcfs
-from rtsupport import SyncBackend, base_image, cleanup, make_settings, spec
+from support.runtime import SyncBackend, base_image, cleanup, make_settings, spec
 
 pytestmark = pytest.mark.real
 

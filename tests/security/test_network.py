@@ -13,7 +13,7 @@ import time
 import pytest
 
 from probes import connect
-from rtsupport import spec
+from support.runtime import spec
 
 pytestmark = pytest.mark.real
 

@@ -13,7 +13,7 @@ import json
 import httpx
 import pytest
 
-from rtsupport import SyncBackend, cleanup, make_settings, spec
+from support.runtime import SyncBackend, cleanup, make_settings, spec
 
 pytestmark = pytest.mark.real
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rtsupport import SyncBackend, spec
+from support.runtime import SyncBackend, spec
 from sandboxd.runtime import uidslots
 from sandboxd.runtime.oci.state import Record
 

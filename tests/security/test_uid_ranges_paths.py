@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rtsupport import spec
+from support.runtime import spec
 from sandboxd.runtime import idmap, uidslots
 from sandboxd.runtime.oci import paths
 from sandboxd.runtime.oci.state import Record

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rtsupport import spec
+from support.runtime import spec
 from sandboxd.runtime import reaper
 
 pytestmark = pytest.mark.real

@@ -1,7 +1,7 @@
 """Helpers shared by the runtime, security and conformance suites (real sandboxes).
 
 Templates come from the image store at settings.templates_dir (SANDBOXD_TEMPLATES_PATH or
-/var/lib/sandboxd/templates), through the templates room's TemplateStore; the `base` image is used.
+/var/lib/sandboxd/templates), through the TemplateStore; the `base` image is used.
 Data dirs are short paths under /tmp because the agent socket path must fit sun_path (108 bytes).
 """
 from __future__ import annotations
@@ -15,26 +15,14 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import pytest
+
 from sandboxd.config import Settings
 from sandboxd.runtime import cgroups, network
 from sandboxd.runtime.base import Resources, SandboxSpec, TemplateImage
+from support.real import require_real
 
 PREFIX = "rt"
-
-
-def _root_conftest():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("sandboxd_tests_root_conftest", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def require_real() -> None:
-    """Skip (or fail in CI) unless real sandboxes can run here: tests/conftest.py decides."""
-    _root_conftest().require_real()  # our room's prefix for sandbox ids and data dirs
 
 
 def make_settings(backend: str = "crun") -> Settings:
@@ -111,3 +99,18 @@ def cleanup(settings: Settings, sb: SyncBackend) -> None:
     runtime_root = getattr(getattr(sb.backend, "cli", None), "root", None)
     if runtime_root is not None:
         shutil.rmtree(runtime_root.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def rt_env():
+    """(settings, backend, base image) for one module; everything it made is destroyed afterwards."""
+    require_real()
+    from sandboxd.runtime import get_backend
+
+    settings = make_settings("crun")
+    sb = SyncBackend(get_backend(settings))
+    try:
+        yield settings, sb, base_image(settings)
+    finally:
+        cleanup(settings, sb)
+        sb.close()

@@ -15,31 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
+
+from support.real import IN_CI, real_backend_problem as real_problem, unavailable  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SHARED_TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
 LOCAL = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-
-
-def unavailable(reason: str) -> None:
-    """Outside CI a server that cannot start is a skip with the reason; in CI it is a failure."""
-    if IN_CI:
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def real_problem() -> str | None:
-    """Why a crun-backed server cannot run here, or None when it can."""
-    if os.geteuid() != 0:
-        return "needs root"
-    if not shutil.which("crun"):
-        return "crun is not installed"
-    images = Path(SHARED_TEMPLATES) / "images"
-    if not images.is_dir() or not any(images.iterdir()):
-        return f"no built templates in {SHARED_TEMPLATES} (scripts/install.sh builds them)"
-    return None
 
 
 def free_port_pair() -> int:

@@ -10,21 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from support.real import require_real
+
 SEED_JS = Path(__file__).parents[2] / "unit" / "monitor" / "seed_verify.js"
-
-
-def _root_conftest():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_sandboxd_root_conftest", Path(__file__).parents[2] / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
 def real_server():
-    _root_conftest().require_real()  # before building anything: module fixtures run before the `real` marker's check
+    require_real()  # before building anything: module fixtures run before the `real` marker's check
     from monitoring_real_server import RealServer
 
     # Sandboxes run as uid 100000+: their data dir must be traversable (pytest's tmp dirs are 0700).

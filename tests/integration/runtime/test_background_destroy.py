@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rtsupport import SyncBackend, leftovers, spec
+from support.runtime import SyncBackend, leftovers, spec
 from sandboxd.runtime.cgroups import SandboxCgroup
 from sandboxd.runtime import agentclient
 from sandboxd.runtime.oci.backend import OciBackend

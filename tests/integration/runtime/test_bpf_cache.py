@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rtsupport import spec
+from support.runtime import spec
 from sandboxd.runtime.oci.bpfcache import ANNOTATION, BpfCache
 
 pytestmark = pytest.mark.real

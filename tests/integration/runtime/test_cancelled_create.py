@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from rtsupport import leftovers, spec
+from support.runtime import leftovers, spec
 from sandboxd.runtime import reaper
 from sandboxd.runtime.oci import cli
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from rtsupport import leftovers, spec
+from support.runtime import leftovers, spec
 from sandboxd.runtime import network
 from sandboxd.runtime.base import Resources
 

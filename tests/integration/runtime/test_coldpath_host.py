@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rtsupport import leftovers, spec
+from support.runtime import leftovers, spec
 from sandboxd.runtime import diskimage, loopdev
 from sandboxd.runtime.oci.cli import RUNTIME_SEALS, OciCli
 from sandboxd.runtime.rootfs import _umount

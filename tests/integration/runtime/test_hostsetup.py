@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rtsupport import make_settings, require_real
+from support.runtime import make_settings, require_real
 from sandboxd.runtime import cgroups, seccomp
 from sandboxd.runtime.cgroups import Layout, SandboxCgroup
 from sandboxd.runtime.hostsetup import prepare_host

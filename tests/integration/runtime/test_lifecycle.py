@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rtsupport import leftovers, spec
+from support.runtime import leftovers, spec
 from sandboxd.errors import Conflict
 from sandboxd.runtime.base import Resources, RuntimeState
 from sandboxd.runtime import agentclient

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rtsupport import SyncBackend, base_image, cleanup, leftovers, spec
+from support.runtime import SyncBackend, base_image, cleanup, leftovers, spec
 from sandboxd.config import Settings
 from sandboxd.errors import NotFound
 from sandboxd.runtime.oci import paths

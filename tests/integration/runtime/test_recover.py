@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rtsupport import PREFIX, leftovers
+from support.runtime import PREFIX, leftovers
 from sandboxd.runtime import get_backend
 from sandboxd.runtime.base import RuntimeState
 from sandboxd.runtime import agentclient

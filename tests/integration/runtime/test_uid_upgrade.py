@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rtsupport import spec
+from support.runtime import spec
 from sandboxd.runtime import uidslots
 from sandboxd.runtime.oci.state import Record
 
