@@ -14,6 +14,7 @@ from sandboxd.core.eventlog import EventLog
 from sandboxd.core.events import EventBus
 from sandboxd.core.lifecycle import LifecycleService
 from sandboxd.core.pool import WarmPoolService
+from sandboxd.core.snapshots import SnapshotService
 from sandboxd.core.services import open_store
 from sandboxd.core.store.db import Store
 from sandboxd.core.template_source import FakeTemplateSource, StoreTemplateSource
@@ -49,6 +50,7 @@ class ControlPlane:
     builds: BuildService
     monitor: MonitorService
     backend: Backend
+    snapshots: SnapshotService
 
     @property
     def public_host(self) -> str:
@@ -72,7 +74,7 @@ class ControlPlane:
         builds = BuildService(settings, store, events, catalog, signer, backend=backend)
         monitor = MonitorService(settings, store, backend, bus, lifecycle)
         return cls(settings, store, bus, events, ApiKeyService(store), signer, catalog, lifecycle, pool, builds,
-                   monitor, backend)
+                   monitor, backend, SnapshotService(catalog, lifecycle, backend))
 
     async def start(self) -> None:
         self.catalog.sync_builtins()

@@ -139,3 +139,25 @@ def test_update_applies_at_once_and_outlives_a_restart(env):
         assert sb.stats(box.id).memory_limit_bytes == 192 * 1024 * 1024
     with pytest.raises(NotFound):
         sb.update("rt-nobody", served)
+
+
+def test_export_changes_copies_what_the_sandbox_wrote_and_leaves_it_as_it_was(env, tmp_path):
+    _, sb, image = env
+    box = sb.create(_spec(image))
+    assert sb.exec(box.id, ["sh", "-c", "echo kept > exported-file"]).exit_code == 0
+
+    def export(dest):
+        dest.mkdir()
+        sb.loop.run_until_complete(sb.backend.export_changes(box.id, dest))
+        return [p.read_text() for p in dest.rglob("exported-file")]
+
+    assert export(tmp_path / "running") == ["kept\n"]
+    assert sb.state(box.id) is RuntimeState.RUNNING
+    sb.pause(box.id)
+    assert export(tmp_path / "paused") == ["kept\n"]
+    assert sb.state(box.id) is RuntimeState.PAUSED
+    sb.resume(box.id)
+    sb.stop(box.id)
+    with pytest.raises(SandboxdError) as err:
+        export(tmp_path / "stopped")
+    assert err.value.code == "sandbox_not_running"

@@ -10,7 +10,8 @@ import secrets
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Protocol
 
 from sqlalchemy import func, or_, select
 
@@ -24,6 +25,7 @@ from sandboxd.runtime.base import TemplateImage
 
 # Built-ins listed only once their image exists (template_source.builtin_metadata).
 CACHE_SECONDS = 2.0
+SNAPSHOT = "snapshot"  # the category of templates made from a sandbox (snapshots)
 OPTIONAL_BUILTINS = ("desktop", "tpl_desktop")
 TEMPLATE_CREATED, TEMPLATE_UPDATED, TEMPLATE_DELETED = "template.created", "template.updated", "template.deleted"
 
@@ -34,6 +36,10 @@ class TemplateSource(Protocol):
 
     async def image(self, name: str) -> TemplateImage:
         """The built image for a template name (raises NotFound when it is not built)."""
+
+    async def snapshot(self, name: str, parent: TemplateImage, export: Callable[[Path], Awaitable[None]],
+                       source: str) -> TemplateImage:
+        """Save parent plus the changes export(dir) writes as the image of template name."""
 
     async def forget(self, name: str, free_layers: bool = True) -> list[str]:
         """Drop a deleted template's images and (free_layers) free the layers no other image or sandbox uses;
@@ -143,22 +149,10 @@ class CatalogService:
 
     def begin_build(self, name: str, build_id: str, *, vcpu: int, memory_mb: int, disk_gb: int,
                     update: bool) -> Template:
-        now = _now()
-        self._forget()
-        with self.store.tx() as s:
-            row = self._custom_row(s, name)
-            created = row is None
-            if row is None:
-                row = self._new_row(s, name, now)
-            elif not update and row.status == "active":
-                from sandboxd.errors import Conflict
-
-                raise Conflict(f"template {name} exists; send update=true to rebuild it", code="template_exists")
-            row.status, row.build_id, row.error_message = "building", build_id, None
-            row.vcpu, row.memory_mb, row.disk_gb, row.updated_at = vcpu, memory_mb, disk_gb, now
-            t = _model(row)
-        self._emit(TEMPLATE_CREATED if created else TEMPLATE_UPDATED, t)
-        return t
+        return self._put(name, lambda r: f"template {name} exists; send update=true to rebuild it"
+                         if not update and r.status == "active" else None,
+                         status="building", build_id=build_id, error_message=None, vcpu=vcpu, memory_mb=memory_mb,
+                         disk_gb=disk_gb)
 
     def reserve(self, name: str, *, vcpu: int, memory_mb: int, disk_gb: int) -> Template:
         """The template a build was announced for: created `pending` if new (no image yet); an existing one
@@ -174,6 +168,39 @@ class CatalogService:
             t = _model(row)
         self._emit(TEMPLATE_CREATED, t)
         return t
+
+    def save_snapshot(self, name: str, *, sandbox_id: str, vcpu: int, memory_mb: int, disk_gb: int) -> Template:
+        """The template a snapshot is: new, or an earlier snapshot of that name given the new image. A name
+        taken by a template that is not a snapshot is a Conflict."""
+        return self._put(name, lambda r: None if r.category == SNAPSHOT else f"template {name} is not a snapshot",
+                         category=SNAPSHOT, tags=[SNAPSHOT, f"sandbox:{sandbox_id}"],
+                         description=f"snapshot of {sandbox_id}", status="active", build_id=None, error_message=None, vcpu=vcpu, memory_mb=memory_mb,
+                         disk_gb=disk_gb)
+
+    def _put(self, name: str, refuse: Callable[[TemplateRow], str | None], **values: Any) -> Template:
+        """Create the custom template name, or update it unless refuse(row) says why not (a Conflict)."""
+        from sandboxd.errors import Conflict
+
+        now = _now()
+        self._forget()
+        with self.store.tx() as s:
+            row = self._custom_row(s, name)
+            created = row is None
+            if row is None:
+                row = self._new_row(s, name, now)
+            elif (why := refuse(row)) is not None:
+                raise Conflict(why, code="template_exists")
+            for field, value in values.items():
+                setattr(row, field, value)
+            row.updated_at = now
+            t = _model(row)
+        self._emit(TEMPLATE_CREATED if created else TEMPLATE_UPDATED, t)
+        return t
+
+    def snapshots(self) -> builtins.list[Template]:
+        with self.store.tx() as s:
+            q = select(TemplateRow).where(TemplateRow.category == SNAPSHOT)
+            return [_model(r) for r in s.scalars(q.order_by(TemplateRow.created_at.desc(), TemplateRow.id))]
 
     @staticmethod
     def _custom_row(s, name: str) -> TemplateRow | None:

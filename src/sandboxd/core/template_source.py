@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from sandboxd.config import Settings
 from sandboxd.errors import BuildFailed
@@ -62,6 +63,12 @@ class FakeTemplateSource:
     async def image(self, name: str) -> TemplateImage:
         return TemplateImage(name=name, layers=(), content_hash=f"fake:{name}")
 
+    async def snapshot(self, name: str, parent: TemplateImage, export: Callable[[Path], Awaitable[None]],
+                       source: str) -> TemplateImage:
+        with tempfile.TemporaryDirectory(prefix="sandboxd-fake-snapshot-") as tmp:
+            await export(Path(tmp))  # the sandbox is frozen and copied as on a real backend; no image keeps it
+        return TemplateImage(name=name, layers=(), content_hash=f"fake:{name}")
+
     async def forget(self, name: str, free_layers: bool = True) -> list[str]:
         return []  # the fake backend keeps no images
 
@@ -79,6 +86,12 @@ class StoreTemplateSource:
 
     async def image(self, name: str) -> TemplateImage:
         return self.store.get(name)
+
+    async def snapshot(self, name: str, parent: TemplateImage, export: Callable[[Path], Awaitable[None]],
+                       source: str) -> TemplateImage:
+        from sandboxd.templates.snapshot import snapshot_image
+
+        return await snapshot_image(self.store, name, parent, export, source)
 
     async def forget(self, name: str, free_layers: bool = True) -> list[str]:
         if not self.store.exists(name):

@@ -153,6 +153,11 @@ class Backend(Protocol):
     async def state(self, sandbox_id: str) -> RuntimeState | None:
         """Current state, or None when the runtime does not know the sandbox."""
 
+    async def export_changes(self, sandbox_id: str, dest: Path) -> None:
+        """Copy what the sandbox changed on top of its image (whiteouts, owners and xattrs kept) into the
+        existing directory dest, for a snapshot. The sandbox is frozen while it is copied and runs on after
+        (a paused one stays paused). Conflict(sandbox_not_running) when it is stopped."""
+
     async def update(self, sandbox_id: str, spec: SandboxSpec) -> None:
         """Make a created sandbox serve spec from now on: its limits apply at once (no restart) and a later
         start boots with its env and limits. The sandbox keeps its id and hostname; the env of processes

@@ -114,7 +114,7 @@ def test_bad_requests_are_refused_in_e2b_shape(e2b_env):
     r = httpx.get(f"{api}/templates/{tid}/builds/{uuid.uuid4()}/status", headers=headers)
     assert r.status_code == 404
     r = httpx.get(f"{api}/templates/{tid}/files/../../etc", headers=headers)
-    assert r.status_code in (400, 404)
+    assert r.status_code in (400, 404, 405)  # the dots resolve away: never a file of the host
     r = httpx.get(f"{api}/templates/aliases/{unique('nothing')}", headers=headers)
     assert r.status_code == 404
     assert httpx.post(f"{api}/v3/templates", json={"name": "x"}).status_code == 401

@@ -5,8 +5,10 @@ from __future__ import annotations
 from sandboxd.gateway.e2b import resolver as gateway_resolver
 
 from .routes import router
+from .snapshots import router as _snapshots
 from .templates import router as _template_builds
 
 router.include_router(_template_builds)
+router.include_router(_snapshots)
 
 __all__ = ["router", "gateway_resolver"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from sandboxd.errors import Conflict, NotFound, RuntimeFailure
-from sandboxd.runtime import agentclient
+from sandboxd.runtime import agentclient, changes
 from sandboxd.runtime.base import (
     Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
 )
@@ -212,6 +212,20 @@ class FakeBackend:
         self._signal(state, signal.SIGCONT)
         state["state"] = "running"
         self._write(sandbox_id, state)
+
+    async def export_changes(self, sandbox_id: str, dest: Path) -> None:
+        state = self._need(sandbox_id)
+        if state.get("state") == "stopped":
+            raise Conflict(f"sandbox {sandbox_id} is not running", code="sandbox_not_running")
+        running = state.get("state") == "running"
+        if running:
+            await self.pause(sandbox_id)
+        try:
+            if (self._dir(sandbox_id) / "root").is_dir():
+                await changes.copy_tree(self._dir(sandbox_id) / "root", dest)
+        finally:
+            if running:
+                await self.resume(sandbox_id)
 
     async def destroy(self, sandbox_id: str, *, background: bool = False) -> None:
         d = self._dir(sandbox_id)

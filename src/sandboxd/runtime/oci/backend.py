@@ -22,7 +22,7 @@ from pathlib import Path
 
 import sandboxd
 from sandboxd.errors import Conflict, Invalid, NotFound, RuntimeFailure
-from sandboxd.runtime import agentclient, agentpkg, lxcfs, network, reaper, uidslots
+from sandboxd.runtime import agentclient, agentpkg, changes, lxcfs, network, reaper, uidslots
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import (
     Capabilities, ExecResult, Resources, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
@@ -403,6 +403,19 @@ class OciBackend(Teardown):
             await self._runtime_op(rec, "resume")
             rec.status = "running"
             rec.save(self.dir(sandbox_id))
+
+    async def export_changes(self, sandbox_id: str, dest: Path) -> None:
+        rec = self._record(sandbox_id)
+        if rec.status == "stopped" or await self._live_status(rec) == "stopped":
+            raise Conflict(f"sandbox {sandbox_id} is not running", code="sandbox_not_running")
+        was_running = await self._live_status(rec) == "running"
+        if was_running:
+            await self.pause(sandbox_id)
+        try:
+            await changes.copy_tree(SandboxRoot(self.dir(sandbox_id), (), None).upper, dest)
+        finally:
+            if was_running:
+                await self.resume(sandbox_id)
 
     @os_errors_are_runtime_failures
     async def update(self, sandbox_id: str, spec: SandboxSpec) -> None:

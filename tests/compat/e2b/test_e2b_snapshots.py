@@ -1,0 +1,105 @@
+"""Snapshots through the official `e2b` SDK: a sandbox's files saved as a template that new sandboxes start
+from, listed by sandbox and by name, deleted once (a second delete says it was not there)."""
+from __future__ import annotations
+
+
+def _files_carry_over(env) -> bool:
+    return env["backend"] != "fake"  # the fake backend's sandboxes share the host's files: no image to keep
+
+
+def test_a_snapshot_starts_new_sandboxes_with_the_files_and_the_source_runs_on(e2b_env, sandbox):
+    from e2b import Sandbox
+
+    sandbox.files.write("/home/user/note.txt", "written before the snapshot")
+    sandbox.commands.run("mkdir -p /home/user/app && echo 1 > /home/user/app/a")
+    if _files_carry_over(e2b_env):  # never on the fake backend: its commands run on the host
+        assert sandbox.commands.run("rm /etc/debian_version", user="root").exit_code == 0  # a file of the image
+    snap = sandbox.create_snapshot()
+    try:
+        assert snap.snapshot_id and snap.names and all(n.endswith(":default") for n in snap.names)
+        assert sandbox.is_running()
+        assert sandbox.commands.run("echo still here").stdout.strip() == "still here"
+        one, two = Sandbox.create(snap.snapshot_id, timeout=120), Sandbox.create(snap.snapshot_id, timeout=120)
+        try:
+            if _files_carry_over(e2b_env):
+                assert one.files.read("/home/user/note.txt") == "written before the snapshot"
+                assert two.commands.run("cat /home/user/app/a").stdout.strip() == "1"
+                # A file the source deleted is deleted in the snapshot too (the whiteout is kept).
+                assert not one.files.exists("/etc/debian_version")
+                one.files.write("/home/user/note.txt", "changed in one")
+                assert two.files.read("/home/user/note.txt") == "written before the snapshot"
+                # Changes made after the snapshot are not in it.
+                sandbox.files.write("/home/user/later.txt", "after")
+                assert not one.files.exists("/home/user/later.txt")
+        finally:
+            one.kill()
+            two.kill()
+    finally:
+        assert Sandbox.delete_snapshot(snap.snapshot_id) is True
+    assert Sandbox.delete_snapshot(snap.snapshot_id) is False
+
+
+def test_snapshots_are_listed_by_sandbox_and_by_name_and_a_name_is_reused(e2b_env, sandbox):
+    from e2b import Sandbox
+
+    name = f"snap-{sandbox.sandbox_id[-8:].lower()}"
+    first = sandbox.create_snapshot(name=name)
+    try:
+        assert any(name in n for n in first.names)
+        mine = Sandbox.list_snapshots(sandbox_id=sandbox.sandbox_id).next_items()
+        assert [s.snapshot_id for s in mine] == [first.snapshot_id]
+        assert [s.snapshot_id for s in Sandbox.list_snapshots(name=name).next_items()] == [first.snapshot_id]
+        assert [s.snapshot_id for s in Sandbox.list_snapshots(name=f"{name}:default").next_items()] == [first.snapshot_id]
+        assert Sandbox.list_snapshots(name=f"{name}-missing").next_items() == []
+        everything = Sandbox.list_snapshots()
+        assert first.snapshot_id in {s.snapshot_id for s in everything.next_items()}
+        # The same name again: the snapshot template gets the new image, not a second template.
+        second = sandbox.create_snapshot(name=name)
+        assert second.snapshot_id == first.snapshot_id
+        assert len(Sandbox.list_snapshots(sandbox_id=sandbox.sandbox_id).next_items()) == 1
+    finally:
+        Sandbox.delete_snapshot(first.snapshot_id)
+
+
+def test_paging_and_bad_requests(e2b_env, sandbox):
+    import httpx
+
+    api, h = e2b_env["api"], {"X-API-KEY": e2b_env["key"]}
+    made = [httpx.post(f"{api}/sandboxes/{sandbox.sandbox_id}/snapshots", json={}, headers=h, timeout=120)
+            for _ in range(3)]
+    assert [r.status_code for r in made] == [201, 201, 201]
+    ids = [r.json()["snapshotID"] for r in made]
+    try:
+        r = httpx.get(f"{api}/snapshots", params={"sandboxID": sandbox.sandbox_id, "limit": 2}, headers=h)
+        assert r.status_code == 200 and len(r.json()) == 2 and r.headers["x-next-token"]
+        rest = httpx.get(f"{api}/snapshots", params={"sandboxID": sandbox.sandbox_id, "limit": 2,
+                                                     "nextToken": r.headers["x-next-token"]}, headers=h)
+        assert len(rest.json()) == 1 and "x-next-token" not in rest.headers
+        assert {s["snapshotID"] for s in r.json() + rest.json()} == set(ids)
+        bad = httpx.get(f"{api}/snapshots", params={"nextToken": "x"}, headers=h)
+        assert bad.status_code == 400 and bad.json()["code"] == 400
+        for body, status in (({"name": "Not A Name"}, 400), ({"name": "base"}, 400)):
+            r = httpx.post(f"{api}/sandboxes/{sandbox.sandbox_id}/snapshots", json=body, headers=h)
+            assert r.status_code == status, r.text
+        assert httpx.post(f"{api}/sandboxes/nope/snapshots", json={}, headers=h).status_code == 404
+    finally:
+        for sid in ids:
+            assert httpx.delete(f"{api}/templates/{sid}", headers=h).status_code == 204
+
+
+def test_a_paused_sandbox_is_snapshotted_and_stays_paused(e2b_env, sandbox):
+    from e2b import Sandbox
+
+    sandbox.files.write("/home/user/p.txt", "paused")
+    sandbox.pause()
+    snap = Sandbox.create_snapshot(sandbox.sandbox_id)
+    try:
+        assert not sandbox.is_running()
+        if _files_carry_over(e2b_env):
+            other = Sandbox.create(snap.snapshot_id, timeout=120)
+            try:
+                assert other.files.read("/home/user/p.txt") == "paused"
+            finally:
+                other.kill()
+    finally:
+        Sandbox.delete_snapshot(snap.snapshot_id)
