@@ -74,13 +74,14 @@ class ControlPlane:
         builds = BuildService(settings, store, events, catalog, signer, backend=backend)
         monitor = MonitorService(settings, store, backend, bus, lifecycle)
         return cls(settings, store, bus, events, ApiKeyService(store), signer, catalog, lifecycle, pool, builds,
-                   monitor, backend, SnapshotService(catalog, lifecycle, backend))
+                   monitor, backend, SnapshotService(catalog, lifecycle, backend, bus))
 
     async def start(self) -> None:
         self.catalog.sync_builtins()
         await self.lifecycle.start()
         await self.pool.start()
         await self.builds.start()
+        await self.snapshots.start()
         await self.monitor.start()
 
     async def stop(self) -> None:
@@ -88,6 +89,7 @@ class ControlPlane:
             await self.monitor.stop()
         except Exception:
             log.exception("stopping the monitor failed")
+        await self.snapshots.stop()
         await self.builds.stop()
         await self.pool.stop()
         await self.lifecycle.close()

@@ -26,6 +26,7 @@ from sandboxd.runtime.base import TemplateImage
 # Built-ins listed only once their image exists (template_source.builtin_metadata).
 CACHE_SECONDS = 2.0
 SNAPSHOT = "snapshot"  # the category of templates made from a sandbox (snapshots)
+FORK = "fork"  # a fork's own snapshot: listed nowhere, removed with the fork's last sandbox (core/snapshots.py)
 OPTIONAL_BUILTINS = ("desktop", "tpl_desktop")
 TEMPLATE_CREATED, TEMPLATE_UPDATED, TEMPLATE_DELETED = "template.created", "template.updated", "template.deleted"
 
@@ -134,7 +135,8 @@ class CatalogService:
             return _model(row) if row is not None else None
 
     def list(self, *, category: str | None = None, language: str | None = None) -> list[Template]:
-        q = select(TemplateRow).order_by(TemplateRow.is_public.desc(), TemplateRow.name)
+        q = select(TemplateRow).where(or_(TemplateRow.category.is_(None), TemplateRow.category != FORK))
+        q = q.order_by(TemplateRow.is_public.desc(), TemplateRow.name)
         if category:
             q = q.where(TemplateRow.category == category)
         if language:
@@ -169,11 +171,12 @@ class CatalogService:
         self._emit(TEMPLATE_CREATED, t)
         return t
 
-    def save_snapshot(self, name: str, *, sandbox_id: str, vcpu: int, memory_mb: int, disk_gb: int) -> Template:
+    def save_snapshot(self, name: str, *, sandbox_id: str, vcpu: int, memory_mb: int, disk_gb: int,
+                      category: str = SNAPSHOT) -> Template:
         """The template a snapshot is: new, or an earlier snapshot of that name given the new image. A name
         taken by a template that is not a snapshot is a Conflict."""
-        return self._put(name, lambda r: None if r.category == SNAPSHOT else f"template {name} is not a snapshot",
-                         category=SNAPSHOT, tags=[SNAPSHOT, f"sandbox:{sandbox_id}"],
+        return self._put(name, lambda r: None if r.category == category else f"template {name} is not a snapshot",
+                         category=category, tags=[category, f"sandbox:{sandbox_id}"],
                          description=f"snapshot of {sandbox_id}", status="active", build_id=None, error_message=None, vcpu=vcpu, memory_mb=memory_mb,
                          disk_gb=disk_gb)
 
@@ -197,9 +200,9 @@ class CatalogService:
         self._emit(TEMPLATE_CREATED if created else TEMPLATE_UPDATED, t)
         return t
 
-    def snapshots(self) -> builtins.list[Template]:
+    def snapshots(self, category: str = SNAPSHOT) -> builtins.list[Template]:
         with self.store.tx() as s:
-            q = select(TemplateRow).where(TemplateRow.category == SNAPSHOT)
+            q = select(TemplateRow).where(TemplateRow.category == category)
             return [_model(r) for r in s.scalars(q.order_by(TemplateRow.created_at.desc(), TemplateRow.id))]
 
     @staticmethod

@@ -5,19 +5,29 @@ A snapshot is a template of category `snapshot`: the image of the sandbox's temp
 the sandbox changed (templates/snapshot.py). The sandbox is frozen while its changes are copied and runs on
 after. What is kept is the filesystem; memory (running processes) is not, so a sandbox made from a snapshot
 boots fresh on those files (E2B's `mode="filesystem"`).
+
+A fork is a snapshot nobody names (category `fork`, listed nowhere) and sandboxes started from it at once;
+the snapshot is removed with the last of them (a sweep on every kill, and one at start for a restart).
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 
-from sandboxd.core.catalog import CatalogService
-from sandboxd.core.lifecycle import LifecycleService
-from sandboxd.core.models import Template
-from sandboxd.errors import Invalid
+from sandboxd.core import events as ev
+from sandboxd.core.catalog import FORK, SNAPSHOT, CatalogService
+from sandboxd.core.events import EventBus
+from sandboxd.core.lifecycle import CreateRequest, LifecycleService
+from sandboxd.core.models import Sandbox, Template
+from sandboxd.errors import Invalid, SandboxdError
 from sandboxd.runtime.base import Backend
 from sandboxd.templates.steps import check_name
 
 from sandboxd.core.tags import DEFAULT_TAG
+
+log = logging.getLogger("sandboxd.snapshots")
+MAX_FORKS = 20  # sandboxes per fork call
 
 
 def snapshot_names(t: Template) -> list[str]:
@@ -29,22 +39,83 @@ def source_sandbox(t: Template) -> str | None:
 
 
 class SnapshotService:
-    def __init__(self, catalog: CatalogService, lifecycle: LifecycleService, backend: Backend):
-        self.catalog, self.lifecycle, self.backend = catalog, lifecycle, backend
+    def __init__(self, catalog: CatalogService, lifecycle: LifecycleService, backend: Backend, bus: EventBus):
+        self.catalog, self.lifecycle, self.backend, self.bus = catalog, lifecycle, backend, bus
+        self._sweeper: asyncio.Task[None] | None = None
+        self._forking: set[str] = set()  # fork snapshots whose sandboxes are still being made: not swept
+
+    async def start(self) -> None:
+        await self._sweep()
+        self._sweeper = asyncio.create_task(self._sweep_on_kills(self.bus.subscribe()))
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
 
     async def create(self, sandbox_id: str, name: str | None = None) -> Template:
         sb = self.lifecycle.get(sandbox_id)
+        return await self._save(sb, self._name(name), SNAPSHOT)
+
+    async def fork(self, sandbox_id: str, count: int, timeout_seconds: int, api_key_id: str | None = None
+                   ) -> list[Sandbox | SandboxdError]:
+        """count sandboxes on a copy of sandbox_id's files, each with its env, metadata and network settings;
+        a create that fails is its error in the list, as E2B answers."""
+        if not 1 <= count <= MAX_FORKS:
+            raise Invalid(f"count must be 1..{MAX_FORKS}", code="invalid_count")
+        sb = self.lifecycle.get(sandbox_id)
+        name = f"fork-{secrets.token_hex(8)}"
+        self._forking.add(name)
+        out: list[Sandbox | SandboxdError] = []
+        try:
+            t = await self._save(sb, name, FORK)
+            req = CreateRequest(template_id=t.id, timeout_seconds=timeout_seconds, internet_access=sb.internet_access,
+                                env_vars=dict(sb.env_vars), metadata=dict(sb.metadata), public_traffic=sb.public_traffic)
+            made = await asyncio.gather(*(self.lifecycle.create(req, api_key_id) for _ in range(count)),
+                                        return_exceptions=True)
+            for r in made:
+                if isinstance(r, BaseException) and not isinstance(r, SandboxdError):
+                    raise r
+                out.append(r if isinstance(r, SandboxdError) else r[0])
+        finally:
+            self._forking.discard(name)
+            await self._sweep()  # every create failed: nothing holds the copy
+        return out
+
+    def _name(self, name: str | None) -> str:
         name = (name or "").strip()
         if name.endswith(f":{DEFAULT_TAG}"):
             name = name[: -len(DEFAULT_TAG) - 1]
         if name and ":" in name:
             raise Invalid(f"a snapshot's tag is always {DEFAULT_TAG!r}: name it without one", code="invalid_name")
-        name = check_name(name) if name else f"snapshot-{secrets.token_hex(6)}"
+        return check_name(name) if name else f"snapshot-{secrets.token_hex(6)}"
+
+    async def _save(self, sb: Sandbox, name: str, category: str) -> Template:
         template = self.catalog.get(sb.template_id or sb.template_name or "")
         parent = await self.catalog.image(template)
         await self.catalog.source.snapshot(name, parent, lambda dest: self.backend.export_changes(sb.id, dest), sb.id)
-        return self.catalog.save_snapshot(name, sandbox_id=sb.id, vcpu=max(1, int(sb.vcpu)),
-                                          memory_mb=sb.memory_mb, disk_gb=max(1, sb.disk_mb // 1024))
+        return self.catalog.save_snapshot(name, sandbox_id=sb.id, vcpu=max(1, int(sb.vcpu)), memory_mb=sb.memory_mb,
+                                          disk_gb=max(1, sb.disk_mb // 1024), category=category)
+
+    async def _sweep(self) -> None:
+        for t in self.catalog.snapshots(FORK):
+            if t.name not in self._forking and not self.lifecycle.uses_template(t.id):
+                try:
+                    await self.catalog.remove(t.id, in_use=0)
+                except SandboxdError as exc:  # removed meanwhile by another sweep
+                    log.debug("fork template %s: %s", t.name, exc)
+
+    async def _sweep_on_kills(self, q: asyncio.Queue[ev.Event]) -> None:
+        try:
+            while True:
+                event = await q.get()
+                if event.type == ev.KILLED:
+                    try:
+                        await self._sweep()
+                    except Exception:
+                        log.exception("removing the snapshots of ended forks failed")
+        finally:
+            self.bus.unsubscribe(q)
 
     def list(self, *, sandbox_id: str | None = None, name: str | None = None) -> list[Template]:
         """Newest first. name matches a snapshot's name, its id or its name:tag."""

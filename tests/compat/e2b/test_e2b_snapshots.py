@@ -103,3 +103,46 @@ def test_a_paused_sandbox_is_snapshotted_and_stays_paused(e2b_env, sandbox):
                 other.kill()
     finally:
         Sandbox.delete_snapshot(snap.snapshot_id)
+
+
+def _fork_images() -> set[str]:
+    from support.real import TEMPLATES_DIR  # the image store a crun-backed server shares
+
+    return {p.name for p in (TEMPLATES_DIR / "images").glob("fork-*.json")}
+
+
+def test_forks_start_on_a_copy_of_the_files_and_their_copy_goes_with_the_last(e2b_env, sandbox):
+    import httpx
+    from e2b import Sandbox
+    from support.waiting import wait_for
+
+    real = _files_carry_over(e2b_env)
+    sandbox.files.write("/home/user/state.txt", "before the fork")
+    before = _fork_images() if real else set()
+    forks = sandbox.fork(count=2, timeout=60)
+    assert len(forks) == 2 and all(isinstance(f, Sandbox) for f in forks)
+    api, h = e2b_env["api"], {"X-API-KEY": e2b_env["key"]}
+    try:
+        assert sandbox.is_running() and all(f.is_running() for f in forks)
+        assert len({f.sandbox_id for f in forks} | {sandbox.sandbox_id}) == 3
+        # The copy is nobody's template: not listed, not a snapshot.
+        assert not [t for t in httpx.get(f"{api}/templates", headers=h).json() if "fork" in str(t)]
+        assert Sandbox.list_snapshots(sandbox_id=sandbox.sandbox_id).next_items() == []
+        if real:
+            assert [f.files.read("/home/user/state.txt") for f in forks] == ["before the fork"] * 2
+            forks[0].files.write("/home/user/state.txt", "changed in a fork")
+            assert sandbox.files.read("/home/user/state.txt") == "before the fork"
+            assert forks[1].files.read("/home/user/state.txt") == "before the fork"
+            copy = _fork_images() - before
+            assert len(copy) == 1
+            forks[0].kill()
+            assert _fork_images() >= copy  # the other fork still starts from it
+            forks[1].kill()
+            wait_for(lambda: not (_fork_images() & copy), timeout=30, what="the fork's copy to be removed")
+    finally:
+        for f in forks:
+            f.kill()
+    r = httpx.post(f"{api}/sandboxes/nope/fork", json={}, headers=h)
+    assert r.status_code == 404
+    assert httpx.post(f"{api}/sandboxes/{sandbox.sandbox_id}/fork", json={"count": 0}, headers=h).status_code == 400
+    assert httpx.post(f"{api}/sandboxes/{sandbox.sandbox_id}/fork", json={"count": 21}, headers=h).status_code == 400

@@ -1,22 +1,26 @@
 """E2B's snapshots: `create_snapshot` (`POST /sandboxes/{id}/snapshots`), `list_snapshots` (`GET /snapshots`,
 paged with `X-Next-Token`) and `delete_snapshot`, which E2B's SDK sends as a template delete
-(`DELETE /templates/{id}`, served here for any of the caller's templates). Thin over core/snapshots.py."""
+(`DELETE /templates/{id}`, served here for any of the caller's templates); and `fork`
+(`POST /sandboxes/{id}/fork`), new sandboxes on a copy of one's files. Thin over core/snapshots.py."""
 from __future__ import annotations
 
 import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from sandboxd.api.auth import require_key
 from sandboxd.api.deps import services
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.models import Template
-from sandboxd.core.snapshots import snapshot_names
-from sandboxd.errors import Invalid
+from sandboxd.core.snapshots import MAX_FORKS, snapshot_names
+from sandboxd.api.errors import status_for
+from sandboxd.errors import Invalid, SandboxdError
 
+from . import shapes
 from .errors import E2BRoute
+from .routes import DEFAULT_TIMEOUT, MAX_TIMEOUT
 
 router = APIRouter(route_class=E2BRoute, tags=["e2b"])
 Key = Annotated[ApiKey, Depends(require_key)]
@@ -28,6 +32,13 @@ class SnapshotRequest(BaseModel):
 
     name: str | None = Field(None, max_length=128)
     memory: bool | None = None  # a memory snapshot is not kept: sandboxes from a snapshot boot on its files
+
+
+class ForkRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    timeout: StrictInt | None = Field(None, ge=0, le=MAX_TIMEOUT)
+    count: StrictInt = Field(1, ge=1, le=MAX_FORKS)
 
 
 def _info(t: Template) -> dict:
@@ -62,3 +73,12 @@ async def delete_template(template_id: str, request: Request, key: Key) -> Respo
     t = svc.catalog.get(template_id)
     await svc.catalog.remove(t.id, in_use=svc.lifecycle.uses_template(t.id))
     return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/fork", status_code=201)
+async def fork(sandbox_id: str, request: Request, key: Key, body: ForkRequest | None = None) -> list[dict]:
+    svc = services(request)
+    body = body or ForkRequest()
+    made = await svc.snapshots.fork(sandbox_id, body.count, body.timeout or DEFAULT_TIMEOUT, api_key_id=key.id)
+    return [{"error": {"code": status_for(r), "message": r.message}} if isinstance(r, SandboxdError) else
+            {"sandbox": shapes.created(r, svc.lifecycle.envd_token(r), svc.settings.public_domain)} for r in made]
