@@ -123,3 +123,26 @@ def test_a_lxcfs_that_died_is_started_again(tmp_path, monkeypatch):
                 os.kill(int(lxcfs.pidfile(directory).read_text().strip()), signal.SIGKILL)
             subprocess.run(["umount", "-l", str(directory)], check=False)
         lxcfs.ensure(saved)
+
+
+def test_each_boot_has_its_own_boot_id_never_the_hosts(rt_env):
+    _, sb, image = rt_env
+    host = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    b = sb.create(spec(image, "boot"))
+    try:
+        def boot_id() -> str:
+            r = sb.sh(b.id, "cat /proc/sys/kernel/random/boot_id")
+            assert r.exit_code == 0, r.stderr
+            return r.stdout.decode().strip()
+
+        first = boot_id()
+        assert len(first) == 36 and first != host
+        sb.pause(b.id)
+        sb.resume(b.id)
+        assert boot_id() == first  # the same boot: processes and memory were kept
+        sb.stop(b.id)
+        sb.start(b.id)
+        assert boot_id() not in (first, host)  # a cold boot
+        assert sb.sh(b.id, "echo x > /proc/sys/kernel/random/boot_id").exit_code != 0
+    finally:
+        sb.destroy(b.id)

@@ -146,3 +146,17 @@ def test_forks_start_on_a_copy_of_the_files_and_their_copy_goes_with_the_last(e2
     assert r.status_code == 404
     assert httpx.post(f"{api}/sandboxes/{sandbox.sandbox_id}/fork", json={"count": 0}, headers=h).status_code == 400
     assert httpx.post(f"{api}/sandboxes/{sandbox.sandbox_id}/fork", json={"count": 21}, headers=h).status_code == 400
+
+
+def test_a_filesystem_only_pause_keeps_the_files_and_boots_afresh(e2b_env, sandbox):
+    sandbox.files.write("/home/user/kept.txt", "on disk")
+    before = sandbox.files.read("/proc/sys/kernel/random/boot_id").strip()
+    sandbox.commands.run("sleep 600", background=True)
+    assert sandbox.pause(keep_memory=False)
+    assert not sandbox.is_running()
+    resumed = sandbox.connect()
+    assert resumed.is_running() and resumed.sandbox_id == sandbox.sandbox_id
+    assert resumed.files.read("/home/user/kept.txt") == "on disk"
+    if _files_carry_over(e2b_env):  # (the fake backend's ps lists the host's processes)
+        assert "sleep 600" not in resumed.commands.run("ps -eo args").stdout  # the processes ended
+        assert resumed.files.read("/proc/sys/kernel/random/boot_id").strip() != before

@@ -192,13 +192,21 @@ async def _extend(request: Request, sandbox_id: str, seconds: int) -> None:
         await lifecycle.set_timeout(sandbox_id, max(1, seconds))
 
 
+class PauseBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    memory: StrictBool | None = None  # false: filesystem only, the processes end and resume boots afresh
+
+
 @router.post("/sandboxes/{sandbox_id}/pause")
-async def pause(sandbox_id: str, request: Request, key: Key) -> Response:
+async def pause(sandbox_id: str, request: Request, key: Key, body: PauseBody | None = None) -> Response:
     lifecycle = services(request).lifecycle
     sb = lifecycle.get(sandbox_id)
     if sb.status != RUNNING:
         raise Conflict(f"sandbox {sandbox_id} is already {shapes.state(sb)}", code="sandbox_not_running")
-    await lifecycle.pause(sandbox_id)
+    if body is not None and body.memory is False:
+        await lifecycle.stop(sandbox_id)  # kept: its files; connect starts it again (a new boot id)
+    else:
+        await lifecycle.pause(sandbox_id)  # frozen: memory and processes kept
     return Response(status_code=204)
 
 

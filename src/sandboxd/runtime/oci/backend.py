@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -259,9 +260,13 @@ class OciBackend(Teardown):
         rootfs, sock_path = self._paths(rec.id, rec)
         argv = zygote.WAIT_ARGV if z else self.agent_argv
         meta = SandboxRoot(d, (), None).meta
+        etc_dir = meta if meta.is_dir() else d  # d: a sandbox made before meta/
+        # Each boot its own id, as a machine's: kept across pause/resume, new after a stop and start, and
+        # never the host's (which would tell sandboxes on one host apart from others).
+        (etc_dir / "boot_id").write_text(f"{uuid.uuid4()}\n")
         cfg = config.build(spec, uid_base=self._ids(rec).host_base, uid_count=self.settings.uid_count,
                            sandbox_dir=d, agent_pkg=await self._agent_pkg_source(), argv=argv, rootfs=rootfs,
-                           etc_dir=meta if meta.is_dir() else d,  # d: a sandbox made before meta/
+                           etc_dir=etc_dir,
                            runtime=self.runtime, proc_binds=await lxcfs.binds())
         profile_key = self.bpf.annotate(cfg)
         (d / "config.json").write_text(json.dumps(cfg))

@@ -60,8 +60,8 @@ def base_mounts() -> list[dict[str, Any]]:
 def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path, agent_pkg: Path,
           argv: list[str] | None = None, rootfs: Path | None = None, etc_dir: Path | None = None,
           runtime: str = "crun", proc_binds: list[tuple[Path, str]] | None = None) -> dict[str, Any]:
-    """etc_dir holds hosts, hostname and resolv.conf (default: the sandbox dir); proc_binds are the sandbox's
-    own /proc files (runtime/lxcfs.py: binds()). On the sandbox's own disk
+    """etc_dir holds hosts, hostname, resolv.conf and boot_id (default: the sandbox dir); proc_binds are the
+    sandbox's own /proc files (runtime/lxcfs.py: binds()). On the sandbox's own disk
     (rootfs.py: raw/meta) the sandbox's mountinfo shows them as /meta/..., not as a host path."""
     etc_dir = etc_dir or sandbox_dir
     image = spec.image
@@ -82,6 +82,9 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
         _mount("/etc/resolv.conf", "bind", str(etc_dir / "resolv.conf"), ["rbind", "ro", "nosuid", "nodev"]),
         _mount(AGENT_PKG_TARGET, "bind", str(agent_pkg), ["rbind", "ro", "nosuid", "nodev"]),
     ]
+    if runtime != "runc":  # runc refuses mounts inside /proc but for the few lxcfs serves
+        mounts.append(_mount("/proc/sys/kernel/random/boot_id", "bind", str(etc_dir / "boot_id"),
+                             ["bind", "ro", "nosuid", "nodev", "noexec"]))
     for host_path, target in proc_binds or ():  # read-only: lxcfs answers writes with EACCES anyway
         mounts.append(_mount(target, "bind", str(host_path), ["bind", "ro", "nosuid", "nodev", "noexec"]))
     for host_path, target in spec.binds:
