@@ -1,6 +1,7 @@
 """`sandboxd template ...`: build templates from a directory, list and remove them."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -20,10 +21,12 @@ def build(directory: Path = typer.Argument(..., exists=True, file_okay=False, he
           cpu: int = typer.Option(2), memory: int = typer.Option(2048, help="MiB"),
           disk: int = typer.Option(10, help="GiB"), update: bool = typer.Option(False, help="rebuild if it exists"),
           no_cache: bool = typer.Option(False, "--no-cache"),
+          build_arg: list[str] = typer.Option([], "--build-arg", help="NAME=VALUE for an ARG (repeatable)"),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="no log lines")) -> None:
-    """Build a template from DIRECTORY/Dockerfile (FROM, RUN, COPY, ENV, WORKDIR, USER), with a live
+    """Build a template from DIRECTORY/Dockerfile (docs/templates.md lists the instructions), with a live
     progress bar and the build log streamed above it."""
     name = name or directory.resolve().name
+    args = dict(a.split("=", 1) if "=" in a else (a, os.environ.get(a, "")) for a in build_arg)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=err, transient=False)
     with progress, client() as c:
@@ -37,7 +40,7 @@ def build(directory: Path = typer.Argument(..., exists=True, file_okay=False, he
             progress.update(task, completed=pct, step=step or "")
 
         result = c.build_template(directory, name, cpu=cpu, memory_mb=memory, disk_gb=disk, update=update,
-                                  skip_cache=no_cache, on_log=on_log, on_progress=on_progress)
+                                  skip_cache=no_cache, build_args=args, on_log=on_log, on_progress=on_progress)
         progress.update(task, completed=100, step="done")
     sys.stdout.write(f"{name} {result['template_id']} {result.get('status')}\n")
 

@@ -45,7 +45,7 @@ UPLOAD_TTL = 3600
 MAX_UPLOAD = 2 * 1024 * 1024 * 1024
 HASH_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-STEP_TYPES = {"COPY", "RUN", "ENV", "WORKDIR", "USER", "CMD"}
+STEP_TYPES = {"COPY", "RUN", "ENV", "WORKDIR", "USER", "CMD", "FROM"}
 
 
 @dataclass
@@ -85,7 +85,7 @@ def validate_request(req: BuildRequest, uploads: Path) -> None:
         args = step.get("args")
         if args is not None and (not isinstance(args, list) or not all(isinstance(a, str) for a in args)):
             raise Invalid(f"steps[{i}]: args must be a list of strings", code="invalid_step")
-        if kind == "COPY":
+        if kind == "COPY" and step.get("fromStage") is None and step.get("fromImage") is None:
             h = step.get("filesHash") or step.get("files_hash")
             if not isinstance(h, str) or not HASH_RE.match(h):
                 raise Invalid(f"steps[{i}]: COPY needs a filesHash from an upload link", code="invalid_step")

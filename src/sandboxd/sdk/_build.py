@@ -1,93 +1,27 @@
-"""Template builds from a directory holding a Dockerfile-style recipe (FROM, RUN, COPY, ENV, WORKDIR,
-USER), over the HopX build API (docs/clients/hopx.md §4): upload the COPY sources once per content
+"""Template builds from a directory holding a Dockerfile (translated by sdk/_dockerfile.py), over the HopX
+build API (docs/clients/hopx.md §4): upload the COPY sources once per content
 hash, trigger the build, follow its log and status until it ends."""
 from __future__ import annotations
 
 import hashlib
 import io
-import json
-import shlex
 import tarfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import httpx
 
+from ._dockerfile import Recipe, parse_dockerfile
 from ._errors import InvalidRequestError, NetworkError, TemplateBuildError
 
 RECIPE_NAMES = ("sandboxd.Dockerfile", "Dockerfile")
 TERMINAL = {"active", "success", "failed", "error", "completed", "cancelled"}
 
 
-@dataclass
-class Recipe:
-    from_image: str
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    copies: list[tuple[list[str], str]] = field(default_factory=list)  # (sources, dest) per COPY step, in order
-    start_cmd: str | None = None
-
-
-def _args(rest: str) -> list[str]:
-    rest = rest.strip()
-    if rest.startswith("["):
-        return [str(a) for a in json.loads(rest)]
-    return shlex.split(rest)
-
-
-def parse_recipe(text: str) -> Recipe:
-    """Parse the Dockerfile subset templates support; anything else is a clear error, not a silent skip."""
-    recipe: Recipe | None = None
-    lines: list[str] = []
-    buf = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not buf and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            buf += line[:-1] + " "
-            continue
-        lines.append(buf + line)
-        buf = ""
-    if buf:
-        lines.append(buf)
-    for n, line in enumerate(lines, 1):
-        word, _, rest = line.partition(" ")
-        op = word.upper()
-        if op == "FROM":
-            recipe = Recipe(from_image=rest.strip())
-            continue
-        if recipe is None:
-            raise InvalidRequestError(f"recipe line {n}: the first instruction must be FROM")
-        if op == "RUN":
-            recipe.steps.append({"type": "RUN", "args": [rest.strip()]})
-        elif op == "ENV":
-            if "=" in rest.split(" ", 1)[0]:
-                for pair in shlex.split(rest):
-                    k, _, v = pair.partition("=")
-                    recipe.steps.append({"type": "ENV", "args": [k, v]})
-            else:
-                k, _, v = rest.strip().partition(" ")
-                recipe.steps.append({"type": "ENV", "args": [k, v.strip()]})
-        elif op == "WORKDIR":
-            recipe.steps.append({"type": "WORKDIR", "args": [rest.strip()]})
-        elif op == "USER":
-            recipe.steps.append({"type": "USER", "args": [rest.strip()]})
-        elif op == "COPY":
-            parts = _args(rest)
-            if len(parts) < 2:
-                raise InvalidRequestError(f"recipe line {n}: COPY needs a source and a destination")
-            recipe.copies.append((parts[:-1], parts[-1]))
-            recipe.steps.append({"type": "COPY", "args": [",".join(parts[:-1]), parts[-1]]})
-        elif op in ("CMD", "ENTRYPOINT"):
-            args = _args(rest)
-            recipe.start_cmd = " ".join(shlex.quote(a) for a in args) if rest.strip().startswith("[") else rest.strip()
-        else:
-            raise InvalidRequestError(f"recipe line {n}: unsupported instruction {word}")
-    if recipe is None:
-        raise InvalidRequestError("the recipe is empty: it needs at least FROM")
-    return recipe
+def parse_recipe(text: str, build_args: dict[str, str] | None = None) -> Recipe:
+    """A Dockerfile → the build request's steps (sdk/_dockerfile.py); unsupported input names its line."""
+    return parse_dockerfile(text, build_args)
 
 
 def copy_archive(context: Path, sources: list[str]) -> tuple[bytes, str]:
@@ -135,18 +69,17 @@ def find_recipe(directory: Path) -> Path:
 
 def build_template(client: Any, directory: str | Path, name: str, *, cpu: int = 2, memory_mb: int = 2048,
                    disk_gb: int = 10, update: bool = False, skip_cache: bool = False,
-                   on_log: Callable[[str], None] | None = None,
+                   build_args: dict[str, str] | None = None, on_log: Callable[[str], None] | None = None,
                    on_progress: Callable[[int, str | None], None] | None = None,
                    poll: float = 1.0, timeout: float = 3600) -> dict[str, Any]:
-    """Build template `name` from `directory`; returns the final build status. Raises
-    TemplateBuildError if the build fails."""
+    """Build template `name` from `directory`; `build_args` are the Dockerfile's ARG values (as
+    `--build-arg`). Returns the final build status; raises TemplateBuildError if the build fails."""
     context = Path(directory)
-    recipe = parse_recipe(find_recipe(context).read_text())
+    recipe = parse_recipe(find_recipe(context).read_text(), build_args)
     http = client.http
-    copy_steps = [s for s in recipe.steps if s["type"] == "COPY"]
-    for step, (sources, _dest) in zip(copy_steps, recipe.copies):
-        data, files_hash = copy_archive(context, sources)
-        step["filesHash"] = files_hash
+    for copy in recipe.copies:
+        data, files_hash = copy_archive(context, copy.sources)
+        copy.step["filesHash"] = files_hash
         link = http.json("POST", "/v1/templates/files/upload-link",
                          json={"files_hash": files_hash, "content_length": len(data)})
         if not link.get("present") and link.get("upload_url"):
@@ -162,7 +95,7 @@ def build_template(client: Any, directory: str | Path, name: str, *, cpu: int = 
         for s in recipe.steps:
             s["skipCache"] = True
     body = {"name": name, "from_image": recipe.from_image, "steps": recipe.steps, "startCmd": recipe.start_cmd,
-            "readyCmd": None, "cpu": cpu, "memory": memory_mb, "diskGB": disk_gb, "skipCache": skip_cache,
+            "readyCmd": recipe.ready_cmd, "cpu": cpu, "memory": memory_mb, "diskGB": disk_gb, "skipCache": skip_cache,
             "update": update}
     build = http.json("POST", "/v1/templates/build", json=body)
     build_id, template_id = str(build["build_id"]), str(build["template_id"])

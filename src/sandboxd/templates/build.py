@@ -27,9 +27,9 @@ from typing import Any, Callable
 from sandboxd.errors import BuildFailed, Conflict, NotFound, SandboxdError
 from sandboxd.runtime import inroot
 from sandboxd.runtime.base import SandboxSpec, TemplateImage
-from sandboxd.templates import buildenv, context, layerfs, registry, runlog
+from sandboxd.templates import buildenv, context, layerfs, registry, runlog, stagecopy
 from sandboxd.templates.bases import BUILTINS
-from sandboxd.templates.steps import BuildRecipe, Step, check_name
+from sandboxd.templates.steps import BuildRecipe, Step, check_name, expand_env
 
 Log = Callable[[str], None]
 RUN_TIMEOUT = 1800.0
@@ -54,6 +54,15 @@ class _State:
     workdir: str
     user: str
     hashes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, image: TemplateImage, env: dict[str, str] | None = None) -> "_State":
+        return cls(layers=list(image.layers), key=image.content_hash, env={**image.env, **(env or {})},
+                   workdir=image.workdir, user=image.user)
+
+    def copy(self) -> "_State":
+        return _State(layers=list(self.layers), key=self.key, env=dict(self.env), workdir=self.workdir,
+                      user=self.user)
 
     def image(self, name: str, recipe: BuildRecipe | None = None) -> TemplateImage:
         return TemplateImage(
@@ -123,16 +132,26 @@ class Builder:
         self._resources = recipe.resources
         started = time.monotonic()
         parent = await self.resolve_from(recipe.from_image, log)
-        state = _State(layers=list(parent.layers), key=parent.content_hash, env={**parent.env, **recipe.env},
-                       workdir=parent.workdir, user=parent.user)
+        state = _State.of(parent, recipe.env)
         if recipe.env:
             state.key = _h(state.key, "env", recipe.env)
+        stages: list[_State] = []  # the earlier stages of a multi-stage build; only the last one is saved
         scratch = self.store.new_tmp(f"build-{recipe.name}")
         try:
             total = len(recipe.steps)
             for i, step in enumerate(recipe.steps, 1):
                 log(f"Step {i}/{total}: {step.describe()}")
-                await self._step(step, recipe, state, scratch, log)
+                try:
+                    if step.kind == "FROM":
+                        stages.append(state)
+                        state = await self._stage(step, stages, log)
+                    else:
+                        await self._step(step, recipe, state, scratch, log, stages)
+                except SandboxdError as exc:
+                    if step.line and not exc.message.startswith("Dockerfile line"):
+                        exc.message = f"Dockerfile line {step.line} ({step.kind}): {exc.message}"
+                        exc.args = (exc.message,)
+                    raise
             image = state.image(recipe.name, recipe)
             final = replace(image, content_hash=_h(state.key, image.env, image.workdir, image.user,
                                                    image.start_cmd, image.ready_check))
@@ -143,10 +162,18 @@ class Builder:
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
 
-    async def _step(self, step: Step, recipe: BuildRecipe, state: _State, scratch: Path, log: Log) -> None:
+    async def _stage(self, step: Step, stages: list[_State], log: Log) -> _State:
+        """The state a FROM step begins: a copy of an earlier stage's, or a base image's."""
+        if step.from_stage is not None:
+            return stages[step.from_stage].copy()
+        return _State.of(await self.resolve_from(step.args[0], log))
+
+    async def _step(self, step: Step, recipe: BuildRecipe, state: _State, scratch: Path, log: Log,
+                    stages: list[_State] = ()) -> None:
         nonce = uuid.uuid4().hex if (step.skip_cache or recipe.skip_cache) else None
         if step.kind == "ENV":
-            state.env.update(zip(step.args[::2], step.args[1::2]))
+            values = [expand_env(v, state.env) if step.expand else v for v in step.args[1::2]]
+            state.env.update(zip(step.args[::2], values))
             state.key = _h(state.key, step.key())
             return
         if step.kind == "USER":
@@ -162,10 +189,17 @@ class Builder:
             await self._layer(key, state, log, lambda rootfs: self._make_workdir(rootfs, state))
             return
         if step.kind == "COPY":
-            ctx = await asyncio.to_thread(context.materialize, recipe.context_for(step),
-                                          scratch / (step.files_hash or "ctx"))
+            if step.from_stage is not None or step.from_image:
+                ctx = await self._other_image(step, stages, scratch, log)
+            else:
+                ctx = await asyncio.to_thread(context.materialize, recipe.context_for(step),
+                                              scratch / (step.files_hash or "ctx"))
             entries = await asyncio.to_thread(context.matches, ctx, step.args[0])
-            digest = await asyncio.to_thread(context.content_hash, entries, ctx)
+            if step.extract:  # an unpacked archive is hashed as a tree of its own
+                entries = await asyncio.to_thread(stagecopy.unpack_archives, entries, scratch)
+                digest = _h(*[await asyncio.to_thread(context.content_hash, [e], e.parent) for e in entries])
+            else:
+                digest = await asyncio.to_thread(context.content_hash, entries, ctx)
             key = _h(state.key, step.key(), state.workdir, digest, nonce)
             await self._layer(key, state, log, lambda rootfs: self._copy(rootfs, step, entries, state))
             return
@@ -175,6 +209,17 @@ class Builder:
                               f"invalid username: {step.user!r}")
         key = _h(state.key, step.key(), state.env, state.workdir, state.user, nonce)
         await self._layer(key, state, log, None, run=step)
+
+    async def _other_image(self, step: Step, stages: list[_State], scratch: Path, log: Log) -> Path:
+        """COPY --from: the named paths of an earlier stage or a template, unpacked as a build context."""
+        if step.from_stage is not None:
+            image = stages[step.from_stage].image(f"stage-{step.from_stage}")
+        else:
+            image = await self.resolve_from(step.from_image, log)
+        where = scratch / f"from-{uuid.uuid4().hex[:8]}"
+        where.mkdir()
+        await stagecopy.export(self.backend, image, step.args[0], where / "files.tar", self._resources, log)
+        return await asyncio.to_thread(context.materialize, where / "files.tar", where)
 
     async def _layer(self, key: str, state: _State, log: Log, make, run: Step | None = None) -> None:
         if self.store.has_layer(key):
@@ -242,7 +287,8 @@ class Builder:
             env = {**state.env, **buildenv.build_env(buildenv.BUILD_CA_PATH if ca else None)}
             await backend.exec(sid, runlog.PREPARE, user="root", timeout=60)
             follower = runlog.LogFollower(sandbox.upper_dir / runlog.LOG_NAME, log) if sandbox.upper_dir else None
-            task = asyncio.ensure_future(backend.exec(sid, runlog.wrap(step.args[0]), user=step.user or state.user,
+            argv = list(step.args) if step.exec else runlog.wrap(step.args[0])  # exec form: no shell
+            task = asyncio.ensure_future(backend.exec(sid, argv, user=step.user or state.user,
                                                       cwd=state.workdir, env=env, timeout=RUN_TIMEOUT))
             try:
                 while not task.done():

@@ -6,6 +6,7 @@ JS sends {"type": "env", "key", "value"} / {"type": "workdir", "path"}; readyCmd
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 from sandboxd.errors import Invalid
 from sandboxd.runtime.base import ReadyCheck, Resources
 
-KINDS = ("RUN", "COPY", "ENV", "WORKDIR", "USER")
+KINDS = ("RUN", "COPY", "ENV", "WORKDIR", "USER", "FROM")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
@@ -34,16 +35,30 @@ class Step:
     permissions: str | None = None  # COPY: octal mode for copied files, e.g. "755"
     skip_cache: bool = False
     user: str | None = None  # RUN: run as this user instead of the image's current one
-
+    exec: bool = False  # RUN: args is an argv run without a shell
+    from_stage: int | None = None  # COPY: from an earlier stage's image; FROM: begin a stage on it
+    from_image: str | None = None  # COPY: from a template's image
+    extract: bool = False  # COPY: a tar archive (plain or compressed) is unpacked at dest, as ADD does
+    expand: bool = False  # ENV: ${NAME} in values is replaced by the image env's value, \$ by $
+    line: int | None = None  # the Dockerfile line the step comes from, named in its errors
 
     def describe(self) -> str:
-        return f"{self.kind} {' '.join(self.args)}"
+        text = f"{self.kind} {json.dumps(list(self.args)) if self.exec else ' '.join(self.args)}"
+        if self.from_stage is not None:
+            text += f" (from stage {self.from_stage})"
+        elif self.from_image:
+            text += f" (from {self.from_image})"
+        return text + (f" (Dockerfile line {self.line})" if self.line else "")
 
     def key(self) -> dict[str, Any]:
         """What identifies the step for the layer cache (the uploaded content is hashed separately)."""
         key = {"kind": self.kind, "args": list(self.args), "owner": self.owner, "permissions": self.permissions}
-        if self.user:  # only when set: the keys of earlier builds' layers stay what they were
-            key["user"] = self.user
+        # Each only when set: the keys of earlier builds' layers stay what they were.
+        for name in ("user", "exec", "from_image", "extract", "expand"):
+            if getattr(self, name):
+                key[name] = getattr(self, name)
+        if self.from_stage is not None:
+            key["from_stage"] = self.from_stage
         return key
 
 
@@ -67,6 +82,11 @@ class BuildRecipe:
         if self.context is not None:
             return self.context
         raise Invalid(f"COPY step has no uploaded files (files_hash {step.files_hash!r})", code="files_not_uploaded")
+
+
+def expand_env(value: str, env: dict[str, str]) -> str:
+    """An ENV value with `expand`: ${NAME} is the image env's value (empty when unset), \\$ a plain $."""
+    return re.sub(r"\\\$|\$\{(\w+)\}", lambda m: env.get(m.group(1), "") if m.group(1) else "$", value)
 
 
 def _str_args(raw: Any, what: str) -> tuple[str, ...]:
@@ -96,11 +116,15 @@ def parse_step(raw: dict[str, Any], index: int) -> Step:
     elif kind == "COPY":
         src = raw.get("src") or raw.get("source") or ""
         args = (",".join(src) if isinstance(src, list) else str(src), str(raw.get("dest") or raw.get("destination") or ""))
-    else:  # pragma: no cover - KINDS is exhaustive
+    else:
         args = ()
-    wants = {"RUN": 1, "COPY": 2, "ENV": 2, "WORKDIR": 1, "USER": 1}[kind]
-    if kind == "RUN" and len(args) > 1:
-        args = (shlex.join(args),)  # an exec-form RUN
+    exec_form = kind == "RUN" and raw.get("exec") is True
+    stage = _stage_ref(raw, index, where) if kind in ("COPY", "FROM") else None
+    wants = {"RUN": 1, "COPY": 2, "ENV": 2, "WORKDIR": 1, "USER": 1, "FROM": 0 if stage is not None else 1}[kind]
+    if exec_form and len(args) >= 1:
+        wants = len(args)
+    elif kind == "RUN" and len(args) > 1:
+        args = (shlex.join(args),)  # several args without `exec`: one shell command, as before
     if kind == "ENV" and len(args) > 2 and len(args) % 2 == 0:
         wants = len(args)  # several name, value pairs in one step
     if len(args) != wants or any(a == "" for a in (args[::2] if kind == "ENV" else args)):
@@ -119,9 +143,37 @@ def parse_step(raw: dict[str, Any], index: int) -> Step:
             int(str(perms), 8)
         except ValueError:
             raise Invalid(f"{where}: permissions must be octal, got {perms!r}") from None
+    from_image = raw.get("fromImage") if kind == "COPY" else None
+    if from_image is not None and (not isinstance(from_image, str) or not from_image or stage is not None):
+        raise Invalid(f"{where}: fromImage must be a template or image name, and not given with fromStage")
+    line = raw.get("line")
+    if line is not None and (not isinstance(line, int) or isinstance(line, bool) or line < 1):
+        raise Invalid(f"{where}: line must be a positive integer")
     return Step(kind=kind, args=args, files_hash=str(files_hash) if files_hash else None,
                 owner=str(raw["owner"]) if raw.get("owner") else None,
-                permissions=str(perms) if perms is not None else None, skip_cache=skip, user=user or None)
+                permissions=str(perms) if perms is not None else None, skip_cache=skip, user=user or None,
+                exec=exec_form, from_stage=stage, from_image=from_image, extract=kind == "COPY" and raw.get("extract") is True,
+                expand=kind == "ENV" and raw.get("expand") is True, line=line)
+
+
+def _stage_ref(raw: dict[str, Any], index: int, where: str) -> int | None:
+    """fromStage of a COPY or FROM step: the number of an earlier stage (0 is the one from_image begins)."""
+    stage = raw.get("fromStage")
+    if stage is None:
+        return None
+    if not isinstance(stage, int) or isinstance(stage, bool) or stage < 0:
+        raise Invalid(f"{where}: fromStage must be the number of an earlier stage")
+    return stage
+
+
+def check_stages(steps: list[Step]) -> None:
+    """Every fromStage names a stage begun before the step (stage 0 is from_image's, each FROM step begins
+    the next)."""
+    current = 0
+    for i, step in enumerate(steps):
+        if step.from_stage is not None and step.from_stage >= current + (step.kind == "FROM"):
+            raise Invalid(f"step {i} ({step.kind}): fromStage {step.from_stage} is not an earlier stage")
+        current += step.kind == "FROM"
 
 
 def parse_ready(raw: dict[str, Any] | None) -> ReadyCheck | None:
@@ -169,6 +221,7 @@ def parse_build_request(doc: dict[str, Any]) -> BuildRecipe:
     if not isinstance(raw_steps, list):
         raise Invalid("steps must be a list")
     steps = [parse_step(s, i) for i, s in enumerate(raw_steps)]
+    check_stages(steps)
     start = doc.get("startCmd") or doc.get("start_cmd")
     ready = parse_ready(doc.get("readyCmd") or doc.get("ready_cmd"))
     cpu = doc.get("cpu") or 2
