@@ -32,6 +32,7 @@ COPY --chown=user:user --chmod=640 app.txt ./
 ADD bundle.tar.gz /srv/bundle/
 ADD notes.txt /srv/notes.txt
 COPY --from=builder /out/artifact.txt /srv/from-stage/
+COPY --from=base /etc/debian_version /srv/from-template/
 RUN echo "$GREETING" > /srv/arg.txt
 RUN ["/bin/sh", "-c", "echo exec-form > /srv/exec.txt"]
 SHELL ["/bin/bash", "-c"]
@@ -91,6 +92,7 @@ def test_every_instruction_then_sandbox(server, tmp_path):
         assert sh("cat /srv/bundle/inner/a.txt") == "from the archive"
         assert sh("cat /srv/notes.txt") == "plain file, not an archive"
         assert sh("cat /srv/from-stage/artifact.txt") == "made-in-stage"
+        assert sh("cat /srv/from-template/debian_version").startswith("12")  # COPY --from a template
         assert sh("test ! -e /out && test ! -e /srv/from-stage/other.txt && echo absent") == "absent"
         assert sh("cat /srv/arg.txt") == "hi from args"
         assert sh("echo ${GREETING:-unset}") == "unset"  # an ARG is the build's, not the image's

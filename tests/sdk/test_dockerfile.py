@@ -97,6 +97,7 @@ def test_multi_stage():
     assert r.start_cmd == "b"
     assert parse_dockerfile('FROM base AS a\nCMD ["a"]\nFROM a\n').start_cmd == "a"
     assert "line 1 (FROM)" in refused("FROM base AS\n")
+    assert parse_dockerfile("FROM --platform=linux/amd64 base AS b\n").from_image == "base"
 
 
 def test_entrypoint_and_cmd_combine_as_docker_does():
@@ -107,6 +108,8 @@ def test_entrypoint_and_cmd_combine_as_docker_does():
     assert start("CMD echo $HOME && sleep 1\n") == "echo $HOME && sleep 1"
     assert start('ENTRYPOINT ["serve"]\nCMD run fast\n') == "serve /bin/sh -c 'run fast'"
     assert start("") is None
+    inherited = 'FROM base AS a\nCMD ["x"]\nFROM a\nENTRYPOINT ["serve"]\n'
+    assert parse_dockerfile(inherited).start_cmd == "serve"  # a base's CMD does not follow a new ENTRYPOINT
 
 
 def test_healthcheck_is_the_ready_check():

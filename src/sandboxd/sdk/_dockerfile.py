@@ -42,6 +42,7 @@ class Stage:
     env: dict[str, str] = field(default_factory=dict)  # known values, for substitution
     args: dict[str, str] = field(default_factory=dict)
     cmd: list[str] | None = None
+    cmd_inherited: bool = False  # from the stage this one continues: an ENTRYPOINT here drops it
     entrypoint: list[str] | None = None
     entry_shell: bool = False
     ready: dict[str, Any] | None = None
@@ -170,7 +171,7 @@ class Translator:
 
     # ---- instructions ------------------------------------------------------------------------------
     def _from(self, value: str, line: int, where: str) -> None:
-        words = value.split()
+        words = _flags(value, {"platform"}, where)[1].split()  # --platform: there is one, the host's
         if len(words) not in (1, 3) or (len(words) == 3 and words[1].upper() != "AS"):
             raise InvalidRequestError(f"{where}: expected FROM image [AS name]")
         image = substitute(words[0], self.global_args)
@@ -179,7 +180,7 @@ class Translator:
         stage = Stage(name=name)
         if parent is not None:
             src = self.stages[parent]
-            stage = Stage(name=name, shell=list(src.shell), env=dict(src.env), cmd=src.cmd,
+            stage = Stage(name=name, shell=list(src.shell), env=dict(src.env), cmd=src.cmd, cmd_inherited=True,
                           entrypoint=src.entrypoint, entry_shell=src.entry_shell, ready=src.ready)
         if self.recipe is None:
             if parent is not None:
@@ -230,10 +231,12 @@ class Translator:
             self._step(line, type="RUN", args=argv, exec=True)
 
     def _cmd(self, value: str, line: int, where: str, stage: Stage) -> None:
-        stage.cmd = _argv(value, stage)[0]
+        stage.cmd, stage.cmd_inherited = _argv(value, stage)[0], False
 
     def _entrypoint(self, value: str, line: int, where: str, stage: Stage) -> None:
         stage.entrypoint, stage.entry_shell = _argv(value, stage)
+        if stage.cmd_inherited:  # Docker: ENTRYPOINT resets a CMD of the base image, not one of this stage
+            stage.cmd, stage.cmd_inherited = None, False
 
     def _shell(self, value: str, line: int, where: str, stage: Stage) -> None:
         shell = _json_form(value)

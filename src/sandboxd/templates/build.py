@@ -1,4 +1,5 @@
-"""The build engine: FROM + RUN/COPY/ENV/WORKDIR/USER steps → a named image made of cached layers.
+"""The build engine: FROM + RUN/COPY/ENV/WORKDIR/USER steps → a named image made of cached layers. FROM
+steps begin further stages (a multi-stage build); only the last one is saved as the image.
 
 Every layer is keyed by a content hash of (parent key, step, build state, COPY content), so an unchanged
 step is reused, not rebuilt. RUN steps execute in a build sandbox of the real runtime backend (internet on,
