@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -28,6 +29,10 @@ def test_create_info_list_kill(e2b_env):
         assert sbx.is_running()
         listed = Sandbox.list(query=SandboxQuery(metadata={"suite": "e2b-compat"})).next_items()
         assert [s.sandbox_id for s in listed] == [sbx.sandbox_id]
+        since = Sandbox.list(query=SandboxQuery(metadata={"suite": "e2b-compat"}, started_after=info.started_at))
+        assert [s.sandbox_id for s in since.next_items()] == [sbx.sandbox_id]
+        later = SandboxQuery(metadata={"suite": "e2b-compat"}, started_after=info.started_at + timedelta(seconds=1))
+        assert Sandbox.list(query=later).next_items() == []
         assert sbx.commands.run("echo $GREETING").stdout == "hola\n"
     finally:
         assert sbx.kill() is True

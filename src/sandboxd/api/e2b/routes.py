@@ -5,7 +5,7 @@ webhooks routes are api/routes/{metrics,events,webhooks}.py.
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote
 
@@ -127,8 +127,11 @@ def _metadata_filter(raw: str | None) -> dict[str, str]:
 
 
 async def _list(request: Request, metadata: str | None, state: str | None, template: str | None,
-                limit: int, next_token: str | None, order: str | None) -> Response:
+                limit: int, next_token: str | None, order: str | None, started_after: datetime | None = None
+                ) -> Response:
     svc = services(request)
+    if started_after is not None and started_after.tzinfo is None:
+        started_after = started_after.replace(tzinfo=timezone.utc)  # E2B's times are UTC
     want_states = {s.strip() for s in (state or "running,paused").split(",") if s.strip()}
     bad = want_states - {"running", "paused"}
     if bad:
@@ -137,7 +140,8 @@ async def _list(request: Request, metadata: str | None, state: str | None, templ
     items, nxt = svc.lifecycle.list(template=template, limit=limit, cursor=next_token)
     out = [shapes.listed(sb) for sb in items
            if shapes.state(sb) in want_states and sb.status in (RUNNING, PAUSED, STOPPED)
-           and all(str((sb.metadata or {}).get(k)) == v for k, v in meta.items())]
+           and all(str((sb.metadata or {}).get(k)) == v for k, v in meta.items())
+           and (started_after is None or (sb.started_at or sb.created_at) >= started_after)]
     if order == "asc":
         out.reverse()  # the service pages newest first; within a page this is the best we can do
     headers = {"X-Total-Running": str(sum(1 for s in out if s["state"] == "running"))}
@@ -149,8 +153,9 @@ async def _list(request: Request, metadata: str | None, state: str | None, templ
 @router.get("/v2/sandboxes")
 async def list_v2(request: Request, key: Key, metadata: str | None = None, state: str | None = None,
                   template: str | None = None, order: str | None = None,
-                  limit: int = Query(100, ge=1, le=100), nextToken: str | None = None) -> Response:
-    return await _list(request, metadata, state, template, limit, nextToken, order)
+                  limit: int = Query(100, ge=1, le=100), nextToken: str | None = None,
+                  startedAfter: datetime | None = None) -> Response:
+    return await _list(request, metadata, state, template, limit, nextToken, order, startedAfter)
 
 
 @router.get("/sandboxes")
