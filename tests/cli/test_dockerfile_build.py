@@ -120,3 +120,25 @@ def test_failing_step_names_its_line(server, tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM base\nRUN true\n\nRUN exit 3\n")
     r = _build(server, tmp_path, f"test-df-{secrets.token_hex(3)}")
     assert r.returncode != 0 and "Dockerfile line 4" in r.stderr + r.stdout
+
+
+def test_stage_files_are_copied_without_trusting_them(server, tmp_path):
+    """A stage's symlink out of the tree is copied as a symlink, never followed on the host; a FIFO in what a
+    COPY --from takes fails the build at that line."""
+    from sandboxd import Sandbox
+
+    (tmp_path / "Dockerfile").write_text(
+        "FROM base AS evil\n"
+        "RUN mkdir -p /x/links /x/pipe && ln -s /etc/shadow /x/links/shadow && ln -s ../../.. /x/links/up"
+        " && mkfifo /x/pipe/fifo\n"
+        "FROM base\nCOPY --from=evil /x/links /srv/links/\n")
+    name = f"test-df-{secrets.token_hex(3)}"
+    r = _build(server, tmp_path, name)
+    assert r.returncode == 0, r.stderr[-4000:]
+    with Sandbox.create(name, api_key=server.api_key, api_url=server.url) as sb:
+        out = sb.commands.run("readlink /srv/links/shadow /srv/links/up").stdout.split()
+        assert out == ["/etc/shadow", "../../.."]
+    (tmp_path / "Dockerfile").write_text(
+        "FROM base AS evil\nRUN mkdir -p /x/pipe && mkfifo /x/pipe/fifo\nFROM base\n\nCOPY --from=evil /x/pipe /srv/\n")
+    r = _build(server, tmp_path, f"test-df-{secrets.token_hex(3)}")
+    assert r.returncode != 0 and "Dockerfile line 5 (COPY)" in r.stderr and "unpacked safely" in r.stderr
