@@ -122,7 +122,7 @@ class E2BResolver:
         if head.header("authorization") is not None:
             raise GatewayError(403, "forbidden", "a signed file URL names its user itself: send no Authorization")
         if expires is not None and not (expires.isdigit() and int(expires) >= time.time()):
-            raise GatewayError(401, "unauthenticated", "the signed file URL has expired")
+            raise _envd_refusal("signature is already expired")
         signed = f"{q.get('path', '')}:{operation}:{q.get('username', '')}:"
         given = q.get("signature", "").encode("utf-8", "replace")
         routes = self.lifecycle.routes
@@ -144,7 +144,7 @@ class E2BResolver:
                                                      if k in q)
                 rewrite(head, ENVD_PORT)
                 return Target(route.socket, cid)
-        raise GatewayError(401, "unauthenticated", "invalid signature for this file URL")
+        raise _envd_refusal("invalid signature")
 
     def _derive_envd_tokens(self, sids: list[str]) -> None:
         """Derive (once) the envd tokens of these live sandboxes: one read of their rows for all that are
@@ -219,3 +219,8 @@ def rewrite(head: Head, port: int) -> None:
 
 def resolver(services) -> E2BResolver:
     return E2BResolver(services.signer, services.lifecycle)
+
+
+def _envd_refusal(message: str) -> GatewayError:
+    """A signed file URL refused as envd refuses it, in its body (E2B's SDK compares the message)."""
+    return GatewayError(401, "unauthenticated", message, body={"code": 401, "message": message})

@@ -198,7 +198,7 @@ class RequestFramer:
 
     def error_answer(self, exc: GatewayError, close: bool) -> bytes:
         """`exc` as a whole answer to the current request (headers only for HEAD, as h11 enforces)."""
-        headers, body = error_parts(exc.status, exc.code, exc.message, exc.details, close)
+        headers, body = error_parts(exc.status, exc.code, exc.message, exc.details, close, exc.body)
         assert self.head is not None  # answers follow a parsed head
         out = self.respond(h11.Response(status_code=exc.status, headers=headers,
                                         reason=REASONS.get(exc.status, "Error").encode()))

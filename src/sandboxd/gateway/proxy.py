@@ -159,7 +159,7 @@ class Gateway:
                 try:
                     head = await self._read_head(conn, first)
                 except GatewayError as exc:
-                    writer.write(error_bytes(exc.status, exc.code, exc.message, exc.details, close=True))
+                    writer.write(error_bytes(exc.status, exc.code, exc.message, exc.details, close=True, shape=exc.body))
                     linger = True
                     return
                 if head is None:

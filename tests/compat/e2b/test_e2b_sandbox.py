@@ -241,10 +241,13 @@ def test_signed_file_urls(e2b_env):
         def get(**change):
             return httpx.get(url._replace(query=urlencode({**q, **change})).geturl())
 
-        assert get(path="/etc/shadow").status_code == 401  # the signature covers the path
+        refused = get(path="/etc/shadow")
+        assert refused.status_code == 401  # the signature covers the path
+        assert refused.json() == {"code": 401, "message": "invalid signature"}  # envd's body, as the SDK reads it
         assert get(username="root").status_code == 401  # ... and the user
         assert httpx.post(url.geturl(), files={"file": ("x", b"x")}).status_code == 401  # ... and the operation
-        assert httpx.get(a.download_url(fa, use_signature_expiration=-5)).status_code == 401
+        expired = httpx.get(a.download_url(fa, use_signature_expiration=-5))
+        assert (expired.status_code, expired.json()) == (401, {"code": 401, "message": "signature is already expired"})
     finally:
         a.kill()
         b.kill()
