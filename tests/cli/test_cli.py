@@ -140,5 +140,5 @@ def test_template_build_drives_the_build_api(cli, server, tmp_path):
     assert lines[-1].startswith("error:") and "fake backend cannot build" in lines[-1], r.stderr
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "Dockerfile").write_text("FROM base\nEXPOSE 80\n")
-    assert "EXPOSE" in cli("template", "build", str(bad)).stderr
+    (bad / "Dockerfile").write_text("FROM base\nVOLUME /data\n")
+    assert "VOLUME" in cli("template", "build", str(bad)).stderr  # refused, naming the instruction

@@ -142,8 +142,8 @@ class Client:
         self.http.json("DELETE", f"/v1/templates/{quote(name_or_id, safe='')}")
 
     def build_template(self, directory: Any, name: str, **kw: Any) -> dict[str, Any]:
-        """Build a template from a directory with a Dockerfile-style recipe; see `_build.build_template`
-        for the options (cpu, memory_mb, disk_gb, update, skip_cache, on_log, on_progress)."""
+        """Build a template from a directory with a Dockerfile; see `_build.build_template` for the options
+        (cpu, memory_mb, disk_gb, update, skip_cache, build_args, on_log, on_progress)."""
         from ._build import build_template
 
         return build_template(self, directory, name, **kw)
