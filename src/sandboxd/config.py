@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     default_registry: str = ""
     insecure_registries: str = ""
     registry_auth_file: Path | None = None
+    # FROM names the operator maps onto local templates ("ubuntu=base,python=base,node=code-interpreter"): a
+    # repository name (any tag) is then built from that template instead of pulled. None unless set: an image
+    # that is neither a template, an import nor in a configured registry is a 404, never a stand-in.
+    image_aliases: str = ""
     # [edges] client connection limits of the API and the gateway.
     # The gateway (gateway/limits.py): a request head must arrive whole within gateway_head_timeout_seconds; an
     # idle keep-alive connection closes after gateway_keep_alive_seconds; connections over the caps get a 503;
@@ -146,6 +150,12 @@ class Settings(BaseSettings):
     token_refresh_grace_seconds: float = Field(60.0, ge=0, le=3600)
     # E2B's envdAccessToken is one per sandbox (the SDK keeps it): it expires this long after the sandbox's creation.
     envd_token_ttl_seconds: int = Field(30 * 24 * 3600, ge=3600)
+
+    @field_validator("image_aliases")
+    @classmethod
+    def _aliases(cls, v: str) -> str:
+        parse_aliases(v)  # a bad entry stops the start, naming it
+        return v
 
     @field_validator("data_dir")
     @classmethod
@@ -179,3 +189,16 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def parse_aliases(raw: str) -> dict[str, str]:
+    """SANDBOXD_IMAGE_ALIASES: `repository=template` pairs, comma-separated."""
+    out: dict[str, str] = {}
+    for entry in (e.strip() for e in (raw or "").split(",")):
+        if not entry:
+            continue
+        repo, eq, template = (x.strip() for x in entry.partition("="))
+        if not eq or not repo or not template or ":" in repo or "@" in repo:
+            raise ValueError(f"image_aliases entry {entry!r}: write repository=template (no tag), e.g. ubuntu=base")
+        out[repo.lower().removeprefix("docker.io/").removeprefix("library/")] = template
+    return out

@@ -66,7 +66,7 @@ def test_build_shapes_logs_and_failure_on_the_fake_backend(cp, client):
     body = tarball({"app.py": b"print('hi')\n"})
     link = client.post("/v1/templates/files/upload-link", json={"files_hash": h, "content_length": len(body)}).json()
     httpx.put(link["upload_url"], content=body)
-    payload = {"name": f"test-tpl-{time.time_ns() % 10**8}", "from_image": "python:3.12",
+    payload = {"name": f"test-tpl-{time.time_ns() % 10**8}", "from_image": "base",
                "steps": [{"type": "COPY", "args": ["app.py", "/app/"], "filesHash": h},
                          {"type": "ENV", "args": ["A", "1"]}, {"type": "RUN", "args": ["echo hi"]}],
                "startCmd": None, "readyCmd": None, "cpu": 1, "memory": 512, "diskGB": 2, "skipCache": False,
@@ -94,6 +94,15 @@ def test_build_shapes_logs_and_failure_on_the_fake_backend(cp, client):
         asyncio.run(build_flow.wait_for_template_active(resp.template_id, cp.base, opts, max_wait_seconds=10))
     assert client.delete(f"/v1/templates/{resp.template_id}").status_code == 200
     assert client.get(f"/v1/templates/{resp.template_id}").status_code == 404
+
+
+def test_an_image_nobody_configured_is_a_404_never_a_stand_in(client):
+    payload = {"name": "no-such-base", "from_image": "python:3.12", "steps": [{"type": "RUN", "args": ["true"]}],
+               "cpu": 1, "memory": 512, "diskGB": 2}
+    r = client.post("/v1/templates/build", json=payload)
+    assert r.status_code == 404 and r.json()["code"] == "image_not_found", r.text
+    assert "SANDBOXD_IMAGE_ALIASES" in r.json()["message"]
+    assert client.get("/v1/templates/no-such-base").status_code == 404  # nothing was made
 
 
 @pytest.mark.parametrize("change,code", [

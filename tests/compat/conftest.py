@@ -17,4 +17,6 @@ def hopx_server(request, tmp_path_factory):
         if IN_CI:
             pytest.fail(f"real backend unavailable in CI: {problem}")
         pytest.skip(problem)
-    yield from running_server(tmp_path_factory, request.param)
+    # hopx-ai's Template().from_python_image() builds FROM python:<v>; no registry is reachable here, so
+    # the operator maps it onto the local base.
+    yield from running_server(tmp_path_factory, request.param, SANDBOXD_IMAGE_ALIASES="python=base")

@@ -183,7 +183,7 @@ class CPServer:
                     pass
 
 
-def running_server(tmp_path_factory, backend: str = "fake") -> Iterator[CPServer]:
+def running_server(tmp_path_factory, backend: str = "fake", **env: str) -> Iterator[CPServer]:
     """Generator body for fixtures: yields a started server and always cleans up."""
     if backend == "fake":
         data_dir = tmp_path_factory.mktemp(f"serve-{backend}")
@@ -191,7 +191,7 @@ def running_server(tmp_path_factory, backend: str = "fake") -> Iterator[CPServer
         # Sandbox uids (100000+) must be able to traverse to their rootfs: pytest's tmp tree is 0700.
         data_dir = Path(tempfile.mkdtemp(prefix=f"serve-{backend}-", dir="/var/tmp"))
         data_dir.chmod(0o755)
-    srv = CPServer(data_dir, backend=backend)
+    srv = CPServer(data_dir, backend=backend, **env)
     try:
         try:
             srv.start()

@@ -26,7 +26,7 @@ def build(directory: Path = typer.Argument(..., exists=True, file_okay=False, he
     """Build a template from DIRECTORY/Dockerfile (docs/templates.md lists the instructions), with a live
     progress bar and the build log streamed above it."""
     name = name or directory.resolve().name
-    args = dict(a.split("=", 1) if "=" in a else (a, os.environ.get(a, "")) for a in build_arg)
+    args = {a.partition("=")[0]: a.partition("=")[2] if "=" in a else os.environ.get(a, "") for a in build_arg}
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=err, transient=False)
     with progress, client() as c:

@@ -117,15 +117,19 @@ def mask(text: str, masks: list[tuple[str, str]]) -> str:
     return text
 
 
-def check_from_image(settings: Settings, from_image: str) -> None:
-    """A FROM naming an OCI image is checked now (400/404), not later in the background: only an upload or a
-    path in the operator's import directory may be named, and the answer never says what exists outside it."""
-    try:
-        from sandboxd.templates.oci_import import check_ref, is_import_ref
-    except ImportError:
-        return
-    if is_import_ref(from_image):
-        check_ref(settings, from_image)
+def check_from_image(settings: Settings, from_image: str, is_template: Callable[[str], bool]) -> None:
+    """FROM is checked now (400/404), not later in the background: a template, an upload or a path in the
+    operator's import directory (whose answer never says what exists outside it), an image of a registry the
+    operator configured, or a name the operator maps onto a template. Anything else is a 404: never a stand-in."""
+    from sandboxd.templates import registry
+    from sandboxd.templates.build import image_not_found
+    from sandboxd.templates.oci_import import check_ref, is_import_ref
+
+    ref = from_image.strip()
+    if is_import_ref(ref):
+        check_ref(settings, ref)
+    elif not (is_template(ref) or registry.source(settings, ref) or registry.alias(settings, ref)):
+        raise NotFound(image_not_found(ref), code="image_not_found")
 
 
 class BuildService:
@@ -255,7 +259,14 @@ class BuildService:
         check_maxima(self.maxima, vcpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_gb * 1024,
                      names=names or {"vcpu": "cpu", "memory": "memory", "disk": "diskGB"}, what="the template")
         check_recipe(req)
-        check_from_image(self.settings, req.from_image)
+        check_from_image(self.settings, req.from_image, self._is_template)
+
+    def _is_template(self, ref: str) -> bool:
+        try:
+            self.catalog.get(ref)
+            return True
+        except NotFound:
+            return False
 
     def _launch(self, build_id: str, template_id: str, req: BuildRequest) -> None:
         self._log(build_id, f"build {build_id} of template {req.name} queued")

@@ -298,6 +298,7 @@ class Translator:
             return
         if add:
             step["extract"] = True
+        assert self.recipe is not None  # a COPY is refused before the first FROM
         self.recipe.copies.append(Copy(self._step(line, **step), sources))
 
     def _add(self, value: str, line: int, where: str, stage: Stage) -> None:

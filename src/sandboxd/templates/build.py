@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from sandboxd.errors import BuildFailed, Conflict, NotFound, SandboxdError
 from sandboxd.runtime import inroot
@@ -37,10 +37,6 @@ RUN_TIMEOUT = 1800.0
 FS_TIMEOUT = 60.0  # a host-side read of the image's files (USER's /etc/passwd)
 # Things the runtime mounts into a build sandbox; they must never land in a layer.
 BUILD_ONLY_PATHS = (buildenv.BUILD_CA_PATH, "/opt/sandboxd/pkg/sandboxd", runlog.IN_SANDBOX)
-# Image names the HopX/E2B clients use for their public bases, mapped to our local built-ins
-# (no registry is reachable here; an OCI archive can be imported instead).
-ALIASES = {"python": "base", "debian": "base", "ubuntu": "base", "node": "code-interpreter",
-           "code-interpreter": "code-interpreter", "e2bdev/code-interpreter": "code-interpreter", "base": "base"}
 
 
 def _h(*parts: Any) -> str:
@@ -105,15 +101,13 @@ class Builder:
         src = registry.source(self.settings, ref)
         if src is not None:
             return await self._pull(src, ref, log)
-        repo = ref.split("@", 1)[0].rsplit(":", 1)[0] if ":" in ref.split("/")[-1] else ref.split("@", 1)[0]
-        repo = repo.removeprefix("docker.io/").removeprefix("library/")
-        if repo in ALIASES:
-            log(f"FROM {ref}: using the local built-in template {ALIASES[repo]!r}")
-            return await self.store.ensure_builtin(ALIASES[repo], log)
-        raise NotFound(f"base image {ref!r} not found: use a template name, a built-in "
-                       f"({', '.join(sorted(set(ALIASES.values())))}) or an OCI archive "
-                       "(oci-archive:upload:<files_hash>, or a path in the import directory)",
-                       code="image_not_found")
+        local = registry.alias(self.settings, ref)
+        if local is not None:
+            log(f"FROM {ref}: the operator maps it onto the template {local!r} (SANDBOXD_IMAGE_ALIASES)")
+            if local in BUILTINS:
+                return await self.store.ensure_builtin(local, log)
+            return self.store.get(local)
+        raise NotFound(image_not_found(ref), code="image_not_found")
 
     async def _pull(self, src: str, ref: str, log: Log) -> TemplateImage:
         from sandboxd.templates.oci_import import import_layout
@@ -170,7 +164,7 @@ class Builder:
         return _State.of(await self.resolve_from(step.args[0], log))
 
     async def _step(self, step: Step, recipe: BuildRecipe, state: _State, scratch: Path, log: Log,
-                    stages: list[_State] = ()) -> None:
+                    stages: Sequence[_State] = ()) -> None:
         nonce = uuid.uuid4().hex if (step.skip_cache or recipe.skip_cache) else None
         if step.kind == "ENV":
             values = [expand_env(v, state.env) if step.expand else v for v in step.args[1::2]]
@@ -211,12 +205,12 @@ class Builder:
         key = _h(state.key, step.key(), state.env, state.workdir, state.user, nonce)
         await self._layer(key, state, log, None, run=step)
 
-    async def _other_image(self, step: Step, stages: list[_State], scratch: Path, log: Log) -> Path:
+    async def _other_image(self, step: Step, stages: Sequence[_State], scratch: Path, log: Log) -> Path:
         """COPY --from: the named paths of an earlier stage or a template, unpacked as a build context."""
         if step.from_stage is not None:
             image = stages[step.from_stage].image(f"stage-{step.from_stage}")
         else:
-            image = await self.resolve_from(step.from_image, log)
+            image = await self.resolve_from(step.from_image or "", log)
         where = scratch / f"from-{uuid.uuid4().hex[:8]}"
         where.mkdir()
         await stagecopy.export(self.backend, image, step.args[0], where / "files.tar", self._resources, log)
@@ -362,3 +356,10 @@ def drop_build_only(rootfs: Path) -> None:
             pass
         finally:
             os.close(pfd)
+
+
+def image_not_found(ref: str) -> str:
+    return (f"base image {ref!r} not found: name a template, an OCI archive (oci-archive:upload:<files_hash>, or "
+            "a path in the import directory), an image of a registry the operator configured "
+            "(SANDBOXD_REGISTRIES, SANDBOXD_DEFAULT_REGISTRY), or a name the operator maps onto a template "
+            "(SANDBOXD_IMAGE_ALIASES)")

@@ -47,6 +47,17 @@ def source(settings, ref: str) -> str | None:
     return f"docker://{default}/{path}"
 
 
+def alias(settings, ref: str) -> str | None:
+    """The local template the operator's SANDBOXD_IMAGE_ALIASES builds ref from (any tag or digest of its
+    repository), or None."""
+    from sandboxd.config import parse_aliases
+
+    name = ref.strip().split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    repo = name[: len(name) - len(last)] + last.split(":", 1)[0]
+    return parse_aliases(settings.image_aliases).get(repo.lower().removeprefix("docker.io/").removeprefix("library/"))
+
+
 def tag_of(src: str) -> str:
     """The tag under which the pulled image is stored in the layout ("latest" when the reference has none)."""
     name = src.removeprefix("docker://").split("@", 1)[0]

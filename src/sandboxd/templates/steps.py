@@ -52,7 +52,8 @@ class Step:
 
     def key(self) -> dict[str, Any]:
         """What identifies the step for the layer cache (the uploaded content is hashed separately)."""
-        key = {"kind": self.kind, "args": list(self.args), "owner": self.owner, "permissions": self.permissions}
+        key: dict[str, Any] = {"kind": self.kind, "args": list(self.args), "owner": self.owner,
+                               "permissions": self.permissions}
         # Each only when set: the keys of earlier builds' layers stay what they were.
         for name in ("user", "exec", "from_image", "extract", "expand"):
             if getattr(self, name):

@@ -50,6 +50,8 @@ def e2b_server():
     env = {**os.environ,
            "SANDBOXD_DATA_DIR": str(data), "SANDBOXD_PORT": str(port), "SANDBOXD_GATEWAY_PORT": str(port + 1),
            "SANDBOXD_HOST": "127.0.0.1", "SANDBOXD_API_KEY": API_KEY, "SANDBOXD_BACKEND": BACKEND,
+           # E2B's examples build FROM ubuntu:22.04; no registry is reachable here, so the operator maps it.
+           "SANDBOXD_IMAGE_ALIASES": "ubuntu=base",
            # The fake backend runs the agent on the host: its code interpreter needs an ipykernel python
            # first on PATH (the project venv has one).
            "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}

@@ -108,3 +108,19 @@ def test_references():
     assert registry.source(S, "other.example/x:1") is None
     assert registry.source(S, "reg.local:5000/../etc") is None and registry.source(S, "-rm") is None
     assert registry.tag_of("docker://h/a/b:1.2") == "1.2" and registry.tag_of("docker://h:5/a") == "latest"
+
+
+def test_image_aliases_are_the_operators_and_name_a_repository():
+    from pydantic import ValidationError
+
+    from sandboxd.config import Settings
+
+    s = Settings(image_aliases=" ubuntu=base, docker.io/library/python=base ,node=code-interpreter,")
+    assert registry.alias(s, "ubuntu:22.04") == "base" and registry.alias(s, "ubuntu") == "base"
+    assert registry.alias(s, "python:3.12-slim") == "base" and registry.alias(s, "library/python@sha256:ab") == "base"
+    assert registry.alias(s, "node:20") == "code-interpreter"
+    assert registry.alias(s, "debian:12") is None and registry.alias(s, "evil.example/ubuntu:22.04") is None
+    assert registry.alias(Settings(), "ubuntu:22.04") is None  # none unless the operator says so
+    for bad in ("ubuntu", "ubuntu:22.04=base", "=base", "ubuntu="):
+        with pytest.raises(ValidationError, match="image_aliases"):
+            Settings(image_aliases=bad)
