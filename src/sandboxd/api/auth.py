@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from sandboxd.api.deps import services
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.errors import Forbidden, Unauthorized
 
@@ -51,8 +52,26 @@ async def require_key(request: Request) -> ApiKey:
     return key
 
 
-async def require_admin(request: Request) -> ApiKey:
-    key = await require_key(request)
-    if not key.is_admin:
-        raise Forbidden("this operation needs an admin API key", code="admin_required")
+def _allowed(key: ApiKey, ok: bool, who: str) -> ApiKey:
+    if not ok:
+        raise Forbidden(f"this operation needs {who} API key", code="admin_required")
     return key
+
+
+async def require_admin(request: Request) -> ApiKey:
+    """The operator: every team, teams and warm pools."""
+    key = await require_key(request)
+    return _allowed(key, key.is_admin, "an admin")
+
+
+async def require_team_admin(request: Request) -> ApiKey:
+    key = await require_key(request)
+    return _allowed(key, key.team_admin, "a team admin")
+
+
+def owned(request: Request, sandbox_id: str, key: ApiKey):
+    """The lifecycle service, once the sandbox is the key's team's: another team's answers 404 as if missing."""
+    lifecycle = services(request).lifecycle
+    lifecycle.get(sandbox_id, key.scope)
+    return lifecycle
+

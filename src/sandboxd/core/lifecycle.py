@@ -31,7 +31,7 @@ from sandboxd.core.models import (
 from sandboxd.core.routes import RouteTable, SandboxRoute
 from sandboxd.core.startup import rerun_start, run_start
 from sandboxd.core.store.db import Store
-from sandboxd.core.store.tables import SandboxRow
+from sandboxd.core.store.tables import DEFAULT_TEAM_ID, SandboxRow
 from sandboxd.core.tokens import TokenSigner
 from sandboxd.runtime.base import Backend, Resources, RuntimeSandbox, SandboxSpec, TemplateImage
 
@@ -152,19 +152,23 @@ class LifecycleService:
 
     # ---- reads ------------------------------------------------------------------------------------
 
-    def get(self, sid: str) -> Sandbox:
+    def get(self, sid: str, team: str | None = None) -> Sandbox:
+        """`team`: the caller's team (None: the operator's, every team); another team's sandbox is a 404."""
         with self.store.tx() as s:
             row = s.get(SandboxRow, sid)
-            if row is None or row.status == KILLED:
+            if row is None or row.status == KILLED or team not in (None, row.team_id):
                 raise NotFound(f"sandbox {sid} not found", code="sandbox_not_found")
             return _to_model(row)
 
     def list(self, *, status: str | None = None, region: str | None = None, template: str | None = None,
-             limit: int = 100, cursor: str | None = None) -> tuple[list[Sandbox], str | None]:
+             limit: int = 100, cursor: str | None = None, team: str | None = None
+             ) -> tuple[list[Sandbox], str | None]:
         if status is not None and status not in LIVE_STATES:
             raise Invalid(f"unknown status {status!r}; use one of {', '.join(LIVE_STATES)}", code="invalid_status")
         q = select(SandboxRow)
         q = q.where(SandboxRow.status == status) if status else q.where(SandboxRow.status != KILLED)
+        if team is not None:
+            q = q.where(SandboxRow.team_id == team)
         if region:
             q = q.where(SandboxRow.region == region)
         if template:
@@ -191,7 +195,8 @@ class LifecycleService:
 
     # ---- create -----------------------------------------------------------------------------------
 
-    async def create(self, req: CreateRequest, api_key_id: str | None = None) -> tuple[Sandbox, str, datetime]:
+    async def create(self, req: CreateRequest, api_key_id: str | None = None, team_id: str = DEFAULT_TEAM_ID
+                     ) -> tuple[Sandbox, str, datetime]:
         ref = req.template_id or req.template_name
         if not ref:
             raise Invalid("template_id or template_name is required", code="missing_template")
@@ -230,7 +235,8 @@ class LifecycleService:
                     memory_mb=template.memory_mb, disk_mb=template.disk_gb * 1024,
                     internet_access=bool(req.internet_access), env_vars=dict(req.env_vars),
                     metadata_=dict(req.metadata), timeout_seconds=timeout, expires_at=None, created_at=now,
-                    started_at=None, api_key_id=api_key_id, token_version=1, public_traffic=req.public_traffic,
+                    started_at=None, api_key_id=api_key_id, team_id=team_id, token_version=1,
+                    public_traffic=req.public_traffic,
                 )
                 s.add(row)
         except BaseException:

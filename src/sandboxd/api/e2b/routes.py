@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, unquote
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from sandboxd.api.auth import require_key
+from sandboxd.api.auth import owned, require_key
 from sandboxd.api.deps import services
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.errors import Conflict, Invalid, NotFound
@@ -90,7 +90,7 @@ async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | N
                         public_traffic=body.network is None or body.network.allowPublicTraffic is not False)
 
     async def create() -> tuple[str, dict[str, Any]]:
-        sb, _, _ = await svc.lifecycle.create(req, api_key_id=key.id)
+        sb, _, _ = await svc.lifecycle.create(req, api_key_id=key.id, team_id=key.team_id)
         return sb.id, _created(svc, sb)
 
     async def replay(sandbox_id: str) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def _metadata_filter(raw: str | None) -> dict[str, str]:
     return {unquote(k): unquote(v) for k, v in parse_qsl(raw or "", keep_blank_values=True)}
 
 
-async def _list(request: Request, metadata: str | None, state: str | None, template: str | None,
+async def _list(request: Request, key: ApiKey, metadata: str | None, state: str | None, template: str | None,
                 limit: int, next_token: str | None, order: str | None, started_after: datetime | None = None
                 ) -> Response:
     svc = services(request)
@@ -137,7 +137,7 @@ async def _list(request: Request, metadata: str | None, state: str | None, templ
     if bad:
         raise Invalid(f"unknown state(s): {', '.join(sorted(bad))}; use running and/or paused", code="invalid_state")
     meta = _metadata_filter(metadata)
-    items, nxt = svc.lifecycle.list(template=template, limit=limit, cursor=next_token)
+    items, nxt = svc.lifecycle.list(template=template, limit=limit, cursor=next_token, team=key.scope)
     out = [shapes.listed(sb) for sb in items
            if shapes.state(sb) in want_states and sb.status in (RUNNING, PAUSED, STOPPED)
            and all(str((sb.metadata or {}).get(k)) == v for k, v in meta.items())
@@ -155,35 +155,36 @@ async def list_v2(request: Request, key: Key, metadata: str | None = None, state
                   template: str | None = None, order: str | None = None,
                   limit: int = Query(100, ge=1, le=100), nextToken: str | None = None,
                   startedAfter: datetime | None = None) -> Response:
-    return await _list(request, metadata, state, template, limit, nextToken, order, startedAfter)
+    return await _list(request, key, metadata, state, template, limit, nextToken, order, startedAfter)
 
 
 @router.get("/sandboxes")
 async def list_v1(request: Request, key: Key, metadata: str | None = None) -> Response:
-    return await _list(request, metadata, None, None, 100, None, None)
+    return await _list(request, key, metadata, None, None, 100, None, None)
 
 
 @router.get("/sandboxes/{sandbox_id}")
 async def get_sandbox(sandbox_id: str, request: Request, key: Key) -> Response:
-    sb = services(request).lifecycle.get(sandbox_id)
+    sb = services(request).lifecycle.get(sandbox_id, key.scope)
     return _json(shapes.detail(sb, domain=services(request).settings.public_domain))
 
 
 @router.delete("/sandboxes/{sandbox_id}")
 async def kill_sandbox(sandbox_id: str, request: Request, key: Key) -> Response:
-    await services(request).lifecycle.kill(sandbox_id)
+    await owned(request, sandbox_id, key).kill(sandbox_id)
     return Response(status_code=204)
 
 
 @router.post("/sandboxes/{sandbox_id}/timeout")
 async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, key: Key) -> Response:
     # E2B resets the lifetime to now + timeout; 0 means "end now", which we model as the 1 s minimum.
-    await services(request).lifecycle.set_timeout(sandbox_id, max(1, body.timeout))
+    await owned(request, sandbox_id, key).set_timeout(sandbox_id, max(1, body.timeout))
     return Response(status_code=204)
 
 
 @router.post("/sandboxes/{sandbox_id}/refreshes")
 async def refresh(sandbox_id: str, request: Request, key: Key, body: RefreshBody | None = None) -> Response:
+    owned(request, sandbox_id, key)
     await _extend(request, sandbox_id, (body.duration if body and body.duration else DEFAULT_TIMEOUT))
     return Response(status_code=204)
 
@@ -205,7 +206,7 @@ class PauseBody(BaseModel):
 @router.post("/sandboxes/{sandbox_id}/pause")
 async def pause(sandbox_id: str, request: Request, key: Key, body: PauseBody | None = None) -> Response:
     lifecycle = services(request).lifecycle
-    sb = lifecycle.get(sandbox_id)
+    sb = lifecycle.get(sandbox_id, key.scope)
     if sb.status != RUNNING:
         raise Conflict(f"sandbox {sandbox_id} is already {shapes.state(sb)}", code="sandbox_not_running")
     if body is not None and body.memory is False:
@@ -215,9 +216,9 @@ async def pause(sandbox_id: str, request: Request, key: Key, body: PauseBody | N
     return Response(status_code=204)
 
 
-async def _wake(request: Request, sandbox_id: str, timeout: int | None) -> tuple[Any, bool]:
+async def _wake(request: Request, key: ApiKey, sandbox_id: str, timeout: int | None) -> tuple[Any, bool]:
     lifecycle = services(request).lifecycle
-    sb = lifecycle.get(sandbox_id)
+    sb = lifecycle.get(sandbox_id, key.scope)
     resumed = False
     if sb.status == PAUSED:
         sb = await lifecycle.resume(sandbox_id)
@@ -237,27 +238,27 @@ def _created(svc, sb) -> dict[str, Any]:
     return shapes.created(sb, svc.lifecycle.envd_token(sb), svc.settings.public_domain)
 
 
-async def _connect(request: Request, sandbox_id: str, timeout: int | None) -> Response:
-    sb, resumed = await _wake(request, sandbox_id, timeout)
+async def _connect(request: Request, key: ApiKey, sandbox_id: str, timeout: int | None) -> Response:
+    sb, resumed = await _wake(request, key, sandbox_id, timeout)
     return _json(_created(services(request), sb), 201 if resumed else 200)
 
 
 @router.post("/v2/sandboxes/{sandbox_id}/connect")
 async def connect_v2(sandbox_id: str, request: Request, key: Key, body: ConnectBody | None = None) -> Response:
-    return await _connect(request, sandbox_id, body.timeout if body else None)
+    return await _connect(request, key, sandbox_id, body.timeout if body else None)
 
 
 @router.post("/sandboxes/{sandbox_id}/connect")
 async def connect_v1(sandbox_id: str, request: Request, key: Key, body: ConnectBody | None = None) -> Response:
-    return await _connect(request, sandbox_id, body.timeout if body else None)
+    return await _connect(request, key, sandbox_id, body.timeout if body else None)
 
 
 @router.post("/sandboxes/{sandbox_id}/resume")
 async def resume(sandbox_id: str, request: Request, key: Key, body: ConnectBody | None = None) -> Response:
-    sb = services(request).lifecycle.get(sandbox_id)
+    sb = services(request).lifecycle.get(sandbox_id, key.scope)
     if sb.status == RUNNING:
         raise Conflict(f"sandbox {sandbox_id} is already running", code="sandbox_already_running")
-    return await _connect(request, sandbox_id, body.timeout if body else None)
+    return await _connect(request, key, sandbox_id, body.timeout if body else None)
 
 
 @router.get("/templates")

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from sandboxd.api.auth import require_key
+from sandboxd.api.auth import owned, require_key
 from sandboxd.api.deps import rid, services
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.lifecycle import CreateRequest
@@ -50,7 +50,7 @@ async def create_sandbox(body: CreateBody, request: Request, key: Key) -> dict:
     req = CreateRequest(template_id=body.template_id, template_name=body.template_name, region=body.region,
                         timeout_seconds=body.timeout_seconds, internet_access=body.internet_access,
                         env_vars=body.env_vars or {}, metadata=body.metadata or {})
-    sb, token, token_exp = await svc.lifecycle.create(req, api_key_id=key.id)
+    sb, token, token_exp = await svc.lifecycle.create(req, api_key_id=key.id, team_id=key.team_id)
     return {**_wire(request, sb), "auth_token": token, "token_expires_at": iso(token_exp)}
 
 
@@ -65,7 +65,7 @@ async def list_sandboxes(
     cursor: str | None = None,
 ) -> dict:
     items, nxt = services(request).lifecycle.list(status=status, region=region, template=template, limit=limit,
-                                                 cursor=cursor)
+                                                 cursor=cursor, team=key.scope)
     host = services(request).public_host
     return {"object": "list", "data": [sb.to_wire(host) for sb in items], "has_more": nxt is not None,
             "next_cursor": nxt, "request_id": rid(request)}
@@ -73,42 +73,42 @@ async def list_sandboxes(
 
 @router.get("/{sandbox_id}")
 async def get_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
-    return _wire(request, services(request).lifecycle.get(sandbox_id))
+    return _wire(request, services(request).lifecycle.get(sandbox_id, key.scope))
 
 
 @router.delete("/{sandbox_id}")
 async def delete_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
-    await services(request).lifecycle.kill(sandbox_id)
+    await owned(request, sandbox_id, key).kill(sandbox_id)
     return {"id": sandbox_id, "object": "sandbox", "deleted": True, "status": "killed", "request_id": rid(request)}
 
 
 @router.post("/{sandbox_id}/start")
 async def start_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
-    return _wire(request, await services(request).lifecycle.start_sandbox(sandbox_id))
+    return _wire(request, await owned(request, sandbox_id, key).start_sandbox(sandbox_id))
 
 
 @router.post("/{sandbox_id}/stop")
 async def stop_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
-    return _wire(request, await services(request).lifecycle.stop(sandbox_id))
+    return _wire(request, await owned(request, sandbox_id, key).stop(sandbox_id))
 
 
 @router.post("/{sandbox_id}/pause")
 async def pause_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
     # Idempotent in the HopX dialect: the hopx CLI connects (which resumes) and then resumes again.
-    return _wire(request, await services(request).lifecycle.pause(sandbox_id, idempotent=True))
+    return _wire(request, await owned(request, sandbox_id, key).pause(sandbox_id, idempotent=True))
 
 
 @router.post("/{sandbox_id}/resume")
 async def resume_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
-    return _wire(request, await services(request).lifecycle.resume(sandbox_id, idempotent=True))
+    return _wire(request, await owned(request, sandbox_id, key).resume(sandbox_id, idempotent=True))
 
 
 @router.put("/{sandbox_id}/timeout")
 async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, key: Key) -> dict:
-    return _wire(request, await services(request).lifecycle.set_timeout(sandbox_id, body.timeout_seconds))
+    return _wire(request, await owned(request, sandbox_id, key).set_timeout(sandbox_id, body.timeout_seconds))
 
 
 @router.post("/{sandbox_id}/token/refresh")
 async def refresh_token(sandbox_id: str, request: Request, key: Key) -> dict:
-    token, exp = services(request).lifecycle.refresh_token(sandbox_id)
+    token, exp = owned(request, sandbox_id, key).refresh_token(sandbox_id)
     return {"id": sandbox_id, "auth_token": token, "token_expires_at": iso(exp), "request_id": rid(request)}

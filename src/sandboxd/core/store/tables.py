@@ -8,6 +8,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from sandboxd.core.store.base import Base
 
+DEFAULT_TEAM_ID = "team_default"  # where a fresh install's and an upgraded database's keys and rows live
+
 
 class UTCDateTime(TypeDecorator):
     """SQLite drops the zone; always hand back aware UTC datetimes so both databases behave alike."""
@@ -49,6 +51,7 @@ class SandboxRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     kill_reason: Mapped[str | None] = mapped_column(String(32))
     api_key_id: Mapped[str | None] = mapped_column(String(64))
+    team_id: Mapped[str | None] = mapped_column(String(64), index=True)  # revision 0007_teams
     token_version: Mapped[int] = mapped_column(Integer, default=1)
     # HopX token refreshes (core/tokens.py Generations): the current generation, and until when the
     # previous one is still accepted (revision 0005_token_generation).
@@ -66,6 +69,7 @@ class TemplateRow(Base):
     category: Mapped[str | None] = mapped_column(String(64))
     language: Mapped[str | None] = mapped_column(String(64))
     is_public: Mapped[bool] = mapped_column(Boolean, default=False)  # built-ins: cannot be deleted
+    team_id: Mapped[str | None] = mapped_column(String(64), index=True)  # None: a built-in, every team's
     status: Mapped[str] = mapped_column(String(16))  # building|active|failed
     build_id: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -104,6 +108,16 @@ class TemplateTagRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class TeamRow(Base):
+    """A team owns keys, sandboxes, templates and webhooks (revision 0007_teams; docs/teams.md)."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class ApiKeyRow(Base):
     __tablename__ = "api_keys"
 
@@ -111,7 +125,9 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(128))
     prefix: Mapped[str] = mapped_column(String(16))  # shown in lists so a key can be recognised
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; the key itself is never kept
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # the operator: every team, pools, teams
+    team_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TEAM_ID, server_default=DEFAULT_TEAM_ID)
+    role: Mapped[str] = mapped_column(String(16), default="member", server_default="member")  # admin|member
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
