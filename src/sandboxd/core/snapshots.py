@@ -20,6 +20,7 @@ from sandboxd.core.catalog import FORK, SNAPSHOT, CatalogService
 from sandboxd.core.events import EventBus
 from sandboxd.core.lifecycle import CreateRequest, LifecycleService
 from sandboxd.core.models import Sandbox, Template
+from sandboxd.core.store.tables import DEFAULT_TEAM_ID
 from sandboxd.errors import Invalid, SandboxdError
 from sandboxd.runtime.base import Backend
 from sandboxd.templates.steps import check_name
@@ -53,17 +54,18 @@ class SnapshotService:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
 
-    async def create(self, sandbox_id: str, name: str | None = None) -> Template:
-        sb = self.lifecycle.get(sandbox_id)
+    async def create(self, sandbox_id: str, name: str | None = None, *, team: str | None = None) -> Template:
+        """team: the caller's (None: the operator's, every team); another team's sandbox is a 404."""
+        sb = self.lifecycle.get(sandbox_id, team)
         return await self._save(sb, self._name(name), SNAPSHOT)
 
-    async def fork(self, sandbox_id: str, count: int, timeout_seconds: int, api_key_id: str | None = None
-                   ) -> list[Sandbox | SandboxdError]:
-        """count sandboxes on a copy of sandbox_id's files, each with its env, metadata and network settings;
-        a create that fails is its error in the list, as E2B answers."""
+    async def fork(self, sandbox_id: str, count: int, timeout_seconds: int, api_key_id: str | None = None, *,
+                   team: str | None = None, team_id: str = DEFAULT_TEAM_ID) -> list[Sandbox | SandboxdError]:
+        """count sandboxes of team_id on a copy of sandbox_id's files, each with its env, metadata and network
+        settings; a create that fails is its error in the list, as E2B answers. team: as for create()."""
         if not 1 <= count <= MAX_FORKS:
             raise Invalid(f"count must be 1..{MAX_FORKS}", code="invalid_count")
-        sb = self.lifecycle.get(sandbox_id)
+        sb = self.lifecycle.get(sandbox_id, team)
         name = f"fork-{secrets.token_hex(8)}"
         self._forking.add(name)
         out: list[Sandbox | SandboxdError] = []
@@ -71,8 +73,8 @@ class SnapshotService:
             t = await self._save(sb, name, FORK)
             req = CreateRequest(template_id=t.id, timeout_seconds=timeout_seconds, internet_access=sb.internet_access,
                                 env_vars=dict(sb.env_vars), metadata=dict(sb.metadata), public_traffic=sb.public_traffic)
-            made = await asyncio.gather(*(self.lifecycle.create(req, api_key_id) for _ in range(count)),
-                                        return_exceptions=True)
+            made = await asyncio.gather(*(self.lifecycle.create(req, api_key_id, team_id=team_id)
+                                          for _ in range(count)), return_exceptions=True)
             for r in made:
                 if isinstance(r, BaseException) and not isinstance(r, SandboxdError):
                     raise r

@@ -160,3 +160,30 @@ def test_a_filesystem_only_pause_keeps_the_files_and_boots_afresh(e2b_env, sandb
     if _files_carry_over(e2b_env):  # (the fake backend's ps lists the host's processes)
         assert "sleep 600" not in resumed.commands.run("ps -eo args").stdout  # the processes ended
         assert resumed.files.read("/proc/sys/kernel/random/boot_id").strip() != before
+
+
+def test_another_teams_sandbox_cannot_be_snapshotted_or_forked(e2b_env):
+    import httpx
+
+    api, op = e2b_env["api"], {"X-API-KEY": e2b_env["key"]}
+    keys = {}
+    for team in ("snap-team-a", "snap-team-b"):
+        assert httpx.post(f"{api}/v1/teams", json={"name": team}, headers=op).status_code in (201, 409)
+        r = httpx.post(f"{api}/v1/api-keys", json={"name": f"{team}-key", "team": team}, headers=op)
+        assert r.status_code == 201, r.text
+        keys[team] = {"X-API-KEY": r.json()["key"]}
+    a, b = keys["snap-team-a"], keys["snap-team-b"]
+    r = httpx.post(f"{api}/v2/sandboxes", json={"templateID": "base", "timeout": 60}, headers=a, timeout=120)
+    assert r.status_code == 201, r.text
+    sid = r.json()["sandboxID"]
+    try:
+        for path in (f"/sandboxes/{sid}/snapshots", f"/sandboxes/{sid}/fork"):
+            assert httpx.post(f"{api}{path}", json={}, headers=b, timeout=120).status_code == 404, path
+        r = httpx.post(f"{api}/sandboxes/{sid}/fork", json={}, headers=a, timeout=120)
+        assert r.status_code == 201 and "sandbox" in r.json()[0], r.text
+        fork = r.json()[0]["sandbox"]["sandboxID"]
+        assert httpx.get(f"{api}/sandboxes/{fork}", headers=a).status_code == 200  # the fork is the team's
+        assert httpx.get(f"{api}/sandboxes/{fork}", headers=b).status_code == 404
+        assert httpx.delete(f"{api}/sandboxes/{fork}", headers=a).status_code == 204
+    finally:
+        httpx.delete(f"{api}/sandboxes/{sid}", headers=a)

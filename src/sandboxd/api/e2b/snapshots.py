@@ -47,7 +47,7 @@ def _info(t: Template) -> dict:
 
 @router.post("/sandboxes/{sandbox_id}/snapshots", status_code=201)
 async def create_snapshot(sandbox_id: str, request: Request, key: Key, body: SnapshotRequest | None = None) -> dict:
-    t = await services(request).snapshots.create(sandbox_id, body.name if body else None)
+    t = await services(request).snapshots.create(sandbox_id, body.name if body else None, team=key.scope)
     return _info(t)
 
 
@@ -79,6 +79,7 @@ async def delete_template(template_id: str, request: Request, key: Key) -> Respo
 async def fork(sandbox_id: str, request: Request, key: Key, body: ForkRequest | None = None) -> list[dict]:
     svc = services(request)
     body = body or ForkRequest()
-    made = await svc.snapshots.fork(sandbox_id, body.count, body.timeout or DEFAULT_TIMEOUT, api_key_id=key.id)
+    made = await svc.snapshots.fork(sandbox_id, body.count, body.timeout or DEFAULT_TIMEOUT, api_key_id=key.id,
+                                    team=key.scope, team_id=key.team_id)
     return [{"error": {"code": status_for(r), "message": r.message}} if isinstance(r, SandboxdError) else
             {"sandbox": shapes.created(r, svc.lifecycle.envd_token(r), svc.settings.public_domain)} for r in made]
