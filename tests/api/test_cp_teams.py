@@ -3,6 +3,7 @@ with the body of a missing one. Keys and teams APIs follow the roles (docs/teams
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -122,3 +123,49 @@ def test_teams_api(cp):
         assert op.delete("/v1/teams/short-lived").status_code == 200
         assert op.delete("/v1/teams/short-lived").status_code == 404
         assert op.delete("/v1/teams/default").status_code == 409
+
+
+E2B_READS = ["/events/sandboxes/{id}", "/sandboxes/{id}/metrics"]
+
+
+@pytest.mark.parametrize("path", E2B_READS)
+def test_another_teams_events_and_metrics_are_a_404(mine, path):
+    sid, a, b, op = mine
+    assert a.get(path.replace("{id}", sid)).status_code == 200
+    r, missing = b.get(path.replace("{id}", sid)), b.get(path.replace("{id}", MISSING))
+    assert r.status_code == missing.status_code == 404 and _norm(r, sid) == _norm(missing, MISSING)
+
+
+def test_team_events_and_many_metrics_hold_only_the_teams(mine, keys):
+    sid, a, b, op = mine
+    assert sid in {e["sandboxId"] for e in a.get("/events/sandboxes", params={"limit": 100}).json()}
+    assert sid not in {e["sandboxId"] for e in b.get("/events/sandboxes", params={"limit": 100}).json()}
+    assert {e["sandboxTeamId"] for e in a.get(f"/events/sandboxes/{sid}").json()} == {keys["teams"]["team-a"]}
+    assert sid not in b.get("/sandboxes/metrics", params={"sandbox_ids": sid}).json()["sandboxes"]
+    r = b.get(f"/v1/sandboxes/{sid}/metrics/stream")
+    assert r.status_code == 404
+
+
+def test_sandbox_stream_carries_only_the_teams_events(cp, keys):
+    with cp.client(keys["team-a"]) as a:
+        sid = a.post("/v1/sandboxes", json={"template_name": "base"}).json()["id"]
+        a.delete(f"/v1/sandboxes/{sid}")
+    seen = {}
+    for who in ("team-a", "team-b"):
+        # Replayed from the start (Last-Event-ID 0): the killed event is in the replay or never comes.
+        with cp.client(keys[who]) as c, \
+                c.stream("GET", "/v1/sandboxes/stream", headers={"Last-Event-ID": "0"}) as s:
+            text, until = "", time.monotonic() + 3
+            for chunk in s.iter_text():
+                text += chunk
+                if (sid in text and "sandbox.killed" in text) or time.monotonic() > until:
+                    break
+            seen[who] = sid in text
+    assert seen == {"team-a": True, "team-b": False}
+
+
+def test_pools_and_webhooks_are_the_operators(cp, keys):
+    with cp.client(keys["team-a-admin"]) as admin, cp.client() as op:
+        assert admin.get("/v1/pools").status_code == 403
+        assert admin.get("/events/webhooks").status_code == 403
+        assert op.get("/v1/pools").status_code == 200

@@ -160,6 +160,12 @@ class LifecycleService:
                 raise NotFound(f"sandbox {sid} not found", code="sandbox_not_found")
             return _to_model(row)
 
+    def team_of(self, sid: str) -> str | None:
+        """The sandbox's team, ended or not (event streams filter on it); None if there is no such sandbox."""
+        with self.store.tx() as s:
+            row = s.get(SandboxRow, sid)
+            return row.team_id if row is not None else None
+
     def list(self, *, status: str | None = None, region: str | None = None, template: str | None = None,
              limit: int = 100, cursor: str | None = None, team: str | None = None
              ) -> tuple[list[Sandbox], str | None]:

@@ -18,10 +18,9 @@ from sandboxd.core.events import KILLED, LIFECYCLE_TYPES, PAUSED, Event
 from sandboxd.core.eventlog import to_event
 from sandboxd.errors import Invalid, NotFound
 from sandboxd.core.store.db import Store
-from sandboxd.core.store.tables import EventRow, SandboxRow, TemplateRow
+from sandboxd.core.store.tables import DEFAULT_TEAM_ID, EventRow, SandboxRow, TemplateRow
 
 _NS = uuid.UUID("6f0e3c1e-6d1b-4c59-9a43-5b0d7e0c2a11")
-TEAM_ID = str(uuid.uuid5(_NS, "team"))  # one tenant per install
 MAX_OFFSET = 1_000_000_000
 LABELS = {"created": "create", "killed": "kill", "updated": "update", "paused": "pause",
           "resumed": "resume", "checkpointed": "checkpoint"}
@@ -47,6 +46,7 @@ class SandboxFacts:
     vcpu: float
     memory_mb: int
     kill_reason: str | None
+    team_id: str = DEFAULT_TEAM_ID
 
 
 def load_facts(store: Store, sandbox_ids: set[str]) -> dict[str, SandboxFacts]:
@@ -58,7 +58,7 @@ def load_facts(store: Store, sandbox_ids: set[str]) -> dict[str, SandboxFacts]:
         tmpl_ids = {r.template_id for r in rows if r.template_id}
         builds = dict(s.execute(select(TemplateRow.id, TemplateRow.build_id).where(TemplateRow.id.in_(tmpl_ids))).all()) if tmpl_ids else {}
     return {r.id: SandboxFacts(r.template_id, builds.get(r.template_id) if r.template_id else None, dict(r.metadata_ or {}), r.started_at or r.created_at,
-                               r.ended_at, r.vcpu, r.memory_mb, r.kill_reason) for r in rows}
+                               r.ended_at, r.vcpu, r.memory_mb, r.kill_reason, r.team_id or DEFAULT_TEAM_ID) for r in rows}
 
 
 def event_data(e: Event, f: SandboxFacts | None) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def to_rest(e: Event, f: SandboxFacts | None) -> dict[str, Any]:
         "sandboxBuildId": ids["build"],
         "sandboxExecutionId": ids["execution"],
         "sandboxId": e.sandbox_id,
-        "sandboxTeamId": TEAM_ID,
+        "sandboxTeamId": f.team_id if f else DEFAULT_TEAM_ID,
         "sandboxTemplateId": ids["template"],
         "timestamp": rfc3339(e.timestamp),
     }
@@ -149,15 +149,20 @@ def parse_page(offset: str | None, limit: str | None, order_asc: str | None) -> 
     return off, lim, asc
 
 
-def list_events(store: Store, *, sandbox_id: str | None, offset: int, limit: int, asc: bool) -> list[dict[str, Any]]:
+def list_events(store: Store, *, sandbox_id: str | None, offset: int, limit: int, asc: bool,
+                team: str | None = None) -> list[dict[str, Any]]:
+    """`team`: only that team's sandboxes' events (None: the operator's view, every team's)."""
     q = select(EventRow).where(EventRow.type.in_(LIFECYCLE_TYPES))
     if sandbox_id is not None:
         q = q.where(EventRow.sandbox_id == sandbox_id)
+    if team is not None:
+        q = q.where(EventRow.sandbox_id.in_(select(SandboxRow.id).where(SandboxRow.team_id == team)))
     q = q.order_by(EventRow.id.asc() if asc else EventRow.id.desc()).offset(offset).limit(limit)
     with store.tx() as s:
         events = [to_event(r) for r in s.scalars(q)]
         if sandbox_id is not None and not events and offset == 0:
-            if s.get(SandboxRow, sandbox_id) is None:
+            row = s.get(SandboxRow, sandbox_id)
+            if row is None or team not in (None, row.team_id):
                 raise NotFound(f"sandbox {sandbox_id} not found")
     facts = load_facts(store, {e.sandbox_id for e in events if e.sandbox_id})
     return [to_rest(e, facts.get(e.sandbox_id or "")) for e in events]

@@ -11,6 +11,7 @@ import math
 import time
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from sandboxd.config import Settings
@@ -119,19 +120,22 @@ class MonitorService:
         else:
             await self.sampler.wait_tick()
 
-    def _require_sandbox(self, sandbox_id: str) -> None:
+    def _require_sandbox(self, sandbox_id: str, team: str | None = None) -> None:
+        """Ended sandboxes count (their history stays readable); another team's is missing."""
         with self.store.tx() as s:
-            if s.get(SandboxRow, sandbox_id) is None:
+            row = s.get(SandboxRow, sandbox_id)
+            if row is None or team not in (None, row.team_id):
                 raise NotFound(f"sandbox {sandbox_id} not found")
 
-    def metrics(self, sandbox_id: str, start: str | None = None, end: str | None = None) -> list[dict]:
-        self._require_sandbox(sandbox_id)
+    def metrics(self, sandbox_id: str, start: str | None = None, end: str | None = None,
+                team: str | None = None) -> list[dict]:
+        self._require_sandbox(sandbox_id, team)
         t0, t1 = _unix(start, "start"), _unix(end, "end")
         if t0 is not None and t1 is not None and t0 > t1:
             raise Invalid("start must not be after end")
         return [smp.to_e2b() for smp in self.series.range(sandbox_id, t0, t1)]
 
-    def metrics_many(self, sandbox_ids: str | None) -> dict:
+    def metrics_many(self, sandbox_ids: str | None, team: str | None = None) -> dict:
         ids = [i.strip() for i in (sandbox_ids or "").split(",") if i.strip()]
         if not ids:
             raise Invalid("sandbox_ids is required (comma-separated)")
@@ -139,12 +143,16 @@ class MonitorService:
             raise Invalid(f"at most {MAX_METRIC_IDS} sandbox ids")
         if len(set(ids)) != len(ids):
             raise Invalid("sandbox ids must be unique")
+        if team is not None:  # another team's ids are left out, like unknown ones
+            with self.store.tx() as s:
+                ids = list(s.scalars(select(SandboxRow.id).where(SandboxRow.id.in_(ids), SandboxRow.team_id == team)))
         return {"sandboxes": {sid: smp.to_e2b() for sid, smp in self.series.latest(ids).items()}}
 
     # --- lifecycle events ----------------------------------------------------------------------------
-    def events(self, sandbox_id: str | None, offset: str | None, limit: str | None, order_asc: str | None) -> list[dict]:
+    def events(self, sandbox_id: str | None, offset: str | None, limit: str | None, order_asc: str | None,
+               team: str | None = None) -> list[dict]:
         off, lim, asc = e2b_events.parse_page(offset, limit, order_asc)
-        return e2b_events.list_events(self.store, sandbox_id=sandbox_id, offset=off, limit=lim, asc=asc)
+        return e2b_events.list_events(self.store, sandbox_id=sandbox_id, offset=off, limit=lim, asc=asc, team=team)
 
     def prometheus(self) -> bytes:
         return self.platform.render()

@@ -23,7 +23,8 @@ from sandboxd.core.events import LIFECYCLE_TYPES
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.monitoring import DeliveryRow, WebhookRow
 from sandboxd.core.store.tables import EventRow
-from sandboxd.monitor.e2b_events import TEAM_ID, rfc3339
+from sandboxd.core.store.tables import DEFAULT_TEAM_ID
+from sandboxd.monitor.e2b_events import rfc3339
 
 
 def sign_v1(secret: str, raw_body: bytes) -> str:
@@ -112,7 +113,7 @@ def _str(body: dict, key: str, *, required: bool) -> str | None:
 
 def to_wire(w: WebhookRow) -> dict[str, Any]:
     # teamId per the Argus spec; the seed's docs example spells it teamID, so both are sent.
-    return {"id": w.id, "teamId": TEAM_ID, "teamID": TEAM_ID, "name": w.name, "createdAt": rfc3339(w.created_at),
+    return {"id": w.id, "teamId": DEFAULT_TEAM_ID, "teamID": DEFAULT_TEAM_ID, "name": w.name, "createdAt": rfc3339(w.created_at),
             "url": w.url, "enabled": w.enabled, "events": list(w.events)}
 
 

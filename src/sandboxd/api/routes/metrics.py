@@ -6,26 +6,31 @@ would be taken for a sandbox called "metrics".
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 
 from sandboxd.api.auth import require_key
 from sandboxd.api.deps import monitor
+from sandboxd.core.apikeys import ApiKey
 from sandboxd.api.e2b.errors import E2BRoute
 from sandboxd.monitor.prometheus import CONTENT_TYPE
 
 # E2B dialect routes: errors in E2B's body ({code: <status>, message, error_code}), like api/e2b.
 router = APIRouter(route_class=E2BRoute, dependencies=[Depends(require_key)], tags=["monitoring"])
+Key = Annotated[ApiKey, Depends(require_key)]
 
 
 @router.get("/sandboxes/metrics")
-def sandboxes_metrics(request: Request, sandbox_ids: str | None = None) -> dict:
-    return monitor(request).metrics_many(sandbox_ids)
+def sandboxes_metrics(request: Request, key: Key, sandbox_ids: str | None = None) -> dict:
+    return monitor(request).metrics_many(sandbox_ids, key.scope)
 
 
 @router.get("/sandboxes/{sandbox_id}/metrics")
-def sandbox_metrics(request: Request, sandbox_id: str, start: str | None = None, end: str | None = None) -> list[dict]:
-    return monitor(request).metrics(sandbox_id, start, end)
+def sandbox_metrics(request: Request, key: Key, sandbox_id: str, start: str | None = None,
+                    end: str | None = None) -> list[dict]:
+    return monitor(request).metrics(sandbox_id, start, end, key.scope)
 
 
 def prometheus_metrics(request: Request) -> Response:

@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from sandboxd.api.auth import require_key
+from sandboxd.api.auth import require_admin
 from sandboxd.api.deps import rid, services
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.pool import MAX_POOL
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
-Key = Annotated[ApiKey, Depends(require_key)]
+Key = Annotated[ApiKey, Depends(require_admin)]
 
 
 class PoolSize(BaseModel):

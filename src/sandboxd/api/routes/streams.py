@@ -44,8 +44,25 @@ def _sandbox_payload(e: Event) -> dict:
     return {**event_wire(e), "status": e.data.get("status")}
 
 
-async def _event_stream(request: Request, prefix: str, shape) -> AsyncIterator[bytes]:
+def _team_filter(svc, team: str | None):
+    """Whether an event is the team's to see; one lookup per sandbox per stream, not per event."""
+    if team is None:
+        return lambda e: True
+    seen: dict[str, str | None] = {}
+
+    def visible(e: Event) -> bool:
+        if e.sandbox_id is None:
+            return False  # template events: another team's templates are invisible
+        if e.sandbox_id not in seen:
+            seen[e.sandbox_id] = svc.lifecycle.team_of(e.sandbox_id)
+        return seen[e.sandbox_id] == team
+
+    return visible
+
+
+async def _event_stream(request: Request, prefix: str, shape, team: str | None) -> AsyncIterator[bytes]:
     svc = services(request)
+    visible = _team_filter(svc, team)
     beat = svc.settings.sse_heartbeat_seconds
     queue = svc.bus.subscribe()  # before the replay, so nothing falls between the two
     try:
@@ -53,6 +70,8 @@ async def _event_stream(request: Request, prefix: str, shape) -> AsyncIterator[b
         sent = last_event_id(request)
         if sent is not None:
             for e in svc.events.since(sent, prefix=prefix):
+                if not visible(e):
+                    continue
                 yield frame(e.id, "message", shape(e))
                 sent = e.id
         while True:
@@ -63,7 +82,8 @@ async def _event_stream(request: Request, prefix: str, shape) -> AsyncIterator[b
                     return
                 yield b": heartbeat\n\n"
                 continue
-            if not e.type.startswith(prefix) or (sent is not None and e.id is not None and e.id <= sent):
+            if not e.type.startswith(prefix) or (sent is not None and e.id is not None and e.id <= sent) \
+                    or not visible(e):
                 continue
             yield frame(e.id, "message", shape(e))
             sent = e.id
@@ -73,19 +93,19 @@ async def _event_stream(request: Request, prefix: str, shape) -> AsyncIterator[b
 
 @router.get("/v1/sandboxes/stream")
 async def sandboxes_stream(request: Request, key: Key) -> StreamingResponse:
-    return _stream(_event_stream(request, "sandbox.", _sandbox_payload))
+    return _stream(_event_stream(request, "sandbox.", _sandbox_payload, key.scope))
 
 
 @router.get("/v1/templates/stream")
 async def templates_stream(request: Request, key: Key) -> StreamingResponse:
-    return _stream(_event_stream(request, "template.", event_wire))
+    return _stream(_event_stream(request, "template.", event_wire, key.scope))
 
 
 @router.get("/v1/sandboxes/{sandbox_id}/metrics/stream")
 async def metrics_stream(sandbox_id: str, request: Request, key: Key,
                          interval: float | None = Query(None, ge=0.2, le=60)) -> StreamingResponse:
     svc = services(request)
-    svc.lifecycle.get(sandbox_id)  # 404 before the stream starts
+    svc.lifecycle.get(sandbox_id, key.scope)  # 404 before the stream starts
     every = interval or svc.settings.sample_interval_seconds
     beat = svc.settings.sse_heartbeat_seconds
     h = metrics_hub(request)

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from sandboxd.api.auth import require_key
+from sandboxd.api.auth import require_admin
 from sandboxd.api.deps import monitor
 from sandboxd.api.e2b.errors import E2BRoute
 from sandboxd.errors import Invalid
 from sandboxd.monitor.webhooks import WebhookRegistry
 
 # E2B dialect routes: errors in E2B's body ({code: <status>, message, error_code}), like api/e2b.
-router = APIRouter(route_class=E2BRoute, dependencies=[Depends(require_key)], tags=["monitoring"])
+router = APIRouter(route_class=E2BRoute, dependencies=[Depends(require_admin)], tags=["monitoring"])
 
 
 def registry(request: Request) -> WebhookRegistry:
