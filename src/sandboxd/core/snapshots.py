@@ -119,11 +119,19 @@ class SnapshotService:
         finally:
             self.bus.unsubscribe(q)
 
-    def list(self, *, sandbox_id: str | None = None, name: str | None = None) -> list[Template]:
-        """Newest first. name matches a snapshot's name, its id or its name:tag."""
+    def list(self, *, sandbox_id: str | None = None, name: str | None = None, team: str | None = None
+             ) -> list[Template]:
+        """Newest first. name matches a snapshot's name, its id or its name:tag. team: the caller's (None: the
+        operator's, every team); a snapshot is its source sandbox's team's."""
         found = self.catalog.snapshots()
+        if team is not None:
+            found = [t for t in found if self.owned_by(t, team)]
         if sandbox_id:
             found = [t for t in found if source_sandbox(t) == sandbox_id]
         if name:
             found = [t for t in found if name in (t.name, t.id, *snapshot_names(t))]
         return found
+
+    def owned_by(self, t: Template, team: str) -> bool:
+        source = source_sandbox(t)
+        return source is not None and self.lifecycle.team_of(source) == team

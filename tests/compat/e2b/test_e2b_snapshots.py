@@ -179,6 +179,11 @@ def test_another_teams_sandbox_cannot_be_snapshotted_or_forked(e2b_env):
     try:
         for path in (f"/sandboxes/{sid}/snapshots", f"/sandboxes/{sid}/fork"):
             assert httpx.post(f"{api}{path}", json={}, headers=b, timeout=120).status_code == 404, path
+        snap = httpx.post(f"{api}/sandboxes/{sid}/snapshots", json={}, headers=a, timeout=120).json()["snapshotID"]
+        assert snap in [x["snapshotID"] for x in httpx.get(f"{api}/snapshots", headers=a).json()]
+        assert snap not in [x["snapshotID"] for x in httpx.get(f"{api}/snapshots", headers=b).json()]
+        assert httpx.delete(f"{api}/templates/{snap}", headers=b).status_code == 404
+        assert httpx.delete(f"{api}/templates/{snap}", headers=a).status_code == 204
         r = httpx.post(f"{api}/sandboxes/{sid}/fork", json={}, headers=a, timeout=120)
         assert r.status_code == 201 and "sandbox" in r.json()[0], r.text
         fork = r.json()[0]["sandbox"]["sandboxID"]

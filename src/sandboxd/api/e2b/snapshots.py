@@ -16,7 +16,8 @@ from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.models import Template
 from sandboxd.core.snapshots import MAX_FORKS, snapshot_names
 from sandboxd.api.errors import status_for
-from sandboxd.errors import Invalid, SandboxdError
+from sandboxd.core.catalog import FORK, SNAPSHOT
+from sandboxd.errors import Invalid, NotFound, SandboxdError
 
 from . import shapes
 from .errors import E2BRoute
@@ -55,7 +56,7 @@ async def create_snapshot(sandbox_id: str, request: Request, key: Key, body: Sna
 async def list_snapshots(request: Request, key: Key, sandboxID: str | None = None, name: str | None = None,
                          limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
                          nextToken: str | None = None) -> Response:
-    found = services(request).snapshots.list(sandbox_id=sandboxID, name=name)
+    found = services(request).snapshots.list(sandbox_id=sandboxID, name=name, team=key.scope)
     try:
         start = int(nextToken) if nextToken else 0
     except ValueError:
@@ -71,6 +72,8 @@ async def list_snapshots(request: Request, key: Key, sandboxID: str | None = Non
 async def delete_template(template_id: str, request: Request, key: Key) -> Response:
     svc = services(request)
     t = svc.catalog.get(template_id)
+    if key.scope is not None and t.category in (SNAPSHOT, FORK) and not svc.snapshots.owned_by(t, key.scope):
+        raise NotFound(f"template {template_id} not found", code="template_not_found")  # another team's
     await svc.catalog.remove(t.id, in_use=svc.lifecycle.uses_template(t.id))
     return Response(status_code=204)
 
