@@ -66,3 +66,27 @@ def test_keys_carry_their_team_and_role(db_url):
     keys.revoke(key.id, team.id)
     TeamService(store).delete("team-a")
     store.engine.dispose()
+
+
+def test_quotas_publishing_and_webhook_teams_arrive_empty(db_url):
+    """Revision 0008_team_quotas: no quota set (the operator's defaults apply), nothing published, and the
+    operator's existing webhooks land in the default team."""
+    engine = db.make_engine(db_url)
+    db.upgrade(engine, "0007_teams")
+    now = {"now": datetime.now(timezone.utc)}
+    with engine.begin() as c:
+        c.execute(sa.text(
+            "insert into webhooks (id, name, url, enabled, events, secret, after_event_id, created_at, updated_at)"
+            " values ('wh_1', 'ops', 'http://127.0.0.1:9/x', true, '[]', 's', 0, :now, :now)"), now)
+        c.execute(sa.text(
+            "insert into templates (id, name, display_name, is_public, status, vcpu, memory_mb, disk_gb, features,"
+            " tags, created_at, updated_at, team_id) values ('tpl_c', 'mine', 'Mine', false, 'active', 1, 512, 2,"
+            " '[]', '[]', :now, :now, 'team_default')"), now)
+    db.upgrade(engine)
+    with engine.connect() as c:
+        assert c.execute(sa.text("select team_id from webhooks")).scalars().all() == [DEFAULT_TEAM_ID]
+        assert c.execute(sa.text("select published from templates")).scalars().all() == [False]
+        quotas = c.execute(sa.text("select max_sandboxes, max_vcpu, max_memory_mb, max_disk_mb, max_templates,"
+                                   " max_creates_per_minute from teams")).all()
+        assert [tuple(r) for r in quotas] == [(None,) * 6]
+    engine.dispose()

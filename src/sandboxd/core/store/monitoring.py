@@ -7,7 +7,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sandboxd.core.store.base import Base
-from sandboxd.core.store.tables import UTCDateTime
+from sandboxd.core.store.tables import DEFAULT_TEAM_ID, UTCDateTime
 
 
 class SampleRow(Base):
@@ -40,6 +40,8 @@ class WebhookRow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     events: Mapped[list] = mapped_column(JSON, default=list)
     secret: Mapped[str] = mapped_column(Text)  # needed in clear to sign; never returned by the API
+    team_id: Mapped[str] = mapped_column(String(64), index=True, default=DEFAULT_TEAM_ID,
+                                         server_default=DEFAULT_TEAM_ID)  # revision 0008_team_quotas
     # Events with an id above this are delivered: a new webhook does not replay history.
     after_event_id: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, TypeDecorator, true
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, TypeDecorator, false, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sandboxd.core.store.base import Base
@@ -70,6 +70,8 @@ class TemplateRow(Base):
     language: Mapped[str | None] = mapped_column(String(64))
     is_public: Mapped[bool] = mapped_column(Boolean, default=False)  # built-ins: cannot be deleted
     team_id: Mapped[str | None] = mapped_column(String(64), index=True)  # None: a built-in, every team's
+    # Its team published it: every team may start sandboxes from it; only its team changes it (revision 0008)
+    published: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(16))  # building|active|failed
     build_id: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -116,6 +118,13 @@ class TeamRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Quotas the operator set (revision 0008_team_quotas); None: the operator's defaults apply (docs/teams.md).
+    max_sandboxes: Mapped[int | None] = mapped_column(Integer)
+    max_vcpu: Mapped[int | None] = mapped_column(Integer)
+    max_memory_mb: Mapped[int | None] = mapped_column(Integer)
+    max_disk_mb: Mapped[int | None] = mapped_column(Integer)
+    max_templates: Mapped[int | None] = mapped_column(Integer)
+    max_creates_per_minute: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKeyRow(Base):
