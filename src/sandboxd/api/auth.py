@@ -12,6 +12,7 @@ from fastapi import Request
 
 from sandboxd.api.deps import services
 from sandboxd.core.apikeys import ApiKey
+from sandboxd.core.eventlog import acting
 from sandboxd.errors import Forbidden, Unauthorized
 
 STREAM_SUFFIX = "/stream"
@@ -49,6 +50,7 @@ async def require_key(request: Request) -> ApiKey:
             raise Unauthorized("?token= is accepted only on event streams (SSE); send the API key in X-API-Key "
                                "or Authorization: Bearer", code="token_in_query_not_allowed")
         raise Unauthorized("missing API key: send X-API-Key or Authorization: Bearer", code="missing_api_key")
+    acting(key.id, key.team_id)  # lifecycle events this request causes name it (core/eventlog.py)
     return key
 
 

@@ -33,7 +33,7 @@ from sandboxd.errors import Conflict, Invalid, NotFound, Unauthorized
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import iso
 from sandboxd.core.store.db import Store
-from sandboxd.core.store.tables import BuildRow
+from sandboxd.core.store.tables import DEFAULT_TEAM_ID, BuildRow
 from sandboxd.core.tags import DEFAULT_TAG, TagService
 from sandboxd.core.tokens import TokenSigner
 
@@ -203,12 +203,14 @@ class BuildService:
 
     # ---- builds -------------------------------------------------------------------------------------
 
-    def trigger(self, req: BuildRequest, names: dict[str, str] | None = None) -> dict[str, Any]:
-        """Check and queue a build; `names` spells cpu/memory/disk as the caller's dialect does."""
-        self._check(req, names)
+    def trigger(self, req: BuildRequest, names: dict[str, str] | None = None, *, team_id: str = DEFAULT_TEAM_ID,
+                team: str | None = None) -> dict[str, Any]:
+        """Check and queue a build; `names` spells cpu/memory/disk as the caller's dialect does. team_id: whose a
+        new template is; team: the caller's scope (None: the operator), which must own an existing one."""
+        self._check(req, names, team)
         build_id = "bld_" + secrets.token_hex(8)
         t = self.catalog.begin_build(req.name, build_id, vcpu=req.cpu, memory_mb=req.memory_mb, disk_gb=req.disk_gb,
-                                     update=req.update)
+                                     update=req.update, team_id=team_id, team=team)
         with self.store.tx() as s:
             s.add(BuildRow(id=build_id, template_id=t.id, status="building", progress=0, current_step="queued",
                            request=req.__dict__, started_at=_now()))
@@ -217,16 +219,17 @@ class BuildService:
                 "logs_url": f"/v1/templates/build/{t.id}/logs"}
 
     def reserve(self, name: str, *, cpu: int, memory_mb: int, disk_gb: int, tags: Sequence[str] = (),
-                names: dict[str, str] | None = None) -> tuple[Any, str]:
+                names: dict[str, str] | None = None, team_id: str = DEFAULT_TEAM_ID, team: str | None = None
+                ) -> tuple[Any, str]:
         """A build announced before its recipe (E2B's flow: request, upload, then start): the template exists
         from now on (a new one as `pending`, an existing one keeps serving its current image) and the build
-        waits. Returns (template, build id)."""
+        waits. Returns (template, build id). team_id, team: as for trigger()."""
         if not NAME_RE.match(name):
             raise Invalid("name must be lowercase letters, digits, '.', '_' or '-' (max 63)",
                           code="invalid_template_name")
         check_maxima(self.maxima, vcpu=cpu, memory_mb=memory_mb, disk_mb=disk_gb * 1024,
                      names=names or {"vcpu": "cpu", "memory": "memory", "disk": "diskGB"}, what="the template")
-        t = self.catalog.reserve(name, vcpu=cpu, memory_mb=memory_mb, disk_gb=disk_gb)
+        t = self.catalog.reserve(name, vcpu=cpu, memory_mb=memory_mb, disk_gb=disk_gb, team_id=team_id, team=team)
         build_id = str(uuid.uuid4())
         with self.store.tx() as s:
             s.add(BuildRow(id=build_id, template_id=t.id, status="waiting", progress=0, current_step="waiting",
@@ -236,8 +239,9 @@ class BuildService:
         return t, build_id
 
     def start_build(self, template_id: str, build_id: str, req: BuildRequest,
-              names: dict[str, str] | None = None) -> None:
-        """Start a build reserve() announced, with its recipe."""
+                    names: dict[str, str] | None = None, team: str | None = None) -> None:
+        """Start a build reserve() announced, with its recipe; team: the caller's scope, as for trigger()."""
+        t = self.catalog.owned(template_id, team)
         with self.store.tx() as s:
             b = s.get(BuildRow, build_id)
             if b is None or b.template_id != template_id:
@@ -245,13 +249,13 @@ class BuildService:
             if b.status != "waiting":
                 raise Conflict(f"build {build_id} was already started", code="build_started")
             req.tags = req.tags or list((b.request or {}).get("tags") or [])
-        self._check(req, names)
+        self._check(req, names, team)
         self.catalog.begin_build(req.name, build_id, vcpu=req.cpu, memory_mb=req.memory_mb, disk_gb=req.disk_gb,
-                                 update=True)
+                                 update=True, team_id=t.team_id or DEFAULT_TEAM_ID, team=team)
         self._update(build_id, status="building", current_step="queued", request=req.__dict__, started_at=_now())
         self._launch(build_id, template_id, req)
 
-    def _check(self, req: BuildRequest, names: dict[str, str] | None) -> None:
+    def _check(self, req: BuildRequest, names: dict[str, str] | None, team: str | None) -> None:
         from sandboxd.core.template_source import check_recipe
 
         validate_request(req, self.uploads)
@@ -259,14 +263,25 @@ class BuildService:
         check_maxima(self.maxima, vcpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_gb * 1024,
                      names=names or {"vcpu": "cpu", "memory": "memory", "disk": "diskGB"}, what="the template")
         check_recipe(req)
-        check_from_image(self.settings, req.from_image, self._is_template)
+        check_from_image(self.settings, req.from_image, lambda ref: self._is_template(ref, team))
 
-    def _is_template(self, ref: str) -> bool:
+    def _is_template(self, ref: str, team: str | None) -> bool:
         try:
-            self.catalog.get(ref)
+            self.catalog.get(ref, team)  # another team's private template is no base for this one
             return True
         except NotFound:
             return False
+
+    def _mine(self, template_id: str, team: str | None, what: str) -> None:
+        """A build is seen only by its template's team (and the operator): another's is missing."""
+        if team is None:
+            return
+        try:
+            if self.catalog.get(template_id, team).team_id == team:
+                return
+        except NotFound:
+            pass
+        raise NotFound(f"build {what} not found", code="build_not_found")
 
     def _launch(self, build_id: str, template_id: str, req: BuildRequest) -> None:
         self._log(build_id, f"build {build_id} of template {req.name} queued")
@@ -283,7 +298,7 @@ class BuildService:
         with open(self.logs_dir / f"{build_id}.entries", "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
 
-    def entries(self, build_id: str, offset: int, limit: int = 100) -> dict[str, Any]:
+    def entries(self, build_id: str, offset: int, limit: int = 100, team: str | None = None) -> dict[str, Any]:
         """A build's status and its log as entries from `offset` (an entry count), at most `limit` of them;
         for a failed build, the step that failed: its number (1-based), or "base" for the FROM."""
         if offset < 0:
@@ -294,6 +309,7 @@ class BuildService:
                 raise NotFound(f"build {build_id} not found", code="build_not_found")
             status, error, template_id = b.status, b.error_message, b.template_id
             hidden = int((b.request or {}).get("hidden_steps") or 0)
+        self._mine(template_id, team, build_id)
         path = self.logs_dir / f"{build_id}.entries"
         lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
         out = [json.loads(line) for line in lines[offset: offset + limit]]
@@ -337,19 +353,21 @@ class BuildService:
                 self.tags.assign(template_id, build_id, req.tags or [DEFAULT_TAG])
             self.catalog.finish_build(template_id, language=(meta or {}).get("language"), error=error)
 
-    def status(self, build_id: str) -> dict[str, Any]:
+    def status(self, build_id: str, team: str | None = None) -> dict[str, Any]:
         with self.store.tx() as s:
             b = s.get(BuildRow, build_id)
             if b is None:
                 raise NotFound(f"build {build_id} not found", code="build_not_found")
+            template_id = b.template_id
             out = {"build_id": b.id, "template_id": b.template_id, "status": b.status, "progress": b.progress,
                    "started_at": iso(b.started_at), "current_step": b.current_step,
                    "completed_at": iso(b.completed_at), "error_message": b.error_message,
                    "build_duration_ms": int((b.completed_at - b.started_at).total_seconds() * 1000)
                    if b.completed_at else None}
+        self._mine(template_id, team, build_id)
         return out
 
-    def logs(self, template_or_build_id: str, offset: int) -> dict[str, Any]:
+    def logs(self, template_or_build_id: str, offset: int, team: str | None = None) -> dict[str, Any]:
         if offset < 0:
             raise Invalid("offset must be >= 0", code="invalid_offset")
         with self.store.tx() as s:
@@ -358,7 +376,8 @@ class BuildService:
                 .order_by(BuildRow.started_at.desc()).limit(1))
             if b is None:
                 raise NotFound(f"no build for {template_or_build_id}", code="build_not_found")
-            build_id, status = b.id, b.status
+            build_id, status, template_id = b.id, b.status, b.template_id
+        self._mine(template_id, team, template_or_build_id)
         path = self.logs_dir / f"{build_id}.log"
         data = b""
         if path.is_file():

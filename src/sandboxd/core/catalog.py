@@ -1,7 +1,11 @@
 """Templates as the control plane sees them: rows in the store, synced from the template image store.
 
 Built-in templates come from a TemplateSource (sandboxd.templates for real backends); custom templates
-are created by builds. Lookups accept a name or an id, as the HopX clients need (contract §2.1).
+are created by builds. Lookups accept a name or an id, as the HopX clients need.
+
+Teams (docs/teams.md): a custom template is its team's. Another team sees it only once published, and then
+only to start sandboxes from it; otherwise it answers exactly like a missing one. `team` arguments are the
+caller's scope: None is the operator (or the platform itself), who sees every team's.
 """
 from __future__ import annotations
 
@@ -15,12 +19,12 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from sqlalchemy import func, or_, select
 
-from sandboxd.errors import Invalid, NotFound
+from sandboxd.errors import Conflict, Forbidden, Invalid, NotFound
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.events import Event
 from sandboxd.core.models import Template
 from sandboxd.core.store.db import Store
-from sandboxd.core.store.tables import BuildRow, TemplateRow, TemplateTagRow
+from sandboxd.core.store.tables import DEFAULT_TEAM_ID, BuildRow, TemplateRow, TemplateTagRow
 from sandboxd.runtime.base import TemplateImage
 
 # Built-ins listed only once their image exists (template_source.builtin_metadata).
@@ -57,7 +61,12 @@ def _model(r: TemplateRow) -> Template:
         language=r.language, is_public=r.is_public, status=r.status, build_id=r.build_id,
         error_message=r.error_message, vcpu=r.vcpu, memory_mb=r.memory_mb, disk_gb=r.disk_gb,
         features=list(r.features or []), tags=list(r.tags or []), created_at=r.created_at, updated_at=r.updated_at,
+        team_id=r.team_id, published=bool(r.published),
     )
+
+
+def visible(t: Template, team: str | None) -> bool:
+    return team is None or t.team_id is None or t.team_id == team or t.published
 
 
 class CatalogService:
@@ -94,17 +103,46 @@ class CatalogService:
                 row.tags = list(meta.get("tags", []))
                 row.updated_at = now
 
-    def get(self, id_or_name: str) -> Template:
+    def get(self, id_or_name: str, team: str | None = None) -> Template:
         name, sep, tag = id_or_name.partition(":")
         if sep:
-            return self._tagged(self.get(name), tag)
+            return self._tagged(self.get(name, team), tag)
         found = self._get(id_or_name)
         if found is None and id_or_name in OPTIONAL_BUILTINS:
             self.sync_builtins()  # e.g. `sandboxd setup --desktop` built it after we started
             found = self._get(id_or_name)
-        if found is None:
+        if found is None or not visible(found, team):
             raise NotFound(f"template {id_or_name} not found", code="template_not_found")
         return found
+
+    def owned(self, id_or_name: str, team: str | None, manager: bool = True) -> Template:
+        """The template, for a change to it: the caller's team's (or any, for the operator). A published
+        template of another team is seen but not changed; a built-in is changed by no team. Deleting or
+        publishing a template takes a team admin (manager); a snapshot, any key of its team."""
+        t = self.get(id_or_name, team)
+        if team is not None and t.team_id != team:
+            if t.team_id is None:
+                raise Invalid(f"{t.name} is a built-in template", code="template_is_builtin")
+            raise Forbidden(f"template {t.name} belongs to another team", code="template_not_owned")
+        if not manager and t.category not in (SNAPSHOT, FORK):
+            raise Forbidden(f"changing template {t.name} needs a team admin API key", code="admin_required")
+        return t
+
+    def publish(self, id_or_name: str, public: bool, team: str | None, manager: bool = True) -> Template:
+        t = self.owned(id_or_name, team, manager)
+        if t.team_id is None:
+            raise Invalid(f"{t.name} is a built-in template: every team's already", code="template_is_builtin")
+        if t.category == FORK:
+            raise NotFound(f"template {id_or_name} not found", code="template_not_found")
+        self._forget()
+        with self.store.tx() as s:
+            row = s.get(TemplateRow, t.id)
+            if row is None:
+                raise NotFound(f"template {id_or_name} not found", code="template_not_found")
+            row.published, row.updated_at = public, _now()
+            t = _model(row)
+        self._emit(TEMPLATE_UPDATED, t)
+        return t
 
     def _tagged(self, t: Template, tag: str) -> Template:
         """The template as its build named `tag` made it (E2B's `name:tag`)."""
@@ -134,8 +172,11 @@ class CatalogService:
             row = s.scalar(select(TemplateRow).where(TemplateRow.name == name))
             return _model(row) if row is not None else None
 
-    def list(self, *, category: str | None = None, language: str | None = None) -> list[Template]:
+    def list(self, *, category: str | None = None, language: str | None = None, team: str | None = None
+             ) -> list[Template]:
         q = select(TemplateRow).where(or_(TemplateRow.category.is_(None), TemplateRow.category != FORK))
+        if team is not None:
+            q = q.where(or_(TemplateRow.team_id.is_(None), TemplateRow.team_id == team, TemplateRow.published))
         q = q.order_by(TemplateRow.is_public.desc(), TemplateRow.name)
         if category:
             q = q.where(TemplateRow.category == category)
@@ -150,47 +191,49 @@ class CatalogService:
     # ---- custom templates (builds) ------------------------------------------------------------------
 
     def begin_build(self, name: str, build_id: str, *, vcpu: int, memory_mb: int, disk_gb: int,
-                    update: bool) -> Template:
-        return self._put(name, lambda r: f"template {name} exists; send update=true to rebuild it"
+                    update: bool, team_id: str = DEFAULT_TEAM_ID, team: str | None = None) -> Template:
+        """team_id: whose a new template is; team: the caller's scope, which must own an existing one."""
+        return self._put(name, team_id, team, lambda r: f"template {name} exists; send update=true to rebuild it"
                          if not update and r.status == "active" else None,
                          status="building", build_id=build_id, error_message=None, vcpu=vcpu, memory_mb=memory_mb,
                          disk_gb=disk_gb)
 
-    def reserve(self, name: str, *, vcpu: int, memory_mb: int, disk_gb: int) -> Template:
+    def reserve(self, name: str, *, vcpu: int, memory_mb: int, disk_gb: int, team_id: str = DEFAULT_TEAM_ID,
+                team: str | None = None) -> Template:
         """The template a build was announced for: created `pending` if new (no image yet); an existing one
-        is left as it is (it serves its current image until the build starts)."""
+        is left as it is (it serves its current image until the build starts). team_id, team: as begin_build."""
         now = _now()
         self._forget()
         with self.store.tx() as s:
-            row = self._custom_row(s, name)
+            row = self._custom_row(s, name, team)
             if row is not None:
                 return _model(row)
-            row = self._new_row(s, name, now)
+            row = self._new_row(s, name, now, team_id)
             row.status, row.vcpu, row.memory_mb, row.disk_gb, row.updated_at = "pending", vcpu, memory_mb, disk_gb, now
             t = _model(row)
         self._emit(TEMPLATE_CREATED, t)
         return t
 
-    def save_snapshot(self, name: str, *, sandbox_id: str, vcpu: int, memory_mb: int, disk_gb: int,
+    def save_snapshot(self, name: str, *, sandbox_id: str, vcpu: int, memory_mb: int, disk_gb: int, team_id: str,
                       category: str = SNAPSHOT) -> Template:
-        """The template a snapshot is: new, or an earlier snapshot of that name given the new image. A name
-        taken by a template that is not a snapshot is a Conflict."""
-        return self._put(name, lambda r: None if r.category == category else f"template {name} is not a snapshot",
+        """The template a snapshot is (the sandbox's team's): new, or an earlier snapshot of that name given the
+        new image. A name taken by a template that is not a snapshot, or by another team's, is a Conflict."""
+        return self._put(name, team_id, team_id, lambda r: None if r.category == category else f"template {name} is not a snapshot",
                          category=category, tags=[category, f"sandbox:{sandbox_id}"],
                          description=f"snapshot of {sandbox_id}", status="active", build_id=None, error_message=None, vcpu=vcpu, memory_mb=memory_mb,
                          disk_gb=disk_gb)
 
-    def _put(self, name: str, refuse: Callable[[TemplateRow], str | None], **values: Any) -> Template:
-        """Create the custom template name, or update it unless refuse(row) says why not (a Conflict)."""
-        from sandboxd.errors import Conflict
-
+    def _put(self, name: str, team_id: str, team: str | None, refuse: Callable[[TemplateRow], str | None],
+             **values: Any) -> Template:
+        """Create the custom template name (team_id's), or update it unless refuse(row) says why not (a
+        Conflict)."""
         now = _now()
         self._forget()
         with self.store.tx() as s:
-            row = self._custom_row(s, name)
+            row = self._custom_row(s, name, team)
             created = row is None
             if row is None:
-                row = self._new_row(s, name, now)
+                row = self._new_row(s, name, now, team_id)
             elif (why := refuse(row)) is not None:
                 raise Conflict(why, code="template_exists")
             for field, value in values.items():
@@ -200,22 +243,27 @@ class CatalogService:
         self._emit(TEMPLATE_CREATED if created else TEMPLATE_UPDATED, t)
         return t
 
-    def snapshots(self, category: str = SNAPSHOT) -> builtins.list[Template]:
+    def snapshots(self, category: str = SNAPSHOT, team: str | None = None) -> builtins.list[Template]:
         with self.store.tx() as s:
             q = select(TemplateRow).where(TemplateRow.category == category)
+            if team is not None:
+                q = q.where(TemplateRow.team_id == team)
             return [_model(r) for r in s.scalars(q.order_by(TemplateRow.created_at.desc(), TemplateRow.id))]
 
     @staticmethod
-    def _custom_row(s, name: str) -> TemplateRow | None:
+    def _custom_row(s, name: str, team: str | None) -> TemplateRow | None:
         row = s.scalar(select(TemplateRow).where(TemplateRow.name == name))
         if row is not None and row.is_public:
             raise Invalid(f"{name} is a built-in template", code="template_is_builtin")
+        if row is not None and team is not None and row.team_id != team:
+            # Names are one namespace over the whole platform (they name images on disk): said without whose.
+            raise Conflict(f"the template name {name} is taken", code="template_name_taken")
         return row
 
     @staticmethod
-    def _new_row(s, name: str, now: datetime) -> TemplateRow:
+    def _new_row(s, name: str, now: datetime, team_id: str) -> TemplateRow:
         row = TemplateRow(id="tpl_" + secrets.token_hex(8), name=name, display_name=name, is_public=False,
-                          created_at=now, category="custom", features=[], tags=["custom"])
+                          created_at=now, category="custom", features=[], tags=["custom"], team_id=team_id)
         s.add(row)
         return row
 
@@ -234,10 +282,8 @@ class CatalogService:
         self._emit(TEMPLATE_UPDATED, t)
         return t
 
-    def delete(self, template_id: str, in_use: int) -> Template:
-        from sandboxd.errors import Conflict
-
-        t = self.get(template_id)
+    def delete(self, template_id: str, in_use: int, team: str | None = None, manager: bool = True) -> Template:
+        t = self.owned(template_id, team, manager)
         if t.is_public:
             raise Invalid(f"{t.name} is a built-in template and cannot be deleted", code="template_is_builtin")
         if t.status == "building":
@@ -253,9 +299,10 @@ class CatalogService:
         self._emit(TEMPLATE_DELETED, t)
         return t
 
-    async def remove(self, template_id: str, in_use: int) -> tuple[Template, builtins.list[str]]:
+    async def remove(self, template_id: str, in_use: int, team: str | None = None, manager: bool = True
+                     ) -> tuple[Template, builtins.list[str]]:
         """delete() and its images and layers with it: the template and the layers freed."""
-        t = self.delete(template_id, in_use)
+        t = self.delete(template_id, in_use, team, manager)
         with self.store.tx() as s:
             # A build under way may have just taken one of these layers from the cache and not yet named it in
             # its image: its layers then stay, for the next delete or `sandboxd gc`.

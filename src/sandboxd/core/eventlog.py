@@ -1,5 +1,13 @@
-"""Persist events in the store (one envelope, monotonic ids) and publish them on the in-process bus."""
+"""Persist events in the store (one envelope, monotonic ids) and publish them on the in-process bus.
+
+Audit (docs/teams.md): a lifecycle event caused by an API call carries who made it, `data.actor =
+{"key_id", "team_id"}`. The edge sets the caller once per request (`acting`); the context variable follows
+the request into whatever it awaits or hands to a worker thread, so no service passes it along. Events with
+no caller (a timeout, a restart) have no actor.
+"""
 from __future__ import annotations
+
+from contextvars import ContextVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -8,6 +16,15 @@ from sandboxd.core.events import Event, EventBus
 from sandboxd.core.models import iso
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import EventRow
+
+
+ACTOR: ContextVar[dict[str, str] | None] = ContextVar("sandboxd_actor", default=None)
+AUDITED = "sandbox.lifecycle."
+
+
+def acting(key_id: str, team_id: str) -> None:
+    """The caller of the request under way (set by the API's authentication)."""
+    ACTOR.set({"key_id": key_id, "team_id": team_id})
 
 
 class EventLog:
@@ -24,6 +41,9 @@ class EventLog:
     def add(self, s: Session, event: Event) -> Event:
         """Write the event in the caller's transaction (with the change it reports: both or neither). The
         caller publishes it once that transaction has committed."""
+        actor = ACTOR.get()
+        if actor is not None and event.type.startswith(AUDITED) and "actor" not in event.data:
+            event.data = {**event.data, "actor": actor}
         row = EventRow(type=event.type, sandbox_id=event.sandbox_id, template_id=event.template_id,
                        timestamp=event.timestamp, data=event.data)
         s.add(row)

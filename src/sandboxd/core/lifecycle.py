@@ -44,7 +44,7 @@ WATCH_EVERY = 25  # expiry ticks (0.2 s) between checks for sandboxes that died 
 class Catalog(Protocol):
     """What the lifecycle asks of the template catalog (core/catalog.py)."""
 
-    def get(self, id_or_name: str) -> Template: ...
+    def get(self, id_or_name: str, team: str | None = None) -> Template: ...
 
     async def image(self, template: Template) -> TemplateImage: ...
 
@@ -106,7 +106,7 @@ def _to_model(r: SandboxRow) -> Sandbox:
         internet_access=r.internet_access, env_vars=dict(r.env_vars or {}), timeout_seconds=r.timeout_seconds,
         expires_at=r.expires_at, created_at=r.created_at, started_at=r.started_at, ended_at=r.ended_at,
         kill_reason=r.kill_reason, token_version=r.token_version, metadata=dict(r.metadata_ or {}),
-        public_traffic=r.public_traffic is not False,
+        public_traffic=r.public_traffic is not False, team_id=r.team_id,
     )
 
 
@@ -206,10 +206,11 @@ class LifecycleService:
         ref = req.template_id or req.template_name
         if not ref:
             raise Invalid("template_id or template_name is required", code="missing_template")
-        template = self.catalog.get(ref)
+        # The sandbox's team must be allowed the template: its own, a built-in, or one another team published.
+        template = self.catalog.get(ref, team_id)
         if template.status == "pending" and template.is_public:
             self.catalog.sync_builtins()  # `sandboxd setup` may have built it since we started
-            template = self.catalog.get(ref)
+            template = self.catalog.get(ref, team_id)
         if template.status != "active":
             raise Conflict(f"template {template.name} is {template.status}, not active", code="template_not_active")
         # A template built under higher maxima than today's is refused here too.

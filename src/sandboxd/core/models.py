@@ -74,6 +74,7 @@ class Sandbox:
     token_version: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)
     public_traffic: bool = True  # its own ports answer without its token (gateway/e2b.py)
+    team_id: str | None = None  # whose it is (docs/teams.md)
 
     def to_wire(self, public_host: str) -> dict[str, Any]:
         return {
@@ -118,6 +119,8 @@ class Template:
     created_at: datetime
     updated_at: datetime
     image_ref: str | None = None  # a tagged build's image (its content hash); None: the template's current one
+    team_id: str | None = None  # None: a built-in, every team's
+    published: bool = False  # its team lets every team start sandboxes from it (docs/teams.md)
 
     def to_wire(self) -> dict[str, Any]:
         res = {"vcpu": self.vcpu, "memory_mb": self.memory_mb, "disk_gb": self.disk_gb}
@@ -138,7 +141,7 @@ class Template:
             "popularity_score": None,
             "docs_url": None,
             "is_active": self.status == "active",
-            "is_public": self.is_public,
+            "is_public": self.is_public or self.published,
             "status": self.status,
             "build_id": self.build_id,
             "organization_id": None if self.is_public else str(ORGANIZATION_ID),

@@ -93,11 +93,12 @@ class SnapshotService:
         return check_name(name) if name else f"snapshot-{secrets.token_hex(6)}"
 
     async def _save(self, sb: Sandbox, name: str, category: str) -> Template:
-        template = self.catalog.get(sb.template_id or sb.template_name or "")
+        template = self.catalog.get(sb.template_id or sb.template_name or "")  # it runs from it: no scope
         parent = await self.catalog.image(template)
         await self.catalog.source.snapshot(name, parent, lambda dest: self.backend.export_changes(sb.id, dest), sb.id)
         return self.catalog.save_snapshot(name, sandbox_id=sb.id, vcpu=max(1, int(sb.vcpu)), memory_mb=sb.memory_mb,
-                                          disk_gb=max(1, sb.disk_mb // 1024), category=category)
+                                          disk_gb=max(1, sb.disk_mb // 1024), team_id=sb.team_id or DEFAULT_TEAM_ID,
+                                          category=category)
 
     async def _sweep(self) -> None:
         for t in self.catalog.snapshots(FORK):
@@ -123,15 +124,9 @@ class SnapshotService:
              ) -> list[Template]:
         """Newest first. name matches a snapshot's name, its id or its name:tag. team: the caller's (None: the
         operator's, every team); a snapshot is its source sandbox's team's."""
-        found = self.catalog.snapshots()
-        if team is not None:
-            found = [t for t in found if self.owned_by(t, team)]
+        found = self.catalog.snapshots(team=team)
         if sandbox_id:
             found = [t for t in found if source_sandbox(t) == sandbox_id]
         if name:
             found = [t for t in found if name in (t.name, t.id, *snapshot_names(t))]
         return found
-
-    def owned_by(self, t: Template, team: str) -> bool:
-        source = source_sandbox(t)
-        return source is not None and self.lifecycle.team_of(source) == team

@@ -29,7 +29,7 @@ from sandboxd.core.eventlog import to_event
 from sandboxd.core.events import EventBus
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.monitoring import CursorRow, DeliveryRow, WebhookRow
-from sandboxd.core.store.tables import EventRow
+from sandboxd.core.store.tables import DEFAULT_TEAM_ID, EventRow
 from sandboxd.monitor.e2b_events import load_facts, to_webhook_payload
 from sandboxd.monitor.webhooks import check_url, sign_v1
 
@@ -72,6 +72,9 @@ def fan_out(store: Store) -> FanOut:
             for w in hooks:
                 if e.type not in w.events or (e.id or 0) <= w.after_event_id:
                     continue
+                fact = facts.get(e.sandbox_id or "")
+                if (fact.team_id if fact is not None else DEFAULT_TEAM_ID) != w.team_id:
+                    continue  # a webhook hears its own team's sandboxes only
                 if body is None:
                     payload = to_webhook_payload(e, facts.get(e.sandbox_id or ""))
                     body = json.dumps(payload, separators=(",", ":"))

@@ -1,5 +1,8 @@
 """Webhook registry (CRUD), URL validation and the E2B v1 signature.
 
+A webhook is its team's (docs/teams.md): it receives only that team's sandboxes' events, and another team's
+answers 404. `team` arguments are the caller's scope; None is the operator, who sees every team's.
+
 Signature v1 (docs/monitoring.md): base64(SHA-256(secret + raw body)) with the `=` padding removed. It is a
 plain hash, not an HMAC; we keep it because E2B receivers verify exactly this.
 """
@@ -113,7 +116,7 @@ def _str(body: dict, key: str, *, required: bool) -> str | None:
 
 def to_wire(w: WebhookRow) -> dict[str, Any]:
     # teamId per the Argus spec; the seed's docs example spells it teamID, so both are sent.
-    return {"id": w.id, "teamId": DEFAULT_TEAM_ID, "teamID": DEFAULT_TEAM_ID, "name": w.name, "createdAt": rfc3339(w.created_at),
+    return {"id": w.id, "teamId": w.team_id, "teamID": w.team_id, "name": w.name, "createdAt": rfc3339(w.created_at),
             "url": w.url, "enabled": w.enabled, "events": list(w.events)}
 
 
@@ -127,7 +130,7 @@ class WebhookRegistry:
         if self.on_change is not None:
             self.on_change()
 
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+    def create(self, body: dict[str, Any], team_id: str = DEFAULT_TEAM_ID) -> dict[str, Any]:
         name = _str(body, "name", required=True)
         url = _str(body, "url", required=True)
         secret = _str(body, "signatureSecret", required=True)
@@ -140,20 +143,23 @@ class WebhookRegistry:
         with self.store.tx() as s:
             last = s.scalar(select(func.max(EventRow.id))) or 0
             row = WebhookRow(id=str(uuid.uuid4()), name=name, url=url, enabled=enabled, events=events, secret=secret,
-                             after_event_id=last, created_at=now, updated_at=now)
+                             after_event_id=last, created_at=now, updated_at=now, team_id=team_id)
             s.add(row)
         self._changed()
         return to_wire(row)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self, team: str | None = None) -> list[dict[str, Any]]:
+        q = select(WebhookRow).order_by(WebhookRow.created_at)
+        if team is not None:
+            q = q.where(WebhookRow.team_id == team)
         with self.store.tx() as s:
-            return [to_wire(w) for w in s.scalars(select(WebhookRow).order_by(WebhookRow.created_at))]
+            return [to_wire(w) for w in s.scalars(q)]
 
-    def get(self, webhook_id: str) -> dict[str, Any]:
+    def get(self, webhook_id: str, team: str | None = None) -> dict[str, Any]:
         with self.store.tx() as s:
-            return to_wire(self._row(s, webhook_id))
+            return to_wire(self._row(s, webhook_id, team))
 
-    def update(self, webhook_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def update(self, webhook_id: str, body: dict[str, Any], team: str | None = None) -> dict[str, Any]:
         changes: dict[str, Any] = {}
         for key, attr in (("name", "name"), ("url", "url"), ("signatureSecret", "secret")):
             if key in body:
@@ -167,7 +173,7 @@ class WebhookRegistry:
         if "url" in changes:
             check_url(changes["url"], allow_private=self.allow_private)
         with self.store.tx() as s:
-            row = self._row(s, webhook_id)
+            row = self._row(s, webhook_id, team)
             for k, v in changes.items():
                 setattr(row, k, v)
             row.updated_at = datetime.now(timezone.utc)
@@ -175,15 +181,16 @@ class WebhookRegistry:
         self._changed()
         return wire
 
-    def delete(self, webhook_id: str) -> None:
+    def delete(self, webhook_id: str, team: str | None = None) -> None:
         with self.store.tx() as s:
-            s.delete(self._row(s, webhook_id))
+            s.delete(self._row(s, webhook_id, team))
             s.execute(delete(DeliveryRow).where(DeliveryRow.webhook_id == webhook_id))
         self._changed()
 
-    def deliveries(self, webhook_id: str, *, limit: int = 100, status: str | None = None) -> builtins.list[dict[str, Any]]:
+    def deliveries(self, webhook_id: str, *, limit: int = 100, status: str | None = None, team: str | None = None
+                   ) -> builtins.list[dict[str, Any]]:
         with self.store.tx() as s:
-            self._row(s, webhook_id)
+            self._row(s, webhook_id, team)
             q = select(DeliveryRow).where(DeliveryRow.webhook_id == webhook_id)
             if status:
                 q = q.where(DeliveryRow.status == status)
@@ -191,9 +198,9 @@ class WebhookRegistry:
             return [delivery_wire(d) for d in rows]
 
     @staticmethod
-    def _row(s, webhook_id: str) -> WebhookRow:
+    def _row(s, webhook_id: str, team: str | None) -> WebhookRow:
         row = s.get(WebhookRow, webhook_id)
-        if row is None:
+        if row is None or team not in (None, row.team_id):
             raise NotFound(f"webhook {webhook_id} not found")
         return row
 

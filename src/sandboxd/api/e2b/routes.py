@@ -70,20 +70,20 @@ class ConnectBody(BaseModel):
     timeout: StrictInt | None = Field(None, ge=0, le=MAX_TIMEOUT)
 
 
-def _template(svc, ref: str) -> str:
+def _template(svc, ref: str, team: str) -> str:
     try:
-        svc.catalog.get(ref)
+        svc.catalog.get(ref, team)
         return ref  # as given: a `name:tag` names one build
     except NotFound:
         alias = TEMPLATE_ALIASES.get(ref)
         if alias is None:
             raise
-        return svc.catalog.get(alias).name
+        return svc.catalog.get(alias, team).name
 
 
 async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | None) -> Response:
     svc = services(request)
-    template = _template(svc, body.templateID)
+    template = _template(svc, body.templateID, key.team_id)
     req = CreateRequest(template_name=template, timeout_seconds=body.timeout or DEFAULT_TIMEOUT,
                         internet_access=body.allow_internet_access, env_vars=body.envVars or {},
                         metadata=body.metadata or {},
@@ -263,4 +263,4 @@ async def resume(sandbox_id: str, request: Request, key: Key, body: ConnectBody 
 
 @router.get("/templates")
 async def list_templates(request: Request, key: Key) -> Response:
-    return _json([shapes.template(t) for t in services(request).catalog.list()])
+    return _json([shapes.template(t) for t in services(request).catalog.list(team=key.scope)])

@@ -62,7 +62,7 @@ def template(t: Template) -> dict[str, Any]:
     status = {"active": "ready", "building": "building", "failed": "error"}.get(t.status, "waiting")
     return {
         "templateID": t.id, "buildID": t.build_id or t.id, "cpuCount": t.vcpu, "memoryMB": t.memory_mb,
-        "diskSizeMB": t.disk_gb * 1024, "public": t.is_public, "aliases": [t.name], "names": [t.name],
+        "diskSizeMB": t.disk_gb * 1024, "public": t.is_public or t.published, "aliases": [t.name], "names": [t.name],
         "createdAt": iso(t.created_at), "updatedAt": iso(t.updated_at), "createdBy": None, "lastSpawnedAt": None,
         "spawnCount": 0, "buildCount": 1, "envdVersion": ENVD_VERSION, "buildStatus": status,
     }

@@ -16,8 +16,7 @@ from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.models import Template
 from sandboxd.core.snapshots import MAX_FORKS, snapshot_names
 from sandboxd.api.errors import status_for
-from sandboxd.core.catalog import FORK, SNAPSHOT
-from sandboxd.errors import Invalid, NotFound, SandboxdError
+from sandboxd.errors import Invalid, SandboxdError
 
 from . import shapes
 from .errors import E2BRoute
@@ -71,10 +70,8 @@ async def list_snapshots(request: Request, key: Key, sandboxID: str | None = Non
 @router.delete("/templates/{template_id}", status_code=204)
 async def delete_template(template_id: str, request: Request, key: Key) -> Response:
     svc = services(request)
-    t = svc.catalog.get(template_id)
-    if key.scope is not None and t.category in (SNAPSHOT, FORK) and not svc.snapshots.owned_by(t, key.scope):
-        raise NotFound(f"template {template_id} not found", code="template_not_found")  # another team's
-    await svc.catalog.remove(t.id, in_use=svc.lifecycle.uses_template(t.id))
+    t = svc.catalog.owned(template_id, key.scope, key.team_admin)
+    await svc.catalog.remove(t.id, in_use=svc.lifecycle.uses_template(t.id), team=key.scope, manager=key.team_admin)
     return Response(status_code=204)
 
 

@@ -75,15 +75,15 @@ async def announce(body: BuildAnnouncement, request: Request, key: Key) -> Respo
     tags = check_tags(name, wanted) if wanted else []
     t, build_id = services(request).builds.reserve(name, cpu=body.cpuCount, memory_mb=body.memoryMB,
                                                    disk_gb=recipes.disk_gb(body.minFreeDiskMb), tags=tags,
-                                                   names=recipes.NAMES)
-    return JSONResponse({"templateID": t.id, "buildID": build_id, "public": t.is_public, "names": [t.name],
+                                                   names=recipes.NAMES, team_id=key.team_id, team=key.scope)
+    return JSONResponse({"templateID": t.id, "buildID": build_id, "public": t.is_public or t.published, "names": [t.name],
                          "tags": tags, "aliases": [t.name]}, status_code=202)
 
 
 @router.get("/templates/{template_id}/files/{files_hash}", status_code=201)
 async def upload_link(template_id: str, files_hash: str, request: Request, key: Key) -> Response:
     svc = services(request)
-    svc.catalog.get(template_id)
+    svc.catalog.owned(template_id, key.scope)
     link = svc.builds.upload_link(files_hash, 0, str(request.base_url))
     out = {"present": link["present"]}
     if not link["present"]:
@@ -94,9 +94,9 @@ async def upload_link(template_id: str, files_hash: str, request: Request, key: 
 @router.post("/v2/templates/{template_id}/builds/{build_id}", status_code=202)
 async def start(template_id: str, build_id: str, body: BuildStart, request: Request, key: Key) -> Response:
     svc = services(request)
-    t = svc.catalog.get(template_id)
+    t = svc.catalog.owned(template_id, key.scope)
     req = recipes.to_build_request(t.name, body.model_dump(), cpu=t.vcpu, memory_mb=t.memory_mb)
-    svc.builds.start_build(t.id, build_id, req, names=recipes.NAMES)
+    svc.builds.start_build(t.id, build_id, req, names=recipes.NAMES, team=key.scope)
     return Response(status_code=202)
 
 
@@ -104,8 +104,8 @@ async def start(template_id: str, build_id: str, body: BuildStart, request: Requ
 async def status(template_id: str, build_id: str, request: Request, key: Key,
                  logsOffset: int = Query(0, ge=0), limit: int = Query(MAX_ENTRIES, ge=0, le=MAX_ENTRIES)) -> Response:
     svc = services(request)
-    t = svc.catalog.get(template_id)
-    doc = svc.builds.entries(build_id, logsOffset, limit)
+    t = svc.catalog.get(template_id, key.scope)
+    doc = svc.builds.entries(build_id, logsOffset, limit, key.scope)
     if doc["template_id"] != t.id:
         raise NotFound(f"build {build_id} of template {template_id} not found", code="build_not_found")
     entries = [{"timestamp": e["t"], "level": e["level"], "message": e["message"]} for e in doc["entries"]]
@@ -119,15 +119,15 @@ async def status(template_id: str, build_id: str, request: Request, key: Key,
 
 @router.get("/templates/aliases/{alias}")
 async def alias(alias: str, request: Request, key: Key) -> Response:
-    t = services(request).catalog.get(recipes.split_name(alias)[0])
-    return JSONResponse({"templateID": t.id, "public": t.is_public})
+    t = services(request).catalog.get(recipes.split_name(alias)[0], key.scope)
+    return JSONResponse({"templateID": t.id, "public": t.is_public or t.published})
 
 
 @router.post("/templates/tags", status_code=201)
 async def assign_tags(body: TagAssignment, request: Request, key: Key) -> Response:
     svc = services(request)
     name, tag = recipes.split_name(body.target)
-    t = svc.catalog.get(name)
+    t = svc.catalog.owned(name, key.scope)
     tags = check_tags(t.name, body.tags)
     build_id = svc.builds.tags.build_of(t.id, tag or DEFAULT_TAG)
     svc.builds.tags.assign(t.id, build_id, tags)
@@ -137,7 +137,7 @@ async def assign_tags(body: TagAssignment, request: Request, key: Key) -> Respon
 @router.delete("/templates/tags", status_code=204)
 async def remove_tags(body: TagRemoval, request: Request, key: Key) -> Response:
     svc = services(request)
-    t = svc.catalog.get(recipes.split_name(body.name)[0])
+    t = svc.catalog.owned(recipes.split_name(body.name)[0], key.scope)
     svc.builds.tags.remove(t.id, check_tags(t.name, body.tags))
     return Response(status_code=204)
 
@@ -145,6 +145,31 @@ async def remove_tags(body: TagRemoval, request: Request, key: Key) -> Response:
 @router.get("/templates/{template_id}/tags")
 async def list_tags(template_id: str, request: Request, key: Key) -> Response:
     svc = services(request)
-    t = svc.catalog.get(recipes.split_name(template_id)[0])
+    t = svc.catalog.get(recipes.split_name(template_id)[0], key.scope)
     return JSONResponse([{"tag": x.tag, "buildID": x.build_id, "createdAt": x.created_at.isoformat()}
                          for x in svc.builds.tags.list(t.id)])
+
+
+class TemplateUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    public: bool | None = None
+
+
+def _publish(request: Request, key: ApiKey, template_id: str, body: TemplateUpdate):
+    t = services(request).catalog.get(recipes.split_name(template_id)[0], key.scope)
+    if body.public is None:
+        return services(request).catalog.owned(t.id, key.scope, key.team_admin)
+    return services(request).catalog.publish(t.id, body.public, key.scope, key.team_admin)
+
+
+@router.patch("/templates/{template_id}")
+async def update_template(template_id: str, body: TemplateUpdate, request: Request, key: Key) -> Response:
+    _publish(request, key, template_id, body)
+    return Response(status_code=200)
+
+
+@router.patch("/v2/templates/{template_id}")
+async def update_template_v2(template_id: str, body: TemplateUpdate, request: Request, key: Key) -> Response:
+    t = _publish(request, key, template_id, body)
+    return JSONResponse({"names": [t.name]})

@@ -57,15 +57,15 @@ async def trigger_build(body: BuildBody, request: Request, key: Key) -> dict:
     req = BuildRequest(name=body.name, from_image=body.from_image, steps=body.steps, start_cmd=body.startCmd,
                        ready_cmd=body.readyCmd, cpu=body.cpu, memory_mb=body.memory, disk_gb=body.diskGB,
                        skip_cache=body.skipCache, update=body.update)
-    out = services(request).builds.trigger(req)
+    out = services(request).builds.trigger(req, team_id=key.team_id, team=key.scope)
     return {**out, "request_id": rid(request)}
 
 
 @router.get("/build/{build_id}/status")
 async def build_status(build_id: str, request: Request, key: Key) -> dict:
-    return {**services(request).builds.status(build_id), "request_id": rid(request)}
+    return {**services(request).builds.status(build_id, key.scope), "request_id": rid(request)}
 
 
 @router.get("/build/{template_id}/logs")
 async def build_logs(template_id: str, request: Request, key: Key, offset: int = Query(0, ge=0)) -> dict:
-    return {**services(request).builds.logs(template_id, offset), "request_id": rid(request)}
+    return {**services(request).builds.logs(template_id, offset, key.scope), "request_id": rid(request)}

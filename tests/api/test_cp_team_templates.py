@@ -1,0 +1,135 @@
+"""Templates, builds and snapshots belong to a team: another team's private one answers 404 with the body of a
+missing one in both dialects, a published one can be started from but not changed, and deleting or publishing
+takes a team admin (docs/teams.md)."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from support.bodies import without_ids
+
+
+@pytest.fixture(scope="module")
+def teams(cp):
+    """Teams A and B; A has a member and an admin key, B a member key."""
+    out = {}
+    with cp.client() as op:
+        for name in ("tpl-a", "tpl-b"):
+            r = op.post("/v1/teams", json={"name": name})
+            assert r.status_code == 201, r.text
+        for label, team, role in (("a", "tpl-a", "member"), ("a-admin", "tpl-a", "admin"), ("b", "tpl-b", "member")):
+            r = op.post("/v1/api-keys", json={"name": f"k-{label}", "team": team, "role": role})
+            assert r.status_code == 201, r.text
+            out[label] = cp.client(r.json()["key"])
+    out["op"] = cp.client()
+    yield out
+    for c in out.values():
+        c.close()
+
+
+def _code(r) -> str:
+    """The machine code in either dialect's error body (E2B's `code` is the HTTP status)."""
+    body = r.json()
+    return body.get("error_code") or body["code"]
+
+
+def _announce(client, name: str) -> dict:
+    r = client.post("/v3/templates", json={"name": name, "cpuCount": 1, "memoryMB": 512})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def _same_as_missing(r, missing, ref: str, missing_ref: str) -> None:
+    assert r.status_code == missing.status_code == 404, (r.text, missing.text)
+    assert without_ids(r, ref) == without_ids(missing, missing_ref)
+
+
+def test_another_teams_template_and_build_are_404_like_missing_ones(teams):
+    a, b = teams["a"], teams["b"]
+    name = f"a-private-{uuid.uuid4().hex[:8]}"
+    made = _announce(a, name)
+    tid, build = made["templateID"], made["buildID"]
+    missing = f"nothing-{uuid.uuid4().hex[:8]}"
+    for ref in (name, tid):
+        for method, path in (("GET", "/v1/templates/{}"), ("DELETE", "/v1/templates/{}"),
+                             ("GET", "/templates/aliases/{}"), ("GET", "/templates/{}/tags"),
+                             ("DELETE", "/templates/{}")):
+            _same_as_missing(b.request(method, path.format(ref)), b.request(method, path.format(missing)), ref, missing)
+    r = b.get(f"/templates/{tid}/builds/{build}/status")
+    assert r.status_code == 404
+    assert b.get(f"/v1/templates/build/{build}/status").status_code == 404
+    assert b.get(f"/v1/templates/build/{tid}/logs").status_code == 404
+    assert b.post(f"/v2/templates/{tid}/builds/{build}", json={"fromImage": "base", "steps": []}).status_code == 404
+    assert b.get(f"/templates/{tid}/files/{'ab' * 32}").status_code == 404
+    assert b.patch(f"/v2/templates/{tid}", json={"public": True}).status_code == 404
+    # Not listed, not startable, its name not taken over.
+    assert name not in [t["name"] for t in b.get("/v1/templates").json()["data"]]
+    assert name not in [n for t in b.get("/templates").json() for n in t["names"]]
+    assert b.post("/v1/sandboxes", json={"template_name": name}).status_code == 404
+    assert b.post("/v2/sandboxes", json={"templateID": name, "timeout": 30}).status_code == 404
+    r = b.post("/v3/templates", json={"name": name, "cpuCount": 1, "memoryMB": 512})
+    assert r.status_code == 409 and _code(r) == "template_name_taken", r.text
+    # Its own team and the operator see it.
+    assert a.get(f"/v1/templates/{name}").json()["id"] == tid
+    assert a.get(f"/v1/templates/build/{build}/status").status_code == 200
+    assert teams["op"].get(f"/v1/templates/{tid}").status_code == 200
+
+
+def test_a_published_template_is_used_not_changed_by_other_teams(teams):
+    a, a_admin, b = teams["a"], teams["a-admin"], teams["b"]
+    name = f"a-shared-{uuid.uuid4().hex[:8]}"
+    tid = _announce(a, name)["templateID"]
+    r = a.patch(f"/v1/templates/{name}", json={"public": True})
+    assert r.status_code == 403 and r.json()["code"] == "admin_required"  # a member does not publish
+    r = a_admin.patch(f"/v1/templates/{name}", json={"public": True})
+    assert r.status_code == 200 and r.json()["is_public"] is True, r.text
+    assert b.get(f"/v1/templates/{tid}").status_code == 200
+    assert name in [t["name"] for t in b.get("/v1/templates").json()["data"]]
+    assert b.get(f"/templates/aliases/{name}").json() == {"templateID": tid, "public": True}
+    for method, path, body in (("DELETE", f"/v1/templates/{name}", None), ("DELETE", f"/templates/{tid}", None),
+                               ("PATCH", f"/v1/templates/{name}", {"public": False}),
+                               ("POST", "/v3/templates", {"name": name, "cpuCount": 1, "memoryMB": 512})):
+        r = b.request(method, path, json=body)
+        assert r.status_code in (403, 409), r.text
+        assert _code(r) in ("template_not_owned", "template_name_taken")
+    assert a.delete(f"/v1/templates/{name}").json()["code"] == "admin_required"
+    assert a_admin.patch(f"/v2/templates/{tid}", json={"public": False}).json() == {"names": [name]}
+    assert b.get(f"/v1/templates/{tid}").status_code == 404  # private again
+    assert a_admin.delete(f"/v1/templates/{name}").status_code == 200
+
+
+def test_built_ins_are_every_teams_and_nobodys_to_change(teams):
+    b = teams["b"]
+    assert b.get("/v1/templates/base").status_code == 200
+    for method, path, body in (("DELETE", "/v1/templates/base", None), ("PATCH", "/v1/templates/base", {"public": False}),
+                               ("POST", "/templates/tags", {"target": "base", "tags": ["mine"]})):
+        r = b.request(method, path, json=body)
+        assert r.status_code == 400 and _code(r) == "template_is_builtin", r.text
+
+
+def test_snapshots_are_their_teams_and_start_other_teams_sandboxes_once_published(teams):
+    a, a_admin, b = teams["a"], teams["a-admin"], teams["b"]
+    r = a.post("/v2/sandboxes", json={"templateID": "base", "timeout": 120})
+    assert r.status_code == 201, r.text
+    sid = r.json()["sandboxID"]
+    made = []
+    try:
+        r = a.post(f"/sandboxes/{sid}/snapshots", json={"name": f"snap-{uuid.uuid4().hex[:8]}"})
+        assert r.status_code == 201, r.text
+        snap = r.json()["snapshotID"]
+        assert a.get(f"/v1/templates/{snap}").json()["category"] == "snapshot"
+        assert b.post("/v2/sandboxes", json={"templateID": snap, "timeout": 30}).status_code == 404
+        assert snap not in [s["snapshotID"] for s in b.get("/snapshots").json()]
+        assert a_admin.patch(f"/templates/{snap}", json={"public": True}).status_code == 200
+        r = b.post("/v2/sandboxes", json={"templateID": snap, "timeout": 30})
+        assert r.status_code == 201, r.text
+        made.append((b, r.json()["sandboxID"]))
+        assert snap not in [s["snapshotID"] for s in b.get("/snapshots").json()]  # still A's snapshot
+        assert b.delete(f"/templates/{snap}").status_code == 403
+    finally:
+        for client, other in made:
+            client.delete(f"/sandboxes/{other}")
+        a.delete(f"/sandboxes/{sid}")
+    r = a.delete(f"/templates/{snap}")  # a member deletes its team's snapshot
+    assert r.status_code == 204, r.text
