@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 
 from support.bodies import without_ids
@@ -133,3 +134,21 @@ def test_snapshots_are_their_teams_and_start_other_teams_sandboxes_once_publishe
         a.delete(f"/sandboxes/{sid}")
     r = a.delete(f"/templates/{snap}")  # a member deletes its team's snapshot
     assert r.status_code == 204, r.text
+
+
+def test_uploaded_build_files_are_the_uploading_teams(teams):
+    """Upload links are by the hash the client sends, which the server cannot check: another team naming the
+    same hash has nothing there, and its build cannot use the files."""
+    a, b = teams["a"], teams["b"]
+    files_hash = f"teamfiles{uuid.uuid4().hex}"
+    link = a.post("/v1/templates/files/upload-link", json={"files_hash": files_hash, "content_length": 3}).json()
+    assert httpx.put(link["upload_url"], content=b"abc").status_code == 200
+    ask = {"files_hash": files_hash, "content_length": 3}
+    assert a.post("/v1/templates/files/upload-link", json=ask).json()["present"] is True
+    assert b.post("/v1/templates/files/upload-link", json=ask).json()["present"] is False
+    tid = _announce(b, f"b-copy-{uuid.uuid4().hex[:8]}")["templateID"]
+    assert b.get(f"/templates/{tid}/files/{files_hash}").json()["present"] is False
+    build = {"name": f"b-build-{uuid.uuid4().hex[:8]}", "from_image": "base",
+             "steps": [{"type": "COPY", "args": ["app", "/app"], "filesHash": files_hash}]}
+    r = b.post("/v1/templates/build", json=build)
+    assert r.status_code == 400 and _code(r) == "files_not_uploaded", r.text

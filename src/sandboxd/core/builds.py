@@ -11,6 +11,7 @@ build never tells where the data dir, the template store or the import directory
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -73,7 +74,25 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def validate_request(req: BuildRequest, uploads: Path) -> None:
+def upload_key(team_id: str, files_hash: str) -> str:
+    """Where a team's upload of files_hash is kept. The hash is the client's word, not a digest we check, so
+    uploads are per team: a team that learns another's hash must not build from (read) those files."""
+    return hashlib.sha256(f"{team_id}/{files_hash}".encode()).hexdigest()[:48]
+
+
+def team_uploads(req: BuildRequest, team_id: str) -> None:
+    """Point req's COPY steps and `oci-archive:upload:` base at the team's own uploads (after validation)."""
+    for step in req.steps:
+        for field_name in ("filesHash", "files_hash"):
+            if isinstance(step.get(field_name), str):
+                step[field_name] = upload_key(team_id, step[field_name])
+    prefix = "oci-archive:upload:"
+    if req.from_image.startswith(prefix):
+        files_hash, sep, tag = req.from_image.removeprefix(prefix).partition(":")
+        req.from_image = prefix + upload_key(team_id, files_hash) + sep + tag
+
+
+def validate_request(req: BuildRequest, uploads: Path, team_id: str = DEFAULT_TEAM_ID) -> None:
     if not NAME_RE.match(req.name):
         raise Invalid("name must be lowercase letters, digits, '.', '_' or '-' (max 63)", code="invalid_template_name")
     if not req.from_image or len(req.from_image) > 256:
@@ -89,7 +108,7 @@ def validate_request(req: BuildRequest, uploads: Path) -> None:
             h = step.get("filesHash") or step.get("files_hash")
             if not isinstance(h, str) or not HASH_RE.match(h):
                 raise Invalid(f"steps[{i}]: COPY needs a filesHash from an upload link", code="invalid_step")
-            if not (uploads / f"{h}.tar.gz").is_file():
+            if not (uploads / f"{upload_key(team_id, h)}.tar.gz").is_file():
                 raise Invalid(f"steps[{i}]: files {h} were not uploaded", code="files_not_uploaded")
 
 
@@ -170,16 +189,19 @@ class BuildService:
 
     # ---- uploads ------------------------------------------------------------------------------------
 
-    def upload_link(self, files_hash: str, content_length: int, base_url: str) -> dict[str, Any]:
+    def upload_link(self, files_hash: str, content_length: int, base_url: str, team_id: str = DEFAULT_TEAM_ID
+                    ) -> dict[str, Any]:
+        """A signed URL to upload files_hash as team_id's (or `present` when the team has them)."""
         if not HASH_RE.match(files_hash):
             raise Invalid("files_hash must be 8..128 characters of [A-Za-z0-9_-]", code="invalid_files_hash")
         if content_length < 0 or content_length > MAX_UPLOAD:
             raise Invalid(f"content_length must be 0..{MAX_UPLOAD}", code="invalid_content_length")
-        if (self.uploads / f"{files_hash}.tar.gz").is_file():
+        key = upload_key(team_id, files_hash)
+        if (self.uploads / f"{key}.tar.gz").is_file():
             return {"present": True, "files_hash": files_hash}
         expires = int(time.time()) + UPLOAD_TTL
-        sig = self.signer.sign_upload(files_hash, expires)
-        url = f"{base_url.rstrip('/')}/v1/templates/files/upload/{files_hash}?expires={expires}&signature={sig}"
+        sig = self.signer.sign_upload(key, expires)
+        url = f"{base_url.rstrip('/')}/v1/templates/files/upload/{key}?expires={expires}&signature={sig}"
         return {"present": False, "upload_url": url, "expires_at": iso(datetime.fromtimestamp(expires, timezone.utc)),
                 "files_hash": files_hash}
 
@@ -206,8 +228,9 @@ class BuildService:
     def trigger(self, req: BuildRequest, names: dict[str, str] | None = None, *, team_id: str = DEFAULT_TEAM_ID,
                 team: str | None = None) -> dict[str, Any]:
         """Check and queue a build; `names` spells cpu/memory/disk as the caller's dialect does. team_id: whose a
-        new template is; team: the caller's scope (None: the operator), which must own an existing one."""
-        self._check(req, names, team)
+        new template is, and whose uploads the build reads; team: the caller's scope (None: the operator),
+        which must own an existing one."""
+        self._check(req, names, team, team_id)
         build_id = "bld_" + secrets.token_hex(8)
         t = self.catalog.begin_build(req.name, build_id, vcpu=req.cpu, memory_mb=req.memory_mb, disk_gb=req.disk_gb,
                                      update=req.update, team_id=team_id, team=team)
@@ -239,8 +262,9 @@ class BuildService:
         return t, build_id
 
     def start_build(self, template_id: str, build_id: str, req: BuildRequest,
-                    names: dict[str, str] | None = None, team: str | None = None) -> None:
-        """Start a build reserve() announced, with its recipe; team: the caller's scope, as for trigger()."""
+                    names: dict[str, str] | None = None, team: str | None = None,
+                    team_id: str = DEFAULT_TEAM_ID) -> None:
+        """Start a build reserve() announced, with its recipe; team, team_id: the caller's, as for trigger()."""
         t = self.catalog.owned(template_id, team)
         with self.store.tx() as s:
             b = s.get(BuildRow, build_id)
@@ -249,16 +273,17 @@ class BuildService:
             if b.status != "waiting":
                 raise Conflict(f"build {build_id} was already started", code="build_started")
             req.tags = req.tags or list((b.request or {}).get("tags") or [])
-        self._check(req, names, team)
+        self._check(req, names, team, team_id)
         self.catalog.begin_build(req.name, build_id, vcpu=req.cpu, memory_mb=req.memory_mb, disk_gb=req.disk_gb,
                                  update=True, team_id=t.team_id or DEFAULT_TEAM_ID, team=team)
         self._update(build_id, status="building", current_step="queued", request=req.__dict__, started_at=_now())
         self._launch(build_id, template_id, req)
 
-    def _check(self, req: BuildRequest, names: dict[str, str] | None, team: str | None) -> None:
+    def _check(self, req: BuildRequest, names: dict[str, str] | None, team: str | None, team_id: str) -> None:
         from sandboxd.core.template_source import check_recipe
 
-        validate_request(req, self.uploads)
+        validate_request(req, self.uploads, team_id)
+        team_uploads(req, team_id)
         # Every sandbox of the template gets these: over a per-sandbox maximum, the build (or update) is refused.
         check_maxima(self.maxima, vcpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_gb * 1024,
                      names=names or {"vcpu": "cpu", "memory": "memory", "disk": "diskGB"}, what="the template")

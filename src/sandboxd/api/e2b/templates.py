@@ -84,7 +84,7 @@ async def announce(body: BuildAnnouncement, request: Request, key: Key) -> Respo
 async def upload_link(template_id: str, files_hash: str, request: Request, key: Key) -> Response:
     svc = services(request)
     svc.catalog.owned(template_id, key.scope)
-    link = svc.builds.upload_link(files_hash, 0, str(request.base_url))
+    link = svc.builds.upload_link(files_hash, 0, str(request.base_url), key.team_id)
     out = {"present": link["present"]}
     if not link["present"]:
         out["url"] = link["upload_url"]
@@ -96,7 +96,7 @@ async def start(template_id: str, build_id: str, body: BuildStart, request: Requ
     svc = services(request)
     t = svc.catalog.owned(template_id, key.scope)
     req = recipes.to_build_request(t.name, body.model_dump(), cpu=t.vcpu, memory_mb=t.memory_mb)
-    svc.builds.start_build(t.id, build_id, req, names=recipes.NAMES, team=key.scope)
+    svc.builds.start_build(t.id, build_id, req, names=recipes.NAMES, team=key.scope, team_id=key.team_id)
     return Response(status_code=202)
 
 

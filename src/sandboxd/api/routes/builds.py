@@ -41,7 +41,7 @@ class BuildBody(BaseModel):
 @router.post("/files/upload-link")
 async def upload_link(body: UploadLinkBody, request: Request, key: Key) -> dict:
     base = str(request.base_url)
-    out = services(request).builds.upload_link(body.files_hash, body.content_length, base)
+    out = services(request).builds.upload_link(body.files_hash, body.content_length, base, key.team_id)
     return {**out, "request_id": rid(request)}
 
 
