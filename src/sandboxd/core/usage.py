@@ -27,6 +27,7 @@ DEFAULT_WINDOW = timedelta(days=30)
 # A kill stores ended_at a moment before its event's timestamp: a sandbox that ended this shortly before the
 # window opened may still have its killed event inside it, and its state before is needed to close it.
 ENDED_SLACK = timedelta(minutes=1)
+EARLIEST = datetime.min.replace(tzinfo=timezone.utc) + ENDED_SLACK
 GIB_MB = 1024
 
 _OPENS = {ev.CREATED, ev.RESUMED}
@@ -121,9 +122,9 @@ def parse_time(value: str | None, name: str) -> datetime | None:
     for text in (value, value[::-1].replace(" ", "+", 1)[::-1]):  # an unencoded '+' arrives as a space
         try:
             when = datetime.fromisoformat(text)
-        except ValueError:
+            return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+        except (ValueError, OverflowError):  # OverflowError: an offset that moves it out of the calendar
             continue
-        return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
     raise Invalid(f"{name} is not an ISO 8601 time: {value!r}", code="invalid_time", details={"field": name})
 
 
@@ -188,7 +189,7 @@ class UsageService:
 def _events_query(start: datetime, end: datetime, team_id: str | None, sandbox_id: str | None):
     alive_at_start = select(SandboxRow.id).where(
         SandboxRow.created_at < start,
-        or_(SandboxRow.ended_at.is_(None), SandboxRow.ended_at >= start - ENDED_SLACK))
+        or_(SandboxRow.ended_at.is_(None), SandboxRow.ended_at >= max(start, EARLIEST) - ENDED_SLACK))
     last_before = (select(func.max(EventRow.id))
                    .where(EventRow.timestamp < start, EventRow.type.in_(ev.LIFECYCLE_TYPES),
                           EventRow.sandbox_id.in_(alive_at_start))

@@ -90,6 +90,13 @@ def test_a_running_sandbox_counts_up_to_now_not_to_a_later_end(usage):
     assert seconds_of(usage.report(at(900), at(5000), now=NOW)) == {"sbstill": 100}
 
 
+def test_the_calendars_ends_are_windows_too(usage):
+    everything = seconds_of(usage.report(datetime(1, 1, 1, tzinfo=timezone.utc),
+                                         datetime(9999, 12, 31, tzinfo=timezone.utc), now=NOW))
+    assert everything == {"sbpaused": 200, "sbstill": 950, "sbkilledpaused": 60, "sbolder": 1010, "sbstopped": 30,
+                          "sbgone": 100}
+
+
 def test_team_and_sandbox_filters_and_scope(usage):
     only_b = usage.report(T, NOW, team="beta", now=NOW).to_wire()["teams"]
     assert [t["team_id"] for t in only_b] == ["team_b"]
@@ -129,9 +136,10 @@ def test_times_and_windows():
     assert parse_time("2026-11-01", "from") == T
     assert parse_time("2026-11-01T00:00:00Z", "from") == T
     assert parse_time(None, "from") is None
-    with pytest.raises(Invalid) as e:
-        parse_time("yesterday", "from")
-    assert (e.value.code, e.value.details) == ("invalid_time", {"field": "from"})
+    for bad in ("yesterday", "9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+05:00"):
+        with pytest.raises(Invalid) as e:
+            parse_time(bad, "from")
+        assert (e.value.code, e.value.details) == ("invalid_time", {"field": "from"})
     assert window(None, None, NOW) == (NOW - timedelta(days=30), NOW)
     assert window(None, T, NOW) == (T - timedelta(days=30), T)
     assert window(T, None, NOW) == (T, NOW)
