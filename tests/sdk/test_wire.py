@@ -191,3 +191,32 @@ def test_recipe_parsing_and_copy_archive_is_content_addressed(tmp_path):
         parse_recipe("RUN echo no from")
     with pytest.raises(SandboxError):
         copy_archive(tmp_path, ["../etc"])
+
+
+USAGE = {"object": "usage", "from": "2026-11-01T00:00:00.000000Z", "to": "2026-11-02T00:00:00.000000Z",
+         "teams": [{"team_id": "team_a", "team_name": "alpha", "sandbox_seconds": 90.5, "vcpu_seconds": 181,
+                    "gib_seconds": 45.25, "sandboxes": [{"sandbox_id": "sb1", "template_id": "tpl_base",
+                                                          "sandbox_seconds": 90.5, "vcpu_seconds": 181,
+                                                          "gib_seconds": 45.25, "vcpu": 2.0, "memory_mb": 512}]}],
+         "request_id": "req_1"}
+
+
+async def test_usage_sends_the_window_and_reads_teams_and_sandboxes():
+    from sandboxd.sdk import AsyncClient
+
+    asked = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        asked.append((req.url.path, dict(req.url.params)))
+        return httpx.Response(200, json=USAGE)
+
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    got = client_with(handler).usage(start, "2026-11-02", team="alpha")
+    async with AsyncClient("k", "http://cp.test", transport=httpx.MockTransport(handler)) as ac:
+        assert await ac.usage(sandbox_id="sb1") == got
+    assert asked == [("/v1/usage", {"from": "2026-11-01T00:00:00+00:00", "to": "2026-11-02", "team": "alpha"}),
+                     ("/v1/usage", {"sandbox_id": "sb1"})]
+    assert (got.start, got.end) == (start, start + timedelta(days=1))
+    [team] = got.teams
+    assert (team.team_name, team.sandbox_seconds, team.vcpu_seconds, team.gib_seconds) == ("alpha", 90.5, 181, 45.25)
+    assert [(s.sandbox_id, s.template_id, s.gib_seconds) for s in team.sandboxes] == [("sb1", "tpl_base", 45.25)]

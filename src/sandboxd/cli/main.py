@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import typer
 
-from sandboxd.cli import keys, monitoring, sandbox, serve, setup, template, webhooks
+from sandboxd.cli import keys, monitoring, sandbox, serve, setup, template, usage, webhooks
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-hosted isolated sandboxes.")
 
 serve.register(app)
 setup.register(app)
+usage.register(app)
 monitoring.register(sandbox.app)
 app.add_typer(sandbox.app, name="sandbox", help="Create, inspect and drive sandboxes.")
 app.add_typer(template.app, name="template", help="Build and manage templates.")

@@ -34,6 +34,9 @@ from ._models import (
     SandboxEvent,
     SandboxInfo,
     TemplateInfo,
+    SandboxUsage,
+    TeamUsage,
+    Usage,
 )
 from ._parts import CommandHandle, TerminalSession
 from ._sandbox import Sandbox
@@ -42,7 +45,7 @@ __all__ = [
     "Sandbox", "AsyncSandbox", "Client", "AsyncClient",
     "CommandHandle", "AsyncCommandHandle", "TerminalSession", "AsyncTerminalSession",
     "SandboxInfo", "Execution", "CellFailure", "Result", "CommandResult", "ProcessInfo", "FileEntry",
-    "FileEvent", "Metric", "SandboxEvent", "ApiKey", "TemplateInfo",
+    "FileEvent", "Metric", "SandboxEvent", "ApiKey", "TemplateInfo", "Usage", "TeamUsage", "SandboxUsage",
     "SandboxError", "AuthenticationError", "PermissionDeniedError", "NotFoundError", "PathNotFoundError",
     "InvalidRequestError", "ConflictError", "RateLimitError", "ServerError", "NetworkError",
     "RequestTimeoutError", "CommandExitError", "TemplateBuildError",

@@ -6,7 +6,7 @@ from typing import Any, AsyncIterator, Iterator
 from urllib.parse import quote
 
 from ._http import AsyncHttpClient, HttpClient, api_headers, resolve_key, resolve_url
-from ._models import ApiKey, Metric, SandboxEvent, SandboxInfo, TemplateInfo
+from ._models import ApiKey, Metric, SandboxEvent, SandboxInfo, TemplateInfo, Usage
 
 DEFAULT_TEMPLATE = "code-interpreter"
 
@@ -37,6 +37,12 @@ def _time_params(start: Any, end: Any) -> dict[str, int]:
 
 def _event_params(limit: int, offset: int, oldest_first: bool) -> dict[str, Any]:
     return {"limit": limit, "offset": offset, "orderAsc": str(oldest_first).lower()}
+
+
+def _usage_params(from_: Any, to: Any, team: str | None, sandbox_id: str | None) -> dict[str, str]:
+    """Times as ISO 8601 (a datetime, or a string passed on as it is; the server takes naive times as UTC)."""
+    params = {"from": from_, "to": to, "team": team, "sandbox_id": sandbox_id}
+    return {k: v.isoformat() if hasattr(v, "isoformat") else str(v) for k, v in params.items() if v is not None}
 
 
 class Client:
@@ -117,6 +123,12 @@ class Client:
         path = f"/events/sandboxes/{_sid(sandbox_id)}" if sandbox_id else "/events/sandboxes"
         rows = self.http.json("GET", path, params=_event_params(limit, offset, oldest_first))
         return [SandboxEvent.from_wire(r) for r in rows or []]
+
+    def usage(self, from_: Any = None, to: Any = None, *, team: str | None = None,
+              sandbox_id: str | None = None) -> Usage:
+        """Running time per team and sandbox in [from_, to) (default: the last 30 days). A team's key sees its
+        own team; the operator every team, or `team` (an id or name)."""
+        return Usage.from_wire(self.http.json("GET", "/v1/usage", params=_usage_params(from_, to, team, sandbox_id)))
 
     # -- API keys (admin key needed) -------------------------------------------------------------------------
     def create_key(self, name: str, *, admin: bool = False, rate_limit_per_minute: int | None = None) -> ApiKey:
@@ -224,6 +236,11 @@ class AsyncClient:
         path = f"/events/sandboxes/{_sid(sandbox_id)}" if sandbox_id else "/events/sandboxes"
         rows = await self.http.json("GET", path, params=_event_params(limit, offset, oldest_first))
         return [SandboxEvent.from_wire(r) for r in rows or []]
+
+    async def usage(self, from_: Any = None, to: Any = None, *, team: str | None = None,
+                    sandbox_id: str | None = None) -> Usage:
+        params = _usage_params(from_, to, team, sandbox_id)
+        return Usage.from_wire(await self.http.json("GET", "/v1/usage", params=params))
 
     async def list_templates(self) -> list[TemplateInfo]:
         return [TemplateInfo.from_wire(t) for t in (await self.http.json("GET", "/v1/templates")).get("data") or []]

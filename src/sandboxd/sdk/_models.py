@@ -298,3 +298,53 @@ class TemplateInfo:
         return cls(id=str(d.get("id", "")), name=str(d.get("name", "")), status=d.get("status"),
                    display_name=d.get("display_name"), description=d.get("description"),
                    created_at=parse_time(d.get("created_at")), raw=d)
+
+
+@dataclass
+class SandboxUsage:
+    """One sandbox's running time in a usage window (paused and stopped time are not counted)."""
+
+    sandbox_id: str
+    template_id: str | None
+    sandbox_seconds: float
+    vcpu_seconds: float
+    gib_seconds: float
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "SandboxUsage":
+        return cls(sandbox_id=str(d.get("sandbox_id", "")), template_id=d.get("template_id"),
+                   **_amounts(d))
+
+
+@dataclass
+class TeamUsage:
+    team_id: str | None
+    team_name: str | None
+    sandbox_seconds: float
+    vcpu_seconds: float
+    gib_seconds: float
+    sandboxes: list[SandboxUsage] = field(default_factory=list)
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "TeamUsage":
+        return cls(team_id=d.get("team_id"), team_name=d.get("team_name"), **_amounts(d),
+                   sandboxes=[SandboxUsage.from_wire(s) for s in d.get("sandboxes") or []])
+
+
+@dataclass
+class Usage:
+    """`Client.usage`: running time per team and sandbox in the window [start, end)."""
+
+    start: datetime | None
+    end: datetime | None
+    teams: list[TeamUsage] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "Usage":
+        return cls(start=parse_time(d.get("from")), end=parse_time(d.get("to")),
+                   teams=[TeamUsage.from_wire(t) for t in d.get("teams") or []], raw=d)
+
+
+def _amounts(d: dict[str, Any]) -> dict[str, float]:
+    return {k: float(d.get(k) or 0.0) for k in ("sandbox_seconds", "vcpu_seconds", "gib_seconds")}
