@@ -81,6 +81,10 @@ def check_create(s: Session, team_id: str, *, vcpu: float, memory_mb: int, disk_
     q = Quotas.of(team)
     if q == Quotas():
         return  # no quota: spare the queries
+    # Control planes sharing a PostgreSQL database then count this team's creates one after the other too
+    # (SQLite has no row locks; its writers are serialised anyway).
+    s.refresh(team, with_for_update=True)
+    q = Quotas.of(team)
     if q.max_creates_per_minute is not None:
         recent = s.scalar(select(func.count()).select_from(SandboxRow).where(
             SandboxRow.team_id == team_id, SandboxRow.created_at > now - WINDOW)) or 0
