@@ -9,6 +9,7 @@ its wire form: api/errors.py (HopX and E2B control plane), the gateway's and the
     +-- Unauthorized              unauthorized
     +-- Forbidden                 forbidden
     +-- RateLimited               rate_limited
+    +-- QuotaExceeded             quota_exceeded         (a team's quota: retrying does not help)
     +-- CapacityExceeded          capacity_exceeded      (retry later: 503 with Retry-After)
     +-- NotSupported              not_supported          (the backend cannot do this)
     +-- RuntimeFailure            runtime_error          (crun, mount, cgroups, netlink... failed)
@@ -53,6 +54,13 @@ class Forbidden(SandboxdError):
 
 class RateLimited(SandboxdError):
     code = "rate_limited"
+
+
+class QuotaExceeded(SandboxdError):
+    """The caller's team would go over a quota the operator set (docs/teams.md#quotas); details name the
+    quota, its limit and the current use."""
+
+    code = "quota_exceeded"
 
 
 class CapacityExceeded(SandboxdError):

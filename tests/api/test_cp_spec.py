@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, settings
 
 SPEC = Path(__file__).resolve().parents[2] / "spec" / "controlplane.yaml"
-MY_TAGS = {"health", "sandboxes", "templates", "builds", "streams", "api-keys", "usage"}
+MY_TAGS = {"health", "sandboxes", "templates", "builds", "streams", "api-keys", "usage", "teams"}
 
 
 def spec_operations() -> set[tuple[str, str]]:

@@ -152,3 +152,21 @@ def test_uploaded_build_files_are_the_uploading_teams(teams):
              "steps": [{"type": "COPY", "args": ["app", "/app"], "filesHash": files_hash}]}
     r = b.post("/v1/templates/build", json=build)
     assert r.status_code == 400 and _code(r) == "files_not_uploaded", r.text
+
+
+def test_a_team_makes_no_more_templates_than_its_quota(teams):
+    op = teams["op"]
+    assert op.post("/v1/teams", json={"name": "tpl-c"}).status_code == 201
+    assert op.patch("/v1/teams/tpl-c", json={"max_templates": 1}).status_code == 200
+    r = op.post("/v1/api-keys", json={"name": "k-c", "team": "tpl-c"})
+    with httpx.Client(base_url=str(op.base_url), headers={"X-API-Key": r.json()["key"]}) as c:
+        first = f"c-one-{uuid.uuid4().hex[:8]}"
+        _announce(c, first)
+        r = c.post("/v3/templates", json={"name": f"c-two-{uuid.uuid4().hex[:8]}", "cpuCount": 1, "memoryMB": 512})
+        assert r.status_code == 429 and r.headers["should-retry"] == "false" and _code(r) == "quota_exceeded"
+        build = {"name": f"c-three-{uuid.uuid4().hex[:8]}", "from_image": "base", "steps": [{"type": "RUN", "args": ["true"]}]}
+        r = c.post("/v1/templates/build", json=build)
+        assert r.status_code == 403 and r.json()["details"]["quota"] == "max_templates", r.text
+        assert "limit" in r.json()["message"]
+        _announce(c, first)  # the one it has is still its to rebuild
+        assert c.get("/v1/team").json()["usage_now"]["templates"] == 1

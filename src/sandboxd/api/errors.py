@@ -30,6 +30,7 @@ STATUS: list[tuple[type[E.SandboxdError], int]] = [
     (E.Unauthorized, 401),
     (E.Forbidden, 403),
     (E.RateLimited, 429),
+    (E.QuotaExceeded, 403),  # HopX clients read 403 + "limit" as a resource limit; E2B's table says 429
     (E.CapacityExceeded, 503),
     (E.NotSupported, 501),
     (E.TemplateError, 400),

@@ -15,10 +15,12 @@ app = typer.Typer(no_args_is_help=True)
 @handles_errors
 def create(name: str, admin: bool = typer.Option(False, "--admin", help="may manage keys"),
            rate_limit: Optional[int] = typer.Option(None, help="requests per minute"),
+           team: Optional[str] = typer.Option(None, help="team id or name; default: the caller's"),
+           role: Optional[str] = typer.Option(None, help="admin (manages the team's keys) or member"),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Create a key and print its secret (shown only once)."""
     with client() as c:
-        key = c.create_key(name, admin=admin, rate_limit_per_minute=rate_limit)
+        key = c.create_key(name, admin=admin, rate_limit_per_minute=rate_limit, team=team, role=role)
     if as_json:
         return print_json(key)
     sys.stdout.write(f"{key.key}\n")
@@ -33,8 +35,9 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
         keys = c.list_keys()
     if as_json:
         return print_json(keys)
-    table(["ID", "NAME", "ADMIN", "CREATED", "REVOKED"],
-          [[k.id, k.name, "yes" if k.admin else "", when(k.created_at), "yes" if k.revoked else ""] for k in keys])
+    table(["ID", "NAME", "ADMIN", "TEAM", "ROLE", "CREATED", "REVOKED"],
+          [[k.id, k.name, "yes" if k.admin else "", k.team_id, k.role, when(k.created_at), "yes" if k.revoked else ""]
+           for k in keys])
 
 
 @app.command()

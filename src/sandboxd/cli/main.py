@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from sandboxd.cli import keys, monitoring, sandbox, serve, setup, template, usage, webhooks
+from sandboxd.cli import keys, monitoring, sandbox, serve, setup, teams, template, usage, webhooks
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-hosted isolated sandboxes.")
 
@@ -14,6 +14,7 @@ monitoring.register(sandbox.app)
 app.add_typer(sandbox.app, name="sandbox", help="Create, inspect and drive sandboxes.")
 app.add_typer(template.app, name="template", help="Build and manage templates.")
 app.add_typer(keys.app, name="keys", help="Manage API keys.")
+app.add_typer(teams.app, name="teams", help="Manage teams and their quotas.")
 app.add_typer(webhooks.app, name="webhooks", help="Manage lifecycle webhooks.")
 
 if __name__ == "__main__":

@@ -43,13 +43,17 @@ def create(template: str = typer.Option("code-interpreter", "--template", "-t", 
            env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="KEY=VALUE, repeatable"),
            metadata: Optional[List[str]] = typer.Option(None, "--metadata", "-m", help="KEY=VALUE, repeatable"),
            internet: Optional[bool] = typer.Option(None, "--internet/--no-internet", help="allow egress"),
+           vcpu: Optional[float] = typer.Option(None, help="vCPUs (default: the template's)"),
+           memory_mb: Optional[int] = typer.Option(None, help="memory limit in MB (default: the template's)"),
+           disk_mb: Optional[int] = typer.Option(None, help="disk size in MB (default: the template's)"),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Create a sandbox and print its id."""
     from sandboxd.sdk import SandboxInfo
 
     with client() as c:
         wire = c.create_sandbox(template, timeout=timeout, env_vars=_pairs(env, "--env"),
-                                metadata=_pairs(metadata, "--metadata"), internet_access=internet)
+                                metadata=_pairs(metadata, "--metadata"), internet_access=internet,
+                                vcpu=vcpu, memory_mb=memory_mb, disk_mb=disk_mb)
     info = SandboxInfo.from_wire(wire)
     if as_json:
         print_json(info)

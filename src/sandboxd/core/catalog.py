@@ -19,12 +19,12 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from sqlalchemy import func, or_, select
 
-from sandboxd.errors import Conflict, Forbidden, Invalid, NotFound
+from sandboxd.errors import Conflict, Forbidden, Invalid, NotFound, QuotaExceeded
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.events import Event
 from sandboxd.core.models import Template
 from sandboxd.core.store.db import Store
-from sandboxd.core.store.tables import DEFAULT_TEAM_ID, BuildRow, TemplateRow, TemplateTagRow
+from sandboxd.core.store.tables import DEFAULT_TEAM_ID, BuildRow, TeamRow, TemplateRow, TemplateTagRow
 from sandboxd.runtime.base import TemplateImage
 
 # Built-ins listed only once their image exists (template_source.builtin_metadata).
@@ -63,6 +63,12 @@ def _model(r: TemplateRow) -> Template:
         features=list(r.features or []), tags=list(r.tags or []), created_at=r.created_at, updated_at=r.updated_at,
         team_id=r.team_id, published=bool(r.published),
     )
+
+
+def team_templates(s, team_id: str) -> int:
+    """How many templates a team has toward its `max_templates` (a fork's copy is none it made)."""
+    return s.scalar(select(func.count()).select_from(TemplateRow).where(
+        TemplateRow.team_id == team_id, or_(TemplateRow.category.is_(None), TemplateRow.category != FORK))) or 0
 
 
 def visible(t: Template, team: str | None) -> bool:
@@ -233,7 +239,7 @@ class CatalogService:
             row = self._custom_row(s, name, team)
             created = row is None
             if row is None:
-                row = self._new_row(s, name, now, team_id)
+                row = self._new_row(s, name, now, team_id, counted=values.get("category") != FORK)
             elif (why := refuse(row)) is not None:
                 raise Conflict(why, code="template_exists")
             for field, value in values.items():
@@ -261,7 +267,16 @@ class CatalogService:
         return row
 
     @staticmethod
-    def _new_row(s, name: str, now: datetime, team_id: str) -> TemplateRow:
+    def _new_row(s, name: str, now: datetime, team_id: str, counted: bool = True) -> TemplateRow:
+        """A new custom template of team_id; counted toward its `max_templates` unless it is a fork's copy."""
+        team = s.get(TeamRow, team_id) if counted else None
+        if team is not None and team.max_templates is not None:
+            have = team_templates(s, team_id)
+            if have >= team.max_templates:
+                raise QuotaExceeded(
+                    f"team {team.name} has reached its limit of {team.max_templates} templates ({have}); delete one "
+                    "or ask the operator to raise it",
+                    details={"quota": "max_templates", "limit": team.max_templates, "current": have})
         row = TemplateRow(id="tpl_" + secrets.token_hex(8), name=name, display_name=name, is_public=False,
                           created_at=now, category="custom", features=[], tags=["custom"], team_id=team_id)
         s.add(row)

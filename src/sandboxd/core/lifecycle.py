@@ -21,6 +21,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sandboxd.config import Settings
 from sandboxd.core.admission import Admission, Commitment, check_maxima, sandbox_maxima
 from sandboxd.core import events as ev
+from sandboxd.core import quotas
 from sandboxd.errors import CapacityExceeded, Conflict, Invalid, NotFound, RuntimeFailure, SandboxdError
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import (
@@ -82,6 +83,10 @@ class CreateRequest:
     env_vars: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     public_traffic: bool = True
+    # Limits of this sandbox; None: the template's (docs/teams.md#resources-at-create).
+    vcpu: float | None = None
+    memory_mb: int | None = None
+    disk_mb: int | None = None
 
 
 def _now() -> datetime:
@@ -127,6 +132,7 @@ class LifecycleService:
         self._expiry_task: asyncio.Task | None = None
         self._watch: asyncio.Task | None = None
         self._kill_tasks: set[asyncio.Task] = set()
+        self._starting: dict[str, tuple[str | None, float, int]] = {}  # sid -> team, vcpu, memory_mb
         self.node_id = socket.gethostname()
         self.maxima = sandbox_maxima(settings)
         self.admission = Admission(settings)
@@ -213,16 +219,21 @@ class LifecycleService:
             template = self.catalog.get(ref, team_id)
         if template.status != "active":
             raise Conflict(f"template {template.name} is {template.status}, not active", code="template_not_active")
+        vcpu = float(req.vcpu if req.vcpu is not None else template.vcpu)
+        memory_mb = req.memory_mb if req.memory_mb is not None else template.memory_mb
+        disk_mb = req.disk_mb if req.disk_mb is not None else template.disk_gb * 1024
+        asked = (req.vcpu, req.memory_mb, req.disk_mb) != (None, None, None)
         # A template built under higher maxima than today's is refused here too.
-        check_maxima(self.maxima, vcpu=float(template.vcpu), memory_mb=template.memory_mb,
-                     disk_mb=template.disk_gb * 1024, names={"vcpu": "vcpu", "memory": "memory_mb", "disk": "disk_mb"},
-                     what=f"template {template.name}")
+        check_maxima(self.maxima, vcpu=vcpu, memory_mb=memory_mb, disk_mb=disk_mb,
+                     names={"vcpu": "vcpu", "memory": "memory_mb", "disk": "disk_mb"},
+                     what="this sandbox" if asked else f"template {template.name}")
         timeout = req.timeout_seconds if req.timeout_seconds is not None else self.settings.default_timeout_seconds
         # Check capacity and insert the row in one transaction with no await in between: the event loop makes
         # this atomic in-process.
         claimed = None
         try:
             with self.store.tx() as s:
+                quotas.check_create(s, team_id, vcpu=vcpu, memory_mb=memory_mb, disk_mb=disk_mb, now=_now())
                 live, committed = _usage(s)
                 if live >= self.settings.max_sandboxes:
                     raise CapacityExceeded(
@@ -230,16 +241,17 @@ class LifecycleService:
                         details={"retry_after_seconds": 5, "limit": self.settings.max_sandboxes},
                     )
                 # A warm-pool member's never-shown id becomes the sandbox id: container, dirs and events share it.
-                claimed = self.pool.claim(template, req.internet_access) if self.pool else None
+                # A member's disk is the template's size: one of another size would be discarded on take().
+                poolable = disk_mb == template.disk_gb * 1024
+                claimed = self.pool.claim(template, req.internet_access) if self.pool and poolable else None
                 # After the claim: a claimed member has left the pool's commitment; this sandbox's is added.
-                self.admission.admit(self._committed(committed), memory_mb=template.memory_mb,
-                                     disk_mb=template.disk_gb * 1024)
+                self.admission.admit(self._committed(committed), memory_mb=memory_mb, disk_mb=disk_mb)
                 sid = claimed or "sb" + secrets.token_hex(9)
                 now = _now()
                 row = SandboxRow(
                     id=sid, status=CREATING, template_id=template.id, template_name=template.name,
-                    region=req.region or "local", node_id=self.node_id, vcpu=float(template.vcpu),
-                    memory_mb=template.memory_mb, disk_mb=template.disk_gb * 1024,
+                    region=req.region or "local", node_id=self.node_id, vcpu=vcpu,
+                    memory_mb=memory_mb, disk_mb=disk_mb,
                     internet_access=bool(req.internet_access), env_vars=dict(req.env_vars),
                     metadata_=dict(req.metadata), timeout_seconds=timeout, expires_at=None, created_at=now,
                     started_at=None, api_key_id=api_key_id, team_id=team_id, token_version=1,
@@ -395,12 +407,24 @@ class LifecycleService:
             self._require(sb, (STOPPED,), "start")
             with self.store.tx() as s:  # a stopped sandbox holds its disk but no memory: it needs room again
                 committed = _usage(s)[1]
+                row = s.get(SandboxRow, sid)
+                team = row.team_id if row is not None else None
+                quotas.check_start(s, team, vcpu=sb.vcpu, memory_mb=sb.memory_mb, starting=self._started_by(team))
             self.admission.admit(self._committed(committed), memory_mb=sb.memory_mb, disk_mb=0)
-            rt = await self._call(self.backend.start, sid)
-            await rerun_start(self, sid, sb.template_id, rt)
-            self.routes.put(sid, SandboxRoute(rt.agent_socket, RUNNING, sb.token_version, sb.public_traffic))
-            new = self._set(sid, {"status": RUNNING, "started_at": _now()}, ev.UPDATED)
+            self._starting[sid] = (team, sb.vcpu, sb.memory_mb)  # its row says stopped until it runs
+            try:
+                rt = await self._call(self.backend.start, sid)
+                await rerun_start(self, sid, sb.template_id, rt)
+                self.routes.put(sid, SandboxRoute(rt.agent_socket, RUNNING, sb.token_version, sb.public_traffic))
+                new = self._set(sid, {"status": RUNNING, "started_at": _now()}, ev.UPDATED)
+            finally:
+                self._starting.pop(sid, None)
             return new
+
+    def _started_by(self, team: str | None) -> quotas.Usage:
+        """The vCPU and memory of the team's starts under way."""
+        mine = [(vcpu, mem) for t, vcpu, mem in self._starting.values() if t == team]
+        return quotas.Usage(vcpu=sum(v for v, _ in mine), memory_mb=sum(m for _, m in mine))
 
     async def set_timeout(self, sid: str, seconds: int) -> Sandbox:
         if seconds < 1:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 
 from sandboxd.core.models import LIVE_STATES, iso
+from sandboxd.core.quotas import FIELDS as QUOTAS, MAX_QUOTA, Quotas, Usage, usage
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import DEFAULT_TEAM_ID, ApiKeyRow, SandboxRow, TeamRow
 from sandboxd.errors import Conflict, Invalid, NotFound
@@ -24,13 +25,15 @@ class Team:
     id: str
     name: str
     created_at: datetime
+    quotas: Quotas = field(default_factory=Quotas)
 
     def to_wire(self) -> dict:
-        return {"id": self.id, "object": "team", "name": self.name, "created_at": iso(self.created_at)}
+        return {"id": self.id, "object": "team", "name": self.name, "created_at": iso(self.created_at),
+                "quotas": self.quotas.to_wire()}
 
 
 def _model(r: TeamRow) -> Team:
-    return Team(r.id, r.name, r.created_at)
+    return Team(r.id, r.name, r.created_at, Quotas.of(r))
 
 
 class TeamService:
@@ -56,6 +59,28 @@ class TeamService:
             row = s.get(TeamRow, id_or_name) or s.scalar(select(TeamRow).where(TeamRow.name == id_or_name))
             if row is None:
                 raise NotFound(f"team {id_or_name} not found", code="team_not_found")
+            return _model(row)
+
+    def show(self, id_or_name: str) -> tuple[Team, Usage]:
+        """The team and what its live sandboxes and its templates use now (docs/teams.md#quotas)."""
+        team = self.resolve(id_or_name)
+        with self.store.tx() as s:
+            return team, usage(s, team.id)
+
+    def set_quotas(self, id_or_name: str, changes: dict[str, int | None]) -> Team:
+        """Set the quotas named in `changes`; None clears one (no limit). The others stay as they are."""
+        for name, value in changes.items():
+            if name not in QUOTAS:
+                raise Invalid(f"{name}: no such quota; quotas are {', '.join(QUOTAS)}", code="invalid_quota")
+            if value is not None and not (type(value) is int and 0 <= value <= MAX_QUOTA):
+                raise Invalid(f"{name}: a quota is an integer 0..{MAX_QUOTA} or null", code="invalid_quota")
+        team = self.resolve(id_or_name)
+        with self.store.tx() as s:
+            row = s.get(TeamRow, team.id)
+            if row is None:
+                raise NotFound(f"team {id_or_name} not found", code="team_not_found")
+            for name, value in changes.items():
+                setattr(row, name, value)
             return _model(row)
 
     def delete(self, id_or_name: str) -> Team:

@@ -1,5 +1,5 @@
 """sandboxd's Python SDK: `Sandbox` / `AsyncSandbox` for working in a sandbox, `Client` /
-`AsyncClient` for the control plane by id (keys, templates), and one exception tree rooted at
+`AsyncClient` for the control plane by id (keys, teams, templates), and one exception tree rooted at
 `SandboxError`. Configuration: SANDBOXD_URL (default http://127.0.0.1:8080) and SANDBOXD_API_KEY."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ._errors import (
     NotFoundError,
     PathNotFoundError,
     PermissionDeniedError,
+    QuotaExceededError,
     RateLimitError,
     RequestTimeoutError,
     SandboxError,
@@ -33,6 +34,7 @@ from ._models import (
     Result,
     SandboxEvent,
     SandboxInfo,
+    TeamInfo,
     TemplateInfo,
     SandboxUsage,
     TeamUsage,
@@ -45,8 +47,9 @@ __all__ = [
     "Sandbox", "AsyncSandbox", "Client", "AsyncClient",
     "CommandHandle", "AsyncCommandHandle", "TerminalSession", "AsyncTerminalSession",
     "SandboxInfo", "Execution", "CellFailure", "Result", "CommandResult", "ProcessInfo", "FileEntry",
-    "FileEvent", "Metric", "SandboxEvent", "ApiKey", "TemplateInfo", "Usage", "TeamUsage", "SandboxUsage",
+    "FileEvent", "Metric", "SandboxEvent", "ApiKey", "TeamInfo", "TemplateInfo", "Usage", "TeamUsage",
+    "SandboxUsage",
     "SandboxError", "AuthenticationError", "PermissionDeniedError", "NotFoundError", "PathNotFoundError",
-    "InvalidRequestError", "ConflictError", "RateLimitError", "ServerError", "NetworkError",
+    "InvalidRequestError", "ConflictError", "QuotaExceededError", "RateLimitError", "ServerError", "NetworkError",
     "RequestTimeoutError", "CommandExitError", "TemplateBuildError",
 ]

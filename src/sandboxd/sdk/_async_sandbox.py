@@ -32,11 +32,13 @@ class AsyncSandbox:
     async def create(cls, template: str = DEFAULT_TEMPLATE, *, timeout: int | None = None,
                      env_vars: dict[str, str] | None = None, metadata: dict[str, str] | None = None,
                      internet_access: bool | None = None, api_key: str | None = None,
-                     api_url: str | None = None) -> "AsyncSandbox":
+                     api_url: str | None = None, vcpu: float | None = None, memory_mb: int | None = None,
+                     disk_mb: int | None = None) -> "AsyncSandbox":
         client = AsyncClient(api_key, api_url)
         try:
             wire = await client.create_sandbox(template, timeout=timeout, env_vars=env_vars, metadata=metadata,
-                                               internet_access=internet_access)
+                                               internet_access=internet_access, vcpu=vcpu, memory_mb=memory_mb,
+                                               disk_mb=disk_mb)
         except BaseException:
             await client.aclose()
             raise

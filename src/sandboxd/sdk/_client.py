@@ -1,4 +1,4 @@
-"""Control-plane clients (sync and async): sandboxes by id, API keys and templates. `Sandbox` and
+"""Control-plane clients (sync and async): sandboxes by id, API keys, teams and templates. `Sandbox` and
 `AsyncSandbox` are built on these; the CLI uses them directly for commands that take an id."""
 from __future__ import annotations
 
@@ -6,18 +6,20 @@ from typing import Any, AsyncIterator, Iterator
 from urllib.parse import quote
 
 from ._http import AsyncHttpClient, HttpClient, api_headers, resolve_key, resolve_url
-from ._models import ApiKey, Metric, SandboxEvent, SandboxInfo, TemplateInfo, Usage
+from ._models import ApiKey, Metric, SandboxEvent, SandboxInfo, TeamInfo, TemplateInfo, Usage
 
 DEFAULT_TEMPLATE = "code-interpreter"
 
 
 def create_body(template: str, *, timeout: int | None, env_vars: dict[str, str] | None,
-                metadata: dict[str, str] | None, internet_access: bool | None) -> dict[str, Any]:
+                metadata: dict[str, str] | None, internet_access: bool | None, vcpu: float | None = None,
+                memory_mb: int | None = None, disk_mb: int | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"template_name": template}
     if template.startswith("tpl_"):
         body = {"template_id": template}
     for k, v in (("timeout_seconds", timeout), ("env_vars", env_vars), ("metadata", metadata),
-                 ("internet_access", internet_access)):
+                 ("internet_access", internet_access), ("vcpu", vcpu), ("memory_mb", memory_mb),
+                 ("disk_mb", disk_mb)):
         if v is not None:
             body[k] = v
     return body
@@ -73,10 +75,12 @@ class Client:
     # -- sandboxes by id -------------------------------------------------------------------------------------
     def create_sandbox(self, template: str = DEFAULT_TEMPLATE, *, timeout: int | None = None,
                        env_vars: dict[str, str] | None = None, metadata: dict[str, str] | None = None,
-                       internet_access: bool | None = None) -> dict[str, Any]:
-        """The raw create answer (it carries the sandbox token); `Sandbox.create` wraps it."""
+                       internet_access: bool | None = None, vcpu: float | None = None,
+                       memory_mb: int | None = None, disk_mb: int | None = None) -> dict[str, Any]:
+        """The raw create answer (it carries the sandbox token); `Sandbox.create` wraps it. vcpu, memory_mb and
+        disk_mb default to the template's."""
         body = create_body(template, timeout=timeout, env_vars=env_vars, metadata=metadata,
-                           internet_access=internet_access)
+                           internet_access=internet_access, vcpu=vcpu, memory_mb=memory_mb, disk_mb=disk_mb)
         return self.http.json("POST", "/v1/sandboxes", json=body)
 
     def get_sandbox(self, sandbox_id: str) -> SandboxInfo:
@@ -131,10 +135,13 @@ class Client:
         return Usage.from_wire(self.http.json("GET", "/v1/usage", params=_usage_params(from_, to, team, sandbox_id)))
 
     # -- API keys (admin key needed) -------------------------------------------------------------------------
-    def create_key(self, name: str, *, admin: bool = False, rate_limit_per_minute: int | None = None) -> ApiKey:
+    def create_key(self, name: str, *, admin: bool = False, rate_limit_per_minute: int | None = None,
+                   team: str | None = None, role: str | None = None) -> ApiKey:
+        """`team` (id or name; default: the caller's) and `role` (admin or member) place the key in a team."""
         body: dict[str, Any] = {"name": name, "admin": admin}
-        if rate_limit_per_minute is not None:
-            body["rate_limit_per_minute"] = rate_limit_per_minute
+        for k, v in (("rate_limit_per_minute", rate_limit_per_minute), ("team", team), ("role", role)):
+            if v is not None:
+                body[k] = v
         return ApiKey.from_wire(self.http.json("POST", "/v1/api-keys", json=body))
 
     def list_keys(self) -> list[ApiKey]:
@@ -142,6 +149,26 @@ class Client:
 
     def revoke_key(self, key_id: str) -> ApiKey:
         return ApiKey.from_wire(self.http.json("DELETE", f"/v1/api-keys/{quote(key_id, safe='')}"))
+
+    # -- teams (the operator's key; get_team() with no team: the caller's own) --------------------------------
+    def list_teams(self) -> list[TeamInfo]:
+        return [TeamInfo.from_wire(t) for t in self.http.json("GET", "/v1/teams").get("data") or []]
+
+    def create_team(self, name: str) -> TeamInfo:
+        return TeamInfo.from_wire(self.http.json("POST", "/v1/teams", json={"name": name}))
+
+    def delete_team(self, team: str) -> TeamInfo:
+        return TeamInfo.from_wire(self.http.json("DELETE", f"/v1/teams/{quote(team, safe='')}"))
+
+    def get_team(self, team: str | None = None) -> TeamInfo:
+        """A team (id or name) with its quotas and usage_now; None: the caller's own team, for any key."""
+        path = f"/v1/teams/{quote(team, safe='')}" if team is not None else "/v1/team"
+        return TeamInfo.from_wire(self.http.json("GET", path))
+
+    def set_quotas(self, team: str, **quotas: int | None) -> TeamInfo:
+        """Set the quotas given (max_sandboxes, max_vcpu, max_memory_mb, max_disk_mb, max_templates,
+        max_creates_per_minute); None clears one, the others stay."""
+        return TeamInfo.from_wire(self.http.json("PATCH", f"/v1/teams/{quote(team, safe='')}", json=quotas))
 
     # -- templates -------------------------------------------------------------------------------------------
     def list_templates(self) -> list[TemplateInfo]:
@@ -187,9 +214,10 @@ class AsyncClient:
 
     async def create_sandbox(self, template: str = DEFAULT_TEMPLATE, *, timeout: int | None = None,
                              env_vars: dict[str, str] | None = None, metadata: dict[str, str] | None = None,
-                             internet_access: bool | None = None) -> dict[str, Any]:
+                             internet_access: bool | None = None, vcpu: float | None = None,
+                             memory_mb: int | None = None, disk_mb: int | None = None) -> dict[str, Any]:
         body = create_body(template, timeout=timeout, env_vars=env_vars, metadata=metadata,
-                           internet_access=internet_access)
+                           internet_access=internet_access, vcpu=vcpu, memory_mb=memory_mb, disk_mb=disk_mb)
         return await self.http.json("POST", "/v1/sandboxes", json=body)
 
     async def get_sandbox(self, sandbox_id: str) -> SandboxInfo:

@@ -31,6 +31,22 @@ class PermissionDeniedError(SandboxError):
     """403: the key is valid but not allowed to do this (e.g. key management needs an admin key)."""
 
 
+class QuotaExceededError(PermissionDeniedError):
+    """403 `quota_exceeded`: the key's team would go over a quota the operator set."""
+
+    @property
+    def quota(self) -> str | None:
+        return self.details.get("quota")
+
+    @property
+    def limit(self) -> int | None:
+        return self.details.get("limit")
+
+    @property
+    def current(self) -> int | float | None:
+        return self.details.get("current")
+
+
 class NotFoundError(SandboxError):
     """404: the sandbox, template, key or path does not exist (a killed sandbox is not found)."""
 
@@ -123,6 +139,8 @@ def error_from_response(status: int, body: Any, text: str, request_id: str | Non
     message = message or (text.strip()[:500] if text else "") or f"HTTP {status}"
     if code in _PATH_CODES:
         cls: type[SandboxError] = PathNotFoundError
+    elif code == "quota_exceeded":
+        cls = QuotaExceededError
     elif status >= 500:
         cls = ServerError
     else:

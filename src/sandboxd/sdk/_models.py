@@ -275,12 +275,32 @@ class ApiKey:
     revoked: bool = False
     key: str | None = None  # the secret: only present in the answer to `create`
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    team_id: str | None = None
+    role: str | None = None  # admin | member
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> "ApiKey":
         return cls(id=str(d.get("id", "")), name=str(d.get("name", "")), admin=bool(d.get("admin", d.get("is_admin"))),
                    created_at=parse_time(d.get("created_at")),
-                   revoked=bool(d.get("revoked") or d.get("revoked_at")), key=d.get("key"), raw=d)
+                   revoked=bool(d.get("revoked") or d.get("revoked_at")), key=d.get("key"), raw=d,
+                   team_id=d.get("team_id"), role=d.get("role"))
+
+
+@dataclass
+class TeamInfo:
+    """A team; `quotas` maps each quota to its limit (None: no limit); `usage_now` is only in `get_team`."""
+
+    id: str
+    name: str
+    created_at: datetime | None = None
+    quotas: dict[str, int | None] = field(default_factory=dict)
+    usage_now: dict[str, int | float] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "TeamInfo":
+        return cls(id=str(d.get("id", "")), name=str(d.get("name", "")), created_at=parse_time(d.get("created_at")),
+                   quotas=d.get("quotas") or {}, usage_now=d.get("usage_now") or {}, raw=d)
 
 
 @dataclass

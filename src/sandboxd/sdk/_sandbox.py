@@ -37,12 +37,15 @@ class Sandbox:
     def create(cls, template: str = DEFAULT_TEMPLATE, *, timeout: int | None = None,
                env_vars: dict[str, str] | None = None, metadata: dict[str, str] | None = None,
                internet_access: bool | None = None, api_key: str | None = None,
-               api_url: str | None = None) -> "Sandbox":
-        """Create a sandbox from `template` (name or id). `timeout` is its lifetime in seconds."""
+               api_url: str | None = None, vcpu: float | None = None, memory_mb: int | None = None,
+               disk_mb: int | None = None) -> "Sandbox":
+        """Create a sandbox from `template` (name or id). `timeout` is its lifetime in seconds; vcpu, memory_mb
+        and disk_mb its limits (default: the template's)."""
         client = Client(api_key, api_url)
         try:
             wire = client.create_sandbox(template, timeout=timeout, env_vars=env_vars, metadata=metadata,
-                                         internet_access=internet_access)
+                                         internet_access=internet_access, vcpu=vcpu, memory_mb=memory_mb,
+                                         disk_mb=disk_mb)
         except BaseException:
             client.close()
             raise

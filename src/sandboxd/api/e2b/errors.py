@@ -1,7 +1,8 @@
 """E2B's error shape on the E2B routes: `{"code": <HTTP status>, "message": ..., "error_code": ...}`.
 
-Statuses come from the one table (api/errors.py); only the body differs from the HopX dialect. A route
-class converts instead of an app-wide handler, so the HopX routes keep their hybrid body.
+Statuses come from the one table (api/errors.py) but for the few E2B answers otherwise (`E2B_STATUS`); the body
+differs from the HopX dialect. A route class converts instead of an app-wide handler, so the HopX routes keep
+their hybrid body.
 """
 from __future__ import annotations
 
@@ -15,9 +16,21 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from sandboxd.api.errors import request_id_of, status_for
-from sandboxd.errors import SandboxdError
+from sandboxd.errors import QuotaExceeded, SandboxdError
 
 log = logging.getLogger(__name__)
+
+# E2B answers a team over its quota (e.g. its concurrent sandboxes) with 429, as its own API does. Its SDK
+# retries a 429 unless told not to: Should-Retry: false, since only the team's use going down helps.
+E2B_STATUS: dict[type[SandboxdError], int] = {QuotaExceeded: 429}
+NO_RETRY = (QuotaExceeded,)
+
+
+def e2b_status_for(exc: SandboxdError) -> int:
+    for cls, status in E2B_STATUS.items():
+        if isinstance(exc, cls):
+            return status
+    return status_for(exc)
 
 
 def e2b_error(request: Request, status: int, message: str, error_code: str | None = None,
@@ -37,11 +50,13 @@ class E2BRoute(APIRoute):
             try:
                 return await handler(request)
             except SandboxdError as exc:
-                status = status_for(exc)
+                status = e2b_status_for(exc)
                 headers = {}
                 retry = exc.details.get("retry_after_seconds") if exc.details else None
                 if status in (429, 503) and retry:
                     headers["Retry-After"] = str(retry)
+                if isinstance(exc, NO_RETRY):
+                    headers["Should-Retry"] = "false"
                 if status >= 500 and status != 503:
                     headers["Should-Retry"] = "false"  # a failed create must not be replayed blindly
                     log.error("%s %s failed: %s", request.method, request.url.path, exc)

@@ -15,11 +15,10 @@ from sandboxd.api.deps import services
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.models import Template
 from sandboxd.core.snapshots import MAX_FORKS, snapshot_names
-from sandboxd.api.errors import status_for
 from sandboxd.errors import Invalid, SandboxdError
 
 from . import shapes
-from .errors import E2BRoute
+from .errors import E2BRoute, e2b_status_for
 from .routes import DEFAULT_TIMEOUT, MAX_TIMEOUT
 
 router = APIRouter(route_class=E2BRoute, tags=["e2b"])
@@ -81,5 +80,5 @@ async def fork(sandbox_id: str, request: Request, key: Key, body: ForkRequest | 
     body = body or ForkRequest()
     made = await svc.snapshots.fork(sandbox_id, body.count, body.timeout or DEFAULT_TIMEOUT, api_key_id=key.id,
                                     team=key.scope, team_id=key.team_id)
-    return [{"error": {"code": status_for(r), "message": r.message}} if isinstance(r, SandboxdError) else
+    return [{"error": {"code": e2b_status_for(r), "message": r.message}} if isinstance(r, SandboxdError) else
             {"sandbox": shapes.created(r, svc.lifecycle.envd_token(r), svc.settings.public_domain)} for r in made]

@@ -61,3 +61,4 @@ async def revoke_key(key_id: str, request: Request, caller: TeamAdmin) -> dict:
 router = APIRouter()
 router.include_router(keys_router)
 router.include_router(teams.router)
+router.include_router(teams.own_router)

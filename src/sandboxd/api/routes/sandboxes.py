@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from sandboxd.api.auth import owned, require_key
 from sandboxd.api.deps import rid, services
@@ -14,10 +14,22 @@ from sandboxd.core.models import check_env, iso
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 Key = Annotated[ApiKey, Depends(require_key)]
+# Per-sandbox limits a create may ask for (docs/teams.md#resources-at-create); the operator's maxima cap them.
+Vcpu = Annotated[float, Field(strict=True, ge=0.01, le=1024, allow_inf_nan=False)]
+MemoryMb = Annotated[StrictInt, Field(ge=128, le=2**31 - 1)]
+DiskMb = Annotated[StrictInt, Field(ge=128, le=2**31 - 1)]
+LIMITS = ("vcpu", "memory_mb", "disk_mb")
+
+
+class ResourcesBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vcpu: Vcpu | None = None
+    memory_mb: MemoryMb | None = None
+    disk_mb: DiskMb | None = None
 
 
 class CreateBody(BaseModel):
-    # Unknown keys are ignored: the JS SDK and docs send extra hints (resources, alias) we do not take.
+    # Unknown keys are ignored: the JS SDK and docs send extra hints (alias) we do not take.
     model_config = ConfigDict(extra="ignore")
 
     template_id: str | None = Field(None, min_length=1, max_length=128)
@@ -27,11 +39,27 @@ class CreateBody(BaseModel):
     internet_access: StrictBool | None = None
     env_vars: dict[str, str] | None = None
     metadata: dict[str, str] | None = None
+    vcpu: Vcpu | None = None
+    memory_mb: MemoryMb | None = None
+    disk_mb: DiskMb | None = None
+    resources: ResourcesBody | None = None  # the same three, nested
 
     @field_validator("env_vars")
     @classmethod
     def _env(cls, v: dict[str, str] | None) -> dict[str, str] | None:
         return check_env(v)
+
+    @model_validator(mode="after")
+    def _one_value_each(self) -> "CreateBody":
+        for name in LIMITS:
+            top, nested = getattr(self, name), getattr(self.resources, name, None)
+            if top is not None and nested is not None and top != nested:
+                raise ValueError(f"{name} is {top} at the top level but {nested} in resources")
+        return self
+
+    def limits(self) -> dict[str, Any]:
+        return {name: getattr(self, name) if getattr(self, name) is not None else getattr(self.resources, name, None)
+                for name in LIMITS}
 
 
 class TimeoutBody(BaseModel):
@@ -49,7 +77,7 @@ async def create_sandbox(body: CreateBody, request: Request, key: Key) -> dict:
     svc = services(request)
     req = CreateRequest(template_id=body.template_id, template_name=body.template_name, region=body.region,
                         timeout_seconds=body.timeout_seconds, internet_access=body.internet_access,
-                        env_vars=body.env_vars or {}, metadata=body.metadata or {})
+                        env_vars=body.env_vars or {}, metadata=body.metadata or {}, **body.limits())
     sb, token, token_exp = await svc.lifecycle.create(req, api_key_id=key.id, team_id=key.team_id)
     return {**_wire(request, sb), "auth_token": token, "token_expires_at": iso(token_exp)}
 

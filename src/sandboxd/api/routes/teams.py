@@ -1,18 +1,23 @@
-"""Teams (operator only): POST/GET /v1/teams, DELETE /v1/teams/{id or name} (docs/teams.md)."""
+"""Teams: POST/GET /v1/teams, GET/PATCH/DELETE /v1/teams/{id or name} (operator only), and GET /v1/team, the
+caller's own team with its quotas and use (docs/teams.md)."""
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from sandboxd.api.auth import require_admin
+from sandboxd.api.auth import require_admin, require_key
 from sandboxd.api.deps import rid, services
 from sandboxd.core.apikeys import ApiKey
+from sandboxd.core.quotas import MAX_QUOTA
 from sandboxd.core.teams import TeamService
 
-router = APIRouter(prefix="/v1/teams", tags=["api-keys"])  # key management: teams hold the keys
+router = APIRouter(prefix="/v1/teams", tags=["teams"])
+own_router = APIRouter(prefix="/v1/team", tags=["teams"])
 Operator = Annotated[ApiKey, Depends(require_admin)]
+Key = Annotated[ApiKey, Depends(require_key)]
+Quota = Annotated[StrictInt | None, Field(ge=0, le=MAX_QUOTA)]
 
 
 class TeamBody(BaseModel):
@@ -20,8 +25,25 @@ class TeamBody(BaseModel):
     name: str = Field(..., min_length=1, max_length=64)
 
 
+class QuotasBody(BaseModel):
+    """Only the fields sent change; null clears a quota."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_sandboxes: Quota = None
+    max_vcpu: Quota = None
+    max_memory_mb: Quota = None
+    max_disk_mb: Quota = None
+    max_templates: Quota = None
+    max_creates_per_minute: Quota = None
+
+
 def _teams(request: Request) -> TeamService:
     return TeamService(services(request).store)
+
+
+def _shown(request: Request, team: str) -> dict:
+    found, use = _teams(request).show(team)
+    return {**found.to_wire(), "usage_now": use.to_wire(), "request_id": rid(request)}
 
 
 @router.post("", status_code=201)
@@ -35,6 +57,22 @@ async def list_teams(request: Request, operator: Operator) -> dict:
             "next_cursor": None, "request_id": rid(request)}
 
 
+@router.get("/{team}")
+async def get_team(team: str, request: Request, operator: Operator) -> dict:
+    return _shown(request, team)
+
+
+@router.patch("/{team}")
+async def set_quotas(team: str, body: QuotasBody, request: Request, operator: Operator) -> dict:
+    _teams(request).set_quotas(team, body.model_dump(exclude_unset=True))
+    return _shown(request, team)
+
+
 @router.delete("/{team}")
 async def delete_team(team: str, request: Request, operator: Operator) -> dict:
     return {**_teams(request).delete(team).to_wire(), "deleted": True, "request_id": rid(request)}
+
+
+@own_router.get("")
+async def own_team(request: Request, key: Key) -> dict:
+    return _shown(request, key.team_id)
