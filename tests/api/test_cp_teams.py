@@ -164,3 +164,13 @@ def test_pools_are_the_operators_and_webhooks_a_team_admins(cp, keys):
         assert op.get("/v1/pools").status_code == 200
         assert admin.get("/events/webhooks").status_code == 200  # the team's own (tests/api/test_cp_team_webhooks.py)
         assert member.get("/events/webhooks").status_code == 403
+
+
+def test_hopx_organization_is_the_sandboxs_team(cp, mine, keys):
+    sid, a, b, op = mine
+    team = op.get(f"/v1/teams/{keys['teams']['team-a']}").json()
+    assert isinstance(team["organization_id"], int) and team["organization_id"] != 1
+    assert a.get(f"/v1/sandboxes/{sid}").json()["organization_id"] == team["organization_id"]
+    r = op.post("/v1/sandboxes", json={"template_name": "base"})  # the operator's: the default team, org 1
+    assert r.json()["organization_id"] == 1
+    op.delete(f"/v1/sandboxes/{r.json()['id']}")

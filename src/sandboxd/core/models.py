@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, overload
 
+from sandboxd.core.store.tables import DEFAULT_TEAM_ID
+
 # Sandbox states and the transitions the state machine allows.
 CREATING, RUNNING, PAUSED, STOPPED, KILLED = "creating", "running", "paused", "stopped", "killed"
 LIVE_STATES = (CREATING, RUNNING, PAUSED, STOPPED)
@@ -14,7 +16,21 @@ LIVE_STATES = (CREATING, RUNNING, PAUSED, STOPPED)
 # Why a sandbox ended (E2B's killed event carries it).
 REASON_USER, REASON_TIMEOUT, REASON_OOM, REASON_ERROR, REASON_NODE_LOST = "user", "timeout", "oom", "error", "node_lost"
 
-ORGANIZATION_ID = 1  # one tenant per install; the SDK insists on an int here
+ORGANIZATION_ID = 1  # the default team's HopX organization (the SDK insists on an int here)
+
+
+def organization_id(team_id: str | None) -> int:
+    """The HopX `organization_id` of a team (docs/teams.md): the default team keeps 1, which every sandbox
+    showed before teams; another team's is the 31-bit number its id's first hex digits spell, so the same
+    team always shows the same one without a lookup."""
+    if not team_id or team_id == DEFAULT_TEAM_ID:
+        return ORGANIZATION_ID
+    digits = team_id.removeprefix("team_")[:8]
+    try:
+        return (int(digits, 16) & 0x7FFFFFFF) or ORGANIZATION_ID + 1
+    except ValueError:
+        return ORGANIZATION_ID
+
 
 
 @overload
@@ -83,7 +99,7 @@ class Sandbox:
             "status": self.status,
             "template_id": self.template_id,
             "template_name": self.template_name,
-            "organization_id": ORGANIZATION_ID,
+            "organization_id": organization_id(self.team_id),
             "node_id": self.node_id,
             "region": self.region,
             "public_host": public_host,
@@ -144,7 +160,7 @@ class Template:
             "is_public": self.is_public or self.published,
             "status": self.status,
             "build_id": self.build_id,
-            "organization_id": None if self.is_public else str(ORGANIZATION_ID),
+            "organization_id": None if self.is_public else str(organization_id(self.team_id)),
             "error_message": self.error_message,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 
-from sandboxd.core.models import LIVE_STATES, iso
+from sandboxd.core.models import LIVE_STATES, iso, organization_id
 from sandboxd.core.quotas import FIELDS as QUOTAS, MAX_QUOTA, Quotas, Usage, usage
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import DEFAULT_TEAM_ID, ApiKeyRow, SandboxRow, TeamRow
@@ -29,7 +29,7 @@ class Team:
 
     def to_wire(self) -> dict:
         return {"id": self.id, "object": "team", "name": self.name, "created_at": iso(self.created_at),
-                "quotas": self.quotas.to_wire()}
+                "organization_id": organization_id(self.id), "quotas": self.quotas.to_wire()}
 
 
 def _model(r: TeamRow) -> Team:
