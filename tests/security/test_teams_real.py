@@ -1,10 +1,12 @@
-"""The team boundary on real sandboxes (crun), through the official clients and the gateway: two teams and
+"""The team boundary on real sandboxes (crun), through the official clients, the gateway, event and metric reads,
+SSE streams and webhooks: two teams and
 three keys; every call on another team's sandbox is refused as if it did not exist, in both dialects, and
 the same calls work for another key of the owning team (docs/teams.md, docs/threat-model.md §10)."""
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +24,8 @@ def srv():
     require_real()
     data = Path(tempfile.mkdtemp(prefix="test-teams-", dir="/tmp"))  # the mapped root must traverse it
     data.chmod(0o755)
-    server = CPServer(data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=str(TEMPLATES_DIR)).start()
+    server = CPServer(data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=str(TEMPLATES_DIR),
+                      SANDBOXD_WEBHOOK_ALLOW_PRIVATE="true").start()
     yield server
     server.close()
     shutil.rmtree(data, ignore_errors=True)
@@ -34,8 +37,8 @@ def keys(srv):
     with srv.client() as op:
         for team in ("real-a", "real-b"):
             assert op.post("/v1/teams", json={"name": team}).status_code == 201
-        for label, team in (("a1", "real-a"), ("a2", "real-a"), ("b", "real-b")):
-            r = op.post("/v1/api-keys", json={"name": label, "team": team})
+        for label, team, role in (("a1", "real-a", "admin"), ("a2", "real-a", "member"), ("b", "real-b", "admin")):
+            r = op.post("/v1/api-keys", json={"name": label, "team": team, "role": role})
             assert r.status_code == 201, r.text
             out[label] = r.json()["key"]
     return out
@@ -98,3 +101,51 @@ def test_e2b_sandbox_of_team_a_is_out_of_team_bs_reach(srv, keys, monkeypatch):
     finally:
         sb.kill()
         mine.kill()
+
+
+def _stream_mentions(srv, key: str, sid: str) -> bool:
+    """Whether the key's lifecycle stream, replayed from the start, shows the sandbox's kill."""
+    with httpx.Client(base_url=srv.base, headers={"X-API-Key": key}, timeout=30) as c, \
+            c.stream("GET", "/v1/sandboxes/stream", headers={"Last-Event-ID": "0"}) as s:
+        text, until = "", time.monotonic() + 3
+        for chunk in s.iter_text():
+            text += chunk
+            if (sid in text and "sandbox.killed" in text) or time.monotonic() > until:
+                break
+    return sid in text
+
+
+def test_events_metrics_streams_and_webhooks_stay_with_the_team(srv, keys):
+    from support.receiver import Receiver
+
+    hook = {"name": "h", "enabled": True, "signatureSecret": "s3cret-value",
+            "events": ["sandbox.lifecycle.created", "sandbox.lifecycle.killed"]}
+    recv_a, recv_b = Receiver(), Receiver()
+    a = httpx.Client(base_url=srv.base, headers={"X-API-Key": keys["a1"]}, timeout=60)
+    b = httpx.Client(base_url=srv.base, headers={"X-API-Key": keys["b"]}, timeout=60)
+    try:
+        assert a.post("/events/webhooks", json={**hook, "url": recv_a.url}).status_code == 201
+        assert b.post("/events/webhooks", json={**hook, "url": recv_b.url}).status_code == 201
+        r = a.post("/v2/sandboxes", json={"templateID": "base", "timeout": 120})
+        assert r.status_code == 201, r.text
+        sid = r.json()["sandboxID"]
+        until = time.monotonic() + 30
+        while time.monotonic() < until and not a.get(f"/sandboxes/{sid}/metrics").json():
+            time.sleep(0.5)  # the sampler's first sample of a real sandbox
+        assert a.get(f"/sandboxes/{sid}/metrics").json()
+        for path in (f"/sandboxes/{sid}/metrics", f"/events/sandboxes/{sid}", f"/v1/sandboxes/{sid}/metrics/stream"):
+            assert b.get(path).status_code == 404, path
+        assert sid not in {e["sandboxId"] for e in b.get("/events/sandboxes", params={"limit": 100}).json()}
+        assert a.delete(f"/sandboxes/{sid}").status_code == 204
+        assert (_stream_mentions(srv, keys["a2"], sid), _stream_mentions(srv, keys["b"], sid)) == (True, False)
+        until = time.monotonic() + 30
+        while time.monotonic() < until and len(recv_a.payloads()) < 2:
+            time.sleep(0.1)
+        assert {(p["type"], p["sandboxId"]) for p in recv_a.payloads()} == {
+            ("sandbox.lifecycle.created", sid), ("sandbox.lifecycle.killed", sid)}
+        assert not [p for p in recv_b.payloads() if p["sandboxId"] == sid]
+    finally:
+        a.close()
+        b.close()
+        recv_a.close()
+        recv_b.close()
