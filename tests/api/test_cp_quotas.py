@@ -97,6 +97,28 @@ def test_only_the_operator_manages_quotas_and_a_key_reads_its_own(cp, team):
     assert op.get("/v1/team").json()["id"] == "team_default"
 
 
+def test_a_team_admin_limits_its_team_within_the_operators_quota(cp, team):
+    name, member, op = team
+    _quota(op, name, max_sandboxes=3)
+    admin_key = op.post("/v1/api-keys", json={"name": "a", "team": name, "role": "admin"}).json()
+    try:
+        with cp.client(admin_key["key"]) as admin:
+            assert member.patch("/v1/team", json={"max_sandboxes": 1}).status_code == 403  # admins only
+            r = admin.patch("/v1/team", json={"max_sandboxes": 4})
+            assert r.status_code == 400 and r.json()["code"] == "over_operator_quota", r.text
+            shown = admin.patch("/v1/team", json={"max_sandboxes": 1, "max_vcpu": 50}).json()
+            assert shown["quotas"]["max_sandboxes"] == 1 and shown["operator_quotas"]["max_sandboxes"] == 3
+            assert shown["team_quotas"]["max_sandboxes"] == 1 and shown["quotas"]["max_vcpu"] == 50
+            assert _create(member).status_code == 201
+            _refused_hopx(_create(member), "max_sandboxes", 1, 1)
+            _quota(op, name, max_vcpu=10)  # the operator lowers its own below the team's: the lower holds
+            assert op.get(f"/v1/teams/{name}").json()["quotas"]["max_vcpu"] == 10
+            assert admin.patch("/v1/team", json={"max_sandboxes": None}).json()["quotas"]["max_sandboxes"] == 3
+            assert _create(member).status_code == 201
+    finally:
+        op.delete(f"/v1/api-keys/{admin_key['id']}")
+
+
 def test_concurrent_sandboxes_quota_in_both_dialects(team):
     name, member, op = team
     _quota(op, name, max_sandboxes=1)

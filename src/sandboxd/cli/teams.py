@@ -60,7 +60,8 @@ def show(team: Optional[str] = typer.Argument(None, help="id or name; default: t
 
 @app.command()
 @handles_errors
-def quota(team: str,
+def quota(team: Optional[str] = typer.Argument(None, help="id or name (the operator); none: a team admin's own "
+                                                       "limits for its team, within the operator's quotas"),
           max_sandboxes: Optional[str] = typer.Option(None, help=QUOTA_HELP),
           max_vcpu: Optional[str] = typer.Option(None, help=QUOTA_HELP),
           max_memory_mb: Optional[str] = typer.Option(None, help=QUOTA_HELP),

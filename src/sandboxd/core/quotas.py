@@ -38,8 +38,21 @@ class Quotas:
     max_creates_per_minute: int | None = None
 
     @classmethod
-    def of(cls, row: TeamRow) -> "Quotas":
+    def operator(cls, row: TeamRow) -> "Quotas":
+        """The limits the operator set for the team."""
         return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+    @classmethod
+    def own(cls, row: TeamRow) -> "Quotas":
+        """The limits the team's admin set for it (never above the operator's)."""
+        mine = row.team_quotas or {}
+        return cls(**{f.name: mine.get(f.name) for f in fields(cls)})
+
+    @classmethod
+    def of(cls, row: TeamRow) -> "Quotas":
+        """What holds: the lower of the operator's and the team's own limit, quota by quota."""
+        op, own = cls.operator(row), cls.own(row)
+        return cls(**{f.name: _lower(getattr(op, f.name), getattr(own, f.name)) for f in fields(cls)})
 
     def to_wire(self) -> dict[str, int | None]:
         return asdict(self)
@@ -124,6 +137,10 @@ def _check_sizes(team: TeamRow, q: Quotas, use: Usage, *, vcpu: float, memory_mb
                 f"team {team.name} has a limit of {limit} {unit} across its sandboxes: {current} in use, "
                 f"this sandbox needs {asked} more",
                 details={"quota": quota, "limit": limit, "current": current})
+
+
+def _lower(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _plain(x: float) -> int | float:

@@ -25,15 +25,18 @@ class Team:
     id: str
     name: str
     created_at: datetime
-    quotas: Quotas = field(default_factory=Quotas)
+    quotas: Quotas = field(default_factory=Quotas)  # what holds: the lower of the two below
+    operator_quotas: Quotas = field(default_factory=Quotas)
+    team_quotas: Quotas = field(default_factory=Quotas)  # the team admin's own, within the operator's
 
     def to_wire(self) -> dict:
         return {"id": self.id, "object": "team", "name": self.name, "created_at": iso(self.created_at),
-                "organization_id": organization_id(self.id), "quotas": self.quotas.to_wire()}
+                "organization_id": organization_id(self.id), "quotas": self.quotas.to_wire(),
+                "operator_quotas": self.operator_quotas.to_wire(), "team_quotas": self.team_quotas.to_wire()}
 
 
 def _model(r: TeamRow) -> Team:
-    return Team(r.id, r.name, r.created_at, Quotas.of(r))
+    return Team(r.id, r.name, r.created_at, Quotas.of(r), Quotas.operator(r), Quotas.own(r))
 
 
 class TeamService:
@@ -68,12 +71,9 @@ class TeamService:
             return team, usage(s, team.id)
 
     def set_quotas(self, id_or_name: str, changes: dict[str, int | None]) -> Team:
-        """Set the quotas named in `changes`; None clears one (no limit). The others stay as they are."""
-        for name, value in changes.items():
-            if name not in QUOTAS:
-                raise Invalid(f"{name}: no such quota; quotas are {', '.join(QUOTAS)}", code="invalid_quota")
-            if value is not None and not (type(value) is int and 0 <= value <= MAX_QUOTA):
-                raise Invalid(f"{name}: a quota is an integer 0..{MAX_QUOTA} or null", code="invalid_quota")
+        """The operator sets the quotas named in `changes`; None clears one (no limit). The others stay as they
+        are; a team's own lower limits stay too (the lower of the two holds)."""
+        _check_quotas(changes)
         team = self.resolve(id_or_name)
         with self.store.tx() as s:
             row = s.get(TeamRow, team.id)
@@ -81,6 +81,23 @@ class TeamService:
                 raise NotFound(f"team {id_or_name} not found", code="team_not_found")
             for name, value in changes.items():
                 setattr(row, name, value)
+            return _model(row)
+
+    def set_own_quotas(self, team_id: str, changes: dict[str, int | None]) -> Team:
+        """A team admin's limits for its own team, each at most the operator's quota (when there is one); None
+        clears one. Lets a team keep, say, its CI key from using all the team may."""
+        _check_quotas(changes)
+        with self.store.tx() as s:
+            row = s.get(TeamRow, team_id)
+            if row is None:
+                raise NotFound(f"team {team_id} not found", code="team_not_found")
+            operator = Quotas.operator(row)
+            for name, value in changes.items():
+                cap = getattr(operator, name)
+                if value is not None and cap is not None and value > cap:
+                    raise Invalid(f"{name}: {value} is over the operator's quota of {cap} for this team",
+                                  code="over_operator_quota", details={"quota": name, "limit": cap})
+            row.team_quotas = {k: v for k, v in {**(row.team_quotas or {}), **changes}.items() if v is not None}
             return _model(row)
 
     def delete(self, id_or_name: str) -> Team:
@@ -98,3 +115,11 @@ class TeamService:
                                code="team_not_empty")
             s.delete(s.get(TeamRow, team.id))
         return team
+
+
+def _check_quotas(changes: dict[str, int | None]) -> None:
+    for name, value in changes.items():
+        if name not in QUOTAS:
+            raise Invalid(f"{name}: no such quota; quotas are {', '.join(QUOTAS)}", code="invalid_quota")
+        if value is not None and not (type(value) is int and 0 <= value <= MAX_QUOTA):
+            raise Invalid(f"{name}: a quota is an integer 0..{MAX_QUOTA} or null", code="invalid_quota")

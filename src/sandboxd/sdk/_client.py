@@ -165,10 +165,12 @@ class Client:
         path = f"/v1/teams/{quote(team, safe='')}" if team is not None else "/v1/team"
         return TeamInfo.from_wire(self.http.json("GET", path))
 
-    def set_quotas(self, team: str, **quotas: int | None) -> TeamInfo:
+    def set_quotas(self, team: str | None, **quotas: int | None) -> TeamInfo:
         """Set the quotas given (max_sandboxes, max_vcpu, max_memory_mb, max_disk_mb, max_templates,
-        max_creates_per_minute); None clears one, the others stay."""
-        return TeamInfo.from_wire(self.http.json("PATCH", f"/v1/teams/{quote(team, safe='')}", json=quotas))
+        max_creates_per_minute); None clears one, the others stay. team: the operator sets that team's quotas;
+        None: a team admin sets its own team's limits, within the operator's."""
+        path = f"/v1/teams/{quote(team, safe='')}" if team is not None else "/v1/team"
+        return TeamInfo.from_wire(self.http.json("PATCH", path, json=quotas))
 
     # -- templates -------------------------------------------------------------------------------------------
     def list_templates(self) -> list[TemplateInfo]:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from sandboxd.api.auth import require_admin, require_key
+from sandboxd.api.auth import require_admin, require_key, require_team_admin
 from sandboxd.api.deps import rid, services
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.quotas import MAX_QUOTA
@@ -17,6 +17,7 @@ router = APIRouter(prefix="/v1/teams", tags=["teams"])
 own_router = APIRouter(prefix="/v1/team", tags=["teams"])
 Operator = Annotated[ApiKey, Depends(require_admin)]
 Key = Annotated[ApiKey, Depends(require_key)]
+TeamAdmin = Annotated[ApiKey, Depends(require_team_admin)]
 Quota = Annotated[StrictInt | None, Field(ge=0, le=MAX_QUOTA)]
 
 
@@ -75,4 +76,11 @@ async def delete_team(team: str, request: Request, operator: Operator) -> dict:
 
 @own_router.get("")
 async def own_team(request: Request, key: Key) -> dict:
+    return _shown(request, key.team_id)
+
+
+@own_router.patch("")
+async def set_own_quotas(body: QuotasBody, request: Request, key: TeamAdmin) -> dict:
+    """A team admin's own limits for its team, within the operator's quotas (docs/teams.md#quotas)."""
+    _teams(request).set_own_quotas(key.team_id, body.model_dump(exclude_unset=True))
     return _shown(request, key.team_id)

@@ -125,6 +125,7 @@ class TeamRow(Base):
     max_disk_mb: Mapped[int | None] = mapped_column(Integer)
     max_templates: Mapped[int | None] = mapped_column(Integer)
     max_creates_per_minute: Mapped[int | None] = mapped_column(Integer)
+    team_quotas: Mapped[dict | None] = mapped_column(JSON)  # the team admin's own limits, within the above
 
 
 class ApiKeyRow(Base):

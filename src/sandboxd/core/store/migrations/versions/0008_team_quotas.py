@@ -1,6 +1,7 @@
 """Teams II: per-team quotas, templates a team publishes to every team, webhooks that belong to a team.
 
-Quota columns are null until the operator sets them: null means the operator's defaults (settings) apply.
+Quota columns are null until the operator sets them: null is no limit. `team_quotas` holds the limits a team's
+admin sets for the team within the operator's (JSON: quota name -> limit).
 Existing webhooks go to the default team (they were the operator's; the operator still sees them all).
 
 Revision ID: 0008_team_quotas
@@ -22,6 +23,7 @@ def upgrade() -> None:
     with op.batch_alter_table("teams") as batch:
         for column in QUOTAS:
             batch.add_column(sa.Column(column, sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("team_quotas", sa.JSON(), nullable=True))
     with op.batch_alter_table("templates") as batch:
         batch.add_column(sa.Column("published", sa.Boolean(), nullable=False, server_default=sa.false()))
     with op.batch_alter_table("webhooks") as batch:
@@ -36,5 +38,6 @@ def downgrade() -> None:
     with op.batch_alter_table("templates") as batch:
         batch.drop_column("published")
     with op.batch_alter_table("teams") as batch:
+        batch.drop_column("team_quotas")
         for column in reversed(QUOTAS):
             batch.drop_column(column)
