@@ -27,3 +27,15 @@ def drop_database(admin_url: str, name: str) -> None:
     with eng.connect() as c:
         c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     eng.dispose()
+
+
+def insert_running_sandbox(engine: sa.Engine, sandbox_id: str) -> None:
+    """A running sandbox row with only the columns every revision has: for tests of later revisions' defaults."""
+    from datetime import datetime, timezone
+
+    with engine.begin() as c:
+        c.execute(sa.text(
+            "insert into sandboxes (id, status, template_id, template_name, region, node_id, vcpu, memory_mb,"
+            " disk_mb, internet_access, env_vars, metadata, created_at, token_version)"
+            " values (:id, 'running', 't', 'base', 'local', 'local', 1, 512, 1024, false, '{}', '{}',"
+            " :now, 1)"), {"id": sandbox_id, "now": datetime.now(timezone.utc)})

@@ -26,7 +26,7 @@ from sandboxd.errors import CapacityExceeded, Conflict, Invalid, NotFound, Runti
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import (
     decode_cursor, encode_cursor, CREATING, KILLED, LIVE_STATES, PAUSED, REASON_ERROR, REASON_NODE_LOST, REASON_TIMEOUT,
-    REASON_USER, RUNNING,
+    REASON_USER, RUNNING, ON_TIMEOUT, ON_TIMEOUT_KILL, ON_TIMEOUT_PAUSE,
     STOPPED, Sandbox, Template, iso,
 )
 from sandboxd.core.routes import RouteTable, SandboxRoute
@@ -87,6 +87,18 @@ class CreateRequest:
     vcpu: float | None = None
     memory_mb: int | None = None
     disk_mb: int | None = None
+    on_timeout: str = ON_TIMEOUT_KILL  # what its timeout does (docs/e2b.md)
+    auto_resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.on_timeout not in ON_TIMEOUT:
+            raise Invalid(f"unknown on_timeout {self.on_timeout!r}; use one of {', '.join(ON_TIMEOUT)}",
+                          code="invalid_lifecycle")
+        if self.auto_resume and self.on_timeout != ON_TIMEOUT_PAUSE:
+            # Traffic can only thaw a frozen sandbox: a filesystem-only pause ended its processes (a connect
+            # boots it again), a kill ended it.
+            raise Invalid("auto-resume needs a timeout that pauses the sandbox with its memory",
+                          code="invalid_lifecycle")
 
 
 def _now() -> datetime:
@@ -112,6 +124,7 @@ def _to_model(r: SandboxRow) -> Sandbox:
         expires_at=r.expires_at, created_at=r.created_at, started_at=r.started_at, ended_at=r.ended_at,
         kill_reason=r.kill_reason, token_version=r.token_version, metadata=dict(r.metadata_ or {}),
         public_traffic=r.public_traffic is not False, team_id=r.team_id,
+        on_timeout=r.on_timeout or ON_TIMEOUT_KILL, auto_resume=bool(r.auto_resume),
     )
 
 
@@ -133,6 +146,7 @@ class LifecycleService:
         self._watch: asyncio.Task | None = None
         self._kill_tasks: set[asyncio.Task] = set()
         self._starting: dict[str, tuple[str | None, float, int]] = {}  # sid -> team, vcpu, memory_mb
+        self._waking: dict[str, asyncio.Task[bool]] = {}  # resumes on traffic in progress, one per sandbox
         self.node_id = socket.gethostname()
         self.maxima = sandbox_maxima(settings)
         self.admission = Admission(settings)
@@ -256,6 +270,7 @@ class LifecycleService:
                     metadata_=dict(req.metadata), timeout_seconds=timeout, expires_at=None, created_at=now,
                     started_at=None, api_key_id=api_key_id, team_id=team_id, token_version=1,
                     public_traffic=req.public_traffic,
+                    on_timeout=req.on_timeout, auto_resume=req.auto_resume,
                 )
                 s.add(row)
         except BaseException:
@@ -499,12 +514,50 @@ class LifecycleService:
             if sb.expires_at and sb.expires_at > _now():  # moved by PUT timeout meanwhile
                 self._expiry[sid] = sb.expires_at
                 return
-            await self.kill(sid, REASON_TIMEOUT)
+            if sb.status == RUNNING and sb.on_timeout != ON_TIMEOUT_KILL:
+                await self._pause_at_timeout(sb)
+            else:  # a sandbox paused or stopped meanwhile ends at its time, whatever its timeout does
+                await self.kill(sid, REASON_TIMEOUT)
         except NotFound:
             pass
         except Exception:
             log.exception("expiring sandbox %s failed; retrying", sid)
             self._expiry[sid] = _now() + timedelta(seconds=1)
+
+    async def _pause_at_timeout(self, sb: Sandbox) -> None:
+        """Pause instead of kill. The paused sandbox still ends: it is killed default_timeout_seconds later
+        unless resumed first (a resume sets its timeout again)."""
+        await (self.pause(sb.id) if sb.on_timeout == ON_TIMEOUT_PAUSE else self.stop(sb.id))
+        async with self._lock(sb.id):
+            if self.get(sb.id).status not in (PAUSED, STOPPED):
+                return  # resumed meanwhile, with its own timeout
+            end = _now() + timedelta(seconds=self.settings.default_timeout_seconds)
+            self._set(sb.id, {"expires_at": end})
+            self._expiry[sb.id] = end
+
+    async def resume_on_traffic(self, sid: str) -> bool:
+        """A request reached the paused sandbox: resume it if it was created to resume on traffic; whether it
+        runs now. Concurrent requests share one resume, which a request that gives up does not cancel."""
+        task = self._waking.get(sid)
+        if task is None:
+            task = self._waking[sid] = asyncio.create_task(self._resume_on_traffic(sid))
+            task.add_done_callback(lambda _: self._waking.pop(sid, None))
+        return await asyncio.shield(task)
+
+    async def _resume_on_traffic(self, sid: str) -> bool:
+        try:
+            sb = self.get(sid)
+            if sb.status != PAUSED or not sb.auto_resume:
+                return sb.status == RUNNING
+            await self.resume(sid, idempotent=True)
+            # Its timeout starts again, as on a connect.
+            await self.set_timeout(sid, sb.timeout_seconds or self.settings.default_timeout_seconds)
+            return True
+        except SandboxdError:  # killed, stopped or resumed by someone else meanwhile: the caller looks again
+            return False
+        except Exception:
+            log.exception("resuming sandbox %s on traffic failed", sid)
+            return False
 
     # ---- restart safety ---------------------------------------------------------------------------
 

@@ -16,6 +16,10 @@ LIVE_STATES = (CREATING, RUNNING, PAUSED, STOPPED)
 # Why a sandbox ended (E2B's killed event carries it).
 REASON_USER, REASON_TIMEOUT, REASON_OOM, REASON_ERROR, REASON_NODE_LOST = "user", "timeout", "oom", "error", "node_lost"
 
+# What a sandbox's timeout does: kill it, pause it (memory kept), or pause its files only (it boots again).
+ON_TIMEOUT_KILL, ON_TIMEOUT_PAUSE, ON_TIMEOUT_PAUSE_FS = "kill", "pause", "pause_fs"
+ON_TIMEOUT = (ON_TIMEOUT_KILL, ON_TIMEOUT_PAUSE, ON_TIMEOUT_PAUSE_FS)
+
 ORGANIZATION_ID = 1  # the default team's HopX organization (the SDK insists on an int here)
 
 
@@ -30,7 +34,6 @@ def organization_id(team_id: str | None) -> int:
         return (int(digits, 16) & 0x7FFFFFFF) or ORGANIZATION_ID + 1
     except ValueError:
         return ORGANIZATION_ID
-
 
 
 @overload
@@ -91,6 +94,8 @@ class Sandbox:
     metadata: dict[str, Any] = field(default_factory=dict)
     public_traffic: bool = True  # its own ports answer without its token (gateway/e2b.py)
     team_id: str | None = None  # whose it is (docs/teams.md)
+    on_timeout: str = ON_TIMEOUT_KILL
+    auto_resume: bool = False  # traffic through the gateway resumes it when paused (docs/e2b.md)
 
     def to_wire(self, public_host: str) -> dict[str, Any]:
         return {

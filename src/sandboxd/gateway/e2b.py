@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_plus
 
 from sandboxd.errors import Unauthorized
-from sandboxd.core.models import RUNNING
+from sandboxd.core.models import PAUSED, RUNNING
 from sandboxd.core.tokens import E2B, HOPX
 from sandboxd.gateway.heads import bearer
 from sandboxd.gateway.proxy import GatewayError, Head, Target
@@ -75,14 +75,14 @@ class E2BResolver:
         token = head.header("x-access-token") or head.header("e2b-traffic-access-token")
         port = self._port(raw_port)
         if port not in PORTS:
-            return self._user_port(head, sid, port, token)
+            return await self._user_port(head, sid, port, token)
         if not token and port == ENVD_PORT and (signed := self._signed_file(head, sid)):
             return signed
         if not token and bearer(head) is not None:
             return None  # our own clients may name the sandbox this way too: the Bearer resolver decides
         if not token:
             raise GatewayError(401, "unauthenticated", "missing X-Access-Token for this sandbox")
-        route = self._route(sid, token, E2B)
+        route = await self._awake_route(sid, token, E2B)
         rewrite(head, port)
         return Target(route.socket, sid)
 
@@ -105,6 +105,20 @@ class E2BResolver:
             raise GatewayError(502, "unavailable", f"The sandbox {sid} is {route.status} and was not found running; "
                                "connect to it to resume", {"sandbox_id": sid, "status": route.status})
         return route
+
+    async def _awake_route(self, sid: str, token: str | None, dialect: str):
+        """`_route`, resuming a paused sandbox created to resume on traffic (docs/e2b.md) for a request it would
+        serve: one with its valid token, or with none to its ports when they are public."""
+        try:
+            return self._route(sid, token, dialect)
+        except GatewayError as exc:
+            route = self.lifecycle.routes.get(sid)
+            # _route checks the token before the status: a refusal that names the paused status had a good one.
+            if exc.details.get("status") != PAUSED or route is None or not (token or route.public_traffic):
+                raise
+            if not await self.lifecycle.resume_on_traffic(sid):
+                raise
+        return self._route(sid, token, dialect)
 
     def _signed_file(self, head: Head, sid: str | None) -> Target | None:
         """`sbx.download_url()` / `upload_url()`: `/files?path=..&signature=v1_..[&signature_expiration=..]`,
@@ -165,11 +179,11 @@ class E2BResolver:
         for sid, version, created_at in rows:
             self._envd_tokens[(sid, version)] = self.signer.envd_token(sid, version, created_at)
 
-    def _user_port(self, head: Head, sid: str, port: int, token: str | None) -> Target:
+    async def _user_port(self, head: Head, sid: str, port: int, token: str | None) -> Target:
         dialect = E2B
         if not token and (token := bearer(head)):
             dialect = HOPX  # our own clients reach a sandbox's ports with their HopX token
-        route = self._route(sid, token, dialect)
+        route = await self._awake_route(sid, token, dialect)
         if not token and not route.public_traffic:
             raise GatewayError(401, "unauthenticated", "this sandbox's ports are private: send its token in "
                                "E2B-Traffic-Access-Token", {"sandbox_id": sid})

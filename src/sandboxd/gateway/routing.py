@@ -59,4 +59,10 @@ class BearerResolver:
         if named and named != claims.sandbox_id:
             raise GatewayError(401, "INVALID_TOKEN", "token belongs to another sandbox",
                                {"sandbox_id": named})
+        try:
+            return route_for(self.lifecycle, claims.sandbox_id, claims.version)
+        except GatewayError as exc:
+            # A sandbox created to resume on traffic (E2B's auto_resume, docs/e2b.md) does so for its token too.
+            if exc.code != "SANDBOX_PAUSED" or not await self.lifecycle.resume_on_traffic(claims.sandbox_id):
+                raise
         return route_for(self.lifecycle, claims.sandbox_id, claims.version)

@@ -110,15 +110,11 @@ def test_template_delete_rules(settings):
 def test_sandboxes_stored_before_0004_keep_public_ports(db_url):
     """Revision 0004 adds `public_traffic` to existing rows as true: E2B's default, what they had before."""
     from sandboxd.core.store import db
+    from support.database import insert_running_sandbox
 
     engine = db.make_engine(db_url)
     db.upgrade(engine, "0003_idempotency")
-    with engine.begin() as c:
-        c.execute(sa.text(
-            "insert into sandboxes (id, status, template_id, template_name, region, node_id, vcpu, memory_mb,"
-            " disk_mb, internet_access, env_vars, metadata, created_at, token_version)"
-            " values ('sbold', 'running', 't', 'base', 'local', 'local', 1, 512, 1024, false, '{}', '{}',"
-            " :now, 1)"), {"now": datetime.now(timezone.utc)})
+    insert_running_sandbox(engine, "sbold")
     db.upgrade(engine)
     with engine.connect() as c:
         assert c.execute(sa.text("select public_traffic from sandboxes where id = 'sbold'")).scalar() in (True, 1)

@@ -30,6 +30,14 @@ class Lifecycle:
             raise NotFound(f"sandbox {sid} not found")
         return SimpleNamespace(status=self.rows[sid])
 
+    async def resume_on_traffic(self, sid: str) -> bool:
+        """Sandboxes whose id says so were created to resume on traffic."""
+        if not sid.startswith("sb-wakes"):
+            return False
+        self.rows[sid] = "running"
+        self.routes.set_status(sid, "running")
+        return True
+
 
 def _lc(status="running", version=2) -> Lifecycle:
     lc = Lifecycle({"sb1": status, "sb-stopped": "stopped"})
@@ -94,3 +102,17 @@ def test_websocket_token_in_the_query_is_taken_out():
     assert head.target == "/desktop/vnc?x=1"  # never reaches the sandbox
     plain = _head(f"/desktop/vnc?token={token}")  # not an upgrade: the query is the app's
     assert asyncio.run(BearerResolver(signer, _lc())(plain)) is None
+
+
+def test_a_paused_sandbox_created_to_resume_on_traffic_resumes_for_its_token():
+    signer = TokenSigner(b"k" * 32, 3600)
+    lc = _lc("paused")
+    lc.routes.put("sb-wakes", SandboxRoute(SOCK, "paused", 1))
+    resolve = BearerResolver(signer, lc)
+    wakes, _ = signer.issue("sb-wakes", 1)
+    assert asyncio.run(resolve(_head(Authorization=f"Bearer {wakes}"))).sandbox_id == "sb-wakes"
+    assert lc.routes.get("sb-wakes").status == "running"
+    stays, _ = signer.issue("sb1", 2)
+    with pytest.raises(GatewayError) as info:
+        asyncio.run(resolve(_head(Authorization=f"Bearer {stays}")))
+    assert (info.value.status, info.value.code) == (409, "SANDBOX_PAUSED")

@@ -17,7 +17,9 @@ from sandboxd.api.deps import services
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.errors import Conflict, Invalid, NotFound
 from sandboxd.core.lifecycle import CreateRequest
-from sandboxd.core.models import PAUSED, RUNNING, STOPPED, check_env
+from sandboxd.core.models import (
+    ON_TIMEOUT_KILL, ON_TIMEOUT_PAUSE, ON_TIMEOUT_PAUSE_FS, PAUSED, RUNNING, STOPPED, check_env,
+)
 
 from . import shapes
 from .errors import E2BRoute
@@ -38,6 +40,12 @@ class Network(BaseModel):
     allowPublicTraffic: StrictBool | None = None  # the sandbox's own ports without its token (gateway/e2b.py)
 
 
+class AutoResume(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    enabled: StrictBool = False
+
+
 class NewSandbox(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -46,7 +54,9 @@ class NewSandbox(BaseModel):
     metadata: dict[str, str] | None = None
     envVars: dict[str, str] | None = None
     allow_internet_access: StrictBool | None = None
-    autoPause: StrictBool | None = None
+    autoPause: StrictBool | None = None  # at the timeout: pause instead of kill
+    autoPauseMemory: StrictBool | None = None  # false: that pause keeps the files only
+    autoResume: AutoResume | None = None
     network: Network | None = None
 
     @field_validator("envVars")
@@ -87,7 +97,9 @@ async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | N
     req = CreateRequest(template_name=template, timeout_seconds=body.timeout or DEFAULT_TIMEOUT,
                         internet_access=body.allow_internet_access, env_vars=body.envVars or {},
                         metadata=body.metadata or {},
-                        public_traffic=body.network is None or body.network.allowPublicTraffic is not False)
+                        public_traffic=body.network is None or body.network.allowPublicTraffic is not False,
+                        on_timeout=_on_timeout(body),
+                        auto_resume=body.autoResume is not None and body.autoResume.enabled)
 
     async def create() -> tuple[str, dict[str, Any]]:
         sb, _, _ = await svc.lifecycle.create(req, api_key_id=key.id, team_id=key.team_id)
@@ -101,6 +113,12 @@ async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | N
         cache = request.app.state.e2b_idempotency = IdempotencyCache(svc.store)
     result = await cache.run(key.id, idem, body.model_dump(), create, replay)
     return _json(result, 201)
+
+
+def _on_timeout(body: NewSandbox) -> str:
+    if not body.autoPause:
+        return ON_TIMEOUT_KILL
+    return ON_TIMEOUT_PAUSE_FS if body.autoPauseMemory is False else ON_TIMEOUT_PAUSE
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sandboxd.agent.envd.version import ENVD_VERSION
-from sandboxd.core.models import PAUSED, STOPPED, Sandbox, Template, iso
+from sandboxd.core.models import ON_TIMEOUT_KILL, PAUSED, STOPPED, Sandbox, Template, iso
 
 CLIENT_ID = "sandboxd"
 
@@ -51,7 +51,8 @@ def detail(sb: Sandbox, token: str | None = None, domain: str | None = None) -> 
     """`SandboxDetail`."""
     out = listed(sb)
     out.update({"allowInternetAccess": sb.internet_access, "domain": domain,
-                "lifecycle": {"autoResume": False, "onTimeout": "kill"}})
+                "lifecycle": {"autoResume": sb.auto_resume,
+                              "onTimeout": "kill" if sb.on_timeout == ON_TIMEOUT_KILL else "pause"}})
     if token:
         out["envdAccessToken"] = token
     return out

@@ -45,6 +45,9 @@ class SandboxRow(Base):
     env_vars: Mapped[dict] = mapped_column(JSON, default=dict)
     metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    # What its timeout does (kill|pause|pause_fs), and whether traffic resumes it once paused (revision 0009).
+    on_timeout: Mapped[str] = mapped_column(String(16), default="kill", server_default="kill")
+    auto_resume: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # start of the current run
