@@ -29,7 +29,10 @@ def start_agent(args: list[str], workspace: Path, extra_env: dict | None = None,
     env = {**os.environ, "SANDBOXD_AGENT_USER_PYTHON": sys.executable, "PYTHONPATH": SRC,
            "AGENT_TEMPLATE_VAR": "from-template", **(extra_env or {})}
     env.pop("MPLBACKEND", None)
-    return subprocess.Popen([sys.executable, "-I", "-m", "sandboxd.agent", "--workspace", str(workspace), *args],
+    # -I as in a sandbox, which also ignores PYTHONPATH: SRC goes first on the path so that this checkout's
+    # agent runs, not the one installed in the interpreter's environment.
+    main = f"import runpy, sys; sys.path.insert(0, {SRC!r}); runpy.run_module('sandboxd.agent', run_name='__main__')"
+    return subprocess.Popen([sys.executable, "-I", "-c", main, "--workspace", str(workspace), *args],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
 
 

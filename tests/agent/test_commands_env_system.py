@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from .conftest import assert_error
 
 
@@ -64,6 +66,14 @@ def test_commands_as_user_when_root(client):
     assert r["stdout"] == "65534\n"
     assert_error(client.post("/commands/run", json={"command": "true", "user": "no-such-user"}), 400,
                  "INVALID_REQUEST")
+
+
+def test_commands_as_uid_given_as_a_string(client):
+    """A uid in a string names that user, as the terminal's `?user=` always carries it."""
+    if os.geteuid() != 0:
+        pytest.skip("switching users needs root")
+    assert cmd(client, "id -u", user="65534")["stdout"] == "65534\n"
+    assert cmd(client, "id -u", user=65534)["stdout"] == "65534\n"
 
 
 def test_env_get_put_patch_delete(client):

@@ -254,7 +254,8 @@ async def post_callback(url: str, payload: dict, headers: dict, secret: str | No
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
         return False
     body = json.dumps(payload, default=str).encode()
     for attempt in range(attempts):
@@ -266,11 +267,11 @@ async def post_callback(url: str, payload: dict, headers: dict, secret: str | No
 
         def send(h: dict[str, str] = h) -> int:  # bound now: this attempt's headers
             # http.client keeps header names as given (urllib would send "X-hopx-signature").
+            conn: http.client.HTTPConnection
             if parts.scheme == "https":
-                conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=10,
-                                                   context=ssl.create_default_context())
+                conn = http.client.HTTPSConnection(host, parts.port, timeout=10, context=ssl.create_default_context())
             else:
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+                conn = http.client.HTTPConnection(host, parts.port, timeout=10)
             try:
                 target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
                 conn.request("POST", target, body=body, headers=h)

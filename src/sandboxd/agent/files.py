@@ -248,9 +248,8 @@ async def aiter_sync(it: Iterator[bytes]) -> AsyncIterator[bytes]:
     import asyncio
 
     loop = asyncio.get_running_loop()
-    sentinel = object()
     while True:
-        chunk = await loop.run_in_executor(None, next, it, sentinel)
-        if chunk is sentinel:
+        chunk: bytes | None = await loop.run_in_executor(None, next, it, None)
+        if chunk is None:
             return
         yield chunk

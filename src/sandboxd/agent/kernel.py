@@ -13,9 +13,12 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import IO, TYPE_CHECKING, Awaitable, Callable
 
 from .server import now_iso
+
+if TYPE_CHECKING:
+    from jupyter_client.asynchronous import AsyncKernelClient
 
 OUTPUT_CAP = 16 * 1024 * 1024
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -136,17 +139,18 @@ IPKernelApp.launch_instance(kernel_class=BashKernel)
 '''
 
 
-def launch_argv(language: str, python: str, conn_file: str) -> list[str]:
+def launch_argv(language: str, python: str | None, conn_file: str) -> list[str]:
     """The kernel process of a language, as E2B's code interpreter runs them: ipykernel; bash_kernel (an
     interactive bash on a pty) from the user's python; IRkernel from the template's R."""
+    if language == "r":
+        return ["R", "--slave", "--no-save", "--no-restore", "-e", "IRkernel::main()", "--args", conn_file]
+    assert python is not None  # only R's kernel is started without one (the code interpreter checks)
     # parent_handle: an ipykernel exits by itself if the agent dies (it would be reparented)
     parent = f"--IPKernelApp.parent_handle={os.getpid()}"
     if language == "python":
         return [python, "-m", "ipykernel_launcher", "-f", conn_file, "--HistoryManager.enabled=False", parent]
     if language == "bash":
         return [python, "-c", BASH_KERNEL_MAIN, "-f", conn_file, parent]
-    if language == "r":
-        return ["R", "--slave", "--no-save", "--no-restore", "-e", "IRkernel::main()", "--args", conn_file]
     raise ValueError(f"no kernel for {language!r}")
 
 
@@ -156,9 +160,9 @@ class Kernel:
         h = os.urandom(16).hex()
         self.kernel_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
         self.proc: subprocess.Popen | None = None
-        self.client = None
+        self.client: AsyncKernelClient | None = None
         self.dir: str | None = None
-        self._log = None
+        self._log: IO[bytes] | None = None
         self.lock = asyncio.Lock()
         self.state = "starting"
         self.last_activity = now_iso()
@@ -166,10 +170,12 @@ class Kernel:
         self.executions = 0
         self.python: str | None = None
         self.start_env: dict[str, str] = {}  # the environment it was started with (see KernelManager.take_unused)
-        self.synced = None  # what the owner last synced into it (env vars, cwd), to skip a round trip
+        # What the owner last synced into it (env vars, cwd), to skip a round trip: KernelManager's sync
+        # cell, the code interpreter's env vars.
+        self.synced: str | dict[str, str] | None = None
         self.interrupted: str | None = None  # a cell interrupted when its client left, maybe still ending
 
-    async def start(self, python: str, env: dict[str, str], cwd: str | None) -> None:
+    async def start(self, python: str | None, env: dict[str, str], cwd: str | None) -> None:
         import tempfile
 
         from jupyter_client.asynchronous import AsyncKernelClient
@@ -211,7 +217,7 @@ class Kernel:
     async def _wait_ready(self, kc, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            if self.proc.poll() is not None:
+            if not self.alive():
                 raise RuntimeError("kernel exited")
             kc.kernel_info()
             try:
@@ -232,8 +238,14 @@ class Kernel:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def started_client(self) -> AsyncKernelClient:
+        """The client of a started kernel; one shut down under its caller (its context deleted) has none."""
+        if self.client is None:
+            raise RuntimeError(f"the {self.language} kernel was shut down")
+        return self.client
+
     def interrupt(self) -> None:
-        if self.alive():
+        if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGINT)
             except ProcessLookupError:
@@ -244,9 +256,10 @@ class Kernel:
         cells queued behind an interrupted one (IRkernel always, ipykernel after an error), saying so on
         the shell channel only, so a cell sent too early would never run nor end."""
         deadline = time.monotonic() + grace
-        while self.interrupted and time.monotonic() < deadline and self.alive():
+        kc = self.client
+        while kc is not None and self.interrupted and time.monotonic() < deadline and self.alive():
             try:
-                msg = await self.client.get_iopub_msg(timeout=max(0.05, deadline - time.monotonic()))
+                msg = await kc.get_iopub_msg(timeout=max(0.05, deadline - time.monotonic()))
             except Exception:  # queue.Empty on timeout
                 break
             if (msg["parent_header"].get("msg_id") == self.interrupted and msg["msg_type"] == "status"
@@ -282,9 +295,10 @@ class Kernel:
 
     async def execute(self, code: str, timeout: float, on_text: OnText = None, *, silent: bool = False
                       ) -> KernelResult:
-        kc = self.client
+        kc = self.started_client()
         res = KernelResult()
-        out, err = [], []
+        out: list[str] = []
+        err: list[str] = []
         out_size = 0  # a print loop must not grow the agent without bound: keep the first OUTPUT_CAP chars
         msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
         self.state, self.last_activity = "busy", now_iso()

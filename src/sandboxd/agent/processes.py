@@ -15,6 +15,7 @@ import os
 import pwd
 import signal
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -31,6 +32,8 @@ KILL_SCANS = 200  # a bound on rescans; each kills all found, so a bomb under th
 # The /proc scans run on one thread of their own, made with the first command: a thread is a task
 # under the pids limit too, so one made when a kill is needed (the limit reached) could not start.
 _KILLER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kill-marked")
+# Each marked process's MARK as it appears inside /proc/<pid>/environ; an entry goes with its process.
+_MARKS: weakref.WeakKeyDictionary[asyncio.subprocess.Process, bytes] = weakref.WeakKeyDictionary()
 
 
 def warm_killer() -> None:
@@ -58,7 +61,7 @@ def user_ids(user: str | int | None) -> tuple[int, int, str] | None:
     if user in (None, ""):
         return None
     try:
-        pw = pwd.getpwuid(user) if isinstance(user, int) or str(user).isdigit() else pwd.getpwnam(str(user))
+        pw = pwd.getpwuid(int(user)) if isinstance(user, int) or str(user).isdigit() else pwd.getpwnam(str(user))
     except KeyError:
         raise InvalidRequest(f"unknown user: {user}", user=user) from None
     if pw.pw_uid == os.geteuid():
@@ -97,7 +100,7 @@ async def spawn_marked(argv: list[str], *, cwd: str | None, env: dict[str, str],
             preexec_fn=preexec_fn, **(ids or {}))
     except BlockingIOError:  # EAGAIN from fork or pipe creation: the pids limit is reached
         raise CannotFork("cannot start a process: the sandbox's process limit is reached") from None
-    proc.sandboxd_mark = f"\0{MARK}={token}\0".encode()  # as it appears inside /proc/<pid>/environ
+    _MARKS[proc] = f"\0{MARK}={token}\0".encode()
     return proc
 
 
@@ -133,7 +136,7 @@ def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> N
 
 def kill_marked_soon(proc: asyncio.subprocess.Process) -> None:
     """kill_tree's scan for callers that cannot wait: it runs on a worker thread."""
-    mark = getattr(proc, "sandboxd_mark", None)
+    mark = _MARKS.get(proc)
     if not mark:
         return
     try:
@@ -145,7 +148,7 @@ def kill_marked_soon(proc: asyncio.subprocess.Process) -> None:
 async def kill_tree(proc: asyncio.subprocess.Process) -> None:
     """Ends the command and everything it started, also what left its process group (see the docstring)."""
     kill_group(proc)
-    mark = getattr(proc, "sandboxd_mark", None)
+    mark = _MARKS.get(proc)
     if mark:
         await asyncio.get_running_loop().run_in_executor(_KILLER, _kill_marked, mark, signal.SIGKILL)
 
@@ -171,6 +174,7 @@ async def communicate(proc: asyncio.subprocess.Process, timeout: float | None, *
     started = started or time.monotonic()
     out: list[str] = []
     err: list[str] = []
+    assert proc.stdout is not None and proc.stderr is not None  # spawned with pipes for both
     pumps = asyncio.gather(_pump(proc.stdout, out, on_stdout), _pump(proc.stderr, err, on_stderr))
     timed_out = False
     try:
@@ -252,14 +256,14 @@ class Jobs:
         pid_ = "proc_" + os.urandom(6).hex()
         job = Job(pid_, name or pid_, language, command or " ".join(argv))
         try:
-            job.proc = await spawn(argv, cwd=cwd, env=env, user=user)
+            proc = await spawn(argv, cwd=cwd, env=env, user=user)
         except FileNotFoundError:
             job.status, job.exit_code, job.stderr = "failed", 127, f"{argv[0]}: command not found\n"
             job.end_time, job.duration = now_iso(), 0.0
             self._add(job)
             return job
-        job.pid = job.proc.pid
-        job.task = asyncio.create_task(self._watch(job, timeout))
+        job.proc, job.pid = proc, proc.pid
+        job.task = asyncio.create_task(self._watch(job, proc, timeout))
         self._add(job)
         return job
 
@@ -269,8 +273,8 @@ class Jobs:
             for k in [k for k, j in self.jobs.items() if j.status != "running"][: len(self.jobs) - self.keep]:
                 del self.jobs[k]
 
-    async def _watch(self, job: Job, timeout: float | None) -> None:
-        res = await communicate(job.proc, timeout, started=job.started)
+    async def _watch(self, job: Job, proc: asyncio.subprocess.Process, timeout: float | None) -> None:
+        res = await communicate(proc, timeout, started=job.started)
         job.stdout, job.stderr, job.exit_code = res.stdout, res.stderr, res.exit_code
         job.end_time, job.duration = now_iso(), res.duration
         if job.status == "running":

@@ -79,7 +79,7 @@ class Request:
             if "%" in query or "+" in query:
                 from urllib.parse import unquote, unquote_plus
 
-                dec = unquote if "%20" in query else unquote_plus
+                dec: Callable[[str], str] = unquote if "%20" in query else unquote_plus
             else:
                 dec = str  # nothing to decode
             self.query = {dec(k): dec(v) for k, _, v in (p.partition("=") for p in query.split("&") if p)}

@@ -47,9 +47,9 @@ def cpu_usage_ns() -> int | None:
             if k == "usage_usec":
                 return int(v) * 1000
     for p in (f"{CG}/cpuacct/cpuacct.usage", f"{CG}/cpu,cpuacct/cpuacct.usage"):
-        v = _int(p)
-        if v is not None:
-            return v
+        usage = _int(p)
+        if usage is not None:
+            return usage
     return None
 
 

@@ -28,16 +28,18 @@ class PtyProcess:
         master, slave = os.openpty()
         _winsize(master, cols, rows)
         env = {**env, "TERM": env.get("TERM", "xterm-256color")}
-        kwargs = {}
+        uid: int | None = None  # Popen's defaults: the agent's own user
+        gid: int | None = None
+        extra_groups: list[int] | None = None
         ids = user_ids(user)
         if ids:
-            kwargs = {"user": ids[0], "group": ids[1], "extra_groups": []}
-            env["HOME"] = ids[2]
+            uid, gid, env["HOME"] = ids
+            extra_groups = []
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=slave, stdout=slave, stderr=slave, env=env,
                 cwd=cwd if cwd and os.path.isdir(cwd) else None, start_new_session=True,
-                preexec_fn=_take_ctty, **kwargs)
+                preexec_fn=_take_ctty, user=uid, group=gid, extra_groups=extra_groups)
         finally:
             os.close(slave)
         os.set_blocking(master, False)

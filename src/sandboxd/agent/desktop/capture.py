@@ -168,10 +168,12 @@ class Recorder:
         p = rec.process
         if rec.status == "recording" and p is not None:
             rec.end_time = time.time()
+            stdin = p.stdin
+            assert stdin is not None  # ffmpeg is spawned with a stdin pipe
             try:
-                p.stdin.write(b"q")
-                await p.stdin.drain()
-                p.stdin.close()
+                stdin.write(b"q")
+                await stdin.drain()
+                stdin.close()
             except (BrokenPipeError, ConnectionResetError):
                 pass
             try:

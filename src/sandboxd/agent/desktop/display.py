@@ -151,6 +151,7 @@ class Display:
             self.vnc_password = password[:8]  # VNC authentication only uses the first 8 characters
         elif not enabled:
             self.vnc_password = _random_password()  # stopping VNC also locks out anyone who knew it
+        assert self.vnc_password is not None  # set when ensure() started the X server
         await self._write_password(self.vnc_password)
         self.vnc_enabled = enabled
 

@@ -161,8 +161,8 @@ async def _multipart(req: Request, ctype: str, user: users.User) -> list[dict]:
         raise Invalid("no file part in the multipart body")
     if query_path and len(files) > 1:  # a path (as a signed upload URL binds) names one file, not the parts' names
         raise Invalid("a path parameter names one file: send one file part, or no path")
-    for fname, data in files:
-        target = query_path or fname
+    for filename, data in files:
+        target = query_path or filename
         path = users.expand(target, user)
         with _open_target(path, user) as f:
             try:

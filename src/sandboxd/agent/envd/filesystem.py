@@ -101,7 +101,7 @@ class WatchHandle:
 
     def event(self, kind: str, path: str, include_entry: bool) -> dict:
         name = os.path.relpath(path, self.root)
-        ev = {"name": name, "type": EVENT_TYPES.get(kind, "EVENT_TYPE_WRITE")}
+        ev: dict = {"name": name, "type": EVENT_TYPES.get(kind, "EVENT_TYPE_WRITE")}
         if include_entry and kind != "deleted":
             try:
                 ev["entry"] = entry_info(path)
@@ -141,15 +141,15 @@ class FilesystemService:
                 if d == path:
                     raise _os_error(e, d) from None
                 return
-            for e in items:
+            for item in items:
                 if len(out) >= MAX_LIST:
                     return
                 try:
-                    out.append(entry_info(e.path, e.stat(follow_symlinks=False)))
+                    out.append(entry_info(item.path, item.stat(follow_symlinks=False)))
                 except OSError:
                     continue
-                if level < depth and e.is_dir(follow_symlinks=False):
-                    walk(e.path, level + 1)
+                if level < depth and item.is_dir(follow_symlinks=False):
+                    walk(item.path, level + 1)
 
         walk(path, 1)
         return out

@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import AsyncIterator, Callable
+from typing import TYPE_CHECKING, AsyncGenerator, AsyncIterator, Callable
 
 from sandboxd.errors import SandboxdError
 
@@ -25,6 +25,9 @@ from ..env import find_user_python
 from ..kernel import Kernel, KernelManager, KernelUnavailable
 from ..server import Request, Response, StreamResponse
 from . import users
+
+if TYPE_CHECKING:
+    from .jsrepl import JsRepl
 
 MIME_KEYS = {
     "text/plain": "text", "text/html": "html", "text/markdown": "markdown", "image/svg+xml": "svg",
@@ -70,7 +73,7 @@ class Context:
     def __init__(self, cid: str, language: str, cwd: str):
         self.id, self.language, self.cwd = cid, language, cwd
         self.kernel: Kernel | None = None
-        self.repl = None  # JsRepl of a javascript context, started on its first cell
+        self.repl: JsRepl | None = None  # of a javascript context, started on its first cell
         self.one_shot = False  # a bash context where bash_kernel is not installed: each cell on its own
         self.lock = asyncio.Lock()
 
@@ -169,7 +172,7 @@ class Interpreter:
             python = find_user_python(env)
             if python is None and ctx.language != "r":  # bash_kernel is a Python kernel too
                 raise KernelUnavailable("no python found on PATH for the code interpreter")
-            k = await self._adopt(python, env) if ctx.language == "python" else None
+            k = await self._adopt(python, env) if python is not None and ctx.language == "python" else None
             if k is None:
                 k = Kernel(ctx.language)
                 await k.start(python, env, ctx.cwd)
@@ -188,7 +191,8 @@ class Interpreter:
                             "(__import__('os'))", 30, silent=True)
         return k
 
-    async def _jupyter(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
+    async def _jupyter(self, ctx: Context, code: str, env_vars: dict, user: users.User
+                       ) -> AsyncGenerator[bytes, None]:
         try:
             kernel = await self._kernel(ctx, user)
         except Exception as e:  # noqa: BLE001 - reported in-band, like the upstream server
@@ -207,11 +211,12 @@ class Interpreter:
             await kernel.settle()
         # The context's cwd is entered once (a cell's own chdir then holds, as in E2B); the cell's env vars
         # replace the last cell's, a round trip paid only when they differ.
-        if kernel.synced is None or kernel.synced != env:
-            cwd = ctx.cwd if kernel.synced is None else None
-            await kernel.execute(_sync_code(kernel.language, env, cwd, kernel.synced or {}), 30, silent=True)
+        last = kernel.synced if isinstance(kernel.synced, dict) else None  # KernelManager's is reset on adoption
+        if last is None or last != env:
+            cwd = ctx.cwd if last is None else None
+            await kernel.execute(_sync_code(kernel.language, env, cwd, last or {}), 30, silent=True)
             kernel.synced = env
-        kc = kernel.client
+        kc = kernel.started_client()
         # stop_on_error=False: an error in this cell does not abort a cell sent right after it.
         msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
         kernel.state = "busy"
@@ -259,13 +264,16 @@ class Interpreter:
                 kernel.interrupt()
                 kernel.interrupted = msg_id
 
-    async def _js(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
+    async def _js(self, ctx: Context, code: str, env_vars: dict, user: users.User
+                  ) -> AsyncGenerator[bytes, None]:
         from .jsrepl import JsRepl
 
-        if ctx.repl is None or not await ctx.repl.settle():
-            ctx.repl = JsRepl()
+        # The context's JsRepl, held for this cell: a DELETE of the context (no lock) drops it from `ctx`.
+        repl = ctx.repl
+        if repl is None or not await repl.settle():
+            repl = ctx.repl = JsRepl()
             try:
-                await ctx.repl.start(self._env(user), ctx.cwd, typescript=ctx.language == "typescript")
+                await repl.start(self._env(user), ctx.cwd, typescript=ctx.language == "typescript")
             except FileNotFoundError:
                 ctx.repl = None
                 yield line({"type": "error", "name": "RuntimeNotFound", "value": "node is not installed",
@@ -275,7 +283,7 @@ class Interpreter:
         finished = False
         try:
             # Node's events are already in the wire's shape, but for a result's MIME bundle and the time.
-            async for event in ctx.repl.execute(code, {str(k): str(v) for k, v in env_vars.items()}):
+            async for event in repl.execute(code, {str(k): str(v) for k, v in env_vars.items()}):
                 kind = event["type"]
                 if kind == "died":
                     yield line({"type": "error", "name": "ContextDied", "traceback": "",
@@ -292,9 +300,10 @@ class Interpreter:
             finished = True
         finally:
             if not finished:  # the client went away (its timeout): stop the cell, keep the context
-                ctx.repl.interrupt()
+                repl.interrupt()
 
-    async def _bash(self, ctx: Context, code: str, env_vars: dict, user: users.User) -> AsyncIterator[bytes]:
+    async def _bash(self, ctx: Context, code: str, env_vars: dict, user: users.User
+                    ) -> AsyncGenerator[bytes, None]:
         argv = ["/bin/bash", "-c", code]
         env = {**self._env(user), **{str(k): str(v) for k, v in env_vars.items()}}
         try:

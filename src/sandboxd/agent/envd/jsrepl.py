@@ -34,12 +34,17 @@ class JsRepl:
         self._tasks: list[asyncio.Task] = []
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None and not self.ended
+        return self._live() is not None
+
+    def _live(self) -> asyncio.subprocess.Process | None:
+        """Node's process while the context can take cells."""
+        proc = self.proc
+        return proc if proc is not None and proc.returncode is None and not self.ended else None
 
     async def start(self, env: dict[str, str], cwd: str, typescript: bool = False) -> None:
         ours, theirs = socket.socketpair()
         try:
-            self.proc = await asyncio.create_subprocess_exec(
+            self.proc = proc = await asyncio.create_subprocess_exec(
                 "node", SCRIPT, str(theirs.fileno()), "ts" if typescript else "js", cwd=cwd, env=env, pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 start_new_session=True)
@@ -49,9 +54,10 @@ class JsRepl:
         finally:
             theirs.close()
         reader, self.writer = await asyncio.open_unix_connection(sock=ours)
+        assert proc.stdout is not None and proc.stderr is not None  # started with pipes for both
         self._tasks = [asyncio.create_task(self._events(reader)),
-                       asyncio.create_task(self._pump(self.proc.stdout, "stdout")),
-                       asyncio.create_task(self._pump(self.proc.stderr, "stderr"))]
+                       asyncio.create_task(self._pump(proc.stdout, "stdout")),
+                       asyncio.create_task(self._pump(proc.stderr, "stderr"))]
 
     async def _events(self, reader: asyncio.StreamReader) -> None:
         while line := await reader.readline():
@@ -82,6 +88,7 @@ class JsRepl:
     async def execute(self, code: str, env: dict[str, str]) -> AsyncIterator[dict]:
         """The cell's events up to its end: stdout, stderr, display (a MIME bundle), error, keepalive while
         nothing happens; `died` if the process ended under it."""
+        assert self.writer is not None  # start() opened it
         cell = next(self._ids)
         self.current, self._running, self.queue = cell, cell, asyncio.Queue()
         self.idle.clear()
@@ -102,16 +109,18 @@ class JsRepl:
         """Break the running cell (SIGINT stops synchronous code); a cell still running GRACE later, such
         as one awaiting forever, costs the context its process (`settle`), which the next cell restarts."""
         self.current = None
-        if self.alive() and not self.idle.is_set():
-            os.kill(self.proc.pid, signal.SIGINT)
+        proc = self._live()
+        if proc is not None and not self.idle.is_set():
+            os.kill(proc.pid, signal.SIGINT)
 
     async def shutdown(self) -> None:
-        if self.alive():
+        proc = self._live()
+        if proc is not None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            await self.proc.wait()
+            await proc.wait()
         for t in self._tasks:
             t.cancel()
         if self.writer is not None:

@@ -13,7 +13,7 @@ import os
 import signal
 import struct
 import termios
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from sandboxd.errors import Forbidden, Invalid, NotFound
 
@@ -39,7 +39,7 @@ def unb64(value: str | None) -> bytes:
 
 
 class Proc:
-    def __init__(self, config: dict, tag: str | None, proc: asyncio.subprocess.Process | None, pid: int,
+    def __init__(self, config: dict, tag: str | None, proc: asyncio.subprocess.Process, pid: int,
                  master: int | None):
         self.config, self.tag, self.proc, self.pid, self.master = config, tag, proc, pid, master
         self.subscribers: list[asyncio.Queue] = []
@@ -75,15 +75,14 @@ class Proc:
         try:
             os.killpg(self.pid, sig)
         except (ProcessLookupError, PermissionError):
-            if self.proc is not None:
-                kill_group(self.proc, sig)
-        if sig == signal.SIGKILL and self.proc is not None:
+            kill_group(self.proc, sig)
+        if sig == signal.SIGKILL:
             kill_marked_soon(self.proc)  # what left the process group too (see agent/processes.py)
 
 
 class ProcessService:
-    def __init__(self, base_env=None):
-        self.base_env = base_env  # callable(extra: dict) -> dict of the agent's env store
+    def __init__(self, base_env: Callable[[dict | None], dict] | None = None) -> None:
+        self.base_env = base_env  # the agent's env store: extra env -> the environment of a run
         self.procs: dict[int, Proc] = {}
 
     # ---- lookup ---------------------------------------------------------------------------------
@@ -174,9 +173,11 @@ class ProcessService:
     async def _pump_all(self, p: Proc) -> None:
         try:
             if p.master is not None:
-                await self._pump_pty(p)
+                await self._pump_pty(p, p.master)
             else:
-                await asyncio.gather(self._pump(p, p.proc.stdout, "stdout"), self._pump(p, p.proc.stderr, "stderr"))
+                out, err = p.proc.stdout, p.proc.stderr
+                assert out is not None and err is not None  # without a PTY: spawned with pipes for both
+                await asyncio.gather(self._pump(p, out, "stdout"), self._pump(p, err, "stderr"))
             code = await p.proc.wait()
         finally:
             if p.master is not None:
@@ -205,16 +206,16 @@ class ProcessService:
                 return
             p.publish({"data": {name: b64(chunk)}})
 
-    async def _pump_pty(self, p: Proc) -> None:
+    async def _pump_pty(self, p: Proc, master: int) -> None:
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
-        loop.add_reader(p.master, ready.set)
+        loop.add_reader(master, ready.set)
         try:
             while True:
                 await ready.wait()
                 ready.clear()
                 try:
-                    chunk = os.read(p.master, READ)
+                    chunk = os.read(master, READ)
                 except BlockingIOError:
                     continue
                 except OSError:  # EIO: every holder of the slave side is gone
@@ -223,7 +224,7 @@ class ProcessService:
                     return
                 p.publish({"data": {"pty": b64(chunk)}})
         finally:
-            loop.remove_reader(p.master)
+            loop.remove_reader(master)
 
     # ---- streams ----------------------------------------------------------------------------------
 
@@ -263,11 +264,12 @@ class ProcessService:
         if p.master is not None:
             os.write(p.master, data)
             return
-        if not p.stdin_open or p.proc.stdin is None:
+        stdin = p.proc.stdin
+        if not p.stdin_open or stdin is None:
             raise FailedPrecondition(f"stdin of process {p.pid} is not open")
         try:
-            p.proc.stdin.write(data)
-            await p.proc.stdin.drain()
+            stdin.write(data)
+            await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             raise FailedPrecondition(f"process {p.pid} closed its stdin") from None
 

@@ -8,6 +8,8 @@ Handlers are module-level; they reach this agent's envd services through `req.ap
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from . import files_http, interpreter, users
 from .connect import client_stream, server_stream, unary
 from .errors import FailedPrecondition, to_connect
@@ -153,7 +155,7 @@ async def remove_watcher(req, msg):
 
 
 # (service, method, handler, call shape)
-RPCS = [
+RPCS: list[tuple[str, str, Callable, Callable]] = [
     ("process.Process", "Start", start, server_stream),
     ("process.Process", "Connect", connect, server_stream),
     ("process.Process", "List", list_processes, unary),
