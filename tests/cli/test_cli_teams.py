@@ -42,6 +42,11 @@ def test_teams_quota_refuses_the_teams_next_create(cli):
     assert "non-negative integer" in _error_line(cli("teams", "quota", name, "--max-vcpu", "-2"))
     assert "at least one quota" in _error_line(cli("teams", "quota", name))
     _error_line(cli("teams", "quota", name, "--max-vcpu", "2", key=key["key"]))  # the operator's only
+    # Without a team: the team admin's own limit for its team, under the operator's.
+    own = json.loads(_ok(cli("teams", "quota", "--max-memory-mb", "1024", "--json", key=key["key"])).stdout)
+    assert own["quotas"]["max_memory_mb"] == 1024 and own["operator_quotas"]["max_memory_mb"] == 4096
+    assert "over the operator's quota" in _error_line(cli("teams", "quota", "--max-memory-mb", "9999",
+                                                          key=key["key"]))
     _ok(cli("keys", "revoke", key["id"]))
     _ok(cli("teams", "delete", name))
     assert "not found" in _error_line(cli("teams", "show", name))

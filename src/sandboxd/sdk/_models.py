@@ -288,19 +288,23 @@ class ApiKey:
 
 @dataclass
 class TeamInfo:
-    """A team; `quotas` maps each quota to its limit (None: no limit); `usage_now` is only in `get_team`."""
+    """A team; `quotas` maps each quota to the limit that holds (None: no limit): the lower of
+    `operator_quotas` and the team admin's own `team_quotas`; `usage_now` is only in `get_team`."""
 
     id: str
     name: str
     created_at: datetime | None = None
     quotas: dict[str, int | None] = field(default_factory=dict)
     usage_now: dict[str, int | float] = field(default_factory=dict)
+    operator_quotas: dict[str, int | None] = field(default_factory=dict)
+    team_quotas: dict[str, int | None] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> "TeamInfo":
         return cls(id=str(d.get("id", "")), name=str(d.get("name", "")), created_at=parse_time(d.get("created_at")),
-                   quotas=d.get("quotas") or {}, usage_now=d.get("usage_now") or {}, raw=d)
+                   quotas=d.get("quotas") or {}, usage_now=d.get("usage_now") or {},
+                   operator_quotas=d.get("operator_quotas") or {}, team_quotas=d.get("team_quotas") or {}, raw=d)
 
 
 @dataclass
