@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, services: ControlPlane | None =
                        max_body=settings.max_body_bytes)
 
     from sandboxd.api.routes import builds, events, health, keys, metrics, pools, sandboxes, streams, templates, webhooks
-    from sandboxd.api.routes import usage
+    from sandboxd.api.routes import docs, usage
     from sandboxd.api.e2b import router as e2b_router
 
     # Streams first: /v1/sandboxes/stream must win over /v1/sandboxes/{id}.
@@ -49,4 +49,5 @@ def create_app(settings: Settings | None = None, services: ControlPlane | None =
         app.include_router(module.router)
     app.include_router(e2b_router)
     app.include_router(pools.router)
+    app.include_router(docs.router)
     return app
