@@ -3,6 +3,7 @@ them in reverse. The API app, the gateway and `sandboxd serve` take a `ControlPl
 below this module looks a service up. docs/architecture.md draws the layers."""
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -102,6 +103,7 @@ def make_gateway(plane: ControlPlane) -> Gateway:
     forgets a sandbox's connections when the lifecycle service reports it gone."""
     settings = plane.settings
     gateway = Gateway([e2b_resolver(plane), BearerResolver(plane.signer, plane.lifecycle)],
-                      public_host=settings.public_host, limits=Limits.from_settings(settings))
+                      public_host=settings.public_host, limits=Limits.from_settings(settings),
+                      observe=functools.partial(plane.monitor.platform.http.observe, "gateway"))
     plane.lifecycle.routes.subscribe_gone(lambda _sid, sock: gateway.forget(sock))
     return gateway

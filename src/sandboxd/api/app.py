@@ -1,6 +1,7 @@
 """The control-plane FastAPI app: routers, the error table, the middleware, services started by the lifespan."""
 from __future__ import annotations
 
+import functools
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -9,6 +10,7 @@ from sandboxd import __version__
 from sandboxd.api import errors
 from sandboxd.api.metrics_feed import MetricsHub
 from sandboxd.api.ratelimit import ControlPlaneMiddleware, RateLimiter
+from sandboxd.api.request_metrics import RequestMetrics
 from sandboxd.config import Settings, get_settings
 from sandboxd.wiring import ControlPlane
 
@@ -39,9 +41,10 @@ def create_app(settings: Settings | None = None, services: ControlPlane | None =
     errors.install(app)
     app.add_middleware(ControlPlaneMiddleware, keys=plane.keys, limiter=RateLimiter(settings.rate_limit_per_minute),
                        max_body=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, observe=functools.partial(plane.monitor.platform.http.observe, "api"))
 
     from sandboxd.api.routes import builds, events, health, keys, metrics, pools, sandboxes, streams, templates, webhooks
-    from sandboxd.api.routes import usage
+    from sandboxd.api.routes import docs, usage
     from sandboxd.api.e2b import router as e2b_router
 
     # Streams first: /v1/sandboxes/stream must win over /v1/sandboxes/{id}.
@@ -49,4 +52,5 @@ def create_app(settings: Settings | None = None, services: ControlPlane | None =
         app.include_router(module.router)
     app.include_router(e2b_router)
     app.include_router(pools.router)
+    app.include_router(docs.router)
     return app

@@ -1,14 +1,21 @@
 """The `sandboxd` command: one Typer app, one sub-module per command group."""
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 import typer
 
-from sandboxd.cli import keys, monitoring, sandbox, serve, setup, teams, template, usage, webhooks
+from sandboxd.cli import keys, monitoring, sandbox, teams, template, usage, webhooks
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-hosted isolated sandboxes.")
 
-serve.register(app)
-setup.register(app)
+# `serve` and `setup` run the server: the client-only package (clients/python, docs/install.md) ships
+# neither them nor the server modules they need.
+if find_spec("sandboxd.cli.serve") is not None:
+    from sandboxd.cli import serve, setup
+
+    serve.register(app)
+    setup.register(app)
 usage.register(app)
 monitoring.register(sandbox.app)
 app.add_typer(sandbox.app, name="sandbox", help="Create, inspect and drive sandboxes.")

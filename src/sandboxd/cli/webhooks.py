@@ -12,9 +12,12 @@ from typing import List, Optional
 import typer
 
 from sandboxd.cli.common import client, fail, handles_errors, print_json, table
-from sandboxd.core.events import LIFECYCLE_TYPES
 
 app = typer.Typer(no_args_is_help=True)
+# E2B's lifecycle event types (docs/monitoring.md), spelled here and not imported from the server's
+# core.events, which the client-only package does not ship; a unit test keeps the two equal.
+LIFECYCLE_TYPES = tuple(f"sandbox.lifecycle.{e}" for e in
+                        ("created", "updated", "paused", "resumed", "checkpointed", "killed"))
 
 
 def _event_types(short: list[str] | None) -> list[str]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -38,6 +39,7 @@ from sandboxd.gateway.errors import GatewayError, error_bytes
 from sandboxd.gateway.framing import CLOSED, HEAD_LIMIT, SMALL_BODY, RequestFramer, parse_head, upstream_request
 from sandboxd.gateway.heads import Head, replace_headers
 from sandboxd.gateway.limits import Limits
+from sandboxd.gateway.observe import OTHER, Observe, route_label
 from sandboxd.gateway.upstream import CHUNK, Upstream, UpstreamFailed
 
 __all__ = ["Gateway", "GatewayError", "Head", "Target", "Resolver", "error_bytes", "parse_head"]
@@ -69,6 +71,11 @@ class ClientConn:
         self.framer = RequestFramer(limits.max_body)
         self.upstreams: dict[Path, Upstream] = {}
         self.started = False  # the current request's answer has begun (an error can no longer replace it)
+        self.status = 0  # the current request's answer status and when its head went out (for metrics)
+        self.answered = 0.0
+
+    def answer(self, status: int) -> None:
+        self.status, self.answered = status, time.perf_counter()
 
     def take(self, socket: Path) -> Upstream | None:
         return self.upstreams.pop(socket, None)
@@ -97,13 +104,14 @@ class ClientConn:
 
 class Gateway:
     def __init__(self, resolvers: list[Resolver] | None = None, public_host: str | None = None,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, observe: Observe | None = None):
         # E2B (and later routing schemes) insert their resolver at the front of this list.
         self.resolvers: list[Resolver] = list(resolvers or [])
         # The configured public URL (settings.public_host), authoritative for X-Forwarded-Host/-Proto;
         # without one, what the client (or a proxy in front of us) sent is forwarded.
         self.public = urlsplit(public_host) if public_host else None
         self.limits = limits or Limits()
+        self.observe = observe  # counts each answered request (gateway/observe.py)
         self._server: asyncio.base_events.Server | None = None
         self._conns: dict[asyncio.Task, ClientConn | None] = {}
 
@@ -165,15 +173,18 @@ class Gateway:
                 if head is None:
                     return
                 first = False
+                start, conn.status = time.perf_counter(), 0
                 try:
                     target = await self._resolve(head)
                 except GatewayError as exc:
                     keep = await self._refuse(conn, exc)
+                    self._count(conn, head, None, start)
                     linger = not keep
                     if not keep:
                         return
                     continue
                 keep = await self._forward(conn, head, target)
+                self._count(conn, head, target, start)
                 if not keep:
                     linger = True
                     return
@@ -191,6 +202,11 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await linger_close(reader, writer)
             writer.close()
+
+    def _count(self, conn: ClientConn, head: Head, target: Target | None, start: float) -> None:
+        if self.observe is not None and conn.status:
+            route = route_label(head.target, target.port) if target is not None else OTHER
+            self.observe(route, head.method, conn.status, conn.answered - start)
 
     async def _read_head(self, conn: ClientConn, first: bool) -> Head | None:
         """The next request's head: a kept-alive connection may idle `keep_alive` seconds before its next
@@ -232,6 +248,7 @@ class Gateway:
             except (TimeoutError, GatewayError):
                 keep = False
         conn.writer.write(framer.error_answer(exc, close=not keep))
+        conn.answer(exc.status)
         await conn.writer.drain()
         if keep and framer.reusable():
             framer.next_cycle()
@@ -361,6 +378,7 @@ class Gateway:
                 exc = GatewayError(502, "AGENT_UNAVAILABLE", f"sandbox agent failed: {exc}")
             try:
                 conn.writer.write(conn.framer.error_answer(exc, close=True))
+                conn.answer(exc.status)
             except h11.LocalProtocolError:
                 pass  # h11 cannot answer in this state: closing is the answer
             with contextlib.suppress(ConnectionError):
@@ -412,6 +430,7 @@ class Gateway:
                     out += framer.respond(h11.InformationalResponse(status_code=101, headers=ev.headers.raw_items(),
                                                                     reason=ev.reason))
                     conn.started = True
+                    conn.answer(101)
                     await flush()
                     return "switched"
                 if isinstance(ev, h11.Response):
@@ -421,6 +440,7 @@ class Gateway:
                     headers = [(n, v) for n, v in ev.headers.raw_items() if n.lower() not in DROPPED_HEADERS]
                     out += framer.respond(h11.Response(status_code=ev.status_code, headers=headers, reason=ev.reason))
                     conn.started = True
+                    conn.answer(ev.status_code)
                 elif isinstance(ev, h11.Data):
                     out += framer.respond(h11.Data(data=ev.data))
                 elif isinstance(ev, h11.EndOfMessage):

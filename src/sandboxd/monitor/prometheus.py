@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sandboxd.core.models import REASON_ERROR
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import SandboxRow
+from sandboxd.monitor.http_metrics import HttpMetrics
 from sandboxd.monitor.series import Sample
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -70,6 +71,7 @@ class PlatformMetrics:
                                           registry=self.registry)
         for outcome in ("delivered", "retry", "failed"):
             self.deliveries.labels(outcome)
+        self.http = HttpMetrics(self.registry)  # fed by the API's middleware and the gateway (wiring.py)
         self.registry.register(_ScrapeCollector(store, latest, lag, per_sandbox))
 
     def observe_created(self, seconds: float | None = None) -> None:
