@@ -70,6 +70,18 @@ else
   say "python dependencies: up to date"
 fi
 ln -sfn "$REPO/.venv/bin/sandboxd" /usr/local/bin/sandboxd
+# The client-only package's dependencies as wheels, so its test installs it in a fresh venv with no download.
+CSTAMP=.venv/wheelhouse/.stamp
+CWANT="$(sha256sum clients/python/pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$CSTAMP" 2>/dev/null)" != "$CWANT" ]; then
+  say "client package dependencies -> .venv/wheelhouse"
+  .venv/bin/python - > .venv/client-requirements.txt <<'PY'
+import tomllib
+print("\n".join(tomllib.load(open("clients/python/pyproject.toml", "rb"))["project"]["dependencies"]))
+PY
+  .venv/bin/python -m pip download -q -d .venv/wheelhouse -r .venv/client-requirements.txt
+  echo "$CWANT" > "$CSTAMP"
+fi
 
 # 3. Host preparation and the built-in template images (built only when missing; seconds otherwise).
 say "sandboxd setup"
