@@ -1,16 +1,18 @@
 """The `sandboxd` command: one Typer app, one sub-module per command group."""
 from __future__ import annotations
 
-import typer
-
 from sandboxd.cli import keys, monitoring, sandbox, serve, setup, template, usage, webhooks
+from sandboxd.cli import pools
+from sandboxd.cli.common import SandboxdApp, version_option
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-hosted isolated sandboxes.")
+app = SandboxdApp(no_args_is_help=True, help="Self-hosted isolated sandboxes.")
+app.callback()(version_option)
 
 serve.register(app)
 setup.register(app)
 usage.register(app)
 monitoring.register(sandbox.app)
+app.add_typer(pools.app, name="pools", help="Warm pools: ready sandboxes per template (admin key).")
 app.add_typer(sandbox.app, name="sandbox", help="Create, inspect and drive sandboxes.")
 app.add_typer(template.app, name="template", help="Build and manage templates.")
 app.add_typer(keys.app, name="keys", help="Manage API keys.")
