@@ -116,11 +116,26 @@ def test_version_completion_and_flags_without_types(cli):
     # Typer finds the shell from the parent processes; its switch for tests makes the shell an argument.
     script = cli("--show-completion", "bash", _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1")
     assert script.returncode == 0 and "_SANDBOXD_COMPLETE=complete_bash" in script.stdout, script.stdout
-    for cmd in (["sandbox", "create"], ["template", "build"], ["webhooks", "add"], ["sandbox", "events"]):
-        out = cli(*cmd, "--help", COLUMNS="160").stdout
-        assert "--json" in out or "--update" in out
-        assert "<bool>" not in out, out
     assert "--update " in cli("template", "build", "--help", COLUMNS="160").stdout
+
+
+def command_paths(group, path=()):
+    yield list(path)
+    for name, sub in getattr(group, "commands", {}).items():
+        yield from command_paths(sub, (*path, name))
+
+
+def test_no_command_shows_a_type_beside_a_flag():
+    import typer
+    from typer.testing import CliRunner
+
+    from sandboxd.cli.main import app
+
+    paths = list(command_paths(typer.main.get_command(app)))
+    assert ["sandbox", "exec"] in paths and ["pools", "set"] in paths and ["webhooks", "disable"] in paths
+    for path in paths:
+        out = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output
+        assert "--help" in out and "<bool>" not in out, (path, out)
 
 
 def test_pools_set_list_delete(cli):

@@ -141,10 +141,13 @@ def hide_flag_types() -> None:
     from typer.core import TyperOption
 
     shown = TyperOption.display_type_rich
+    if getattr(shown, "hides_flag_types", False):
+        return
 
     def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
         return None if self.is_flag else shown(self, ctx)
 
+    display_type_rich.hides_flag_types = True  # type: ignore[attr-defined]
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
 
@@ -165,8 +168,11 @@ class SandboxdApp(typer.Typer):
     """The root app: flag help without types, and a reader that closed the pipe (`| head`) ends the command
     with 0 wherever it happened (Click alone would exit 1)."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         hide_flag_types()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("prog_name", "sandboxd")  # also under `python -m`: help and completion name the command
         stdout = sys.stdout
         try:
