@@ -18,15 +18,16 @@ def server(request, tmp_path_factory):
         if IN_CI:
             pytest.fail(f"real backend unavailable in CI: {problem}")
         pytest.skip(problem)
-    yield from running_server(tmp_path_factory, request.param)
+    # A test module may set SERVER_ENV (settings for its server, e.g. to allow loopback webhooks).
+    yield from running_server(tmp_path_factory, request.param, **getattr(request.module, "SERVER_ENV", {}))
 
 
 @pytest.fixture
 def cli(server):
     """Run `sandboxd ...` as a user would (SANDBOXD_URL/SANDBOXD_API_KEY in the environment)."""
 
-    def run(*args: str, key: str | None = None, input: str | None = None, timeout: float = 120):
-        env = server.client_env
+    def run(*args: str, key: str | None = None, input: str | None = None, timeout: float = 120, **extra: str):
+        env = {**server.client_env, **extra}
         if key is not None:
             env["SANDBOXD_API_KEY"] = key
         return subprocess.run([sys.executable, "-m", "sandboxd.cli.main", *args], env=env, input=input,

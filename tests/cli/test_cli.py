@@ -116,6 +116,9 @@ def test_shell_in_a_real_terminal(server, sandbox_id):
         time.sleep(0.5)
         subprocess.run(["tmux", "send-keys", "-t", session, "echo TEST-$((6*7))", "Enter"], check=True)
         wait_for("TEST-42")
+        # The shell runs as the unprivileged user where the sandbox has one (the fake backend's host has none).
+        subprocess.run(["tmux", "send-keys", "-t", session, "echo AS-$(id -un)", "Enter"], check=True)
+        wait_for("AS-root" if server.backend == "fake" else "AS-user")
         subprocess.run(["tmux", "send-keys", "-t", session, "stty size", "Enter"], check=True)
         wait_for("40 120")  # the sandbox's terminal got our window size
         subprocess.run(["tmux", "send-keys", "-t", session, "exit 5", "Enter"], check=True)

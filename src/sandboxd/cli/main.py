@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from importlib.util import find_spec
 
-import typer
+from sandboxd.cli import keys, monitoring, pools, sandbox, teams, template, usage, webhooks
+from sandboxd.cli.common import SandboxdApp, version_option
 
-from sandboxd.cli import keys, monitoring, sandbox, teams, template, usage, webhooks
-
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-hosted isolated sandboxes.")
+app = SandboxdApp(no_args_is_help=True, help="Self-hosted isolated sandboxes.")
+app.callback()(version_option)
 
 # `serve` and `setup` run the server: the client-only package (clients/python, docs/install.md) ships
 # neither them nor the server modules they need.
@@ -18,6 +18,7 @@ if find_spec("sandboxd.cli.serve") is not None:
     setup.register(app)
 usage.register(app)
 monitoring.register(sandbox.app)
+app.add_typer(pools.app, name="pools", help="Warm pools: ready sandboxes per template (admin key).")
 app.add_typer(sandbox.app, name="sandbox", help="Create, inspect and drive sandboxes.")
 app.add_typer(template.app, name="template", help="Build and manage templates.")
 app.add_typer(keys.app, name="keys", help="Manage API keys.")

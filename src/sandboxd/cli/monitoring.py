@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Optional
 
 import typer
 
-from sandboxd.cli.common import client, handles_errors, print_json, table, when
+from sandboxd.cli.common import WIDE, client, handles_errors, plain, print_json, table, when
+from sandboxd.sdk._sse import sse_frames
 
 MIB = 1 << 20
 
@@ -46,29 +47,6 @@ def _monitor_system(data: Any) -> dict[str, Any] | None:
     return None
 
 
-def sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
-    """(event, data) pairs from an SSE line stream; comments and heartbeats are skipped."""
-    event = "message"
-    data: list[str] = []
-    for line in lines:
-        if line == "":
-            if data:
-                try:
-                    yield event, json.loads("\n".join(data))
-                except ValueError:
-                    pass
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
-
-
 def _follow(client, sandbox_id: str, last_ts: float | None) -> None:
     """Print new samples as the control plane's SSE metrics stream ticks. Frames whose `system` block holds
     the monitor's sample are printed directly; otherwise (no monitor) each frame triggers a history read."""
@@ -89,7 +67,8 @@ def _print_frames(client, sandbox_id: str, lines: Iterator[str], last_ts: float 
             return
         system = _monitor_system(data)
         if system is not None:
-            if last_ts is None or system["sampled_at"] > last_ts:
+            # Whole seconds: the history's timestamps are, so the sample it ended with is not printed again.
+            if last_ts is None or int(system["sampled_at"]) > int(last_ts):
                 last_ts = float(system["sampled_at"])
                 sys.stdout.write(_line_of_system(system) + "\n")
                 sys.stdout.flush()
@@ -103,13 +82,33 @@ def _print_frames(client, sandbox_id: str, lines: Iterator[str], last_ts: float 
         sys.stdout.flush()
 
 
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_time(value: str) -> datetime:
+    """`--since`: an age (90s, 10m, 2h, 1d) or an ISO 8601 time (UTC unless it names an offset)."""
+    number, unit = value[:-1], value[-1:].lower()
+    if unit in UNITS and number.replace(".", "", 1).isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=float(number) * UNITS[unit])
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither an age like 10m, 2h, 1d nor an ISO 8601 time") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
 @handles_errors
 def metrics(sandbox_id: str,
             follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new samples (SSE stream)"),
+            since: Optional[str] = typer.Option(None, help="only samples from then on: 10m, 2h, 1d or an ISO time"),
+            limit: Optional[int] = typer.Option(None, min=1, help="only the newest N samples of the history"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Resource usage history of a sandbox: CPU, memory and disk, one line per sample."""
+    start = since_time(since) if since else None
     with client() as c:
-        rows = c.get_metrics(sandbox_id)
+        rows = c.get_metrics(sandbox_id, start=start)
+        if limit is not None:
+            rows = rows[-limit:]
         if as_json:
             return print_json(rows)
         sys.stdout.write(f"Metrics for sandbox {sandbox_id}\n\n")
@@ -137,14 +136,42 @@ def _details(data: dict[str, Any]) -> str:
 def events(sandbox_id: Optional[str] = typer.Argument(None, help="one sandbox; all sandboxes when left out"),
            limit: int = typer.Option(10, min=1, max=100), offset: int = typer.Option(0, min=0),
            oldest_first: bool = typer.Option(False, "--oldest-first"),
-           as_json: bool = typer.Option(False, "--json")) -> None:
+           follow: bool = typer.Option(False, "--follow", "-f", help="the last LIMIT events, then new ones as "
+                                       "they happen, one line each (Ctrl-C ends)"),
+           as_json: bool = typer.Option(False, "--json"), wide: bool = WIDE) -> None:
     """Lifecycle events (created, updated, paused, resumed, checkpointed, killed), newest first."""
+    if follow:
+        return _follow_events(sandbox_id, limit, as_json)
     with client() as c:
         rows = c.events(sandbox_id, limit=limit, offset=offset, oldest_first=oldest_first)
     if as_json:
         return print_json(rows)
     table(["TIME", "TYPE", "SANDBOX", "DETAILS"],
           [[when(e.timestamp), e.type.rsplit(".", 1)[-1], e.sandbox_id, _details(e.data)] for e in rows])
+
+
+def _event_line(e) -> str:  # an SDK SandboxEvent
+    return f"{when(e.timestamp)}  {e.type.rsplit('.', 1)[-1]:<12}  {e.sandbox_id or '-'}  {_details(e.data)}".rstrip()
+
+
+def _follow_events(sandbox_id: str | None, limit: int, as_json: bool) -> None:
+    """History, then the live stream (opened first, so nothing falls between); an event in both is
+    printed once. JSON output is one object per line."""
+    def emit(e) -> None:
+        sys.stdout.write((json.dumps(plain(e), default=str) if as_json else _event_line(e)) + "\n")
+        sys.stdout.flush()
+
+    with client() as c, c.event_stream() as live:
+        recent = c.events(sandbox_id, limit=limit, oldest_first=False)
+        seen = {(e.type, e.sandbox_id, when(e.timestamp)) for e in recent}
+        for e in reversed(recent):
+            emit(e)
+        for e in live:
+            if sandbox_id and e.sandbox_id != sandbox_id:
+                continue
+            if (e.type, e.sandbox_id, when(e.timestamp)) in seen:
+                continue
+            emit(e)
 
 
 def register(sandbox_app: typer.Typer) -> None:

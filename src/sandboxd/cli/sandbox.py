@@ -10,7 +10,8 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from sandboxd.cli.common import client, fail, handles_errors, print_json, table, when
+from sandboxd.cli.common import WIDE, client, fail, handles_errors, print_json, table, when
+from sandboxd.cli.outputs import save_outputs
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -65,7 +66,7 @@ def create(template: str = typer.Option("code-interpreter", "--template", "-t", 
 @handles_errors
 def list_(status: Optional[str] = typer.Option(None, help="running | paused | ..."),
           template: Optional[str] = typer.Option(None, help="only sandboxes of this template"),
-          as_json: bool = typer.Option(False, "--json")) -> None:
+          as_json: bool = typer.Option(False, "--json"), wide: bool = WIDE) -> None:
     """List sandboxes."""
     with client() as c:
         items = c.list_sandboxes(status=status, template=template)
@@ -78,7 +79,7 @@ def list_(status: Optional[str] = typer.Option(None, help="running | paused | ..
 
 @app.command()
 @handles_errors
-def info(sandbox_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def info(sandbox_id: str, as_json: bool = typer.Option(False, "--json"), wide: bool = WIDE) -> None:
     """Show one sandbox."""
     with client() as c:
         s = c.get_sandbox(sandbox_id)
@@ -97,22 +98,38 @@ def kill(sandbox_ids: List[str] = typer.Argument(..., metavar="SANDBOX_ID...")) 
             sys.stdout.write(f"killed {sid}\n")
 
 
+def _transition(sandbox_id: str, method: str) -> None:
+    with client() as c:
+        s = getattr(c, method)(sandbox_id)
+    sys.stdout.write(f"{s.id} {s.status}\n")
+
+
 @app.command()
 @handles_errors
 def pause(sandbox_id: str) -> None:
     """Pause a sandbox (its processes are frozen; no CPU is used)."""
-    with client() as c:
-        s = c.pause_sandbox(sandbox_id)
-    sys.stdout.write(f"{s.id} {s.status}\n")
+    _transition(sandbox_id, "pause_sandbox")
 
 
 @app.command()
 @handles_errors
 def resume(sandbox_id: str) -> None:
     """Resume a paused sandbox."""
-    with client() as c:
-        s = c.resume_sandbox(sandbox_id)
-    sys.stdout.write(f"{s.id} {s.status}\n")
+    _transition(sandbox_id, "resume_sandbox")
+
+
+@app.command()
+@handles_errors
+def stop(sandbox_id: str) -> None:
+    """Stop a sandbox: its processes end, its files are kept until `start` (or `kill`)."""
+    _transition(sandbox_id, "stop_sandbox")
+
+
+@app.command()
+@handles_errors
+def start(sandbox_id: str) -> None:
+    """Start a stopped sandbox again, with the files it had."""
+    _transition(sandbox_id, "start_sandbox")
 
 
 @app.command("timeout")
@@ -139,14 +156,27 @@ def _write(stream) -> Callable[[str], None]:
     return emit
 
 
-@app.command("exec", context_settings={"allow_interspersed_args": False})
+USER_HELP = "run as this user (default: `user` where the sandbox has one, else root)"
+
+
+def _user(sb, chosen: str | None) -> str | None:
+    """The account commands run as: the one asked for, else the unprivileged `user` that templates (and
+    E2B's) create, where this sandbox has it; root otherwise. None means the agent's own user, root."""
+    if chosen:
+        return None if chosen == "root" else chosen
+    return "user" if sb.commands.run("id -u user", timeout=30).exit_code == 0 else None
+
+
+@app.command("exec")
 @handles_errors
-def exec_(sandbox_id: str, command: List[str] = typer.Argument(..., help="the command, after --"),
-          timeout: int = typer.Option(300, help="seconds before the command is killed"),
+def exec_(sandbox_id: str, command: Optional[List[str]] = typer.Argument(None, help="the command, after --"),
+          timeout: int = typer.Option(300, help="seconds before the command is killed (exit code 124)"),
           cwd: Optional[str] = typer.Option(None, help="working directory (default /workspace)"),
-          env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="KEY=VALUE, repeatable")) -> None:
-    """Run a command in the sandbox, streaming its output; exits with the command's exit code."""
-    if command and command[0] == "--":  # Click keeps the separator when interspersed args are off
+          env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="KEY=VALUE, repeatable"),
+          user: Optional[str] = typer.Option(None, "--user", "-u", help=USER_HELP)) -> None:
+    """Run a command in the sandbox, streaming its output; exits with the command's exit code. Options go
+    before or after the id; everything after `--` is the command."""
+    if command and command[0] == "--":
         command = command[1:]
     if not command:
         fail("no command given: sandboxd sandbox exec SANDBOX_ID -- COMMAND [ARGS...]")
@@ -154,9 +184,13 @@ def exec_(sandbox_id: str, command: List[str] = typer.Argument(..., help="the co
     sb = _connect(sandbox_id)
     try:
         result = sb.commands.run(cmd, on_stdout=_write(sys.stdout), on_stderr=_write(sys.stderr),
-                                 timeout=timeout, cwd=cwd, env=_pairs(env, "--env"))
+                                 timeout=timeout, cwd=cwd, env=_pairs(env, "--env"), user=_user(sb, user))
     finally:
         sb.close()
+    if result.exit_code == 124 and "timed out" in str(result.raw.get("error") or ""):
+        fail(f"the command timed out after {timeout} s and was killed", 124)
+    if result.raw.get("success") is False and result.exit_code == 0:  # it never started (e.g. an unknown user)
+        fail(str(result.raw.get("error") or "the command could not be started"))
     raise typer.Exit(result.exit_code)
 
 
@@ -164,8 +198,11 @@ def exec_(sandbox_id: str, command: List[str] = typer.Argument(..., help="the co
 @handles_errors
 def run(sandbox_id: str, file: Path = typer.Argument(..., help="a code file, or - for stdin"),
         language: str = typer.Option("python", "--language", "-l"),
-        timeout: int = typer.Option(300), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Run a code file in the sandbox's kernel; prints output and the cell's value. Exit 1 on error."""
+        timeout: int = typer.Option(300), as_json: bool = typer.Option(False, "--json"),
+        out_dir: Path = typer.Option(Path("."), "--out-dir", "-o", file_okay=False,
+                                     help="where images and other rich outputs are saved")) -> None:
+    """Run a code file in the sandbox's kernel; prints output and the cell's value, saves rich outputs (a plot's
+    PNG, SVG, HTML, PDF) to files and says where. Exit 1 on error."""
     code = sys.stdin.read() if str(file) == "-" else file.read_text()
     sb = _connect(sandbox_id)
     try:
@@ -177,6 +214,7 @@ def run(sandbox_id: str, file: Path = typer.Argument(..., help="a code file, or 
                              on_stderr=_write(sys.stderr))
             if ex.text is not None:
                 sys.stdout.write(ex.text + "\n")
+            save_outputs(ex, out_dir)
     finally:
         sb.close()
     if ex.error or not ex.success:
@@ -185,58 +223,42 @@ def run(sandbox_id: str, file: Path = typer.Argument(..., help="a code file, or 
 
 @app.command()
 @handles_errors
-def shell(sandbox_id: str) -> None:
+def shell(sandbox_id: str, user: Optional[str] = typer.Option(None, "--user", "-u", help=USER_HELP)) -> None:
     """An interactive shell in the sandbox (exit with `exit` or Ctrl-D)."""
     sb = _connect(sandbox_id)
     try:
-        code = interactive(sb)
+        code = interactive(sb, _user(sb, user))
     finally:
         sb.close()
     raise typer.Exit(code)
 
 
-def _split(target: str) -> tuple[str | None, str]:
-    sid, sep, path = target.partition(":")
-    if sep and sid and path.startswith("/") and not Path(target).exists():
-        return sid, path
-    return None, target
-
-
 @app.command()
 @handles_errors
-def cp(source: str, dest: str) -> None:
-    """Copy a file in or out: `cp ./a.txt SANDBOX:/workspace/a.txt` or `cp SANDBOX:/path ./local`."""
-    src_sb, src_path = _split(source)
-    dst_sb, dst_path = _split(dest)
+def cp(source: str, dest: str,
+       user: Optional[str] = typer.Option(None, "--user", "-u", help="owner of what is copied in (default: "
+                                          "`user` where the sandbox has one, else root)")) -> None:
+    """Copy a file or a directory (recursively) in or out: `cp ./a.txt SANDBOX:/workspace/` or
+    `cp SANDBOX:/workspace/results ./`. What is copied in belongs to the user commands run as."""
+    from sandboxd.cli.copying import copy_in, copy_out, split_target
+
+    src_sb, src_path = split_target(source)
+    dst_sb, dst_path = split_target(dest)
     sid = src_sb or dst_sb
     if sid is None or (src_sb is not None and dst_sb is not None):
         fail("exactly one of SOURCE and DEST must be SANDBOX_ID:/absolute/path")
     sb = _connect(sid)
     try:
         if dst_sb:
-            local = Path(src_path)
-            if local.is_dir():
-                fail(f"{local} is a directory; cp copies files")
-            if dst_path.endswith("/"):
-                dst_path += local.name
-            sb.files.upload(local, dst_path)
-            sys.stdout.write(f"{local} -> {dst_sb}:{dst_path} ({local.stat().st_size} bytes)\n")
+            line = copy_in(sb, Path(src_path), dst_path, _user(sb, user))
         else:
-            local = Path(dst_path)
-            if local.is_dir():
-                local = local / Path(src_path).name
-            part = local.with_name(local.name + ".part")
-            try:  # via a .part file so a failed copy never leaves a truncated file behind
-                n = sb.files.download(src_path, part)
-                part.replace(local)
-            finally:
-                part.unlink(missing_ok=True)
-            sys.stdout.write(f"{src_sb}:{src_path} -> {local} ({n} bytes)\n")
+            line = copy_out(sb, src_path, Path(dst_path))
+        sys.stdout.write(f"{line}\n")
     finally:
         sb.close()
 
 
-def interactive(sb) -> int:
+def interactive(sb, user: str | None = None) -> int:
     """Bridge the local terminal (raw mode) and the sandbox's /terminal WebSocket; returns the shell's
     exit code. Output is read on a thread so typing never waits for the network."""
     import select
@@ -249,7 +271,7 @@ def interactive(sb) -> int:
     is_tty = os.isatty(fd)
     cols, rows = os.get_terminal_size(fd) if is_tty else (80, 24)
     done = threading.Event()
-    with sb.terminal.connect(cols=cols, rows=rows) as term:
+    with sb.terminal.connect(cols=cols, rows=rows, user=user) as term:
         def pump() -> None:
             try:
                 while (chunk := term.recv()) is not None:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from sandboxd.cli.common import client, handles_errors, print_json, table, when
+from sandboxd.cli.common import WIDE, client, handles_errors, print_json, table, when
 
 COLUMNS = ["SANDBOX", "TEMPLATE", "SECONDS", "VCPU-SECONDS", "GIB-SECONDS"]
 
@@ -20,7 +20,7 @@ def usage(from_: Optional[str] = typer.Option(None, "--from", help="ISO 8601 tim
           to: Optional[str] = typer.Option(None, "--to", help="ISO 8601 time (default: now)"),
           team: Optional[str] = typer.Option(None, "--team", help="one team, by id or name (operator key)"),
           sandbox: Optional[str] = typer.Option(None, "--sandbox", help="one sandbox"),
-          as_json: bool = typer.Option(False, "--json")) -> None:
+          as_json: bool = typer.Option(False, "--json"), wide: bool = WIDE) -> None:
     """Running time per team and sandbox (paused and stopped time are not counted): each team's totals, then a
     table of its sandboxes, most used first."""
     with client() as c:

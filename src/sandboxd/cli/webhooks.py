@@ -1,17 +1,13 @@
-"""`sandboxd webhooks add/list/rm/deliveries`: E2B-style lifecycle webhooks.
-
-The SDK has no webhook methods yet, so these calls go through the SDK client's HTTP layer (same
-configuration, auth, retries and error translation) on the /events/webhooks routes.
-"""
+"""`sandboxd webhooks add/list/update/enable/disable/rm/deliveries`: E2B-style lifecycle webhooks, on the SDK."""
 from __future__ import annotations
 
 import secrets
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from sandboxd.cli.common import client, fail, handles_errors, print_json, table
+from sandboxd.cli.common import WIDE, client, fail, handles_errors, print_json, table
 
 app = typer.Typer(no_args_is_help=True)
 # E2B's lifecycle event types (docs/monitoring.md), spelled here and not imported from the server's
@@ -41,9 +37,8 @@ def add(name: str, url: str,
     """Register a webhook; its deliveries are signed with the secret (header e2b-signature)."""
     generated = secret is None
     secret = secret or secrets.token_urlsafe(32)
-    body = {"name": name, "url": url, "enabled": not disabled, "events": _event_types(event), "signatureSecret": secret}
     with client() as c:
-        w = c.http.json("POST", "/events/webhooks", json=body)
+        w = c.create_webhook(name, url, _event_types(event), secret, enabled=not disabled)
     if as_json:
         return print_json(w)
     sys.stdout.write(f"{w['id']}\n")
@@ -53,10 +48,10 @@ def add(name: str, url: str,
 
 @app.command("list")
 @handles_errors
-def list_(as_json: bool = typer.Option(False, "--json")) -> None:
+def list_(as_json: bool = typer.Option(False, "--json"), wide: bool = WIDE) -> None:
     """List webhooks (never their secrets)."""
     with client() as c:
-        rows = c.http.json("GET", "/events/webhooks")
+        rows = c.list_webhooks()
     if as_json:
         return print_json(rows)
     table(["ID", "NAME", "URL", "ENABLED", "EVENTS"],
@@ -66,11 +61,50 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @app.command()
 @handles_errors
+def update(webhook_id: str, name: Optional[str] = typer.Option(None, help="new name"),
+           url: Optional[str] = typer.Option(None, help="new receiver URL"),
+           event: Optional[List[str]] = typer.Option(None, "--event", "-e", help="replaces the events (repeat)"),
+           secret: Optional[str] = typer.Option(None, help="new signature secret"),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Change a webhook's name, URL, events or secret; what is not given is kept."""
+    changes: dict[str, Any] = {k: v for k, v in (("name", name), ("url", url), ("signatureSecret", secret))
+                               if v is not None}
+    if event:
+        changes["events"] = _event_types(event)
+    if not changes:
+        fail("nothing to change: give --name, --url, --event or --secret")
+    _change(webhook_id, changes, as_json)
+
+
+@app.command()
+@handles_errors
+def enable(webhook_id: str) -> None:
+    """Deliver events to this webhook again."""
+    _change(webhook_id, {"enabled": True}, False)
+
+
+@app.command()
+@handles_errors
+def disable(webhook_id: str) -> None:
+    """Stop delivering events to this webhook (it is kept, with its log)."""
+    _change(webhook_id, {"enabled": False}, False)
+
+
+def _change(webhook_id: str, changes: dict, as_json: bool) -> None:
+    with client() as c:
+        w = c.update_webhook(webhook_id, **changes)
+    if as_json:
+        return print_json(w)
+    sys.stdout.write(f"{w['id']} {'enabled' if w['enabled'] else 'disabled'} {w['url']}\n")
+
+
+@app.command()
+@handles_errors
 def rm(webhook_ids: List[str] = typer.Argument(..., metavar="WEBHOOK_ID...")) -> None:
     """Delete webhooks; their queued deliveries are dropped."""
     with client() as c:
         for wid in webhook_ids:
-            c.http.json("DELETE", f"/events/webhooks/{wid}")
+            c.delete_webhook(wid)
             sys.stdout.write(f"deleted {wid}\n")
 
 
@@ -78,11 +112,10 @@ def rm(webhook_ids: List[str] = typer.Argument(..., metavar="WEBHOOK_ID...")) ->
 @handles_errors
 def deliveries(webhook_id: str, limit: int = typer.Option(50, min=1, max=1000),
                status: Optional[str] = typer.Option(None, help="pending | delivered | failed"),
-               as_json: bool = typer.Option(False, "--json")) -> None:
+               as_json: bool = typer.Option(False, "--json"), wide: bool = WIDE) -> None:
     """The delivery log of a webhook: status, attempts, response code, latency; newest first."""
-    params = {"limit": limit, **({"deliveryStatus": status} if status else {})}
     with client() as c:
-        rows = c.http.json("GET", f"/events/webhooks/{webhook_id}/deliveries", params=params)
+        rows = c.webhook_deliveries(webhook_id, limit=limit, status=status)
     if as_json:
         return print_json(rows)
     table(["EVENT", "TYPE", "SANDBOX", "STATUS", "ATTEMPTS", "CODE", "MS", "UPDATED", "ERROR"],

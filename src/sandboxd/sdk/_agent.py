@@ -28,6 +28,19 @@ def command_body(cmd: str, timeout: float, env: dict[str, str] | None, cwd: str 
     return body
 
 
+def stream_frame(cmd: str, body: dict) -> dict:
+    """The /execute/stream frame for a command_body (the WebSocket runs the code with bash itself)."""
+    extra = {k: body[k] for k in ("env", "user") if k in body}
+    return {"type": "execute", "code": cmd, "language": "bash", "timeout": body["timeout"], "workdir": body["workdir"],
+            **extra}
+
+
+def terminal_path(user: str | None) -> str:
+    from urllib.parse import urlencode
+
+    return "/terminal" + (f"?{urlencode({'user': user})}" if user else "")
+
+
 def write_body(path: str, data: str | bytes, mode: str | None) -> dict:
     if isinstance(data, str):
         body: dict[str, Any] = {"path": path, "content": data}

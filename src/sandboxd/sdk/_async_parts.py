@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, AsyncIterator
 from urllib.parse import quote
 
-from ._agent import OnText, StreamCollector, command_body, write_body
+from ._agent import OnText, StreamCollector, command_body, stream_frame, terminal_path, write_body
 from ._errors import CommandExitError, NotFoundError, RequestTimeoutError
 from ._models import CommandResult, FileEntry, FileEvent, ProcessInfo
 from ._ws import AsyncSocket
@@ -68,8 +68,7 @@ class AsyncCommands:
             return AsyncCommandHandle(self._sb, str(resp.get("process_id") or resp.get("execution_id")))
         if on_stdout or on_stderr:
             col = StreamCollector(on_stdout, on_stderr)
-            frame = {"type": "execute", "code": cmd, "language": "bash", "timeout": int(timeout),
-                     "workdir": body["workdir"], **({"env": env} if env else {})}
+            frame = stream_frame(cmd, body)
             async with self._sb._socket("/execute/stream") as ws:
                 await ws.send(frame)
                 async for msg in ws:
@@ -223,8 +222,10 @@ class AsyncTerminal:
         self._sb = sandbox
 
     @asynccontextmanager
-    async def connect(self, cols: int = 80, rows: int = 24) -> AsyncIterator[AsyncTerminalSession]:
-        async with self._sb._socket("/terminal") as ws:
+    async def connect(self, cols: int = 80, rows: int = 24, *,
+                      user: str | None = None) -> AsyncIterator[AsyncTerminalSession]:
+        """`user` runs the shell as that account of the sandbox (default: the agent's own, root)."""
+        async with self._sb._socket(terminal_path(user)) as ws:
             term = AsyncTerminalSession(ws)
             await term.resize(cols, rows)
             yield term

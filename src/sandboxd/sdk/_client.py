@@ -2,11 +2,13 @@
 `AsyncSandbox` are built on these; the CLI uses them directly for commands that take an id."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, AsyncIterator, Iterator
 from urllib.parse import quote
 
 from ._http import AsyncHttpClient, HttpClient, api_headers, resolve_key, resolve_url
 from ._models import ApiKey, Metric, SandboxEvent, SandboxInfo, TeamInfo, TemplateInfo, Usage
+from ._sse import sse_frames
 
 DEFAULT_TEMPLATE = "code-interpreter"
 
@@ -23,6 +25,13 @@ def create_body(template: str, *, timeout: int | None, env_vars: dict[str, str] 
         if v is not None:
             body[k] = v
     return body
+
+
+def httpx_stream_timeout() -> Any:
+    """No read timeout on an event stream (it may be idle between heartbeats), but a bounded connect."""
+    import httpx
+
+    return httpx.Timeout(None, connect=30.0)
 
 
 def _sid(sandbox_id: str) -> str:
@@ -188,6 +197,63 @@ class Client:
         from ._build import build_template
 
         return build_template(self, directory, name, **kw)
+
+    def build_logs(self, template_or_build_id: str, offset: int = 0) -> dict[str, Any]:
+        """The newest build's log of a template (or one build's) from byte `offset`: `logs`, the next `offset`,
+        `status` and `complete`."""
+        path = f"/v1/templates/build/{quote(template_or_build_id, safe='')}/logs"
+        return self.http.json("GET", path, params={"offset": offset})
+
+    # -- start/stop, event stream ----------------------------------------------------------------------------
+    def stop_sandbox(self, sandbox_id: str) -> SandboxInfo:
+        """Stop a sandbox's processes; its filesystem is kept until it is started again or killed."""
+        return SandboxInfo.from_wire(self.http.json("POST", f"/v1/sandboxes/{_sid(sandbox_id)}/stop"))
+
+    def start_sandbox(self, sandbox_id: str) -> SandboxInfo:
+        return SandboxInfo.from_wire(self.http.json("POST", f"/v1/sandboxes/{_sid(sandbox_id)}/start"))
+
+    @contextmanager
+    def event_stream(self, *, templates: bool = False) -> Iterator[Iterator[SandboxEvent]]:
+        """Lifecycle events as they happen (sandbox events, or template events with `templates`). The stream is
+        live when the block is entered, so nothing recorded after that is missed."""
+        path = "/v1/templates/stream" if templates else "/v1/sandboxes/stream"
+        with self.http.stream("GET", path, timeout=httpx_stream_timeout()) as resp:
+            lines = resp.iter_lines()
+            for line in lines:  # the server subscribes before it says so
+                if line == ": connected":
+                    break
+            yield (SandboxEvent.from_wire(data) for event, data in sse_frames(lines) if event == "message")
+
+    # -- warm pools (admin key) ------------------------------------------------------------------------------
+    def list_pools(self) -> list[dict[str, Any]]:
+        """Per template: target size, ready and filling sandboxes, hits, misses, refill lag."""
+        return list(self.http.json("GET", "/v1/pools").get("data") or [])
+
+    def set_pool(self, template: str, size: int) -> dict[str, Any]:
+        """Keep `size` sandboxes of a template ready (0 empties and turns off its pool)."""
+        return self.http.json("PUT", f"/v1/pools/{quote(template, safe='')}", json={"size": int(size)})
+
+    # -- lifecycle webhooks (team admin key) -----------------------------------------------------------------
+    def create_webhook(self, name: str, url: str, events: list[str], secret: str, *,
+                       enabled: bool = True) -> dict[str, Any]:
+        body = {"name": name, "url": url, "enabled": enabled, "events": events, "signatureSecret": secret}
+        return self.http.json("POST", "/events/webhooks", json=body)
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        return list(self.http.json("GET", "/events/webhooks") or [])
+
+    def update_webhook(self, webhook_id: str, **changes: Any) -> dict[str, Any]:
+        """Change any of `name`, `url`, `enabled`, `events`, `signatureSecret`; others are kept."""
+        return self.http.json("PATCH", f"/events/webhooks/{quote(webhook_id, safe='')}", json=changes)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self.http.json("DELETE", f"/events/webhooks/{quote(webhook_id, safe='')}")
+
+    def webhook_deliveries(self, webhook_id: str, *, limit: int = 100,
+                           status: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, **({"deliveryStatus": status} if status else {})}
+        return list(self.http.json("GET", f"/events/webhooks/{quote(webhook_id, safe='')}/deliveries",
+                                   params=params) or [])
 
 
 class AsyncClient:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterator
 from urllib.parse import quote
 
-from ._agent import OnText, StreamCollector, command_body, write_body
+from ._agent import OnText, StreamCollector, command_body, stream_frame, terminal_path, write_body
 from ._errors import CommandExitError, RequestTimeoutError
 from ._models import CommandResult, FileEntry, FileEvent, ProcessInfo
 from ._ws import SyncSocket
@@ -67,8 +67,7 @@ class Commands:
             return CommandHandle(self._sb, str(resp.get("process_id") or resp.get("execution_id")))
         if on_stdout or on_stderr:
             col = StreamCollector(on_stdout, on_stderr)
-            frame = {"type": "execute", "code": cmd, "language": "bash", "timeout": int(timeout),
-                     "workdir": body["workdir"], **({"env": env} if env else {})}
+            frame = stream_frame(cmd, body)
             with self._sb._socket("/execute/stream") as ws:
                 ws.send(frame)
                 for msg in ws:
@@ -229,13 +228,14 @@ class Terminal:
     def __init__(self, sandbox: "Sandbox"):
         self._sb = sandbox
 
-    def connect(self, cols: int = 80, rows: int = 24):
-        """A context manager yielding a TerminalSession."""
+    def connect(self, cols: int = 80, rows: int = 24, *, user: str | None = None):
+        """A context manager yielding a TerminalSession; `user` runs the shell as that account of the sandbox
+        (default: the agent's own, root)."""
         from contextlib import contextmanager
 
         @contextmanager
         def session() -> Iterator[TerminalSession]:
-            with self._sb._socket("/terminal") as ws:
+            with self._sb._socket(terminal_path(user)) as ws:
                 term = TerminalSession(ws)
                 term.resize(cols, rows)
                 yield term
