@@ -49,4 +49,6 @@ def create_app(settings: Settings | None = None, services: ControlPlane | None =
         app.include_router(module.router)
     app.include_router(e2b_router)
     app.include_router(pools.router)
+    from sandboxd.api import dashboard
+    app.include_router(dashboard.router)  # the web console, docs/dashboard.md
     return app
