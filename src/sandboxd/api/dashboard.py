@@ -2,7 +2,7 @@
 
 The page holds no secret: the browser tab keeps the API key and calls the same API every client calls, so
 these routes need no key. The Content-Security-Policy lets the page load scripts from this server only and
-talk to nothing but the API and the sandbox gateway (terminal WebSocket, files).
+talk to nothing but the API and the sandbox gateway's WebSockets (the terminal).
 """
 from __future__ import annotations
 
@@ -21,17 +21,16 @@ TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html; char
 router = APIRouter(include_in_schema=False)
 
 
-def gateway_origins(public_host: str) -> str:
-    """The gateway's http and ws origins: a CSP `connect-src` names WebSocket schemes separately."""
+def gateway_socket_origin(public_host: str) -> str:
+    """The gateway's WebSocket origin: a CSP `connect-src` names WebSocket schemes separately."""
     url = urlsplit(public_host)
     if not url.scheme or not url.netloc:
         return ""
-    ws = "wss" if url.scheme == "https" else "ws"
-    return f"{url.scheme}://{url.netloc} {ws}://{url.netloc}"
+    return f"{'wss' if url.scheme == 'https' else 'ws'}://{url.netloc}"
 
 
 def headers(request: Request) -> dict[str, str]:
-    gateway = gateway_origins(services(request).public_host)
+    gateway = gateway_socket_origin(services(request).public_host)
     # xterm.js writes its measured cell sizes into a <style> element, hence 'unsafe-inline' for styles only.
     csp = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
            f"font-src 'self'; connect-src 'self' {gateway}".rstrip() + "; base-uri 'none'; form-action 'none'; "

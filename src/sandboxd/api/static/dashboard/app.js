@@ -176,7 +176,7 @@ function chart(id, title, unit) {
     for (const f of [0.25, 0.5, 0.75]) { ctx.beginPath(); ctx.moveTo(0, h * f); ctx.lineTo(w, h * f); ctx.stroke(); }
     if (points.length < 2) return;
     const top = 100;
-    const step = w / (HISTORY - 1);
+    const step = w / (Math.max(points.length, 60) - 1); // a new sandbox's first minute spans the width
     const x0 = w - (points.length - 1) * step;
     ctx.beginPath();
     points.forEach((p, i) => { const y = h - (Math.min(p, top) / top) * (h - 4) - 2; i ? ctx.lineTo(x0 + i * step, y) : ctx.moveTo(x0, y); });
@@ -232,47 +232,6 @@ function terminalPane(sb) {
   return el("div", {}, el("h2", {}, "Terminal ", start, " ", note), host);
 }
 
-function filesPane(sb) {
-  const out = el("div", { id: "files" });
-  const where = el("input", { value: "/workspace", id: "files-path", size: 40 });
-  let token = null;
-  async function gateway(path, init) {
-    token = token || (await api("POST", `/v1/sandboxes/${sb.id}/token/refresh`)).auth_token;
-    const r = await fetch(sb.public_host.replace(/\/$/, "") + path,
-      { ...init, headers: { ...(init && init.headers), Authorization: `Bearer ${token}` } });
-    if (!r.ok) throw new Error(`${path}: ${r.status} ${(await r.text()).slice(0, 200)}`);
-    return r;
-  }
-  async function list() {
-    const dir = where.value;
-    const data = await (await gateway(`/files/list?path=${encodeURIComponent(dir)}`)).json();
-    const items = rows(data.files || data);
-    out.replaceChildren(table([
-      ["Name", (f) => (f.is_directory || f.is_dir)
-        ? el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); where.value = f.path; list().catch((e) => toast(e.message)); } }, `${f.name}/`)
-        : el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); read(f.path).catch((e) => toast(e.message)); } }, f.name)],
-      ["Size", (f) => String(f.size ?? "")],
-      ["Modified", (f) => f.modified_time || f.modified || ""],
-    ], items, "Empty directory."));
-  }
-  async function read(path) {
-    const data = await (await gateway(`/files/read?path=${encodeURIComponent(path)}`)).json();
-    out.append(el("h2", {}, path), el("pre", {}, data.content ?? ""));
-  }
-  const upload = el("input", { type: "file", id: "files-upload" });
-  upload.addEventListener("change", async () => {
-    const file = upload.files[0];
-    if (!file) return;
-    const body = new FormData();
-    body.append("file", file);
-    const dest = `${where.value.replace(/\/$/, "")}/${file.name}`;
-    try { await gateway(`/files/upload?path=${encodeURIComponent(dest)}`, { method: "POST", body }); await list(); } catch (e) { toast(e.message); }
-  });
-  const form = el("form", { class: "inline" }, where, el("button", { type: "submit" }, "List"), "Upload", upload);
-  form.addEventListener("submit", (ev) => { ev.preventDefault(); list().catch((e) => toast(e.message)); });
-  return el("div", {}, el("h2", {}, "Files"), form, out);
-}
-
 async function sandboxView(id) {
   let sb = await api("GET", `/v1/sandboxes/${id}`);
   const status = el("span", { id: "sandbox-status" }, badge(sb.status));
@@ -312,8 +271,7 @@ async function sandboxView(id) {
     el("p", { class: "muted" }, `template ${sb.template_name || sb.template_id} · ${sb.resources.vcpu} vCPU · `
       + `${sb.resources.memory_mb} MB · created ${when(sb.created_at)}`),
     el("div", { class: "charts" }, cpu.box, mem.box, disk.box),
-    el("div", { class: "cols" }, terminalPane(sb), el("div", {}, el("h2", {}, "Events"), timeline)),
-    filesPane(sb));
+    el("div", { class: "cols" }, terminalPane(sb), el("div", {}, el("h2", {}, "Events"), timeline)));
 }
 
 // ---- templates and builds ----------------------------------------------------------------------------------
@@ -326,7 +284,9 @@ async function templatesView() {
       ["Name", (t) => t.name],
       ["Status", (t) => badge(t.status || "active")],
       ["Resources", (t) => t.default_resources ? `${t.default_resources.vcpu} vCPU · ${t.default_resources.memory_mb} MB` : ""],
-      ["Build", (t) => el("button", { onclick: () => showLogs(t).catch((e) => toast(e.message)) }, "Logs")],
+      ["Build", (t) => t.build_id
+        ? el("button", { dataset: { template: t.name }, onclick: () => showLogs(t).catch((e) => toast(e.message)) }, "Logs")
+        : el("span", { class: "muted" }, "built in")],
     ], rows(await api("GET", "/v1/templates"))));
   }
   let follow = null;
