@@ -102,7 +102,7 @@ function loginView(problem) {
 }
 
 document.getElementById("logout").addEventListener("click", () => {
-  sessionStorage.removeItem(KEY_SLOT);
+  sessionStorage.clear();
   identity = null;
   location.hash = "#/login";
   location.reload();
@@ -137,6 +137,7 @@ async function sandboxesView() {
     ev.preventDefault();
     try {
       const sb = await api("POST", "/v1/sandboxes", { template_name: pick.value });
+      sessionStorage.setItem(`sandboxd.token.${sb.id}`, sb.auth_token);
       location.hash = `#/sandbox/${sb.id}`;
     } catch (e) { toast(e.message); }
   });
@@ -204,7 +205,10 @@ function terminalPane(sb) {
   const note = el("span", { class: "muted", id: "terminal-state" }, "connecting…");
   async function connect() {
     if (!window.Terminal) { note.textContent = "xterm.js failed to load"; return; }
-    const { auth_token: token } = await api("POST", `/v1/sandboxes/${sb.id}/token/refresh`);
+    // A refresh revokes the sandbox's previous token (after a grace period), which other clients may hold:
+    // the token of a sandbox this tab created is used as it is.
+    const token = sessionStorage.getItem(`sandboxd.token.${sb.id}`)
+      || (await api("POST", `/v1/sandboxes/${sb.id}/token/refresh`)).auth_token;
     const term = new window.Terminal({ convertEol: false, fontSize: 13, cursorBlink: true });
     const Fit = window.FitAddon && (window.FitAddon.FitAddon || window.FitAddon);
     const fit = Fit ? new Fit() : null;
