@@ -9,14 +9,16 @@ import httpx
 import pytest
 
 from support.browser import chromium, login, watched_page
+from support.receiver import Receiver
 from support.server import running_server
+from support.waiting import wait_for
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "sandboxd" / "api" / "static" / "dashboard"
 
 
 @pytest.fixture(scope="module")
 def cp(tmp_path_factory):
-    yield from running_server(tmp_path_factory)
+    yield from running_server(tmp_path_factory, SANDBOXD_WEBHOOK_ALLOW_PRIVATE="true")  # the receiver is local
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +124,25 @@ def test_the_sandbox_list_follows_the_lifecycle_stream(cp, browser, tmp_path):
     assert page.locator(f"#lifecycle-feed li:has-text('{sid}')").count() >= 4  # created, paused, resumed, killed
     page.close()
     assert not problems, problems
+
+
+def test_a_webhook_and_its_deliveries(cp, browser):
+    receiver = Receiver()
+    try:
+        with cp.client() as c:
+            hook = c.post("/events/webhooks", json={"name": "dash-hook", "url": receiver.url, "enabled": True,
+                                                    "events": ["sandbox.lifecycle.created"],
+                                                    "signatureSecret": "dash-secret"}).json()
+            sid = c.post("/v1/sandboxes", json={"template_name": "base"}).json()["id"]
+            wait_for(lambda: c.get(f"/events/webhooks/{hook['id']}/deliveries").json(), what="a delivery")
+            c.delete(f"/v1/sandboxes/{sid}")
+        problems: list[str] = []
+        page = watched_page(browser, problems)
+        login(page, cp.base, cp.key)
+        page.click("#nav a[href='#/webhooks']")
+        page.click(f"button[data-webhook={hook['id']}]")
+        page.wait_for_selector(f"#deliveries td:has-text('sandbox.lifecycle.created {sid}')")
+        page.close()
+        assert not problems, problems
+    finally:
+        receiver.close()

@@ -321,16 +321,17 @@ async function webhooksView() {
   async function show(w) {
     const items = rows(await api("GET", `/events/webhooks/${w.id}/deliveries`));
     deliveries.replaceChildren(el("h2", {}, `Deliveries to ${w.url}`), table([
-      ["When", (d) => when(d.created_at || d.timestamp)],
-      ["Event", (d) => d.event_type || d.type || ""],
-      ["Result", (d) => String(d.status_code ?? d.status ?? "")],
-      ["Attempts", (d) => String(d.attempts ?? "")],
+      ["When", (d) => when(d.createdAt)],
+      ["Event", (d) => `${d.eventType} ${d.sandboxId || ""}`],
+      ["Result", (d) => el("span", {}, badge(d.deliveryStatus), ` ${d.responseStatusCode ?? ""} ${d.error || ""}`)],
+      ["Attempts", (d) => String(d.attempts)],
     ], items, "No deliveries yet."));
   }
   const hooks = rows(await api("GET", "/events/webhooks"));
   return el("section", {}, el("h1", {}, "Webhooks"), table([
-    ["URL", (w) => w.url], ["Events", (w) => (w.events || []).join(", ")], ["Enabled", (w) => String(w.enabled ?? true)],
-    ["", (w) => el("button", { onclick: () => show(w).catch((e) => toast(e.message)) }, "Deliveries")],
+    ["Name", (w) => w.name], ["URL", (w) => w.url], ["Events", (w) => w.events.join(", ")],
+    ["Enabled", (w) => String(w.enabled)],
+    ["", (w) => el("button", { dataset: { webhook: w.id }, onclick: () => show(w).catch((e) => toast(e.message)) }, "Deliveries")],
   ], hooks, "No webhooks."), deliveries);
 }
 
