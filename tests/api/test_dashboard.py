@@ -82,8 +82,13 @@ def test_operator_pages_render_in_a_browser(cp, browser, tmp_path):
     login(page, cp.base, cp.key)
     assert page.is_visible("#nav-pools")
     page.wait_for_selector("#create-template option[value=base]", state="attached")
+    with cp.client() as c:
+        assert c.put("/v1/pools/base", json={"size": 1}).status_code == 200
+        sid = c.post("/v1/sandboxes", json={"template_name": "desktop"}).json()["id"]
+        c.delete(f"/v1/sandboxes/{sid}")
     for name, ready in [("templates", "#template-list table"), ("webhooks", "text=No webhooks."),
-                        ("pools", "text=Warm pools"), ("usage", "text=Measure")]:
+                        ("pools", "tr:has(td:text-is('base')) >> td:text-is('1')"),
+                        ("usage", "tr:has(td:text-is('default')) >> td:text-is('1')")]:
         page.click(f"#nav a[href='#/{name}']")
         page.wait_for_selector(ready)
         shot = tmp_path / f"dashboard-{name}.png"

@@ -338,25 +338,22 @@ async function webhooksView() {
 async function poolsView() {
   const pools = rows(await api("GET", "/v1/pools"));
   return el("section", {}, el("h1", {}, "Warm pools"), table([
-    ["Template", (p) => p.template || p.template_name || ""], ["Target", (p) => String(p.size ?? p.target ?? "")],
-    ["Ready", (p) => String(p.ready ?? "")], ["Details", (p) => el("code", {}, JSON.stringify(p))],
-  ], pools, "No warm pools."));
-}
-
-function flatten(obj, prefix, out) {
-  for (const [k, v] of Object.entries(obj || {})) {
-    const name = prefix ? `${prefix}.${k}` : k;
-    if (v && typeof v === "object" && !Array.isArray(v)) flatten(v, name, out); else out.push([name, v]);
-  }
-  return out;
+    ["Template", (p) => p.template_name], ["Target", (p) => String(p.target)], ["Ready", (p) => String(p.ready)],
+    ["Filling", (p) => String(p.filling)], ["Hits / misses", (p) => `${p.hits} / ${p.misses}`],
+    ["Last error", (p) => p.last_error || ""],
+  ], pools, "No warm pools (PUT /v1/pools/{template} sets one)."));
 }
 
 async function usageView() {
   const usage = await api("GET", "/v1/usage");
-  const fields = flatten(usage, "", []).filter(([k]) => k !== "request_id");
-  return el("section", {}, el("h1", {}, "Usage"), table([
-    ["Measure", ([k]) => k], ["Value", ([, v]) => Array.isArray(v) ? JSON.stringify(v) : String(v)],
-  ], fields));
+  const n = (v) => Number(v).toFixed(1);
+  return el("section", {}, el("h1", {}, "Usage"),
+    el("p", { class: "muted" }, `from ${new Date(usage.from).toLocaleString()} to ${new Date(usage.to).toLocaleString()}`),
+    table([
+      ["Team", (t) => t.team_name || t.team_id], ["Sandboxes", (t) => String(t.sandboxes.length)],
+      ["Sandbox seconds", (t) => n(t.sandbox_seconds)], ["vCPU seconds", (t) => n(t.vcpu_seconds)],
+      ["GiB seconds", (t) => n(t.gib_seconds)],
+    ], usage.teams, "No usage in this period."));
 }
 
 // ---- routing -----------------------------------------------------------------------------------------------
