@@ -145,7 +145,7 @@ def test_a_webhook_and_its_deliveries(cp, browser):
         page = watched_page(browser, problems)
         login(page, cp.base, cp.key)
         page.click("#nav a[href='#/webhooks']")
-        page.click(f"button[data-webhook={hook['id']}]")
+        page.click(f"button[data-webhook='{hook['id']}']")
         page.wait_for_selector(f"#deliveries td:has-text('sandbox.lifecycle.created {sid}')")
         page.close()
         assert not problems, problems
