@@ -30,6 +30,11 @@ if ! command -v docker-registry >/dev/null; then
   if [ -d /run/systemd/system ]; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
 fi
 
+# Tests only: Debian's Chromium, which the dashboard's browser tests drive through Playwright (tests/support/browser.py).
+if ! command -v chromium >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+fi
+
 # In CI (and after install.sh) nothing that matters may skip: real-sandbox tests fail instead of skipping.
 export CI="${CI:-true}"
 export SANDBOXD_TEMPLATES_PATH="${SANDBOXD_TEMPLATES_PATH:-${SANDBOXD_DATA_DIR:-/var/lib/sandboxd}/templates}"

@@ -53,4 +53,6 @@ def create_app(settings: Settings | None = None, services: ControlPlane | None =
     app.include_router(e2b_router)
     app.include_router(pools.router)
     app.include_router(docs.router)
+    from sandboxd.api import dashboard
+    app.include_router(dashboard.router)  # the web console, docs/dashboard.md
     return app

@@ -1,0 +1,58 @@
+"""The web dashboard (docs/dashboard.md): one static page and its assets, shipped in the package.
+
+The page holds no secret: the browser tab keeps the API key and calls the same API every client calls, so
+these routes need no key. The Content-Security-Policy lets the page load scripts from this server only and
+talk to nothing but the API and the sandbox gateway's WebSockets (the terminal).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from sandboxd.api.deps import services
+from sandboxd.errors import NotFound
+
+ROOT = Path(__file__).parent / "static" / "dashboard"
+TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml"}
+
+router = APIRouter(include_in_schema=False)
+
+
+def gateway_socket_origin(public_host: str) -> str:
+    """The gateway's WebSocket origin: a CSP `connect-src` names WebSocket schemes separately."""
+    url = urlsplit(public_host)
+    if not url.scheme or not url.netloc:
+        return ""
+    return f"{'wss' if url.scheme == 'https' else 'ws'}://{url.netloc}"
+
+
+def headers(request: Request) -> dict[str, str]:
+    gateway = gateway_socket_origin(services(request).public_host)
+    # xterm.js writes its measured cell sizes into a <style> element, hence 'unsafe-inline' for styles only.
+    csp = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+           f"font-src 'self'; connect-src 'self' {gateway}".rstrip() + "; base-uri 'none'; form-action 'none'; "
+           "frame-ancestors 'none'")
+    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY", "Cache-Control": "no-cache"}
+
+
+@router.get("/")
+async def root() -> RedirectResponse:
+    return RedirectResponse("/dashboard/", status_code=307)
+
+
+@router.get("/dashboard")
+@router.get("/dashboard/")
+async def page(request: Request) -> Response:
+    return FileResponse(ROOT / "index.html", media_type=TYPES[".html"], headers=headers(request))
+
+
+@router.get("/dashboard/assets/{name:path}")
+async def asset(name: str, request: Request) -> Response:
+    path = (ROOT / name).resolve()
+    if not path.is_relative_to(ROOT.resolve()) or not path.is_file() or path.suffix not in TYPES:
+        raise NotFound(f"no dashboard asset {name}", code="not_found")
+    return FileResponse(path, media_type=TYPES[path.suffix], headers=headers(request))
