@@ -91,6 +91,7 @@ class Sandbox:
     metadata: dict[str, Any] = field(default_factory=dict)
     public_traffic: bool = True  # its own ports answer without its token (gateway/e2b.py)
     team_id: str | None = None  # whose it is (docs/teams.md)
+    egress: dict[str, Any] | None = None  # its egress policy as stored (core/egress.py); None: none set
 
     def to_wire(self, public_host: str) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_
 
 from sandboxd.api.auth import owned, require_key
 from sandboxd.api.deps import rid, services
+from sandboxd.core import egress
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.lifecycle import CreateRequest
 from sandboxd.core.models import check_env, iso
@@ -60,6 +61,17 @@ class CreateBody(BaseModel):
     def limits(self) -> dict[str, Any]:
         return {name: getattr(self, name) if getattr(self, name) is not None else getattr(self.resources, name, None)
                 for name in LIMITS}
+
+
+class NetworkBody(BaseModel):
+    """A sandbox's whole egress policy (docs/network.md), E2B's `network` in snake_case; omitted is cleared."""
+    model_config = ConfigDict(extra="forbid")
+    allow_out: list[str] | None = None
+    deny_out: list[str] | None = None
+    dns_servers: list[str] | None = None
+    allow_internet_access: StrictBool | None = None  # false: deny 0.0.0.0/0
+    rules: dict[str, Any] | None = None  # per-host header rules: refused until enforced
+    egress_proxy: dict[str, Any] | None = None  # refused
 
 
 class TimeoutBody(BaseModel):
@@ -140,3 +152,22 @@ async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, key:
 async def refresh_token(sandbox_id: str, request: Request, key: Key) -> dict:
     token, exp = owned(request, sandbox_id, key).refresh_token(sandbox_id)
     return {"id": sandbox_id, "auth_token": token, "token_expires_at": iso(exp), "request_id": rid(request)}
+
+
+async def _network(request: Request, sb, key: ApiKey) -> dict:
+    denied = await services(request).lifecycle.egress_denied(sb.id, key.scope)
+    policy = egress.EgressPolicy.from_dict(sb.egress)
+    return {"id": sb.id, "object": "sandbox.network", **policy.to_dict(),
+            "denied": {"packets": denied.packets, "bytes": denied.bytes, "destinations": list(denied.destinations)},
+            "request_id": rid(request)}
+
+
+@router.get("/{sandbox_id}/network")
+async def get_network(sandbox_id: str, request: Request, key: Key) -> dict:
+    return await _network(request, services(request).lifecycle.get(sandbox_id, key.scope), key)
+
+
+@router.put("/{sandbox_id}/network")
+async def set_network(sandbox_id: str, body: NetworkBody, request: Request, key: Key) -> dict:
+    policy = egress.parse(body.model_dump(exclude_none=True), camel=False)
+    return await _network(request, await services(request).lifecycle.set_egress(sandbox_id, policy, key.scope), key)
