@@ -72,3 +72,11 @@ def test_unknown_sandbox_is_a_404(client):
     assert client.put(f"{E2B}/sbnobody/network", json={}).status_code == 404
     assert client.put("/v1/sandboxes/sbnobody/network", json={}).status_code == 404
     assert client.get("/v1/sandboxes/sbnobody/network").status_code == 404
+
+
+def test_hopx_create_takes_the_policy_and_checks_it_first(client):
+    r = client.post("/v1/sandboxes", json={"template_name": "base", "network": {"allow_out": ["api.example.com"]}})
+    assert r.status_code == 400 and r.json()["code"] == "domain_rules_not_enforced", r.text
+    r = client.post("/v1/sandboxes", json={"template_name": "base", "internet_access": True,
+                                           "network": {"deny_out": ["0.0.0.0/0"]}})
+    assert r.status_code == 501 and r.json()["code"] == "egress_not_supported", r.text
