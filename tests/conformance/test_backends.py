@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from support.runtime import cleanup, make_settings, new_id, require_real, SyncBackend
-from sandboxd.errors import NotFound, SandboxdError
-from sandboxd.runtime.base import Backend, Resources, RuntimeState, SandboxSpec, TemplateImage
+from sandboxd.errors import NotFound, NotSupported, SandboxdError
+from sandboxd.runtime.base import Backend, Egress, Resources, RuntimeState, SandboxSpec, TemplateImage
 from sandboxd.runtime import agentclient
 
 HAVE_FAKE = importlib.util.find_spec("sandboxd.runtime.fake") is not None
@@ -161,3 +161,40 @@ def test_export_changes_copies_what_the_sandbox_wrote_and_leaves_it_as_it_was(en
     with pytest.raises(SandboxdError) as err:
         export(tmp_path / "stopped")
     assert err.value.code == "sandbox_not_running"
+
+
+def test_egress_rules_are_set_at_once_kept_across_a_restart_and_released(env):
+    """The kernel's rules for the sandbox's veth follow set_egress at once, come back with a start, and go
+    with the sandbox. What the rules do to traffic: tests/security/test_egress_policy.py."""
+    name, sb, image = env
+    if name == "fake":  # no network of its own: it refuses, never pretends
+        box = sb.create(_spec(image, internet_access=True))
+        with pytest.raises(NotSupported):
+            sb.set_egress(box.id, Egress(deny=("0.0.0.0/0",)))
+        with pytest.raises(NotSupported):
+            sb.egress_denied(box.id)
+        return
+    from sandboxd.runtime import network
+
+    spec = _spec(image, internet_access=True, egress=Egress(allow=("192.0.2.7",), deny=("0.0.0.0/0",)))
+    veth = network.names(spec.id)[1]
+    box = sb.create(spec)
+    assert network.egress_rules(veth) == (["192.0.2.7/32"], ["0.0.0.0/0"])
+    sb.set_egress(box.id, Egress(deny=("198.51.100.0/24", "192.0.2.9")))
+    assert network.egress_rules(veth) == ([], ["192.0.2.9/32", "198.51.100.0/24"])
+    assert sb.egress_denied(box.id).packets == 0
+    sb.stop(box.id)
+    assert network.egress_rules(veth) is None  # went with the veth
+    sb.set_egress(box.id, Egress(deny=("192.0.2.0/24",)))  # a stopped sandbox keeps them for its start
+    sb.start(box.id)
+    assert network.egress_rules(veth) == ([], ["192.0.2.0/24"])
+    sb.update(box.id, replace(spec, env={"CONF_VAR": "v2"}))  # limits and env only: the rules stay
+    sb.stop(box.id)
+    sb.start(box.id)
+    assert network.egress_rules(veth) == ([], ["192.0.2.0/24"])
+    network.drop_egress(veth)  # as a table made afresh would leave it: a restart's adoption writes them again
+    assert network.egress_rules(veth) is None
+    assert box.id in {r.id for r in sb.recover()}
+    assert network.egress_rules(veth) == ([], ["192.0.2.0/24"])
+    sb.destroy(box.id)
+    assert network.egress_rules(veth) is None

@@ -13,8 +13,6 @@ import os
 import secrets
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 
 from support.server import CPServer
 from probes import connect  # noqa: E402
+from testnet import OwnNet, routes_matching  # noqa: E402
 from support.runtime import spec  # noqa: E402
 from sandboxd.config import Settings  # noqa: E402
 from sandboxd.runtime import network  # noqa: E402
@@ -50,22 +49,7 @@ threading.Event().wait()
 """
 
 
-def sh(*argv: str, stdin: str | None = None) -> str:
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True).stdout
-
-
-def routes_matching(addr: str) -> list[str]:
-    """The host's routes (and its own addresses) that cover addr, other than the default route."""
-    found = [r["dst"] for r in json.loads(sh("ip", "-j", "-4", "route", "show", "match", addr))
-             if r["dst"] != "default"]
-    for link in json.loads(sh("ip", "-j", "-4", "addr", "show")):
-        for a in link.get("addr_info", []):
-            if ipaddress.ip_address(addr) in ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False):
-                found.append(f"{a['local']}/{a['prefixlen']} on {link['ifname']}")
-    return found
-
-
-class Peer:
+class Peer(OwnNet):
     """A private network of our own: netns + veth, a TCP listener on 10.254.n.2 and 192.168.254.n."""
 
     def __init__(self):
@@ -78,43 +62,19 @@ class Peer:
                 break
         else:
             pytest.skip("no free private test addresses on this host")
-        tag = secrets.token_hex(3)
-        self.ns, self.veth = f"sbxtest-{tag}", f"vt{tag}"  # never vh*: that prefix is the sandboxes'
-        self.dir = Path(tempfile.mkdtemp(prefix="sec-egress-"))
-        self.log = self.dir / "accepted"
-        self.log.touch()
-        self.proc = None
+        super().__init__("sbxtest", "vt", "sec-egress-")
         try:
-            self._make()
+            self.make(f"addr add {self.host10}/30 dev {self.veth}\nlink set {self.veth} up\n"
+                      f"route add {self.ip192}/32 via {self.ip10} dev {self.veth}\n",
+                      f"link set lo up\naddr add {self.ip10}/30 dev peer0\n"
+                      f"addr add {self.ip192}/32 dev peer0\nlink set peer0 up\n", (self.ip10, self.ip192))
+            self.serve(LISTENER, str(PORT), str(DNS))
         except BaseException:
             self.close()
             raise
 
-    def _make(self) -> None:
-        sh("ip", "netns", "add", self.ns)
-        sh("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "peer0", "netns", self.ns)
-        Path(f"/proc/sys/net/ipv6/conf/{self.veth}/disable_ipv6").write_text("1")
-        sh("ip", "-b", "-", stdin=f"addr add {self.host10}/30 dev {self.veth}\nlink set {self.veth} up\n"
-                                  f"route add {self.ip192}/32 via {self.ip10} dev {self.veth}\n")
-        sh("ip", "-n", self.ns, "-b", "-", stdin=f"link set lo up\naddr add {self.ip10}/30 dev peer0\n"
-                                                f"addr add {self.ip192}/32 dev peer0\nlink set peer0 up\n")
-        for addr in (self.ip10, self.ip192):  # the host reaches these only through our veth
-            route = sh("ip", "route", "get", addr)
-            assert f"dev {self.veth}" in route, route
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", LISTENER,
-                                      str(self.log), str(PORT), str(DNS)], stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout.readline().strip() == "ready"
-
     def accepted(self) -> list[str]:
-        return self.log.read_text().split()
-
-    def close(self) -> None:
-        if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.logged()
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +163,9 @@ def test_the_floor_is_installed_once_and_idempotently(closed_floor):
     start()
     again = network._run(["nft", "list", "table", "inet", network.TABLE]).stdout.decode()
     assert first == again
-    assert again.count("hook forward") == 1 and again.count("chain floor") == 1
+    # The floor's chain once, and the sandboxes' own rules after it (docs/network.md).
+    assert again.count("hook forward") == 2 and again.count("chain floor") == 1
+    assert again.count("chain egress_rules") == 1
     for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"):
         assert cidr in again
 

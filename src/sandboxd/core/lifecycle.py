@@ -22,7 +22,8 @@ from sandboxd.config import Settings
 from sandboxd.core.admission import Admission, Commitment, check_maxima, sandbox_maxima
 from sandboxd.core import events as ev
 from sandboxd.core import quotas
-from sandboxd.errors import CapacityExceeded, Conflict, Invalid, NotFound, RuntimeFailure, SandboxdError
+from sandboxd.core.egress import ALL_TRAFFIC, EgressPolicy
+from sandboxd.errors import CapacityExceeded, Conflict, Invalid, NotFound, NotSupported, RuntimeFailure, SandboxdError
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import (
     decode_cursor, encode_cursor, CREATING, KILLED, LIVE_STATES, PAUSED, REASON_ERROR, REASON_NODE_LOST, REASON_TIMEOUT,
@@ -34,7 +35,7 @@ from sandboxd.core.startup import rerun_start, run_start
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import DEFAULT_TEAM_ID, SandboxRow
 from sandboxd.core.tokens import TokenSigner
-from sandboxd.runtime.base import Backend, Resources, RuntimeSandbox, SandboxSpec, TemplateImage
+from sandboxd.runtime.base import Backend, EgressDenied, Resources, RuntimeSandbox, SandboxSpec, TemplateImage
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class CreateRequest:
     disk_mb: int | None = None
     on_timeout: str = ON_TIMEOUT_KILL  # what its timeout does (docs/e2b.md)
     auto_resume: bool = False
+    egress: EgressPolicy | None = None  # None: only the operator's floor (docs/network.md)
 
     def __post_init__(self) -> None:
         if self.on_timeout not in ON_TIMEOUT:
@@ -123,7 +125,7 @@ def _to_model(r: SandboxRow) -> Sandbox:
         internet_access=r.internet_access, env_vars=dict(r.env_vars or {}), timeout_seconds=r.timeout_seconds,
         expires_at=r.expires_at, created_at=r.created_at, started_at=r.started_at, ended_at=r.ended_at,
         kill_reason=r.kill_reason, token_version=r.token_version, metadata=dict(r.metadata_ or {}),
-        public_traffic=r.public_traffic is not False, team_id=r.team_id,
+        public_traffic=r.public_traffic is not False, team_id=r.team_id, egress=r.egress,
         on_timeout=r.on_timeout or ON_TIMEOUT_KILL, auto_resume=bool(r.auto_resume),
     )
 
@@ -242,6 +244,7 @@ class LifecycleService:
                      names={"vcpu": "vcpu", "memory": "memory_mb", "disk": "disk_mb"},
                      what="this sandbox" if asked else f"template {template.name}")
         timeout = req.timeout_seconds if req.timeout_seconds is not None else self.settings.default_timeout_seconds
+        internet, egress = self._egress_at_create(req)
         # Check capacity and insert the row in one transaction with no await in between: the event loop makes
         # this atomic in-process.
         claimed = None
@@ -257,7 +260,7 @@ class LifecycleService:
                 # A warm-pool member's never-shown id becomes the sandbox id: container, dirs and events share it.
                 # A member's disk is the template's size: one of another size would be discarded on take().
                 poolable = disk_mb == template.disk_gb * 1024
-                claimed = self.pool.claim(template, req.internet_access) if self.pool and poolable else None
+                claimed = self.pool.claim(template, internet) if self.pool and poolable else None
                 # After the claim: a claimed member has left the pool's commitment; this sandbox's is added.
                 self.admission.admit(self._committed(committed), memory_mb=memory_mb, disk_mb=disk_mb)
                 sid = claimed or "sb" + secrets.token_hex(9)
@@ -266,10 +269,10 @@ class LifecycleService:
                     id=sid, status=CREATING, template_id=template.id, template_name=template.name,
                     region=req.region or "local", node_id=self.node_id, vcpu=vcpu,
                     memory_mb=memory_mb, disk_mb=disk_mb,
-                    internet_access=bool(req.internet_access), env_vars=dict(req.env_vars),
+                    internet_access=internet, env_vars=dict(req.env_vars),
                     metadata_=dict(req.metadata), timeout_seconds=timeout, expires_at=None, created_at=now,
                     started_at=None, api_key_id=api_key_id, team_id=team_id, token_version=1,
-                    public_traffic=req.public_traffic,
+                    public_traffic=req.public_traffic, egress=egress.to_dict() if egress is not None else None,
                     on_timeout=req.on_timeout, auto_resume=req.auto_resume,
                 )
                 s.add(row)
@@ -295,6 +298,22 @@ class LifecycleService:
         token, token_exp = self.signer.issue(sid, sb.token_version)
         return sb, token, token_exp
 
+    def _egress_at_create(self, req: CreateRequest) -> tuple[bool, EgressPolicy | None]:
+        """(internet access, policy) of a new sandbox. Rules imply internet access unless it is refused; refused
+        with destinations allowed, it is E2B's "deny all but these" (docs/network.md)."""
+        egress, internet = req.egress, req.internet_access
+        if egress is None or egress.empty:
+            return bool(internet), egress
+        if not self.backend.capabilities.network:
+            raise NotSupported(f"the {self.backend.capabilities.name} backend cannot enforce egress rules",
+                               code="egress_not_supported")
+        if internet is False:
+            if not egress.allow_out:
+                return False, egress
+            if ALL_TRAFFIC not in egress.deny_out:
+                egress = EgressPolicy(egress.allow_out, egress.deny_out + (ALL_TRAFFIC,), egress.dns_servers)
+        return True, egress
+
     def room_for(self, res: Resources) -> bool:
         """Whether the host could admit a sandbox with these limits now (the warm pool asks before a fill)."""
         with self.store.tx() as s:
@@ -312,6 +331,7 @@ class LifecycleService:
             resources=Resources(vcpu=row.vcpu, memory_mb=row.memory_mb, disk_mb=row.disk_mb,
                                 pids=self.settings.default_pids),
             env={**image.env, **row.env_vars}, internet_access=row.internet_access, hostname=sid,
+            egress=EgressPolicy.from_dict(row.egress).runtime() if row.egress and row.internet_access else None,
         )
         if self.pool is not None:
             rt = await self.pool.take(template, spec)
@@ -451,6 +471,35 @@ class LifecycleService:
                             set_timeout=iso(expires))
             self._expiry[sid] = expires
             return new
+
+    async def set_egress(self, sid: str, policy: EgressPolicy, team: str | None = None) -> Sandbox:
+        """Replace the sandbox's egress policy: its new connections meet it once this returns."""
+        self.get(sid, team)  # a sandbox the caller cannot see is a 404 before anything else
+        if not self.backend.capabilities.network:
+            raise NotSupported(f"the {self.backend.capabilities.name} backend cannot enforce egress rules",
+                               code="egress_not_supported")
+        async with self._lock(sid):
+            sb = self.get(sid, team)
+            if not sb.internet_access and policy.allow_out:
+                raise Conflict(f"sandbox {sid} was created without internet access; egress rules cannot open it",
+                               code="no_internet_access", details={"allow_out": list(policy.allow_out)})
+            if sb.internet_access:
+                try:
+                    await self.backend.set_egress(sid, policy.runtime())
+                except SandboxdError:
+                    raise
+                except Exception as exc:
+                    raise RuntimeFailure(f"set_egress failed for {sid}: {exc}") from exc
+            return self._set(sid, {"egress": policy.to_dict()}, ev.UPDATED, network=policy.to_dict())
+
+    async def egress_denied(self, sid: str, team: str | None = None) -> EgressDenied:
+        sb = self.get(sid, team)
+        if not self.backend.capabilities.network:
+            raise NotSupported(f"the {self.backend.capabilities.name} backend counts no egress",
+                               code="egress_not_supported")
+        if not sb.internet_access:
+            return EgressDenied()
+        return await self.backend.egress_denied(sid)
 
     def envd_token(self, sb: Sandbox) -> str:
         return self.signer.envd_token(sb.id, sb.token_version, sb.created_at)

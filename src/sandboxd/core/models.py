@@ -96,6 +96,7 @@ class Sandbox:
     team_id: str | None = None  # whose it is (docs/teams.md)
     on_timeout: str = ON_TIMEOUT_KILL
     auto_resume: bool = False  # traffic through the gateway resumes it when paused (docs/e2b.md)
+    egress: dict[str, Any] | None = None  # its egress policy as stored (core/egress.py); None: none set
 
     def to_wire(self, public_host: str) -> dict[str, Any]:
         return {

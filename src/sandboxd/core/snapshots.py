@@ -18,6 +18,7 @@ import secrets
 from sandboxd.core import events as ev
 from sandboxd.core.catalog import FORK, SNAPSHOT, CatalogService
 from sandboxd.core.events import EventBus
+from sandboxd.core.egress import EgressPolicy
 from sandboxd.core.lifecycle import CreateRequest, LifecycleService
 from sandboxd.core.models import Sandbox, Template
 from sandboxd.core.store.tables import DEFAULT_TEAM_ID
@@ -72,7 +73,8 @@ class SnapshotService:
         try:
             t = await self._save(sb, name, FORK)
             req = CreateRequest(template_id=t.id, timeout_seconds=timeout_seconds, internet_access=sb.internet_access,
-                                env_vars=dict(sb.env_vars), metadata=dict(sb.metadata), public_traffic=sb.public_traffic)
+                                env_vars=dict(sb.env_vars), metadata=dict(sb.metadata), public_traffic=sb.public_traffic,
+                                egress=EgressPolicy.from_dict(sb.egress) if sb.egress is not None else None)
             made = await asyncio.gather(*(self.lifecycle.create(req, api_key_id, team_id=team_id)
                                           for _ in range(count)), return_exceptions=True)
             for r in made:

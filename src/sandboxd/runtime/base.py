@@ -55,6 +55,25 @@ class TemplateImage:
 
 
 @dataclass(frozen=True)
+class Egress:
+    """A sandbox's own egress rules under the operator's floor (docs/network.md): IPv4 CIDRs only. With
+    nothing denied everything the floor lets through goes out; `allow` wins over `deny`."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EgressDenied:
+    """What the sandbox's egress rules refused since it was created: packets, bytes, and the destinations
+    refused in the last hour (at most a few hundred)."""
+
+    packets: int = 0
+    bytes: int = 0
+    destinations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     id: str
     image: TemplateImage
@@ -65,6 +84,7 @@ class SandboxSpec:
     # Extra read-only bind mounts (host path, path in sandbox). Template builds use it to lend the host's CA
     # bundle to package managers for the build only, never baking it into an image.
     binds: tuple[tuple[Path, str], ...] = ()
+    egress: Egress | None = None  # None: only the floor
 
 
 @dataclass
@@ -162,6 +182,13 @@ class Backend(Protocol):
         """Make a created sandbox serve spec from now on: its limits apply at once (no restart) and a later
         start boots with its env and limits. The sandbox keeps its id and hostname; the env of processes
         already running is the agent's to change (PUT /env)."""
+
+    async def set_egress(self, sandbox_id: str, egress: Egress) -> None:
+        """Replace the sandbox's egress rules: new connections meet them as soon as this returns (no restart),
+        and a later start keeps them. NotSupported from a backend without `network`."""
+
+    async def egress_denied(self, sandbox_id: str) -> EgressDenied:
+        """What the sandbox's egress rules refused. NotSupported from a backend without `network`."""
 
     async def recover(self) -> list[RuntimeSandbox]:
         """After a restart: adopt running and paused sandboxes, clean up half-created ones."""

@@ -17,6 +17,13 @@ interface names so no rule is per sandbox and destroy only has to delete the vet
   A drop in a base chain is final, so rules that other chains add later (per-sandbox policy, at a later
   priority) can narrow what the floor lets through and never widen it; the floor's `accept` only ends
   the floor's own chain.
+- egress_rules (the forward hook, after the floor): each sandbox's own rules (docs/network.md), a chain per
+  sandbox reached through the `egress` verdict map keyed by its veth, so a packet meets one lookup and its
+  own sandbox's rules only. The chain `e_<veth>` accepts what its allow set holds, records and rejects what
+  its deny set holds; the named counter `ec_<veth>` and the dynamic set `et_<veth>` (denied destinations,
+  an hour each) are what the sandbox's owner reads back. Rewriting them is one nft transaction: a
+  connection opened after it returns meets the new rules, one opened before may keep its packets flowing
+  only if the new rules still let them through (every packet is checked, not only the first).
 - DNS: sandboxes are given the host's resolvers (`sandbox_resolvers`), which are often on a private
   address (a home router, a cloud VPC resolver). The stated exception: those addresses (the `resolvers`
   set) are reachable on port 53, UDP and TCP, and nothing else at them.
@@ -46,6 +53,8 @@ SUBNET = ipaddress.IPv4Network("10.213.0.0/16")
 NETNS_DIR = Path("/run/netns")  # only for leftovers of older layouts
 LOCK = Path("/run/sandboxd/net.lock")
 RULESET_VERSION = "sandboxd-guard-v2"
+DENIED_FOR = 3600  # seconds a denied destination stays listed
+DENIED_LISTED = 256  # at most this many denied destinations listed per sandbox
 
 # Every IPv4 range that is not the public internet: closed to sandboxes unless the operator opens a CIDR.
 CLOSED_RANGES = (
@@ -99,6 +108,15 @@ table inet {TABLE} {{
     ip saddr {SUBNET} oifname != "vh*" masquerade
   }}
 }}
+"""
+
+
+# The per-sandbox egress hook, added to the table as it is (idempotent): a host upgraded to it keeps its
+# table, so running sandboxes keep their floor and their rules.
+EGRESS_HOOK = f"""add map inet {TABLE} egress {{ type ifname : verdict; }}
+add chain inet {TABLE} egress_rules {{ type filter hook forward priority filter; policy accept; }}
+flush chain inet {TABLE} egress_rules
+add rule inet {TABLE} egress_rules iifname vmap @egress
 """
 
 
@@ -173,16 +191,64 @@ def ensure_table(opened: list[ipaddress.IPv4Network] | None = None, resolvers: l
     script = ""
     if have.returncode != 0 or RULESET_VERSION not in have.stdout.decode():
         script = (f"add table inet {TABLE}\ndelete table inet {TABLE}\n" if have.returncode == 0 else "") + BASE_RULESET
-    script += floor_script(opened or [], sandbox_resolvers() if resolvers is None else resolvers)
+    script += EGRESS_HOOK + floor_script(opened or [], sandbox_resolvers() if resolvers is None else resolvers)
     _run(["nft", "-f", "-"], stdin=script)
 
 
 def floor_openings() -> list[str]:
     """The CIDRs the installed floor lets through (what the last start of a sandboxd process opened)."""
-    out = _run(["nft", "-j", "list", "set", "inet", TABLE, "opened"]).stdout.decode()
+    return _set_elements(json.loads(_run(["nft", "-j", "list", "set", "inet", TABLE, "opened"]).stdout.decode()))
+
+
+def _egress_objects(veth: str) -> str:
+    """nft commands that make the sandbox's chain, sets and counter if missing (each `add` is idempotent)."""
+    t = f"inet {TABLE}"
+    return (f"add chain {t} e_{veth}\n"
+            f"add set {t} ea_{veth} {{ type ipv4_addr; flags interval; auto-merge; }}\n"
+            f"add set {t} ed_{veth} {{ type ipv4_addr; flags interval; auto-merge; }}\n"
+            f"add set {t} et_{veth} {{ type ipv4_addr; flags dynamic,timeout; timeout {DENIED_FOR}s; "
+            f"size {DENIED_LISTED}; }}\n"
+            f"add counter {t} ec_{veth}\n")
+
+
+def egress_script(veth: str, allow: list[str], deny: list[str]) -> str:
+    """nft commands that give the sandbox behind veth exactly these rules (its counter and denied list are
+    kept), with the hook that leads to them. The record rule comes apart from the reject: a full denied list fails its update, which must
+    never skip the reject."""
+    t = f"inet {TABLE}"
+    lines = [(EGRESS_HOOK + _egress_objects(veth)).rstrip("\n"), f"flush chain {t} e_{veth}", f"flush set {t} ea_{veth}",
+             f"flush set {t} ed_{veth}"]
+    for name, cidrs in ((f"ea_{veth}", allow), (f"ed_{veth}", deny)):
+        if cidrs:
+            lines.append(f"add element {t} {name} {{ {', '.join(cidrs)} }}")
+    lines += [f"add rule {t} e_{veth} ip daddr @ea_{veth} accept",
+              f"add rule {t} e_{veth} ip daddr @ed_{veth} update @et_{veth} {{ ip daddr }}",
+              f"add rule {t} e_{veth} ip daddr @ed_{veth} counter name ec_{veth} reject with icmpx type admin-prohibited",
+              f'add element {t} egress {{ "{veth}" : jump e_{veth} }}']
+    return "\n".join(lines) + "\n"
+
+
+def set_egress(veth: str, allow: list[str], deny: list[str]) -> None:
+    """Give the sandbox behind veth these rules, in one transaction."""
+    _run(["nft", "-f", "-"], stdin=egress_script(veth, [str(ipaddress.IPv4Network(c)) for c in allow],
+                                                 [str(ipaddress.IPv4Network(c)) for c in deny]))
+
+
+def drop_egress(veth: str) -> None:
+    """Remove the sandbox's rules, counter and list (made first, so removing what was never made works)."""
+    t = f"inet {TABLE}"
+    script = (_egress_objects(veth) + f'add element {t} egress {{ "{veth}" : jump e_{veth} }}\n'
+              f'delete element {t} egress {{ "{veth}" }}\nflush chain {t} e_{veth}\ndelete chain {t} e_{veth}\n'
+              + "".join(f"delete set {t} {p}_{veth}\n" for p in ("ea", "ed", "et"))
+              + f"delete counter {t} ec_{veth}\n")
+    _run(["nft", "-f", "-"], stdin=script, check=False)
+
+
+def _set_elements(doc: dict) -> list[str]:
     found = []
-    for item in json.loads(out)["nftables"]:
+    for item in doc["nftables"]:
         for element in (item.get("set") or {}).get("elem", []):
+            element = element.get("elem", {}).get("val", element) if isinstance(element, dict) else element
             if isinstance(element, str):
                 found.append(f"{element}/32")
             elif "prefix" in element:
@@ -191,6 +257,27 @@ def floor_openings() -> list[str]:
                 found.extend(str(n) for n in ipaddress.summarize_address_range(
                     *(ipaddress.IPv4Address(a) for a in element["range"])))
     return found
+
+
+def egress_rules(veth: str) -> tuple[list[str], list[str]] | None:
+    """(allow, deny) as the kernel holds them for the sandbox behind veth; None when it has no rules."""
+    got = []
+    for name in ("ea", "ed"):
+        proc = _run(["nft", "-j", "list", "set", "inet", TABLE, f"{name}_{veth}"], check=False)
+        if proc.returncode != 0:
+            return None
+        got.append(_set_elements(json.loads(proc.stdout.decode())))
+    return got[0], got[1]
+
+
+def egress_denied(veth: str) -> tuple[int, int, list[str]]:
+    """(packets, bytes, destinations listed) the sandbox's rules refused; zeros when it has no rules."""
+    proc = _run(["nft", "-j", "list", "counter", "inet", TABLE, f"ec_{veth}"], check=False)
+    if proc.returncode != 0:
+        return 0, 0, []
+    counter = next(i["counter"] for i in json.loads(proc.stdout.decode())["nftables"] if "counter" in i)
+    listed = _run(["nft", "-j", "list", "set", "inet", TABLE, f"et_{veth}"]).stdout.decode()
+    return counter["packets"], counter["bytes"], [c.removesuffix("/32") for c in _set_elements(json.loads(listed))]
 
 
 def names(sandbox_id: str) -> tuple[str, str]:
@@ -265,9 +352,11 @@ def attach(sandbox_id: str, pid: int) -> SandboxNet:
 
 
 def destroy(net: SandboxNet) -> None:
-    """Delete the veth (its peer goes with it) and the netns. Idempotent."""
+    """Delete the veth (its peer goes with it), its egress rules and the netns. Idempotent."""
     if net.veth and Path(f"/sys/class/net/{net.veth}").exists():
         _run(["ip", "link", "del", net.veth], check=False)
+    if net.veth:
+        drop_egress(net.veth)
     if net.netns_path.exists():
         _run(["ip", "netns", "del", net.netns], check=False)
 
@@ -279,4 +368,6 @@ def leftovers(sandbox_id: str) -> list[str]:
         found.append(f"netns {netns}")
     if Path(f"/sys/class/net/{veth}").exists():
         found.append(f"veth {veth}")
+    if egress_rules(veth) is not None:
+        found.append(f"egress rules e_{veth}")
     return found

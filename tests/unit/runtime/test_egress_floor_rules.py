@@ -79,3 +79,17 @@ def test_floor_script_sets_exactly_the_given_elements():
         "flush set inet sandboxd resolvers", "add element inet sandboxd resolvers { 192.168.1.1 }"]
     assert network.floor_script([], []).splitlines() == ["flush set inet sandboxd opened",
                                                          "flush set inet sandboxd resolvers"]
+
+
+def test_a_sandboxs_egress_rules_are_one_transaction_that_keeps_its_counter():
+    script = network.egress_script("vhabc", ["192.0.2.7/32"], ["0.0.0.0/0"])
+    lines = script.splitlines()
+    assert lines.index("flush chain inet sandboxd e_vhabc") < lines.index(
+        "add element inet sandboxd ea_vhabc { 192.0.2.7/32 }")
+    assert "delete counter" not in script and "reset" not in script
+    accept, record, reject = [line for line in lines if line.startswith("add rule inet sandboxd e_vhabc")]
+    assert accept.endswith("ip daddr @ea_vhabc accept")  # allow wins: it comes first
+    assert "update @et_vhabc" in record and "reject" not in record  # a full list never skips the reject
+    assert "counter name ec_vhabc reject" in reject
+    assert lines[-1] == 'add element inet sandboxd egress { "vhabc" : jump e_vhabc }'
+    assert "add element inet sandboxd ed_vhabc" not in network.egress_script("vhabc", [], [])

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_
 
 from sandboxd.api.auth import owned, require_key
 from sandboxd.api.deps import services
+from sandboxd.core import egress
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.errors import Conflict, Invalid, NotFound
 from sandboxd.core.lifecycle import CreateRequest
@@ -38,6 +39,16 @@ class Network(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     allowPublicTraffic: StrictBool | None = None  # the sandbox's own ports without its token (gateway/e2b.py)
+    # The egress policy (core/egress.py checks each entry and names a bad one).
+    allowOut: Any = None
+    denyOut: Any = None
+    dnsServers: Any = None
+    rules: Any = None
+    egressProxy: Any = None
+
+    def policy(self) -> egress.EgressPolicy | None:
+        given = self.model_dump(exclude={"allowPublicTraffic"}, exclude_none=True)
+        return egress.parse(given, camel=True) if given else None
 
 
 class AutoResume(BaseModel):
@@ -99,7 +110,8 @@ async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | N
                         metadata=body.metadata or {},
                         public_traffic=body.network is None or body.network.allowPublicTraffic is not False,
                         on_timeout=_on_timeout(body),
-                        auto_resume=body.autoResume is not None and body.autoResume.enabled)
+                        auto_resume=body.autoResume is not None and body.autoResume.enabled,
+                        egress=body.network.policy() if body.network is not None else None)
 
     async def create() -> tuple[str, dict[str, Any]]:
         sb, _, _ = await svc.lifecycle.create(req, api_key_id=key.id, team_id=key.team_id)
@@ -190,6 +202,13 @@ async def get_sandbox(sandbox_id: str, request: Request, key: Key) -> Response:
 @router.delete("/sandboxes/{sandbox_id}")
 async def kill_sandbox(sandbox_id: str, request: Request, key: Key) -> Response:
     await owned(request, sandbox_id, key).kill(sandbox_id)
+    return Response(status_code=204)
+
+
+@router.put("/sandboxes/{sandbox_id}/network")
+async def set_network(sandbox_id: str, body: dict[str, Any], request: Request, key: Key) -> Response:
+    # Replaces the whole policy, as E2B's does: what the body leaves out is cleared.
+    await services(request).lifecycle.set_egress(sandbox_id, egress.parse(body, camel=True), key.scope)
     return Response(status_code=204)
 
 

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sandboxd.agent.envd.version import ENVD_VERSION
+from sandboxd.core.egress import EgressPolicy, e2b_wire
 from sandboxd.core.models import ON_TIMEOUT_KILL, PAUSED, STOPPED, Sandbox, Template, iso
 
 CLIENT_ID = "sandboxd"
@@ -52,7 +53,8 @@ def detail(sb: Sandbox, token: str | None = None, domain: str | None = None) -> 
     out = listed(sb)
     out.update({"allowInternetAccess": sb.internet_access, "domain": domain,
                 "lifecycle": {"autoResume": sb.auto_resume,
-                              "onTimeout": "kill" if sb.on_timeout == ON_TIMEOUT_KILL else "pause"}})
+                              "onTimeout": "kill" if sb.on_timeout == ON_TIMEOUT_KILL else "pause"},
+                "network": e2b_wire(EgressPolicy.from_dict(sb.egress), sb.public_traffic)})
     if token:
         out["envdAccessToken"] = token
     return out

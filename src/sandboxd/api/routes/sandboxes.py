@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_
 
 from sandboxd.api.auth import owned, require_key
 from sandboxd.api.deps import rid, services
+from sandboxd.core import egress
 from sandboxd.core.apikeys import ApiKey
 from sandboxd.core.lifecycle import CreateRequest
 from sandboxd.core.models import check_env, iso
@@ -28,6 +29,17 @@ class ResourcesBody(BaseModel):
     disk_mb: DiskMb | None = None
 
 
+class NetworkBody(BaseModel):
+    """A sandbox's whole egress policy (docs/network.md), E2B's `network` in snake_case; omitted is cleared."""
+    model_config = ConfigDict(extra="forbid")
+    allow_out: list[str] | None = None
+    deny_out: list[str] | None = None
+    dns_servers: list[str] | None = None
+    allow_internet_access: StrictBool | None = None  # false: deny 0.0.0.0/0
+    rules: dict[str, Any] | None = None  # per-host header rules: refused until enforced
+    egress_proxy: dict[str, Any] | None = None  # refused
+
+
 class CreateBody(BaseModel):
     # Unknown keys are ignored: the JS SDK and docs send extra hints (alias) we do not take.
     model_config = ConfigDict(extra="ignore")
@@ -43,6 +55,7 @@ class CreateBody(BaseModel):
     memory_mb: MemoryMb | None = None
     disk_mb: DiskMb | None = None
     resources: ResourcesBody | None = None  # the same three, nested
+    network: NetworkBody | None = None  # its egress policy from its first packet (docs/network.md)
 
     @field_validator("env_vars")
     @classmethod
@@ -77,7 +90,8 @@ async def create_sandbox(body: CreateBody, request: Request, key: Key) -> dict:
     svc = services(request)
     req = CreateRequest(template_id=body.template_id, template_name=body.template_name, region=body.region,
                         timeout_seconds=body.timeout_seconds, internet_access=body.internet_access,
-                        env_vars=body.env_vars or {}, metadata=body.metadata or {}, **body.limits())
+                        env_vars=body.env_vars or {}, metadata=body.metadata or {}, **body.limits(),
+                        egress=_policy(body.network) if body.network is not None else None)
     sb, token, token_exp = await svc.lifecycle.create(req, api_key_id=key.id, team_id=key.team_id)
     return {**_wire(request, sb), "auth_token": token, "token_expires_at": iso(token_exp)}
 
@@ -140,3 +154,26 @@ async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, key:
 async def refresh_token(sandbox_id: str, request: Request, key: Key) -> dict:
     token, exp = owned(request, sandbox_id, key).refresh_token(sandbox_id)
     return {"id": sandbox_id, "auth_token": token, "token_expires_at": iso(exp), "request_id": rid(request)}
+
+
+async def _network(request: Request, sb, key: ApiKey) -> dict:
+    denied = await services(request).lifecycle.egress_denied(sb.id, key.scope)
+    policy = egress.EgressPolicy.from_dict(sb.egress)
+    return {"id": sb.id, "object": "sandbox.network", **policy.to_dict(),
+            "denied": {"packets": denied.packets, "bytes": denied.bytes, "destinations": list(denied.destinations)},
+            "request_id": rid(request)}
+
+
+@router.get("/{sandbox_id}/network")
+async def get_network(sandbox_id: str, request: Request, key: Key) -> dict:
+    return await _network(request, services(request).lifecycle.get(sandbox_id, key.scope), key)
+
+
+@router.put("/{sandbox_id}/network")
+async def set_network(sandbox_id: str, body: NetworkBody, request: Request, key: Key) -> dict:
+    lifecycle = services(request).lifecycle
+    return await _network(request, await lifecycle.set_egress(sandbox_id, _policy(body), key.scope), key)
+
+
+def _policy(body: NetworkBody) -> egress.EgressPolicy:
+    return egress.parse(body.model_dump(exclude_none=True), camel=False)

@@ -42,6 +42,7 @@ class SandboxRow(Base):
     disk_mb: Mapped[int] = mapped_column(Integer)
     internet_access: Mapped[bool] = mapped_column(Boolean, default=False)
     public_traffic: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())  # its own ports
+    egress: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # core/egress.py (revision 0010_egress_policy)
     env_vars: Mapped[dict] = mapped_column(JSON, default=dict)
     metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)

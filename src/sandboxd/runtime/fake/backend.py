@@ -21,10 +21,10 @@ from pathlib import Path
 
 import psutil
 
-from sandboxd.errors import Conflict, NotFound, RuntimeFailure
+from sandboxd.errors import Conflict, NotFound, NotSupported, RuntimeFailure
 from sandboxd.runtime import agentclient, changes
 from sandboxd.runtime.base import (
-    Capabilities, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
+    Capabilities, Egress, EgressDenied, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
 )
 
 HEALTH_TIMEOUT = 30.0
@@ -200,6 +200,14 @@ class FakeBackend:
         state = self._need(sandbox_id)  # no cgroups here: only the env is the fake's to keep
         state["env"] = dict(spec.env)
         self._write(sandbox_id, state)
+
+    async def set_egress(self, sandbox_id: str, egress: Egress) -> None:
+        raise NotSupported("the fake backend has no network of its own: it cannot enforce egress rules",
+                           code="egress_not_supported")
+
+    async def egress_denied(self, sandbox_id: str) -> EgressDenied:
+        raise NotSupported("the fake backend has no network of its own: it counts no denied egress",
+                           code="egress_not_supported")
 
     async def pause(self, sandbox_id: str) -> None:
         state = self._need(sandbox_id)

@@ -26,7 +26,7 @@ from sandboxd.errors import Conflict, Invalid, NotFound, RuntimeFailure
 from sandboxd.runtime import agentclient, agentpkg, changes, lxcfs, network, reaper, uidslots
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import (
-    Capabilities, ExecResult, Resources, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
+    Capabilities, Egress, EgressDenied, ExecResult, Resources, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
 )
 from sandboxd.runtime.cgroups import Layout, SandboxCgroup, detect
 from sandboxd.runtime.oci import channel, config, paths, zygote
@@ -296,6 +296,8 @@ class OciBackend(Teardown):
                     net = await uncancellable(asyncio.to_thread(network.attach, rec.id, rec.pid))
                     rec.net = net.to_dict()
                     rec.save(d)
+                    if spec.egress is not None:  # before the first packet: the sandbox never runs without them
+                        await asyncio.to_thread(self._apply_egress, rec)
                     await self.cli.call("start", rec.id)
                 if z:
                     program = self.bpf.program(profile_key) or (self.cli.root / rec.id / "seccomp.bpf").read_bytes()
@@ -379,6 +381,8 @@ class OciBackend(Teardown):
             if rec.status != "stopped" and live in ("running", "paused"):
                 rec.status = live
                 rec.save(d)
+                # A table made afresh (network.ensure_table, a newer floor) holds no sandbox's rules: they come back here.
+                await asyncio.to_thread(self._apply_egress, rec)
                 return self._view(rec, RuntimeState.RUNNING if live == "running" else RuntimeState.PAUSED)
             if rec.status != "stopped" or live != "stopped":
                 log.info("recover: sandbox %s lost its processes; now stopped", rec.id)
@@ -429,8 +433,34 @@ class OciBackend(Teardown):
             if rec.spec["resources"] != spec.resources.__dict__ and rec.status in ("running", "paused"):
                 _write_limits(SandboxCgroup(sandbox_id, self.layout), self.layout, spec.resources)
             # The next start rebuilds config.json from the record: it must say what the sandbox now serves.
-            rec.spec = spec_to_dict(replace(spec, id=sandbox_id, hostname=rec.spec.get("hostname") or spec.hostname))
+            # Its egress rules change through set_egress only.
+            rec.spec = spec_to_dict(replace(spec, id=sandbox_id, hostname=rec.spec.get("hostname") or spec.hostname,
+                                            egress=rec.sandbox_spec.egress))
             rec.save(self.dir(sandbox_id))
+
+    @os_errors_are_runtime_failures
+    async def set_egress(self, sandbox_id: str, egress: Egress) -> None:
+        async with self._lock(sandbox_id):
+            rec = self._record(sandbox_id)
+            rec.spec = spec_to_dict(replace(rec.sandbox_spec, egress=egress))
+            if rec.status != "stopped":  # a stopped one gets them at its next start
+                await asyncio.to_thread(self._apply_egress, rec)
+            rec.save(self.dir(sandbox_id))
+
+    @os_errors_are_runtime_failures
+    async def egress_denied(self, sandbox_id: str) -> EgressDenied:
+        veth = (self._record(sandbox_id).net or {}).get("veth")
+        if not veth:
+            return EgressDenied()
+        packets, size, where = await asyncio.to_thread(network.egress_denied, veth)
+        return EgressDenied(packets=packets, bytes=size, destinations=tuple(where))
+
+    @staticmethod
+    def _apply_egress(rec: Record) -> None:
+        """Write the recorded rules into the kernel for the sandbox's veth (none: no network to guard)."""
+        egress, veth = rec.sandbox_spec.egress, (rec.net or {}).get("veth")
+        if egress is not None and veth:
+            network.set_egress(veth, list(egress.allow), list(egress.deny))
 
     async def _live_status(self, rec: Record) -> str:
         """running, paused or stopped, from the kernel rather than `crun state`: the lifecycle's watch asks

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandboxd.runtime.base import ReadyCheck, Resources, SandboxSpec, TemplateImage
+from sandboxd.runtime.base import Egress, ReadyCheck, Resources, SandboxSpec, TemplateImage
 
 
 def spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
@@ -29,6 +29,7 @@ def spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
         "internet_access": spec.internet_access,
         "hostname": spec.hostname,
         "binds": [[str(h), t] for h, t in spec.binds],
+        "egress": asdict(spec.egress) if spec.egress is not None else None,
     }
 
 
@@ -44,6 +45,7 @@ def spec_from_dict(d: dict[str, Any]) -> SandboxSpec:
         id=d["id"], image=image, resources=Resources(**d["resources"]), env=d.get("env") or {},
         internet_access=bool(d.get("internet_access")), hostname=d.get("hostname"),
         binds=tuple((Path(h), t) for h, t in d.get("binds") or ()),
+        egress=Egress(tuple(d["egress"]["allow"]), tuple(d["egress"]["deny"])) if d.get("egress") else None,
     )
 
 

@@ -1,0 +1,67 @@
+"""The egress policy model (core/egress.py): entries in their stored form, each bad one refused by name,
+E2B's shorthands, and what reaches the runtime."""
+from __future__ import annotations
+
+import pytest
+
+from sandboxd.core.egress import ALL_TRAFFIC, MAX_ENTRIES, EgressPolicy, e2b_wire, parse
+from sandboxd.errors import Invalid
+from sandboxd.runtime.base import Egress
+
+
+def test_entries_are_kept_in_a_canonical_form_and_deduplicated():
+    p = parse({"allowOut": [" 8.8.8.8 ", "10.1.2.3/8", "8.8.8.8", "1.1.1.0/24"], "denyOut": ["0.0.0.0/0"]},
+              camel=True)
+    assert p.allow_out == ("8.8.8.8", "10.0.0.0/8", "1.1.1.0/24") and p.deny_out == (ALL_TRAFFIC,)
+    assert p.runtime() == Egress(allow=("8.8.8.8/32", "10.0.0.0/8", "1.1.1.0/24"), deny=("0.0.0.0/0",))
+
+
+def test_snake_and_camel_case_name_the_same_fields():
+    body = {"allow_out": ["1.2.3.4"], "deny_out": ["5.6.7.0/24"], "dns_servers": ["9.9.9.9"]}
+    assert parse(body, camel=False) == EgressPolicy(("1.2.3.4",), ("5.6.7.0/24",), ("9.9.9.9",))
+    assert parse(body, camel=True) == EgressPolicy()  # the E2B shape does not read snake_case keys
+
+
+def test_allow_internet_access_false_denies_all_traffic_once():
+    assert parse({"allow_internet_access": False}, camel=True).deny_out == (ALL_TRAFFIC,)
+    assert parse({"allow_internet_access": False, "denyOut": ["0.0.0.0/0"]}, camel=True).deny_out == (ALL_TRAFFIC,)
+    assert parse({"allow_internet_access": True}, camel=True).empty
+
+
+@pytest.mark.parametrize("body, code, entry", [
+    ({"allowOut": ["api.example.com"]}, "domain_rules_not_enforced", "api.example.com"),
+    ({"allowOut": ["*.Example.com"]}, "domain_rules_not_enforced", "*.Example.com"),
+    ({"denyOut": ["example.com"]}, "invalid_network_rule", "example.com"),
+    ({"denyOut": ["300.1.1.1"]}, "invalid_network_rule", "300.1.1.1"),
+    ({"allowOut": ["::/0"]}, "invalid_network_rule", "::/0"),
+    ({"allowOut": [""]}, "invalid_network_rule", ""),
+    ({"allowOut": ["*"]}, "invalid_network_rule", "*"),
+    ({"allowOut": [None]}, "invalid_network_rule", None),
+    ({"dnsServers": ["1.1.1.1", "x"]}, "invalid_network_rule", "x"),
+])
+def test_a_bad_entry_is_refused_by_name(body, code, entry):
+    with pytest.raises(Invalid) as err:
+        parse(body, camel=True)
+    assert err.value.code == code and err.value.details["entry"] == entry
+    assert repr(entry) in err.value.message
+
+
+def test_rules_proxies_and_oversized_lists_are_refused():
+    with pytest.raises(Invalid) as err:
+        parse({"rules": {"a.example.com": [{"transform": {"headers": {"A": "b"}}}]}}, camel=True)
+    assert err.value.code == "network_rules_not_enforced"
+    assert parse({"rules": {}}, camel=True).empty  # no rule given: nothing to refuse
+    with pytest.raises(Invalid) as err:
+        parse({"egress_proxy": {"address": "p.example:1080"}}, camel=False)
+    assert err.value.code == "egress_proxy_not_supported"
+    with pytest.raises(Invalid):
+        parse({"denyOut": [f"192.0.2.{i % 250}/32" for i in range(MAX_ENTRIES + 1)]}, camel=True)
+    with pytest.raises(Invalid):
+        parse({"allow_internet_access": "no"}, camel=True)
+
+
+def test_stored_form_and_e2b_wire_round_trip():
+    p = EgressPolicy(("1.2.3.4",), (ALL_TRAFFIC,), None)
+    assert EgressPolicy.from_dict(p.to_dict()) == p and EgressPolicy.from_dict(None) == EgressPolicy()
+    assert e2b_wire(p, True) == {"allowOut": ["1.2.3.4"], "denyOut": [ALL_TRAFFIC], "allowPublicTraffic": True}
+    assert e2b_wire(EgressPolicy(dns_servers=()), False)["dnsServers"] == []
