@@ -59,6 +59,10 @@ class ProcessNotFound(AgentError, NotFound):
     code = "PROCESS_NOT_FOUND"
 
 
+class WatcherNotFound(AgentError, NotFound):
+    code = "NOT_FOUND"
+
+
 class PathNotAllowed(AgentError, Forbidden):
     code = "PATH_NOT_ALLOWED"
 

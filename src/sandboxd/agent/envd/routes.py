@@ -8,15 +8,19 @@ Handlers are module-level; they reach this agent's envd services through `req.ap
 """
 from __future__ import annotations
 
-from typing import Callable
+import asyncio
+from typing import TYPE_CHECKING, Callable
 
 from . import files_http, interpreter, users
 from .connect import client_stream, server_stream, unary
 from .errors import FailedPrecondition, to_connect
-from .filesystem import FilesystemService
+from .filesystem import entry_info, event
 from .interpreter import Interpreter
 from .process import ProcessService, keepalive_interval
 from .version import ENVD_VERSION  # noqa: F401 - re-exported
+
+if TYPE_CHECKING:
+    from ..files import Files
 
 ENVD = "/e2b/49983"
 JUPYTER = "/e2b/49999"
@@ -27,7 +31,6 @@ class Envd:
 
     def __init__(self, base_env=None, warm_kernels=None):
         self.processes = ProcessService(base_env)
-        self.filesystem = FilesystemService()
         self.interpreter = Interpreter(base_env, warm_kernels)
 
 
@@ -35,8 +38,8 @@ def _procs(req) -> ProcessService:
     return req.app.services.envd.processes
 
 
-def _fs(req) -> FilesystemService:
-    return req.app.services.envd.filesystem
+def _files(req) -> Files:
+    return req.app.services.files
 
 
 def _path(req, msg: dict, key: str = "path") -> str:
@@ -108,49 +111,64 @@ async def update(req, msg):
     return {}
 
 
-# ---- filesystem.Filesystem ---------------------------------------------------------------------------
+# ---- filesystem.Filesystem: the agent's files service (agent/files.py), shaped by envd/filesystem.py ----
 
 async def stat(req, msg):
-    return {"entry": _fs(req).stat(_path(req, msg))}
+    return {"entry": entry_info(_files(req).stat(_path(req, msg)))}
 
 
 async def list_dir(req, msg):
-    return {"entries": _fs(req).list_dir(_path(req, msg), int(msg.get("depth") or 1))}
+    depth = int(msg.get("depth") or 1)
+    return {"entries": [entry_info(e) for e in _files(req).walk(_path(req, msg), max(1, depth))]}
 
 
 async def make_dir(req, msg):
     user = users.for_request(req)
-    return {"entry": _fs(req).make_dir(users.expand(msg.get("path"), user), user)}
+    return {"entry": entry_info(_files(req).make_dir(users.expand(msg.get("path"), user), owner=user.owner))}
 
 
 async def move(req, msg):
     user = users.for_request(req)
-    return {"entry": _fs(req).move(users.expand(msg.get("source"), user),
-                                   users.expand(msg.get("destination"), user), user)}
+    moved = _files(req).move(users.expand(msg.get("source"), user), users.expand(msg.get("destination"), user),
+                             owner=user.owner)
+    return {"entry": entry_info(moved)}
 
 
 async def remove(req, msg):
-    _fs(req).remove(_path(req, msg))
+    _files(req).remove(_path(req, msg))
     return {}
 
 
 async def watch_dir(req, msg):
-    async for ev in _fs(req).watch(_path(req, msg), bool(msg.get("recursive")), bool(msg.get("includeEntry")),
-                                   _keepalive(req)):
-        yield ev
+    keepalive = _keepalive(req)
+    w = _files(req).watch(_path(req, msg), recursive=bool(msg.get("recursive")),
+                          with_entries=bool(msg.get("includeEntry")))
+    try:
+        yield {"start": {}}
+        while True:
+            try:
+                changes = await asyncio.wait_for(w.next(), keepalive)
+            except asyncio.TimeoutError:
+                yield {"keepalive": {}}
+                continue
+            for ch in changes:
+                yield {"filesystem": event(ch)}
+    finally:
+        w.close()
 
 
 async def create_watcher(req, msg):
-    path = _path(req, msg)
-    return {"watcherId": _fs(req).create_watcher(path, bool(msg.get("recursive")), bool(msg.get("includeEntry")))}
+    wid = _files(req).open_watcher(_path(req, msg), recursive=bool(msg.get("recursive")),
+                                   with_entries=bool(msg.get("includeEntry")))
+    return {"watcherId": wid}
 
 
 async def get_watcher_events(req, msg):
-    return {"events": _fs(req).watcher_events(str(msg.get("watcherId") or ""))}
+    return {"events": [event(ch) for ch in _files(req).take_changes(str(msg.get("watcherId") or ""))]}
 
 
 async def remove_watcher(req, msg):
-    _fs(req).remove_watcher(str(msg.get("watcherId") or ""))
+    _files(req).close_watcher(str(msg.get("watcherId") or ""))
     return {}
 
 
