@@ -350,21 +350,29 @@ class Files:
         return out
 
     # ---- watching
-    def watch(self, path: str, *, recursive: bool, with_entries: bool = False) -> DirWatch:
-        """A watch on a directory; the caller closes it."""
+    def watch(self, path: str, *, recursive: bool, with_entries: bool = False,
+              network_mounts: bool = False) -> DirWatch:
+        """A watch on a directory; the caller closes it. A directory on a network filesystem is refused
+        unless `network_mounts`: inotify sees only this machine's own changes there."""
         top = self.stat(path)
         if not top.is_dir:
             raise DirectoryNotFound(f"not a directory: {top.path}", path=top.path)
-        from .watch import DirWatch
+        from .watch import DirWatch, network_filesystem
+
+        fstype = None if network_mounts else network_filesystem(top.path)
+        if fstype:
+            raise InvalidRequest(f"{top.path} is on a network filesystem ({fstype}); its changes may never be "
+                                 "reported: allow network mounts to watch it anyway", path=top.path)
 
         try:
             return DirWatch(top.path, recursive, with_entries)
         except OSError as e:
             raise AgentError(f"cannot watch {top.path}: {e}", path=top.path) from None
 
-    def open_watcher(self, path: str, *, recursive: bool, with_entries: bool = False) -> str:
-        """A watch that collects changes until `take_changes` or `close_watcher`; returns its id."""
-        w = self.watch(path, recursive=recursive, with_entries=with_entries)
+    def open_watcher(self, path: str, **options) -> str:
+        """A watch (options as for `watch`) that collects changes until `take_changes` or `close_watcher`;
+        returns its id."""
+        w = self.watch(path, **options)
         w.collect()
         wid = os.urandom(16).hex()
         self.watchers[wid] = w

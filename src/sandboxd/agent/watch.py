@@ -101,6 +101,27 @@ class Watcher:
             self.fd = -1
 
 
+# Filesystems whose changes can come from other machines, unseen by inotify (fuse: sshfs, s3fs, ...).
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "fuse")
+
+
+def network_filesystem(path: str, mounts: str = "/proc/self/mounts") -> str | None:
+    """The type of the network filesystem `path` lies on, or None (also when the mount table is unreadable)."""
+    try:
+        with open(mounts) as f:
+            table = [line.split()[1:3] for line in f if len(line.split()) > 2]
+    except OSError:
+        return None
+    real, best, fstype = os.path.realpath(path), "", ""
+    for point, kind in table:
+        point = point.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, kind
+    base = fstype.split(".", 1)[0]  # fuse.sshfs -> fuse
+    return fstype if base in NETWORK_FILESYSTEMS and fstype != "fuse.fuse-overlayfs" else None
+
+
 MAX_PENDING = 10000  # changes a polled watch keeps before its reader comes back; later ones are dropped
 
 

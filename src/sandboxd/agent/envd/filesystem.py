@@ -25,13 +25,14 @@ def entry_info(e: Entry) -> dict:
         ftype = "FILE_TYPE_DIRECTORY" if e.is_dir else "FILE_TYPE_FILE"
     info: dict = {
         "name": e.name, "type": ftype, "path": e.path, "size": str(st.st_size),
-        "mode": stat.S_IMODE(st.st_mode) | (0o20000000000 if e.is_dir else 0), "permissions": stat.filemode(st.st_mode),
+        "mode": stat.S_IMODE(st.st_mode), "permissions": stat.filemode(st.st_mode),
         "owner": e.owner, "group": e.group,
         "modifiedTime": datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat().replace("+00:00", "Z"),
     }
     if e.symlink_target is not None:
-        info["isSymlink"] = True
         info["symlinkTarget"] = e.symlink_target
+    if e.metadata:
+        info["metadata"] = e.metadata
     return info
 
 

@@ -135,14 +135,18 @@ async def move(req, msg):
 
 
 async def remove(req, msg):
-    _files(req).remove(_path(req, msg))
+    _files(req).remove(_path(req, msg), missing_ok=True)  # as envd: removing what is not there succeeds
     return {}
+
+
+def _watch_options(msg: dict) -> dict:
+    return {"recursive": bool(msg.get("recursive")), "with_entries": bool(msg.get("includeEntry")),
+            "network_mounts": bool(msg.get("allowNetworkMounts"))}
 
 
 async def watch_dir(req, msg):
     keepalive = _keepalive(req)
-    w = _files(req).watch(_path(req, msg), recursive=bool(msg.get("recursive")),
-                          with_entries=bool(msg.get("includeEntry")))
+    w = _files(req).watch(_path(req, msg), **_watch_options(msg))
     try:
         yield {"start": {}}
         while True:
@@ -158,8 +162,7 @@ async def watch_dir(req, msg):
 
 
 async def create_watcher(req, msg):
-    wid = _files(req).open_watcher(_path(req, msg), recursive=bool(msg.get("recursive")),
-                                   with_entries=bool(msg.get("includeEntry")))
+    wid = _files(req).open_watcher(_path(req, msg), **_watch_options(msg))
     return {"watcherId": wid}
 
 
