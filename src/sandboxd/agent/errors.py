@@ -75,6 +75,12 @@ class FileExists(AgentError, Conflict):
     code = "FILE_ALREADY_EXISTS"
 
 
+class FailedPrecondition(AgentError, Invalid):
+    """The call is well formed but the target's state refuses it (stdin closed, no PTY)."""
+
+    code = "FAILED_PRECONDITION"
+
+
 class CannotFork(AgentError, CapacityExceeded):
     """The sandbox has no room for another process (its pids limit): the caller may retry later."""
 

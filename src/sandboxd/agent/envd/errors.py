@@ -8,14 +8,9 @@ from __future__ import annotations
 from sandboxd.errors import (CapacityExceeded, Conflict, Forbidden, Invalid, NotFound, NotSupported, RateLimited,
                              SandboxdError, Unauthorized)
 
-from ..errors import AgentError, BodyTooLarge, DirectoryNotFound, FileExists, FileNotFound, PermissionDenied, lookup
+from ..errors import (AgentError, BodyTooLarge, DirectoryNotFound, FailedPrecondition, FileExists, FileNotFound,
+                      PermissionDenied, lookup)
 from .connect import ConnectError
-
-
-class FailedPrecondition(AgentError, Invalid):
-    """The call is well formed but the target's state refuses it (stdin closed, no PTY)."""
-
-    code = "FAILED_PRECONDITION"
 
 
 class DiskFull(AgentError):
