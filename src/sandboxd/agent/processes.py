@@ -389,6 +389,9 @@ class Processes:
         try:
             if pty is not None:
                 master, slave = os.openpty()
+                # Non-blocking: the reader callback can fire once more after the pump has drained the
+                # master, and a blocking read would then stall the whole agent until the process speaks.
+                os.set_blocking(master, False)
                 _winsize(master, *pty)
                 env = {"TERM": "xterm-256color", **env}
                 try:
