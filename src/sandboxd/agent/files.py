@@ -13,7 +13,6 @@ import re
 import shutil
 import stat
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import lru_cache
 from typing import TYPE_CHECKING, AsyncIterator, Iterator
 
@@ -158,19 +157,15 @@ class Files:
         return full
 
     # ---- reading
-    def read_text(self, path: str) -> dict:
+    def read_small(self, path: str) -> tuple[str, bytes]:
+        """(resolved path, whole content) of a file up to READ_TEXT_LIMIT; larger ones are to be streamed."""
         full = self.resolve(path)
         st = self._stat_file(full)
         if st.st_size > READ_TEXT_LIMIT:
-            raise InvalidRequest(f"file too large for /files/read ({st.st_size} bytes); use /files/download",
-                                 path=full)
+            raise InvalidRequest(f"file too large to read whole ({st.st_size} bytes); download it instead",
+                                 path=full, size=st.st_size)
         with _open(full, "rb") as f:
-            raw = f.read()
-        try:
-            return {"content": raw.decode("utf-8"), "path": full, "size": len(raw), "encoding": "utf-8"}
-        except UnicodeDecodeError:
-            return {"content": base64.b64encode(raw).decode(), "path": full, "size": len(raw),
-                    "encoding": "base64"}
+            return full, f.read()
 
     def open_download(self, path: str) -> tuple[str, int, Iterator[bytes]]:
         full = self.resolve(path)
@@ -202,7 +197,8 @@ class Files:
 
     # ---- writing
     def write(self, path: str, content: str | bytes, *, encoding: str | None = None, mode: str | int | None = None,
-              overwrite: bool = True) -> dict:
+              overwrite: bool = True) -> tuple[str, int]:
+        """Writes a whole file (parents created); (resolved path, bytes written)."""
         full = self.resolve(path, writing=True)
         if isinstance(content, str):
             if (encoding or "").lower() == "base64":
@@ -225,7 +221,7 @@ class Files:
                 raise os_error(e, full) from None
         if perm is not None:
             _chmod(full, perm)
-        return {"success": True, "path": full, "size": len(data), "message": "file written"}
+        return full, len(data)
 
     def open_upload(self, path: str, mode: str | int | None = None, *, owner: Owner = None):
         """A writable binary file at `path` (parents created) for streamed uploads. A file it creates,
@@ -284,7 +280,8 @@ class Files:
                 raise os_error(e2, dst) from None
         return self.stat(dst)
 
-    def mkdir(self, path: str, mode: str | int | None = None) -> dict:
+    def mkdir(self, path: str, mode: str | int | None = None) -> str:
+        """mkdir -p; the resolved path."""
         full = self.resolve(path, writing=True)
         try:
             os.makedirs(full, mode=parse_mode(mode) or 0o755, exist_ok=True)
@@ -292,9 +289,10 @@ class Files:
             raise FileExists(f"a file exists at {full}", path=full) from None
         except OSError as e:
             raise os_error(e, full) from None
-        return {"success": True, "path": full, "message": "directory created"}
+        return full
 
-    def remove(self, path: str, recursive: bool = True, *, missing_ok: bool = False) -> dict:
+    def remove(self, path: str, recursive: bool = True, *, missing_ok: bool = False) -> str:
+        """Removes a file, link or (recursively) directory; the resolved path."""
         full = self.resolve(path, writing=True)
         try:
             if os.path.isdir(full) and not os.path.islink(full):
@@ -311,7 +309,7 @@ class Files:
             if e.errno in _REFUSED:
                 raise os_error(e, full) from None
             raise InvalidRequest(f"cannot remove {full}: {e.strerror}", path=full) from None
-        return {"success": True, "path": full, "message": "removed"}
+        return full
 
     # ---- metadata
     def stat(self, path: str) -> Entry:
@@ -391,12 +389,14 @@ class Files:
             raise WatcherNotFound(f"watcher with id {wid} not found", watcher_id=wid)
         return w
 
-    def exists(self, path: str) -> dict:
+    def exists(self, path: str) -> tuple[str, bool, bool]:
+        """(resolved path, whether something is there, whether it is a directory)."""
         full = self.resolve(path)
         ok = os.path.lexists(full)
-        return {"exists": ok, "path": full, "is_directory": ok and os.path.isdir(full)}
+        return full, ok, ok and os.path.isdir(full)
 
-    def list(self, path: str | None) -> dict:
+    def list(self, path: str | None) -> tuple[str, list[Entry]]:
+        """(resolved path, its entries by name); DirectoryNotFound when it is not a directory."""
         full = self.resolve(path or self.workspace)
         try:
             entries = list(os.scandir(full))
@@ -409,10 +409,10 @@ class Files:
         files = []
         for e in sorted(entries, key=lambda e: e.name):
             try:
-                files.append(file_info(e.path, e.stat(follow_symlinks=False)))
+                files.append(entry(e.path, e.stat(follow_symlinks=False)))
             except OSError:
                 continue  # vanished while listing
-        return {"files": files, "path": full, "count": len(files)}
+        return full, files
 
 
 def _chown(path: str, owner: Owner) -> None:
@@ -442,19 +442,6 @@ def _makedirs(path: str, owner: Owner) -> None:
         _chown(d, owner)
     if not os.path.isdir(path):
         raise FileExistsError(errno.EEXIST, "not a directory", path)
-
-
-def file_info(path: str, st: os.stat_result) -> dict:
-    is_dir = stat.S_ISDIR(st.st_mode)
-    modified = datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat().replace("+00:00", "Z")
-    perms = stat.filemode(st.st_mode)
-    return {
-        "name": os.path.basename(path), "path": path, "size": st.st_size,
-        "is_directory": is_dir, "is_dir": is_dir, "is_file": stat.S_ISREG(st.st_mode),
-        "is_symlink": stat.S_ISLNK(st.st_mode),
-        "permissions": perms, "mode": oct(stat.S_IMODE(st.st_mode)),
-        "modified_time": modified, "modified": modified,
-    }
 
 
 def parse_mode(mode: str | int | None) -> int | None:
