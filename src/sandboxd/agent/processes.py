@@ -380,7 +380,7 @@ class Processes:
                 return p
         raise ProcessNotFound(f"process with tag {tag} not found", tag=tag)
 
-    async def start(self, argv: list[str], *, cwd: str, env: dict[str, str], ids: dict | None = None,
+    async def start(self, argv: list[str], *, cwd: str | None, env: dict[str, str], ids: dict | None = None,
                     pty: tuple[int, int] | None = None, stdin: bool = True, tag: str | None = None,
                     config: dict | None = None) -> Proc:
         """Starts `argv` (on a PTY of (rows, cols) if given); `config` is kept for listings. Output is
