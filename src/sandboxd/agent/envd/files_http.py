@@ -80,7 +80,13 @@ class _Target:
         except OSError as e:
             raise _write_error(e, "write failed") from None
 
-    def close(self) -> dict:
+    def __enter__(self) -> _Target:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+    def finish(self) -> dict:
         self.f.close()
         write_metadata(self.path, self.metadata)  # also clears what an earlier upload left
         return _written(self.path, self.metadata)
@@ -95,8 +101,7 @@ async def upload(req: Request) -> Response:
             return Response(200, json.dumps(await _multipart(req, ctype, user, metadata)).encode())
         path = users.expand(req.query.get("path"), user)
         gzip = req.headers.get("content-encoding", "").lower() == "gzip"
-        target = _Target(req.app.services.files, path, user, metadata)
-        try:
+        with _Target(req.app.services.files, path, user, metadata) as target:
             inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
             try:
                 async for chunk in req.stream():
@@ -105,8 +110,7 @@ async def upload(req: Request) -> Response:
                     target.write(inflate.flush())
             except zlib.error as e:
                 raise Invalid(f"invalid gzip body: {e}") from None
-        finally:
-            written = target.close()
+            written = target.finish()
         return Response(200, json.dumps([written]).encode())
     except SandboxdError as e:
         return error(e)
@@ -151,10 +155,9 @@ async def _multipart(req: Request, ctype: str, user: users.User, metadata: dict[
         raise Invalid("a path parameter names one file: send one file part, or no path")
     for filename, data in files:
         target = _Target(req.app.services.files, users.expand(query_path or filename, user), user, metadata)
-        try:
+        with target:
             target.write(data)
-        finally:
-            written.append(target.close())
+            written.append(target.finish())
     return written
 
 
