@@ -12,7 +12,7 @@ from .conftest import SRC, free_port, start_agent, wait_healthy
 
 # Imported by a fresh agent only when a request needs them (bench/agent_start.py measures why).
 LAZY = ["sandboxd.agent.envd.routes", "sandboxd.agent.routes.execute", "sandboxd.agent.routes.files",
-        "sandboxd.agent.routes.terminal", "sandboxd.agent.files", "sandboxd.agent.terminal",
+        "sandboxd.agent.routes.terminal", "sandboxd.agent.files",
         "sandboxd.agent.upload", "sandboxd.agent.execution", "sandboxd.agent.kernel", "argparse", "urllib.parse",
         "http"]
 

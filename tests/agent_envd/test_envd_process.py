@@ -160,3 +160,57 @@ async def test_client_stream_answers_only_after_the_whole_input(agent):
     finally:
         writer.close()
         await client.post(f"{P}/SendSignal", json={"process": {"tag": "sink"}, "signal": "SIGNAL_SIGKILL"})
+
+
+async def _first_pid(chunks) -> tuple[int, bytes]:
+    """Reads a Start/Connect stream's chunks up to its start event: (pid, what was read)."""
+    buf = b""
+    async for chunk in chunks:
+        buf += chunk
+        if len(buf) >= 5 and len(buf) >= 5 + int.from_bytes(buf[1:5], "big"):
+            first = parse_envelopes(buf[: 5 + int.from_bytes(buf[1:5], "big")])
+            return first[0][1]["event"]["start"]["pid"], buf
+    raise AssertionError("the stream ended before its start event")
+
+
+def _pty_input(pid: int, data: bytes) -> dict:
+    return {"process": {"pid": pid}, "input": {"pty": base64.b64encode(data).decode()}}
+
+
+async def test_terminal_takes_input_as_soon_as_it_starts(agent):
+    # A shell on a PTY that is typed to at once, before it printed anything: the agent keeps answering
+    # (reading the terminal never waits on it) and the shell sees the input.
+    client, _, _ = agent
+    for _ in range(3):
+        body = envelope({"process": {"cmd": "/bin/bash", "args": ["-i", "-l"]}, "pty": {"size": {"cols": 80, "rows": 24}}})
+        async with client.stream("POST", f"{P}/Start", content=body, headers=STREAM) as r:
+            chunks = r.aiter_raw()
+            pid, buf = await _first_pid(chunks)
+            sent = await client.post(f"{P}/SendInput", json=_pty_input(pid, b"exit 7\n"))
+            assert sent.status_code == 200
+            async for chunk in chunks:
+                buf += chunk
+        end = [m["event"]["end"] for f, m in parse_envelopes(buf) if f == 0 and "end" in m["event"]]
+        assert end == [{"exitCode": 7, "exited": True, "status": "exit status 7"}]
+
+
+async def test_terminal_outlives_its_stream_and_can_be_reconnected(agent):
+    client, _, _ = agent
+    body = envelope({"process": {"cmd": "/bin/bash", "args": ["-i"], "envs": {"FOO": "bar"}},
+                     "pty": {"size": {"cols": 80, "rows": 24}}})
+    async with client.stream("POST", f"{P}/Start", content=body, headers=STREAM) as r:
+        pid, _ = await _first_pid(r.aiter_raw())
+        await client.post(f"{P}/SendInput", json=_pty_input(pid, b"echo first $FOO\n"))
+    # The starter went away; the shell did not.
+    connect = envelope({"process": {"pid": pid}})
+    async with client.stream("POST", f"{P}/Connect", content=connect, headers=STREAM) as r:
+        chunks = r.aiter_raw()
+        again, buf = await _first_pid(chunks)
+        assert again == pid
+        sent = await client.post(f"{P}/SendInput", json=_pty_input(pid, b"echo again $FOO\nexit\n"))
+        assert sent.status_code == 200
+        async for chunk in chunks:
+            buf += chunk
+    events = parse_envelopes(buf)
+    assert b"again bar" in _out(events, "pty")
+    assert [m["event"]["end"]["exited"] for f, m in events if f == 0 and "end" in m["event"]] == [True]

@@ -20,7 +20,10 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 @pytest.fixture
 def agent(tmp_path):
     sock = tmp_path / "agent.sock"
-    proc = subprocess.Popen([sys.executable, "-I", "-m", "sandboxd.agent", "--unix", str(sock),
+    # -I as in a sandbox, which also ignores PYTHONPATH: SRC goes first on the path so that this checkout's
+    # agent runs, not the one installed in the interpreter's environment.
+    main = f"import runpy, sys; sys.path.insert(0, {SRC!r}); runpy.run_module('sandboxd.agent', run_name='__main__')"
+    proc = subprocess.Popen([sys.executable, "-I", "-c", main, "--unix", str(sock),
                              "--workspace", str(tmp_path)], env={**os.environ, "PYTHONPATH": SRC},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15

@@ -59,6 +59,10 @@ class ProcessNotFound(AgentError, NotFound):
     code = "PROCESS_NOT_FOUND"
 
 
+class WatcherNotFound(AgentError, NotFound):
+    code = "NOT_FOUND"
+
+
 class PathNotAllowed(AgentError, Forbidden):
     code = "PATH_NOT_ALLOWED"
 
@@ -69,6 +73,12 @@ class PermissionDenied(AgentError, Forbidden):
 
 class FileExists(AgentError, Conflict):
     code = "FILE_ALREADY_EXISTS"
+
+
+class FailedPrecondition(AgentError, Invalid):
+    """The call is well formed but the target's state refuses it (stdin closed, no PTY)."""
+
+    code = "FAILED_PRECONDITION"
 
 
 class CannotFork(AgentError, CapacityExceeded):

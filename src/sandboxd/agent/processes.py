@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from .errors import CannotFork, InvalidRequest, ProcessNotFound
+from .errors import CannotFork, FailedPrecondition, InvalidRequest, PermissionDenied, ProcessNotFound
 from .server import now_iso
 
 OUTPUT_CAP = 16 * 1024 * 1024  # per stream; beyond this output is dropped and a note is appended
@@ -308,3 +308,222 @@ class Jobs:
         for job in self.jobs.values():
             if job.status == "running" and job.proc:
                 kill_group(job.proc)
+
+
+# ---- streamed processes: output to subscribers as it comes, input while they run, optionally on a PTY ----
+
+READ = 65536
+
+
+@dataclass
+class Ended:
+    """How a streamed process ended: its exit code, or the signal that killed it."""
+
+    code: int | None
+    signal: int | None = None
+
+
+class Proc:
+    """A streamed process. Subscribers get ("stdout" | "stderr" | "pty", bytes) as output comes, then
+    ("end", Ended) once; a late subscriber to an ended process gets just the end."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, master: int | None, tag: str | None, config: dict):
+        self.proc, self.pid, self.master, self.tag, self.config = proc, proc.pid, master, tag, config
+        self.subscribers: list[asyncio.Queue] = []
+        self.end: Ended | None = None
+        self.done = asyncio.Event()
+        self.stdin_open = master is not None or proc.stdin is not None
+
+    def subscribe(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue()
+        if self.end is not None:
+            q.put_nowait(("end", self.end))
+        else:
+            self.subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        if q in self.subscribers:
+            self.subscribers.remove(q)
+
+    def publish(self, kind: str, value) -> None:
+        for q in self.subscribers:
+            q.put_nowait((kind, value))
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.end is not None:
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            kill_group(self.proc, sig)
+        if sig == signal.SIGKILL:
+            kill_marked_soon(self.proc)  # what left the process group too (see the module docstring)
+
+
+class Processes:
+    """The streamed processes that run now, by pid. They outlive the request that started them (a client
+    may subscribe again later); an ended one leaves the table."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, Proc] = {}
+
+    def get(self, pid: int) -> Proc:
+        p = self.procs.get(pid)
+        if p is None:
+            raise ProcessNotFound(f"process with pid {pid} not found", pid=pid)
+        return p
+
+    def tagged(self, tag: str) -> Proc:
+        for p in self.procs.values():
+            if p.tag == tag:
+                return p
+        raise ProcessNotFound(f"process with tag {tag} not found", tag=tag)
+
+    async def start(self, argv: list[str], *, cwd: str | None, env: dict[str, str], ids: dict | None = None,
+                    pty: tuple[int, int] | None = None, stdin: bool = True, tag: str | None = None,
+                    config: dict | None = None) -> Proc:
+        """Starts `argv` (on a PTY of (rows, cols) if given); `config` is kept for listings. Output is
+        pumped once `run` is called, so that the starter can subscribe first and miss nothing."""
+        master = None
+        try:
+            if pty is not None:
+                master, slave = os.openpty()
+                # Non-blocking: the reader callback can fire once more after the pump has drained the
+                # master, and a blocking read would then stall the whole agent until the process speaks.
+                os.set_blocking(master, False)
+                _winsize(master, *pty)
+                env = {"TERM": "xterm-256color", **env}
+                try:
+                    proc = await spawn_marked(argv, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
+                                              ids=ids, preexec_fn=_controlling_tty)
+                finally:
+                    os.close(slave)
+            else:
+                proc = await spawn_marked(argv, cwd=cwd, env=env, ids=ids,
+                                          stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL)
+        except BaseException as e:
+            if master is not None:
+                os.close(master)
+            if isinstance(e, FileNotFoundError):
+                raise InvalidRequest(f"executable not found: {argv[0]}") from None
+            if isinstance(e, PermissionError):
+                raise PermissionDenied(f"cannot execute {argv[0]}: {e}") from None
+            raise
+        p = Proc(proc, master, tag, config or {})
+        self.procs[p.pid] = p
+        return p
+
+    def run(self, p: Proc) -> None:
+        asyncio.get_running_loop().create_task(self._pump_all(p))
+
+    async def _pump_all(self, p: Proc) -> None:
+        try:
+            if p.master is not None:
+                await self._pump_pty(p, p.master)
+            else:
+                out, err = p.proc.stdout, p.proc.stderr
+                assert out is not None and err is not None  # without a PTY: spawned with pipes for both
+                await asyncio.gather(self._pump(p, out, "stdout"), self._pump(p, err, "stderr"))
+            code = await p.proc.wait()
+        finally:
+            if p.master is not None:
+                try:
+                    os.close(p.master)
+                except OSError:
+                    pass
+        p.end = Ended(code) if code >= 0 else Ended(None, -code)
+        self.procs.pop(p.pid, None)
+        p.publish("end", p.end)
+        p.subscribers.clear()
+        p.done.set()
+
+    async def _pump(self, p: Proc, stream: asyncio.StreamReader, name: str) -> None:
+        while True:
+            chunk = await stream.read(READ)
+            if not chunk:
+                return
+            p.publish(name, chunk)
+
+    async def _pump_pty(self, p: Proc, master: int) -> None:
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        loop.add_reader(master, ready.set)
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                try:
+                    chunk = os.read(master, READ)
+                except BlockingIOError:
+                    continue
+                except OSError:  # EIO: every holder of the slave side is gone
+                    return
+                if not chunk:
+                    return
+                p.publish("pty", chunk)
+        finally:
+            loop.remove_reader(master)
+
+    async def send_input(self, p: Proc, data: bytes, *, to_pty: bool = False) -> None:
+        """Feeds the process: its terminal (`to_pty`, or any input of a PTY process), else its stdin."""
+        if to_pty and p.master is None:
+            raise FailedPrecondition(f"process {p.pid} has no PTY")
+        if p.master is not None:
+            while data:
+                try:
+                    n = os.write(p.master, data)
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+                    continue
+                data = data[n:]
+            return
+        stdin = p.proc.stdin
+        if not p.stdin_open or stdin is None:
+            raise FailedPrecondition(f"stdin of process {p.pid} is not open")
+        try:
+            stdin.write(data)
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            raise FailedPrecondition(f"process {p.pid} closed its stdin") from None
+
+    def close_stdin(self, p: Proc) -> None:
+        if p.master is not None:
+            os.write(p.master, b"\x04")  # EOF for a terminal
+            return
+        if p.proc.stdin is not None and p.stdin_open:
+            p.stdin_open = False
+            p.proc.stdin.close()
+
+    def resize(self, p: Proc, rows: int, cols: int) -> None:
+        if p.master is None:
+            raise FailedPrecondition(f"process {p.pid} has no PTY")
+        _winsize(p.master, rows, cols)
+        try:
+            os.killpg(p.pid, signal.SIGWINCH)
+        except ProcessLookupError:
+            pass
+
+    def running(self) -> list[Proc]:
+        return [p for p in self.procs.values() if p.end is None]
+
+    async def shutdown(self) -> None:
+        for p in list(self.procs.values()):
+            p.kill()
+
+
+def _winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _controlling_tty() -> None:
+    # Runs in the child after setsid(): make the PTY slave (fd 0) its controlling terminal. Imported in
+    # the parent already (by _winsize), so the child does no import between fork and exec.
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)

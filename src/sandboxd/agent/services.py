@@ -57,6 +57,12 @@ class Services:
         return Jobs()
 
     @cached_property
+    def processes(self):
+        from .processes import Processes
+
+        return Processes()
+
+    @cached_property
     def kernels(self):
         from .kernel import KernelManager
 
@@ -71,9 +77,9 @@ class Services:
     async def shutdown(self) -> None:
         """End every process the agent started; one failing part never keeps the others running."""
         built = self.__dict__  # only services that were ever used can own processes
-        parts = [s.shutdown for s in (built.get("jobs"), built.get("kernels")) if s is not None]
+        parts = [s.shutdown for s in (built.get("jobs"), built.get("processes"), built.get("kernels")) if s is not None]
         if self.envd is not None:
-            parts += [self.envd.processes.shutdown, self.envd.interpreter.shutdown]
+            parts += [self.envd.interpreter.shutdown]
         parts += self.on_shutdown
         for part in parts:
             try:

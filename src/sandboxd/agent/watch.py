@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+from dataclasses import dataclass
+from typing import Any
 
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
@@ -97,3 +99,91 @@ class Watcher:
                 pass
             os.close(self.fd)
             self.fd = -1
+
+
+# Filesystems whose changes can come from other machines, unseen by inotify (fuse: sshfs, s3fs, ...).
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "fuse")
+
+
+def network_filesystem(path: str, mounts: str = "/proc/self/mounts") -> str | None:
+    """The type of the network filesystem `path` lies on, or None (also when the mount table is unreadable)."""
+    try:
+        with open(mounts) as f:
+            table = [line.split()[1:3] for line in f if len(line.split()) > 2]
+    except OSError:
+        return None
+    real, best, fstype = os.path.realpath(path), "", ""
+    for point, kind in table:
+        point = point.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, kind
+    base = fstype.split(".", 1)[0]  # fuse.sshfs -> fuse
+    return fstype if base in NETWORK_FILESYSTEMS and fstype != "fuse.fuse-overlayfs" else None
+
+
+MAX_PENDING = 10000  # changes a polled watch keeps before its reader comes back; later ones are dropped
+
+
+@dataclass
+class Change:
+    kind: str  # created | modified | deleted | renamed
+    path: str
+    name: str  # relative to the watched directory
+    entry: Any = None  # the files service's Entry, when asked for and the path still exists
+
+
+class DirWatch:
+    """A watch on one directory, read change by change (`next`) or collected for a poller (`take`)."""
+
+    def __init__(self, root: str, recursive: bool, with_entries: bool):
+        self.root, self.recursive, self.with_entries = root, recursive, with_entries
+        self.watcher = Watcher(root, recursive)
+        self.pending: list[Change] = []
+        self._collector: asyncio.Task | None = None
+
+    async def next(self) -> list[Change]:
+        kind, path = await self.watcher.next()
+        return self._changes(kind, path)
+
+    def _changes(self, kind: str, path: str) -> list[Change]:
+        """The change, plus `created` for whatever already sits inside a new directory: files made right
+        after their directory land before its inotify watch exists, and would otherwise be missed."""
+        out = [self._change(kind, path)]
+        if kind == "created" and self.recursive and os.path.isdir(path) and not os.path.islink(path):
+            for dirpath, dirnames, filenames in os.walk(path):
+                for n in dirnames + filenames:
+                    out.append(self._change("created", os.path.join(dirpath, n)))
+                    if len(out) > 1000:
+                        return out
+        return out
+
+    def _change(self, kind: str, path: str) -> Change:
+        ch = Change(kind, path, os.path.relpath(path, self.root))
+        if self.with_entries and kind != "deleted":
+            from .files import entry
+
+            try:
+                ch.entry = entry(path)
+            except OSError:
+                pass  # gone again already
+        return ch
+
+    def collect(self) -> None:
+        """Keep changes for `take` from now on."""
+        self._collector = asyncio.get_running_loop().create_task(self._collect())
+
+    async def _collect(self) -> None:
+        while True:
+            changes = await self.next()
+            if len(self.pending) < MAX_PENDING:
+                self.pending.extend(changes)
+
+    def take(self) -> list[Change]:
+        changes, self.pending = self.pending, []
+        return changes
+
+    def close(self) -> None:
+        if self._collector is not None:
+            self._collector.cancel()
+        self.watcher.close()

@@ -9,24 +9,24 @@ import errno
 import json
 import os
 import re
-import stat
 import tempfile
 import zlib
 
-from sandboxd.errors import Invalid, NotFound, SandboxdError
+from sandboxd.errors import Invalid, SandboxdError
 
 from ..errors import BodyTooLarge, PermissionDenied
+from ..files import Files, aiter_sync, check_metadata, write_metadata
 from ..server import Request, Response, StreamResponse
 from . import users
-from .errors import DiskFull, http_status
+from .errors import DiskFull, http_status, message
 
-CHUNK = 1024 * 1024
+METADATA_HEADER = "x-metadata-"
 MAX_MULTIPART = 1024 * 1024 * 1024  # multipart bodies are parsed from a spooled temp file
 
 
 def error(exc: SandboxdError) -> Response:
     status = http_status(exc)
-    return Response(status, json.dumps({"code": status, "message": exc.message}).encode())
+    return Response(status, json.dumps({"code": status, "message": message(exc)}).encode())
 
 
 async def health(req: Request) -> Response:
@@ -35,43 +35,17 @@ async def health(req: Request) -> Response:
 
 async def download(req: Request):
     try:
-        return _download(req)
+        path = users.expand(req.query.get("path"), users.for_request(req))
+        full, size, chunks = req.app.services.files.open_download(path)
     except SandboxdError as e:
         return error(e)
-
-
-def _download(req: Request) -> StreamResponse:
-    path = users.expand(req.query.get("path"), users.for_request(req))
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise NotFound(f"path '{path}' does not exist") from None
-    except PermissionError:
-        raise PermissionDenied(f"permission denied: '{path}'") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise Invalid(f"path '{path}' is a directory")
-    try:
-        f = open(path, "rb")
-    except PermissionError:
-        raise PermissionDenied(f"permission denied: '{path}'") from None
-    except OSError as e:
-        raise SandboxdError(f"cannot open '{path}': {e.strerror}") from None
-
-    async def chunks():
-        with f:
-            while True:
-                data = f.read(CHUNK)
-                if not data:
-                    return
-                yield data
-
-    name = os.path.basename(path).replace('"', "")
-    return StreamResponse(chunks(), content_type="application/octet-stream", length=st.st_size,
+    name = os.path.basename(full).replace('"', "")
+    return StreamResponse(aiter_sync(chunks), content_type="application/octet-stream", length=size,
                           headers=[("content-disposition", f'inline; filename="{name}"')])
 
 
 def _write_error(e: OSError, what: str) -> SandboxdError:
-    """The one errno table for writes: a refusal (permissions, a read-only mount) is envd's permission
+    """The errno table for writes: a refusal (permissions, a read-only mount) is envd's permission
     answer, a full disk its 507; anything else is the agent's 500."""
     if isinstance(e, PermissionError) or e.errno == errno.EROFS:
         return PermissionDenied(f"{what}: {e.strerror}")
@@ -80,51 +54,69 @@ def _write_error(e: OSError, what: str) -> SandboxdError:
     return SandboxdError(f"{what}: {e.strerror}")
 
 
-def _open_target(path: str, user: users.User):
-    if os.path.isdir(path):
-        raise Invalid(f"path '{path}' is a directory")
-    try:
-        users.makedirs(os.path.dirname(path), user)
-        existed = os.path.exists(path)
-        f = open(path, "wb")
-    except NotADirectoryError:
-        raise Invalid(f"a parent of '{path}' is not a directory") from None
-    except OSError as e:
-        raise _write_error(e, f"cannot write '{path}'") from None
-    if not existed:
-        users.chown(path, user)
-    return f
+def _metadata(req: Request) -> dict[str, str]:
+    """The upload's `X-Metadata-<key>: <value>` headers, checked before anything is written."""
+    n = len(METADATA_HEADER)
+    return check_metadata({k[n:]: v for k, v in req.headers.items() if k.lower().startswith(METADATA_HEADER)})
 
 
-def _written(path: str) -> dict:
-    return {"path": path, "name": os.path.basename(path), "type": "file"}
+def _written(path: str, metadata: dict[str, str]) -> dict:
+    out: dict = {"path": path, "name": os.path.basename(path), "type": "file"}
+    if metadata:
+        out["metadata"] = metadata
+    return out
+
+
+class _Target:
+    """One uploaded file: opened through the files service, given its metadata once written."""
+
+    def __init__(self, files: Files, path: str, user: users.User, metadata: dict[str, str]):
+        self.files, self.metadata = files, metadata
+        self.path, self.f = files.open_upload(path, owner=user.owner)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.f.write(data)
+        except OSError as e:
+            raise _write_error(e, "write failed") from None
+
+    def __enter__(self) -> _Target:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+    def finish(self) -> dict:
+        self.f.close()
+        write_metadata(self.path, self.metadata)  # also clears what an earlier upload left
+        return _written(self.path, self.metadata)
 
 
 async def upload(req: Request) -> Response:
     try:
         user = users.for_request(req)
+        metadata = _metadata(req)
         ctype = req.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
-            return Response(200, json.dumps(await _multipart(req, ctype, user)).encode())
+            return Response(200, json.dumps(await _multipart(req, ctype, user, metadata)).encode())
         path = users.expand(req.query.get("path"), user)
         gzip = req.headers.get("content-encoding", "").lower() == "gzip"
-        with _open_target(path, user) as f:
+        with _Target(req.app.services.files, path, user, metadata) as target:
             inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
             try:
                 async for chunk in req.stream():
-                    f.write(inflate.decompress(chunk) if inflate else chunk)
+                    target.write(inflate.decompress(chunk) if inflate else chunk)
                 if inflate:
-                    f.write(inflate.flush())
+                    target.write(inflate.flush())
             except zlib.error as e:
                 raise Invalid(f"invalid gzip body: {e}") from None
-            except OSError as e:
-                raise _write_error(e, "write failed") from None
-        return Response(200, json.dumps([_written(path)]).encode())
+            written = target.finish()
+        return Response(200, json.dumps([written]).encode())
     except SandboxdError as e:
         return error(e)
 
 
-async def _multipart(req: Request, ctype: str, user: users.User) -> list[dict]:
+async def _multipart(req: Request, ctype: str, user: users.User, metadata: dict[str, str]) -> list[dict]:
     m = re.search(r'boundary="?([^";]+)"?', ctype)
     if not m:
         raise Invalid("multipart body without a boundary")
@@ -162,14 +154,10 @@ async def _multipart(req: Request, ctype: str, user: users.User) -> list[dict]:
     if query_path and len(files) > 1:  # a path (as a signed upload URL binds) names one file, not the parts' names
         raise Invalid("a path parameter names one file: send one file part, or no path")
     for filename, data in files:
-        target = query_path or filename
-        path = users.expand(target, user)
-        with _open_target(path, user) as f:
-            try:
-                f.write(data)
-            except OSError as e:
-                raise _write_error(e, "write failed") from None
-        written.append(_written(path))
+        target = _Target(req.app.services.files, users.expand(query_path or filename, user), user, metadata)
+        with target:
+            target.write(data)
+            written.append(target.finish())
     return written
 
 

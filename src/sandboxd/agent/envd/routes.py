@@ -8,73 +8,76 @@ Handlers are module-level; they reach this agent's envd services through `req.ap
 """
 from __future__ import annotations
 
-from typing import Callable
+import asyncio
+from typing import TYPE_CHECKING, Callable
 
-from . import files_http, interpreter, users
+from . import files_http, interpreter, process, users
 from .connect import client_stream, server_stream, unary
 from .errors import FailedPrecondition, to_connect
-from .filesystem import FilesystemService
+from .filesystem import entry_info, event
 from .interpreter import Interpreter
-from .process import ProcessService, keepalive_interval
 from .version import ENVD_VERSION  # noqa: F401 - re-exported
+
+if TYPE_CHECKING:
+    from ..files import Files
+    from ..processes import Processes
 
 ENVD = "/e2b/49983"
 JUPYTER = "/e2b/49999"
 
 
 class Envd:
-    """The envd services of one agent, kept on `app.services.envd`."""
+    """envd's own state on one agent, kept on `app.services.envd`: the interpreter, and the environment
+    its processes start from."""
 
     def __init__(self, base_env=None, warm_kernels=None):
-        self.processes = ProcessService(base_env)
-        self.filesystem = FilesystemService()
+        self.base_env = base_env
         self.interpreter = Interpreter(base_env, warm_kernels)
 
 
-def _procs(req) -> ProcessService:
-    return req.app.services.envd.processes
+def _procs(req) -> Processes:
+    return req.app.services.processes
 
 
-def _fs(req) -> FilesystemService:
-    return req.app.services.envd.filesystem
+def _files(req) -> Files:
+    return req.app.services.files
 
 
 def _path(req, msg: dict, key: str = "path") -> str:
     return users.expand(msg.get(key), users.for_request(req))
 
 
-def _keepalive(req) -> float | None:
-    return keepalive_interval(req.headers.get("keepalive-ping-interval"))
+def _keepalive(req) -> float:
+    return process.keepalive_interval(req.headers.get("keepalive-ping-interval"))
 
 
-# ---- process.Process ---------------------------------------------------------------------------------
+# ---- process.Process: the agent's processes service (agent/processes.py), shaped by envd/process.py ----
 
 async def start(req, msg):
     procs = _procs(req)
-    p = await procs.start(msg, users.for_request(req))
+    p = await process.start(procs, req.app.services.envd.base_env, msg, users.for_request(req))
     q = p.subscribe()
     procs.run(p)
     # A deadline (the command timeout) kills the process; a client that just goes away does not.
     req.on_deadline = p.kill
-    async for ev in procs.events(p, q, _keepalive(req)):
+    async for ev in process.events(p, q, _keepalive(req)):
         yield ev
 
 
 async def connect(req, msg):
-    procs = _procs(req)
-    p = procs.select(msg.get("process"))
+    p = process.select(_procs(req), msg.get("process"))
     q = p.subscribe()
-    async for ev in procs.events(p, q, _keepalive(req)):
+    async for ev in process.events(p, q, _keepalive(req)):
         yield ev
 
 
 async def list_processes(req, msg):
-    return {"processes": _procs(req).list()}
+    return {"processes": [process.info(p) for p in _procs(req).running()]}
 
 
 async def send_input(req, msg):
     procs = _procs(req)
-    await procs.send_input(procs.select(msg.get("process")), msg.get("input"))
+    await process.send_input(procs, process.select(procs, msg.get("process")), msg.get("input"))
     return {}
 
 
@@ -82,75 +85,92 @@ async def stream_input(req, messages):
     procs, target = _procs(req), None
     async for m in messages:
         if "start" in m:
-            target = procs.select((m["start"] or {}).get("process"))
+            target = process.select(procs, (m["start"] or {}).get("process"))
         elif "data" in m:
             if target is None:
                 raise FailedPrecondition("StreamInput needs a start message first")
-            await procs.send_input(target, (m["data"] or {}).get("input"))
+            await process.send_input(procs, target, (m["data"] or {}).get("input"))
     return {}
 
 
 async def send_signal(req, msg):
-    procs = _procs(req)
-    procs.signal(procs.select(msg.get("process")), msg.get("signal"))
+    process.send_signal(process.select(_procs(req), msg.get("process")), msg.get("signal"))
     return {}
 
 
 async def close_stdin(req, msg):
     procs = _procs(req)
-    procs.close_stdin(procs.select(msg.get("process")))
+    procs.close_stdin(process.select(procs, msg.get("process")))
     return {}
 
 
 async def update(req, msg):
     procs = _procs(req)
-    procs.resize(procs.select(msg.get("process")), msg.get("pty"))
+    process.resize(procs, process.select(procs, msg.get("process")), msg.get("pty"))
     return {}
 
 
-# ---- filesystem.Filesystem ---------------------------------------------------------------------------
+# ---- filesystem.Filesystem: the agent's files service (agent/files.py), shaped by envd/filesystem.py ----
 
 async def stat(req, msg):
-    return {"entry": _fs(req).stat(_path(req, msg))}
+    return {"entry": entry_info(_files(req).stat(_path(req, msg)))}
 
 
 async def list_dir(req, msg):
-    return {"entries": _fs(req).list_dir(_path(req, msg), int(msg.get("depth") or 1))}
+    depth = int(msg.get("depth") or 1)
+    return {"entries": [entry_info(e) for e in _files(req).walk(_path(req, msg), max(1, depth))]}
 
 
 async def make_dir(req, msg):
     user = users.for_request(req)
-    return {"entry": _fs(req).make_dir(users.expand(msg.get("path"), user), user)}
+    return {"entry": entry_info(_files(req).make_dir(users.expand(msg.get("path"), user), owner=user.owner))}
 
 
 async def move(req, msg):
     user = users.for_request(req)
-    return {"entry": _fs(req).move(users.expand(msg.get("source"), user),
-                                   users.expand(msg.get("destination"), user), user)}
+    moved = _files(req).move(users.expand(msg.get("source"), user), users.expand(msg.get("destination"), user),
+                             owner=user.owner)
+    return {"entry": entry_info(moved)}
 
 
 async def remove(req, msg):
-    _fs(req).remove(_path(req, msg))
+    _files(req).remove(_path(req, msg), missing_ok=True)  # as envd: removing what is not there succeeds
     return {}
 
 
+def _watch_options(msg: dict) -> dict:
+    return {"recursive": bool(msg.get("recursive")), "with_entries": bool(msg.get("includeEntry")),
+            "network_mounts": bool(msg.get("allowNetworkMounts"))}
+
+
 async def watch_dir(req, msg):
-    async for ev in _fs(req).watch(_path(req, msg), bool(msg.get("recursive")), bool(msg.get("includeEntry")),
-                                   _keepalive(req)):
-        yield ev
+    keepalive = _keepalive(req)
+    w = _files(req).watch(_path(req, msg), **_watch_options(msg))
+    try:
+        yield {"start": {}}
+        while True:
+            try:
+                changes = await asyncio.wait_for(w.next(), keepalive)
+            except asyncio.TimeoutError:
+                yield {"keepalive": {}}
+                continue
+            for ch in changes:
+                yield {"filesystem": event(ch)}
+    finally:
+        w.close()
 
 
 async def create_watcher(req, msg):
-    path = _path(req, msg)
-    return {"watcherId": _fs(req).create_watcher(path, bool(msg.get("recursive")), bool(msg.get("includeEntry")))}
+    wid = _files(req).open_watcher(_path(req, msg), **_watch_options(msg))
+    return {"watcherId": wid}
 
 
 async def get_watcher_events(req, msg):
-    return {"events": _fs(req).watcher_events(str(msg.get("watcherId") or ""))}
+    return {"events": [event(ch) for ch in _files(req).take_changes(str(msg.get("watcherId") or ""))]}
 
 
 async def remove_watcher(req, msg):
-    _fs(req).remove_watcher(str(msg.get("watcherId") or ""))
+    _files(req).close_watcher(str(msg.get("watcherId") or ""))
     return {}
 
 

@@ -31,6 +31,11 @@ class User:
     def is_self(self) -> bool:
         return self.uid == os.geteuid()
 
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        """Whom files the API creates for this user belong to (None: the agent's own user)."""
+        return None if self.is_self else (self.uid, self.gid)
+
 
 def _lookup(name: str) -> User | None:
     try:
@@ -92,27 +97,3 @@ def expand(path: str | None, user: User, *, default: str | None = None) -> str:
     elif not path.startswith("/"):
         path = os.path.join(user.home, path)
     return os.path.normpath(path)
-
-
-def chown(path: str, user: User) -> None:
-    """Files the API creates belong to the requesting user, so their own commands can change them."""
-    if os.geteuid() == 0 and not user.is_self:
-        try:
-            os.lchown(path, user.uid, user.gid)
-        except OSError:
-            pass
-
-
-def makedirs(path: str, user: User) -> None:
-    """mkdir -p, giving every directory it creates to the user."""
-    missing = []
-    p = path
-    while p and p != "/" and not os.path.lexists(p):
-        missing.append(p)
-        p = os.path.dirname(p)
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, 0o755)
-        except FileExistsError:
-            continue
-        chown(d, user)

@@ -3,11 +3,14 @@ remove, mkdir, and the `/files/watch` WebSocket."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import stat
+from datetime import datetime, timezone
 
 from ..app import WEBSOCKET
 from ..errors import DirectoryNotFound, InvalidRequest, MissingParameter
-from ..files import aiter_sync, os_error
+from ..files import Entry, aiter_sync, os_error
 from ..server import STREAM_GAP, StreamResponse, WebSocketClosed, now_iso
 
 
@@ -18,8 +21,31 @@ def _qpath(req) -> str:
     return path
 
 
+def file_info(e: Entry) -> dict:
+    st = e.st
+    is_dir = stat.S_ISDIR(st.st_mode)
+    modified = datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat().replace("+00:00", "Z")
+    return {
+        "name": os.path.basename(e.path), "path": e.path, "size": st.st_size,
+        "is_directory": is_dir, "is_dir": is_dir, "is_file": stat.S_ISREG(st.st_mode),
+        "is_symlink": stat.S_ISLNK(st.st_mode),
+        "permissions": stat.filemode(st.st_mode), "mode": oct(stat.S_IMODE(st.st_mode)),
+        "modified_time": modified, "modified": modified,
+    }
+
+
 async def read(req):
-    return req.app.services.files.read_text(_qpath(req))
+    try:
+        full, raw = req.app.services.files.read_small(_qpath(req))
+    except InvalidRequest as e:
+        if "size" not in e.details:
+            raise
+        raise InvalidRequest(f"file too large for /files/read ({e.details['size']} bytes); use /files/download",
+                             path=e.details["path"]) from None
+    try:
+        return {"content": raw.decode("utf-8"), "path": full, "size": len(raw), "encoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"content": base64.b64encode(raw).decode(), "path": full, "size": len(raw), "encoding": "base64"}
 
 
 async def download(req):
@@ -42,9 +68,9 @@ async def write(req):
         content = ""
     if not isinstance(content, str):
         raise InvalidRequest("content must be a string (use encoding=base64 for binary)", path=path)
-    result = files.write(path, content, encoding=body.get("encoding"), mode=body.get("mode"),
-                         overwrite=body.get("overwrite", True) is not False)
-    return {**result, "timestamp": now_iso()}
+    full, size = files.write(path, content, encoding=body.get("encoding"), mode=body.get("mode"),
+                             overwrite=body.get("overwrite", True) is not False)
+    return {"success": True, "path": full, "size": size, "message": "file written", "timestamp": now_iso()}
 
 
 async def upload(req):
@@ -71,11 +97,13 @@ async def upload(req):
 
 
 async def list_dir(req):
-    return req.app.services.files.list(req.query.get("path") or None)
+    full, entries = req.app.services.files.list(req.query.get("path") or None)
+    return {"files": [file_info(e) for e in entries], "path": full, "count": len(entries)}
 
 
 async def exists(req):
-    return req.app.services.files.exists(_qpath(req))
+    full, there, is_dir = req.app.services.files.exists(_qpath(req))
+    return {"exists": there, "path": full, "is_directory": is_dir}
 
 
 async def remove(req):
@@ -86,7 +114,7 @@ async def remove(req):
     if not path:
         raise MissingParameter("missing parameter: path")
     recursive = req.query.get("recursive", "true").lower() not in ("0", "false", "no")
-    return files.remove(path, recursive)
+    return {"success": True, "path": files.remove(path, recursive), "message": "removed"}
 
 
 async def mkdir(req):
@@ -95,7 +123,7 @@ async def mkdir(req):
     path = body.get("path") or req.query.get("path")
     if not path:
         raise MissingParameter("missing field: path")
-    return files.mkdir(path, body.get("mode"))
+    return {"success": True, "path": files.mkdir(path, body.get("mode")), "message": "directory created"}
 
 
 async def watch(ws):

@@ -1,26 +1,48 @@
-"""WebSocket `/terminal`: a bash on a real PTY. Frames: input/resize in, output/exit out."""
+"""WebSocket `/terminal`: a bash on a real PTY, a process of the agent's processes service. Frames:
+input/resize in, output/exit out."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 from ..app import WEBSOCKET
+from ..processes import Proc, Processes, user_ids
 from ..server import STREAM_GAP
-from ..terminal import PtyProcess
 
 
-async def terminal(ws):
+async def _start_shell(procs: Processes, env: dict[str, str], cwd: str | None, cols: int, rows: int,
+                       user: str | None) -> Proc:
+    import shutil
+
+    shell = shutil.which("bash", path=env.get("PATH")) or "/bin/sh"
+    ids = user_ids(user)
+    extra: dict = {}
+    if ids:
+        uid, gid, env["HOME"] = ids
+        extra = {"user": uid, "group": gid, "extra_groups": []}
+    return await procs.start([shell, "-i"] if shell.endswith("bash") else [shell],
+                             cwd=cwd if cwd and os.path.isdir(cwd) else None, env=env, ids=extra,
+                             pty=(max(1, rows), max(1, cols)))
+
+
+async def terminal(ws) -> None:
     ws.min_gap = STREAM_GAP  # output frames grow while they wait, so throughput holds
     sv, q = ws.request.app.services, ws.request.query
-    pty = await PtyProcess.start(None, env=sv.env.effective(), cwd=q.get("cwd") or sv.workspace,
-                                 cols=int(q.get("cols", 80)), rows=int(q.get("rows", 24)), user=q.get("user"))
+    procs: Processes = sv.processes
+    p = await _start_shell(procs, dict(sv.env.effective()), q.get("cwd") or sv.workspace,
+                           int(q.get("cols", 80)), int(q.get("rows", 24)), q.get("user"))
+    output = p.subscribe()
+    procs.run(p)
 
     async def pump_out() -> None:
         while True:
-            data = await pty.read()
-            if data is None:
-                break
-            await ws.send_json({"type": "output", "data": data.decode("utf-8", "replace")})
-        await ws.send_json({"type": "exit", "code": await pty.wait()})
+            kind, value = await output.get()
+            if kind == "end":
+                code = value.code if value.signal is None else 128 + value.signal
+                await ws.send_json({"type": "exit", "code": code})
+                return
+            await ws.send_json({"type": "output", "data": value.decode("utf-8", "replace")})
 
     async def pump_in() -> None:
         while True:
@@ -29,9 +51,9 @@ async def terminal(ws):
                 return
             kind = msg.get("type")
             if kind == "input":
-                pty.write(str(msg.get("data", "")).encode())
+                await procs.send_input(p, str(msg.get("data", "")).encode())
             elif kind == "resize":
-                pty.resize(int(msg.get("cols", 80)), int(msg.get("rows", 24)))
+                procs.resize(p, max(1, int(msg.get("rows", 24))), max(1, int(msg.get("cols", 80))))
             elif kind == "ping":
                 await ws.send_json({"type": "pong"})
 
@@ -42,7 +64,19 @@ async def terminal(ws):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await pty.close()  # closing the socket ends the shell
+        await _hang_up(p)  # closing the socket ends the shell
+
+
+async def _hang_up(p: Proc) -> None:
+    """SIGHUP as a closing terminal sends, then SIGKILL for a shell that ignores it."""
+    for sig in (signal.SIGHUP, signal.SIGKILL):
+        if p.end is not None:
+            return
+        p.kill(sig)
+        try:
+            await asyncio.wait_for(p.done.wait(), 1)
+        except asyncio.TimeoutError:
+            pass
 
 
 ROUTES = [(WEBSOCKET, "/terminal", terminal)]
