@@ -89,7 +89,8 @@ def team_uploads(req: BuildRequest, team_id: str) -> None:
     prefix = "oci-archive:upload:"
     if req.from_image.startswith(prefix):
         files_hash, sep, tag = req.from_image.removeprefix(prefix).partition(":")
-        req.from_image = prefix + upload_key(team_id, files_hash) + sep + tag
+        if HASH_RE.match(files_hash):  # anything else stays as given, for the image check to refuse by name
+            req.from_image = prefix + upload_key(team_id, files_hash) + sep + tag
 
 
 def validate_request(req: BuildRequest, uploads: Path, team_id: str = DEFAULT_TEAM_ID) -> None:
