@@ -38,6 +38,14 @@ def test_python_error_is_a_200_result_with_traceback(client):
     assert r["error"] == "ValueError: boom"
 
 
+def test_sys_exit_gives_its_code_and_the_kernel_lives_on(client):
+    assert run(client, "import sys\nsys.exit(3)")["exit_code"] == 3
+    r = run(client, "import sys\nprint('bye')\nsys.exit(0)")
+    assert (r["exit_code"], r["success"], r["stdout"]) == (0, True, "bye\n")
+    assert run(client, "sys.exit('no')")["exit_code"] == 1
+    assert run(client, "print(1 + 1)")["stdout"] == "2\n"
+
+
 def test_timeout_interrupts_kernel_and_keeps_state(client):
     run(client, "kept = 'still here'")
     t0 = time.monotonic()

@@ -31,6 +31,25 @@ def normalize_language(language: str | None) -> str:
     return lang
 
 
+def kernel_exit_code(success: bool, timed_out: bool, error: str | None) -> int:
+    """The exit code a cell's run reports, as `python -c` would give it: `sys.exit(n)` is n (`sys.exit()` 0, a
+    message 1), a timeout 124, any other exception 1. The kernel reports SystemExit as an error "SystemExit: n"."""
+    if success:
+        return 0
+    if timed_out:
+        return 124
+    name, _, value = (error or "").partition(": ")
+    if name != "SystemExit":
+        return 1
+    value = value.strip()
+    if value in ("", "None"):
+        return 0
+    try:
+        return int(value) & 0xFF
+    except ValueError:
+        return 1  # sys.exit("message"): Python prints it and exits 1
+
+
 @dataclass
 class ExecRequest:
     code: str
@@ -133,8 +152,8 @@ class Executor:
             except KernelUnavailable:
                 pass  # no ipykernel in this template: run the code in a fresh interpreter instead
             else:
-                body = {"success": r.success, "stdout": r.stdout, "stderr": r.stderr,
-                        "exit_code": 0 if r.success else (124 if r.timed_out else 1),
+                code = kernel_exit_code(r.success, r.timed_out, r.error)
+                body = {"success": code == 0, "stdout": r.stdout, "stderr": r.stderr, "exit_code": code,
                         "error": r.error, "timed_out": r.timed_out, "outputs": r.outputs,
                         "kernel_restarted": r.restarted, **r.rich}
                 if r.execution_count is not None:
