@@ -1,4 +1,4 @@
-"""CLI tests: the real `sandboxd` command against a real `sandboxd serve` (fake and, marked real, crun)."""
+"""CLI tests: the real `sandboxd` command against a real `sandboxd serve` (crun where it runs, else fake)."""
 from __future__ import annotations
 
 import subprocess
@@ -7,12 +7,13 @@ import sys
 import pytest
 
 
+from support.real import client_backends
 from support.server import IN_CI, real_problem, running_server
 
 
 # Module scope: a server lives only while its module runs (session scope kept one per suite and
 # backend alive until the very end of a full run).
-@pytest.fixture(scope="module", params=["fake", pytest.param("crun", marks=pytest.mark.real)])
+@pytest.fixture(scope="module", params=client_backends())
 def server(request, tmp_path_factory):
     if request.param == "crun" and (problem := real_problem()):
         if IN_CI:

@@ -128,19 +128,19 @@ def test_shell_in_a_real_terminal(server, sandbox_id):
 
 
 def test_template_build_drives_the_build_api(cli, server, tmp_path):
-    """On the fake backend the server accepts the upload and the build, then fails it (RUN steps need
-    a real sandbox): the CLI must upload, follow the build to its end and report the failure in one line.
-    The successful build is tested on the real backend in tests/compat/hopx."""
-    if server.backend != "fake":
-        pytest.skip("the failure path is the fake backend's; real builds: tests/compat/hopx/test_hopx_template.py")
+    """A build whose RUN step fails: the CLI must upload, follow the build to its end and report the
+    failure in one line. The successful build: tests/compat/hopx/test_hopx_template.py."""
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "main.py").write_text("print('hello from the template')\n")
-    (tmp_path / "Dockerfile").write_text("FROM base\nCOPY app/ /app/\nENV GREETING=hi\nRUN python3 /app/main.py\n")
+    (tmp_path / "Dockerfile").write_text("FROM base\nCOPY app/ /app/\nENV GREETING=hi\n"
+                                         "RUN python3 /app/main.py && exit 3\n")
     r = cli("template", "build", str(tmp_path), "--name", "test-cli-tpl", timeout=300)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert any("building test-cli-tpl from base" in ln for ln in lines), r.stderr  # the streamed build log
-    assert lines[-1].startswith("error:") and "fake backend cannot build" in lines[-1], r.stderr
+    assert lines[-1].startswith("error:") and "(code=build_failed)" in lines[-1], r.stderr
+    # The fake backend runs no RUN step at all; crun runs this one, which fails.
+    assert "Dockerfile line 4 (RUN)" in lines[-1] and "exit code 3" in lines[-1] or server.backend == "fake"
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "Dockerfile").write_text("FROM base\nVOLUME /data\n")

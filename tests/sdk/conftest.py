@@ -1,17 +1,18 @@
-"""SDK tests run against a real `sandboxd serve`: on the fake backend (real control plane, gateway and
-agents; agents as host processes) and on the real crun backend (marked real)."""
+"""SDK tests run against a real `sandboxd serve`: on the real crun backend where it runs (always in CI), else
+on the fake one (real control plane, gateway and agents; agents as host processes)."""
 from __future__ import annotations
 
 
 import pytest
 
 
+from support.real import client_backends
 from support.server import IN_CI, real_problem, running_server
 
 
 # Module scope: a server lives only while its module runs (session scope kept one per suite and
 # backend alive until the very end of a full run).
-@pytest.fixture(scope="module", params=["fake", pytest.param("crun", marks=pytest.mark.real)])
+@pytest.fixture(scope="module", params=client_backends())
 def server(request, tmp_path_factory):
     if request.param == "crun" and (problem := real_problem()):
         if IN_CI:

@@ -36,3 +36,14 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def client_backends() -> list:
+    """The backends the client suites (CLI, SDK, the official clients) run on. They test the clients and
+    the API, not the backend (tests/conformance holds the backends to one contract), so one is enough: the
+    real one wherever it can run, and always in CI; the fake one elsewhere.
+    SANDBOXD_TEST_BACKENDS=fake,crun runs both."""
+    chosen = os.environ.get("SANDBOXD_TEST_BACKENDS", "")
+    names = [n.strip() for n in chosen.split(",") if n.strip()] or (
+        ["crun"] if IN_CI or real_backend_problem() is None else ["fake"])
+    return [pytest.param(n, marks=pytest.mark.real) if n == "crun" else n for n in names]

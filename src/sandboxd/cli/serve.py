@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from sandboxd.config import Settings
+if TYPE_CHECKING:  # the settings (pydantic-settings, ~0.2 s) load only when the server runs, not per CLI call
+    from sandboxd.config import Settings
 
 log = logging.getLogger("sandboxd.serve")
 
@@ -22,6 +23,8 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
         """Run the control plane (HopX + E2B APIs) and the sandbox gateway."""
+        from sandboxd.config import Settings
+
         overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port, "gateway_port": gateway_port}.items() if v is not None}
         settings = Settings(**overrides)
         logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
-from pydantic import ValidationError
 
-from sandboxd.config import Settings
+if TYPE_CHECKING:  # loaded by the command itself: every other CLI call would pay for pydantic-settings
+    from sandboxd.config import Settings
 
 
 def _prepare_host(settings: Settings) -> None:
@@ -51,6 +51,9 @@ def register(app: typer.Typer) -> None:
         skip_desktop: bool = typer.Option(False, "--skip-desktop", help="do not build the desktop template"),
     ) -> None:
         """Prepare the host and build the built-in templates that are missing."""
+        from pydantic import ValidationError
+
+        from sandboxd.config import Settings
         from sandboxd.errors import SandboxdError
         from sandboxd.templates.bases import BUILTINS
         from sandboxd.templates.store import TemplateStore

@@ -355,7 +355,7 @@ class BuildService:
     async def _run(self, build_id: str, template_id: str, req: BuildRequest) -> None:
         async with self._gate:
             self._update(build_id, current_step="building", progress=5)
-            self._log(build_id, f"building {req.name} from {req.from_image} ({len(req.steps)} steps)")
+            self._log(build_id, f"building {req.name} from {req.from_image} ({len(req.steps)} step{'' if len(req.steps) == 1 else 's'})")
             t0 = time.monotonic()
             error = None
             meta: dict[str, Any] = {}

@@ -6,9 +6,7 @@ import json
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Iterator
 
-from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosedOK, InvalidStatus, WebSocketException
-from websockets.sync.client import connect as sconnect
 
 from ._errors import NetworkError, RequestTimeoutError, SandboxError, error_from_response
 
@@ -82,6 +80,8 @@ class SyncSocket:
 
 @contextmanager
 def open_sync(url: str, headers: dict[str, str], open_timeout: float = 30.0) -> Iterator[SyncSocket]:
+    from websockets.sync.client import connect as sconnect  # ~60 ms of import every CLI call would pay
+
     try:
         cm = sconnect(url, additional_headers=headers, open_timeout=open_timeout, proxy=None, max_size=None)
         ws = cm.__enter__()
@@ -133,6 +133,8 @@ class AsyncSocket:
 
 @asynccontextmanager
 async def open_async(url: str, headers: dict[str, str], open_timeout: float = 30.0) -> AsyncIterator[AsyncSocket]:
+    from websockets.asyncio.client import connect as aconnect  # as in open_sync
+
     try:
         cm = aconnect(url, additional_headers=headers, open_timeout=open_timeout, proxy=None, max_size=None)
         ws = await cm.__aenter__()

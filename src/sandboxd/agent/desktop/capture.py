@@ -139,7 +139,9 @@ class Recorder:
         else:
             codec = ["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8",
                      "-b:v", QUALITY_BITRATE[quality], "-pix_fmt", "yuv420p"]
-        argv = ["ffmpeg", "-loglevel", "error", "-y", "-f", "x11grab", "-draw_mouse", "1", "-framerate", str(fps),
+        progress = self.d.dir / f"{rid}.progress"
+        argv = ["ffmpeg", "-loglevel", "error", "-y", "-progress", str(progress), "-stats_period", "0.25",
+                "-f", "x11grab", "-draw_mouse", "1", "-framerate", str(fps),
                 "-video_size", f"{w}x{h}", "-i", f"{self.d.name}+0,0", "-vf", even] + codec + [str(path)]
         rec = Recording(rid, path, fmt, fps)
         # stdin is a pipe: "q" on it makes ffmpeg finish the file properly (moov atom, webm cues).
@@ -148,10 +150,32 @@ class Recorder:
                                            stdin=asyncio.subprocess.PIPE)
         except OSError as e:
             raise DesktopToolFailed(f"ffmpeg: {e}") from e
-        rec.start_time = time.time()
         self.recordings[rid] = rec
+        await self._first_frame(rec, progress)
+        rec.start_time = time.time()
         proc.log(f"recording {rid} started: {path}")
         return rec.info()
+
+    async def _first_frame(self, rec: Recording, progress: Path) -> None:
+        """Return once ffmpeg has encoded a frame. On a loaded host its start (x11grab probe, encoder set-up)
+        can take seconds; a "q" sent before the first frame leaves a file of zero length in time, so the
+        recording the caller asked for begins here, not at the spawn."""
+        p = rec.process
+        assert p is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if p.returncode is not None:
+                rec.status, rec.end_time = "failed", time.time()
+                raise DesktopToolFailed(f"ffmpeg exited {p.returncode} before the first frame",
+                                        details={"recording_id": rec.id})
+            try:
+                frames = [ln for ln in progress.read_text().splitlines() if ln.startswith("frame=")]
+            except OSError:
+                frames = []
+            if frames and frames[-1][6:].strip() not in ("", "0"):
+                return
+            await asyncio.sleep(0.05)
+        proc.log(f"recording {rec.id}: no frame after 20 s; recording on regardless")
 
     def get(self, rid: str | None) -> Recording:
         if not rid:  # the JS SDK stops/queries without an id: the most recent recording
@@ -181,6 +205,7 @@ class Recorder:
             except asyncio.TimeoutError:
                 p.kill()
                 await p.wait()
+            (self.d.dir / f"{rec.id}.progress").unlink(missing_ok=True)
             ok = p.returncode == 0 and rec.path.exists() and rec.path.stat().st_size > 0
             rec.status = "stopped" if ok else "failed"
             rec.duration = await self._probe(rec.path) if ok else None
