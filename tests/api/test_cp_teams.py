@@ -2,11 +2,11 @@
 with the body of a missing one. Keys and teams APIs follow the roles (docs/teams.md)."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from support.bodies import without_ids
+from support.streams import replay_shows_kill
 
 
 @pytest.fixture(scope="module")
@@ -146,15 +146,8 @@ def test_sandbox_stream_carries_only_the_teams_events(cp, keys):
         a.delete(f"/v1/sandboxes/{sid}")
     seen = {}
     for who in ("team-a", "team-b"):
-        # Replayed from the start (Last-Event-ID 0): the killed event is in the replay or never comes.
-        with cp.client(keys[who]) as c, \
-                c.stream("GET", "/v1/sandboxes/stream", headers={"Last-Event-ID": "0"}) as s:
-            text, until = "", time.monotonic() + 3
-            for chunk in s.iter_text():
-                text += chunk
-                if (sid in text and "sandbox.killed" in text) or time.monotonic() > until:
-                    break
-            seen[who] = sid in text
+        with cp.client(keys[who]) as c:
+            seen[who] = replay_shows_kill(c, sid)
     assert seen == {"team-a": True, "team-b": False}
 
 

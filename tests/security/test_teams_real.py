@@ -14,6 +14,7 @@ import pytest
 
 from support.real import TEMPLATES_DIR, require_real
 from support.server import CPServer
+from support.streams import replay_shows_kill
 
 pytestmark = pytest.mark.real
 SECRET = "team-a-only-7f3c"
@@ -104,15 +105,8 @@ def test_e2b_sandbox_of_team_a_is_out_of_team_bs_reach(srv, keys, monkeypatch):
 
 
 def _stream_mentions(srv, key: str, sid: str) -> bool:
-    """Whether the key's lifecycle stream, replayed from the start, shows the sandbox's kill."""
-    with httpx.Client(base_url=srv.base, headers={"X-API-Key": key}, timeout=30) as c, \
-            c.stream("GET", "/v1/sandboxes/stream", headers={"Last-Event-ID": "0"}) as s:
-        text, until = "", time.monotonic() + 3
-        for chunk in s.iter_text():
-            text += chunk
-            if (sid in text and "sandbox.killed" in text) or time.monotonic() > until:
-                break
-    return sid in text
+    with httpx.Client(base_url=srv.base, headers={"X-API-Key": key}, timeout=30) as c:
+        return replay_shows_kill(c, sid)
 
 
 def test_events_metrics_streams_and_webhooks_stay_with_the_team(srv, keys):

@@ -445,7 +445,11 @@ class LifecycleService:
                 row = s.get(SandboxRow, sid)
                 team = row.team_id if row is not None else None
                 quotas.check_start(s, team, vcpu=sb.vcpu, memory_mb=sb.memory_mb, starting=self._started_by(team))
-            self.admission.admit(self._committed(committed), memory_mb=sb.memory_mb, disk_mb=0)
+            # Starts under way hold memory their stopped rows do not show yet: without them, two starts at
+            # once could each fit alone and overcommit the host together.
+            starting = sum(mem for _, _, mem in self._starting.values())
+            self.admission.admit(self._committed(Commitment(committed.memory_mb + starting, committed.disk_mb)),
+                                 memory_mb=sb.memory_mb, disk_mb=0)
             self._starting[sid] = (team, sb.vcpu, sb.memory_mb)  # its row says stopped until it runs
             try:
                 rt = await self._call(self.backend.start, sid)

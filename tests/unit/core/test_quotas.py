@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from sandboxd.config import Settings
+from sandboxd.core.admission import HostFull
 from sandboxd.core.lifecycle import CreateRequest
 from sandboxd.core.teams import TeamService
 from sandboxd.errors import Invalid, QuotaExceeded
@@ -73,3 +74,19 @@ def test_quota_changes_are_checked_and_leave_the_others(settings):
         assert teams.show("t")[0].quotas.max_vcpu is None
 
     _run(settings, body)
+
+
+def test_concurrent_starts_cannot_overcommit_the_host_together(settings):
+    """The host's memory admission counts starts under way, as the team quota does."""
+    async def body(svc, teams):
+        made = [(await svc.lifecycle.create(CreateRequest(template_name="base", memory_mb=512)))[0] for _ in range(2)]
+        for sb in made:
+            await svc.lifecycle.stop(sb.id)
+        svc.lifecycle.admission.memory_capacity_mb = 700  # room for one of them: stopped, they hold none
+        started = await asyncio.gather(*(svc.lifecycle.start_sandbox(sb.id) for sb in made), return_exceptions=True)
+        refused = [r for r in started if isinstance(r, HostFull)]
+        assert len(refused) == 1, started
+        assert sorted(svc.lifecycle.get(sb.id).status for sb in made) == ["running", "stopped"]
+
+    _run(settings, body)
+
