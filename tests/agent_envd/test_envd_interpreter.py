@@ -198,3 +198,28 @@ async def test_r_context_keeps_state(agent):
     err = next(x for x in (await run("stop('boom')")) if x["type"] == "error")
     assert "boom" in err["value"]
     assert next(x for x in (await run("length(x)")) if x["type"] == "result")["text"] == "[1] 3"
+
+
+async def test_deleting_a_context_ends_its_running_cell_with_an_error(agent):
+    """The cell's stream ends properly (an error, then the end line), instead of being cut off."""
+    client, _, _ = agent
+    ctx = (await client.post(f"{J}/contexts", json={})).json()
+    lines: list[dict] = []
+
+    async def run():
+        async with client.stream("POST", f"{J}/execute", json={
+                "code": "import time\nprint('started', flush=True)\ntime.sleep(60)", "context_id": ctx["id"]}) as r:
+            async for line in r.aiter_lines():
+                if line.strip():
+                    lines.append(json.loads(line))
+
+    import asyncio
+
+    cell = asyncio.create_task(run())
+    while not any(x.get("text") == "started\n" for x in lines):
+        await asyncio.sleep(0.05)
+    assert (await client.delete(f"{J}/contexts/{ctx['id']}")).status_code == 204
+    await asyncio.wait_for(cell, 30)
+    assert lines[-1]["type"] == "unexpected_end_of_execution", lines
+    err = next(x for x in lines if x["type"] == "error")
+    assert "deleted" in err["value"], err

@@ -78,9 +78,9 @@ class Context:
         self.lock = asyncio.Lock()
 
     async def stop(self) -> None:
-        if self.kernel:
-            await self.kernel.shutdown()
-            self.kernel = None
+        kernel, self.kernel = self.kernel, None  # detached first: a running cell sees why its kernel went
+        if kernel:
+            await kernel.shutdown()
         if self.repl:
             await self.repl.shutdown()
             self.repl = None
@@ -225,9 +225,22 @@ class Interpreter:
             while True:
                 try:
                     msg = await kc.get_iopub_msg(timeout=1.0)
+                except asyncio.CancelledError:
+                    # A DELETE or restart of the context closes the kernel's channels under this read, which
+                    # cancels it; only a cancellation of this task itself (the client left) goes on up.
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
+                    msg = None
                 except Exception:
                     msg = None
                 if msg is None:
+                    if ctx.kernel is not kernel:
+                        yield line({"type": "error", "name": "ContextStopped", "traceback": "",
+                                    "value": "the context was deleted or restarted while this cell ran"})
+                        yield line({"type": "unexpected_end_of_execution"})
+                        finished = True
+                        return
                     if not kernel.alive():
                         yield line({"type": "error", "name": "KernelDied",
                                     "value": f"the {kernel.language} kernel died (out of memory?) and will be restarted",
