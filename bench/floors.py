@@ -95,8 +95,8 @@ def _cgroup_pids(cid: str) -> list[int]:
     return [int(x) for x in p.read_text().split()] if p.exists() else []
 
 
-def podman(rootfs: Path, runs: int) -> dict[str, list[float]] | None:
-    """podman run --rootfs DIR:O + exec; None when podman is missing or cannot run here."""
+def podman(rootfs: Path, runs: int, first: tuple[str, ...] = ("true",)) -> dict[str, list[float]] | None:
+    """podman run --rootfs DIR:O + exec `first`; None when podman is missing or cannot run here."""
     if not shutil.which("podman"):
         return None
     conf = Path(tempfile.mkdtemp(prefix="perf-podman-")) / "containers.conf"
@@ -118,7 +118,7 @@ def podman(rootfs: Path, runs: int) -> dict[str, list[float]] | None:
             if r.returncode != 0:
                 print(f"podman unavailable: {r.stderr.decode()[-300:]}", file=sys.stderr)
                 return None
-            pm("exec", name, "true")
+            pm("exec", name, *first)
             out["cold"].append(_ms(t))
             t = time.perf_counter()
             pm("exec", name, "true")

@@ -32,6 +32,7 @@ from support.server import CPServer  # noqa: E402  (the test suites' `sandboxd s
 from gateway import timer  # noqa: E402  (bench/gateway.py: keep-alive request timing on a raw socket)
 from runtime import host_cpu_ms, pss_kib  # noqa: E402
 from agent_start import cpu_ms  # noqa: E402
+from e2b_rows import TTI_TEMPLATE, WRITTEN_MIB, E2BRows  # noqa: E402
 
 TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
 
@@ -227,6 +228,8 @@ class Bench:
         if not self.a.no_podman:
             print("floors: podman ...", flush=True)
             res["podman"] = floors.podman(rootfs, self.a.runs)
+            tti_rootfs = TemplateStore(Settings(templates_path=Path(TEMPLATES))).get(TTI_TEMPLATE).layers[-1]
+            res["podman_tti"] = floors.podman(tti_rootfs, self.a.runs, first=("node", "-v"))
         print("floors: jupyter over zmq ...", flush=True)
         res["zmq"] = floors.jupyter_zmq(self.a.runs)
         self.srv.start()
@@ -240,6 +243,12 @@ class Bench:
             res["kill"] = kills_hit + kills_cold
             print("sandboxd: live sandbox rows ...", flush=True)
             res["live"] = self.live_rows()
+            e2b = E2BRows(self.srv, self.data, self.a.runs, self.a.at_once)
+            print(f"sandboxd: E2B SDK time to interactive, sequential and {self.a.at_once} at once ...", flush=True)
+            res["tti"] = e2b.tti()
+            print("sandboxd: E2B SDK fork and snapshot ...", flush=True)
+            res["fork"] = e2b.fork_and_snapshot()
+            self.set_pool(self.a.pool)
             print(f"sandboxd: {self.a.idle} idle sandboxes ...", flush=True)
             res["idle"] = self.idle_memory()
             print(f"sandboxd: sustained creates for {self.a.sustain:.0f} s ...", flush=True)
@@ -304,6 +313,7 @@ def _cmdline(pid: int) -> bytes:
 
 def table(res: dict) -> list[dict]:
     c, pm, live, idle, sus = res["crun"], res.get("podman") or {}, res["live"], res["idle"], res["sustained"]
+    fork = res["fork"]
     direct_p50 = pct(live["direct"], .5)
     overhead = [g - d for g, d in zip(live["gateway"], live["direct"])]
     rows = [
@@ -317,6 +327,17 @@ def table(res: dict) -> list[dict]:
         ("resume through the API", "p50 ≤ 10 ms", live["resume"], c["resume"], "crun resume", pm.get("resume")),
         ("kill through the API", "p50 ≤ 30 ms", res["kill"], c["delete"], "crun delete --force", pm.get("delete")),
         ("gateway overhead over agent socket", "p50 ≤ 1 ms", overhead, live["direct"], "direct socket request", None),
+        ("E2B SDK create → commands.run('node -v')", "p50 ≤ 440 ms", res["tti"]["sequential"],
+         None, "-", (res.get("podman_tti") or {}).get("cold")),
+        (f"the same, {len(res['tti']['at_once'])} at once", "-", res["tti"]["at_once"], None, "-", None),
+        (f"E2B fork of a sandbox with {WRITTEN_MIB} MiB written, 1 copy", "p50 ≤ 150 ms", fork["fork_one"],
+         fork["cp_floor"], f"cp -a {WRITTEN_MIB} MiB", None),
+        ("the same, 10 copies in one call", "≤ 1000 ms", fork["fork_ten"], fork["cp_floor"],
+         f"cp -a {WRITTEN_MIB} MiB", None),
+        ("E2B create_snapshot of that sandbox", "p50 ≤ 300 ms", fork["snapshot"], fork["cp_floor"],
+         f"cp -a {WRITTEN_MIB} MiB", None),
+        ("create from the snapshot → first command", "≤ 1.5× cold", fork["from_snapshot"], fork["cold"],
+         "cold create → first command", None),
     ]
     out = [{"figure": f, "target": t, "sandboxd_ms": dist(x), "floor": fl_name, "floor_ms": dist(fl),
             "podman_ms": dist(p)} for f, t, x, fl, fl_name, p in rows]
@@ -366,11 +387,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8, help="clients creating at once in the sustained row")
     ap.add_argument("--no-zygote", action="store_true", help="agents exec'd, not forked (the A/B baseline)")
     ap.add_argument("--template", default="base")
+    ap.add_argument("--at-once", type=int, default=100, help="E2B SDK creates at once in the time-to-interactive row")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-podman", action="store_true")
     a = ap.parse_args()
     if a.quick:
-        a.runs, a.idle, a.sustain = min(a.runs, 12), min(a.idle, 20), min(a.sustain, 10.0)
+        a.runs, a.idle, a.sustain, a.at_once = min(a.runs, 12), min(a.idle, 20), min(a.sustain, 10.0), min(a.at_once, 10)
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
     res = Bench(a).run()

@@ -126,6 +126,33 @@ def test_a_failing_zygote_falls_back_to_the_cold_agent(rt_env, monkeypatch):
     z.failures = 0
 
 
+@pytest.mark.parametrize("touches_python", [False, True])
+def test_an_image_built_on_a_builtin_shares_its_zygote_unless_it_touches_python(rt_env, tmp_path, touches_python):
+    """A snapshot's or a fork's image is the builtin layer plus the sandbox's changes: its agent is forked by the
+    builtin's zygote, unless those changes reach into the Python installation (then it starts cold)."""
+    from dataclasses import replace
+
+    _, sb, image = rt_env
+    upper = tmp_path / "upper"
+    (upper / "home" / "user").mkdir(parents=True)
+    (upper / "home" / "user" / "from-the-layer").write_text("kept\n")
+    if touches_python:
+        (upper / "usr" / "local" / "lib" / "python3.11").mkdir(parents=True)
+    derived = replace(image, name="derived", layers=(upper, *image.layers), content_hash="derived-" + upper.name)
+    zygotes = set(sb.backend._zygotes)
+    box = sb.create(spec(derived, "zygderived"))
+    try:
+        assert sb.sh(box.id, "cat /home/user/from-the-layer").stdout == b"kept\n"
+        if touches_python:
+            with pytest.raises(AssertionError):
+                _agent(box.pid)
+        else:
+            _agent(box.pid)
+        assert set(sb.backend._zygotes) <= zygotes | {image.layers[-1].parent.name}  # no zygote of its own
+    finally:
+        sb.destroy(box.id)
+
+
 def _same_pid_ns(pid: str, init_pid: int) -> bool:
     try:
         return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{init_pid}/ns/pid")

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_bench_run_prints_and_writes_every_row():
     env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     r = subprocess.run([sys.executable, "bench/run.py", "--runs", "3", "--idle", "3", "--sustain", "2", "--pool", "2",
-                        "--no-podman"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                        "--at-once", "2", "--no-podman"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     written = re.search(r"wrote (\S+\.json)", r.stdout)
     assert written, r.stdout[-2000:]
@@ -28,7 +28,7 @@ def test_bench_run_prints_and_writes_every_row():
     finally:
         path.unlink()
     timed = [row for row in rows if "sandboxd_ms" in row]
-    assert len(timed) == 9 and all(row["sandboxd_ms"] and row["sandboxd_ms"]["p50"] > 0 for row in timed), timed
+    assert len(timed) == 15 and all(row["sandboxd_ms"] and row["sandboxd_ms"]["p50"] > 0 for row in timed), timed
     assert all(row["floor_ms"] and row["floor_ms"]["p50"] > 0 for row in timed if row["floor"] != "-")
     assert rows[0]["hits_counted"] == 3  # the pool-hit row really was served by the pool
     sustained = rows[-1]

@@ -225,15 +225,19 @@ class OciBackend(Teardown):
             return self.agent_pkg
 
     def _zygote(self, spec: SandboxSpec) -> zygote.Zygote | None:
-        """The zygote for a builtin image's sandbox (see zygote.py), when enabled and not broken."""
+        """The zygote of the builtin layer at the bottom of the sandbox's image (see zygote.py), when enabled and
+        not broken. An image built on a builtin (a snapshot, a fork, a derived template) shares its zygote as long
+        as its own layers leave the Python installation alone: the forked agent has the builtin's interpreter and
+        modules in memory and imports the rest from the sandbox's files."""
         image = spec.image
-        if (not self.settings.zygote or self.agent_argv or self.runtime != "crun" or len(image.layers) != 1
-                or image.layers[0].parent.name != image.content_hash
-                or image.content_hash not in _builtin_hashes(self.settings.uid_base, self.settings.uid_count)):
+        bottom = image.layers[-1]
+        if (not self.settings.zygote or self.agent_argv or self.runtime != "crun"
+                or bottom.parent.name not in _builtin_hashes(self.settings.uid_base, self.settings.uid_count)
+                or not all(zygote.keeps_python(layer) for layer in image.layers[:-1])):
             return None
-        z = self._zygotes.get(image.content_hash)
+        z = self._zygotes.get(bottom.parent.name)
         if z is None:
-            z = self._zygotes[image.content_hash] = zygote.Zygote(image.layers[0], self.agent_pkg, self.run_dir)
+            z = self._zygotes[bottom.parent.name] = zygote.Zygote(bottom, self.agent_pkg, self.run_dir)
         return None if z.broken else z
 
     async def _boot(self, rec: Record) -> None:

@@ -3,8 +3,10 @@
 The agent's Python start is most of a cold create's CPU (docs/performance.md): the zygote imports it once
 per builtin template image, and each sandbox's agent is a fork that enters the container crun made. The
 zygote runs as root in a private mount namespace, chrooted into the image's (read-only) layer with the
-agent package bound where sandboxes have it: the template's own interpreter, never the host's, and only for
-builtin images (user-built layers are written by sandbox code; those keep the cold path).
+agent package bound where sandboxes have it: the template's own interpreter, never the host's, and only in
+builtin layers (user-built layers are written by sandbox code: a zygote never runs them). An image built on a
+builtin layer uses that layer's zygote when its own layers do not touch the Python installation
+(`keeps_python`); otherwise its agent starts cold.
 
 What a fork is given (SCM_RIGHTS): a pidfd of the container's init, the `cgroup.procs` file of each of its
 cgroups, the agent's listening socket, the write end of the "life" pipe whose read end the container's own
@@ -18,11 +20,13 @@ import json
 import logging
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 from sandboxd.errors import RuntimeFailure
+from sandboxd.runtime.inroot import OPAQUE_XATTR
 
 log = logging.getLogger("sandboxd.runtime.zygote")
 MOUNT_OPTIONS = {"rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode", "nsdelegate",
@@ -105,6 +109,38 @@ MAX_FAILURES = 3  # failures in a row before an image's sandboxes stop using its
 
 class ZygoteFailed(RuntimeFailure):
     """The zygote could not start an agent; the backend starts that sandbox's agent cold."""
+
+
+PYTHON_DIRS = ("usr/lib", "usr/local/lib", "usr/bin", "usr/local/bin")
+
+
+def keeps_python(layer: Path) -> bool:
+    """Whether a layer above a builtin one leaves its Python alone: no python* entry where the interpreter and
+    its modules live, and no replacement of the directories on the way (the merged-/usr links `lib`, `bin`,
+    `lib64`, or `usr` itself turned into something else). The layer was written by sandbox code: nothing here
+    follows a link out of it, and anything unexpected answers False (the agent then starts cold)."""
+    try:
+        for link in ("lib", "lib64", "bin", "sbin"):
+            if os.path.lexists(layer / link):
+                return False
+        for rel in ("usr", "usr/local", *PYTHON_DIRS):  # parents first: each is known to be a real directory
+            path = layer / rel
+            if not os.path.lexists(path):
+                continue
+            if not stat.S_ISDIR(os.lstat(path).st_mode) or _opaque(path):  # opaque: hides all below it
+                return False
+            if rel in PYTHON_DIRS and any(name.startswith("python") for name in os.listdir(path)):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
 
 
 class Zygote:
