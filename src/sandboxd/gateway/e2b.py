@@ -70,13 +70,13 @@ class E2BResolver:
             m = HOST_RE.match(head.header("host") or "")
             if m is None or m.group(2) not in self.lifecycle.routes:
                 # A signed file URL on the shared URL names no sandbox: its signature does.
-                return self._signed_file(head, None)  # or, not an E2B request: the next resolver decides
+                return await self._signed_file(head, None)  # or, not an E2B request: the next resolver decides
             raw_port, sid = m.group(1), m.group(2)
         token = head.header("x-access-token") or head.header("e2b-traffic-access-token")
         port = self._port(raw_port)
         if port not in PORTS:
             return await self._user_port(head, sid, port, token)
-        if not token and port == ENVD_PORT and (signed := self._signed_file(head, sid)):
+        if not token and port == ENVD_PORT and (signed := await self._signed_file(head, sid)):
             return signed
         if not token and bearer(head) is not None:
             return None  # our own clients may name the sandbox this way too: the Bearer resolver decides
@@ -106,21 +106,22 @@ class E2BResolver:
                                "connect to it to resume", {"sandbox_id": sid, "status": route.status})
         return route
 
-    async def _awake_route(self, sid: str, token: str | None, dialect: str):
+    async def _awake_route(self, sid: str, token: str | None, dialect: str, *, signed: bool = False):
         """`_route`, resuming a paused sandbox created to resume on traffic (docs/e2b.md) for a request it would
-        serve: one with its valid token, or with none to its ports when they are public."""
+        serve: one with its valid token, a signed file URL of it (`signed`: its signature was checked), or one
+        with neither to its ports when they are public."""
         try:
             return self._route(sid, token, dialect)
         except GatewayError as exc:
             route = self.lifecycle.routes.get(sid)
             # _route checks the token before the status: a refusal that names the paused status had a good one.
-            if exc.details.get("status") != PAUSED or route is None or not (token or route.public_traffic):
+            if exc.details.get("status") != PAUSED or route is None or not (token or signed or route.public_traffic):
                 raise
             if not await self.lifecycle.resume_on_traffic(sid):
                 raise
         return self._route(sid, token, dialect)
 
-    def _signed_file(self, head: Head, sid: str | None) -> Target | None:
+    async def _signed_file(self, head: Head, sid: str | None) -> Target | None:
         """`sbx.download_url()` / `upload_url()`: `/files?path=..&signature=v1_..[&signature_expiration=..]`,
         signed by the SDK with the sandbox's envd token (E2B's v1: sha256 of `path:operation:user:token[:exp]`)
         and sent with no header, by whoever got the URL. On the shared URL the sandbox is the one whose
@@ -140,8 +141,8 @@ class E2BResolver:
         signed = f"{q.get('path', '')}:{operation}:{q.get('username', '')}:"
         given = q.get("signature", "").encode("utf-8", "replace")
         routes = self.lifecycle.routes
-        if sid:
-            self._route(sid, None)  # a sandbox that is gone or paused says so
+        if sid and sid not in routes:
+            self._route(sid, None)  # a sandbox that is gone says so
         candidates = [sid] if sid else list(routes)
         self._derive_envd_tokens(candidates)
         for cid in candidates:
@@ -152,7 +153,7 @@ class E2BResolver:
             raw = signed + envd + (f":{expires}" if expires else "")
             expected = b"v1_" + base64.b64encode(hashlib.sha256(raw.encode()).digest()).rstrip(b"=")
             if hmac.compare_digest(expected, given):
-                route = self._route(cid, None)
+                route = await self._awake_route(cid, None, E2B, signed=True)
                 # What the agent reads is what was signed, spelled by us (quote: no `+`, so any decoding agrees).
                 head.target = "/files?" + "&".join(f"{k}={quote(q[k], safe='')}" for k in ("path", "username")
                                                      if k in q)

@@ -29,7 +29,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from sandboxd.config import Settings
 from sandboxd.errors import BuildFailed, Conflict, NotFound
@@ -111,10 +111,21 @@ class TemplateStore:
             ready_check=ReadyCheck(**rc) if rc else None,
         )
 
+    def _load_all(self, paths: Iterable[Path]) -> builtins.list[TemplateImage]:
+        """The images of these documents that still exist: another process (or thread) may delete one between
+        the listing and the read, and an image deleted meanwhile is simply not there any more."""
+        out = []
+        for path in paths:
+            try:
+                out.append(self._load(path))
+            except FileNotFoundError:
+                continue
+        return out
+
     def list(self) -> list[TemplateImage]:
         if not self.images_dir.is_dir():
             return []
-        return [self._load(p) for p in sorted(self.images_dir.glob("*.json"))]
+        return self._load_all(sorted(self.images_dir.glob("*.json")))
 
     def get(self, name_or_hash: str) -> TemplateImage:
         """An image by name, or by (a unique prefix of at least 12 characters of) its content hash."""
@@ -187,15 +198,24 @@ class TemplateStore:
         if not path.is_file():
             raise NotFound(f"template {name!r} not found", code="template_not_found")
         path.unlink()
-        for older in self._hash_docs():
-            if json.loads(older.read_text()).get("name") == name:
-                older.unlink(missing_ok=True)
+        for older in self._builds_of(name):
+            older.unlink(missing_ok=True)
+
+    def _builds_of(self, name: str) -> builtins.list[Path]:
+        """The recorded builds of a template (a concurrent delete may take one away while they are read)."""
+        found = []
+        for doc in self._hash_docs():
+            try:
+                if json.loads(doc.read_text()).get("name") == name:
+                    found.append(doc)
+            except FileNotFoundError:
+                continue
+        return found
 
     def remove(self, name: str) -> set[str]:
         """Delete a named image and its recorded builds; the layers they used (for free_layers)."""
-        docs = [self.images_dir / f"{name}.json", *(p for p in self._hash_docs()
-                                                    if json.loads(p.read_text()).get("name") == name)]
-        layers = {lp.parent.name for doc in docs if doc.is_file() for lp in self._load(doc).layers}
+        docs = [self.images_dir / f"{name}.json", *self._builds_of(name)]
+        layers = {lp.parent.name for image in self._load_all(docs) for lp in image.layers}
         self.delete(name)
         return layers
 
@@ -204,7 +224,7 @@ class TemplateStore:
         layers sandboxes mount: layers_in_use); the removed ones. Unlike gc(), nothing else is swept."""
         with self.locked():
             used = set(keep)
-            for image in [*self.list(), *(self._load(p) for p in self._hash_docs())]:
+            for image in [*self.list(), *self._load_all(self._hash_docs())]:
                 used.update(lp.parent.name for lp in image.layers)
             removed = {h for h in candidates - used if (self.layers_dir / h).is_dir()}
             for layer in removed:
@@ -222,7 +242,7 @@ class TemplateStore:
         may belong to a build in progress in another process and are left alone.
         """
         used = set(keep)
-        for image in [*self.list(), *(self._load(p) for p in self._hash_docs())]:
+        for image in [*self.list(), *self._load_all(self._hash_docs())]:
             used.update(p.parent.name for p in image.layers)
         removed = []
         with self.locked():

@@ -91,6 +91,13 @@ def test_traffic_resumes_a_sandbox_created_to_resume(real):
         _paused_at_timeout(sbx)
         assert sbx.files.read("/tmp/site/index.html") == "awake\n"  # envd's port resumes it too
         assert sbx.get_info().state == SandboxState.RUNNING
+
+        # A signed download URL, fetched with no credentials by whoever holds it, resumes it as well.
+        url = sbx.download_url("/tmp/site/index.html")
+        _paused_at_timeout(sbx)
+        got = httpx.get(url, timeout=30)
+        assert (got.status_code, got.text) == (200, "awake\n")
+        assert sbx.get_info().state == SandboxState.RUNNING
     finally:
         sbx.kill()
 

@@ -108,3 +108,13 @@ def test_build_env_lends_ca_and_network_pip_config_only(monkeypatch, tmp_path):
     assert env["PIP_CERT"] == env["NODE_EXTRA_CA_CERTS"] == "/etc/ssl/certs/sandboxd-build-ca.crt"
     assert "PIP_FIND_LINKS" not in env
     assert "PIP_CERT" not in buildenv.build_env(None)
+
+
+def test_an_image_deleted_while_the_store_is_read_is_just_gone(store, tiny, monkeypatch):
+    """Another server on the same store may delete an image between a directory listing and the read."""
+    vanished = store.images_dir / "vanished.json"
+    listed = [vanished, *sorted(store.images_dir.glob("*.json"))]
+    monkeypatch.setattr(type(store.images_dir), "glob", lambda self, pattern: iter(listed))
+    assert [i.name for i in store.list()] == ["tiny"]
+    assert store.free_layers({"t" * 64}) == set()  # tiny still uses its layer
+    assert store.remove("tiny") == {"t" * 64}
