@@ -86,7 +86,7 @@ async def test_javascript_context_keeps_state(agent):
     assert next(x for x in lines if x["type"] == "result")["text"] == "42"
     assert next(x for x in (await run("later * 3")) if x["type"] == "result")["text"] == "6"
     lines = await run("process.cwd() + ' ' + process.env.ONLY_NOW", env_vars={"ONLY_NOW": "v"})
-    assert next(x for x in lines if x["type"] == "result")["text"] == f"'{tmp} v'"
+    assert next(x for x in lines if x["type"] == "result")["text"] == f"{tmp} v"
     lines = await run("process.env.ONLY_NOW")  # env vars last one execution
     assert not [x for x in lines if x["type"] == "result"]
     err = next(x for x in (await run("undefinedName + 1")) if x["type"] == "error")
@@ -96,11 +96,11 @@ async def test_javascript_context_keeps_state(agent):
     assert syntax["name"] == "SyntaxError"
     other = (await client.post(f"{J}/contexts", json={"language": "javascript"})).json()
     lines = await _execute(client, {"code": "typeof base", "context_id": other["id"]})
-    assert next(x for x in lines if x["type"] == "result")["text"] == "'undefined'"  # contexts are apart
+    assert next(x for x in lines if x["type"] == "result")["text"] == "undefined"  # contexts are apart
     lines = await run("process.exit(0)")
     assert [x["type"] for x in lines][-2:] == ["error", "unexpected_end_of_execution"]
     lines = await run("typeof base")  # a new process: the context starts over
-    assert next(x for x in lines if x["type"] == "result")["text"] == "'undefined'"
+    assert next(x for x in lines if x["type"] == "result")["text"] == "undefined"
     assert (await client.delete(f"{J}/contexts/{ctx['id']}")).status_code == 204
 
 
@@ -223,3 +223,22 @@ async def test_deleting_a_context_ends_its_running_cell_with_an_error(agent):
     assert lines[-1]["type"] == "unexpected_end_of_execution", lines
     err = next(x for x in lines if x["type"] == "error")
     assert "deleted" in err["value"], err
+
+
+async def test_string_results_read_as_the_string_and_default_contexts_are_listed(agent):
+    client, _, _ = agent
+    for language, code in (("python", "'it' + \"'s\""), ("javascript", "'a' + 'b'")):
+        lines = await _execute(client, {"code": code, "language": language})
+        assert next(x for x in lines if x["type"] == "result")["text"] in ("it's", "ab"), lines
+    listed = {c["language"] for c in (await client.get(f"{J}/contexts")).json()}
+    assert {"python", "javascript"} <= listed
+
+
+async def test_javascript_cells_may_use_static_imports(agent):
+    client, _, _ = agent
+    ctx = (await client.post(f"{J}/contexts", json={"language": "javascript"})).json()
+    code = "import { readFileSync } from 'fs'\nimport * as path from 'path'\nimport os, { EOL } from 'os'\n" \
+           "console.log(typeof readFileSync, path.sep, typeof os.cpus, JSON.stringify(EOL))"
+    for _ in range(2):  # the same imports in a later cell of the context
+        lines = await _execute(client, {"code": code, "context_id": ctx["id"]})
+        assert [x["text"] for x in lines if x["type"] == "stdout"] == ['function / function "\\n"\n'], lines

@@ -43,7 +43,7 @@ def test_contexts(ci_sandbox):
     assert ctx.cwd == "/tmp" and ctx.language == "python"
     ci_sandbox.run_code("y = 5", context=ctx)
     assert ci_sandbox.run_code("y", context=ctx).text == "5"
-    assert ci_sandbox.run_code("import os; os.getcwd()", context=ctx).text == "'/tmp'"
+    assert ci_sandbox.run_code("import os; os.getcwd()", context=ctx).text == "/tmp"
     other = ci_sandbox.run_code("'y' in dir()")
     assert other.text == "False"  # the default context does not see another context's state
     assert ctx.id in [c.id for c in ci_sandbox.list_code_contexts()]
@@ -54,7 +54,7 @@ def test_contexts(ci_sandbox):
 
 
 def test_run_code_env_vars_and_bash(ci_sandbox):
-    assert ci_sandbox.run_code("import os; os.environ['ONLY_NOW']", envs={"ONLY_NOW": "v"}).text == "'v'"
+    assert ci_sandbox.run_code("import os; os.environ['ONLY_NOW']", envs={"ONLY_NOW": "v"}).text == "v"
     ex = ci_sandbox.run_code("echo from-bash", language="bash")
     assert ex.logs.stdout == ["from-bash\n"]
 
@@ -116,7 +116,7 @@ def test_javascript_context_keeps_state_and_is_interrupted(ci_sandbox):
         ci_sandbox.run_code("while (true) {}", context=ctx, timeout=2)
     # The client's timeout interrupted the loop, and the context kept its state.
     assert ci_sandbox.run_code("inc(n) + 1", context=ctx).text == "43"
-    assert ci_sandbox.run_code("typeof n", language="javascript").text == "'undefined'"  # default JS context
+    assert ci_sandbox.run_code("typeof n", language="javascript").text == "undefined"  # default JS context
 
 
 def test_typescript_cells_run_with_their_types(ci_sandbox):
@@ -128,7 +128,7 @@ def test_typescript_cells_run_with_their_types(ci_sandbox):
     assert ex.text == "5" and ex.error is None
     assert ci_sandbox.run_code("norm({ x: 6, y: 8 } as Point)", context=ctx).text == "10"
     assert ci_sandbox.run_code("let n: = 1", context=ctx).error.name == "SyntaxError"
-    assert ci_sandbox.run_code("const s: string = 'ts'; s", language="typescript").text == "'ts'"
+    assert ci_sandbox.run_code("const s: string = 'ts'; s", language="typescript").text == "ts"
 
 
 def test_r_context_keeps_state_and_is_interrupted(ci_sandbox):
@@ -200,7 +200,7 @@ def test_first_run_code_after_a_pool_claim_uses_the_warmed_kernel(e2b_env):
             started, who, cwd = ex.logs.stdout[0].split()
             assert float(started) < created - 0.05  # the kernel predates this sandbox's create
             fresh = sbx.run_code("import os; os.getcwd()", context=sbx.create_code_context()).text
-            assert (who, repr(cwd)) == ("bob", fresh)  # where a context started afterwards starts too
+            assert (who, cwd) == ("bob", fresh)  # where a context started afterwards starts too
             assert sbx.run_code("x = 1; x + 1").text == "2"
         finally:
             sbx.kill()

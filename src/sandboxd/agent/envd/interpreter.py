@@ -63,10 +63,15 @@ def result_from_bundle(data: dict, is_main: bool) -> dict:
             continue
         if key in ("png", "jpeg") and isinstance(value, str):
             value = value.replace("\n", "")
+        if key == "text" and isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] in "'\"":
+            value = value[1:-1]  # a string's repr in any language: E2B's clients read the string itself
         out[key] = value
     if extra:
         out["extra"] = extra
     return out
+
+
+DEFAULT_CONTEXTS = ("python", "javascript")
 
 
 class Context:
@@ -444,7 +449,14 @@ async def create_context(req: Request):
 
 
 async def list_contexts(req: Request):
-    return _json([c.wire() for c in _interp(req).contexts.values()])
+    interp = _interp(req)
+    try:
+        user = users.for_request(req)
+    except SandboxdError as e:
+        return _err(401, e.message)
+    for language in DEFAULT_CONTEXTS:  # there from the start, as in E2B (their kernels start on a first cell)
+        interp.default(language, user)
+    return _json([c.wire() for c in interp.contexts.values()])
 
 
 async def delete_context(req: Request):

@@ -99,6 +99,39 @@ function stripTypes(code) {
   throw err;
 }
 
+// Node's REPL refuses static `import` declarations ("use dynamic import"): a cell's imports become dynamic
+// ones, awaited at top level, bound with `var` so a later cell may import the same names again.
+const IMPORT = /^([ \t]*)import\s+(?:([\s\S]*?)\s+from\s+)?(['"][^'"\n]+['"])[ \t]*;?/gm;
+
+function bindings(clause) {
+  const parts = [];
+  const named = /\{([\s\S]*)\}/.exec(clause);
+  const rest = clause.replace(/\{[\s\S]*\}/, '').split(',').map((x) => x.trim()).filter(Boolean);
+  for (const item of rest) {
+    const star = /^\*\s+as\s+([\w$]+)$/.exec(item);
+    if (star) return { namespace: star[1], parts };
+    parts.push(`default: ${item}`);
+  }
+  if (named) {
+    for (const item of named[1].split(',').map((x) => x.trim()).filter(Boolean)) {
+      parts.push(item.replace(/^([\w$]+|'[^']*'|"[^"]*")\s+as\s+([\w$]+)$/, '$1: $2'));
+    }
+  }
+  return { namespace: null, parts };
+}
+
+function dynamicImports(code) {
+  return code.replace(IMPORT, (whole, indent, clause, source) => {
+    if (clause === undefined) return `${indent}await import(${source});`;
+    const { namespace, parts } = bindings(clause);
+    if (namespace) {
+      const extra = parts.length ? `var { ${parts.join(', ')} } = ${namespace};` : '';
+      return `${indent}var ${namespace} = await import(${source});${extra}`;
+    }
+    return `${indent}var { ${parts.join(', ')} } = await import(${source});`;
+  });
+}
+
 const pending = [];
 let running = false;
 let saved = {}; // the env vars the running cell overrides, as they were
@@ -123,6 +156,7 @@ function next() {
       return;
     }
   }
+  code = dynamicImports(code);
   process.removeListener('SIGINT', onSigint);
   try {
     server.eval(code, server.context, `cell-${id}`, (err, value) => finish(id, err, value));
