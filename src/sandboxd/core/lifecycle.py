@@ -35,7 +35,7 @@ from sandboxd.core.startup import rerun_start, run_start
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import DEFAULT_TEAM_ID, SandboxRow
 from sandboxd.core.tokens import TokenSigner
-from sandboxd.core.volumes import Mount, volume_dir
+from sandboxd.core.volumes import Mount, require_volumes, volume_dir
 from sandboxd.runtime.base import Backend, EgressDenied, Resources, RuntimeSandbox, SandboxSpec, TemplateImage
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,7 @@ class LifecycleService:
         try:
             with self.store.tx() as s:
                 quotas.check_create(s, team_id, vcpu=vcpu, memory_mb=memory_mb, disk_mb=disk_mb, now=_now())
+                require_volumes(s, req.volume_mounts)  # none deleted since the request named them
                 live, committed = _usage(s)
                 if live >= self.settings.max_sandboxes:
                     raise CapacityExceeded(

@@ -19,10 +19,11 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from sandboxd.core.models import KILLED
 from sandboxd.core.store.db import Store
@@ -90,6 +91,17 @@ def volume_dir(data_dir: Path, volume_id: str) -> Path:
     if not ID_RE.match(volume_id):
         raise NotFound(f"volume {volume_id} not found", code="volume_not_found")
     return Path(data_dir) / "volumes" / volume_id
+
+
+def require_volumes(s: Session, mounts: Iterable[Mount]) -> None:
+    """In the transaction that stores a sandbox: its volumes still exist. Delete checks for users and removes
+    the row in one transaction too, with no await in either, so the two never interleave in one process."""
+    ids = {m.volume_id for m in mounts}
+    if ids:
+        found = set(s.scalars(select(VolumeRow.id).where(VolumeRow.id.in_(ids))))
+        for m in mounts:
+            if m.volume_id not in found:
+                raise Invalid(f"volume {m.name!r} does not exist", code="volume_not_found")
 
 
 def _model(r: VolumeRow) -> Volume:
@@ -164,7 +176,11 @@ class VolumeService:
             return _model(row)
 
     def delete(self, volume_id: str, team: str | None = None) -> None:
-        """Refused while a sandbox that is not killed mounts it (E2B's paused ones too: they resume with it)."""
+        self.remove_files(self.forget(volume_id, team).id)
+
+    def forget(self, volume_id: str, team: str | None = None) -> Volume:
+        """Delete the volume's row, refused while a sandbox that is not killed mounts it (E2B's paused ones
+        too: they resume with it); its files go with remove_files()."""
         vol = self.get(volume_id, team)
         with self.store.tx() as s:
             users = [sid for sid, mounts in s.execute(
@@ -177,7 +193,10 @@ class VolumeService:
             row = s.get(VolumeRow, vol.id)
             if row is not None:
                 s.delete(row)
-        shutil.rmtree(self.dir(vol.id), ignore_errors=True)
+        return vol
+
+    def remove_files(self, volume_id: str) -> None:
+        shutil.rmtree(self.dir(volume_id), ignore_errors=True)
 
     def resolve(self, team: str, mounts: builtins.list[tuple[Any, Any]]) -> builtins.list[Mount]:
         """(name, path) pairs of a create -> the team's volumes at checked, non-overlapping paths."""

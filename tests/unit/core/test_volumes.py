@@ -181,3 +181,22 @@ def test_a_team_with_volumes_is_not_deleted(plane):
     assert err.value.code == "team_not_empty" and "1 volume" in err.value.message
     plane.volumes.delete(vol.id, team.id)
     assert teams.delete(team.id).id == team.id
+
+
+def test_a_create_naming_a_volume_deleted_since_is_refused(plane):
+    import asyncio
+
+    plane.volumes.create("team_default", "gone")
+    mounts = plane.volumes.resolve("team_default", [("gone", "/mnt/gone")])
+    plane.volumes.delete(mounts[0].volume_id)
+
+    async def run() -> None:
+        await plane.start()
+        try:
+            with pytest.raises(Invalid) as err:
+                await plane.lifecycle.create(CreateRequest(template_name="base", volume_mounts=mounts))
+            assert err.value.code == "volume_not_found"
+        finally:
+            await plane.stop()
+
+    asyncio.run(run())
