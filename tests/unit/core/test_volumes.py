@@ -176,6 +176,7 @@ def test_a_team_with_volumes_is_not_deleted(plane):
     teams = TeamService(plane.store)
     team = teams.create("vol-owner")
     vol = plane.volumes.create(team.id, "kept")
+    assert teams.show(team.id)[1].to_wire()["volumes"] == 1
     with pytest.raises(Conflict) as err:
         teams.delete(team.id)
     assert err.value.code == "team_not_empty" and "1 volume" in err.value.message
