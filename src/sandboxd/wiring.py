@@ -14,6 +14,7 @@ from sandboxd.core.catalog import CatalogService, TemplateSource
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.events import EventBus
 from sandboxd.core.lifecycle import LifecycleService
+from sandboxd.core.volumes import VolumeService
 from sandboxd.core.pool import WarmPoolService
 from sandboxd.core.snapshots import SnapshotService
 from sandboxd.core.services import open_store
@@ -52,6 +53,7 @@ class ControlPlane:
     monitor: MonitorService
     backend: Backend
     snapshots: SnapshotService
+    volumes: VolumeService
 
     @property
     def public_host(self) -> str:
@@ -75,7 +77,8 @@ class ControlPlane:
         builds = BuildService(settings, store, events, catalog, signer, backend=backend)
         monitor = MonitorService(settings, store, backend, bus, lifecycle)
         return cls(settings, store, bus, events, ApiKeyService(store), signer, catalog, lifecycle, pool, builds,
-                   monitor, backend, SnapshotService(catalog, lifecycle, backend, bus))
+                   monitor, backend, SnapshotService(catalog, lifecycle, backend, bus),
+                   VolumeService(store, settings.data_dir, secret, settings.uid_base))
 
     async def start(self) -> None:
         self.catalog.sync_builtins()

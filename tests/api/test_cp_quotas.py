@@ -58,7 +58,7 @@ def test_operator_sets_reads_and_clears_quotas(team):
     shown = op.get(f"/v1/teams/{name}").json()
     assert shown["quotas"] == {"max_sandboxes": None, "max_vcpu": None, "max_memory_mb": None, "max_disk_mb": None,
                                "max_templates": None, "max_creates_per_minute": None}
-    assert shown["usage_now"] == {"sandboxes": 0, "vcpu": 0, "memory_mb": 0, "disk_mb": 0, "templates": 0}
+    assert shown["usage_now"] == {"sandboxes": 0, "vcpu": 0, "memory_mb": 0, "disk_mb": 0, "templates": 0, "volumes": 0}
     set_ = _quota(op, name, max_sandboxes=3, max_memory_mb=4096, max_templates=2)
     assert set_["quotas"]["max_sandboxes"] == 3 and set_["quotas"]["max_templates"] == 2
     by_id = op.get(f"/v1/teams/{set_['id']}").json()

@@ -198,3 +198,36 @@ def test_egress_rules_are_set_at_once_kept_across_a_restart_and_released(env):
     assert network.egress_rules(veth) == ([], ["192.0.2.0/24"])
     sb.destroy(box.id)
     assert network.egress_rules(veth) is None
+
+
+def test_a_volume_outlives_its_sandboxes(env, tmp_path):
+    """A volume dir (store ids, core/volumes.py) mounted read-write: what one sandbox writes, as root and as
+    an unprivileged uid, the next one reads with the same owners, after a stop and start too."""
+    name, sb, image = env
+    settings = getattr(sb.backend, "settings", None)
+    vol = (settings.data_dir if settings else tmp_path) / "volumes" / "volconformance"
+    vol.mkdir(parents=True)
+    if settings is not None:  # the store's root, as the volume service makes it
+        shutil.chown(vol, settings.uid_base, settings.uid_base)
+
+    def where(box_id: str) -> str:  # the fake backend has no mount namespace: a link under its root dir
+        return f"{sb.backend.root}/{box_id}/root/mnt/vol" if name == "fake" else "/mnt/vol"
+
+    first = sb.create(_spec(image, volumes=((vol, "/mnt/vol"),)))
+    v = where(first.id)
+    r = sb.exec(first.id, ["sh", "-c", f"echo one > {v}/a && mkdir {v}/d && chown 1000:1000 {v}/d"])
+    assert r.exit_code == 0, r.stderr
+    sb.stop(first.id)
+    sb.start(first.id)
+    assert sb.exec(first.id, ["cat", f"{v}/a"]).stdout == b"one\n"
+    sb.destroy(first.id)
+    assert (vol / "a").read_text() == "one\n"
+    if settings is not None:  # stored in the store's ids, whichever range the sandbox ran in
+        assert ((vol / "a").stat().st_uid, (vol / "d").stat().st_uid) == (settings.uid_base, settings.uid_base + 1000)
+
+    second = sb.create(_spec(image, volumes=((vol, "/data"),)))
+    v = where(second.id).replace("/mnt/vol", "/data")
+    r = sb.exec(second.id, ["sh", "-c", f"cat {v}/a; stat -c '%u %g' {v}/a {v}/d"])
+    own = "0 0" if name != "fake" else f"{vol.stat().st_uid} {vol.stat().st_gid}"
+    assert r.stdout.decode().split("\n")[:3] == ["one", own, "1000 1000"], r.stdout
+    sb.destroy(second.id)

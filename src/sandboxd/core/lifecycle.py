@@ -35,6 +35,7 @@ from sandboxd.core.startup import rerun_start, run_start
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import DEFAULT_TEAM_ID, SandboxRow
 from sandboxd.core.tokens import TokenSigner
+from sandboxd.core.volumes import Mount, require_volumes, volume_dir
 from sandboxd.runtime.base import Backend, EgressDenied, Resources, RuntimeSandbox, SandboxSpec, TemplateImage
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class CreateRequest:
     on_timeout: str = ON_TIMEOUT_KILL  # what its timeout does (docs/e2b.md)
     auto_resume: bool = False
     egress: EgressPolicy | None = None  # None: only the operator's floor (docs/network.md)
+    volume_mounts: list[Mount] = field(default_factory=list)  # the team's volumes, resolved (core/volumes.py)
 
     def __post_init__(self) -> None:
         if self.on_timeout not in ON_TIMEOUT:
@@ -127,6 +129,7 @@ def _to_model(r: SandboxRow) -> Sandbox:
         kill_reason=r.kill_reason, token_version=r.token_version, metadata=dict(r.metadata_ or {}),
         public_traffic=r.public_traffic is not False, team_id=r.team_id, egress=r.egress,
         on_timeout=r.on_timeout or ON_TIMEOUT_KILL, auto_resume=bool(r.auto_resume),
+        volume_mounts=list(r.volume_mounts or ()),
     )
 
 
@@ -251,6 +254,7 @@ class LifecycleService:
         try:
             with self.store.tx() as s:
                 quotas.check_create(s, team_id, vcpu=vcpu, memory_mb=memory_mb, disk_mb=disk_mb, now=_now())
+                require_volumes(s, req.volume_mounts)  # none deleted since the request named them
                 live, committed = _usage(s)
                 if live >= self.settings.max_sandboxes:
                     raise CapacityExceeded(
@@ -259,7 +263,8 @@ class LifecycleService:
                     )
                 # A warm-pool member's never-shown id becomes the sandbox id: container, dirs and events share it.
                 # A member's disk is the template's size: one of another size would be discarded on take().
-                poolable = disk_mb == template.disk_gb * 1024
+                # A member has no volumes mounted: a sandbox with some starts cold.
+                poolable = disk_mb == template.disk_gb * 1024 and not req.volume_mounts
                 claimed = self.pool.claim(template, internet) if self.pool and poolable else None
                 # After the claim: a claimed member has left the pool's commitment; this sandbox's is added.
                 self.admission.admit(self._committed(committed), memory_mb=memory_mb, disk_mb=disk_mb)
@@ -274,6 +279,7 @@ class LifecycleService:
                     started_at=None, api_key_id=api_key_id, team_id=team_id, token_version=1,
                     public_traffic=req.public_traffic, egress=egress.to_dict() if egress is not None else None,
                     on_timeout=req.on_timeout, auto_resume=req.auto_resume,
+                    volume_mounts=[m.to_dict() for m in req.volume_mounts] or None,
                 )
                 s.add(row)
         except BaseException:
@@ -332,6 +338,8 @@ class LifecycleService:
                                 pids=self.settings.default_pids),
             env={**image.env, **row.env_vars}, internet_access=row.internet_access, hostname=sid,
             egress=EgressPolicy.from_dict(row.egress).runtime() if row.egress and row.internet_access else None,
+            volumes=tuple((volume_dir(self.settings.data_dir, m["volume_id"]), m["path"])
+                          for m in row.volume_mounts or ()),
         )
         if self.pool is not None:
             rt = await self.pool.take(template, spec)

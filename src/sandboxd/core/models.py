@@ -97,6 +97,7 @@ class Sandbox:
     on_timeout: str = ON_TIMEOUT_KILL
     auto_resume: bool = False  # traffic through the gateway resumes it when paused (docs/e2b.md)
     egress: dict[str, Any] | None = None  # its egress policy as stored (core/egress.py); None: none set
+    volume_mounts: list[dict[str, str]] = field(default_factory=list)  # [{volume_id, name, path}] (core/volumes.py)
 
     def to_wire(self, public_host: str) -> dict[str, Any]:
         return {

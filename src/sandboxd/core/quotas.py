@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from sandboxd.core.catalog import team_templates
 from sandboxd.core.models import CREATING, LIVE_STATES, PAUSED, RUNNING
-from sandboxd.core.store.tables import SandboxRow, TeamRow
+from sandboxd.core.store.tables import SandboxRow, TeamRow, VolumeRow
 from sandboxd.errors import QuotaExceeded
 
 HOLDING = (CREATING, RUNNING, PAUSED)  # the states whose sandboxes hold vCPU and memory
@@ -68,6 +68,7 @@ class Usage:
     memory_mb: int = 0
     disk_mb: int = 0
     templates: int = 0
+    volumes: int = 0  # how many it has (core/volumes.py); their bytes are not counted
 
     def to_wire(self) -> dict[str, int | float]:
         return {**asdict(self), "vcpu": _plain(self.vcpu)}
@@ -81,7 +82,8 @@ def usage(s: Session, team_id: str) -> Usage:
                func.coalesce(func.sum(SandboxRow.disk_mb), 0))
         .where(SandboxRow.team_id == team_id, SandboxRow.status.in_(LIVE_STATES))).one()
     templates = team_templates(s, team_id)
-    return Usage(int(n), float(vcpu), int(mem), int(disk), int(templates))
+    volumes = s.scalar(select(func.count()).select_from(VolumeRow).where(VolumeRow.team_id == team_id)) or 0
+    return Usage(int(n), float(vcpu), int(mem), int(disk), int(templates), int(volumes))
 
 
 def check_create(s: Session, team_id: str, *, vcpu: float, memory_mb: int, disk_mb: int, now: datetime) -> None:

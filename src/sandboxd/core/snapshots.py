@@ -21,6 +21,7 @@ from sandboxd.core.events import EventBus
 from sandboxd.core.egress import EgressPolicy
 from sandboxd.core.lifecycle import CreateRequest, LifecycleService
 from sandboxd.core.models import Sandbox, Template
+from sandboxd.core.volumes import Mount
 from sandboxd.core.store.tables import DEFAULT_TEAM_ID
 from sandboxd.errors import Invalid, SandboxdError
 from sandboxd.runtime.base import Backend
@@ -74,7 +75,8 @@ class SnapshotService:
             t = await self._save(sb, name, FORK)
             req = CreateRequest(template_id=t.id, timeout_seconds=timeout_seconds, internet_access=sb.internet_access,
                                 env_vars=dict(sb.env_vars), metadata=dict(sb.metadata), public_traffic=sb.public_traffic,
-                                egress=EgressPolicy.from_dict(sb.egress) if sb.egress is not None else None)
+                                egress=EgressPolicy.from_dict(sb.egress) if sb.egress is not None else None,
+                                volume_mounts=[Mount(**m) for m in sb.volume_mounts])  # the same volumes, shared
             made = await asyncio.gather(*(self.lifecycle.create(req, api_key_id, team_id=team_id)
                                           for _ in range(count)), return_exceptions=True)
             for r in made:

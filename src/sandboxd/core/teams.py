@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sandboxd.core.models import LIVE_STATES, iso, organization_id
 from sandboxd.core.quotas import FIELDS as QUOTAS, MAX_QUOTA, Quotas, Usage, usage
 from sandboxd.core.store.db import Store
-from sandboxd.core.store.tables import DEFAULT_TEAM_ID, ApiKeyRow, SandboxRow, TeamRow
+from sandboxd.core.store.tables import DEFAULT_TEAM_ID, ApiKeyRow, SandboxRow, TeamRow, VolumeRow
 from sandboxd.errors import Conflict, Invalid, NotFound
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -110,8 +110,9 @@ class TeamService:
                 ApiKeyRow.team_id == team.id, ApiKeyRow.revoked_at.is_(None))) or 0
             live = s.scalar(select(func.count()).select_from(SandboxRow).where(
                 SandboxRow.team_id == team.id, SandboxRow.status.in_(LIVE_STATES))) or 0
-            if keys or live:
-                raise Conflict(f"team {team.name} still has {keys} key(s) and {live} sandbox(es)",
+            volumes = s.scalar(select(func.count()).select_from(VolumeRow).where(VolumeRow.team_id == team.id)) or 0
+            if keys or live or volumes:  # a volume's files would outlive every way to reach them
+                raise Conflict(f"team {team.name} still has {keys} key(s), {live} sandbox(es) and {volumes} volume(s)",
                                code="team_not_empty")
             s.delete(s.get(TeamRow, team.id))
         return team

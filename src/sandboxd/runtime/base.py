@@ -85,6 +85,9 @@ class SandboxSpec:
     # bundle to package managers for the build only, never baking it into an image.
     binds: tuple[tuple[Path, str], ...] = ()
     egress: Egress | None = None  # None: only the floor
+    # Read-write volume mounts (host dir, path in sandbox; core/volumes.py). The host dir keeps the template
+    # store's id convention; a backend with a user namespace shows it through the sandbox's own range.
+    volumes: tuple[tuple[Path, str], ...] = ()
 
 
 @dataclass

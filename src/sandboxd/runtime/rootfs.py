@@ -17,6 +17,10 @@ idmap.py): the overlay's layers and upper dir, and the host's `disk/`. Layout un
                     dir 0700) - template builds copy from it
     disk/           the same filesystem idmapped to the sandbox's range (what the host shows of it)
     rootfs/         the overlay, the container's root; its mount options name no host path
+    volumes/<i>     the sandbox's i-th volume (core/volumes.py), idmapped to its range like disk/: config.json
+                    binds it read-write at its path. Volumes keep the store's ids on the host, so a file one
+                    sandbox wrote as its uid n is uid n in every later sandbox that mounts the volume. (The
+                    sandbox's mountinfo names the volume's dir under the data dir: a bind shows its source.)
 
 On kernels before 6.13 (or with SANDBOXD_OVERLAY_BY_FD=false) the overlay cannot take its layers by fd:
 the same idmapped copies are attached under /run/sandboxd/<tag>/l/<id>/ (0700, root only) as 0, 1, ...
@@ -95,8 +99,11 @@ def require_kernel() -> None:
 
 
 class SandboxRoot:
-    def __init__(self, sandbox_dir: Path, layers: tuple[Path, ...], ids: Ids | None, rootfs: Path | None = None):
+    def __init__(self, sandbox_dir: Path, layers: tuple[Path, ...], ids: Ids | None, rootfs: Path | None = None,
+                 volumes: tuple[Path, ...] = ()):
         self.dir = sandbox_dir
+        self.volumes = volumes
+        self.volume_mounts = sandbox_dir / "volumes"
         self.layers = layers
         self.ids = ids
         self.image = sandbox_dir / "disk.img"
@@ -146,6 +153,23 @@ class SandboxRoot:
                     os.close(fd)
             if str(self.rootfs) not in mounted:
                 self._mount_overlay(userns)
+            for i, src in enumerate(self.volumes):
+                target = self.volume_mounts / str(i)
+                if str(target) not in mounted:
+                    self._mount_volume(src, target, userns)
+
+    def _mount_volume(self, src: Path, target: Path, userns: int | None) -> None:
+        self.volume_mounts.mkdir(exist_ok=True)
+        target.mkdir(exist_ok=True)
+        try:
+            fd = idmap.clone(str(src), userns=userns)
+            try:
+                idmap.attach(fd, str(target))
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise RuntimeFailure(f"mounting volume {src.name} failed: {os.strerror(exc.errno or 0)}",
+                                 details={"errno": exc.errno}) from exc
 
     def _mount_overlay(self, userns: int | None) -> None:
         if not idmap.overlay_by_fd():
@@ -226,11 +250,27 @@ class SandboxRoot:
 
     def unmount(self) -> None:
         mounted = _mounted_targets()
+        self._unmount_volumes()
         for target in (self.rootfs, self.disk, self.raw):
             if str(target) in mounted:
                 _umount(target)
             if target == self.rootfs:
                 self._unmount_layers()
+
+    def _unmount_volumes(self) -> None:
+        """Every volume view goes, whatever the mount table says: the sandbox dir is removed with rmtree next,
+        which would walk into a volume still mounted there and delete the team's files. So a view that cannot
+        be taken down (its dir cannot be removed) fails the teardown instead."""
+        if not self.volume_mounts.is_dir():
+            return
+        for target in self.volume_mounts.iterdir():
+            _umount(target)  # not mounted: EINVAL, ignored
+            with contextlib.suppress(OSError):
+                target.rmdir()
+        try:
+            self.volume_mounts.rmdir()
+        except OSError as exc:
+            raise RuntimeFailure(f"volume views under {self.volume_mounts} are still there: {exc}") from exc
 
     def usage(self) -> tuple[int, int]:
         """(used, limit) bytes of the sandbox's disk; (0, 0) when it is not mounted."""

@@ -52,3 +52,25 @@ def test_live_responses_match_the_spec(e2b_env):
     r = httpx.delete(f"{api}/sandboxes/{sid}", headers=h)
     assert r.status_code == 404
     jsonschema.validate(r.json(), _schema("Error"))
+
+
+def test_volume_responses_match_the_spec(e2b_env):
+    api, h = e2b_env["api"], {"X-API-KEY": e2b_env["key"]}
+    r = httpx.post(f"{api}/volumes", json={"name": "spec-volume"}, headers=h)
+    assert r.status_code == 201
+    jsonschema.validate(r.json(), _schema("VolumeAndToken"))
+    vid, vh = r.json()["volumeID"], {"Authorization": f"Bearer {r.json()['token']}"}
+    try:
+        jsonschema.validate(httpx.get(f"{api}/volumes/{vid}", headers=h).json(), _schema("VolumeAndToken"))
+        for v in httpx.get(f"{api}/volumes", headers=h).json():
+            jsonschema.validate(v, _schema("Volume"))
+        r = httpx.put(f"{api}/volumecontent/{vid}/file", params={"path": "/a"}, content=b"x", headers=vh)
+        assert r.status_code == 201
+        jsonschema.validate(r.json(), _schema("VolumeEntryStat"))
+        for entry in httpx.get(f"{api}/volumecontent/{vid}/dir", params={"path": "/"}, headers=vh).json():
+            jsonschema.validate(entry, _schema("VolumeEntryStat"))
+        r = httpx.get(f"{api}/volumecontent/{vid}/file", params={"path": "/missing"}, headers=vh)
+        assert r.status_code == 404
+        jsonschema.validate(r.json(), _schema("Error"))
+    finally:
+        assert httpx.delete(f"{api}/volumes/{vid}", headers=h).status_code == 204

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import uuid
 
 import pytest
@@ -118,3 +119,32 @@ def test_os_errors_become_runtime_failures():
     assert info.value.details == {"errno": errno.ENOENT} and "broken failed" in str(info.value)
     with pytest.raises(Conflict):
         asyncio.run(refused())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind-mounting a volume view needs root")
+def test_destroy_takes_volume_views_down_and_never_removes_a_volumes_files(tmp_path):
+    from sandboxd.runtime import idmap
+
+    box = Box(tmp_path, Cli())
+    vol = tmp_path / "volume"
+    vol.mkdir()
+    (vol / "kept").write_text("team data")
+    sid, d, _, _ = _sandbox(box)
+    view = d / "volumes" / "0"
+    view.mkdir(parents=True)
+    fd = idmap.clone(str(vol))
+    try:
+        idmap.attach(fd, str(view))
+    finally:
+        os.close(fd)
+    asyncio.run(box.destroy(sid))
+    assert not d.exists() and (vol / "kept").read_text() == "team data"
+
+    # A view that will not go (here: a dir that cannot be removed) fails the destroy before the sandbox dir's
+    # removal could walk into it.
+    sid, d, _, _ = _sandbox(box)
+    (d / "volumes" / "0").mkdir(parents=True)
+    (d / "volumes" / "0" / "kept").write_text("team data")
+    with pytest.raises(RuntimeFailure):
+        asyncio.run(box.destroy(sid))
+    assert (d / "volumes" / "0" / "kept").read_text() == "team data"

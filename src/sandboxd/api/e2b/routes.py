@@ -57,6 +57,13 @@ class AutoResume(BaseModel):
     enabled: StrictBool = False
 
 
+class VolumeMount(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    path: str
+
+
 class NewSandbox(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -69,6 +76,7 @@ class NewSandbox(BaseModel):
     autoPauseMemory: StrictBool | None = None  # false: that pause keeps the files only
     autoResume: AutoResume | None = None
     network: Network | None = None
+    volumeMounts: list[VolumeMount] | None = None  # the team's volumes (core/volumes.py checks them)
 
     @field_validator("envVars")
     @classmethod
@@ -111,7 +119,8 @@ async def _create(request: Request, body: NewSandbox, key: ApiKey, idem: str | N
                         public_traffic=body.network is None or body.network.allowPublicTraffic is not False,
                         on_timeout=_on_timeout(body),
                         auto_resume=body.autoResume is not None and body.autoResume.enabled,
-                        egress=body.network.policy() if body.network is not None else None)
+                        egress=body.network.policy() if body.network is not None else None,
+                        volume_mounts=svc.volumes.resolve(key.team_id, [(m.name, m.path) for m in body.volumeMounts or ()]))
 
     async def create() -> tuple[str, dict[str, Any]]:
         sb, _, _ = await svc.lifecycle.create(req, api_key_id=key.id, team_id=key.team_id)

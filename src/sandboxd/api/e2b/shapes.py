@@ -44,7 +44,8 @@ def listed(sb: Sandbox) -> dict[str, Any]:
         "templateID": template_ref(sb), "alias": sb.template_name, "sandboxID": sb.id, "clientID": CLIENT_ID,
         "startedAt": started, "endAt": end, "cpuCount": max(1, round(sb.vcpu)), "memoryMB": sb.memory_mb,
         "diskSizeMB": sb.disk_mb, "metadata": {str(k): str(v) for k, v in (sb.metadata or {}).items()},
-        "state": state(sb), "envdVersion": ENVD_VERSION, "volumeMounts": [],
+        "state": state(sb), "envdVersion": ENVD_VERSION,
+        "volumeMounts": [{"name": m["name"], "path": m["path"]} for m in sb.volume_mounts],
     }
 
 

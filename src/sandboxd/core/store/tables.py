@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, TypeDecorator, false, true
+from sqlalchemy import (
+    JSON, Boolean, DateTime, Float, Integer, String, Text, TypeDecorator, UniqueConstraint, false, true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sandboxd.core.store.base import Base
@@ -43,6 +45,8 @@ class SandboxRow(Base):
     internet_access: Mapped[bool] = mapped_column(Boolean, default=False)
     public_traffic: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())  # its own ports
     egress: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # core/egress.py (revision 0010_egress_policy)
+    # [{"volume_id", "name", "path"}] it mounts (core/volumes.py; revision 0011_volumes); None: none
+    volume_mounts: Mapped[list | None] = mapped_column(JSON, nullable=True)
     env_vars: Mapped[dict] = mapped_column(JSON, default=dict)
     metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
@@ -145,6 +149,18 @@ class ApiKeyRow(Base):
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class VolumeRow(Base):
+    """A team's persistent directory, mounted into its sandboxes (revision 0011_volumes; core/volumes.py)."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_volumes_team_name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class EventRow(Base):

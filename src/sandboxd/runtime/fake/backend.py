@@ -179,6 +179,11 @@ class FakeBackend:
             raise Conflict(f"sandbox {spec.id} already exists", code="sandbox_exists") from exc
         workdir = d / "root" / "workspace"
         workdir.mkdir(parents=True)
+        for src, target in spec.volumes:
+            # No mount namespace here: a volume is a symlink at its path under the sandbox's root dir.
+            link = d / "root" / target.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(src, target_is_directory=True)
         env = {**spec.image.env, **spec.env}
         state = await self._spawn(spec.id, env, workdir)
         return self._runtime(spec.id, state)

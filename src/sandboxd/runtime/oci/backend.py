@@ -167,8 +167,9 @@ class OciBackend(Teardown):
         paths.sandbox_dir(rootfs.parent, self._ids(rec).host_base)
 
     def _root(self, rec: Record) -> SandboxRoot:
-        return SandboxRoot(self.dir(rec.id), rec.sandbox_spec.image.layers, self._ids(rec),
-                           rootfs=self._paths(rec.id, rec)[0])
+        spec = rec.sandbox_spec
+        return SandboxRoot(self.dir(rec.id), spec.image.layers, self._ids(rec), rootfs=self._paths(rec.id, rec)[0],
+                           volumes=tuple(src for src, _ in spec.volumes))
 
     def _view(self, rec: Record, state: RuntimeState) -> RuntimeSandbox:
         d = self.dir(rec.id)
@@ -437,9 +438,9 @@ class OciBackend(Teardown):
             if rec.spec["resources"] != spec.resources.__dict__ and rec.status in ("running", "paused"):
                 _write_limits(SandboxCgroup(sandbox_id, self.layout), self.layout, spec.resources)
             # The next start rebuilds config.json from the record: it must say what the sandbox now serves.
-            # Its egress rules change through set_egress only.
+            # Its egress rules change through set_egress only; its volumes are the ones it was created with.
             rec.spec = spec_to_dict(replace(spec, id=sandbox_id, hostname=rec.spec.get("hostname") or spec.hostname,
-                                            egress=rec.sandbox_spec.egress))
+                                            egress=rec.sandbox_spec.egress, volumes=rec.sandbox_spec.volumes))
             rec.save(self.dir(sandbox_id))
 
     @os_errors_are_runtime_failures

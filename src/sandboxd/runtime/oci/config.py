@@ -89,6 +89,9 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
         mounts.append(_mount(target, "bind", str(host_path), ["bind", "ro", "nosuid", "nodev", "noexec"]))
     for host_path, target in spec.binds:
         mounts.append(_mount(target, "bind", str(host_path), ["rbind", "ro", "nosuid", "nodev"]))
+    # Volumes: their idmapped views under the sandbox dir (rootfs.py), the only read-write binds.
+    for i, (_, target) in enumerate(spec.volumes):
+        mounts.append(_mount(target, "bind", str(sandbox_dir / "volumes" / str(i)), ["rbind", "rw", "nosuid", "nodev"]))
     return {
         "ociVersion": "1.0.2",
         "process": {

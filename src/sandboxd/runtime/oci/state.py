@@ -29,6 +29,7 @@ def spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
         "internet_access": spec.internet_access,
         "hostname": spec.hostname,
         "binds": [[str(h), t] for h, t in spec.binds],
+        "volumes": [[str(h), t] for h, t in spec.volumes],
         "egress": asdict(spec.egress) if spec.egress is not None else None,
     }
 
@@ -45,6 +46,7 @@ def spec_from_dict(d: dict[str, Any]) -> SandboxSpec:
         id=d["id"], image=image, resources=Resources(**d["resources"]), env=d.get("env") or {},
         internet_access=bool(d.get("internet_access")), hostname=d.get("hostname"),
         binds=tuple((Path(h), t) for h, t in d.get("binds") or ()),
+        volumes=tuple((Path(h), t) for h, t in d.get("volumes") or ()),
         egress=Egress(tuple(d["egress"]["allow"]), tuple(d["egress"]["deny"])) if d.get("egress") else None,
     )
 
