@@ -242,3 +242,30 @@ async def test_javascript_cells_may_use_static_imports(agent):
     for _ in range(2):  # the same imports in a later cell of the context
         lines = await _execute(client, {"code": code, "context_id": ctx["id"]})
         assert [x["text"] for x in lines if x["type"] == "stdout"] == ['function / function "\\n"\n'], lines
+
+
+async def test_a_cells_env_vars_give_way_to_the_sandboxs_afterwards(agent, monkeypatch):
+    """A variable a cell overrides reads as the sandbox's own value again in the next cell, in every kernel."""
+    client, _, _ = agent
+    for language, read in (("python", "import os; print(os.environ.get('HOME'))"), ("bash", "echo $HOME")):
+        home = [x["text"] for x in await _execute(client, {"code": read, "language": language})
+                if x["type"] == "stdout"]
+        over = [x["text"] for x in await _execute(client, {"code": read, "language": language,
+                                                            "env_vars": {"HOME": "/elsewhere"}})
+                if x["type"] == "stdout"]
+        again = [x["text"] for x in await _execute(client, {"code": read, "language": language})
+                 if x["type"] == "stdout"]
+        assert over == ["/elsewhere\n"] and again == home and home and home != over, (language, home, again)
+    ctx = (await client.get(f"{J}/contexts")).json()
+    made = (await client.post(f"{J}/contexts", json={})).json()
+    assert (await client.get(f"{J}/contexts")).json()[-1]["id"] == made["id"]  # the defaults come first
+    assert [c["language"] for c in ctx[:2]] == ["python", "javascript"]
+
+
+async def test_pillow_images_shown_or_saved_are_results(agent, tmp_path):
+    client, _, _ = agent
+    make = "from PIL import Image\nim = Image.new('RGB', (8, 8), 'red')\n"
+    for code in (make + "im.show()\nprint('shown')", make + f"im.save({str(tmp_path / 'x.png')!r})"):
+        lines = await _execute(client, {"code": code})
+        assert [x for x in lines if x["type"] == "result" and x.get("png")], lines
+    assert (tmp_path / "x.png").stat().st_size > 0

@@ -90,14 +90,52 @@ def __sandboxd_setup():
         raise TypeError(type(o).__name__)
     for cls in (E2BData, E2BChart, E2BJSON):
         register(cls(parent=ip.display_formatter))
-    applied = set()
+    saved = {}  # what each variable a request set was before it (None: unset), given back when it is gone
     def sync(env, cwd):
-        for k in applied - set(env):
-            os.environ.pop(k, None)
-        os.environ.update(env)
-        applied.clear(); applied.update(env)
+        for k in [k for k in saved if k not in env]:
+            old = saved.pop(k)
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+        for k, v in env.items():
+            if k not in saved:
+                saved[k] = os.environ.get(k)
+            os.environ[k] = v
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)
+    # Pillow as E2B's template sets it up, once the user imports it: no viewer program opens a window on a
+    # headless sandbox (show() falls through to Pillow's IPython viewer: the image is a result), and saving
+    # an image to a path shows it too.
+    def pil_image(mod):
+        original = mod.Image.save
+        def save(self, fp, format=None, **params):
+            if isinstance(fp, str):
+                from IPython.display import display
+                display(self)
+            return original(self, fp, format, **params)
+        mod.Image.save = save
+    def pil_show(mod):
+        mod.UnixViewer.show_file = lambda self, path, **options: 0
+    hooks = {"PIL.Image": pil_image, "PIL.ImageShow": pil_show}
+    import importlib.abc
+    class AfterImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            hook = hooks.get(name)
+            for finder in sys.meta_path if hook else ():
+                spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(name, path, target)
+                if spec is not None and spec.loader is not None:
+                    run = spec.loader.exec_module
+                    def exec_module(module, run=run, hook=hook):
+                        run(module)
+                        hook(module)
+                    spec.loader.exec_module = exec_module
+                    return spec
+            return None
+    sys.meta_path.insert(0, AfterImport())
+    for name, hook in hooks.items():
+        if name in sys.modules:
+            hook(sys.modules[name])
     return sync
 __sandboxd_sync = __sandboxd_setup()
 del __sandboxd_setup

@@ -219,7 +219,7 @@ class Interpreter:
         last = kernel.synced if isinstance(kernel.synced, dict) else None  # KernelManager's is reset on adoption
         if last is None or last != env:
             cwd = ctx.cwd if last is None else None
-            await kernel.execute(_sync_code(kernel.language, env, cwd, last or {}), 30, silent=True)
+            await kernel.execute(_sync_code(kernel.language, env, cwd, last or {}, self._env(user)), 30, silent=True)
             kernel.synced = env
         kc = kernel.started_client()
         # stop_on_error=False: an error in this cell does not abort a cell sent right after it.
@@ -366,23 +366,28 @@ class Interpreter:
                 t.cancel()
 
 
-def _sync_code(language: str, env: dict[str, str], cwd: str | None, last: dict[str, str]) -> str:
-    """The silent cell that gives a kernel this cell's env vars (the last cell's gone) and, once, its cwd."""
+def _sync_code(language: str, env: dict[str, str], cwd: str | None, last: dict[str, str],
+               base: dict[str, str]) -> str:
+    """The silent cell that gives a kernel this cell's env vars and, once, its cwd. A variable the last cell set
+    and this one does not goes back to its value in the sandbox's environment (`base`), or away."""
     if language == "python":
         return f"__sandboxd_sync({env!r}, {cwd!r})"
+    gone = sorted(set(last) - set(env))
+    back = {k: base[k] for k in gone if k in base}
     if language == "r":  # JSON string literals are R string literals
-        gone = [json.dumps(k) for k in set(last) - set(env)]
-        lines = [f"Sys.unsetenv(c({', '.join(gone)}))"] if gone else []
-        if env:
-            lines.append(f"do.call(Sys.setenv, list({', '.join(f'{json.dumps(k)} = {json.dumps(v)}' for k, v in env.items())}))")
+        unset = [json.dumps(k) for k in gone if k not in back]
+        lines = [f"Sys.unsetenv(c({', '.join(unset)}))"] if unset else []
+        if env or back:
+            pairs = {**back, **env}
+            lines.append(f"do.call(Sys.setenv, list({', '.join(f'{json.dumps(k)} = {json.dumps(v)}' for k, v in pairs.items())}))")
         if cwd:
             lines.append(f"setwd({json.dumps(cwd)})")
         return "\n".join(lines) or "invisible(NULL)"
     import shlex
 
-    names = [k for k in set(last) - set(env) if BASH_NAME.fullmatch(k)]
-    lines = [f"unset {' '.join(sorted(names))}"] if names else []
-    lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items() if BASH_NAME.fullmatch(k)]
+    names = [k for k in gone if k not in back and BASH_NAME.fullmatch(k)]
+    lines = [f"unset {' '.join(names)}"] if names else []
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in {**back, **env}.items() if BASH_NAME.fullmatch(k)]
     if cwd:
         lines.append(f"cd {shlex.quote(cwd)}")
     return "\n".join(lines) or ":"
@@ -454,9 +459,11 @@ async def list_contexts(req: Request):
         user = users.for_request(req)
     except SandboxdError as e:
         return _err(401, e.message)
-    for language in DEFAULT_CONTEXTS:  # there from the start, as in E2B (their kernels start on a first cell)
-        interp.default(language, user)
-    return _json([c.wire() for c in interp.contexts.values()])
+    # The defaults are there from the start, as in E2B (their kernels start on a first cell), so they come
+    # first: the contexts a caller made follow in the order it made them.
+    defaults = [interp.default(language, user) for language in DEFAULT_CONTEXTS]
+    rest = [c for c in interp.contexts.values() if c not in defaults]
+    return _json([c.wire() for c in [*defaults, *rest]])
 
 
 async def delete_context(req: Request):
