@@ -59,7 +59,8 @@ BUILTINS: dict[str, BaseRecipe] = {
     "code-interpreter": BaseRecipe(
         name="code-interpreter",
         packages=BASE_PACKAGES + ("nodejs", "npm", "esbuild", "r-base-core", "r-cran-irkernel"),
-        user_pip=("ipykernel", "numpy", "pandas", "matplotlib", "e2b-charts", "bash_kernel"),
+        # The versions of E2B's code-interpreter template: code written against it (often by a model) runs here too.
+        user_pip=("ipykernel", "numpy==2.3.5", "pandas==2.2.3", "matplotlib==3.10.9", "e2b-charts", "bash_kernel"),
         links=BaseRecipe.links + (("/usr/local/bin/node", "/usr/bin/node"), ("/usr/local/bin/npm", "/usr/bin/npm")),
         description="base + numpy, pandas, matplotlib (with E2B's chart extractor), bash_kernel, Node.js, "
                     "esbuild (TypeScript cells) and R with IRkernel",
