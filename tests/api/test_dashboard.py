@@ -2,6 +2,7 @@
 pages (docs/dashboard.md). The real-sandbox walk (charts, terminal, kill) is tests/api/test_dashboard_real.py."""
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
@@ -151,3 +152,15 @@ def test_a_webhook_and_its_deliveries(cp, browser):
         assert not problems, problems
     finally:
         receiver.close()
+
+
+def test_assets_come_gzipped_to_who_asks_and_plain_otherwise(cp):
+    plain_bytes = (STATIC / "app.js").read_bytes()
+    with httpx.stream("GET", cp.base + "/dashboard/assets/app.js", headers={"accept-encoding": "gzip"}) as packed:
+        assert packed.headers["content-encoding"] == "gzip" and "content-security-policy" in packed.headers
+        assert gzip.decompress(b"".join(packed.iter_raw())) == plain_bytes
+    with httpx.stream("GET", cp.base + "/dashboard/assets/app.js", headers={"accept-encoding": "identity"}) as plain:
+        assert "content-encoding" not in plain.headers and b"".join(plain.iter_raw()) == plain_bytes
+        etag = plain.headers["etag"]
+    again = httpx.get(cp.base + "/dashboard/assets/app.js", headers={"if-none-match": etag})
+    assert again.status_code == 304 and again.content == b""

@@ -6,12 +6,15 @@ talk to nothing but the API and the sandbox gateway's WebSockets (the terminal).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 
+from sandboxd.api import packed
 from sandboxd.api.deps import services
 from sandboxd.errors import NotFound
 
@@ -39,6 +42,21 @@ def headers(request: Request) -> dict[str, str]:
             "X-Frame-Options": "DENY", "Cache-Control": "no-cache"}
 
 
+@functools.cache
+def load(path: Path) -> tuple[bytes, bytes, str]:
+    """(raw, gzipped, ETag): read once; the files change only with the package."""
+    raw = path.read_bytes()
+    return *packed.pack(raw), '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
+
+
+def send(request: Request, path: Path) -> Response:
+    raw, gz, etag = load(path)
+    extra = {**headers(request), "etag": etag}
+    if request.headers.get("if-none-match") == etag:  # no-cache: a reload asks again, and is told it has it
+        return Response(status_code=304, headers=extra)
+    return packed.answer(request, raw, gz, TYPES[path.suffix], extra)
+
+
 @router.get("/")
 async def root() -> RedirectResponse:
     return RedirectResponse("/dashboard/", status_code=307)
@@ -47,7 +65,7 @@ async def root() -> RedirectResponse:
 @router.get("/dashboard")
 @router.get("/dashboard/")
 async def page(request: Request) -> Response:
-    return FileResponse(ROOT / "index.html", media_type=TYPES[".html"], headers=headers(request))
+    return send(request, ROOT / "index.html")
 
 
 @router.get("/dashboard/assets/{name:path}")
@@ -55,4 +73,4 @@ async def asset(name: str, request: Request) -> Response:
     path = (ROOT / name).resolve()
     if not path.is_relative_to(ROOT.resolve()) or not path.is_file() or path.suffix not in TYPES:
         raise NotFound(f"no dashboard asset {name}", code="not_found")
-    return FileResponse(path, media_type=TYPES[path.suffix], headers=headers(request))
+    return send(request, path)
