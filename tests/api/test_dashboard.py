@@ -36,7 +36,7 @@ def test_root_redirects_to_the_dashboard_and_the_page_is_locked_down(cp):
     csp = dict(part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";"))
     assert csp["script-src"] == "'self'" and csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
     gateway = cp.gateway.removeprefix("http://")
-    assert csp["connect-src"].split() == ["'self'", f"ws://{gateway}"]
+    assert csp["connect-src"].split() == ["'self'", f"http://{gateway}", f"ws://{gateway}"]
     assert page.headers["x-content-type-options"] == "nosniff"
 
 

@@ -2,7 +2,7 @@
 
 The page holds no secret: the browser tab keeps the API key and calls the same API every client calls, so
 these routes need no key. The Content-Security-Policy lets the page load scripts from this server only and
-talk to nothing but the API and the sandbox gateway's WebSockets (the terminal).
+talk to nothing but the API and the sandbox gateway (the files browser and the terminal).
 """
 from __future__ import annotations
 
@@ -24,16 +24,17 @@ TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html; char
 router = APIRouter(include_in_schema=False)
 
 
-def gateway_socket_origin(public_host: str) -> str:
-    """The gateway's WebSocket origin: a CSP `connect-src` names WebSocket schemes separately."""
+def gateway_origins(public_host: str) -> str:
+    """The gateway's origins for a CSP `connect-src`: its HTTP one (the files browser) and its WebSocket one
+    (the terminal), which a CSP names separately."""
     url = urlsplit(public_host)
     if not url.scheme or not url.netloc:
         return ""
-    return f"{'wss' if url.scheme == 'https' else 'ws'}://{url.netloc}"
+    return f"{url.scheme}://{url.netloc} {'wss' if url.scheme == 'https' else 'ws'}://{url.netloc}"
 
 
 def headers(request: Request) -> dict[str, str]:
-    gateway = gateway_socket_origin(services(request).public_host)
+    gateway = gateway_origins(services(request).public_host)
     # xterm.js writes its measured cell sizes into a <style> element, hence 'unsafe-inline' for styles only.
     csp = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
            f"font-src 'self'; connect-src 'self' {gateway}".rstrip() + "; base-uri 'none'; form-action 'none'; "
