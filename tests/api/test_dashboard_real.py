@@ -105,6 +105,7 @@ def test_the_files_browser_walks_a_sandbox_through_the_gateway(real, tmp_path):
             page.on("dialog", lambda d: d.accept())  # the delete's confirmation
             login(page, real.base, real.key)
             page.goto(f"{real.base}/dashboard/#/sandbox/{sb['id']}")
+            page.click("#files-open")
             home = page.wait_for_selector("#files-list[data-path]").get_attribute("data-path")  # the workspace
             page.click("#files-list a.dir[data-name=docs]")
             page.wait_for_selector(f"#files-list[data-path='{home}/docs']")

@@ -313,11 +313,18 @@ function filesPane(sb) {
     } catch (e) { fail(e); }
     upload.value = "";
   } });
-  const pane = el("div", { id: "files" }, el("h2", {}, "Files"),
-    el("div", { class: "inline" }, el("button", { id: "files-up", onclick: () => open(parent(dir)).catch(fail) }, "Up"),
-      " ", where, " ", el("label", { class: "upload" }, "Upload ", upload)), list, viewer);
-  open(null).catch((e) => { list.replaceChildren(el("p", { class: "status error" }, e.message)); });
-  return pane;
+  const bar = el("div", { class: "inline", hidden: true },
+    el("button", { id: "files-up", onclick: () => open(parent(dir)).catch(fail) }, "Up"), " ", where, " ",
+    el("label", { class: "upload" }, "Upload ", upload));
+  const browse = () => {
+    start.remove();
+    bar.hidden = false;
+    open(null).catch((e) => { list.replaceChildren(el("p", { class: "status error" }, e.message)); });
+  };
+  // Only on request, as the terminal: a sandbox's traffic may resume it, and a token refresh (for a sandbox
+  // this tab did not create) retires the token its other clients hold.
+  const start = el("button", { id: "files-open", onclick: browse }, "Browse files");
+  return el("div", { id: "files" }, el("h2", {}, "Files ", start), bar, list, viewer);
 }
 
 async function sandboxView(id) {
