@@ -106,3 +106,23 @@ def test_websockets_pass_through(cp, sandbox):
         return e.value.response.status_code
 
     assert asyncio.run(refused()) == 401
+
+
+def test_a_browser_page_from_another_origin_reaches_the_files_api(cp, sandbox):
+    """The dashboard's calls (docs/dashboard.md): a preflight the gateway answers without a token, then the
+    call itself, readable cross-origin; credentials are never allowed."""
+    origin = {"Origin": cp.base}
+    pre = httpx.options(cp.gateway + "/files/upload", headers={
+        **origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"})
+    assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == "*"
+    assert "POST" in pre.headers["access-control-allow-methods"] and int(pre.headers["access-control-max-age"]) > 0
+    r = httpx.post(cp.gateway + "/files/upload", params={"path": "cors.txt"}, content=b"cross",
+                   headers={**origin, **bearer(sandbox), "Content-Type": "application/octet-stream"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*", r.text
+    r = httpx.get(cp.gateway + "/files/download", params={"path": "cors.txt"}, headers={**origin, **bearer(sandbox)})
+    assert r.content == b"cross" and "content-disposition" in r.headers["access-control-expose-headers"].lower()
+    refused = httpx.get(cp.gateway + "/files/list", headers=origin)
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "*"
+    for answer in (pre, r, refused):
+        assert "access-control-allow-credentials" not in answer.headers
+    assert "access-control-allow-origin" not in httpx.get(cp.gateway + "/files/list", headers=bearer(sandbox)).headers

@@ -2,6 +2,7 @@
 pages (docs/dashboard.md). The real-sandbox walk (charts, terminal, kill) is tests/api/test_dashboard_real.py."""
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def test_root_redirects_to_the_dashboard_and_the_page_is_locked_down(cp):
     csp = dict(part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";"))
     assert csp["script-src"] == "'self'" and csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
     gateway = cp.gateway.removeprefix("http://")
-    assert csp["connect-src"].split() == ["'self'", f"ws://{gateway}"]
+    assert csp["connect-src"].split() == ["'self'", f"http://{gateway}", f"ws://{gateway}"]
     assert page.headers["x-content-type-options"] == "nosniff"
 
 
@@ -151,3 +152,15 @@ def test_a_webhook_and_its_deliveries(cp, browser):
         assert not problems, problems
     finally:
         receiver.close()
+
+
+def test_assets_come_gzipped_to_who_asks_and_plain_otherwise(cp):
+    plain_bytes = (STATIC / "app.js").read_bytes()
+    with httpx.stream("GET", cp.base + "/dashboard/assets/app.js", headers={"accept-encoding": "gzip"}) as packed:
+        assert packed.headers["content-encoding"] == "gzip" and "content-security-policy" in packed.headers
+        assert gzip.decompress(b"".join(packed.iter_raw())) == plain_bytes
+    with httpx.stream("GET", cp.base + "/dashboard/assets/app.js", headers={"accept-encoding": "identity"}) as plain:
+        assert "content-encoding" not in plain.headers and b"".join(plain.iter_raw()) == plain_bytes
+        etag = plain.headers["etag"]
+    again = httpx.get(cp.base + "/dashboard/assets/app.js", headers={"if-none-match": etag})
+    assert again.status_code == 304 and again.content == b""

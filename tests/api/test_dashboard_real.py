@@ -86,3 +86,47 @@ def test_a_sandbox_lives_and_dies_in_the_dashboard(real, tmp_path):
     with real.client() as c:
         assert c.get(f"/v1/sandboxes/{sid}").status_code == 404
     assert not problems, problems
+
+
+@pytest.mark.real
+def test_the_files_browser_walks_a_sandbox_through_the_gateway(real, tmp_path):
+    """Browse into a folder, upload, view, download, delete: every call a cross-origin fetch to the gateway."""
+    payload = "hello from the files browser\n" * 3
+    upload = tmp_path / "note.txt"
+    upload.write_text(payload)
+    with real.client() as c:
+        sb = c.post("/v1/sandboxes", json={"template_name": "base"}).json()
+    problems: list[str] = []
+    try:
+        httpx.post(real.gateway + "/files/mkdir", headers={"Authorization": f"Bearer {sb['auth_token']}"},
+                   json={"path": "docs"}, timeout=60).raise_for_status()
+        with chromium() as browser:
+            page = watched_page(browser, problems)
+            page.on("dialog", lambda d: d.accept())  # the delete's confirmation
+            login(page, real.base, real.key)
+            page.goto(f"{real.base}/dashboard/#/sandbox/{sb['id']}")
+            page.click("#files-open")
+            home = page.wait_for_selector("#files-list[data-path]").get_attribute("data-path")  # the workspace
+            page.click("#files-list a.dir[data-name=docs]")
+            page.wait_for_selector(f"#files-list[data-path='{home}/docs']")
+            page.set_input_files("#files-upload", str(upload))
+            page.click("#files-list a.file[data-name='note.txt']")
+            page.wait_for_function("() => document.querySelector('#files-view pre')?.textContent.includes('hello from')")
+            assert page.text_content("#files-view pre") == payload
+            with page.expect_download() as saved:
+                page.click("#files-list button[data-download='note.txt']")
+            assert open(saved.value.path(), "rb").read() == payload.encode()
+            shot(page, tmp_path, "files")
+            page.click("#files-list button[data-delete='note.txt']")
+            page.wait_for_selector("#files-list a[data-name='note.txt']", state="detached")
+            page.click("#files-up")
+            page.wait_for_selector(f"#files-list[data-path='{home}'] a.dir[data-name=docs]")
+            token = page.evaluate(f"sessionStorage.getItem('sandboxd.token.{sb['id']}')")  # the page refreshed it
+            page.close()
+        r = httpx.get(real.gateway + "/files/exists", params={"path": f"{home}/docs/note.txt"},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        assert r.json()["exists"] is False
+    finally:
+        with real.client() as c:
+            c.delete(f"/v1/sandboxes/{sb['id']}")
+    assert not problems, problems

@@ -7,12 +7,12 @@ and assets compressed once, on first use.
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 from importlib.resources import files
 
 import yaml
 
+from sandboxd.api.packed import pack
 from sandboxd.errors import NotFound
 
 # served name -> checked-in file; /openapi.json is the control plane's own (HopX dialect and ours)
@@ -45,4 +45,4 @@ def asset(name: str) -> tuple[bytes, bytes, str]:
         raise NotFound(f"no documentation asset {name!r}")
     path, media = ASSETS[name]
     raw = files("sandboxd.api").joinpath("static", *path.split("/")).read_bytes()
-    return raw, gzip.compress(raw, 6, mtime=0), media
+    return *pack(raw), media

@@ -23,6 +23,7 @@ import re
 
 import h11
 
+from sandboxd.gateway import cors
 from sandboxd.gateway.errors import REASONS, GatewayError, error_parts
 from sandboxd.gateway.heads import Head
 
@@ -200,6 +201,8 @@ class RequestFramer:
         """`exc` as a whole answer to the current request (headers only for HEAD, as h11 enforces)."""
         headers, body = error_parts(exc.status, exc.code, exc.message, exc.details, close, exc.body)
         assert self.head is not None  # answers follow a parsed head
+        if "origin" in self.head.headers:  # so that a page can read why it was refused
+            headers = cors.answer_headers(headers)
         out = self.respond(h11.Response(status_code=exc.status, headers=headers,
                                         reason=REASONS.get(exc.status, "Error").encode()))
         if self.head.method != "HEAD":

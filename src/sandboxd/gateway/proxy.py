@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import h11
 
+from sandboxd.gateway import cors
 from sandboxd.gateway.errors import GatewayError, error_bytes
 from sandboxd.gateway.framing import CLOSED, HEAD_LIMIT, SMALL_BODY, RequestFramer, parse_head, upstream_request
 from sandboxd.gateway.heads import Head, replace_headers
@@ -71,6 +72,7 @@ class ClientConn:
         self.framer = RequestFramer(limits.max_body)
         self.upstreams: dict[Path, Upstream] = {}
         self.started = False  # the current request's answer has begun (an error can no longer replace it)
+        self.cross_origin = False  # the current request named its Origin (a browser's cross-origin call)
         self.status = 0  # the current request's answer status and when its head went out (for metrics)
         self.answered = 0.0
 
@@ -174,6 +176,15 @@ class Gateway:
                     return
                 first = False
                 start, conn.status = time.perf_counter(), 0
+                if head.method == "OPTIONS" and cors.is_preflight(head):
+                    # Before any resolver: a preflight carries no token, and no sandbox needs to see it.
+                    keep = await self._preflight(conn)
+                    self._count(conn, head, None, start)
+                    if not keep:
+                        linger = True
+                        return
+                    continue
+                conn.cross_origin = "origin" in head.headers
                 try:
                     target = await self._resolve(head)
                 except GatewayError as exc:
@@ -251,6 +262,22 @@ class Gateway:
         conn.answer(exc.status)
         await conn.writer.drain()
         if keep and framer.reusable():
+            framer.next_cycle()
+            return True
+        return False
+
+    async def _preflight(self, conn: ClientConn) -> bool:
+        """Answer a CORS preflight (gateway/cors.py); one that carries a body is refused."""
+        framer = conn.framer
+        if framer.has_body:
+            return await self._refuse(conn, GatewayError(400, "INVALID_REQUEST", "a CORS preflight carries no body"))
+        if not isinstance(framer.next_event(), h11.EndOfMessage):
+            return await self._fail(conn, None, GatewayError(400, "INVALID_REQUEST", "malformed request"))
+        conn.writer.write(framer.respond(h11.Response(status_code=204, headers=cors.preflight_headers()))
+                          + framer.respond(h11.EndOfMessage()))
+        conn.answer(204)
+        await conn.writer.drain()
+        if framer.reusable():
             framer.next_cycle()
             return True
         return False
@@ -438,6 +465,8 @@ class Gateway:
                     if b"transfer-encoding" in names and b"content-length" in names:
                         raise UpstreamFailed("an answer with both Transfer-Encoding and Content-Length")
                     headers = [(n, v) for n, v in ev.headers.raw_items() if n.lower() not in DROPPED_HEADERS]
+                    if conn.cross_origin:
+                        headers = cors.answer_headers(headers)
                     out += framer.respond(h11.Response(status_code=ev.status_code, headers=headers, reason=ev.reason))
                     conn.started = True
                     conn.answer(ev.status_code)

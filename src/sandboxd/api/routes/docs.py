@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from sandboxd.api import reference
+from sandboxd.api import packed, reference
 
 router = APIRouter(tags=["docs"])
 JSON = "application/json"
@@ -31,8 +31,5 @@ def docs_page() -> Response:
 
 @router.get("/docs/assets/{name}")
 def docs_asset(request: Request, name: str) -> Response:
-    raw, packed, media = reference.asset(name)
-    headers = {"cache-control": CACHE, "vary": "accept-encoding"}
-    if "gzip" in request.headers.get("accept-encoding", ""):
-        return Response(packed, media_type=media, headers={**headers, "content-encoding": "gzip"})
-    return Response(raw, media_type=media, headers=headers)
+    raw, gz, media = reference.asset(name)
+    return packed.answer(request, raw, gz, media, {"cache-control": CACHE})

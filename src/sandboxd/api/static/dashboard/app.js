@@ -200,22 +200,31 @@ function chart(id, title, unit) {
 
 function pct(used, total) { return total ? (used / total) * 100 : 0; }
 
+// A refresh revokes the sandbox's previous token (after a grace period), which other clients may hold: the
+// token of a sandbox this tab created is used as it is, and a refreshed one is kept for the tab's other uses.
+async function sandboxToken(sb) {
+  const slot = `sandboxd.token.${sb.id}`;
+  if (!sessionStorage.getItem(slot)) {
+    sessionStorage.setItem(slot, (await api("POST", `/v1/sandboxes/${sb.id}/token/refresh`)).auth_token);
+  }
+  return sessionStorage.getItem(slot);
+}
+
+function gatewayBase(sb) { return sb.public_host.replace(/\/$/, ""); }
+
 function terminalPane(sb) {
   const host = el("div", { id: "terminal" });
   const note = el("span", { class: "muted", id: "terminal-state" }, "connecting…");
   async function connect() {
     if (!window.Terminal) { note.textContent = "xterm.js failed to load"; return; }
-    // A refresh revokes the sandbox's previous token (after a grace period), which other clients may hold:
-    // the token of a sandbox this tab created is used as it is.
-    const token = sessionStorage.getItem(`sandboxd.token.${sb.id}`)
-      || (await api("POST", `/v1/sandboxes/${sb.id}/token/refresh`)).auth_token;
+    const token = await sandboxToken(sb);
     const term = new window.Terminal({ convertEol: false, fontSize: 13, cursorBlink: true });
     const Fit = window.FitAddon && (window.FitAddon.FitAddon || window.FitAddon);
     const fit = Fit ? new Fit() : null;
     if (fit) term.loadAddon(fit);
     term.open(host);
     if (fit) fit.fit();
-    const base = sb.public_host.replace(/^http/, "ws").replace(/\/$/, "");
+    const base = gatewayBase(sb).replace(/^http/, "ws");
     const ws = new WebSocket(`${base}/terminal?token=${encodeURIComponent(token)}&cols=${term.cols}&rows=${term.rows}`);
     ws.onopen = () => { note.textContent = "connected"; host.dataset.state = "open"; term.focus(); };
     ws.onmessage = (ev) => {
@@ -234,6 +243,88 @@ function terminalPane(sb) {
   } }, "Open terminal");
   note.textContent = "";
   return el("div", {}, el("h2", {}, "Terminal ", start, " ", note), host);
+}
+
+// The sandbox's files API through the gateway (docs/api.md, /files/...), with the sandbox's token; the gateway
+// answers the browser's CORS preflight itself.
+async function files(sb, method, route, params, body) {
+  const url = `${gatewayBase(sb)}/files/${route}?${new URLSearchParams(params)}`;
+  const headers = { Authorization: `Bearer ${await sandboxToken(sb)}` };
+  if (body !== undefined) headers["Content-Type"] = "application/octet-stream";
+  const r = await fetch(url, { method, headers, body });
+  if (!r.ok) {
+    let msg = r.statusText;
+    try { msg = (await r.json()).message || msg; } catch (e) { /* not JSON */ }
+    throw new Error(`${method} /files/${route}: ${r.status} ${msg}`);
+  }
+  return r;
+}
+
+function size(n) { return n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} kB` : `${(n / 1048576).toFixed(1)} MB`; }
+
+function filesPane(sb) {
+  const VIEW_LIMIT = 256 * 1024; // larger files are downloaded, not shown
+  const where = el("code", { id: "files-path" });
+  const list = el("div", { id: "files-list" });
+  const viewer = el("div", { id: "files-view" });
+  let dir = null;
+  const parent = (path) => path.replace(/\/[^/]*$/, "") || "/";
+  const fail = (e) => toast(e.message);
+
+  async function open(path) {
+    const listing = await (await files(sb, "GET", "list", path ? { path } : {})).json();
+    dir = listing.path;
+    where.textContent = dir;
+    list.dataset.path = dir;
+    const dirs = listing.files.filter((f) => f.is_directory), rest = listing.files.filter((f) => !f.is_directory);
+    list.replaceChildren(table([
+      ["Name", (f) => el("a", { href: "#", class: f.is_directory ? "dir" : "file", dataset: { name: f.name },
+        onclick: (ev) => { ev.preventDefault(); (f.is_directory ? open(f.path) : view(f)).catch(fail); } },
+        f.is_directory ? `${f.name}/` : f.name)],
+      ["Size", (f) => f.is_directory ? "" : size(f.size)],
+      ["Modified", (f) => new Date(f.modified_time).toLocaleString()],
+      ["", (f) => el("span", {},
+        f.is_directory ? "" : el("button", { dataset: { download: f.name }, onclick: () => download(f).catch(fail) }, "Download"),
+        " ", el("button", { class: "danger", dataset: { delete: f.name }, onclick: () => remove(f).catch(fail) }, "Delete"))],
+    ], [...dirs, ...rest], "This folder is empty."));
+  }
+  async function view(f) {
+    if (f.size > VIEW_LIMIT) { viewer.replaceChildren(el("p", { class: "muted" }, `${f.name} is ${size(f.size)}: download it.`)); return; }
+    const answer = await (await files(sb, "GET", "read", { path: f.path })).json();
+    viewer.replaceChildren(el("h3", {}, f.path), answer.encoding === "utf-8"
+      ? el("pre", {}, answer.content) : el("p", { class: "muted" }, "Not text: download it."));
+  }
+  async function download(f) {
+    const blob = await (await files(sb, "GET", "download", { path: f.path })).blob();
+    const link = el("a", { href: URL.createObjectURL(blob), download: f.name });
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60_000); // the browser has started saving it by then
+  }
+  async function remove(f) {
+    if (!window.confirm(`Delete ${f.path}${f.is_directory ? " and everything in it" : ""}?`)) return;
+    await files(sb, "DELETE", "remove", { path: f.path });
+    viewer.replaceChildren();
+    await open(dir);
+  }
+  const upload = el("input", { type: "file", id: "files-upload", onchange: async () => {
+    try {
+      for (const file of upload.files) await files(sb, "POST", "upload", { path: `${dir.replace(/\/$/, "")}/${file.name}` }, file);
+      await open(dir);
+    } catch (e) { fail(e); }
+    upload.value = "";
+  } });
+  const bar = el("div", { class: "inline", hidden: true },
+    el("button", { id: "files-up", onclick: () => open(parent(dir)).catch(fail) }, "Up"), " ", where, " ",
+    el("label", { class: "upload" }, "Upload ", upload));
+  const browse = () => {
+    start.remove();
+    bar.hidden = false;
+    open(null).catch((e) => { list.replaceChildren(el("p", { class: "status error" }, e.message)); });
+  };
+  // Only on request, as the terminal: a sandbox's traffic may resume it, and a token refresh (for a sandbox
+  // this tab did not create) retires the token its other clients hold.
+  const start = el("button", { id: "files-open", onclick: browse }, "Browse files");
+  return el("div", { id: "files" }, el("h2", {}, "Files ", start), bar, list, viewer);
 }
 
 async function sandboxView(id) {
@@ -275,7 +366,8 @@ async function sandboxView(id) {
     el("p", { class: "muted" }, `template ${sb.template_name || sb.template_id} · ${sb.resources.vcpu} vCPU · `
       + `${sb.resources.memory_mb} MB · created ${when(sb.created_at)}`),
     el("div", { class: "charts" }, cpu.box, mem.box, disk.box),
-    el("div", { class: "cols" }, terminalPane(sb), el("div", {}, el("h2", {}, "Events"), timeline)));
+    el("div", { class: "cols" }, terminalPane(sb), el("div", {}, el("h2", {}, "Events"), timeline)),
+    sb.status === "killed" ? "" : filesPane(sb));
 }
 
 // ---- templates and builds ----------------------------------------------------------------------------------
