@@ -126,3 +126,16 @@ def test_a_browser_page_from_another_origin_reaches_the_files_api(cp, sandbox):
     for answer in (pre, r, refused):
         assert "access-control-allow-credentials" not in answer.headers
     assert "access-control-allow-origin" not in httpx.get(cp.gateway + "/files/list", headers=bearer(sandbox)).headers
+
+
+def test_an_e2b_client_at_another_servers_gateway_is_told_so(cp, two):
+    """A sandbox this gateway does not route, named with a token some other server signed, is a "not found on
+    this gateway" (where E2B_SANDBOX_URL leads), not a bad token; a known sandbox's bad token stays a 401."""
+    elsewhere = "sb" + "0" * 18
+    with httpx.Client(base_url=cp.gateway) as c:
+        for sid, status in ((elsewhere, 502), (two[0]["id"], 401)):
+            r = c.get("/health", headers={"E2b-Sandbox-Id": sid, "E2b-Sandbox-Port": "49983",
+                                          "X-Access-Token": "signed-by-another-server"})
+            assert r.status_code == status, r.text
+        assert "E2B_SANDBOX_URL" in c.get("/health", headers={"E2b-Sandbox-Id": elsewhere,
+                                                              "X-Access-Token": "x"}).text

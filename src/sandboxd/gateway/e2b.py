@@ -88,6 +88,13 @@ class E2BResolver:
 
     def _route(self, sid: str, token: str | None, dialect: str = E2B):
         """The sandbox's live route; `token`, when given, must be its current one of `dialect`."""
+        route = self.lifecycle.routes.get(sid)
+        if route is None:
+            # Said before the token is looked at, as E2B's proxy does: a client whose E2B_SANDBOX_URL leads to
+            # another server's gateway learns that, not that its token is bad.
+            raise GatewayError(502, "unavailable", f"The sandbox {sid} was not found on this gateway: "
+                               "E2B_SANDBOX_URL (or the domain) must lead to the gateway of the server that "
+                               "created it", {"sandbox_id": sid})
         version = None
         if token:
             try:
@@ -97,8 +104,7 @@ class E2BResolver:
             if claims.sandbox_id != sid:
                 raise GatewayError(401, "unauthenticated", "the access token belongs to another sandbox")
             version = claims.version
-        route = self.lifecycle.routes.get(sid)
-        if route is None or (version is not None and version != route.token_version):
+        if version is not None and version != route.token_version:
             raise GatewayError(502, "unavailable", f"The sandbox {sid} was not found",
                                {"sandbox_id": sid})
         if route.status != RUNNING:
