@@ -15,6 +15,7 @@ from sandboxd.core.lifecycle import CreateRequest
 from sandboxd.errors import Conflict
 from sandboxd.runtime.base import Egress, EgressDenied
 from sandboxd.wiring import ControlPlane
+from support.controlplane import stop_clean
 
 
 class Enforcing:
@@ -88,6 +89,6 @@ def test_rules_reach_the_runtime_at_create_and_on_update(settings):
             assert updates == [(a.id, new.to_dict()), (a.id, EgressPolicy().to_dict()),
                                (c.id, EgressPolicy(deny_out=("192.0.2.1",)).to_dict())]
         finally:
-            await svc.stop()
+            await stop_clean(svc)
 
     asyncio.run(run())

@@ -14,6 +14,7 @@ from sandboxd.core.lifecycle import CreateRequest
 from sandboxd.core.store import db
 from sandboxd.errors import Invalid, NotFound
 from sandboxd.wiring import ControlPlane
+from support.controlplane import stop_clean
 from support.database import insert_running_sandbox
 
 
@@ -75,7 +76,7 @@ def test_the_timeout_pauses_and_the_paused_sandbox_still_ends(settings):
             with pytest.raises(NotFound):
                 await asyncio.wait_for(_until(svc, kill.id, "killed"), 30)
         finally:
-            await svc.stop()
+            await stop_clean(svc)
             svc.store.engine.dispose()
 
     asyncio.run(run())
@@ -111,7 +112,7 @@ def test_concurrent_traffic_resumes_a_paused_sandbox_once(settings):
             assert types.count(ev.PAUSED) == 1 and types.count(ev.RESUMED) == 1
             assert now.status == "running" and now.expires_at > now.started_at
         finally:
-            await svc.stop()
+            await stop_clean(svc)
             svc.store.engine.dispose()
 
     asyncio.run(run())

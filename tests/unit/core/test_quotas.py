@@ -12,6 +12,7 @@ from sandboxd.core.lifecycle import CreateRequest
 from sandboxd.core.teams import TeamService
 from sandboxd.errors import Invalid, QuotaExceeded
 from sandboxd.wiring import ControlPlane
+from support.controlplane import stop_clean
 
 
 @pytest.fixture
@@ -26,9 +27,7 @@ def _run(settings, body) -> None:
         try:
             await body(svc, TeamService(svc.store))
         finally:
-            for sb in svc.lifecycle.live_sandboxes():
-                await svc.lifecycle.kill(sb.id)
-            await svc.stop()
+            await stop_clean(svc)
 
     asyncio.run(run())
 
