@@ -78,7 +78,7 @@ class ControlPlane:
         monitor = MonitorService(settings, store, backend, bus, lifecycle)
         return cls(settings, store, bus, events, ApiKeyService(store), signer, catalog, lifecycle, pool, builds,
                    monitor, backend, SnapshotService(catalog, lifecycle, backend, bus),
-                   VolumeService(store, settings.data_dir, secret, settings.uid_base))
+                   VolumeService(store, settings.data_dir, secret, settings.uid_base, settings.uid_count))
 
     async def start(self) -> None:
         self.catalog.sync_builtins()

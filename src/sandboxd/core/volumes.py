@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from sandboxd.core.models import KILLED
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import SandboxRow, VolumeRow
+from sandboxd.core.volumefs import Ids, VolumeFiles
 from sandboxd.errors import Conflict, Invalid, NotFound, Unauthorized
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -109,11 +110,11 @@ def _model(r: VolumeRow) -> Volume:
 
 
 class VolumeService:
-    def __init__(self, store: Store, data_dir: Path, secret: bytes, uid_base: int):
+    def __init__(self, store: Store, data_dir: Path, secret: bytes, uid_base: int, uid_count: int):
         self.store = store
         self.data_dir = Path(data_dir)
         self._secret = secret
-        self.uid_base = uid_base
+        self.uid_base, self.uid_count = uid_base, uid_count
 
     def dir(self, volume_id: str) -> Path:
         return volume_dir(self.data_dir, volume_id)
@@ -126,6 +127,11 @@ class VolumeService:
         if not token or not hmac.compare_digest(self.token(volume_id).encode(), token.encode("utf-8", "replace")):
             raise Unauthorized("this token does not open this volume", code="invalid_volume_token")
         return self.get(volume_id)
+
+    def files(self, volume_id: str, token: str | None) -> VolumeFiles:
+        """The content of the volume this token opens (check_token), to work on off the event loop."""
+        vol = self.check_token(volume_id, token)
+        return VolumeFiles(self.dir(vol.id), Ids(self.uid_base, self.uid_count), OWNER_UID)
 
     def create(self, team: str, name: Any) -> Volume:
         check_name(name)

@@ -192,6 +192,15 @@ def attach(mount_fd: int, target: str) -> None:
          what=f"move_mount to {target}")
 
 
+def bind_view(source: str, target: str, *, userns: int | None = None, attrs: int = HOST_SAFE) -> None:
+    """Mount a (possibly idmapped) copy of the mount at source on target: clone, then attach."""
+    fd = clone(source, userns=userns, attrs=attrs)
+    try:
+        attach(fd, target)
+    finally:
+        os.close(fd)
+
+
 def overlay(lower_fds: list[int], upper_fd: int, work_fd: int, attrs: int = HOST_SAFE) -> int:
     """A detached overlay mount of these layer directories (fds; top-most lower first); its fd."""
     fs = _sys(SYS_FSOPEN, b"overlay", FSOPEN_CLOEXEC, what="fsopen overlay")

@@ -146,11 +146,7 @@ class SandboxRoot:
             # lost+found is host-root owned and would be an odd thing in /; it is not under upper anyway.
         with self.ids.userns() as userns:
             if str(self.disk) not in mounted:
-                fd = idmap.clone(str(self.raw), userns=userns)
-                try:
-                    idmap.attach(fd, str(self.disk))
-                finally:
-                    os.close(fd)
+                idmap.bind_view(str(self.raw), str(self.disk), userns=userns)
             if str(self.rootfs) not in mounted:
                 self._mount_overlay(userns)
             for i, src in enumerate(self.volumes):
@@ -162,11 +158,7 @@ class SandboxRoot:
         self.volume_mounts.mkdir(exist_ok=True)
         target.mkdir(exist_ok=True)
         try:
-            fd = idmap.clone(str(src), userns=userns)
-            try:
-                idmap.attach(fd, str(target))
-            finally:
-                os.close(fd)
+            idmap.bind_view(str(src), str(target), userns=userns)
         except OSError as exc:
             raise RuntimeFailure(f"mounting volume {src.name} failed: {os.strerror(exc.errno or 0)}",
                                  details={"errno": exc.errno}) from exc
@@ -204,20 +196,13 @@ class SandboxRoot:
         try:
             lowers = []
             for i, layer in enumerate(self.layers):
-                fd = idmap.clone(str(layer), userns=userns, attrs=idmap.HOST_SAFE | idmap.MOUNT_ATTR_RDONLY)
-                try:
-                    (base / str(i)).mkdir(exist_ok=True)
-                    idmap.attach(fd, str(base / str(i)))
-                finally:
-                    os.close(fd)
+                (base / str(i)).mkdir(exist_ok=True)
+                idmap.bind_view(str(layer), str(base / str(i)), userns=userns,
+                                attrs=idmap.HOST_SAFE | idmap.MOUNT_ATTR_RDONLY)
                 lowers.append(str(base / str(i)))
             view = base / "v"
             view.mkdir(exist_ok=True)
-            fd = idmap.clone(str(self.disk))
-            try:
-                idmap.attach(fd, str(view))
-            finally:
-                os.close(fd)
+            idmap.bind_view(str(self.disk), str(view))
             idmap.overlay_paths(lowers, f"{view}/upper", f"{view}/work", str(self.rootfs), MS_NOSUID | MS_NODEV)
         except OSError as exc:
             self._unmount_layers()

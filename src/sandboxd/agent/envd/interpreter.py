@@ -133,6 +133,12 @@ class Interpreter:
         self.defaults[lang] = ctx.id
         return ctx
 
+    def listed(self, user: users.User) -> list[Context]:
+        """Every context, the defaults first: they are there from the start, as in E2B (their kernels start on
+        a first cell); the contexts a caller made follow in the order it made them."""
+        defaults = [self.default(language, user) for language in DEFAULT_CONTEXTS]
+        return [*defaults, *(c for c in self.contexts.values() if c not in defaults)]
+
     async def remove(self, cid: str) -> bool:
         ctx = self.contexts.pop(cid, None)
         if ctx is None:
@@ -459,11 +465,7 @@ async def list_contexts(req: Request):
         user = users.for_request(req)
     except SandboxdError as e:
         return _err(401, e.message)
-    # The defaults are there from the start, as in E2B (their kernels start on a first cell), so they come
-    # first: the contexts a caller made follow in the order it made them.
-    defaults = [interp.default(language, user) for language in DEFAULT_CONTEXTS]
-    rest = [c for c in interp.contexts.values() if c not in defaults]
-    return _json([c.wire() for c in [*defaults, *rest]])
+    return _json([c.wire() for c in interp.listed(user)])
 
 
 async def delete_context(req: Request):

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, StrictInt
 from sandboxd.api.auth import require_key
 from sandboxd.api.deps import services
 from sandboxd.core.apikeys import ApiKey
-from sandboxd.core.volumefs import Ids, VolumeFiles, read_chunk
-from sandboxd.core.volumes import OWNER_UID, Volume
+from sandboxd.core.volumefs import VolumeFiles, read_chunk
+from sandboxd.core.volumes import Volume
 from sandboxd.errors import Unauthorized
 
 from .errors import E2BRoute
@@ -73,10 +73,7 @@ def _files(request: Request, volume_id: str) -> VolumeFiles:
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send the volume's token as Authorization: Bearer", code="missing_volume_token")
-    svc = services(request)
-    vol = svc.volumes.check_token(volume_id, token.strip())
-    s = svc.settings
-    return VolumeFiles(svc.volumes.dir(vol.id), Ids(s.uid_base, s.uid_count), OWNER_UID)
+    return services(request).volumes.files(volume_id, token.strip())
 
 
 @router.get("/volumecontent/{volume_id}/path")

@@ -234,12 +234,18 @@ class OciBackend(Teardown):
         bottom = image.layers[-1]
         if (not self.settings.zygote or self.agent_argv or self.runtime != "crun"
                 or bottom.parent.name not in _builtin_hashes(self.settings.uid_base, self.settings.uid_count)
-                or not all(zygote.keeps_python(layer) for layer in image.layers[:-1])):
+                or not all(self._keeps_python(layer) for layer in image.layers[:-1])):
             return None
         z = self._zygotes.get(bottom.parent.name)
         if z is None:
             z = self._zygotes[bottom.parent.name] = zygote.Zygote(bottom, self.agent_pkg, self.run_dir)
         return None if z.broken else z
+
+    @staticmethod
+    @functools.lru_cache(maxsize=4096)
+    def _keeps_python(layer: Path) -> bool:
+        # A stored layer never changes: each is looked at once, not on every create of its sandboxes.
+        return zygote.keeps_python(layer)
 
     async def _boot(self, rec: Record) -> None:
         """Start the container on its (mounted) root and wait for the agent. rec.status ends 'running'."""
