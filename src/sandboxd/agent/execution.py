@@ -207,10 +207,10 @@ class Executor:
             with open(os.path.join(tmp, "main.go"), "w") as f:
                 f.write(req.code)
             if req.user:
-                ids = processes.user_ids(req.user)
-                if ids:
-                    os.chown(tmp, ids[0], ids[1])
-                    os.chown(os.path.join(tmp, "main.go"), ids[0], ids[1])
+                as_user = processes.run_as(req.user)
+                if as_user is not None:
+                    os.chown(tmp, as_user.uid, as_user.gid)
+                    os.chown(os.path.join(tmp, "main.go"), as_user.uid, as_user.gid)
             return [exe, "run", os.path.join(tmp, "main.go")], tmp
         raise InvalidRequest(f"unsupported language: {req.language}")
 

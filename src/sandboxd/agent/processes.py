@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
 import signal
 import time
 import weakref
@@ -22,6 +21,7 @@ from typing import Awaitable, Callable
 
 from .errors import CannotFork, FailedPrecondition, InvalidRequest, PermissionDenied, ProcessNotFound
 from .server import now_iso
+from .users import User, lookup
 
 OUTPUT_CAP = 16 * 1024 * 1024  # per stream; beyond this output is dropped and a note is appended
 OnData = Callable[[str], Awaitable[None]] | None
@@ -54,33 +54,32 @@ class RunResult:
     pid: int | None = None
 
 
-def user_ids(user: str | int | None) -> tuple[int, int, str] | None:
-    """(uid, gid, home) for a user name/uid, or None to run as the agent's own user."""
+def run_as(user: str | int | None) -> User | None:
+    """The user a HopX request names (a name or uid) to run as, or None to run as the agent's own user."""
     if user in (None, "", "root", 0) and os.geteuid() == 0:
         return None
     if user in (None, ""):
         return None
-    try:
-        pw = pwd.getpwuid(int(user)) if isinstance(user, int) or str(user).isdigit() else pwd.getpwnam(str(user))
-    except KeyError:
-        raise InvalidRequest(f"unknown user: {user}", user=user) from None
-    if pw.pw_uid == os.geteuid():
-        return None
-    return pw.pw_uid, pw.pw_gid, pw.pw_dir
+    found = lookup(user if isinstance(user, int) else str(user))
+    if found is None:
+        raise InvalidRequest(f"unknown user: {user}", user=user)
+    return None if found.is_self else found
+
+
+def ids_of(user: User | None) -> dict:
+    """The spawn arguments that run a process as `user` (none for the agent's own user)."""
+    return {} if user is None else {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
 async def spawn(argv: list[str], *, cwd: str | None, env: dict[str, str], user: str | int | None = None,
                 stdin: int | None = asyncio.subprocess.DEVNULL) -> asyncio.subprocess.Process:
-    ids = user_ids(user)
-    kwargs = {}
-    if ids:
-        uid, gid, home = ids
-        kwargs = {"user": uid, "group": gid, "extra_groups": []}
-        env = {**env, "HOME": home, "USER": pwd.getpwuid(uid).pw_name}
+    as_user = run_as(user)
+    if as_user is not None:
+        env = {**env, "HOME": as_user.home, "USER": as_user.name}
     if cwd and not os.path.isdir(cwd):
         cwd = None  # the contract's default /workspace may not exist in every template: fall back quietly
     try:
-        return await spawn_marked(argv, cwd=cwd, env=env, stdin=stdin, ids=kwargs)
+        return await spawn_marked(argv, cwd=cwd, env=env, stdin=stdin, ids=ids_of(as_user))
     except PermissionError as e:
         raise InvalidRequest(f"cannot execute {argv[0]}: {e}") from None
 
