@@ -63,10 +63,10 @@ def test_upload_multipart_path_before_and_after_file(client, workspace):
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + b"second" + \
            (f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n{dest2}\r\n"
             f"--{boundary}--\r\n").encode()
-    r = client.post("/files/upload", content=body,
+    r = client.post("/files/upload", content=body, params={"mode": "0640"},
                     headers={"content-type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 200, r.text
-    assert dest2.read_bytes() == b"second"
+    assert dest2.read_bytes() == b"second" and stat.S_IMODE(dest2.stat().st_mode) == 0o640
 
 
 def test_list_fields_both_spellings(client, workspace):

@@ -116,8 +116,8 @@ class ResultCache:
 
 
 class Executor:
-    def __init__(self, env: EnvStore, kernels: KernelManager, jobs: processes.Jobs, workspace: str, activity):
-        self.env, self.kernels, self.jobs, self.workspace = env, kernels, jobs, workspace
+    def __init__(self, env: EnvStore, kernels: KernelManager, procs: processes.Processes, workspace: str, activity):
+        self.env, self.kernels, self.procs, self.workspace = env, kernels, procs, workspace
         self.activity = activity  # services.Activity, shared with /commands
         self.cache = ResultCache()
 
@@ -207,14 +207,14 @@ class Executor:
             with open(os.path.join(tmp, "main.go"), "w") as f:
                 f.write(req.code)
             if req.user:
-                ids = processes.user_ids(req.user)
-                if ids:
-                    os.chown(tmp, ids[0], ids[1])
-                    os.chown(os.path.join(tmp, "main.go"), ids[0], ids[1])
+                as_user = processes.run_as(req.user)
+                if as_user is not None:
+                    os.chown(tmp, as_user.uid, as_user.gid)
+                    os.chown(os.path.join(tmp, "main.go"), as_user.uid, as_user.gid)
             return [exe, "run", os.path.join(tmp, "main.go")], tmp
         raise InvalidRequest(f"unsupported language: {req.language}")
 
-    async def background(self, req: ExecRequest, name: str | None) -> processes.Job:
+    async def background(self, req: ExecRequest, name: str | None) -> processes.Proc:
         env = self.env.for_run(req.env)
         if req.language == "python":
             python = find_user_python(env) or "python3"
@@ -223,8 +223,9 @@ class Executor:
             argv, _tmp = self._argv(req, env)
             if isinstance(argv, dict):
                 raise InvalidRequest(argv["error"], missing_dependencies=argv["missing_dependencies"])
-        return await self.jobs.start(argv, cwd=req.workdir, env=env, timeout=req.timeout, language=req.language,
-                                     name=name, command=req.code[:200], user=req.user)
+        return await self.procs.background(argv, cwd=req.workdir, env=env, timeout=req.timeout,
+                                           language=req.language, name=name, command=req.code[:200], user=req.user,
+                                           envs=req.env)
 
     def start_async(self, req: ExecRequest, callback_url: str | None, headers: dict | None,
                     secret: str | None) -> str:

@@ -13,9 +13,9 @@ import re
 import shutil
 import stat
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, AsyncIterator, Iterator
 
+from . import users
 from .errors import (AgentError, DirectoryNotFound, FileExists, FileNotFound, InvalidPath, InvalidRequest,
                      MissingParameter, PathNotAllowed, PermissionDenied, WatcherNotFound)
 
@@ -61,11 +61,11 @@ class Entry:
 
     @property
     def owner(self) -> str:
-        return _user_name(self.st.st_uid)
+        return users.name_of(self.st.st_uid)
 
     @property
     def group(self) -> str:
-        return _group_name(self.st.st_gid)
+        return users.group_name(self.st.st_gid)
 
 
 def entry(path: str, st: os.stat_result | None = None) -> Entry:
@@ -80,26 +80,6 @@ def entry(path: str, st: os.stat_result | None = None) -> Entry:
     else:
         e.metadata = read_metadata(path)
     return e
-
-
-@lru_cache(maxsize=256)
-def _user_name(uid: int) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-@lru_cache(maxsize=256)
-def _group_name(gid: int) -> str:
-    import grp
-
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
 
 
 def read_metadata(path: str) -> dict[str, str] | None:

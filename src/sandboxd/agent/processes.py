@@ -1,4 +1,5 @@
-"""Running user processes: one-shot runs with timeouts, and background jobs that can be listed and killed.
+"""Running user processes: one-shot runs with timeouts, and one table (`Processes`) of the processes that
+outlive a request (background jobs, streamed processes, terminals), listed and killed by every dialect.
 
 Every process gets its own session/process group so a timeout or kill takes out its children too
 (`bash -c "sleep 100 & wait"` must not leave `sleep` behind). A child may leave that group (`setsid`),
@@ -12,19 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
 import signal
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from .errors import CannotFork, FailedPrecondition, InvalidRequest, PermissionDenied, ProcessNotFound
 from .server import now_iso
+from .users import User, lookup
 
 OUTPUT_CAP = 16 * 1024 * 1024  # per stream; beyond this output is dropped and a note is appended
 OnData = Callable[[str], Awaitable[None]] | None
+Publish = Callable[[str, bytes], None] | None
 MARK = "SANDBOXD_RUN"
 KILL_SCANS = 200  # a bound on rescans; each kills all found, so a bomb under the pids limit ends far sooner
 
@@ -54,33 +56,32 @@ class RunResult:
     pid: int | None = None
 
 
-def user_ids(user: str | int | None) -> tuple[int, int, str] | None:
-    """(uid, gid, home) for a user name/uid, or None to run as the agent's own user."""
+def run_as(user: str | int | None) -> User | None:
+    """The user a HopX request names (a name or uid) to run as, or None to run as the agent's own user."""
     if user in (None, "", "root", 0) and os.geteuid() == 0:
         return None
     if user in (None, ""):
         return None
-    try:
-        pw = pwd.getpwuid(int(user)) if isinstance(user, int) or str(user).isdigit() else pwd.getpwnam(str(user))
-    except KeyError:
-        raise InvalidRequest(f"unknown user: {user}", user=user) from None
-    if pw.pw_uid == os.geteuid():
-        return None
-    return pw.pw_uid, pw.pw_gid, pw.pw_dir
+    found = lookup(user if isinstance(user, int) else str(user))
+    if found is None:
+        raise InvalidRequest(f"unknown user: {user}", user=user)
+    return None if found.is_self else found
+
+
+def ids_of(user: User | None) -> dict:
+    """The spawn arguments that run a process as `user` (none for the agent's own user)."""
+    return {} if user is None else {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
 async def spawn(argv: list[str], *, cwd: str | None, env: dict[str, str], user: str | int | None = None,
                 stdin: int | None = asyncio.subprocess.DEVNULL) -> asyncio.subprocess.Process:
-    ids = user_ids(user)
-    kwargs = {}
-    if ids:
-        uid, gid, home = ids
-        kwargs = {"user": uid, "group": gid, "extra_groups": []}
-        env = {**env, "HOME": home, "USER": pwd.getpwuid(uid).pw_name}
+    as_user = run_as(user)
+    if as_user is not None:
+        env = {**env, "HOME": as_user.home, "USER": as_user.name}
     if cwd and not os.path.isdir(cwd):
         cwd = None  # the contract's default /workspace may not exist in every template: fall back quietly
     try:
-        return await spawn_marked(argv, cwd=cwd, env=env, stdin=stdin, ids=kwargs)
+        return await spawn_marked(argv, cwd=cwd, env=env, stdin=stdin, ids=ids_of(as_user))
     except PermissionError as e:
         raise InvalidRequest(f"cannot execute {argv[0]}: {e}") from None
 
@@ -153,12 +154,15 @@ async def kill_tree(proc: asyncio.subprocess.Process) -> None:
         await asyncio.get_running_loop().run_in_executor(_KILLER, _kill_marked, mark, signal.SIGKILL)
 
 
-async def _pump(stream: asyncio.StreamReader, sink: list[str], on_data: OnData) -> None:
+async def _pump(stream: asyncio.StreamReader, sink: list[str], on_data: OnData, name: str,
+                publish: Publish = None) -> None:
     size = 0
     while True:
         chunk = await stream.read(65536)
         if not chunk:
             return
+        if publish is not None:
+            publish(name, chunk)
         text = chunk.decode("utf-8", "replace")
         if size < OUTPUT_CAP:
             sink.append(text)
@@ -170,12 +174,14 @@ async def _pump(stream: asyncio.StreamReader, sink: list[str], on_data: OnData) 
 
 
 async def communicate(proc: asyncio.subprocess.Process, timeout: float | None, *, on_stdout: OnData = None,
-                      on_stderr: OnData = None, started: float | None = None) -> RunResult:
+                      on_stderr: OnData = None, started: float | None = None, publish: Publish = None) -> RunResult:
+    """Collects the output until the process ends (killed at `timeout`); `publish` also gets each raw chunk."""
     started = started or time.monotonic()
     out: list[str] = []
     err: list[str] = []
     assert proc.stdout is not None and proc.stderr is not None  # spawned with pipes for both
-    pumps = asyncio.gather(_pump(proc.stdout, out, on_stdout), _pump(proc.stderr, err, on_stderr))
+    pumps = asyncio.gather(_pump(proc.stdout, out, on_stdout, "stdout", publish),
+                           _pump(proc.stderr, err, on_stderr, "stderr", publish))
     timed_out = False
     try:
         await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
@@ -215,124 +221,49 @@ async def run(argv: list[str], *, cwd: str | None, env: dict[str, str], timeout:
     return await communicate(proc, timeout, on_stdout=on_stdout, on_stderr=on_stderr, started=started)
 
 
-@dataclass
-class Job:
-    """A background execution or command."""
-
-    process_id: str
-    name: str
-    language: str
-    command: str
-    status: str = "running"
-    start_time: str = field(default_factory=now_iso)
-    started: float = field(default_factory=time.monotonic)
-    end_time: str | None = None
-    duration: float | None = None
-    exit_code: int | None = None
-    pid: int | None = None
-    stdout: str = ""
-    stderr: str = ""
-    proc: asyncio.subprocess.Process | None = None
-    task: asyncio.Task | None = None
-
-    def info(self) -> dict:
-        return {
-            "process_id": self.process_id, "execution_id": self.process_id, "name": self.name,
-            "status": self.status, "language": self.language, "command": self.command,
-            "start_time": self.start_time, "started_at": self.start_time, "end_time": self.end_time,
-            "exit_code": self.exit_code, "duration": self.duration, "pid": self.pid,
-            "stdout": self.stdout[-65536:], "stderr": self.stderr[-65536:],
-        }
-
-
-class Jobs:
-    def __init__(self, keep: int = 500):
-        self.jobs: dict[str, Job] = {}
-        self.keep = keep
-
-    async def start(self, argv: list[str], *, cwd: str | None, env: dict[str, str], timeout: float | None,
-                    language: str, name: str | None = None, command: str = "",
-                    user: str | int | None = None) -> Job:
-        pid_ = "proc_" + os.urandom(6).hex()
-        job = Job(pid_, name or pid_, language, command or " ".join(argv))
-        try:
-            proc = await spawn(argv, cwd=cwd, env=env, user=user)
-        except FileNotFoundError:
-            job.status, job.exit_code, job.stderr = "failed", 127, f"{argv[0]}: command not found\n"
-            job.end_time, job.duration = now_iso(), 0.0
-            self._add(job)
-            return job
-        job.proc, job.pid = proc, proc.pid
-        job.task = asyncio.create_task(self._watch(job, proc, timeout))
-        self._add(job)
-        return job
-
-    def _add(self, job: Job) -> None:
-        self.jobs[job.process_id] = job
-        if len(self.jobs) > self.keep:  # forget the oldest finished jobs
-            for k in [k for k, j in self.jobs.items() if j.status != "running"][: len(self.jobs) - self.keep]:
-                del self.jobs[k]
-
-    async def _watch(self, job: Job, proc: asyncio.subprocess.Process, timeout: float | None) -> None:
-        res = await communicate(proc, timeout, started=job.started)
-        job.stdout, job.stderr, job.exit_code = res.stdout, res.stderr, res.exit_code
-        job.end_time, job.duration = now_iso(), res.duration
-        if job.status == "running":
-            job.status = "completed" if res.exit_code == 0 else ("timeout" if res.timed_out else "failed")
-
-    def list(self) -> list[dict]:
-        return [j.info() for j in self.jobs.values()]
-
-    def get(self, process_id: str) -> Job:
-        job = self.jobs.get(process_id)
-        if job is None:
-            # Accept the OS pid too: users see it in listings.
-            job = next((j for j in self.jobs.values() if str(j.pid) == str(process_id)), None)
-        if job is None:
-            raise ProcessNotFound(f"no such process: {process_id}", process_id=process_id)
-        return job
-
-    async def kill(self, process_id: str) -> Job:
-        job = self.get(process_id)
-        if job.status == "running" and job.proc:
-            job.status = "killed"
-            await kill_tree(job.proc)
-            if job.task:
-                try:
-                    await asyncio.wait_for(asyncio.shield(job.task), 5)
-                except asyncio.TimeoutError:
-                    pass
-        return job
-
-    async def shutdown(self) -> None:
-        for job in self.jobs.values():
-            if job.status == "running" and job.proc:
-                kill_group(job.proc)
-
-
-# ---- streamed processes: output to subscribers as it comes, input while they run, optionally on a PTY ----
+# ---- the process table: every user process however started, output to subscribers as it comes ----
 
 READ = 65536
 
 
 @dataclass
 class Ended:
-    """How a streamed process ended: its exit code, or the signal that killed it."""
+    """How a process ended: its exit code, or the signal that killed it."""
 
     code: int | None
     signal: int | None = None
 
 
-class Proc:
-    """A streamed process. Subscribers get ("stdout" | "stderr" | "pty", bytes) as output comes, then
-    ("end", Ended) once; a late subscriber to an ended process gets just the end."""
+def _ended(returncode: int) -> Ended:
+    return Ended(returncode) if returncode >= 0 else Ended(None, -returncode)
 
-    def __init__(self, proc: asyncio.subprocess.Process, master: int | None, tag: str | None, config: dict):
-        self.proc, self.pid, self.master, self.tag, self.config = proc, proc.pid, master, tag, config
+
+class Proc:
+    """One user process of the table. `config` is what it was started with (cmd, args, the envs asked for,
+    cwd), `tag` envd's name for it, `id`/`name`/`language`/`command` HopX's; each dialect shows its own part.
+
+    Subscribers get ("stdout" | "stderr" | "pty", bytes) as output comes, then ("end", Ended) once; a late
+    subscriber to an ended process gets just the end. A background job (`Processes.background`) also
+    collects its output for HopX's listings; `proc` is None for one whose executable was not found."""
+
+    def __init__(self, proc: asyncio.subprocess.Process | None, config: dict, *, master: int | None = None,
+                 tag: str | None = None, name: str | None = None, language: str = "bash", command: str = ""):
+        self.proc, self.master, self.tag, self.config = proc, master, tag, config
+        self.pid = proc.pid if proc is not None else None
+        self.id = "proc_" + os.urandom(6).hex()
+        self.name, self.language = name or tag or self.id, language
+        self.command = command or " ".join([config.get("cmd", ""), *config.get("args", [])])
+        self.status = "running"  # then completed, failed, timeout or killed
+        self.start_time, self.started = now_iso(), time.monotonic()
+        self.end_time: str | None = None
+        self.duration: float | None = None
+        self.exit_code: int | None = None
+        self.stdout = self.stderr = ""
         self.subscribers: list[asyncio.Queue] = []
         self.end: Ended | None = None
         self.done = asyncio.Event()
-        self.stdin_open = master is not None or proc.stdin is not None
+        self.task: asyncio.Task | None = None
+        self.stdin_open = master is not None or (proc is not None and proc.stdin is not None)
 
     def subscribe(self) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue()
@@ -351,40 +282,78 @@ class Proc:
             q.put_nowait((kind, value))
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.end is not None:
+        if self.end is not None or self.proc is None:
             return
+        self.status = "killed"
         try:
-            os.killpg(self.pid, sig)
+            os.killpg(self.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             kill_group(self.proc, sig)
         if sig == signal.SIGKILL:
             kill_marked_soon(self.proc)  # what left the process group too (see the module docstring)
 
+    def finish(self, end: Ended, exit_code: int, *, timed_out: bool = False, duration: float | None = None) -> None:
+        """Records the end and tells the subscribers."""
+        self.exit_code, self.end_time = exit_code, now_iso()
+        self.duration = round(time.monotonic() - self.started, 6) if duration is None else duration
+        if self.status == "running":
+            self.status = "completed" if exit_code == 0 else ("timeout" if timed_out else "failed")
+        self.end = end
+        self.publish("end", end)
+        self.subscribers.clear()
+        self.done.set()
+
 
 class Processes:
-    """The streamed processes that run now, by pid. They outlive the request that started them (a client
-    may subscribe again later); an ended one leaves the table."""
+    """The one table of user processes, whichever dialect started them: envd's and the terminal's streamed
+    processes and HopX's background jobs, so each dialect lists, signals and kills the others' too. A
+    process outlives the request that started it (a client may subscribe again later). Lookups by pid or
+    tag see running processes only (envd: an ended process is not found); HopX's listing also shows the
+    last `keep` ended ones."""
 
-    def __init__(self) -> None:
-        self.procs: dict[int, Proc] = {}
+    def __init__(self, keep: int = 500) -> None:
+        self.table: dict[str, Proc] = {}  # by id, in start order
+        self.keep = keep
 
-    def get(self, pid: int) -> Proc:
-        p = self.procs.get(pid)
-        if p is None:
-            raise ProcessNotFound(f"process with pid {pid} not found", pid=pid)
+    def _add(self, p: Proc) -> Proc:
+        self.table[p.id] = p
+        if len(self.table) > self.keep:  # forget the oldest ended processes
+            for k in [k for k, e in self.table.items() if e.end is not None][: len(self.table) - self.keep]:
+                del self.table[k]
         return p
 
+    def get(self, pid: int) -> Proc:
+        for p in self.table.values():
+            if p.pid == pid and p.end is None:
+                return p
+        raise ProcessNotFound(f"process with pid {pid} not found", pid=pid)
+
     def tagged(self, tag: str) -> Proc:
-        for p in self.procs.values():
-            if p.tag == tag:
+        for p in self.table.values():
+            if p.tag == tag and p.end is None:
                 return p
         raise ProcessNotFound(f"process with tag {tag} not found", tag=tag)
+
+    def find(self, process_id: str) -> Proc:
+        """A process running or recently ended, by its id or its OS pid (users see both in listings)."""
+        p = self.table.get(process_id)
+        if p is None:
+            p = next((e for e in reversed(self.table.values()) if str(e.pid) == str(process_id)), None)
+        if p is None:
+            raise ProcessNotFound(f"no such process: {process_id}", process_id=process_id)
+        return p
+
+    def running(self) -> list[Proc]:
+        return [p for p in self.table.values() if p.end is None]
+
+    def listed(self) -> list[Proc]:
+        return list(self.table.values())
 
     async def start(self, argv: list[str], *, cwd: str | None, env: dict[str, str], ids: dict | None = None,
                     pty: tuple[int, int] | None = None, stdin: bool = True, tag: str | None = None,
                     config: dict | None = None) -> Proc:
-        """Starts `argv` (on a PTY of (rows, cols) if given); `config` is kept for listings. Output is
-        pumped once `run` is called, so that the starter can subscribe first and miss nothing."""
+        """Starts `argv` (on a PTY of (rows, cols) if given) to stream; `config` is kept for listings. Output
+        is pumped once `run` is called, so that the starter can subscribe first and miss nothing."""
         master = None
         try:
             if pty is not None:
@@ -410,33 +379,66 @@ class Processes:
             if isinstance(e, PermissionError):
                 raise PermissionDenied(f"cannot execute {argv[0]}: {e}") from None
             raise
-        p = Proc(proc, master, tag, config or {})
-        self.procs[p.pid] = p
-        return p
+        config = config or {"cmd": argv[0], "args": argv[1:], "envs": {}}
+        return self._add(Proc(proc, config, master=master, tag=tag))
 
     def run(self, p: Proc) -> None:
-        asyncio.get_running_loop().create_task(self._pump_all(p))
+        p.task = asyncio.get_running_loop().create_task(self._pump_all(p))
+
+    async def background(self, argv: list[str], *, cwd: str | None, env: dict[str, str], timeout: float | None,
+                         language: str, name: str | None = None, command: str = "", user: str | int | None = None,
+                         envs: dict | None = None) -> Proc:
+        """Starts a HopX background job: its output is collected (and streamed to any subscriber), it is
+        killed at `timeout`. An executable that is not there makes a failed job (127), not an error."""
+        config = {"cmd": argv[0], "args": argv[1:], "envs": {str(k): str(v) for k, v in (envs or {}).items()}}
+        if cwd:
+            config["cwd"] = cwd
+        try:
+            proc = await spawn(argv, cwd=cwd, env=env, user=user)
+        except FileNotFoundError:
+            p = Proc(None, config, name=name, language=language, command=command)
+            p.stderr = f"{argv[0]}: command not found\n"
+            p.finish(Ended(127), 127, duration=0.0)
+            return self._add(p)
+        p = Proc(proc, config, name=name, language=language, command=command)
+        p.task = asyncio.create_task(self._collect(p, proc, timeout))
+        return self._add(p)
+
+    async def _collect(self, p: Proc, proc: asyncio.subprocess.Process, timeout: float | None) -> None:
+        res = await communicate(proc, timeout, started=p.started, publish=p.publish)
+        p.stdout, p.stderr = res.stdout, res.stderr
+        p.finish(_ended(proc.returncode if proc.returncode is not None else -signal.SIGKILL), res.exit_code,
+                 timed_out=res.timed_out, duration=res.duration)
+
+    async def stop(self, p: Proc) -> Proc:
+        """Kills the process and all it started (see the module docstring) and waits a moment for its end."""
+        if p.end is None and p.proc is not None:
+            p.status = "killed"
+            await kill_tree(p.proc)
+            try:
+                await asyncio.wait_for(p.done.wait(), 5)
+            except asyncio.TimeoutError:
+                pass
+        return p
 
     async def _pump_all(self, p: Proc) -> None:
+        proc = p.proc
+        assert proc is not None  # only started processes are pumped
         try:
             if p.master is not None:
                 await self._pump_pty(p, p.master)
             else:
-                out, err = p.proc.stdout, p.proc.stderr
+                out, err = proc.stdout, proc.stderr
                 assert out is not None and err is not None  # without a PTY: spawned with pipes for both
                 await asyncio.gather(self._pump(p, out, "stdout"), self._pump(p, err, "stderr"))
-            code = await p.proc.wait()
+            code = await proc.wait()
         finally:
             if p.master is not None:
                 try:
                     os.close(p.master)
                 except OSError:
                     pass
-        p.end = Ended(code) if code >= 0 else Ended(None, -code)
-        self.procs.pop(p.pid, None)
-        p.publish("end", p.end)
-        p.subscribers.clear()
-        p.done.set()
+        p.finish(_ended(code), code if code >= 0 else 128 - code)
 
     async def _pump(self, p: Proc, stream: asyncio.StreamReader, name: str) -> None:
         while True:
@@ -478,7 +480,7 @@ class Processes:
                     continue
                 data = data[n:]
             return
-        stdin = p.proc.stdin
+        stdin = p.proc.stdin if p.proc is not None else None
         if not p.stdin_open or stdin is None:
             raise FailedPrecondition(f"stdin of process {p.pid} is not open")
         try:
@@ -491,12 +493,12 @@ class Processes:
         if p.master is not None:
             os.write(p.master, b"\x04")  # EOF for a terminal
             return
-        if p.proc.stdin is not None and p.stdin_open:
+        if p.proc is not None and p.proc.stdin is not None and p.stdin_open:
             p.stdin_open = False
             p.proc.stdin.close()
 
     def resize(self, p: Proc, rows: int, cols: int) -> None:
-        if p.master is None:
+        if p.master is None or p.pid is None:
             raise FailedPrecondition(f"process {p.pid} has no PTY")
         _winsize(p.master, rows, cols)
         try:
@@ -504,11 +506,8 @@ class Processes:
         except ProcessLookupError:
             pass
 
-    def running(self) -> list[Proc]:
-        return [p for p in self.procs.values() if p.end is None]
-
     async def shutdown(self) -> None:
-        for p in list(self.procs.values()):
+        for p in self.running():
             p.kill()
 
 

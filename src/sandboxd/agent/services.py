@@ -51,12 +51,6 @@ class Services:
         return Files(self.workspace)
 
     @cached_property
-    def jobs(self):
-        from .processes import Jobs
-
-        return Jobs()
-
-    @cached_property
     def processes(self):
         from .processes import Processes
 
@@ -72,12 +66,12 @@ class Services:
     def executor(self):
         from .execution import Executor
 
-        return Executor(self.env, self.kernels, self.jobs, self.workspace, self.activity)
+        return Executor(self.env, self.kernels, self.processes, self.workspace, self.activity)
 
     async def shutdown(self) -> None:
         """End every process the agent started; one failing part never keeps the others running."""
         built = self.__dict__  # only services that were ever used can own processes
-        parts = [s.shutdown for s in (built.get("jobs"), built.get("processes"), built.get("kernels")) if s is not None]
+        parts = [s.shutdown for s in (built.get("processes"), built.get("kernels")) if s is not None]
         if self.envd is not None:
             parts += [self.envd.interpreter.shutdown]
         parts += self.on_shutdown

@@ -1,7 +1,8 @@
 """Streaming multipart/form-data upload: parts are written to disk as they arrive, never held whole.
 
 Form field `path` names the destination (the HopX client sends it before the file part; if the file
-part comes first it is spooled next to the workspace and moved into place when `path` arrives).
+part comes first it is spooled to a temporary file and copied into place when `path` arrives). Every
+destination is opened by the files service (`Files.open_upload`: parents, mode, refusals).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import tempfile
 from typing import AsyncIterator
 
 from .errors import InvalidRequest, MissingParameter
-from .files import Files
+from .files import CHUNK, Files
 
 
 async def receive_multipart(files: Files, content_type: str, body: AsyncIterator[bytes],
@@ -94,9 +95,14 @@ async def receive_multipart(files: Files, content_type: str, body: AsyncIterator
             raise MissingParameter("missing form field: path")
         if dest.endswith("/"):
             dest += os.path.basename(filename)
-        full, out = files.open_upload(dest, mode)
-        out.close()
-        shutil.move(tmp, full)
+        # Copied into the file the files service opens, not moved over it: a move would put the spool
+        # file's own mode and owner in place of those the upload asks for.
+        try:
+            full, out = files.open_upload(dest, mode)
+            with out, open(tmp, "rb") as spool:
+                shutil.copyfileobj(spool, out, CHUNK)
+        finally:
+            os.unlink(tmp)
         saved.append({"path": full, "size": size, "filename": filename})
     if not saved:
         raise InvalidRequest("multipart body has no file part")

@@ -15,7 +15,7 @@ from typing import AsyncIterator, Callable
 from sandboxd.errors import Invalid
 
 from ..errors import ProcessNotFound
-from ..processes import Ended, Proc, Processes
+from ..processes import Ended, Proc, Processes, ids_of
 from . import users
 
 SIGNALS = {"SIGNAL_SIGKILL": signal.SIGKILL, "SIGNAL_SIGTERM": signal.SIGTERM, 9: signal.SIGKILL,
@@ -80,7 +80,7 @@ async def start(procs: Processes, base_env, msg: dict, user: users.User) -> Proc
         config["cwd"] = cfg["cwd"]
     return await procs.start(
         [cmd, *args], cwd=cwd, env=_env(base_env, user, envs),
-        ids=None if user.is_self else {"user": user.uid, "group": user.gid, "extra_groups": []},
+        ids=ids_of(None if user.is_self else user),
         pty=None if pty is None else (int(size.get("rows") or 24), int(size.get("cols") or 80)),
         stdin=msg.get("stdin", True) is not False,  # absent means true (older clients)
         tag=msg.get("tag"), config=config)

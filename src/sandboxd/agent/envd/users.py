@@ -10,49 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import pwd
-from dataclasses import dataclass
 
 from sandboxd.errors import Forbidden, Invalid, Unauthorized
 
 from ..server import Request
+from ..users import User, lookup, myself
 
 DEFAULT_USER = "user"
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    gid: int
-    home: str
-
-    @property
-    def is_self(self) -> bool:
-        return self.uid == os.geteuid()
-
-    @property
-    def owner(self) -> tuple[int, int] | None:
-        """Whom files the API creates for this user belong to (None: the agent's own user)."""
-        return None if self.is_self else (self.uid, self.gid)
-
-
-def _lookup(name: str) -> User | None:
-    try:
-        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-    except KeyError:
-        return None
-    return User(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
-
-
-def _self() -> User:
-    # HOME wins over the passwd entry: the fake backend points it at the sandbox's own directory.
-    home = os.environ.get("HOME")
-    try:
-        pw = pwd.getpwuid(os.geteuid())
-        return User(pw.pw_name, pw.pw_uid, pw.pw_gid, home or pw.pw_dir)
-    except KeyError:
-        return User(str(os.geteuid()), os.geteuid(), os.getegid(), home or "/")
 
 
 def named_in(req: Request) -> str | None:
@@ -71,13 +35,13 @@ def named_in(req: Request) -> str | None:
 
 def resolve(name: str | None) -> User:
     if name:
-        user = _lookup(name)
+        user = lookup(name)
         if user is None:
             raise Unauthorized(f"invalid username: '{name}'")
         if not user.is_self and os.geteuid() != 0:
             raise Forbidden(f"the agent cannot act as '{name}'")
         return user
-    return _lookup(DEFAULT_USER) or _self()
+    return lookup(DEFAULT_USER) or myself()
 
 
 def for_request(req: Request) -> User:

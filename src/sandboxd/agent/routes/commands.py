@@ -26,10 +26,10 @@ def _parse(sv, body: dict, default_timeout: float) -> dict:
     env = body.get("env") or body.get("env_vars")
     if env is not None and not isinstance(env, dict):
         raise InvalidRequest("env must be an object")
-    env = sv.env.for_run(env)
+    envs, env = env, sv.env.for_run(env)
     if "/" not in argv[0]:
         argv[0] = shutil.which(argv[0], path=env.get("PATH", os.defpath)) or argv[0]
-    return {"argv": argv, "env": env, "cwd": body.get("workdir") or body.get("cwd") or sv.workspace,
+    return {"argv": argv, "env": env, "envs": envs, "cwd": body.get("workdir") or body.get("cwd") or sv.workspace,
             "timeout": to_number(body.get("timeout"), default_timeout, "timeout"), "user": body.get("user"),
             "display": " ".join(args[1:]) if args and args[0] == "-c" else " ".join([command, *(args or [])])}
 
@@ -48,9 +48,10 @@ async def background(req):
     sv = req.app.services
     body = await req.json()
     p = _parse(sv, body, 3600)
-    job = await sv.jobs.start(p["argv"], cwd=p["cwd"], env=p["env"], timeout=p["timeout"], language="bash",
-                              name=body.get("name"), command=p["display"], user=p["user"])
-    return {"success": True, "process_id": job.process_id, "execution_id": job.process_id, "pid": job.pid,
+    job = await sv.processes.background(p["argv"], cwd=p["cwd"], env=p["env"], timeout=p["timeout"],
+                                        language="bash", name=body.get("name"), command=p["display"],
+                                        user=p["user"], envs=p["envs"])
+    return {"success": True, "process_id": job.id, "execution_id": job.id, "pid": job.pid,
             "status": job.status, "start_time": job.start_time, "name": job.name,
             "message": "Background command started"}
 

@@ -6,6 +6,7 @@ import asyncio
 from ..app import WEBSOCKET
 from ..errors import InvalidRequest, MissingParameter
 from ..execution import ExecRequest
+from ..processes import Proc
 from ..server import STREAM_GAP, WebSocketClosed, now_iso
 
 
@@ -30,7 +31,7 @@ async def execute_background(req):
     sv = req.app.services
     body = await req.json()
     job = await sv.executor.background(_parse(sv, body, 300), body.get("name"))
-    return {"success": True, "process_id": job.process_id, "execution_id": job.process_id,
+    return {"success": True, "process_id": job.id, "execution_id": job.id,
             "status": job.status, "start_time": job.start_time, "name": job.name, "pid": job.pid,
             "message": "Background execution started"}
 
@@ -50,15 +51,21 @@ async def execute_async(req):
             "message": "Execution queued", "timestamp": now_iso()}
 
 
+def _job(p: Proc) -> dict:
+    """A process of the table as HopX lists it, whichever dialect started it."""
+    return {"process_id": p.id, "execution_id": p.id, "name": p.name, "status": p.status, "language": p.language,
+            "command": p.command, "start_time": p.start_time, "started_at": p.start_time, "end_time": p.end_time,
+            "exit_code": p.exit_code, "duration": p.duration, "pid": p.pid,
+            "stdout": p.stdout[-65536:], "stderr": p.stderr[-65536:]}
+
+
 async def list_jobs(req):
-    sv = req.app.services
-    jobs = sv.jobs.list()
+    jobs = [_job(p) for p in req.app.services.processes.listed()]
     return {"processes": jobs, "count": len(jobs), "timestamp": now_iso()}
 
 
 async def get_job(req):
-    sv = req.app.services
-    return sv.jobs.get(req.path_params["process_id"]).info()
+    return _job(req.app.services.processes.find(req.path_params["process_id"]))
 
 
 async def kill(req):
@@ -69,9 +76,10 @@ async def kill(req):
         pid = body.get("process_id") or body.get("id")
     if not pid:
         raise MissingParameter("missing parameter: process_id")
-    job = await sv.jobs.kill(str(pid))
-    return {"success": True, "process_id": job.process_id, "status": job.status,
-            "message": f"process {job.process_id} {job.status}"}
+    procs = sv.processes
+    job = await procs.stop(procs.find(str(pid)))
+    return {"success": True, "process_id": job.id, "status": job.status,
+            "message": f"process {job.id} {job.status}"}
 
 
 async def execute_stream(ws):

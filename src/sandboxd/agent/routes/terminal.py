@@ -7,7 +7,7 @@ import os
 import signal
 
 from ..app import WEBSOCKET
-from ..processes import Proc, Processes, user_ids
+from ..processes import Proc, Processes, ids_of, run_as
 from ..server import STREAM_GAP
 
 
@@ -16,13 +16,11 @@ async def _start_shell(procs: Processes, env: dict[str, str], cwd: str | None, c
     import shutil
 
     shell = shutil.which("bash", path=env.get("PATH")) or "/bin/sh"
-    ids = user_ids(user)
-    extra: dict = {}
-    if ids:
-        uid, gid, env["HOME"] = ids
-        extra = {"user": uid, "group": gid, "extra_groups": []}
+    as_user = run_as(user)
+    if as_user is not None:
+        env["HOME"] = as_user.home
     return await procs.start([shell, "-i"] if shell.endswith("bash") else [shell],
-                             cwd=cwd if cwd and os.path.isdir(cwd) else None, env=env, ids=extra,
+                             cwd=cwd if cwd and os.path.isdir(cwd) else None, env=env, ids=ids_of(as_user),
                              pty=(max(1, rows), max(1, cols)))
 
 

@@ -1,0 +1,64 @@
+"""The Unix users the agent acts as and names: one lookup for every dialect.
+
+Each dialect words an unknown user its own way (HopX: INVALID_REQUEST "unknown user", envd: unauthenticated
+"invalid username"), so a lookup answers None rather than raising.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    @property
+    def is_self(self) -> bool:
+        return self.uid == os.geteuid()
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        """Whom files the API creates for this user belong to (None: the agent's own user)."""
+        return None if self.is_self else (self.uid, self.gid)
+
+
+def lookup(user: str | int) -> User | None:
+    """The user a name or uid (an int or a string of digits) names; None when there is none."""
+    try:
+        pw = pwd.getpwuid(int(user)) if isinstance(user, int) or user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        return None
+    return User(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
+
+
+def myself() -> User:
+    """The agent's own user. HOME wins over the passwd entry: the fake backend points it at the sandbox's
+    own directory, and an agent whose uid has no entry still has a home."""
+    home = os.environ.get("HOME")
+    user = lookup(os.geteuid())
+    if user is None:
+        return User(str(os.geteuid()), os.geteuid(), os.getegid(), home or "/")
+    return User(user.name, user.uid, user.gid, home or user.home)
+
+
+@lru_cache(maxsize=256)
+def name_of(uid: int) -> str:
+    """The user name of a uid, or the uid itself when it has no name (listings name every file's owner)."""
+    user = lookup(uid)
+    return user.name if user is not None else str(uid)
+
+
+@lru_cache(maxsize=256)
+def group_name(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
