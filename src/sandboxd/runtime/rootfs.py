@@ -66,7 +66,7 @@ MNT_DETACH = 2
 MS_NOSUID, MS_NODEV = 2, 4
 
 
-def _mounted_targets() -> set[str]:
+def mounted_targets() -> set[str]:
     try:
         with open("/proc/self/mounts") as fh:
             return {line.split()[1] for line in fh}
@@ -132,7 +132,7 @@ class SandboxRoot:
     def mount(self, first: bool = False) -> None:
         """Mount disk, its idmapped view and the overlay (again, after stop or a host restart). Idempotent."""
         assert self.ids is not None
-        mounted = set() if first else _mounted_targets()
+        mounted = set() if first else mounted_targets()
         for d in (self.raw, self.disk, self.rootfs):
             d.mkdir(parents=True, exist_ok=True)
         if str(self.raw) not in mounted:
@@ -190,7 +190,7 @@ class SandboxRoot:
 
     def _mount_overlay_by_path(self, userns: int | None) -> None:
         base = self.layer_mounts
-        self._unmount_layers()  # what a crash between attach and overlay left
+        self._unmount_layers(mounted_targets())  # what a crash between attach and overlay left
         base.mkdir(parents=True, exist_ok=True)
         os.chmod(base, 0o700)
         try:
@@ -205,16 +205,16 @@ class SandboxRoot:
             idmap.bind_view(str(self.disk), str(view))
             idmap.overlay_paths(lowers, f"{view}/upper", f"{view}/work", str(self.rootfs), MS_NOSUID | MS_NODEV)
         except OSError as exc:
-            self._unmount_layers()
+            self._unmount_layers(mounted_targets())
             raise RuntimeFailure(f"mounting the overlay root failed: {os.strerror(exc.errno or 0)}",
                                  details={"errno": exc.errno, "step": str(exc)}) from exc
 
-    def _unmount_layers(self) -> None:
+    def _unmount_layers(self, mounted: set[str]) -> None:
         base = self.layer_mounts
         if not base.is_dir():
             return
         prefix = str(base) + "/"
-        for target in sorted((t for t in _mounted_targets() if t.startswith(prefix)), reverse=True):
+        for target in sorted((t for t in mounted if t.startswith(prefix)), reverse=True):
             _umount(Path(target))
         for d in base.iterdir():
             with contextlib.suppress(OSError):
@@ -233,14 +233,16 @@ class SandboxRoot:
         # `-o loop` sets autoclear too: the loop device goes away with the unmount.
         diskimage.run_tool(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(self.raw)])
 
-    def unmount(self) -> None:
-        mounted = _mounted_targets()
+    def unmount(self, mounted: set[str] | None = None) -> None:
+        """`mounted`: the mount table's targets, read once by a caller unmounting several roots (the host's table
+        holds every sandbox's mounts: reading it is most of a teardown's CPU)."""
+        mounted = mounted_targets() if mounted is None else mounted
         self._unmount_volumes()
         for target in (self.rootfs, self.disk, self.raw):
             if str(target) in mounted:
                 _umount(target)
             if target == self.rootfs:
-                self._unmount_layers()
+                self._unmount_layers(mounted)
 
     def _unmount_volumes(self) -> None:
         """Every volume view goes, whatever the mount table says: the sandbox dir is removed with rmtree next,
@@ -259,7 +261,7 @@ class SandboxRoot:
 
     def usage(self) -> tuple[int, int]:
         """(used, limit) bytes of the sandbox's disk; (0, 0) when it is not mounted."""
-        mounted = _mounted_targets()
+        mounted = mounted_targets()
         disk = self.raw if str(self.raw) in mounted else self.disk  # disk/: a sandbox from before raw/
         if str(disk) not in mounted:
             return 0, 0

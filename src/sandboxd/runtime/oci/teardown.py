@@ -19,7 +19,7 @@ from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.paths import remove_dir
 from sandboxd.runtime.oci.pids import alive, reap, wait_gone
 from sandboxd.runtime.oci.state import Record
-from sandboxd.runtime.rootfs import SandboxRoot
+from sandboxd.runtime.rootfs import SandboxRoot, mounted_targets
 
 log = logging.getLogger("sandboxd.runtime")
 SLOW_RELEASE_SECONDS = 5.0
@@ -184,8 +184,9 @@ class Teardown:
         # Every candidate mount point: the record may be missing (killed before it was written), or older
         # than the private dir above a mount point under /run.
         run_root = self.run_dir / "root" / sandbox_id
+        mounted = mounted_targets()
         for mp in dict.fromkeys((rootfs, d / "rootfs", run_root / "rootfs", run_root)):
-            SandboxRoot(d, (), None, rootfs=mp).unmount()
+            SandboxRoot(d, (), None, rootfs=mp).unmount(mounted)
             if not mp.is_relative_to(d):
                 remove_dir(mp)
         if not sock.is_relative_to(d):
