@@ -101,6 +101,7 @@ async def serve(args: Args) -> None:
     else:
         sys.exit("sandboxd.agent: give --fd, --unix or --port (or set SANDBOXD_AGENT_FD)")
 
+    local = await _local_interpreter(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,7 +109,40 @@ async def serve(args: Args) -> None:
     print(f"sandboxd-agent ready pid={os.getpid()}", file=sys.stderr, flush=True)
     async with server:
         await stop.wait()
+    if local is not None:
+        local.close()
     await app.services.shutdown()
+
+
+INTERPRETER_PREFIX = "/e2b/49999"  # where the agent serves E2B's code interpreter (agent/envd/routes.py)
+
+
+async def _local_interpreter(app):
+    """E2B's code interpreter also answers inside its sandbox, on 127.0.0.1:49999 (code there checks its
+    health or calls it, as in E2B's templates). Only the interpreter's routes; a user named there is ignored
+    (the interpreter acts as for a request that names none), and CONNECT opens no tunnel.
+    Only where the runtime asks for it (SANDBOXD_AGENT_INTERPRETER_PORT): an agent run on the host itself (the
+    fake backend) must not take a port of the host's. Nothing is served where the port is taken or the
+    sandbox has no loopback."""
+    from .server import serve_connection
+
+    port = os.environ.get("SANDBOXD_AGENT_INTERPRETER_PORT", "")
+    if not port.isdigit():
+        return None
+
+    async def dispatch(req):
+        req.headers.pop("authorization", None)
+        req.query.pop("username", None)
+        req.path = INTERPRETER_PREFIX + req.path
+        return await app.dispatch(req)
+
+    async def on_conn(reader, writer):
+        await serve_connection(reader, writer, dispatch, app.error_response, tunnels=False)
+
+    try:
+        return await asyncio.start_server(on_conn, host="127.0.0.1", port=int(port))
+    except OSError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -301,7 +301,9 @@ class Connection:
 
 
 async def serve_connection(reader, writer, dispatch: Callable[[Request], Awaitable[Any]],
-                           on_error: Callable[[Request | None, BaseException], Response]) -> None:
+                           on_error: Callable[[Request | None, BaseException], Response], *,
+                           tunnels: bool = True) -> None:
+    """`tunnels`: CONNECT opens a pipe to a port in the sandbox (the host's socket only)."""
     conn = Connection(reader, writer)
     try:
         while True:
@@ -315,7 +317,7 @@ async def serve_connection(reader, writer, dispatch: Callable[[Request], Awaitab
             if not isinstance(ev, h11.Request):
                 return
             req = Request(conn, ev)
-            if req.method == "CONNECT":  # a pipe to a port in the sandbox (the gateway's user ports)
+            if req.method == "CONNECT" and tunnels:  # a pipe to a port in the sandbox (the gateway's user ports)
                 from . import tunnel
 
                 try:

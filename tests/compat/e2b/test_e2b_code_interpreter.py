@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -208,3 +209,27 @@ def test_first_run_code_after_a_pool_claim_uses_the_warmed_kernel(e2b_env):
         pools.put("/v1/pools/code-interpreter", json={"size": 0})
         wait_pool(0)
         pools.close()
+
+
+def test_the_interpreter_answers_inside_its_sandbox(ci_sandbox, e2b_env):
+    """Code in the sandbox reaches the interpreter on 127.0.0.1:49999 (a health check, or a tool calling it),
+    as E2B's templates serve it there; only the interpreter's routes, and a user named there is ignored."""
+    if e2b_env["backend"] == "fake":
+        pytest.skip("the fake backend runs agents on the host, which keep the host's ports free")
+    health = ci_sandbox.commands.run('curl -s -o /dev/null -w "%{http_code}" http://0.0.0.0:49999/health')
+    assert health.stdout.strip() == "200"
+    expected = ci_sandbox.run_code("import getpass; getpass.getuser()").text
+    nobody = base64.b64encode(b"nobody:").decode()
+    cell = ci_sandbox.commands.run(
+        "curl -s -H 'Authorization: Basic " + nobody + "' -H 'Content-Type: application/json' "
+        "-d '{\"code\": \"import getpass; getpass.getuser()\", \"language\": \"python\"}' "
+        "http://127.0.0.1:49999/execute")
+    results = [json.loads(line) for line in cell.stdout.splitlines() if line.strip()]
+    assert [r["text"] for r in results if r["type"] == "result"] == [expected]
+    # The agent's other routes (HopX's) are not reachable through that port.
+    other = ci_sandbox.commands.run('curl -s -o /dev/null -w "%{http_code}" http://127.0.0.1:49999/commands/run')
+    assert other.stdout.strip() == "404"
+    # CONNECT tunnels are the host's: through this port they are only unknown routes.
+    tunnel = ci_sandbox.commands.run(
+        "curl -s -o /dev/null -w '%{http_code}' -X CONNECT http://127.0.0.1:49999/ --request-target 127.0.0.1:22")
+    assert tunnel.stdout.strip() in ("404", "405")

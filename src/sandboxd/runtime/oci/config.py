@@ -73,6 +73,7 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
     env["SANDBOXD_AGENT_WORKSPACE"] = image.workdir
     env["SANDBOXD_AGENT_USER"] = image.user
     env["SANDBOXD_SANDBOX_ID"] = spec.id
+    env["SANDBOXD_AGENT_INTERPRETER_PORT"] = "49999"  # E2B's code interpreter, inside the sandbox too
     caps = list(seccomp.CAPABILITIES)
     res = spec.resources
     memory = res.memory_mb * 1024 * 1024
