@@ -102,6 +102,11 @@ async def serve(args: Args) -> None:
         sys.exit("sandboxd.agent: give --fd, --unix or --port (or set SANDBOXD_AGENT_FD)")
 
     local = await _local_interpreter(app)
+    sudo = None
+    if os.environ.get("SANDBOXD_AGENT_SUDO"):  # only in a sandbox: on the host (fake backend) it would be a real sudo
+        from . import sudo as sudo_service
+
+        sudo = await sudo_service.serve()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,6 +116,8 @@ async def serve(args: Args) -> None:
         await stop.wait()
     if local is not None:
         local.close()
+    if sudo is not None:
+        sudo.cancel()
     await app.services.shutdown()
 
 

@@ -23,6 +23,7 @@ from sandboxd.runtime.cgroups import cgroups_path
 
 AGENT_ARGV = ["/usr/bin/tini", "-g", "--", "/opt/sandboxd/venv/bin/python", "-I", "-m", "sandboxd.agent"]
 AGENT_PKG_TARGET = "/opt/sandboxd/pkg/sandboxd"
+SUDO_TARGET = "/usr/local/bin/sudo"  # ahead of an image's own /usr/bin/sudo, which no_new_privs disarms
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD = 100_000
 
@@ -74,6 +75,7 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
     env["SANDBOXD_AGENT_USER"] = image.user
     env["SANDBOXD_SANDBOX_ID"] = spec.id
     env["SANDBOXD_AGENT_INTERPRETER_PORT"] = "49999"  # E2B's code interpreter, inside the sandbox too
+    env["SANDBOXD_AGENT_SUDO"] = "1"  # sudo through the agent (agent/sudo.py): no setuid under no_new_privs
     caps = list(seccomp.CAPABILITIES)
     res = spec.resources
     memory = res.memory_mb * 1024 * 1024
@@ -82,6 +84,7 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
         _mount("/etc/hostname", "bind", str(etc_dir / "hostname"), ["rbind", "ro", "nosuid", "nodev"]),
         _mount("/etc/resolv.conf", "bind", str(etc_dir / "resolv.conf"), ["rbind", "ro", "nosuid", "nodev"]),
         _mount(AGENT_PKG_TARGET, "bind", str(agent_pkg), ["rbind", "ro", "nosuid", "nodev"]),
+        _mount(SUDO_TARGET, "bind", str(agent_pkg / "agent" / "sudo_cli.py"), ["bind", "ro", "nosuid", "nodev"]),
     ]
     if runtime != "runc":  # runc refuses mounts inside /proc but for the few lxcfs serves
         mounts.append(_mount("/proc/sys/kernel/random/boot_id", "bind", str(etc_dir / "boot_id"),
