@@ -301,6 +301,7 @@ class LifecycleService:
                            create_seconds=round((started - now).total_seconds(), 4))
             self.routes.put(sid, SandboxRoute(rt.agent_socket, RUNNING, 1, req.public_traffic))
             self._expiry[sid] = expires
+        self.signer.born(sid)
         token, token_exp = self.signer.issue(sid, sb.token_version)
         return sb, token, token_exp
 

@@ -125,3 +125,15 @@ def test_every_event_stream_route_may_take_its_key_in_the_url_and_nothing_else()
     assert stream_paths and all(allowed("GET", p) for p in stream_paths)
     rest = [r.path.replace("{sandbox_id}", "sb1") for r in sandboxes.router.routes]
     assert rest and not any(allowed(m, p) for p in rest for m in ("GET", "POST", "DELETE"))
+
+
+def test_a_token_checked_before_still_expires_and_keeps_its_dialect(monkeypatch):
+    signer = TokenSigner(b"s" * 32, 60)
+    token, _ = signer.issue("sb1", 1)
+    assert signer.verify(token).sandbox_id == "sb1"  # decoded, then remembered
+    with pytest.raises(TokenInvalid):
+        signer.verify(token, E2B)  # the remembered claims are per dialect
+    later = time.time() + 61
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(TokenExpired):
+        signer.verify(token)
