@@ -351,11 +351,12 @@ def attach(sandbox_id: str, pid: int) -> SandboxNet:
         raise
 
 
-def destroy(net: SandboxNet) -> None:
-    """Delete the veth (its peer goes with it), its egress rules and the netns. Idempotent."""
+def destroy(net: SandboxNet, egress: bool = True) -> None:
+    """Delete the veth (its peer goes with it), its egress rules and the netns. Idempotent. `egress=False`: the
+    sandbox never had rules of its own, so nft is not run (a process spawn on every kill)."""
     if net.veth and Path(f"/sys/class/net/{net.veth}").exists():
         _run(["ip", "link", "del", net.veth], check=False)
-    if net.veth:
+    if net.veth and egress:
         drop_egress(net.veth)
     if net.netns_path.exists():
         _run(["ip", "netns", "del", net.netns], check=False)

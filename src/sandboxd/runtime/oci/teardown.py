@@ -80,7 +80,8 @@ class Teardown:
             reap(rec.pid)
         await self._kill_cgroup(rec.id)
         if rec.net:
-            await asyncio.to_thread(network.destroy, network.SandboxNet.from_dict(rec.net))
+            had_rules = not rec.spec or rec.sandbox_spec.egress is not None  # no spec: do not guess
+            await asyncio.to_thread(network.destroy, network.SandboxNet.from_dict(rec.net), had_rules)
 
     async def _kill_cgroup(self, sandbox_id: str) -> bool:
         """Kill whatever is still in the sandbox's cgroup: after a crash, a container the runtime no
