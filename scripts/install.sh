@@ -25,13 +25,15 @@ PACKAGES=(crun runc mmdebstrap tini nftables umoci uidmap iproute2 e2fsprogs gol
           lxcfs  # each sandbox's own /proc/meminfo, cpuinfo, stat, uptime (runtime/lxcfs.py)
           skopeo  # FROM images in the registries the operator names (templates/registry.py)
           esbuild r-base-core r-cran-irkernel  # TypeScript and R cells of the code interpreter (host agent tests)
+          default-jdk-headless  # Java cells of the code interpreter (host agent tests)
           # desktop automation, for the agent's desktop tests run on the host
           tigervnc-standalone-server tigervnc-tools openbox xdotool wmctrl xclip x11-utils x11-xserver-utils
           ffmpeg xterm python3-tk tesseract-ocr tesseract-ocr-eng vncsnapshot)
 missing=()
 for p in "${PACKAGES[@]}"; do
   # A Node.js from elsewhere (e.g. NodeSource, which bundles npm and conflicts with Debian's npm) is fine.
-  case "$p" in nodejs) command -v node >/dev/null && continue ;; npm) command -v npm >/dev/null && continue ;; esac
+  case "$p" in nodejs) command -v node >/dev/null && continue ;; npm) command -v npm >/dev/null && continue ;;
+    default-jdk-headless) command -v jshell >/dev/null && continue ;; esac  # any JDK with JShell will do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

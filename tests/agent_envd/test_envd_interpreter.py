@@ -1,7 +1,10 @@
 """The code interpreter's NDJSON /execute and /contexts on the real agent (a real ipykernel)."""
 from __future__ import annotations
 
+import asyncio
 import json
+
+import pytest
 
 J = "/e2b/49999"
 
@@ -269,3 +272,59 @@ async def test_pillow_images_shown_or_saved_are_results(agent, tmp_path):
         lines = await _execute(client, {"code": code})
         assert [x for x in lines if x["type"] == "result" and x.get("png")], lines
     assert (tmp_path / "x.png").stat().st_size > 0
+
+
+async def test_java_context_keeps_state_and_reads_env_as_properties(agent, monkeypatch):
+    """Java cells run in one JVM per context through JShell, as E2B's Java kernel: each write is its own
+    stdout event, the last expression's value is the result (a String as itself), environment variables are
+    system properties too, a cell's own ones for that cell only, and user.dir is the context's cwd."""
+    client, tmp, _ = agent
+    ctx = (await client.post(f"{J}/contexts", json={"language": "java", "cwd": str(tmp)})).json()
+    assert ctx["language"] == "java"
+
+    async def run(code, **extra):
+        return await _execute(client, {"code": code, "context_id": ctx["id"], **extra})
+
+    def result(lines):
+        return [x["text"] for x in lines if x["type"] == "result"]
+
+    lines = await run('System.out.println("Hello, World!")')
+    assert [x["text"] for x in lines if x["type"] == "stdout"] == ["Hello, World!", "\n"]
+    assert result(lines) == []
+    assert result(await run("int x = 41;\nint twice(int a) { return 2 * a; }\ntwice(x) + 0")) == ["82"]
+    assert result(await run("x + 1")) == ["42"]
+    assert result(await run('String s = "a\\"b"; s')) == ['a"b']
+    assert result(await run('System.getProperty("user.dir")')) == [str(tmp)]
+    assert result(await run('System.getProperty("FOO")', env_vars={"FOO": "bar"})) == ["bar"]
+    assert result(await run('System.getProperty("FOO", "default")')) == ["default"]
+    home = result(await run('System.getProperty("HOME")'))
+    assert home and result(await run('System.getProperty("HOME")', env_vars={"HOME": "/elsewhere"})) == ["/elsewhere"]
+    assert result(await run('System.getProperty("HOME")')) == home
+    err = next(x for x in await run('Integer.parseInt("nope")') if x["type"] == "error")
+    assert err["name"] == "java.lang.NumberFormatException" and "nope" in err["value"]
+    assert "NumberFormatException" in err["traceback"] and "jdk.jshell" not in err["traceback"]
+    bad = next(x for x in await run('int y = "s";') if x["type"] == "error")
+    assert bad["name"] == "CompilationException" and "incompatible types" in bad["value"]
+    assert result(await run("x")) == ["41"]  # an error leaves the context as it was
+    lines = await run("System.exit(3)")
+    assert [x["type"] for x in lines][-2:] == ["error", "unexpected_end_of_execution"]
+    assert next(x for x in await run("x") if x["type"] == "error")["name"] == "CompilationException"  # a new JVM
+    assert (await client.delete(f"{J}/contexts/{ctx['id']}")).status_code == 204
+
+
+async def test_a_java_cell_is_interrupted_when_its_client_goes(agent):
+    """A client that stops reading (its timeout) interrupts the running cell; the context keeps its state."""
+    client, _, _ = agent
+    ctx = (await client.post(f"{J}/contexts", json={"language": "java"})).json()
+    await _execute(client, {"code": "long n = 5;", "context_id": ctx["id"]})
+
+    async def forever():
+        async with client.stream("POST", f"{J}/execute", json={"code": "while (true) { n++; }",
+                                                                "context_id": ctx["id"]}) as r:
+            async for _ in r.aiter_lines():
+                pass
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(forever(), 3)
+    lines = await _execute(client, {"code": "n > 5", "context_id": ctx["id"]})
+    assert [x["text"] for x in lines if x["type"] == "result"] == ["true"]

@@ -100,6 +100,11 @@ def test_every_instruction_then_sandbox(server, tmp_path):
         assert sh("cat /srv/shell.txt") == "bash 5"
         # ENTRYPOINT + CMD ran as the start command, as USER in WORKDIR with the image env
         assert sh("cat /tmp/started") == "user /srv/app prod"
+        # USER and WORKDIR are also the defaults of every command, terminal and relative path at run time
+        assert sh("id -un; pwd; echo $HOME").split() == ["user", "/srv/app", "/home/user"]
+        assert sb.commands.run("id -un; pwd", user="root", cwd="/tmp").stdout.split() == ["root", "/tmp"]
+        sb.files.write("relative.txt", "here")
+        assert sh("cat /srv/app/relative.txt") == "here"
     listed = subprocess.run([sys.executable, "-m", "sandboxd.cli.main", "template", "list", "--json"],
                             env=server.client_env, capture_output=True, text=True).stdout
     assert name in listed and "builder" not in listed and "stage-" not in listed  # no stage left as a template

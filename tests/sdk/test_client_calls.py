@@ -75,6 +75,7 @@ def test_event_stream_yields_lifecycle_events_after_the_connect():
 def test_commands_and_terminal_carry_the_user():
     body = command_body("id -un", 30, {"A": "1"}, None, "user")
     assert stream_frame("id -un", body) == {"type": "execute", "code": "id -un", "language": "bash", "timeout": 30,
-                                            "workdir": "/workspace", "env": {"A": "1"}, "user": "user"}
+                                            "env": {"A": "1"}, "user": "user"}  # no workdir: the template's
+    assert stream_frame("pwd", command_body("pwd", 30, None, "/tmp"))["workdir"] == "/tmp"
     assert "user" not in stream_frame("true", command_body("true", 30, None, None))
     assert terminal_path(None) == "/terminal" and terminal_path("a b") == "/terminal?user=a+b"

@@ -19,6 +19,7 @@ from .errors import InvalidRequest, to_number
 from .kernel import KernelManager, KernelUnavailable
 from .languages import LANGUAGES
 from .server import now_iso
+from .users import workdir_of
 
 OnText = Callable[[str, str], Awaitable[None]] | None
 
@@ -69,7 +70,7 @@ class ExecRequest:
             raise InvalidRequest("env must be an object")
         return cls(code=code, language=normalize_language(body.get("language")),
                    timeout=to_number(body.get("timeout"), default_timeout, "timeout"),
-                   workdir=body.get("workdir") or body.get("working_dir") or body.get("cwd") or workspace,
+                   workdir=workdir_of(body.get("workdir") or body.get("working_dir") or body.get("cwd"), workspace),
                    env=env, user=body.get("user"))
 
 

@@ -22,7 +22,7 @@ from typing import Awaitable, Callable
 
 from .errors import CannotFork, FailedPrecondition, InvalidRequest, PermissionDenied, ProcessNotFound
 from .server import now_iso
-from .users import User, lookup
+from .users import User, lookup, template_user
 
 OUTPUT_CAP = 16 * 1024 * 1024  # per stream; beyond this output is dropped and a note is appended
 OnData = Callable[[str], Awaitable[None]] | None
@@ -57,7 +57,10 @@ class RunResult:
 
 
 def run_as(user: str | int | None) -> User | None:
-    """The user a HopX request names (a name or uid) to run as, or None to run as the agent's own user."""
+    """The user a HopX request names (a name or uid) to run as, or None to run as the agent's own user. A
+    request that names none runs as the template's USER (docs/templates.md "At run time")."""
+    if user in (None, ""):
+        user = template_user()
     if user in (None, "", "root", 0) and os.geteuid() == 0:
         return None
     if user in (None, ""):

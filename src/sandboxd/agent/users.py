@@ -28,6 +28,31 @@ class User:
         return None if self.is_self else (self.uid, self.gid)
 
 
+BUILTIN_WORKDIR = "/workspace"  # the built-in templates' WORKDIR: a template that names no other has this
+
+
+def template_user() -> str | None:
+    """The template's USER when it names someone other than root (SANDBOXD_AGENT_USER, set by the runtime):
+    the user requests that name none run as."""
+    name = os.environ.get("SANDBOXD_AGENT_USER", "")
+    return name if name and name not in ("root", "0") else None
+
+
+def template_workdir() -> str | None:
+    """The template's WORKDIR when it names one of its own (SANDBOXD_AGENT_WORKSPACE, set by the runtime)."""
+    path = os.environ.get("SANDBOXD_AGENT_WORKSPACE", "")
+    return path if path.startswith("/") and path != BUILTIN_WORKDIR else None
+
+
+def workdir_of(requested: str | None, fallback: str) -> str:
+    """A request's working directory. HopX's clients send /workspace when their caller named none: in a
+    template with a WORKDIR of its own, that means the template's."""
+    own = template_workdir()
+    if not requested or (requested == BUILTIN_WORKDIR and own):
+        return own or fallback
+    return requested
+
+
 def lookup(user: str | int) -> User | None:
     """The user a name or uid (an int or a string of digits) names; None when there is none."""
     try:

@@ -7,12 +7,13 @@ from typing import Any, Callable
 
 from ._models import CommandResult, Execution
 
-WORKDIR = "/workspace"
 OnText = Callable[[str], Any] | None
 
 
 def exec_body(code: str, language: str, timeout: float, env: dict[str, str] | None, workdir: str | None) -> dict:
-    body: dict[str, Any] = {"code": code, "language": language, "timeout": int(timeout), "workdir": workdir or WORKDIR}
+    body: dict[str, Any] = {"code": code, "language": language, "timeout": int(timeout)}
+    if workdir:  # none: the template's WORKDIR
+        body["workdir"] = workdir
     if env:
         body["env"] = env
     return body
@@ -20,7 +21,9 @@ def exec_body(code: str, language: str, timeout: float, env: dict[str, str] | No
 
 def command_body(cmd: str, timeout: float, env: dict[str, str] | None, cwd: str | None,
                  user: str | None = None) -> dict:
-    body: dict[str, Any] = {"command": "bash", "args": ["-c", cmd], "timeout": int(timeout), "workdir": cwd or WORKDIR}
+    body: dict[str, Any] = {"command": "bash", "args": ["-c", cmd], "timeout": int(timeout)}
+    if cwd:  # none: the template's WORKDIR
+        body["workdir"] = cwd
     if env:
         body["env"] = env
     if user:
@@ -30,9 +33,8 @@ def command_body(cmd: str, timeout: float, env: dict[str, str] | None, cwd: str 
 
 def stream_frame(cmd: str, body: dict) -> dict:
     """The /execute/stream frame for a command_body (the WebSocket runs the code with bash itself)."""
-    extra = {k: body[k] for k in ("env", "user") if k in body}
-    return {"type": "execute", "code": cmd, "language": "bash", "timeout": body["timeout"], "workdir": body["workdir"],
-            **extra}
+    extra = {k: body[k] for k in ("workdir", "env", "user") if k in body}
+    return {"type": "execute", "code": cmd, "language": "bash", "timeout": body["timeout"], **extra}
 
 
 def terminal_path(user: str | None) -> str:

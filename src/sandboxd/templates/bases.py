@@ -58,12 +58,12 @@ BUILTINS: dict[str, BaseRecipe] = {
     ),
     "code-interpreter": BaseRecipe(
         name="code-interpreter",
-        packages=BASE_PACKAGES + ("nodejs", "npm", "esbuild", "r-base-core", "r-cran-irkernel"),
+        packages=BASE_PACKAGES + ("nodejs", "npm", "esbuild", "r-base-core", "r-cran-irkernel", "default-jdk-headless"),
         # The versions of E2B's code-interpreter template: code written against it (often by a model) runs here too.
         user_pip=("ipykernel", "numpy==2.3.5", "pandas==2.2.3", "matplotlib==3.10.9", "e2b-charts", "bash_kernel"),
         links=BaseRecipe.links + (("/usr/local/bin/node", "/usr/bin/node"), ("/usr/local/bin/npm", "/usr/bin/npm")),
         description="base + numpy, pandas, matplotlib (with E2B's chart extractor), bash_kernel, Node.js, "
-                    "esbuild (TypeScript cells) and R with IRkernel",
+                    "esbuild (TypeScript cells), R with IRkernel and a JDK (Java cells, through JShell)",
     ),
 }
 
@@ -171,6 +171,8 @@ async def build_base(recipe: BaseRecipe, rootfs: Path, work: Path, log: Log) -> 
         "mmdebstrap", "--mode=root", f"--variant={recipe.variant}", f"--include={','.join(recipe.packages)}",
         "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+        # update-alternatives links man pages even when dpkg leaves them out (the JDK fails without the dir).
+        '--essential-hook=mkdir -p "$1/usr/share/man/man1"',
         f'--customize-hook=mkdir -p "$1"{in_chroot} && cp -a {wheels}/. "$1"{in_chroot}/',
         f"--customize-hook=sh {script} \"$1\"",
         recipe.suite, str(rootfs),

@@ -233,3 +233,30 @@ def test_the_interpreter_answers_inside_its_sandbox(ci_sandbox, e2b_env):
     tunnel = ci_sandbox.commands.run(
         "curl -s -o /dev/null -w '%{http_code}' -X CONNECT http://127.0.0.1:49999/ --request-target 127.0.0.1:22")
     assert tunnel.stdout.strip() in ("404", "405")
+
+
+def test_java_cells_as_e2b_runs_them(e2b_env):
+    """`language="java"`: one JVM per context through JShell; println's text and line end are two stdout
+    events, a String result reads as itself, env vars are system properties (the sandbox's, and a cell's own
+    for that cell), user.dir is the user's home."""
+    from e2b_code_interpreter import Sandbox
+
+    sbx = Sandbox.create(envs={"TEST_ENV_VAR": "supertest"}, timeout=180)
+    try:
+        hello = sbx.run_code('System.out.println("Hello, World!")', language="java")
+        assert hello.logs.stdout[0] == "Hello, World!" and hello.error is None
+        assert sbx.run_code('System.getProperty("TEST_ENV_VAR")', language="java").text == "supertest"
+        assert sbx.run_code('System.getProperty("FOO")', envs={"FOO": "bar"}, language="java").text == "bar"
+        assert sbx.run_code('System.getProperty("FOO", "default")', language="java").text == "default"
+        over = sbx.run_code('System.getProperty("TEST_ENV_VAR")', envs={"TEST_ENV_VAR": "overwrite"}, language="java")
+        assert over.text == "overwrite"
+        assert sbx.run_code('System.getProperty("TEST_ENV_VAR")', language="java").text == "supertest"
+        if e2b_env["backend"] != "fake":
+            assert sbx.run_code('System.getProperty("user.dir")', language="java").text == "/home/user"
+        ctx = sbx.create_code_context(language="java")
+        sbx.run_code("var words = new java.util.ArrayList<String>(); words.add(\"a\");", context=ctx)
+        assert sbx.run_code("words.size() + 1", context=ctx).text == "2"
+        failed = sbx.run_code('Integer.parseInt("x")', context=ctx)
+        assert failed.error is not None and failed.error.name == "java.lang.NumberFormatException"
+    finally:
+        sbx.kill()

@@ -53,6 +53,9 @@ def test_a_template_built_with_copy_run_and_workdir_starts_sandboxes(real, conte
     try:
         out = sbx.commands.run("cat /home/user/folder/test.txt; echo; echo $GREETING; cat /tmp/started; ls -d /app")
         assert out.stdout.split("\n")[:4] == ["This is a test file.", "hello", "started", "/app"]
+        # The template's WORKDIR and USER are where and as whom a command runs unless it says otherwise.
+        assert sbx.commands.run("pwd; id -un").stdout.split() == ["/app", "user"]
+        assert sbx.commands.run("pwd; id -un", cwd="/tmp", user="root").stdout.split() == ["/tmp", "root"]
     finally:
         sbx.kill()
 

@@ -5,7 +5,7 @@ module reads the kernel's iopub messages itself because E2B streams every output
 (results with their MIME bundle, errors split into name/value/traceback, the execution count).
 bash contexts are bash_kernel kernels (what E2B runs), driven the same way; where the template has no
 bash_kernel, each bash cell runs one-shot. JavaScript and TypeScript contexts keep their state in one Node
-process each (jsrepl.py).
+process each (jsrepl.py), Java contexts in one JVM each (javarepl.py).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from ..server import Request, Response, StreamResponse
 from . import users
 
 if TYPE_CHECKING:
-    from .jsrepl import JsRepl
+    from .repl import Repl
 
 MIME_KEYS = {
     "text/plain": "text", "text/html": "html", "text/markdown": "markdown", "image/svg+xml": "svg",
@@ -37,7 +37,7 @@ MIME_KEYS = {
 HOPX_DATAFRAME = "application/vnd.dataframe+json"  # the kernel's kind for the HopX dialect, not E2B's
 LANGUAGES = {"python": "python", "python3": "python", "py": "python", "bash": "bash", "sh": "bash",
              "shell": "bash", "javascript": "js", "js": "js", "node": "js", "typescript": "ts", "ts": "ts",
-             "r": "r"}
+             "r": "r", "java": "java"}
 CONTEXT_LANGUAGE = {"js": "javascript", "ts": "typescript"}  # the name a context reports, as E2B's do
 DEFAULT_TIMEOUT = 3600.0
 BASH_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -78,7 +78,7 @@ class Context:
     def __init__(self, cid: str, language: str, cwd: str):
         self.id, self.language, self.cwd = cid, language, cwd
         self.kernel: Kernel | None = None
-        self.repl: JsRepl | None = None  # of a javascript context, started on its first cell
+        self.repl: Repl | None = None  # of a javascript or java context, started on its first cell
         self.one_shot = False  # a bash context where bash_kernel is not installed: each cell on its own
         self.lock = asyncio.Lock()
 
@@ -109,7 +109,7 @@ class Interpreter:
         return env
 
     def _cwd(self, cwd: str | None, user: users.User) -> str:
-        path = users.expand(cwd, user, default=user.home)
+        path = users.expand(cwd, user, default=users.default_cwd(user))
         return path if os.path.isdir(path) else "/"
 
     # ---- contexts -----------------------------------------------------------------------------------
@@ -164,8 +164,8 @@ class Interpreter:
                       ) -> AsyncIterator[bytes]:
         if ctx.language in ("python", "r") or (ctx.language == "bash" and not ctx.one_shot):
             run = self._jupyter
-        elif ctx.language in ("javascript", "typescript"):
-            run = self._js
+        elif ctx.language in ("javascript", "typescript", "java"):
+            run = self._repl
         else:
             run = self._bash
         async with ctx.lock:
@@ -288,30 +288,38 @@ class Interpreter:
                 kernel.interrupt()
                 kernel.interrupted = msg_id
 
-    async def _js(self, ctx: Context, code: str, env_vars: dict, user: users.User
-                  ) -> AsyncGenerator[bytes, None]:
-        from .jsrepl import JsRepl
-
-        # The context's JsRepl, held for this cell: a DELETE of the context (no lock) drops it from `ctx`.
+    async def _repl(self, ctx: Context, code: str, env_vars: dict, user: users.User
+                    ) -> AsyncGenerator[bytes, None]:
+        # The context's process, held for this cell: a DELETE of the context (no lock) drops it from `ctx`.
         repl = ctx.repl
+        java = ctx.language == "java"
+        name = "Java" if java else "JavaScript"
         if repl is None or not await repl.settle():
-            repl = ctx.repl = JsRepl()
+            if java:
+                from .javarepl import JavaRepl
+
+                repl, program = JavaRepl(), "java"
+            else:
+                from .jsrepl import JsRepl
+
+                repl, program = JsRepl(), "node"
+            ctx.repl = repl
             try:
                 await repl.start(self._env(user), ctx.cwd, typescript=ctx.language == "typescript")
             except FileNotFoundError:
                 ctx.repl = None
-                yield line({"type": "error", "name": "RuntimeNotFound", "value": "node is not installed",
+                yield line({"type": "error", "name": "RuntimeNotFound", "value": f"{program} is not installed",
                             "traceback": ""})
                 yield line({"type": "end_of_execution"})
                 return
         finished = False
         try:
-            # Node's events are already in the wire's shape, but for a result's MIME bundle and the time.
+            # The process's events are already in the wire's shape, but for a result's MIME bundle and the time.
             async for event in repl.execute(code, {str(k): str(v) for k, v in env_vars.items()}):
                 kind = event["type"]
                 if kind == "died":
                     yield line({"type": "error", "name": "ContextDied", "traceback": "",
-                                "value": "the JavaScript context's process ended; the next cell starts a new one"})
+                                "value": f"the {name} context's process ended; the next cell starts a new one"})
                     yield line({"type": "unexpected_end_of_execution"})
                     finished = True
                     return

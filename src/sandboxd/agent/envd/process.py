@@ -68,7 +68,7 @@ async def start(procs: Processes, base_env, msg: dict, user: users.User) -> Proc
         raise Invalid("process.cmd is required")
     args = [str(a) for a in cfg.get("args") or []]
     envs = cfg.get("envs") or {}
-    cwd = users.expand(cfg.get("cwd"), user, default=user.home)
+    cwd = users.expand(cfg.get("cwd"), user, default=users.default_cwd(user))
     if not os.path.isdir(cwd):
         if cfg.get("cwd"):
             raise Invalid(f"cwd '{cwd}' does not exist")

@@ -1,7 +1,8 @@
 """Which Unix user an envd request acts as, and path resolution relative to that user's home.
 
 E2B clients name the user in `Authorization: Basic base64("<user>:")`; with no header envd uses its
-default user, `user` (uid 1000, home /home/user) in every template. Outside a template (the fake
+default user: the template's USER when that is not root, else `user` (uid 1000, home /home/user) in every
+template. Outside a template (the fake
 backend, in-process tests) that user may not exist: the default then falls back to the agent's own
 user, while an explicitly named unknown user is refused like envd does.
 """
@@ -14,7 +15,7 @@ import os
 from sandboxd.errors import Forbidden, Invalid, Unauthorized
 
 from ..server import Request
-from ..users import User, lookup, myself
+from ..users import User, lookup, myself, template_user, template_workdir
 
 DEFAULT_USER = "user"
 
@@ -41,7 +42,13 @@ def resolve(name: str | None) -> User:
         if not user.is_self and os.geteuid() != 0:
             raise Forbidden(f"the agent cannot act as '{name}'")
         return user
-    return lookup(DEFAULT_USER) or myself()
+    return lookup(template_user() or DEFAULT_USER) or myself()
+
+
+def default_cwd(user: User) -> str:
+    """Where a process or a context starts when the request names no cwd: the template's WORKDIR, if it has
+    one of its own, else the user's home (envd's rule)."""
+    return template_workdir() or user.home
 
 
 def for_request(req: Request) -> User:

@@ -11,6 +11,7 @@ import shutil  # at start, not on the first command: a pool member pays it befor
 from .. import processes
 from ..errors import InvalidRequest, to_number
 from ..server import now_iso
+from ..users import workdir_of
 
 
 def _parse(sv, body: dict, default_timeout: float) -> dict:
@@ -29,7 +30,7 @@ def _parse(sv, body: dict, default_timeout: float) -> dict:
     envs, env = env, sv.env.for_run(env)
     if "/" not in argv[0]:
         argv[0] = shutil.which(argv[0], path=env.get("PATH", os.defpath)) or argv[0]
-    return {"argv": argv, "env": env, "envs": envs, "cwd": body.get("workdir") or body.get("cwd") or sv.workspace,
+    return {"argv": argv, "env": env, "envs": envs, "cwd": workdir_of(body.get("workdir") or body.get("cwd"), sv.workspace),
             "timeout": to_number(body.get("timeout"), default_timeout, "timeout"), "user": body.get("user"),
             "display": " ".join(args[1:]) if args and args[0] == "-c" else " ".join([command, *(args or [])])}
 

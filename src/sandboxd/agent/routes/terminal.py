@@ -8,6 +8,7 @@ import signal
 
 from ..app import WEBSOCKET
 from ..processes import Proc, Processes, ids_of, run_as
+from ..users import workdir_of
 from ..server import STREAM_GAP
 
 
@@ -28,7 +29,7 @@ async def terminal(ws) -> None:
     ws.min_gap = STREAM_GAP  # output frames grow while they wait, so throughput holds
     sv, q = ws.request.app.services, ws.request.query
     procs: Processes = sv.processes
-    p = await _start_shell(procs, dict(sv.env.effective()), q.get("cwd") or sv.workspace,
+    p = await _start_shell(procs, dict(sv.env.effective()), workdir_of(q.get("cwd"), sv.workspace),
                            int(q.get("cols", 80)), int(q.get("rows", 24)), q.get("user"))
     output = p.subscribe()
     procs.run(p)
