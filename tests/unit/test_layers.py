@@ -13,7 +13,7 @@ TOP = {"api", "gateway", "monitor", "cli", "sdk", "wiring"}
 FORBIDDEN = {
     "errors": TOP | {"core", "runtime", "templates", "agent", "config"},
     "config": TOP | {"core", "runtime", "templates", "agent"},
-    "runtime": TOP | {"core", "agent"},
+    "runtime": TOP | {"core", "agent", "templates"},
     "templates": TOP | {"core", "agent"},
     "agent": TOP | {"core", "runtime", "templates"},
     "core": TOP,

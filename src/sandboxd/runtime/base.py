@@ -29,6 +29,12 @@ class Resources:
     cpu_shares: int | None = None
 
 
+# Beside each stored layer's rootfs, what made it (templates/store.py writes it). A layer of kind BUILTIN_LAYER was
+# built by the platform itself from Debian packages: the only kind an agent zygote may run (runtime/oci/zygote.py).
+LAYER_INFO = "layer.json"
+BUILTIN_LAYER = "base"
+
+
 @dataclass(frozen=True)
 class ReadyCheck:
     """How to tell the template's start command is ready: one of port, file, process, command."""

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sandboxd.errors import BuildFailed, Invalid, NotFound
 from sandboxd.runtime import inroot
-from sandboxd.runtime.base import TemplateImage
+from sandboxd.runtime.base import LAYER_INFO, TemplateImage
 from sandboxd.templates import layerfs
 from sandboxd.templates.bases import image_env
 from sandboxd.templates.shift import shift_tree
@@ -189,7 +189,7 @@ async def _import_fd(store, fd: int, is_archive: bool, tag: str | None, ref: str
             await _unpack(store, key, fd, is_archive, tag_name, digest, ref, log)
     finally:
         os.close(fd)
-    meta = json.loads((store.layers_dir / key / "layer.json").read_text())["image"]
+    meta = json.loads((store.layers_dir / key / LAYER_INFO).read_text())["image"]
     lower = [store.layer_path(key)]
     if not await asyncio.to_thread(_has_python, lower):
         log("warning: this image has no /usr/bin/python3; the sandbox agent (Python 3.11) cannot start in it")

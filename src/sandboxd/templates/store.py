@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from sandboxd.config import Settings
 from sandboxd.errors import BuildFailed, Conflict, NotFound
-from sandboxd.runtime.base import ReadyCheck, TemplateImage
+from sandboxd.runtime.base import BUILTIN_LAYER, LAYER_INFO, ReadyCheck, TemplateImage
 from sandboxd.runtime import uidslots
 from sandboxd.templates import bases
 from sandboxd.templates.shift import shift_tree
@@ -95,7 +95,7 @@ class TemplateStore:
         return self.layers_dir / layer_hash / "rootfs"
 
     def has_layer(self, layer_hash: str) -> bool:
-        return (self.layers_dir / layer_hash / "layer.json").is_file()
+        return (self.layers_dir / layer_hash / LAYER_INFO).is_file()
 
     def _load(self, path: Path) -> TemplateImage:
         doc = json.loads(path.read_text())
@@ -171,7 +171,7 @@ class TemplateStore:
 
     def commit_layer(self, staged: Path, layer_hash: str, info: dict[str, Any]) -> Path:
         """Register staged/rootfs as layer layer_hash with one rename; returns the layer's rootfs."""
-        (staged / "layer.json").write_text(json.dumps({**info, "hash": layer_hash, "created_at": time.time()}))
+        (staged / LAYER_INFO).write_text(json.dumps({**info, "hash": layer_hash, "created_at": time.time()}))
         _private(self.layers_dir)
         final = self.layers_dir / layer_hash
         if self.has_layer(layer_hash):  # someone else built the same content meanwhile
@@ -306,7 +306,7 @@ class TemplateStore:
                         n = await asyncio.to_thread(shift_tree, staged / "rootfs", self.settings.uid_base,
                                                     self.settings.uid_count)
                         log(f"[{name}] shifted {n} inodes to uid base {self.settings.uid_base}")
-                        self.commit_layer(staged, h, {"kind": "base", "recipe": name})
+                        self.commit_layer(staged, h, {"kind": BUILTIN_LAYER, "recipe": name})
                     except BaseException:
                         await asyncio.to_thread(shutil.rmtree, staged, True)
                         raise

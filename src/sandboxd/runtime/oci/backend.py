@@ -26,7 +26,8 @@ from sandboxd.errors import Conflict, Invalid, NotFound, RuntimeFailure
 from sandboxd.runtime import agentclient, agentpkg, changes, lxcfs, network, reaper, uidslots
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import (
-    Capabilities, Egress, EgressDenied, ExecResult, Resources, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
+    BUILTIN_LAYER, LAYER_INFO, Capabilities, Egress, EgressDenied, ExecResult, Resources, RuntimeSandbox, RuntimeState,
+    SandboxSpec, Stats,
 )
 from sandboxd.runtime.cgroups import Layout, SandboxCgroup, detect
 from sandboxd.runtime.oci import channel, config, paths, zygote
@@ -46,12 +47,15 @@ HEALTH_TIMEOUT = 60.0  # 50 cold agents on 2 cores take ~15 s; leave room
 DEFAULT_SHARES = 1024  # the kernel's cpu.shares when none is set
 
 
-@functools.cache
-def _builtin_hashes(uid_base: int, uid_count: int) -> frozenset[str]:
-    """The content hashes of the builtin recipes: the only layers a zygote may run (ours, from Debian)."""
-    from sandboxd.templates import bases
-
-    return frozenset(bases.recipe_hash(r, uid_base, uid_count) for r in bases.BUILTINS.values())
+@functools.lru_cache(maxsize=1024)
+def _builtin_layer(layer: Path) -> bool:
+    """Whether a stored layer is one the platform built from Debian (its record says so; a layer never changes):
+    the only layers a zygote may run."""
+    try:
+        info = json.loads((layer.parent / LAYER_INFO).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("kind") == BUILTIN_LAYER
 
 
 @functools.cache
@@ -233,7 +237,7 @@ class OciBackend(Teardown):
         image = spec.image
         bottom = image.layers[-1]
         if (not self.settings.zygote or self.agent_argv or self.runtime != "crun"
-                or bottom.parent.name not in _builtin_hashes(self.settings.uid_base, self.settings.uid_count)
+                or not _builtin_layer(bottom)
                 or not all(self._keeps_python(layer) for layer in image.layers[:-1])):
             return None
         z = self._zygotes.get(bottom.parent.name)
