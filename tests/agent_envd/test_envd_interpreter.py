@@ -203,6 +203,32 @@ async def test_r_context_keeps_state(agent):
     assert next(x for x in (await run("length(x)")) if x["type"] == "result")["text"] == "[1] 3"
 
 
+async def test_restarting_a_context_ends_its_running_cell_at_once(agent):
+    """A restart does not wait for a running cell (this one would sleep for ten minutes): the cell ends with
+    an error, and the context's next cell runs on a fresh kernel."""
+    client, _, _ = agent
+    ctx = (await client.post(f"{J}/contexts", json={})).json()
+    await _execute(client, {"code": "kept = 1", "context_id": ctx["id"]})
+    lines: list[dict] = []
+
+    async def run():
+        async with client.stream("POST", f"{J}/execute", json={
+                "code": "import time\nprint('started', flush=True)\ntime.sleep(600)", "context_id": ctx["id"]}) as r:
+            async for line in r.aiter_lines():
+                if line.strip():
+                    lines.append(json.loads(line))
+
+    cell = asyncio.create_task(run())
+    while not any(x.get("text") == "started\n" for x in lines):
+        await asyncio.sleep(0.05)
+    assert (await client.post(f"{J}/contexts/{ctx['id']}/restart")).status_code == 204
+    await cell
+    assert lines[-1]["type"] == "unexpected_end_of_execution", lines
+    assert next(x for x in lines if x["type"] == "error")["name"] == "ContextStopped"
+    after = await _execute(client, {"code": "'kept' in globals()", "context_id": ctx["id"]})
+    assert [x["text"] for x in after if x["type"] == "result"] == ["False"]
+
+
 async def test_deleting_a_context_ends_its_running_cell_with_an_error(agent):
     """The cell's stream ends properly (an error, then the end line), instead of being cut off."""
     client, _, _ = agent

@@ -147,11 +147,12 @@ class Interpreter:
         return True
 
     async def restart(self, cid: str) -> bool:
+        """A fresh kernel for the context, now: a cell it is running ends with ContextStopped (as when the
+        context is deleted) instead of the restart waiting for it; the next cell starts the new kernel."""
         ctx = self.contexts.get(cid)
         if ctx is None:
             return False
-        async with ctx.lock:
-            await ctx.stop()
+        await ctx.stop()
         return True
 
     async def shutdown(self) -> None:
