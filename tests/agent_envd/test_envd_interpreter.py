@@ -203,17 +203,13 @@ async def test_r_context_keeps_state(agent):
     assert next(x for x in (await run("length(x)")) if x["type"] == "result")["text"] == "[1] 3"
 
 
-async def test_restarting_a_context_ends_its_running_cell_at_once(agent):
-    """A restart does not wait for a running cell (this one would sleep for ten minutes): the cell ends with
-    an error, and the context's next cell runs on a fresh kernel."""
-    client, _, _ = agent
-    ctx = (await client.post(f"{J}/contexts", json={})).json()
-    await _execute(client, {"code": "kept = 1", "context_id": ctx["id"]})
+async def _long_cell(client, cid: str) -> tuple[asyncio.Task, list[dict]]:
+    """A cell that sleeps ten minutes, once it has started; its lines as they come."""
     lines: list[dict] = []
 
     async def run():
         async with client.stream("POST", f"{J}/execute", json={
-                "code": "import time\nprint('started', flush=True)\ntime.sleep(600)", "context_id": ctx["id"]}) as r:
+                "code": "import time\nprint('started', flush=True)\ntime.sleep(600)", "context_id": cid}) as r:
             async for line in r.aiter_lines():
                 if line.strip():
                     lines.append(json.loads(line))
@@ -221,6 +217,16 @@ async def test_restarting_a_context_ends_its_running_cell_at_once(agent):
     cell = asyncio.create_task(run())
     while not any(x.get("text") == "started\n" for x in lines):
         await asyncio.sleep(0.05)
+    return cell, lines
+
+
+async def test_restarting_a_context_ends_its_running_cell_at_once(agent):
+    """A restart does not wait for a running cell: the cell ends with an error, and the context's next cell
+    runs on a fresh kernel."""
+    client, _, _ = agent
+    ctx = (await client.post(f"{J}/contexts", json={})).json()
+    await _execute(client, {"code": "kept = 1", "context_id": ctx["id"]})
+    cell, lines = await _long_cell(client, ctx["id"])
     assert (await client.post(f"{J}/contexts/{ctx['id']}/restart")).status_code == 204
     await cell
     assert lines[-1]["type"] == "unexpected_end_of_execution", lines
@@ -233,20 +239,7 @@ async def test_deleting_a_context_ends_its_running_cell_with_an_error(agent):
     """The cell's stream ends properly (an error, then the end line), instead of being cut off."""
     client, _, _ = agent
     ctx = (await client.post(f"{J}/contexts", json={})).json()
-    lines: list[dict] = []
-
-    async def run():
-        async with client.stream("POST", f"{J}/execute", json={
-                "code": "import time\nprint('started', flush=True)\ntime.sleep(60)", "context_id": ctx["id"]}) as r:
-            async for line in r.aiter_lines():
-                if line.strip():
-                    lines.append(json.loads(line))
-
-    import asyncio
-
-    cell = asyncio.create_task(run())
-    while not any(x.get("text") == "started\n" for x in lines):
-        await asyncio.sleep(0.05)
+    cell, lines = await _long_cell(client, ctx["id"])
     assert (await client.delete(f"{J}/contexts/{ctx['id']}")).status_code == 204
     await asyncio.wait_for(cell, 30)
     assert lines[-1]["type"] == "unexpected_end_of_execution", lines
