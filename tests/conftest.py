@@ -11,10 +11,33 @@ import pytest
 from support.real import IN_CI, TEMPLATES_DIR, real_backend_problem, require_real  # noqa: F401
 
 
+# scripts/test.sh runs the suite in parallel workers (pytest-xdist, `--dist loadgroup`), a file's tests in one
+# worker one after another, so a module's fixtures are made once. Tests that pick a host-wide resource by probing
+# (X display numbers) share a group. Tests that change what the whole host shares and read it back (the egress
+# floor's openings in our nft table, which every sandboxd start rewrites) are marked `serial`: test.sh runs them
+# after the parallel part, alone.
+SHARED_GROUPS = {"tests/desktop/": "desktop", "tests/security/test_agent_desktop_windows_after_vnc.py": "desktop"}
+SERIAL = ("tests/security/test_egress_floor.py", "tests/security/test_egress_policy.py")
+
+
+def _path(item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def _group(item) -> str:
+    path = _path(item)
+    return next((g for prefix, g in SHARED_GROUPS.items() if path.startswith(prefix)), path)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("real"):
             item.add_marker(pytest.mark.usefixtures("_real_backend_required"))
+        if _path(item).startswith(SERIAL):
+            item.add_marker(pytest.mark.serial)
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(_group(item)))
 
 
 @pytest.fixture
