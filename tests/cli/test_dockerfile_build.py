@@ -103,6 +103,10 @@ def test_every_instruction_then_sandbox(server, tmp_path):
         # USER and WORKDIR are also the defaults of every command, terminal and relative path at run time
         assert sh("id -un; pwd; echo $HOME").split() == ["user", "/srv/app", "/home/user"]
         assert sb.commands.run("id -un; pwd", user="root", cwd="/tmp").stdout.split() == ["root", "/tmp"]
+        # and of Python code: the stateful kernel runs as USER, in WORKDIR, with USER's HOME
+        who = "import os, pwd; me = pwd.getpwuid(os.getuid()).pw_name; print(me, os.getcwd(), os.environ['HOME'])"
+        assert sb.run_code(who).stdout.split() == ["user", "/srv/app", "/home/user"]
+        assert sb.run_code("print(me)").stdout == "user\n"  # the same kernel: its state is kept
         sb.files.write("relative.txt", "here")
         assert sh("cat /srv/app/relative.txt") == "here"
     listed = subprocess.run([sys.executable, "-m", "sandboxd.cli.main", "template", "list", "--json"],

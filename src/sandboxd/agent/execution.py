@@ -146,10 +146,15 @@ class Executor:
         python = find_user_python(env)
         if python is None:
             return missing("python3", "no python3 found on the sandbox PATH")
-        if req.user in (None, "", "root") or os.geteuid() != 0:
+        # The one stateful kernel runs as the template's USER (root for the built-in templates); code a request
+        # runs as anyone else gets a fresh interpreter as that user.
+        as_user = processes.run_as(req.user) if os.geteuid() == 0 else None
+        if as_user == processes.run_as(None) or os.geteuid() != 0:
+            if as_user is not None:
+                env = {**env, "HOME": as_user.home, "USER": as_user.name}
             try:
                 r = await self.kernels.execute(python, req.code, env=env, cwd=req.workdir, timeout=req.timeout,
-                                               on_text=on_text)
+                                               on_text=on_text, user=as_user)
             except KernelUnavailable:
                 pass  # no ipykernel in this template: run the code in a fresh interpreter instead
             else:

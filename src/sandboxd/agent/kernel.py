@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Awaitable, Callable
 
 from .server import now_iso
+from .users import User
 
 if TYPE_CHECKING:
     from jupyter_client.asynchronous import AsyncKernelClient
@@ -212,8 +213,9 @@ class Kernel:
         # cell, the code interpreter's env vars.
         self.synced: str | dict[str, str] | None = None
         self.interrupted: str | None = None  # a cell interrupted when its client left, maybe still ending
+        self.user: User | None = None  # whom it runs as (None: the agent's own user)
 
-    async def start(self, python: str | None, env: dict[str, str], cwd: str | None) -> None:
+    async def start(self, python: str | None, env: dict[str, str], cwd: str | None, user: User | None = None) -> None:
         import tempfile
 
         from jupyter_client.asynchronous import AsyncKernelClient
@@ -221,17 +223,24 @@ class Kernel:
 
         _remove_stale_dirs()
         self.python, self.start_env = python, dict(env)
+        self.user = user
         self.dir = tempfile.mkdtemp(prefix=f"sandboxd-kernel-{os.getpid()}-")
         conn_file, info = write_connection_file(os.path.join(self.dir, "kernel.json"), transport="ipc",
                                                 ip=os.path.join(self.dir, "k"), key=os.urandom(16).hex().encode())
         self._log = open(os.path.join(self.dir, "kernel.log"), "wb")
         kenv = {**env, "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1", "JPY_PARENT_PID": str(os.getpid())}
+        ids: dict = {}
+        if user is not None:  # the kernel makes its sockets in its dir and reads its connection file
+            for path in (self.dir, conn_file):
+                os.chown(path, user.uid, user.gid)
+            kenv.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
+            ids = {"user": user.uid, "group": user.gid, "extra_groups": []}
         try:
             self.proc = subprocess.Popen(
                 launch_argv(self.language, python, conn_file), env=kenv,
                 cwd=cwd if cwd and os.path.isdir(cwd) else None, start_new_session=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log)
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log, **ids)
         except FileNotFoundError as e:  # no R in this template
             await self.shutdown()
             raise KernelUnavailable(f"{e.filename} is not installed") from None
@@ -409,6 +418,10 @@ class Kernel:
                 "execution_count": self.executions}
 
 
+def _uid(user: User | None) -> int | None:
+    return None if user is None else user.uid
+
+
 def _remove_stale_dirs() -> None:
     """Kernel dirs of agents that were killed without cleaning up (SIGKILL), found by their pid."""
     import glob
@@ -445,19 +458,20 @@ class KernelManager:
         self.kernel: Kernel | None = None
         self._starting = asyncio.Lock()
 
-    async def get(self, python: str, env: dict[str, str], cwd: str | None) -> Kernel:
+    async def get(self, python: str, env: dict[str, str], cwd: str | None, user: User | None = None) -> Kernel:
+        """The kernel, running as user (None: the agent's own); started (again) when it is not."""
         async with self._starting:
-            if self.kernel is None or not self.kernel.alive():
+            if self.kernel is None or not self.kernel.alive() or _uid(self.kernel.user) != _uid(user):
                 if self.kernel is not None:
                     await self.kernel.shutdown()
                 k = Kernel()
-                await k.start(python, env, cwd)
+                await k.start(python, env, cwd, user)
                 self.kernel = k
             return self.kernel
 
     async def execute(self, python: str, code: str, *, env: dict[str, str], cwd: str | None, timeout: float,
-                      on_text: OnText = None) -> KernelResult:
-        kernel = await self.get(python, env, cwd)
+                      on_text: OnText = None, user: User | None = None) -> KernelResult:
+        kernel = await self.get(python, env, cwd, user)
         async with kernel.lock:
             sync = f"__sandboxd_sync({env!r}, {cwd!r})"
             if kernel.synced != sync:  # a second kernel round trip only when env/cwd changed
@@ -479,7 +493,7 @@ class KernelManager:
         context starts in milliseconds instead of paying the ~1 s kernel start again."""
         k = self.kernel
         if (k is None or not k.alive() or k.executions or k.lock.locked() or self._starting.locked()
-                or k.python != python):
+                or k.python != python or k.user is not None):
             return None
         self.kernel = None
         return k

@@ -5,7 +5,7 @@ import os
 import time
 
 from ... import __version__
-from .. import sysinfo
+from .. import processes, sysinfo
 from ..env import find_user_python
 from ..languages import LANGUAGES
 from ..server import json_response, now_iso
@@ -84,7 +84,7 @@ async def jupyter_warm(req):
     from ..kernel import KernelUnavailable
 
     try:
-        await sv.kernels.get(python, env, sv.workspace)
+        await sv.kernels.get(python, env, sv.workspace, processes.run_as(None) if os.geteuid() == 0 else None)
     except KernelUnavailable as e:
         return {"success": False, "message": f"ipykernel missing from {python}: {e}", "sessions": []}
     return {"success": True, "message": "kernel ready", "sessions": sv.kernels.sessions()}
