@@ -11,8 +11,8 @@ The tree is a layer of the template store (kind AGENT_RUNTIME, templates/agentrt
 it from one read-only overlay of it per host (`/run/sandboxd/rt/<key>`, mounted on first use): a mount of its
 own, so a sandbox's mountinfo shows `overlay` at TARGET and no host path. The key names the layer directory
 itself (its path and inode), so a layer removed and made again, or one of another data dir, is mounted anew;
-a mount no sandbox on the host binds (their config.json, found through the uid range claims) and unused for
-STALE_SECONDS is taken down when another is made. Its files belong to host root (a sandbox sees nobody:nogroup, like the agent
+a mount no sandbox on the host binds (their config.json, found through the uid range claims) is taken down
+when another is made, once unused for STALE_SECONDS or once its layer is gone (its marker names the layer). Its files belong to host root (a sandbox sees nobody:nogroup, like the agent
 package's) and are world-readable.
 """
 from __future__ import annotations
@@ -42,9 +42,13 @@ ARGV = ["/usr/bin/tini", "-g", "--", f"{TARGET}/{LOADER}", "--inhibit-cache", "-
         f"{TARGET}/{PYTHON}", "-I", "-m", "sandboxd.agent"]
 
 
-def _key(layer: Path) -> str:
+def _identity(layer: Path | str) -> str:
     st = os.stat(layer)
-    return hashlib.sha256(f"{layer}\0{st.st_dev}\0{st.st_ino}".encode()).hexdigest()[:16]
+    return f"{layer}\0{st.st_dev}\0{st.st_ino}"
+
+
+def _key(layer: Path) -> str:
+    return hashlib.sha256(_identity(layer).encode()).hexdigest()[:16]
 
 
 def mounted(layer: Path) -> Path | None:
@@ -77,7 +81,7 @@ def mount_for_sandboxes(layer: Path) -> Path:
             _mount_by_fd(layer, empty, dest)
         else:
             _mount_by_path(layer, empty, dest)
-        (ROOT / f".{dest.name}.used").touch()
+        (ROOT / f".{dest.name}.used").write_text(_identity(layer))
         _prune(keep=dest.name)
         return dest
 
@@ -119,12 +123,21 @@ def _in_use() -> set[str]:
     return used
 
 
+def _recent(marker: Path, cutoff: float) -> bool:
+    """Whether a mount's marker says it was used after cutoff, of a layer directory that is still there."""
+    try:
+        identity = marker.read_text()
+        return marker.stat().st_mtime > cutoff and _identity(identity.split("\0")[0]) == identity
+    except OSError:
+        return False
+
+
 def _prune(keep: str) -> None:
     used = _in_use() | {keep}
     cutoff = time.time() - STALE_SECONDS
     for d in ROOT.iterdir():
         marker = ROOT / f".{d.name}.used"
-        if d.name.startswith(".") or d.name in used or marker.exists() and marker.stat().st_mtime > cutoff:
+        if d.name.startswith(".") or d.name in used or _recent(marker, cutoff):
             continue
         marker.unlink(missing_ok=True)
         for target in (d, ROOT / ".l" / d.name):
