@@ -24,6 +24,7 @@ PACKAGES=(crun runc mmdebstrap tini nftables umoci uidmap iproute2 e2fsprogs gol
           python3 python3-venv python3-pip ca-certificates debian-archive-keyring curl git postgresql tmux nodejs npm procps psmisc util-linux
           lxcfs  # each sandbox's own /proc/meminfo, cpuinfo, stat, uptime (runtime/lxcfs.py)
           skopeo  # FROM images in the registries the operator names (templates/registry.py)
+          busybox-static musl-tools  # the test images without Python (tests/support/images.py)
           esbuild r-base-core r-cran-irkernel  # TypeScript and R cells of the code interpreter (host agent tests)
           default-jdk-headless  # Java cells of the code interpreter (host agent tests)
           # desktop automation, for the agent's desktop tests run on the host

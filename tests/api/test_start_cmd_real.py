@@ -46,12 +46,7 @@ def build(srv, name: str, start_cmd: str, ready: dict) -> str:
         assert r.status_code == 202, r.text
         build_id, template_id = r.json()["build_id"], r.json()["template_id"]
         srv.made.append(template_id)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            doc = c.get(f"/v1/templates/build/{build_id}/status").json()
-            if doc["status"] in ("active", "success", "failed"):
-                break
-            time.sleep(0.5)
+        doc = srv.wait_build(build_id, 300)
         assert doc["status"] in ("active", "success"), doc
     return name
 

@@ -121,6 +121,16 @@ class CPServer:
     def client(self, key: str | None = None, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.base, headers={"X-API-Key": key or self.key}, timeout=60, **kw)
 
+    def wait_build(self, build_id: str, timeout: float = 600) -> dict:
+        """The build's status document once it has ended (or as it is when timeout is up)."""
+        deadline = time.monotonic() + timeout
+        with self.client() as c:
+            while True:
+                doc = c.get(f"/v1/templates/build/{build_id}/status").json()
+                if doc["status"] in ("active", "success", "failed") or time.monotonic() > deadline:
+                    return doc
+                time.sleep(0.5)
+
     def kill_all_sandboxes(self) -> None:
         with self.client() as c:
             for _ in range(20):

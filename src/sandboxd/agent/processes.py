@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 import weakref
@@ -96,6 +97,7 @@ async def spawn_marked(argv: list[str], *, cwd: str | None, env: dict[str, str],
     own session and marked (`MARK` in its environment) so a kill reaches all it started. OSErrors other
     than a full process table are the caller's to answer."""
     token = os.urandom(8).hex()
+    argv = without_bash(argv, env)
     env = {**env, MARK: token}
     warm_killer()
     try:
@@ -106,6 +108,15 @@ async def spawn_marked(argv: list[str], *, cwd: str | None, env: dict[str, str],
         raise CannotFork("cannot start a process: the sandbox's process limit is reached") from None
     _MARKS[proc] = f"\0{MARK}={token}\0".encode()
     return proc
+
+
+def without_bash(argv: list[str], env: dict[str, str]) -> list[str]:
+    """argv with the image's /bin/sh for a bash the image does not have (busybox, alpine, distroless with a
+    shell): E2B's and HopX's clients run every command as `bash [-l] -c ...`, which sh takes as well."""
+    if os.path.basename(argv[0]) != "bash" or (shutil.which(argv[0], path=env.get("PATH", os.defpath))
+                                               if "/" not in argv[0] else os.path.exists(argv[0])):
+        return argv
+    return ["/bin/sh", *argv[1:]] if os.path.exists("/bin/sh") else argv
 
 
 def _kill_marked(mark: bytes, sig: int) -> None:

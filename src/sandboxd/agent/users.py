@@ -28,6 +28,7 @@ class User:
         return None if self.is_self else (self.uid, self.gid)
 
 
+ROOT = User("root", 0, 0, "/root")
 BUILTIN_WORKDIR = "/workspace"  # the built-in templates' WORKDIR: a template that names no other has this
 
 
@@ -54,11 +55,12 @@ def workdir_of(requested: str | None, fallback: str) -> str:
 
 
 def lookup(user: str | int) -> User | None:
-    """The user a name or uid (an int or a string of digits) names; None when there is none."""
+    """The user a name or uid (an int or a string of digits) names; None when there is none. Root is there
+    in an image without an /etc/passwd too (busybox-only, scratch)."""
     try:
         pw = pwd.getpwuid(int(user)) if isinstance(user, int) or user.isdigit() else pwd.getpwnam(user)
     except KeyError:
-        return None
+        return ROOT if user in (0, "0", "root") else None
     return User(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
 
 

@@ -58,6 +58,9 @@ class TemplateImage:
     user: str = "root"
     start_cmd: str | None = None
     ready_check: ReadyCheck | None = None
+    # The agent runtime layer (runtime/agentrt.py) the agent starts from, for an image that cannot run it on
+    # its own interpreter; None: the image's /opt/sandboxd/venv (docs/templates.md, "OCI import").
+    agent_runtime: Path | None = None
 
 
 @dataclass(frozen=True)

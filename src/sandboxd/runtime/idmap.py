@@ -175,10 +175,10 @@ def require_idmapped_overlay() -> None:
         pass
 
 
-def overlay_paths(lowers: list[str], upper: str, work: str, target: str, flags: int) -> None:
+def overlay_paths(lowers: list[str], upper: str | None, work: str | None, target: str, flags: int) -> None:
     """Mount an overlay of these directories (top-most lower first) at target with mount(2): the options
-    must fit one page, so callers keep the paths short."""
-    data = os.fsencode(f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}")
+    must fit one page, so callers keep the paths short. Without upper and work: a read-only overlay."""
+    data = os.fsencode(f"lowerdir={':'.join(lowers)}" + (f",upperdir={upper},workdir={work}" if upper else ""))
     if len(data) >= os.sysconf("SC_PAGE_SIZE"):
         raise OSError(7, f"overlay options are {len(data)} bytes, more than a page")  # E2BIG
     if _libc.mount(b"overlay", os.fsencode(target), b"overlay", flags, data) != 0:
@@ -201,15 +201,17 @@ def bind_view(source: str, target: str, *, userns: int | None = None, attrs: int
         os.close(fd)
 
 
-def overlay(lower_fds: list[int], upper_fd: int, work_fd: int, attrs: int = HOST_SAFE) -> int:
-    """A detached overlay mount of these layer directories (fds; top-most lower first); its fd."""
+def overlay(lower_fds: list[int], upper_fd: int | None, work_fd: int | None, attrs: int = HOST_SAFE) -> int:
+    """A detached overlay mount of these layer directories (fds; top-most lower first); its fd. Without
+    upper and work: a read-only overlay (of two lower dirs at least)."""
     fs = _sys(SYS_FSOPEN, b"overlay", FSOPEN_CLOEXEC, what="fsopen overlay")
     try:
         for fd in lower_fds:
             _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, b"lowerdir+", None, fd,
                  what="overlay lower layer by fd (needs Linux >= 6.13)")
-        _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, b"upperdir", None, upper_fd, what="overlay upper dir")
-        _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, b"workdir", None, work_fd, what="overlay work dir")
+        if upper_fd is not None and work_fd is not None:
+            _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, b"upperdir", None, upper_fd, what="overlay upper dir")
+            _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, b"workdir", None, work_fd, what="overlay work dir")
         _sys(SYS_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0, what="overlay create")
         return _sys(SYS_FSMOUNT, fs, FSMOUNT_CLOEXEC, attrs, what="fsmount overlay")
     finally:

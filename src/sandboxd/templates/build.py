@@ -51,20 +51,21 @@ class _State:
     workdir: str
     user: str
     hashes: list[str] = field(default_factory=list)
+    agent_runtime: Path | None = None
 
     @classmethod
     def of(cls, image: TemplateImage, env: dict[str, str] | None = None) -> "_State":
         return cls(layers=list(image.layers), key=image.content_hash, env={**image.env, **(env or {})},
-                   workdir=image.workdir, user=image.user)
+                   workdir=image.workdir, user=image.user, agent_runtime=image.agent_runtime)
 
     def copy(self) -> "_State":
         return _State(layers=list(self.layers), key=self.key, env=dict(self.env), workdir=self.workdir,
-                      user=self.user)
+                      user=self.user, agent_runtime=self.agent_runtime)
 
     def image(self, name: str, recipe: BuildRecipe | None = None) -> TemplateImage:
         return TemplateImage(
             name=name, layers=tuple(self.layers), content_hash=self.key, env=dict(self.env),
-            workdir=self.workdir, user=self.user,
+            workdir=self.workdir, user=self.user, agent_runtime=self.agent_runtime,
             start_cmd=recipe.start_cmd if recipe else None, ready_check=recipe.ready_check if recipe else None)
 
 

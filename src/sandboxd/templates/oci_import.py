@@ -12,9 +12,11 @@ the wrong type, and names no host path; umoci runs on descriptors and relative p
 scrubbed of the data and import dirs before it reaches the build log.
 
 The unpacked rootfs is one layer, cached by the manifest digest; on top of it goes the "agent kit" layer
-copied from the built-in `base` image (/opt/sandboxd with the agent's venv, and tini when the image has
-none). The agent's venv runs the image's /usr/bin/python3, so the image must provide Python 3.11 there (a
-Debian bookworm based image does); the build log warns when it does not.
+copied from the built-in `base` image (tini when the image has none, and what the agent starts from). An
+image with Debian's Python 3.11 on glibc (a Debian bookworm based one) runs the agent's venv, copied to
+/opt/sandboxd, on its own /usr/bin/python3. Any other image (no Python, another version, musl, no libc at
+all) gets the agent runtime instead (runtime/agentrt.py: glibc and Python from `base`, bound read-only at
+/opt/sandboxd/rt), recorded as the template's `agent_runtime`; its kit holds the mount points only.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from pathlib import Path
 from sandboxd.errors import BuildFailed, Invalid, NotFound
 from sandboxd.runtime import inroot
 from sandboxd.runtime.base import LAYER_INFO, TemplateImage
-from sandboxd.templates import layerfs
+from sandboxd.runtime.agentrt import ARGV as RT_ARGV, TARGET as RT_TARGET
+from sandboxd.templates import agentrt, layerfs
 from sandboxd.templates.bases import image_env
 from sandboxd.templates.shift import shift_tree
 
@@ -191,15 +194,32 @@ async def _import_fd(store, fd: int, is_archive: bool, tag: str | None, ref: str
         os.close(fd)
     meta = json.loads((store.layers_dir / key / LAYER_INFO).read_text())["image"]
     lower = [store.layer_path(key)]
-    if not await asyncio.to_thread(_has_python, lower):
-        log("warning: this image has no /usr/bin/python3; the sandbox agent (Python 3.11) cannot start in it")
-    kit_key = await _agent_kit(store, key, lower, log)
+    runtime = None
+    if not await asyncio.to_thread(runs_agent_venv, lower):
+        log(f"this image has no Python 3.11 on glibc for the agent: the agent runs on its own runtime, bound "
+            f"read-only at {RT_TARGET}; the image's commands run on the image's own binaries")
+        runtime = await agentrt.ensure(store, log)
+    kit_key = await _agent_kit(store, key, lower, log, own_runtime=runtime is not None)
     return TemplateImage(name=f"oci-{digest.split(':')[-1][:12]}", layers=(store.layer_path(kit_key), *lower),
-                         content_hash=kit_key, env=meta["env"], workdir=meta["workdir"], user=meta["user"])
+                         content_hash=kit_key, env=meta["env"], workdir=meta["workdir"], user=meta["user"],
+                         agent_runtime=runtime)
 
 
-def _has_python(lower: list[Path]) -> bool:
-    return layerfs.lookup(lower, layerfs.resolve(lower, "/usr/bin/python3")) is not None
+# glibc's dynamic loader, as Debian's python3.11 names it (PT_INTERP) on each architecture
+GLIBC_LOADER = {"x86_64": "/lib64/ld-linux-x86-64.so.2", "aarch64": "/lib/ld-linux-aarch64.so.1"}
+
+
+def runs_agent_venv(lower: list[Path]) -> bool:
+    """Whether the image can run the agent's venv (made by Debian bookworm's python3.11) on its own
+    interpreter: Python 3.11 where Debian puts it, and glibc's loader. Files are looked up inside the image."""
+    stack = inroot.Stack(lower)
+    needs = ("/usr/bin/python3", "/usr/bin/python3.11", "/usr/lib/python3.11/os.py",
+             GLIBC_LOADER.get(os.uname().machine, GLIBC_LOADER["x86_64"]))
+    try:
+        found = [stack.lookup(path, follow=True) for path in needs]
+    except OSError:
+        return False
+    return all(e is not None and stat.S_ISREG(e.st.st_mode) for e in found)
 
 
 async def _unpack(store, key: str, fd: int, is_archive: bool, tag_name: str, digest: str, ref: str, log) -> None:
@@ -281,15 +301,18 @@ def _extract(fd: int, dest: Path) -> None:
         raise Invalid(f"the OCI archive cannot be unpacked ({type(exc).__name__})", code="invalid_image") from None
 
 
-async def _agent_kit(store, base_key: str, lower: list[Path], log) -> str:
-    """The layer with /opt/sandboxd (the agent's venv) and tini, copied from the built-in base image."""
+async def _agent_kit(store, base_key: str, lower: list[Path], log, *, own_runtime: bool) -> str:
+    """The layer with tini, copied from the built-in base image, and /opt/sandboxd: the agent's venv, or with
+    its own runtime the mount points and the interpreter shim."""
     base = await store.ensure_builtin("base", log)
-    kit_key = hashlib.sha256(json.dumps(["kit", KIT_VERSION, base_key, base.content_hash]).encode()).hexdigest()
+    kit_key = hashlib.sha256(json.dumps(["kit", KIT_VERSION, base_key, base.content_hash]
+                                        + (["agent-runtime"] if own_runtime else [])).encode()).hexdigest()
     if store.has_layer(kit_key):
         return kit_key
     staged = store.new_tmp("kit")
     try:
-        await asyncio.to_thread(_make_kit, base.layers[0], staged / "rootfs", lower, store.settings.uid_base)
+        await asyncio.to_thread(_make_kit, base.layers[0], staged / "rootfs", lower, store.settings.uid_base,
+                                own_runtime)
         store.commit_layer(staged, kit_key, {"kind": "agent-kit", "parent": base_key})
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, staged, True)
@@ -297,12 +320,15 @@ async def _agent_kit(store, base_key: str, lower: list[Path], log) -> str:
     return kit_key
 
 
-def _make_kit(base_root: Path, rootfs: Path, lower: list[Path], uid_base: int) -> None:
+def _make_kit(base_root: Path, rootfs: Path, lower: list[Path], uid_base: int, own_runtime: bool) -> None:
     rootfs.mkdir(parents=True)
     root_ids = (uid_base, uid_base)
-    layerfs.ensure_dirs(rootfs, layerfs.resolve(lower, "/opt"), lower, default_owner=root_ids)
-    shutil.copytree(base_root / "opt/sandboxd", rootfs / layerfs.resolve(lower, "/opt").lstrip("/") / "sandboxd",
-                    symlinks=True)
+    opt = layerfs.resolve(lower, "/opt")
+    layerfs.ensure_dirs(rootfs, opt, lower, default_owner=root_ids)
+    if own_runtime:
+        _runtime_kit(rootfs / opt.lstrip("/") / "sandboxd", root_ids)
+    else:
+        shutil.copytree(base_root / "opt/sandboxd", rootfs / opt.lstrip("/") / "sandboxd", symlinks=True)
     for path in ("/workspace", "/tmp"):
         if layerfs.lookup(lower, path) is None:
             target = layerfs.ensure_dirs(rootfs, path, lower, default_owner=root_ids)
@@ -314,3 +340,18 @@ def _make_kit(base_root: Path, rootfs: Path, lower: list[Path], uid_base: int) -
         shutil.copy2(base_root / "usr/bin/tini-static", bindir / "tini")
         os.lchown(bindir / "tini", *root_ids)
         os.chmod(bindir / "tini", stat.S_IMODE(0o755))
+
+
+def _runtime_kit(kit: Path, root_ids: tuple[int, int]) -> None:
+    """/opt/sandboxd for an image the agent runtime serves: the mount points of the runtime and the agent
+    package (so a sandbox's own disk never gains them), and venv/bin/python, the interpreter scripts of the
+    agent name (`sudo`): a shell script that runs the runtime's (where the image has /bin/sh)."""
+    for rel in ("rt", "pkg/sandboxd", "venv/bin"):
+        (kit / rel).mkdir(parents=True, exist_ok=True)
+    shim = kit / "venv/bin/python"
+    shim.write_text("#!/bin/sh\n# The agent's interpreter: the agent runtime's Python, through its own loader.\n"
+                    f"exec {' '.join(RT_ARGV[3:8])} \"$@\"\n")
+    shim.chmod(0o755)
+    for dirpath, dirnames, filenames in os.walk(kit):
+        for name in ["", *dirnames, *filenames]:
+            os.lchown(os.path.join(dirpath, name), *root_ids)

@@ -72,7 +72,13 @@ def image_to_dict(image: TemplateImage) -> dict[str, Any]:
         "ready_check": None if image.ready_check is None else {
             "kind": image.ready_check.kind, "value": image.ready_check.value,
             "timeout_seconds": image.ready_check.timeout_seconds},
+        **({"agent_runtime": image.agent_runtime.parent.name} if image.agent_runtime else {}),
     }
+
+
+def image_layers(image: TemplateImage) -> tuple[Path, ...]:
+    """Every layer an image needs: its own and the agent runtime its sandboxes bind."""
+    return image.layers + ((image.agent_runtime,) if image.agent_runtime else ())
 
 
 class TemplateStore:
@@ -109,6 +115,7 @@ class TemplateStore:
             user=doc.get("user") or "root",
             start_cmd=doc.get("start_cmd"),
             ready_check=ReadyCheck(**rc) if rc else None,
+            agent_runtime=self.layer_path(doc["agent_runtime"]) if doc.get("agent_runtime") else None,
         )
 
     def _load_all(self, paths: Iterable[Path]) -> builtins.list[TemplateImage]:
@@ -215,7 +222,7 @@ class TemplateStore:
     def remove(self, name: str) -> set[str]:
         """Delete a named image and its recorded builds; the layers they used (for free_layers)."""
         docs = [self.images_dir / f"{name}.json", *self._builds_of(name)]
-        layers = {lp.parent.name for image in self._load_all(docs) for lp in image.layers}
+        layers = {lp.parent.name for image in self._load_all(docs) for lp in image_layers(image)}
         self.delete(name)
         return layers
 
@@ -225,7 +232,7 @@ class TemplateStore:
         with self.locked():
             used = set(keep)
             for image in [*self.list(), *self._load_all(self._hash_docs())]:
-                used.update(lp.parent.name for lp in image.layers)
+                used.update(lp.parent.name for lp in image_layers(image))
             removed = {h for h in candidates - used if (self.layers_dir / h).is_dir()}
             for layer in removed:
                 shutil.rmtree(self.layers_dir / layer, ignore_errors=True)
@@ -243,7 +250,7 @@ class TemplateStore:
         """
         used = set(keep)
         for image in [*self.list(), *self._load_all(self._hash_docs())]:
-            used.update(p.parent.name for p in image.layers)
+            used.update(p.parent.name for p in image_layers(image))
         removed = []
         with self.locked():
             for layer in self.layers_dir.glob("*") if self.layers_dir.is_dir() else []:

@@ -68,3 +68,13 @@ def test_envd_refuses_an_unknown_user_as_unauthenticated():
     with pytest.raises(Unauthorized, match=f"invalid username: '{NOBODY}'"):
         envd_users.resolve(NOBODY)
     assert envd_users.resolve(ME.pw_name).uid == ME.pw_uid
+
+
+def test_root_is_known_without_a_passwd_entry(monkeypatch):
+    """Images without /etc/passwd (busybox-only, scratch) still have root."""
+    def missing(_):
+        raise KeyError("no passwd")
+    monkeypatch.setattr(pwd, "getpwnam", missing)
+    monkeypatch.setattr(pwd, "getpwuid", missing)
+    assert users.lookup("root") == users.lookup(0) == users.lookup("0") == users.User("root", 0, 0, "/root")
+    assert users.lookup("user") is None and users.lookup(1000) is None

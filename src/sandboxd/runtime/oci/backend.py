@@ -23,7 +23,7 @@ from pathlib import Path
 
 import sandboxd
 from sandboxd.errors import Conflict, Invalid, NotFound, RuntimeFailure
-from sandboxd.runtime import agentclient, agentpkg, changes, lxcfs, network, reaper, uidslots
+from sandboxd.runtime import agentclient, agentpkg, agentrt, changes, lxcfs, network, reaper, uidslots
 from sandboxd.runtime.hostsetup import prepare_host
 from sandboxd.runtime.base import (
     BUILTIN_LAYER, LAYER_INFO, Capabilities, Egress, EgressDenied, ExecResult, Resources, RuntimeSandbox, RuntimeState,
@@ -229,6 +229,13 @@ class OciBackend(Teardown):
             log.warning("sandboxes bind the agent package from %s: no copy (%s)", self.agent_pkg, exc)
             return self.agent_pkg
 
+    @staticmethod
+    async def _agent_rt_source(layer: Path | None) -> Path | None:
+        """The host mount sandboxes bind the image's agent runtime from (None: the image runs its own)."""
+        if layer is None:
+            return None
+        return agentrt.mounted(layer) or await asyncio.to_thread(agentrt.mount_for_sandboxes, layer)
+
     def _zygote(self, spec: SandboxSpec) -> zygote.Zygote | None:
         """The zygote of the builtin layer at the bottom of the sandbox's image (see zygote.py), when enabled and
         not broken. An image built on a builtin (a snapshot, a fork, a derived template) shares its zygote as long
@@ -236,7 +243,7 @@ class OciBackend(Teardown):
         modules in memory and imports the rest from the sandbox's files."""
         image = spec.image
         bottom = image.layers[-1]
-        if (not self.settings.zygote or self.agent_argv or self.runtime != "crun"
+        if (not self.settings.zygote or self.agent_argv or self.runtime != "crun" or image.agent_runtime
                 or not _builtin_layer(bottom)
                 or not all(self._keeps_python(layer) for layer in image.layers[:-1])):
             return None
@@ -281,8 +288,8 @@ class OciBackend(Teardown):
         (etc_dir / "boot_id").write_text(f"{uuid.uuid4()}\n")
         cfg = config.build(spec, uid_base=self._ids(rec).host_base, uid_count=self.settings.uid_count,
                            sandbox_dir=d, agent_pkg=await self._agent_pkg_source(), argv=argv, rootfs=rootfs,
-                           etc_dir=etc_dir,
-                           runtime=self.runtime, proc_binds=await lxcfs.binds())
+                           etc_dir=etc_dir, runtime=self.runtime, proc_binds=await lxcfs.binds(),
+                           agent_rt=await self._agent_rt_source(spec.image.agent_runtime))
         profile_key = self.bpf.annotate(cfg)
         (d / "config.json").write_text(json.dumps(cfg))
         self.cli.root.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sandboxd.runtime import seccomp
+from sandboxd.runtime import agentrt, seccomp
 from sandboxd.runtime.base import SandboxSpec
 from sandboxd.runtime.cgroups import cgroups_path
 
@@ -60,10 +60,12 @@ def base_mounts() -> list[dict[str, Any]]:
 
 def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path, agent_pkg: Path,
           argv: list[str] | None = None, rootfs: Path | None = None, etc_dir: Path | None = None,
-          runtime: str = "crun", proc_binds: list[tuple[Path, str]] | None = None) -> dict[str, Any]:
+          runtime: str = "crun", proc_binds: list[tuple[Path, str]] | None = None,
+          agent_rt: Path | None = None) -> dict[str, Any]:
     """etc_dir holds hosts, hostname, resolv.conf and boot_id (default: the sandbox dir); proc_binds are the
     sandbox's own /proc files (runtime/lxcfs.py: binds()). On the sandbox's own disk
-    (rootfs.py: raw/meta) the sandbox's mountinfo shows them as /meta/..., not as a host path."""
+    (rootfs.py: raw/meta) the sandbox's mountinfo shows them as /meta/..., not as a host path. agent_rt: the
+    host mount of the image's agent runtime (runtime/agentrt.py), bound read-only; the agent then starts on it."""
     etc_dir = etc_dir or sandbox_dir
     image = spec.image
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "TERM": "xterm", "LANG": "C.UTF-8"}
@@ -86,6 +88,8 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
         _mount(AGENT_PKG_TARGET, "bind", str(agent_pkg), ["rbind", "ro", "nosuid", "nodev"]),
         _mount(SUDO_TARGET, "bind", str(agent_pkg / "agent" / "sudo_cli.py"), ["bind", "ro", "nosuid", "nodev"]),
     ]
+    if agent_rt is not None:
+        mounts.append(_mount(agentrt.TARGET, "bind", str(agent_rt), ["rbind", "ro", "nosuid", "nodev"]))
     if runtime != "runc":  # runc refuses mounts inside /proc but for the few lxcfs serves
         mounts.append(_mount("/proc/sys/kernel/random/boot_id", "bind", str(etc_dir / "boot_id"),
                              ["bind", "ro", "nosuid", "nodev", "noexec"]))
@@ -101,7 +105,7 @@ def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
-            "args": argv or AGENT_ARGV,
+            "args": argv or (agentrt.ARGV if agent_rt is not None else AGENT_ARGV),
             "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": "/",
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},

@@ -23,6 +23,7 @@ def spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
             "name": image.name, "layers": [str(p) for p in image.layers], "content_hash": image.content_hash,
             "env": image.env, "workdir": image.workdir, "user": image.user, "start_cmd": image.start_cmd,
             "ready_check": asdict(image.ready_check) if image.ready_check else None,
+            "agent_runtime": str(image.agent_runtime) if image.agent_runtime else None,
         },
         "resources": asdict(spec.resources),
         "env": spec.env,
@@ -41,6 +42,7 @@ def spec_from_dict(d: dict[str, Any]) -> SandboxSpec:
         env=im.get("env") or {}, workdir=im.get("workdir") or "/workspace", user=im.get("user") or "root",
         start_cmd=im.get("start_cmd"),
         ready_check=ReadyCheck(**im["ready_check"]) if im.get("ready_check") else None,
+        agent_runtime=Path(im["agent_runtime"]) if im.get("agent_runtime") else None,
     )
     return SandboxSpec(
         id=d["id"], image=image, resources=Resources(**d["resources"]), env=d.get("env") or {},
