@@ -5,8 +5,9 @@ import os
 import time
 
 from ... import __version__
-from .. import processes, sysinfo
+from .. import sysinfo
 from ..env import find_user_python
+from ..processes import run_as
 from ..languages import LANGUAGES
 from ..server import json_response, now_iso
 
@@ -84,7 +85,7 @@ async def jupyter_warm(req):
     from ..kernel import KernelUnavailable
 
     try:
-        await sv.kernels.get(python, env, sv.workspace, processes.run_as(None) if os.geteuid() == 0 else None)
+        await sv.kernels.get(python, env, sv.workspace, run_as(None) if os.geteuid() == 0 else None)
     except KernelUnavailable as e:
         return {"success": False, "message": f"ipykernel missing from {python}: {e}", "sessions": []}
     return {"success": True, "message": "kernel ready", "sessions": sv.kernels.sessions()}
