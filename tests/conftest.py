@@ -16,7 +16,7 @@ from support.real import IN_CI, TEMPLATES_DIR, real_backend_problem, require_rea
 # (X display numbers) share a group. Tests that change what the whole host shares and read it back (the egress
 # floor's openings in our nft table, which every sandboxd start rewrites) are marked `serial`: test.sh runs them
 # after the parallel part, alone.
-SHARED_GROUPS = {"tests/desktop/": "desktop", "tests/security/test_agent_desktop_windows_after_vnc.py": "desktop"}
+SHARED_GROUPS = {"tests/desktop/": "desktop"}
 SERIAL = ("tests/security/test_egress_floor.py", "tests/security/test_egress_policy.py")
 
 

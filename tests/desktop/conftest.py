@@ -29,9 +29,15 @@ def need(programs: dict[str, str]) -> None:
         pytest.skip(msg)
 
 
+_handed_out: set[int] = set()
+
+
 def free_display() -> int:
+    """A display number no X server holds and this process has not handed out yet: an agent starts its
+    display lazily, so a number given earlier may still look free."""
     for n in range(60, 200):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
+        if n not in _handed_out and not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
+            _handed_out.add(n)
             return n
     raise RuntimeError("no free X display number")
 
