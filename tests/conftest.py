@@ -17,7 +17,11 @@ from support.real import IN_CI, TEMPLATES_DIR, real_backend_problem, require_rea
 # floor's openings in our nft table, which every sandboxd start rewrites) are marked `serial`: test.sh runs them
 # after the parallel part, alone.
 SHARED_GROUPS = {"tests/desktop/": "desktop"}
-SERIAL = ("tests/security/test_egress_floor.py", "tests/security/test_egress_policy.py")
+SERIAL = ("tests/security/test_egress_floor.py", "tests/security/test_egress_policy.py",
+          # In 2 of 4 parallel runs (never alone, nor under CPU load alone) this module's code-interpreter sandbox
+          # lost its HopX kernel between two tests (the next cell ran in a fresh one); until that is understood
+          # it runs alone.
+          "tests/sdk/test_sandbox.py")
 
 
 def _path(item) -> str:
