@@ -125,6 +125,22 @@ def test_token_refresh_and_delete_revokes(cp, client, sandbox):
     assert client.post(f"/v1/sandboxes/{sid}/token/refresh").status_code == 404
 
 
+def test_another_token_revokes_none_and_a_refresh_two_back_does(cp, client, sandbox):
+    sid = sandbox["id"]
+    r = client.post(f"/v1/sandboxes/{sid}/token")
+    assert r.status_code == 200 and parse_ts(r.json()["token_expires_at"])
+    second = {"auth_token": r.json()["auth_token"]}
+    assert agent(cp, sandbox, "/health").status_code == 200 and agent(cp, second, "/health").status_code == 200
+    for _ in range(2):  # two refreshes: the tokens of the first generation are gone at once, grace or not
+        newest = {"auth_token": client.post(f"/v1/sandboxes/{sid}/token/refresh").json()["auth_token"]}
+    for old in (sandbox, second):
+        r = agent(cp, old, "/health")
+        assert r.status_code == 401 and r.json()["code"] == "INVALID_TOKEN"
+    third = {"auth_token": client.post(f"/v1/sandboxes/{sid}/token").json()["auth_token"]}
+    assert agent(cp, newest, "/health").status_code == 200 and agent(cp, third, "/health").status_code == 200
+    assert client.post("/v1/sandboxes/sb_nope/token").status_code == 404
+
+
 def test_delete_frees_the_agent_process(cp, client):
     before = set(cp.agent_pids())
     sb = client.post("/v1/sandboxes", json={"template_name": "base"}).json()

@@ -521,6 +521,10 @@ class LifecycleService:
         sb = self.get(sid)
         return self.signer.refresh(sid, sb.token_version)  # the previous token ends after a grace period
 
+    def another_token(self, sid: str) -> tuple[str, datetime]:
+        """A token for one more client of the sandbox (the dashboard's terminal), revoking none."""
+        return self.signer.another(sid, self.get(sid).token_version)
+
     async def _call(self, fn, sid: str):
         try:
             return await fn(sid)

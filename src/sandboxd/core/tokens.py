@@ -100,6 +100,9 @@ class Generations:
         current, grace_until = self._cache.get(sid) or self._load(sid)
         return generation == current or (generation == current - 1 and time.time() < grace_until)
 
+    def current(self, sid: str) -> int:
+        return (self._cache.get(sid) or self._load(sid))[0]
+
     def born(self, sid: str) -> None:
         """A sandbox just made is at generation 0: its first gateway request need not read its row."""
         self._cache[sid] = (0, 0.0)
@@ -151,6 +154,10 @@ class TokenSigner:
         """A new HopX token; the sandbox's earlier ones stop working after the grace period."""
         generation = self.generations.advance(sandbox_id) if self.generations else 0
         return self.issue(sandbox_id, version, generation)
+
+    def another(self, sandbox_id: str, version: int) -> tuple[str, datetime]:
+        """A new HopX token of the sandbox's current generation: the ones its other clients hold keep working."""
+        return self.issue(sandbox_id, version, self.generations.current(sandbox_id) if self.generations else 0)
 
     def envd_token(self, sandbox_id: str, version: int, created_at: datetime) -> str:
         """E2B's `envdAccessToken`: as in E2B, one token per sandbox for its life, not one per call. It is

@@ -150,6 +150,12 @@ async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, key:
     return _wire(request, await owned(request, sandbox_id, key).set_timeout(sandbox_id, body.timeout_seconds))
 
 
+@router.post("/{sandbox_id}/token")
+async def another_token(sandbox_id: str, request: Request, key: Key) -> dict:
+    token, exp = owned(request, sandbox_id, key).another_token(sandbox_id)
+    return {"id": sandbox_id, "auth_token": token, "token_expires_at": iso(exp), "request_id": rid(request)}
+
+
 @router.post("/{sandbox_id}/token/refresh")
 async def refresh_token(sandbox_id: str, request: Request, key: Key) -> dict:
     token, exp = owned(request, sandbox_id, key).refresh_token(sandbox_id)

@@ -200,12 +200,12 @@ function chart(id, title, unit) {
 
 function pct(used, total) { return total ? (used / total) * 100 : 0; }
 
-// A refresh revokes the sandbox's previous token (after a grace period), which other clients may hold: the
-// token of a sandbox this tab created is used as it is, and a refreshed one is kept for the tab's other uses.
+// The token of a sandbox this tab created is used as it is; for any other the tab asks for one more token
+// (POST /token, which revokes none: a refresh would retire the token its other clients hold).
 async function sandboxToken(sb) {
   const slot = `sandboxd.token.${sb.id}`;
   if (!sessionStorage.getItem(slot)) {
-    sessionStorage.setItem(slot, (await api("POST", `/v1/sandboxes/${sb.id}/token/refresh`)).auth_token);
+    sessionStorage.setItem(slot, (await api("POST", `/v1/sandboxes/${sb.id}/token`)).auth_token);
   }
   return sessionStorage.getItem(slot);
 }
@@ -321,8 +321,7 @@ function filesPane(sb) {
     bar.hidden = false;
     open(null).catch((e) => { list.replaceChildren(el("p", { class: "status error" }, e.message)); });
   };
-  // Only on request, as the terminal: a sandbox's traffic may resume it, and a token refresh (for a sandbox
-  // this tab did not create) retires the token its other clients hold.
+  // Only on request, as the terminal: a sandbox's traffic may resume it.
   const start = el("button", { id: "files-open", onclick: browse }, "Browse files");
   return el("div", { id: "files" }, el("h2", {}, "Files ", start), bar, list, viewer);
 }
