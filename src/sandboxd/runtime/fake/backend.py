@@ -71,7 +71,7 @@ class FakeBackend:
             return False
         started = _start_time(state["pid"])
         # A recycled pid has another start time.
-        if started is None or abs(started - state.get("pid_started", 0)) > 1.0:
+        if started is None or abs(started - state.get("pid_started", 0)) > 0.1:
             return False
         try:
             return psutil.Process(state["pid"]).status() != psutil.STATUS_ZOMBIE
@@ -130,10 +130,18 @@ class FakeBackend:
         await self._kill_tree(sid, state)
         raise RuntimeFailure(f"agent of {sid} did not become healthy: {tail.strip()[-500:]}")
 
+    @staticmethod
+    def _same_process(state: dict | None) -> bool:
+        """The recorded pid still names the agent it was recorded for (alive or a zombie): a pid the agent left
+        is soon another process's, and a process started in a session of its own (a real sandbox's kernel) has
+        that pid as its process group. Being our child is not enough: asyncio reaps a child as it exits."""
+        started = _start_time(state["pid"]) if state and state.get("pid") else None
+        return started is not None and abs(started - state.get("pid_started", 0)) <= 0.1  # type: ignore[union-attr]
+
     async def _kill_tree(self, sid: str, state: dict | None) -> None:
         proc = self._procs.pop(sid, None)
         pid = (state or {}).get("pid")
-        if pid and (proc is not None or self._alive(state)):
+        if pid and self._same_process(state):
             try:
                 kids = psutil.Process(pid).children(recursive=True)
             except psutil.Error:
@@ -164,6 +172,8 @@ class FakeBackend:
         return state
 
     def _signal(self, state: dict, sig: int) -> None:
+        if not self._same_process(state):
+            raise RuntimeFailure("agent process is gone")
         try:
             os.killpg(state["pid"], sig)
         except ProcessLookupError as exc:
