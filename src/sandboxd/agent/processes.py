@@ -140,6 +140,11 @@ def _kill_marked(mark: bytes, sig: int) -> None:
 
 
 def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+    """Signal the process group the command leads. Once the command is reaped, its id stays reserved while
+    anyone of its group lives; an id that names a process again was handed to someone else, whose group
+    (a session leader's) this must not hit."""
+    if proc.returncode is not None and os.path.exists(f"/proc/{proc.pid}"):
+        return
     try:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
