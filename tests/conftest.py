@@ -18,11 +18,10 @@ from support.real import IN_CI, TEMPLATES_DIR, real_backend_problem, require_rea
 # after the parallel part, alone.
 SHARED_GROUPS = {"tests/desktop/": "desktop"}
 SERIAL = ("tests/security/test_egress_floor.py", "tests/security/test_egress_policy.py",
-          # In 2 of 4 parallel runs (never alone, nor under CPU load alone) this module's code-interpreter sandbox
-          # lost its HopX kernel between two tests (the next cell ran in a fresh one). The likely cause: host
-          # processes of other tests (fake-backend agents) signalled the process group of a pid they had reaped,
-          # by then a real sandbox's kernel (a session leader); fixed in agent/processes.py kill_group and the
-          # fake backend. The module runs alone until parallel runs have shown that was all of it.
+          # In about half of the parallel runs (never alone, nor under CPU load alone) this module's
+          # code-interpreter sandbox loses its HopX kernel between two tests (the next cell runs in a fresh one).
+          # Two pid-reuse hazards fixed meanwhile (agent kill_group, fake backend) did not end it; until the
+          # cause is found, the module runs alone.
           "tests/sdk/test_sandbox.py")
 
 
