@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from support.displays import free_display  # noqa: F401 - test modules import it from here
 import pytest
 
 from sandboxd.agent.desktop import deps
@@ -27,19 +29,6 @@ def need(programs: dict[str, str]) -> None:
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
-
-
-_handed_out: set[int] = set()
-
-
-def free_display() -> int:
-    """A display number no X server holds and this process has not handed out yet: an agent starts its
-    display lazily, so a number given earlier may still look free."""
-    for n in range(60, 200):
-        if n not in _handed_out and not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            _handed_out.add(n)
-            return n
-    raise RuntimeError("no free X display number")
 
 
 def free_port() -> int:
@@ -94,6 +83,9 @@ class Agent:
 def desktop_agent(tmp_path_factory):
     need(deps.CORE)
     agent = Agent(tmp_path_factory.mktemp("h-desktop"), free_display())
+    # Its X server now, not at the first desktop call: until it holds the display's lock, another picker
+    # (a test's own display, free_display in another module object) would see the number free.
+    assert httpx.get(agent.url + "/desktop/display", timeout=30).status_code == 200
     yield agent
     agent.stop()
 

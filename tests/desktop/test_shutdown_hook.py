@@ -11,7 +11,9 @@ from sandboxd.agent.desktop import deps
 from sandboxd.agent.server import serve_connection
 from sandboxd.agent.services import Services
 
-from .conftest import free_display, need
+from support.displays import free_display
+
+from .conftest import need
 
 
 def alive(pid: int) -> bool:

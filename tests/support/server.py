@@ -3,6 +3,7 @@ agents. The fake backend runs agents as host processes; backend="crun" shares th
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -24,15 +25,18 @@ LOCAL = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 
 
 def free_port_pair() -> int:
-    """A free port whose successor is free too (the API port and the gateway port)."""
+    """A free port whose successor is free too (the API port and the gateway port), below the kernel's
+    ephemeral range: a port the kernel hands to outgoing connections (hundreds a second in a parallel run) could
+    be taken between this check and the server's bind."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 65000:
-            continue
+        port = random.randrange(10000, max(10002, low - 2))
         try:
-            with socket.socket() as s2:
+            with socket.socket() as s, socket.socket() as s2:
+                s.bind(("127.0.0.1", port))
                 s2.bind(("127.0.0.1", port + 1))
             return port
         except OSError:
@@ -45,6 +49,10 @@ def _die_with_parent() -> None:
     import ctypes
 
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class PortTaken(RuntimeError):
+    pass
 
 
 class CPServer:
@@ -99,6 +107,16 @@ class CPServer:
         return env
 
     def start(self, timeout: float = 60) -> "CPServer":
+        for _ in range(3):
+            try:
+                return self._start(timeout)
+            except PortTaken:  # another process bound the port since free_port_pair: take another pair
+                self.port = free_port_pair()
+                self.base = f"http://127.0.0.1:{self.port}"
+                self.gateway = f"http://127.0.0.1:{self.port + 1}"
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> "CPServer":
         log_path = self.data_dir / "serve.log"
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -108,7 +126,10 @@ class CPServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.proc = None
-                raise RuntimeError(f"server exited: {log_path.read_text(errors='replace')[-3000:]}")
+                tail = log_path.read_text(errors="replace")[-3000:]
+                if "address already in use" in tail:
+                    raise PortTaken(tail)
+                raise RuntimeError(f"server exited: {tail}")
             try:
                 if httpx.get(self.base + "/health", timeout=1, trust_env=False).status_code == 200:
                     return self
