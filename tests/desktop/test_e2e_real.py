@@ -17,6 +17,7 @@ import pytest
 from PIL import Image, ImageChops
 
 from .test_sdk_host import TK_APP, _bridge, png, wait_for
+from support.hopx_js import hopx_js_sdk
 from support.server import free_port_pair
 
 pytestmark = pytest.mark.real
@@ -171,11 +172,7 @@ def test_base_template_has_no_desktop(server):
 def test_official_js_sdk_desktop(server):
     """@hopx-ai/sdk (JS) spellings: GET vnc/start|info, windows/list, display/info|resolutions|resolution,
     clipboard `content`, scroll `delta_y`, combination `keys`, recording without ids."""
-    sdk = ROOT / "tests/compat/hopx/js/node_modules/@hopx-ai/sdk/dist/index.mjs"
-    if not shutil.which("node") or not sdk.exists():
-        if IN_CI:
-            pytest.fail("node or @hopx-ai/sdk missing (tests/compat/hopx/js installs it)")
-        pytest.skip("node or @hopx-ai/sdk missing (tests/compat/hopx/js installs it)")
+    sdk = hopx_js_sdk()
     env = dict(os.environ, HOPX_API_KEY=server["key"], HOPX_JS_SDK=str(sdk))
     r = subprocess.run(["node", str(Path(__file__).with_name("js_desktop.mjs")), server["base"], "desktop"],
                        env=env, capture_output=True, text=True, timeout=300)

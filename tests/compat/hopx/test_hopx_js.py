@@ -1,24 +1,17 @@
 """The official `@hopx-ai/sdk` 0.5.x (JavaScript) on the machine's Node.js, unmodified, against sandboxd.
-The package is installed from tests/compat/hopx/js/package-lock.json (`npm ci`) by the set-up below."""
+The package is installed from tests/compat/hopx/js/package-lock.json (`npm ci`) by tests/support/hopx_js.py."""
 from __future__ import annotations
 
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-JS = Path(__file__).parent / "js"
+from support.hopx_js import JS, hopx_js_sdk
 
 
 @pytest.fixture(scope="session")
 def hopx_js():
-    if not shutil.which("node") or not shutil.which("npm"):
-        pytest.skip("node/npm are not installed")
-    if not (JS / "node_modules" / "@hopx-ai" / "sdk").is_dir():
-        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True,
-                           timeout=300)
-        assert r.returncode == 0, f"npm ci failed:\n{r.stderr[-2000:]}"
+    hopx_js_sdk()
     return JS
 
 
