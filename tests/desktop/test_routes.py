@@ -11,7 +11,7 @@ from sandboxd.agent.desktop import DesktopService, handle
 from sandboxd.agent.desktop.display import Display
 from sandboxd.agent.desktop.routes import match
 
-# contracts/hopx.md §3.6: Python SDK, JS SDK and docs spellings.
+# docs/clients/hopx.md §3.6: Python SDK, JS SDK and docs spellings.
 CONTRACT = [
     ("GET", "/desktop/vnc/status"), ("GET", "/desktop/vnc/info"), ("POST", "/desktop/vnc/start"),
     ("GET", "/desktop/vnc/start"), ("POST", "/desktop/vnc/stop"), ("GET", "/desktop/vnc/stop"),

@@ -37,6 +37,7 @@ from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import DEFAULT_TEAM_ID, BuildRow
 from sandboxd.core.tags import DEFAULT_TAG, TagService
 from sandboxd.core.tokens import TokenSigner
+from sandboxd.runtime.oci.paths import RUN_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,6 @@ def validate_request(req: BuildRequest, uploads: Path, team_id: str = DEFAULT_TE
 
 def host_masks(settings: Settings) -> list[tuple[str, str]]:
     """(host directory, placeholder) pairs, longest first, for text a caller will read."""
-    try:
-        from sandboxd.runtime.oci.paths import RUN_ROOT
-    except ImportError:
-        RUN_ROOT = Path("/run/sandboxd")
     named = [(settings.import_dir, "<import-dir>"), (settings.templates_dir, "<templates>"),
              (settings.data_dir, "<data-dir>"), (RUN_ROOT, "<run-dir>")]
     pairs: dict[str, str] = {}

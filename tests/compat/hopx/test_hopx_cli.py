@@ -1,5 +1,5 @@
 """The official `hopx` CLI (hopx-cli 0.1.2), unmodified, with HOPX_BASE_URL pointing at sandboxd: the
-commands that honour HOPX_BASE_URL (contracts/hopx.md §6; `run` and `system` always go to the cloud).
+commands that honour HOPX_BASE_URL (docs/clients/hopx.md §6; `run` and `system` always go to the cloud).
 hopx-cli declares Python >= 3.12 but runs on 3.11, so it is installed with --ignore-requires-python into
 its own virtualenv (tests/compat/hopx/cli-venv, gitignored) to keep its dependencies out of ours."""
 from __future__ import annotations

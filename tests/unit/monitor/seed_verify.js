@@ -1,4 +1,4 @@
-// The verification function printed in seed 001 (E2B monitoring docs), verbatim apart from the TypeScript
+// The verification function printed in E2B's monitoring docs, verbatim apart from the TypeScript
 // parameter annotations, which node cannot run. Reads {"secret","payload","sig"} on stdin, prints true/false.
 const crypto = require('crypto');
 

@@ -4,7 +4,7 @@ import pytest
 from sandboxd.errors import Invalid
 from sandboxd.templates.steps import parse_build_request, parse_ready, parse_step
 
-# Captured from hopx_ai 0.5.0 on the wire (contracts/hopx.md §4).
+# Captured from hopx_ai 0.5.0 on the wire (docs/clients/hopx.md §4).
 PY_PAYLOAD = {
     "name": "smoke-tpl", "from_image": "python:3.12",
     "steps": [{"type": "COPY", "args": ["app.py", "/app/"], "filesHash": "99ae0b74"},
