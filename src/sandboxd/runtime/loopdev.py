@@ -7,13 +7,20 @@ we hold it open only until the mount holds it, so the unmount releases it (as `m
 
 Anything unexpected (no loop-control, an old kernel, no device node) raises LoopUnavailable and the caller
 falls back to the `mount` binary.
+
+An image is mounted again (a sandbox's start after a stop, a host restart) only once no loop device backs it any
+more (`wait_released`). An unmount that found the filesystem busy is lazy: its superblock lives on, on the old
+device, until its last user goes. A second device over the same image would give the image two live ext4
+instances, each writing its own bitmaps: the disk is corrupted (EBADMSG, "bad block bitmap checksum").
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import fcntl
+import glob
 import os
+import time
 from pathlib import Path
 
 LOOP_CTL_GET_FREE = 0x4C82
@@ -82,6 +89,32 @@ def attach(image: Path, read_only: bool = False) -> tuple[str, int]:
     finally:
         os.close(backing)
         os.close(ctl)
+
+
+def bound_devices(image: Path) -> list[str]:
+    """The loop devices whose backing file is image (sysfs names it by its path on the host)."""
+    target = os.path.realpath(image)
+    found = []
+    for name_file in glob.glob("/sys/block/loop*/loop/backing_file"):
+        try:
+            with open(name_file) as fh:
+                backing = fh.read().rstrip("\n")
+        except OSError:  # the device was cleared between the listing and the read
+            continue
+        if backing == target:
+            found.append("/dev/" + name_file.split("/")[3])
+    return found
+
+
+def wait_released(image: Path, timeout: float = 10.0) -> None:
+    """Return once no loop device backs image; autoclear lets a device go a moment after its last user (a kernel
+    work queue). Raises EBUSY when one still does after timeout: something outside holds the old filesystem."""
+    deadline = time.monotonic() + timeout
+    while held := bound_devices(image):
+        if time.monotonic() >= deadline:
+            raise OSError(errno.EBUSY, f"the disk image is still in use on {', '.join(held)} (a lazy unmount "
+                                       "whose filesystem something still holds)")
+        time.sleep(0.02)
 
 
 def mount_image(image: Path, target: Path, fstype: str, flags: int, data: str | None = None) -> None:

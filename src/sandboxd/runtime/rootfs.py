@@ -136,7 +136,7 @@ class SandboxRoot:
         for d in (self.raw, self.disk, self.rootfs):
             d.mkdir(parents=True, exist_ok=True)
         if str(self.raw) not in mounted:
-            self._mount_disk()
+            self._mount_disk(again=not first)
             # Only host root enters the disk (a sandbox dir from before raw/ had its disk root 0755).
             os.chmod(self.raw, 0o700)
         if first:
@@ -222,8 +222,10 @@ class SandboxRoot:
         with contextlib.suppress(OSError):
             base.rmdir()
 
-    def _mount_disk(self) -> None:
+    def _mount_disk(self, again: bool) -> None:
         try:
+            if again:  # never two live filesystems over one image (loopdev.py)
+                loopdev.wait_released(self.image)
             loopdev.mount_image(self.image, self.raw, "ext4", MS_NOSUID | MS_NODEV)
             return
         except loopdev.LoopUnavailable:

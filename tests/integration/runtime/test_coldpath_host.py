@@ -74,7 +74,33 @@ def test_loop_mount_by_ioctl_gives_the_size_and_releases_the_device(scratch):
         assert exc.value.errno == 28
     finally:
         _umount(mnt)
+    loopdev.wait_released(img)  # autoclear lets go from a kernel work queue: on a busy host, a moment later
     assert _loops_for(img) == []
+
+
+def test_an_image_whose_filesystem_is_still_held_is_not_mounted_again(scratch):
+    """A busy unmount is lazy: the old filesystem lives on its loop device until its last user goes. Mounting
+    the image on a second device then would run two ext4 instances over one image (a corrupted disk)."""
+    blank = diskimage.blank(scratch / "cache", 64, 100000)
+    img, mnt = scratch / "disk.img", scratch / "disk"
+    diskimage.sparse_copy(blank, img)
+    mnt.mkdir()
+    assert loopdev.bound_devices(img) == []
+    loopdev.wait_released(img, timeout=0.1)  # nothing backs it: returns at once
+    loopdev.mount_image(img, mnt, "ext4", 2 | 4)
+    held = open(mnt / "open-file", "wb")
+    try:
+        _umount(mnt)  # EBUSY, so detached lazily
+        assert str(mnt) not in Path("/proc/self/mounts").read_text()
+        devices = loopdev.bound_devices(img)
+        assert len(devices) == 1 and devices == _loops_for(img)
+        with pytest.raises(OSError) as exc:
+            loopdev.wait_released(img, timeout=0.3)
+        assert exc.value.errno == 16 and str(img) not in str(exc.value)  # EBUSY, and no host path in it
+    finally:
+        held.close()
+    loopdev.wait_released(img, timeout=10)
+    assert loopdev.bound_devices(img) == [] and _loops_for(img) == []
 
 
 def test_concurrent_loop_mounts_each_get_their_own_device(scratch):
