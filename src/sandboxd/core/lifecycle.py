@@ -14,7 +14,7 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from sqlalchemy import and_, case, func, or_, select
 
@@ -192,8 +192,11 @@ class LifecycleService:
             return row.team_id if row is not None else None
 
     def list(self, *, status: str | None = None, region: str | None = None, template: str | None = None,
-             limit: int = 100, cursor: str | None = None, team: str | None = None
-             ) -> tuple[list[Sandbox], str | None]:
+             limit: int = 100, cursor: str | None = None, team: str | None = None,
+             where: Callable[[Sandbox], bool] | None = None) -> tuple[list[Sandbox], str | None]:
+        """A page of sandboxes, newest first. `where` filters before the page is cut (a caller's filter the
+        store cannot express, as E2B's metadata and states): a page holds `limit` matches whenever that many
+        exist after the cursor, and the next cursor follows the last one returned."""
         if status is not None and status not in LIVE_STATES:
             raise Invalid(f"unknown status {status!r}; use one of {', '.join(LIVE_STATES)}", code="invalid_status")
         q = select(SandboxRow)
@@ -204,16 +207,28 @@ class LifecycleService:
             q = q.where(SandboxRow.region == region)
         if template:
             q = q.where(or_(SandboxRow.template_id == template, SandboxRow.template_name == template))
-        if cursor:
-            ts, sid = decode_cursor(cursor)
-            q = q.where(or_(SandboxRow.created_at < ts, and_(SandboxRow.created_at == ts, SandboxRow.id < sid)))
-        q = q.order_by(SandboxRow.created_at.desc(), SandboxRow.id.desc()).limit(limit + 1)
+        q = q.order_by(SandboxRow.created_at.desc(), SandboxRow.id.desc())
+        batch = limit + 1 if where is None else max(limit + 1, 200)
+        found: list[tuple[SandboxRow, Sandbox]] = []
+        after = decode_cursor(cursor) if cursor else None
         with self.store.tx() as s:
-            rows = list(s.scalars(q))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        nxt = encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
-        return [_to_model(r) for r in rows], nxt
+            while len(found) <= limit:
+                page = q
+                if after is not None:
+                    ts, sid = after
+                    page = q.where(or_(SandboxRow.created_at < ts, and_(SandboxRow.created_at == ts, SandboxRow.id < sid)))
+                rows = list(s.scalars(page.limit(batch)))
+                for r in rows:
+                    m = _to_model(r)
+                    if where is None or where(m):
+                        found.append((r, m))
+                if len(rows) < batch:
+                    break
+                after = (rows[-1].created_at, rows[-1].id)
+        more = len(found) > limit
+        found = found[:limit]
+        nxt = encode_cursor(found[-1][0].created_at, found[-1][0].id) if more else None
+        return [m for _, m in found], nxt
 
     def count_live(self) -> int:
         with self.store.tx() as s:

@@ -42,6 +42,26 @@ def test_create_info_list_kill(e2b_env):
     assert not sbx.is_running()
 
 
+def test_list_pages_hold_matches_only(e2b_env):
+    """A page is cut after the filters: with other sandboxes between the matching ones, each page of one still
+    holds a match, and the last page says there is no next."""
+    tag = {"page-test": uuid.uuid4().hex[:8]}
+    made = []
+    try:
+        for i in range(4):  # newest first: other, match, other, match
+            made.append(Sandbox.create(timeout=60, metadata=tag if i % 2 == 0 else {"page-test": "other"}))
+        pages = Sandbox.list(query=SandboxQuery(metadata=tag), limit=1)
+        seen = []
+        while pages.has_next:
+            page = pages.next_items()
+            assert len(page) == 1, page
+            seen += [s.sandbox_id for s in page]
+        assert seen == [made[2].sandbox_id, made[0].sandbox_id]
+    finally:
+        for sbx in made:
+            sbx.kill()
+
+
 def test_commands_streaming_and_exit_codes(sandbox):
     out, err = [], []
     res = sandbox.commands.run("echo one; echo two >&2; echo three", on_stdout=out.append, on_stderr=err.append)
