@@ -22,12 +22,21 @@ agent may answer early); `Expect: 100-continue` is answered by the gateway when 
 body. A 101 answer (WebSocket) turns the connection into a raw two-way pipe. Requests for a sandbox's
 own port go through a fresh CONNECT tunnel per request. Slow or idle clients are bounded by
 gateway/limits.py.
+
+An answer that breaks once begun (the sandbox was killed mid-stream) cannot be finished or replaced: the
+client connection is reset (`abort`), after what was relayed has left, as an HTTP/2 proxy resets the
+stream. A plain close would end a chunked body at a point that reads as a framing error of ours, and clients
+(E2B's SDK among them) treat only a reset as the connection lost, then ask whether the sandbox still lives.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import socket
+import struct
+import termios
 import time
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -49,6 +58,7 @@ log = logging.getLogger(__name__)
 
 IDLE_REUSE = 4.0  # seconds: an upstream connection idle longer is not reused for a request with a body
 PINNED = 4  # upstream connections one client connection keeps (to as many sandboxes)
+ABORT_FLUSH = 0.2  # seconds a reset waits for what was relayed to leave
 LINGER = 1.0  # seconds a closing connection's unread input is drained, so the last answer is not reset away
 DROPPED_HEADERS = (b"connection", b"keep-alive")  # the agent's own connection management stays upstream
 
@@ -410,6 +420,8 @@ class Gateway:
                 pass  # h11 cannot answer in this state: closing is the answer
             with contextlib.suppress(ConnectionError):
                 await conn.writer.drain()
+        else:
+            await abort(conn.writer)
         return False
 
     async def _pump(self, conn: ClientConn, up: Upstream) -> None:
@@ -510,6 +522,30 @@ class Gateway:
                 t.cancel()
             await asyncio.gather(a, b, return_exceptions=True)
             up.close()
+
+
+async def abort(writer: asyncio.StreamWriter) -> None:
+    """Reset the connection once what was written has left (bounded wait): a reset drops a send queue."""
+    sock = writer.get_extra_info("socket")
+    try:
+        await writer.drain()
+        deadline = time.monotonic() + ABORT_FLUSH
+        while sock is not None and _unsent(sock) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+    except (ConnectionError, OSError):
+        pass
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def _unsent(sock) -> int:
+    """Bytes in the socket's send queue (SIOCOUTQ), 0 when it cannot say."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
 
 
 async def linger_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
