@@ -19,7 +19,7 @@ from sandboxd.core.apikeys import ApiKey
 from sandboxd.errors import Conflict, Invalid, NotFound
 from sandboxd.core.lifecycle import CreateRequest
 from sandboxd.core.models import (
-    ON_TIMEOUT_KILL, ON_TIMEOUT_PAUSE, ON_TIMEOUT_PAUSE_FS, PAUSED, RUNNING, STOPPED, Sandbox, check_env,
+    ON_TIMEOUT_KILL, ON_TIMEOUT_PAUSE, ON_TIMEOUT_PAUSE_FS, PAUSED, RUNNING, STOPPED, check_env,
 )
 
 from . import shapes
@@ -175,13 +175,7 @@ async def _list(request: Request, key: ApiKey, metadata: str | None, state: str 
     bad = want_states - {"running", "paused"}
     if bad:
         raise Invalid(f"unknown state(s): {', '.join(sorted(bad))}; use running and/or paused", code="invalid_state")
-    meta = _metadata_filter(metadata)
-
-    def wanted(sb: Sandbox) -> bool:
-        return (shapes.state(sb) in want_states and sb.status in (RUNNING, PAUSED, STOPPED)
-                and all(str((sb.metadata or {}).get(k)) == v for k, v in meta.items())
-                and (started_after is None or (sb.started_at or sb.created_at) >= started_after))
-
+    wanted = shapes.listing_filter(want_states, _metadata_filter(metadata), started_after)
     items, nxt = svc.lifecycle.list(template=template, limit=limit, cursor=next_token, team=key.scope, where=wanted)
     out = [shapes.listed(sb) for sb in items]
     if order == "asc":

@@ -3,11 +3,11 @@ generated parsers `pop()` them and fail on a missing one."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from sandboxd.agent.envd.version import ENVD_VERSION
 from sandboxd.core.egress import EgressPolicy, e2b_wire
-from sandboxd.core.models import ON_TIMEOUT_KILL, PAUSED, STOPPED, Sandbox, Template, iso
+from sandboxd.core.models import ON_TIMEOUT_KILL, PAUSED, RUNNING, STOPPED, Sandbox, Template, iso
 
 CLIENT_ID = "sandboxd"
 
@@ -15,6 +15,16 @@ CLIENT_ID = "sandboxd"
 def state(sb: Sandbox) -> str:
     # E2B knows running and paused only; a stopped sandbox is resumable like a paused one.
     return "paused" if sb.status in (PAUSED, STOPPED) else "running"
+
+
+def listing_filter(states: set[str], metadata: dict[str, str], started_after: datetime | None
+                   ) -> Callable[[Sandbox], bool]:
+    """What E2B's list filters keep: the wanted states, every metadata pair equal, started at or after."""
+    def keep(sb: Sandbox) -> bool:
+        return (state(sb) in states and sb.status in (RUNNING, PAUSED, STOPPED)
+                and all(str((sb.metadata or {}).get(k)) == v for k, v in metadata.items())
+                and (started_after is None or (sb.started_at or sb.created_at) >= started_after))
+    return keep
 
 
 def template_ref(sb: Sandbox) -> str:
