@@ -18,6 +18,7 @@ from support.real import IN_CI, TEMPLATES_DIR, real_backend_problem, require_rea
 # after the parallel part, alone.
 SHARED_GROUPS = {"tests/desktop/": "desktop"}
 SERIAL = ("tests/security/test_egress_floor.py", "tests/security/test_egress_policy.py",
+          "tests/security/test_egress_names.py",
           # In about half of the parallel runs (never alone, nor under CPU load alone) this module's
           # code-interpreter sandbox loses its HopX kernel between two tests (the next cell runs in a fresh one).
           # Two pid-reuse hazards fixed meanwhile (agent kill_group, fake backend) did not end it; until the

@@ -145,6 +145,19 @@ class Settings(BaseSettings):
     @classmethod
     def _egress_cidrs(cls, v: str) -> str:
         return ",".join(str(n) for n in parse_cidrs(v))
+    # The resolvers the egress proxy's resolver forwards a sandbox's DNS to when its policy names hosts
+    # (docs/network.md): comma-separated "ip[:port]". Empty: the ones sandboxes are given (the host's).
+    egress_resolvers: str = ""
+
+    @field_validator("egress_resolvers")
+    @classmethod
+    def _egress_resolvers(cls, v: str) -> str:
+        for item in filter(None, (w.strip() for w in v.split(","))):
+            host, _, port = item.partition(":")
+            ipaddress.IPv4Address(host)  # a ValueError names the entry
+            if port and not 0 < int(port) < 65536:
+                raise ValueError(f"{item!r}: port out of range")
+        return v
     # [tokens] sandbox token lifetimes.
     # After /token/refresh the sandbox's previous HopX token still works this long (requests in flight), then never.
     token_refresh_grace_seconds: float = Field(60.0, ge=0, le=3600)

@@ -189,46 +189,39 @@ def test_the_e2b_sdk_sets_and_replaces_the_policy(internet):
     before = network.parse_cidrs(",".join(network.floor_openings()))
     srv = CPServer(data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES,
                    SANDBOXD_EGRESS_ALLOW_CIDRS=f"{OPEN_A}/32,{OPEN_B}/32").start()
-    saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY", "E2B_DOMAIN")}
     try:
-        os.environ.update({"E2B_API_URL": srv.base, "E2B_SANDBOX_URL": srv.gateway, "E2B_API_KEY": srv.key})
-        os.environ.pop("E2B_DOMAIN", None)
-        from e2b import ALL_TRAFFIC, Sandbox
+        with srv.e2b_env():
+            from e2b import ALL_TRAFFIC, Sandbox
 
-        box = Sandbox.create("base", allow_internet_access=True,
-                             network={"allow_out": [OPEN_A], "deny_out": [ALL_TRAFFIC]})
-        try:
-            def fetch(addr: str) -> str:
-                r = box.commands.run(f"python3 -c {shlex.quote(GET.format(addr=addr, port=PORT))}")
-                floor_open()
-                return json.loads(r.stdout)
+            box = Sandbox.create("base", allow_internet_access=True,
+                                 network={"allow_out": [OPEN_A], "deny_out": [ALL_TRAFFIC]})
+            try:
+                def fetch(addr: str) -> str:
+                    r = box.commands.run(f"python3 -c {shlex.quote(GET.format(addr=addr, port=PORT))}")
+                    floor_open()
+                    return json.loads(r.stdout)
 
-            info = box.get_info().network
-            assert info is not None and info["allow_out"] == [OPEN_A] and info["deny_out"] == [ALL_TRAFFIC]
-            seen = len(internet.served())
-            assert (fetch(OPEN_A), fetch(OPEN_B)) == (OPEN_A, "EHOSTUNREACH")
+                info = box.get_info().network
+                assert info is not None and info["allow_out"] == [OPEN_A] and info["deny_out"] == [ALL_TRAFFIC]
+                seen = len(internet.served())
+                assert (fetch(OPEN_A), fetch(OPEN_B)) == (OPEN_A, "EHOSTUNREACH")
 
-            box.update_network({"deny_out": [OPEN_A]})  # replaces: the allow-list is gone
-            assert (fetch(OPEN_A), fetch(OPEN_B)) == ("EHOSTUNREACH", OPEN_B)
-            info = box.get_info().network
-            assert info is not None and info["allow_out"] == [] and info["deny_out"] == [OPEN_A]
-            assert internet.served()[seen:] == [OPEN_A, OPEN_B]
+                box.update_network({"deny_out": [OPEN_A]})  # replaces: the allow-list is gone
+                assert (fetch(OPEN_A), fetch(OPEN_B)) == ("EHOSTUNREACH", OPEN_B)
+                info = box.get_info().network
+                assert info is not None and info["allow_out"] == [] and info["deny_out"] == [OPEN_A]
+                assert internet.served()[seen:] == [OPEN_A, OPEN_B]
 
-            with srv.client() as c:
-                doc = c.get(f"/v1/sandboxes/{box.sandbox_id}/network").json()
-                assert doc["deny_out"] == [OPEN_A] and doc["denied"]["packets"] >= 2
-                assert set(doc["denied"]["destinations"]) == {OPEN_A, OPEN_B}
-                events = c.get(f"/events/sandboxes/{box.sandbox_id}").json()
-            updates = [e["eventData"] for e in events if e["type"] == "sandbox.lifecycle.updated"]
-            assert {"allow_out": [], "deny_out": [OPEN_A], "dns_servers": None} in [u.get("network") for u in updates]
-        finally:
-            box.kill()
+                with srv.client() as c:
+                    doc = c.get(f"/v1/sandboxes/{box.sandbox_id}/network").json()
+                    assert doc["deny_out"] == [OPEN_A] and doc["denied"]["packets"] >= 2
+                    assert set(doc["denied"]["destinations"]) == {OPEN_A, OPEN_B}
+                    events = c.get(f"/events/sandboxes/{box.sandbox_id}").json()
+                updates = [e["eventData"] for e in events if e["type"] == "sandbox.lifecycle.updated"]
+                assert {"allow_out": [], "deny_out": [OPEN_A], "dns_servers": None} in [u.get("network") for u in updates]
+            finally:
+                box.kill()
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         srv.close()
         shutil.rmtree(data, ignore_errors=True)
         network.ensure_table(before)

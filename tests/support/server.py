@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -105,6 +106,22 @@ class CPServer:
                     "HOPX_BASE_URL": self.base, "E2B_API_KEY": self.key, "E2B_API_URL": self.base,
                     "E2B_SANDBOX_URL": self.gateway})
         return env
+
+    @contextmanager
+    def e2b_env(self) -> Iterator[None]:
+        """E2B's SDK, in this process, talks to this server while inside (E2B_DOMAIN would override the URLs)."""
+        keys = ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY", "E2B_DOMAIN")
+        saved = {k: os.environ.get(k) for k in keys}
+        os.environ.update({"E2B_API_URL": self.base, "E2B_SANDBOX_URL": self.gateway, "E2B_API_KEY": self.key})
+        os.environ.pop("E2B_DOMAIN", None)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def start(self, timeout: float = 60) -> "CPServer":
         for _ in range(3):

@@ -1,12 +1,14 @@
 """A sandbox's egress policy (docs/network.md): what its owner allows and denies on top of the operator's floor.
 
-E2B's model: `allow_out` and `deny_out` name IPv4 addresses, CIDRs (`0.0.0.0/0` is all traffic) and, for
-allow only, host names (`example.com`, `*.example.com`); an allowed destination goes out even when a deny
-entry covers it, and with nothing denied everything the floor lets through goes out. A policy is replaced
-whole, never merged. The floor stays under it: no entry opens what the operator closed.
+E2B's model: `allow_out` and `deny_out` name IPv4 addresses, CIDRs (`0.0.0.0/0` is all traffic) and host
+names (`example.com`, `*.example.com`; E2B's own server takes names in allow only, its SDK in both); an
+allowed destination goes out even when a deny entry covers it, and with nothing denied everything the floor
+lets through goes out. `rules` set headers on the plain-HTTP requests to a host (E2B's
+`rules[host][].transform.headers`). A policy is replaced whole, never merged. The floor stays under it: no
+entry opens what the operator closed.
 
-Host names and per-host header rules are taken into the model but refused until they are enforced: a rule
-that would be stored and not applied is refused, never accepted silently.
+An egress proxy (E2B's `egressProxy`) is refused: nothing here would tunnel through it, and a setting that
+would be stored and not applied is refused, never accepted silently.
 """
 from __future__ import annotations
 
@@ -17,38 +19,70 @@ from typing import Any
 
 from sandboxd.errors import Invalid
 from sandboxd.runtime.base import Egress
+from sandboxd.runtime.egressproxy.headers import NOT_SETTABLE
 
 ALL_TRAFFIC = "0.0.0.0/0"
 MAX_ENTRIES = 512  # per list
 MAX_DNS_SERVERS = 10
+MAX_RULE_HOSTS = 64
+MAX_HEADERS = 32  # per host
+MAX_HEADER_BYTES = 8192  # per host, names and values
+TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 HOSTNAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})+$")
+
+
+Headers = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (host, ((name, value), ...)), ...
 
 
 @dataclass(frozen=True)
 class EgressPolicy:
     allow_out: tuple[str, ...] = ()
     deny_out: tuple[str, ...] = ()
-    dns_servers: tuple[str, ...] | None = None  # E2B's: opened with a domain in allow_out; None: its default
+    dns_servers: tuple[str, ...] | None = None  # E2B's: kept and shown; our resolver answers instead
+    rules: Headers = ()
 
     @property
     def empty(self) -> bool:
-        return not self.allow_out and not self.deny_out
+        return not self.allow_out and not self.deny_out and not self.rules
 
     def runtime(self) -> Egress:
-        """The rules the runtime enforces: CIDRs only (host names are refused before a policy is made)."""
-        return Egress(allow=tuple(_cidr(e) for e in self.allow_out), deny=tuple(_cidr(e) for e in self.deny_out))
+        """The rules the runtime enforces: addresses for nft, names and headers for the egress proxy."""
+        def split(entries: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+            names = tuple(e for e in entries if not _is_address(e))
+            return tuple(_cidr(e) for e in entries if e not in names), names
+
+        (allow, allow_names), (deny, deny_names) = split(self.allow_out), split(self.deny_out)
+        return Egress(allow=allow, deny=deny, allow_names=allow_names, deny_names=deny_names, headers=self.rules)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"allow_out": list(self.allow_out), "deny_out": list(self.deny_out),
-                "dns_servers": None if self.dns_servers is None else list(self.dns_servers)}
+        out: dict[str, Any] = {"allow_out": list(self.allow_out), "deny_out": list(self.deny_out),
+                               "dns_servers": None if self.dns_servers is None else list(self.dns_servers)}
+        if self.rules:
+            out["rules"] = wire_rules(self.rules)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "EgressPolicy":
         d = d or {}
         dns = d.get("dns_servers")
+        rules = tuple((host, tuple((k, v) for r in rs for k, v in r["transform"]["headers"].items()))
+                      for host, rs in (d.get("rules") or {}).items())
         return cls(tuple(d.get("allow_out") or ()), tuple(d.get("deny_out") or ()),
-                   None if dns is None else tuple(dns))
+                   None if dns is None else tuple(dns), rules)
+
+
+def wire_rules(rules: Headers) -> dict[str, list[dict[str, Any]]]:
+    """E2B's shape: host → [{"transform": {"headers": {...}}}]."""
+    return {host: [{"transform": {"headers": dict(headers)}}] for host, headers in rules}
+
+
+def _is_address(entry: str) -> bool:
+    try:
+        ipaddress.IPv4Network(entry)
+        return True
+    except ValueError:
+        return False
 
 
 def _cidr(entry: str) -> str:
@@ -74,15 +108,59 @@ def _entry(field: str, raw: Any) -> str:
         return str(net) if "/" in text else text
     except ValueError:
         pass
-    name = text.lower().rstrip(".")
-    if not HOSTNAME.match(name) or len(name) > 253:
+    name = _hostname(text)
+    if name is None:
         raise Invalid(f"{field}: {raw!r} is not an IP address, a CIDR or a host name", code="invalid_network_rule",
                       details={"field": field, "entry": raw})
-    if field.startswith("deny"):
-        raise Invalid(f"{field}: {raw!r} is a host name; deny rules take IP addresses and CIDRs only",
-                      code="invalid_network_rule", details={"field": field, "entry": raw})
-    raise Invalid(f"{field}: {raw!r} is a host name; domain rules are not enforced yet, name its IP addresses "
-                  "or CIDRs instead", code="domain_rules_not_enforced", details={"field": field, "entry": raw})
+    return name
+
+
+def _hostname(text: str) -> str | None:
+    """The name lowercased, or None when it is not one (a last label of digits is a mistyped address)."""
+    name = text.lower().rstrip(".")
+    ok = HOSTNAME.match(name) and len(name) <= 253 and not name.rsplit(".", 1)[-1].isdigit()
+    return name if ok else None
+
+
+def _rules(field: str, raw: Any) -> Headers:
+    """E2B's `rules`: host → [{"transform": {"headers": {name: value}}}], the headers merged in order."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or len(raw) > MAX_RULE_HOSTS:
+        raise Invalid(f"{field} must map at most {MAX_RULE_HOSTS} host names to lists of rules",
+                      code="invalid_network_rule", details={"field": field})
+    out = []
+    for host, rules in raw.items():
+        name = _hostname(host) if isinstance(host, str) else None
+        if name is None:
+            raise Invalid(f"{field}: {host!r} is not a host name; header rules apply to requests by host name",
+                          code="invalid_network_rule", details={"field": field, "entry": host})
+        if not isinstance(rules, list):
+            raise Invalid(f"{field}.{host}: must be a list of rules", code="invalid_network_rule",
+                          details={"field": field, "entry": host})
+        headers: dict[str, tuple[str, str]] = {}
+        for rule in rules:
+            transform = rule.get("transform") if isinstance(rule, dict) else None
+            given = (transform or {}).get("headers") if isinstance(transform, dict) else None
+            if not isinstance(rule, dict) or set(rule) - {"transform"} or not isinstance(transform or {}, dict) \
+                    or set(transform or {}) - {"headers"} or not isinstance(given or {}, dict):
+                raise Invalid(f"{field}.{host}: a rule is {{\"transform\": {{\"headers\": {{name: value}}}}}}",
+                              code="invalid_network_rule", details={"field": field, "entry": host})
+            for k, v in (given or {}).items():
+                if not isinstance(k, str) or not TOKEN.match(k) or not isinstance(v, str) \
+                        or any(c in v for c in "\r\n\0"):
+                    raise Invalid(f"{field}.{host}: {k!r} is not a header name with a one-line value",
+                                  code="invalid_network_rule", details={"field": field, "entry": host, "header": k})
+                if k.lower() in NOT_SETTABLE:
+                    raise Invalid(f"{field}.{host}: {k!r} frames or routes the request; a rule cannot set it",
+                                  code="invalid_network_rule", details={"field": field, "entry": host, "header": k})
+                headers[k.lower()] = (k, v)
+        if len(headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in headers.values()) > MAX_HEADER_BYTES:
+            raise Invalid(f"{field}.{host}: at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes",
+                          code="invalid_network_rule", details={"field": field, "entry": host})
+        if headers:
+            out.append((name, tuple(headers.values())))
+    return tuple(out)
 
 
 def _entries(field: str, raw: Any) -> tuple[str, ...]:
@@ -119,9 +197,6 @@ def parse(body: dict[str, Any], *, camel: bool) -> EgressPolicy:
         head, *rest = snake.split("_")
         return head + "".join(w.title() for w in rest) if camel and snake != "allow_internet_access" else snake
 
-    if body.get(key("rules")):
-        raise Invalid(f"{key('rules')}: per-host header rules are not enforced yet", code="network_rules_not_enforced",
-                      details={"field": key("rules")})
     if body.get(key("egress_proxy")) is not None:
         raise Invalid(f"{key('egress_proxy')}: egress proxies are not supported", code="egress_proxy_not_supported",
                       details={"field": key("egress_proxy")})
@@ -133,7 +208,8 @@ def parse(body: dict[str, Any], *, camel: bool) -> EgressPolicy:
                       details={"field": "allow_internet_access"})
     if internet is False and ALL_TRAFFIC not in deny:
         deny += (ALL_TRAFFIC,)
-    return EgressPolicy(allow, deny, _dns(key("dns_servers"), body.get(key("dns_servers"))))
+    return EgressPolicy(allow, deny, _dns(key("dns_servers"), body.get(key("dns_servers"))),
+                        _rules(key("rules"), body.get(key("rules"))))
 
 
 def e2b_wire(policy: EgressPolicy, public_traffic: bool) -> dict[str, Any]:
@@ -142,4 +218,6 @@ def e2b_wire(policy: EgressPolicy, public_traffic: bool) -> dict[str, Any]:
                            "allowPublicTraffic": public_traffic}
     if policy.dns_servers is not None:
         out["dnsServers"] = list(policy.dns_servers)
+    if policy.rules:
+        out["rules"] = wire_rules(policy.rules)
     return out

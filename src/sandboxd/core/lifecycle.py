@@ -407,9 +407,11 @@ class LifecycleService:
         self.routes.set_status(sid, sb.status)
         return sb
 
-    async def kill(self, sid: str, reason: str = REASON_USER) -> Sandbox:
+    async def kill(self, sid: str, reason: str = REASON_USER, *, team: str | None = None) -> Sandbox:
+        """`team` (here and in the calls below): the caller's, read with the sandbox in one go; another team's
+        sandbox is a 404 as if missing."""
         async with self._lock(sid):
-            sb = self.get(sid)
+            sb = self.get(sid, team)
             before = sb
             route = self.routes.drop(sid)  # revoke traffic first: nothing reaches a sandbox being destroyed
             self._expiry.pop(sid, None)
@@ -432,9 +434,9 @@ class LifecycleService:
             self.routes.gone(sid, route)
         return sb
 
-    async def pause(self, sid: str, *, idempotent: bool = False) -> Sandbox:
+    async def pause(self, sid: str, *, idempotent: bool = False, team: str | None = None) -> Sandbox:
         async with self._lock(sid):
-            sb = self.get(sid)
+            sb = self.get(sid, team)
             if idempotent and sb.status == PAUSED:
                 return sb
             self._require(sb, (RUNNING,), "pause")
@@ -442,9 +444,9 @@ class LifecycleService:
             new = self._set(sid, {"status": PAUSED}, ev.PAUSED, execution=self._execution(sb))
             return new
 
-    async def resume(self, sid: str, *, idempotent: bool = False) -> Sandbox:
+    async def resume(self, sid: str, *, idempotent: bool = False, team: str | None = None) -> Sandbox:
         async with self._lock(sid):
-            sb = self.get(sid)
+            sb = self.get(sid, team)
             if idempotent and sb.status == RUNNING:
                 return sb
             self._require(sb, (PAUSED,), "resume")
@@ -452,17 +454,17 @@ class LifecycleService:
             new = self._set(sid, {"status": RUNNING, "started_at": _now()}, ev.RESUMED)
             return new
 
-    async def stop(self, sid: str) -> Sandbox:
+    async def stop(self, sid: str, *, team: str | None = None) -> Sandbox:
         async with self._lock(sid):
-            sb = self.get(sid)
+            sb = self.get(sid, team)
             self._require(sb, (RUNNING, PAUSED), "stop")
             await self._call(self.backend.stop, sid)
             new = self._set(sid, {"status": STOPPED}, ev.UPDATED, execution=self._execution(sb))
             return new
 
-    async def start_sandbox(self, sid: str) -> Sandbox:
+    async def start_sandbox(self, sid: str, *, team: str | None = None) -> Sandbox:
         async with self._lock(sid):
-            sb = self.get(sid)
+            sb = self.get(sid, team)
             self._require(sb, (STOPPED,), "start")
             with self.store.tx() as s:  # a stopped sandbox holds its disk but no memory: it needs room again
                 committed = _usage(s)[1]
@@ -489,11 +491,11 @@ class LifecycleService:
         mine = [(vcpu, mem) for t, vcpu, mem in self._starting.values() if t == team]
         return quotas.Usage(vcpu=sum(v for v, _ in mine), memory_mb=sum(m for _, m in mine))
 
-    async def set_timeout(self, sid: str, seconds: int) -> Sandbox:
+    async def set_timeout(self, sid: str, seconds: int, *, team: str | None = None) -> Sandbox:
         if seconds < 1:
             raise Invalid("timeout_seconds must be at least 1", code="invalid_timeout")
         async with self._lock(sid):
-            self.get(sid)
+            self.get(sid, team)
             expires = _now() + timedelta(seconds=seconds)
             new = self._set(sid, {"timeout_seconds": seconds, "expires_at": expires}, ev.UPDATED,
                             set_timeout=iso(expires))

@@ -65,21 +65,63 @@ class TemplateImage:
 
 @dataclass(frozen=True)
 class Egress:
-    """A sandbox's own egress rules under the operator's floor (docs/network.md): IPv4 CIDRs only. With
-    nothing denied everything the floor lets through goes out; `allow` wins over `deny`."""
+    """A sandbox's own egress rules under the operator's floor (docs/network.md). `allow`/`deny`: IPv4 CIDRs;
+    `allow_names`/`deny_names`: host names (`example.com`, `*.example.com`), admitted by the name a TCP
+    connection carries (TLS SNI, HTTP Host) and only to an address the name has; `headers`: per host
+    pattern, headers set on its plain-HTTP requests. With nothing denied everything the floor lets through
+    goes out; an allow entry wins over a deny entry."""
 
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    allow_names: tuple[str, ...] = ()
+    deny_names: tuple[str, ...] = ()
+    headers: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+
+    @property
+    def by_name(self) -> bool:
+        """Whether enforcing it needs the egress proxy (names or header rules), not nft alone."""
+        return bool(self.allow_names or self.deny_names or self.headers)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Egress":
+        return cls(tuple(d.get("allow") or ()), tuple(d.get("deny") or ()), tuple(d.get("allow_names") or ()),
+                   tuple(d.get("deny_names") or ()),
+                   tuple((p, tuple((k, v) for k, v in hs)) for p, hs in d.get("headers") or ()))
+
+
+@dataclass(frozen=True)
+class DestinationUsage:
+    """Traffic to one destination (a host name the egress proxy admitted, or an address) in the last hour."""
+
+    destination: str
+    connections: int = 0
+    bytes_sent: int = 0
+    bytes_received: int | None = None  # None: not counted (direct traffic is counted one way)
+    denied: int = 0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One connection the egress proxy refused: when, to what, and why (rules.Verdict's reasons)."""
+
+    time: float
+    destination: str
+    address: str
+    port: int
+    reason: str
 
 
 @dataclass(frozen=True)
 class EgressDenied:
-    """What the sandbox's egress rules refused since it was created: packets, bytes, and the destinations
-    refused in the last hour (at most a few hundred)."""
+    """What the sandbox's egress rules refused and let through: packets and bytes refused since it started,
+    the addresses refused in the last hour (at most a few hundred), the connections the egress proxy
+    refused by name (the latest few hundred), and traffic per destination."""
 
     packets: int = 0
     bytes: int = 0
     destinations: tuple[str, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+    usage: tuple[DestinationUsage, ...] = ()
 
 
 @dataclass(frozen=True)

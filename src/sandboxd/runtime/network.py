@@ -52,9 +52,11 @@ TABLE = "sandboxd"
 SUBNET = ipaddress.IPv4Network("10.213.0.0/16")
 NETNS_DIR = Path("/run/netns")  # only for leftovers of older layouts
 LOCK = Path("/run/sandboxd/net.lock")
-RULESET_VERSION = "sandboxd-guard-v2"
+RULESET_VERSION = "sandboxd-guard-v3"
+PROXY_MARK = 0x5BD0  # the egress proxy's own connections (runtime/egressproxy/client.py)
 DENIED_FOR = 3600  # seconds a denied destination stays listed
 DENIED_LISTED = 256  # at most this many denied destinations listed per sandbox
+USAGE_LISTED = 1024  # destinations counted per sandbox (an hour after their last packet)
 
 # Every IPv4 range that is not the public internet: closed to sandboxes unless the operator opens a CIDR.
 CLOSED_RANGES = (
@@ -90,7 +92,17 @@ table inet {TABLE} {{
   }}
   chain input {{
     type filter hook input priority filter - 10; policy accept;
+    iifname "vh*" ct status dnat accept
     iifname "vh*" drop
+  }}
+  chain proxied {{
+    type filter hook output priority filter - 20; policy accept;
+    meta mark != {PROXY_MARK:#x} accept
+    meta nfproto ipv6 drop
+    fib daddr type local reject with icmpx type admin-prohibited
+    ip daddr {SUBNET} reject with icmpx type admin-prohibited
+    ip daddr @opened accept
+    ip daddr @closed reject with icmpx type admin-prohibited
   }}
   chain floor {{
     type filter hook forward priority filter - 20; policy accept;
@@ -117,6 +129,10 @@ EGRESS_HOOK = f"""add map inet {TABLE} egress {{ type ifname : verdict; }}
 add chain inet {TABLE} egress_rules {{ type filter hook forward priority filter; policy accept; }}
 flush chain inet {TABLE} egress_rules
 add rule inet {TABLE} egress_rules iifname vmap @egress
+add map inet {TABLE} egress_nat {{ type ifname : verdict; }}
+add chain inet {TABLE} egress_redirect {{ type nat hook prerouting priority dstnat; policy accept; }}
+flush chain inet {TABLE} egress_redirect
+add rule inet {TABLE} egress_redirect iifname vmap @egress_nat
 """
 
 
@@ -201,47 +217,88 @@ def floor_openings() -> list[str]:
 
 
 def _egress_objects(veth: str) -> str:
-    """nft commands that make the sandbox's chain, sets and counter if missing (each `add` is idempotent)."""
+    """nft commands that make the sandbox's chains, sets and counter if missing (each `add` is idempotent)."""
     t = f"inet {TABLE}"
+    counted = f"type ipv4_addr; flags dynamic,timeout; timeout {DENIED_FOR}s; size {USAGE_LISTED}; counter;"
     return (f"add chain {t} e_{veth}\n"
+            f"add chain {t} n_{veth}\n"
             f"add set {t} ea_{veth} {{ type ipv4_addr; flags interval; auto-merge; }}\n"
             f"add set {t} ed_{veth} {{ type ipv4_addr; flags interval; auto-merge; }}\n"
             f"add set {t} et_{veth} {{ type ipv4_addr; flags dynamic,timeout; timeout {DENIED_FOR}s; "
             f"size {DENIED_LISTED}; }}\n"
+            f"add set {t} en_{veth} {{ {counted} }}\n"
+            f"add set {t} eb_{veth} {{ {counted} }}\n"
             f"add counter {t} ec_{veth}\n")
 
 
-def egress_script(veth: str, allow: list[str], deny: list[str]) -> str:
-    """nft commands that give the sandbox behind veth exactly these rules (its counter and denied list are
-    kept), with the hook that leads to them. The record rule comes apart from the reject: a full denied list fails its update, which must
-    never skip the reject."""
+def egress_script(veth: str, allow: list[str], deny: list[str], redirect: tuple[int, int] | None = None) -> str:
+    """nft commands that give the sandbox behind veth exactly these rules (its counters and denied list are
+    kept), with the hooks that lead to them. A dynamic set's update that fails (the set is full) ends its rule
+    there, so each update stands in a rule of its own, apart from the accept or reject it must never skip.
+
+    `redirect` (dns port, tcp port): the sandbox's policy names hosts, so its DNS goes to our resolver and
+    the TCP that no allow entry lets through goes to the egress proxy, which admits it by name (or, without
+    one, by the same IP rules). What the floor closes is left to the floor, so it fails as fast as before."""
     t = f"inet {TABLE}"
-    lines = [(EGRESS_HOOK + _egress_objects(veth)).rstrip("\n"), f"flush chain {t} e_{veth}", f"flush set {t} ea_{veth}",
-             f"flush set {t} ed_{veth}"]
+    lines = [(EGRESS_HOOK + _egress_objects(veth)).rstrip("\n"), f"flush chain {t} e_{veth}",
+             f"flush chain {t} n_{veth}", f"flush set {t} ea_{veth}", f"flush set {t} ed_{veth}"]
     for name, cidrs in ((f"ea_{veth}", allow), (f"ed_{veth}", deny)):
         if cidrs:
             lines.append(f"add element {t} {name} {{ {', '.join(cidrs)} }}")
-    lines += [f"add rule {t} e_{veth} ip daddr @ea_{veth} accept",
-              f"add rule {t} e_{veth} ip daddr @ed_{veth} update @et_{veth} {{ ip daddr }}",
-              f"add rule {t} e_{veth} ip daddr @ed_{veth} counter name ec_{veth} reject with icmpx type admin-prohibited",
+    denied = f"ip daddr @ed_{veth} ip daddr != @ea_{veth}"  # an allow entry wins over a deny entry
+    lines += [f"add rule {t} e_{veth} {denied} update @et_{veth} {{ ip daddr }}",
+              f"add rule {t} e_{veth} {denied} counter name ec_{veth} reject with icmpx type admin-prohibited",
+              f"add rule {t} e_{veth} ct state new update @en_{veth} {{ ip daddr }}",
+              f"add rule {t} e_{veth} update @eb_{veth} {{ ip daddr }}",
               f'add element {t} egress {{ "{veth}" : jump e_{veth} }}']
+    if redirect is None:
+        lines.insert(1, f'add element {t} egress_nat {{ "{veth}" : jump n_{veth} }}')  # so the delete finds it
+        lines.append(f'delete element {t} egress_nat {{ "{veth}" }}')
+    else:
+        dns, tcp = redirect
+        lines += [f"add rule {t} n_{veth} meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns}",
+                  f"add rule {t} n_{veth} ip daddr @ea_{veth} return",
+                  f"add rule {t} n_{veth} ip daddr @opened meta l4proto tcp redirect to :{tcp}",
+                  f"add rule {t} n_{veth} ip daddr @closed return",
+                  f"add rule {t} n_{veth} meta l4proto tcp redirect to :{tcp}",
+                  f'add element {t} egress_nat {{ "{veth}" : jump n_{veth} }}']
     return "\n".join(lines) + "\n"
 
 
-def set_egress(veth: str, allow: list[str], deny: list[str]) -> None:
+def set_egress(veth: str, allow: list[str], deny: list[str], redirect: tuple[int, int] | None = None) -> None:
     """Give the sandbox behind veth these rules, in one transaction."""
     _run(["nft", "-f", "-"], stdin=egress_script(veth, [str(ipaddress.IPv4Network(c)) for c in allow],
-                                                 [str(ipaddress.IPv4Network(c)) for c in deny]))
+                                                 [str(ipaddress.IPv4Network(c)) for c in deny], redirect))
 
 
 def drop_egress(veth: str) -> None:
-    """Remove the sandbox's rules, counter and list (made first, so removing what was never made works)."""
+    """Remove the sandbox's rules, counters and list (made first, so removing what was never made works)."""
     t = f"inet {TABLE}"
-    script = (_egress_objects(veth) + f'add element {t} egress {{ "{veth}" : jump e_{veth} }}\n'
-              f'delete element {t} egress {{ "{veth}" }}\nflush chain {t} e_{veth}\ndelete chain {t} e_{veth}\n'
-              + "".join(f"delete set {t} {p}_{veth}\n" for p in ("ea", "ed", "et"))
+    script = (EGRESS_HOOK + _egress_objects(veth) + f'add element {t} egress {{ "{veth}" : jump e_{veth} }}\n'
+              f'add element {t} egress_nat {{ "{veth}" : jump n_{veth} }}\n'
+              f'delete element {t} egress {{ "{veth}" }}\ndelete element {t} egress_nat {{ "{veth}" }}\n'
+              f"flush chain {t} e_{veth}\ndelete chain {t} e_{veth}\n"
+              f"flush chain {t} n_{veth}\ndelete chain {t} n_{veth}\n"
+              + "".join(f"delete set {t} {p}_{veth}\n" for p in ("ea", "ed", "et", "en", "eb"))
               + f"delete counter {t} ec_{veth}\n")
     _run(["nft", "-f", "-"], stdin=script, check=False)
+
+
+def egress_usage(veth: str) -> dict[str, tuple[int, int]]:
+    """Per destination address the sandbox sent to directly (not through the egress proxy) in the last hour:
+    (connections opened, bytes sent). Empty when it has no rules."""
+    found: dict[str, list[int]] = {}
+    for i, name in enumerate(("en", "eb")):
+        proc = _run(["nft", "-j", "list", "set", "inet", TABLE, f"{name}_{veth}"], check=False)
+        if proc.returncode != 0:
+            return {}
+        for item in json.loads(proc.stdout.decode())["nftables"]:
+            for element in (item.get("set") or {}).get("elem", []):
+                inner = element.get("elem", {}) if isinstance(element, dict) else {}
+                addr, counter = inner.get("val"), inner.get("counter") or {}
+                if isinstance(addr, str):
+                    found.setdefault(addr, [0, 0])[i] = int(counter.get("packets" if i == 0 else "bytes", 0))
+    return {a: (c, b) for a, (c, b) in found.items()}
 
 
 def _set_elements(doc: dict) -> list[str]:

@@ -28,10 +28,39 @@ def test_allow_internet_access_false_denies_all_traffic_once():
     assert parse({"allow_internet_access": True}, camel=True).empty
 
 
+def test_host_names_go_to_the_proxy_and_addresses_to_nft():
+    p = parse({"allowOut": ["API.example.com.", "*.Example.org", "1.2.3.4"], "denyOut": ["0.0.0.0/0", "evil.test"]},
+              camel=True)
+    assert p.allow_out == ("api.example.com", "*.example.org", "1.2.3.4")
+    assert p.runtime() == Egress(allow=("1.2.3.4/32",), deny=(ALL_TRAFFIC,),
+                                 allow_names=("api.example.com", "*.example.org"), deny_names=("evil.test",))
+    assert p.runtime().by_name and not parse({"denyOut": ["1.2.3.4"]}, camel=True).runtime().by_name
+
+
+def test_header_rules_merge_in_order_and_round_trip():
+    body = {"rules": {"API.example.com": [{"transform": {"headers": {"X-A": "1", "X-B": "2"}}},
+                                          {"transform": {"headers": {"x-a": "3"}}}, {}]}}
+    p = parse(body, camel=True)
+    assert p.rules == (("api.example.com", (("x-a", "3"), ("X-B", "2"))),) and not p.empty
+    assert p.runtime().headers == p.rules and p.runtime().by_name
+    assert EgressPolicy.from_dict(p.to_dict()) == p
+    assert e2b_wire(p, True)["rules"] == {"api.example.com": [{"transform": {"headers": {"x-a": "3", "X-B": "2"}}}]}
+
+
+@pytest.mark.parametrize("rules, entry", [
+    ({"1.2.3.4": [{"transform": {"headers": {"A": "b"}}}]}, "1.2.3.4"),  # by host name only
+    ({"a.example.com": [{"transform": {"headers": {"A b": "c"}}}]}, "a.example.com"),  # not a header name
+    ({"a.example.com": [{"transform": {"headers": {"A": "b\r\nEvil: 1"}}}]}, "a.example.com"),  # no smuggling
+    ({"a.example.com": [{"transform": {"body": "x"}}]}, "a.example.com"),  # headers are what a rule sets
+    ({"a.example.com": {"transform": {}}}, "a.example.com"),
+])
+def test_a_bad_header_rule_is_refused_by_host(rules, entry):
+    with pytest.raises(Invalid) as err:
+        parse({"rules": rules}, camel=True)
+    assert err.value.code == "invalid_network_rule" and err.value.details["entry"] == entry
+
+
 @pytest.mark.parametrize("body, code, entry", [
-    ({"allowOut": ["api.example.com"]}, "domain_rules_not_enforced", "api.example.com"),
-    ({"allowOut": ["*.Example.com"]}, "domain_rules_not_enforced", "*.Example.com"),
-    ({"denyOut": ["example.com"]}, "invalid_network_rule", "example.com"),
     ({"denyOut": ["300.1.1.1"]}, "invalid_network_rule", "300.1.1.1"),
     ({"allowOut": ["::/0"]}, "invalid_network_rule", "::/0"),
     ({"allowOut": [""]}, "invalid_network_rule", ""),
@@ -46,11 +75,8 @@ def test_a_bad_entry_is_refused_by_name(body, code, entry):
     assert repr(entry) in err.value.message
 
 
-def test_rules_proxies_and_oversized_lists_are_refused():
-    with pytest.raises(Invalid) as err:
-        parse({"rules": {"a.example.com": [{"transform": {"headers": {"A": "b"}}}]}}, camel=True)
-    assert err.value.code == "network_rules_not_enforced"
-    assert parse({"rules": {}}, camel=True).empty  # no rule given: nothing to refuse
+def test_proxies_and_oversized_lists_are_refused():
+    assert parse({"rules": {}}, camel=True).empty
     with pytest.raises(Invalid) as err:
         parse({"egress_proxy": {"address": "p.example:1080"}}, camel=False)
     assert err.value.code == "egress_proxy_not_supported"

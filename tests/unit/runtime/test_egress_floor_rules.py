@@ -87,9 +87,28 @@ def test_a_sandboxs_egress_rules_are_one_transaction_that_keeps_its_counter():
     assert lines.index("flush chain inet sandboxd e_vhabc") < lines.index(
         "add element inet sandboxd ea_vhabc { 192.0.2.7/32 }")
     assert "delete counter" not in script and "reset" not in script
-    accept, record, reject = [line for line in lines if line.startswith("add rule inet sandboxd e_vhabc")]
-    assert accept.endswith("ip daddr @ea_vhabc accept")  # allow wins: it comes first
+    record, reject, connections, sent = [line for line in lines if line.startswith("add rule inet sandboxd e_vhabc")]
+    # An allow entry wins: what it holds is never recorded or rejected.
+    assert "ip daddr @ed_vhabc ip daddr != @ea_vhabc" in record and "ip daddr != @ea_vhabc" in reject
     assert "update @et_vhabc" in record and "reject" not in record  # a full list never skips the reject
     assert "counter name ec_vhabc reject" in reject
-    assert lines[-1] == 'add element inet sandboxd egress { "vhabc" : jump e_vhabc }'
+    # What passes is counted per destination, each update in a rule of its own, after the reject.
+    assert "ct state new update @en_vhabc" in connections and "accept" not in connections
+    assert sent.endswith("update @eb_vhabc { ip daddr }")
+    assert 'add element inet sandboxd egress { "vhabc" : jump e_vhabc }' in lines
+    # Without names nothing is redirected: the sandbox's nat element goes (made first, so the delete finds it).
+    assert lines[-1] == 'delete element inet sandboxd egress_nat { "vhabc" }'
+    assert not [line for line in lines if line.startswith("add rule inet sandboxd n_vhabc")]
+
+
+def test_a_policy_with_names_redirects_dns_and_unsettled_tcp_to_the_proxy():
+    lines = network.egress_script("vhabc", ["192.0.2.7/32"], ["0.0.0.0/0"], (5353, 8080)).splitlines()
+    nat = [line.removeprefix("add rule inet sandboxd n_vhabc ") for line in lines
+           if line.startswith("add rule inet sandboxd n_vhabc")]
+    assert nat == ["meta l4proto { tcp, udp } th dport 53 redirect to :5353",  # every DNS server is ours
+                   "ip daddr @ea_vhabc return",  # allowed by address: straight out
+                   "ip daddr @opened meta l4proto tcp redirect to :8080",
+                   "ip daddr @closed return",  # the floor refuses it at once, as without names
+                   "meta l4proto tcp redirect to :8080"]
+    assert lines[-1] == 'add element inet sandboxd egress_nat { "vhabc" : jump n_vhabc }'
     assert "add element inet sandboxd ed_vhabc" not in network.egress_script("vhabc", [], [])

@@ -12,6 +12,7 @@ import pytest
 from sandboxd.errors import Conflict, RuntimeFailure
 from sandboxd.runtime.cgroups import detect
 from sandboxd.runtime.oci.state import Record
+from sandboxd.runtime.egressproxy.client import EgressProxy
 from sandboxd.runtime.oci.teardown import Teardown, os_errors_are_runtime_failures
 
 
@@ -36,6 +37,7 @@ class Box(Teardown):
         self.run_dir, self.root = tmp_path / "run", tmp_path / "sandboxes"
         self._locks: dict[str, asyncio.Lock] = {}
         self._reclaims: set[asyncio.Task] = set()
+        self.egress_proxy = EgressProxy([])  # never started: no sandbox here names hosts
 
     def dir(self, sid):
         return self.root / sid

@@ -207,7 +207,7 @@ async def get_sandbox(sandbox_id: str, request: Request, key: Key) -> Response:
 
 @router.delete("/sandboxes/{sandbox_id}")
 async def kill_sandbox(sandbox_id: str, request: Request, key: Key) -> Response:
-    await owned(request, sandbox_id, key).kill(sandbox_id)
+    await services(request).lifecycle.kill(sandbox_id, team=key.scope)
     return Response(status_code=204)
 
 
@@ -221,7 +221,7 @@ async def set_network(sandbox_id: str, body: dict[str, Any], request: Request, k
 @router.post("/sandboxes/{sandbox_id}/timeout")
 async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, key: Key) -> Response:
     # E2B resets the lifetime to now + timeout; 0 means "end now", which we model as the 1 s minimum.
-    await owned(request, sandbox_id, key).set_timeout(sandbox_id, max(1, body.timeout))
+    await services(request).lifecycle.set_timeout(sandbox_id, max(1, body.timeout), team=key.scope)
     return Response(status_code=204)
 
 

@@ -36,7 +36,7 @@ class NetworkBody(BaseModel):
     deny_out: list[str] | None = None
     dns_servers: list[str] | None = None
     allow_internet_access: StrictBool | None = None  # false: deny 0.0.0.0/0
-    rules: dict[str, Any] | None = None  # per-host header rules: refused until enforced
+    rules: dict[str, Any] | None = None  # per-host header rules (core/egress.py checks them)
     egress_proxy: dict[str, Any] | None = None  # refused
 
 
@@ -120,34 +120,36 @@ async def get_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
 
 @router.delete("/{sandbox_id}")
 async def delete_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
-    await owned(request, sandbox_id, key).kill(sandbox_id)
+    await services(request).lifecycle.kill(sandbox_id, team=key.scope)
     return {"id": sandbox_id, "object": "sandbox", "deleted": True, "status": "killed", "request_id": rid(request)}
 
 
 @router.post("/{sandbox_id}/start")
 async def start_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
-    return _wire(request, await owned(request, sandbox_id, key).start_sandbox(sandbox_id))
+    return _wire(request, await services(request).lifecycle.start_sandbox(sandbox_id, team=key.scope))
 
 
 @router.post("/{sandbox_id}/stop")
 async def stop_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
-    return _wire(request, await owned(request, sandbox_id, key).stop(sandbox_id))
+    return _wire(request, await services(request).lifecycle.stop(sandbox_id, team=key.scope))
 
 
 @router.post("/{sandbox_id}/pause")
 async def pause_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
     # Idempotent in the HopX dialect: the hopx CLI connects (which resumes) and then resumes again.
-    return _wire(request, await owned(request, sandbox_id, key).pause(sandbox_id, idempotent=True))
+    return _wire(request, await services(request).lifecycle.pause(sandbox_id, idempotent=True, team=key.scope))
 
 
 @router.post("/{sandbox_id}/resume")
 async def resume_sandbox(sandbox_id: str, request: Request, key: Key) -> dict:
-    return _wire(request, await owned(request, sandbox_id, key).resume(sandbox_id, idempotent=True))
+    return _wire(request, await services(request).lifecycle.resume(sandbox_id, idempotent=True,
+                                                                          team=key.scope))
 
 
 @router.put("/{sandbox_id}/timeout")
 async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, key: Key) -> dict:
-    return _wire(request, await owned(request, sandbox_id, key).set_timeout(sandbox_id, body.timeout_seconds))
+    return _wire(request, await services(request).lifecycle.set_timeout(
+        sandbox_id, body.timeout_seconds, team=key.scope))
 
 
 @router.post("/{sandbox_id}/token")
@@ -166,8 +168,9 @@ async def _network(request: Request, sb, key: ApiKey) -> dict:
     denied = await services(request).lifecycle.egress_denied(sb.id, key.scope)
     policy = egress.EgressPolicy.from_dict(sb.egress)
     return {"id": sb.id, "object": "sandbox.network", **policy.to_dict(),
-            "denied": {"packets": denied.packets, "bytes": denied.bytes, "destinations": list(denied.destinations)},
-            "request_id": rid(request)}
+            "denied": {"packets": denied.packets, "bytes": denied.bytes, "destinations": list(denied.destinations),
+                       "refusals": [vars(r) for r in denied.refusals]},
+            "usage": [vars(u) for u in denied.usage], "request_id": rid(request)}
 
 
 @router.get("/{sandbox_id}/network")

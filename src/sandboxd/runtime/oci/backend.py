@@ -30,7 +30,8 @@ from sandboxd.runtime.base import (
     SandboxSpec, Stats,
 )
 from sandboxd.runtime.cgroups import Layout, SandboxCgroup, detect
-from sandboxd.runtime.oci import channel, config, paths, zygote
+from sandboxd.runtime.egressproxy.client import EgressProxy
+from sandboxd.runtime.oci import channel, config, egress, paths, zygote
 from sandboxd.runtime.oci.bpfcache import BpfCache
 from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.execution import run_exec
@@ -111,6 +112,9 @@ class OciBackend(Teardown):
         self._batch = BatchStats(Path(settings.sandboxes_dir), self.layout, runtime)
         self._reclaims: set[asyncio.Task] = set()
         self._zygotes: dict[str, zygote.Zygote] = {}  # image content hash -> its zygote
+        # Started on the first sandbox whose policy names hosts (docs/network.md).
+        self.egress_proxy = EgressProxy([w.strip() for w in settings.egress_resolvers.split(",") if w.strip()]
+                                        or network.sandbox_resolvers())
         uidslots.check(settings)
         require_kernel()
         for grant in uidslots.subid_overlaps(settings):
@@ -471,18 +475,10 @@ class OciBackend(Teardown):
 
     @os_errors_are_runtime_failures
     async def egress_denied(self, sandbox_id: str) -> EgressDenied:
-        veth = (self._record(sandbox_id).net or {}).get("veth")
-        if not veth:
-            return EgressDenied()
-        packets, size, where = await asyncio.to_thread(network.egress_denied, veth)
-        return EgressDenied(packets=packets, bytes=size, destinations=tuple(where))
+        return await asyncio.to_thread(egress.report, self.egress_proxy, self._record(sandbox_id).net or {})
 
-    @staticmethod
-    def _apply_egress(rec: Record) -> None:
-        """Write the recorded rules into the kernel for the sandbox's veth (none: no network to guard)."""
-        egress, veth = rec.sandbox_spec.egress, (rec.net or {}).get("veth")
-        if egress is not None and veth:
-            network.set_egress(veth, list(egress.allow), list(egress.deny))
+    def _apply_egress(self, rec: Record) -> None:
+        egress.apply(self.egress_proxy, rec.sandbox_spec.egress, rec.net or {})
 
     async def _live_status(self, rec: Record) -> str:
         """running, paused or stopped, from the kernel rather than `crun state`: the lifecycle's watch asks
@@ -544,6 +540,7 @@ class OciBackend(Teardown):
         for z in self._zygotes.values():
             z.close()
         self._zygotes.clear()
+        self.egress_proxy.close()
         self._locks = {k: v for k, v in self._locks.items() if v.locked()}
         if self._locks or await self.cli.list_ids():
             return

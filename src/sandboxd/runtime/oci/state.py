@@ -49,7 +49,7 @@ def spec_from_dict(d: dict[str, Any]) -> SandboxSpec:
         internet_access=bool(d.get("internet_access")), hostname=d.get("hostname"),
         binds=tuple((Path(h), t) for h, t in d.get("binds") or ()),
         volumes=tuple((Path(h), t) for h, t in d.get("volumes") or ()),
-        egress=Egress(tuple(d["egress"]["allow"]), tuple(d["egress"]["deny"])) if d.get("egress") else None,
+        egress=Egress.from_dict(d["egress"]) if d.get("egress") else None,
     )
 
 

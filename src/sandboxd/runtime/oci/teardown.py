@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from sandboxd.errors import Conflict, RuntimeFailure
 from sandboxd.runtime import network, uidslots
 from sandboxd.runtime.cgroups import Layout, SandboxCgroup
+from sandboxd.runtime.egressproxy.client import EgressProxy
+from sandboxd.runtime.oci import egress
 from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.paths import remove_dir
 from sandboxd.runtime.oci.pids import alive, reap, wait_gone
@@ -46,6 +48,7 @@ class Teardown:
     layout: Layout
     _locks: dict[str, asyncio.Lock]
     _reclaims: set[asyncio.Task]
+    egress_proxy: EgressProxy
 
     if TYPE_CHECKING:
         def dir(self, sandbox_id: str) -> Path: ...
@@ -82,6 +85,8 @@ class Teardown:
         if rec.net:
             had_rules = not rec.spec or rec.sandbox_spec.egress is not None  # no spec: do not guess
             await asyncio.to_thread(network.destroy, network.SandboxNet.from_dict(rec.net), had_rules)
+            if had_rules:
+                await asyncio.to_thread(egress.release, self.egress_proxy, rec.net)
 
     async def _kill_cgroup(self, sandbox_id: str) -> bool:
         """Kill whatever is still in the sandbox's cgroup: after a crash, a container the runtime no

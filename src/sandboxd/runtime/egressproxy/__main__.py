@@ -1,0 +1,3 @@
+from sandboxd.runtime.egressproxy.service import run
+
+run()
