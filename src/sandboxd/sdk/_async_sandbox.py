@@ -12,7 +12,7 @@ from ._async_parts import AsyncCommands, AsyncEnv, AsyncFiles, AsyncTerminal, ca
 from ._client import DEFAULT_TEMPLATE, AsyncClient
 from ._errors import SandboxError
 from ._http import AsyncHttpClient, Token
-from ._models import Execution, Metric, SandboxEvent, SandboxInfo
+from ._models import Execution, Metric, NetworkInfo, SandboxEvent, SandboxInfo
 from ._ws import AsyncSocket, open_async, ws_url
 
 
@@ -33,12 +33,12 @@ class AsyncSandbox:
                      env_vars: dict[str, str] | None = None, metadata: dict[str, str] | None = None,
                      internet_access: bool | None = None, api_key: str | None = None,
                      api_url: str | None = None, vcpu: float | None = None, memory_mb: int | None = None,
-                     disk_mb: int | None = None) -> "AsyncSandbox":
+                     disk_mb: int | None = None, network: dict[str, Any] | None = None) -> "AsyncSandbox":
         client = AsyncClient(api_key, api_url)
         try:
             wire = await client.create_sandbox(template, timeout=timeout, env_vars=env_vars, metadata=metadata,
                                                internet_access=internet_access, vcpu=vcpu, memory_mb=memory_mb,
-                                               disk_mb=disk_mb)
+                                               disk_mb=disk_mb, network=network)
         except BaseException:
             await client.aclose()
             raise
@@ -105,6 +105,18 @@ class AsyncSandbox:
 
     async def events(self, *, limit: int = 10, offset: int = 0, oldest_first: bool = True) -> builtins.list[SandboxEvent]:
         return await self._client.events(self.id, limit=limit, offset=offset, oldest_first=oldest_first)
+
+    async def update_network(self, *, allow_out: builtins.list[str] | None = None,
+                             deny_out: builtins.list[str] | None = None,
+                             rules: dict[str, builtins.list[dict[str, Any]]] | None = None,
+                             dns_servers: builtins.list[str] | None = None,
+                             allow_internet_access: bool | None = None) -> NetworkInfo:
+        return await self._client.update_network(self.id, allow_out=allow_out, deny_out=deny_out, rules=rules,
+                                                 dns_servers=dns_servers,
+                                                 allow_internet_access=allow_internet_access)
+
+    async def get_network(self) -> NetworkInfo:
+        return await self._client.get_network(self.id)
 
     async def refresh_token(self) -> None:
         async with self._refreshing:

@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator, Iterator
 from urllib.parse import quote
 
 from ._http import AsyncHttpClient, HttpClient, api_headers, resolve_key, resolve_url
-from ._models import ApiKey, Metric, SandboxEvent, SandboxInfo, TeamInfo, TemplateInfo, Usage
+from ._models import ApiKey, Metric, NetworkInfo, SandboxEvent, SandboxInfo, TeamInfo, TemplateInfo, Usage
 from ._sse import sse_frames
 
 DEFAULT_TEMPLATE = "code-interpreter"
@@ -15,16 +15,26 @@ DEFAULT_TEMPLATE = "code-interpreter"
 
 def create_body(template: str, *, timeout: int | None, env_vars: dict[str, str] | None,
                 metadata: dict[str, str] | None, internet_access: bool | None, vcpu: float | None = None,
-                memory_mb: int | None = None, disk_mb: int | None = None) -> dict[str, Any]:
+                memory_mb: int | None = None, disk_mb: int | None = None,
+                network: dict[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"template_name": template}
     if template.startswith("tpl_"):
         body = {"template_id": template}
     for k, v in (("timeout_seconds", timeout), ("env_vars", env_vars), ("metadata", metadata),
                  ("internet_access", internet_access), ("vcpu", vcpu), ("memory_mb", memory_mb),
-                 ("disk_mb", disk_mb)):
+                 ("disk_mb", disk_mb), ("network", network)):
         if v is not None:
             body[k] = v
     return body
+
+
+def network_body(allow_out: list[str] | None, deny_out: list[str] | None,
+                 rules: dict[str, list[dict[str, Any]]] | None, dns_servers: list[str] | None,
+                 allow_internet_access: bool | None) -> dict[str, Any]:
+    """The fields given, and only those: the server replaces the whole policy, so one left out is cleared."""
+    given = (("allow_out", allow_out), ("deny_out", deny_out), ("rules", rules), ("dns_servers", dns_servers),
+             ("allow_internet_access", allow_internet_access))
+    return {k: v for k, v in given if v is not None}
 
 
 def httpx_stream_timeout() -> Any:
@@ -85,11 +95,14 @@ class Client:
     def create_sandbox(self, template: str = DEFAULT_TEMPLATE, *, timeout: int | None = None,
                        env_vars: dict[str, str] | None = None, metadata: dict[str, str] | None = None,
                        internet_access: bool | None = None, vcpu: float | None = None,
-                       memory_mb: int | None = None, disk_mb: int | None = None) -> dict[str, Any]:
+                       memory_mb: int | None = None, disk_mb: int | None = None,
+                       network: dict[str, Any] | None = None) -> dict[str, Any]:
         """The raw create answer (it carries the sandbox token); `Sandbox.create` wraps it. vcpu, memory_mb and
-        disk_mb default to the template's."""
+        disk_mb default to the template's; `network` is the egress policy from its first packet, the body of
+        `update_network` (docs/network.md)."""
         body = create_body(template, timeout=timeout, env_vars=env_vars, metadata=metadata,
-                           internet_access=internet_access, vcpu=vcpu, memory_mb=memory_mb, disk_mb=disk_mb)
+                           internet_access=internet_access, vcpu=vcpu, memory_mb=memory_mb, disk_mb=disk_mb,
+                           network=network)
         return self.http.json("POST", "/v1/sandboxes", json=body)
 
     def get_sandbox(self, sandbox_id: str) -> SandboxInfo:
@@ -126,6 +139,21 @@ class Client:
 
     def refresh_token(self, sandbox_id: str) -> dict[str, Any]:
         return self.http.json("POST", f"/v1/sandboxes/{_sid(sandbox_id)}/token/refresh", retry=True)
+
+    def update_network(self, sandbox_id: str, *, allow_out: list[str] | None = None,
+                       deny_out: list[str] | None = None, rules: dict[str, list[dict[str, Any]]] | None = None,
+                       dns_servers: list[str] | None = None,
+                       allow_internet_access: bool | None = None) -> NetworkInfo:
+        """Replace the sandbox's whole egress policy (docs/network.md): what is not given is cleared. Entries
+        are IPv4 addresses, CIDRs and host names (`example.com`, `*.example.com`); `deny_out=["0.0.0.0/0"]`
+        denies all but `allow_out`. A bad entry is an InvalidRequestError naming it; a backend that cannot
+        enforce a policy answers a ServerError with code `egress_not_supported`."""
+        body = network_body(allow_out, deny_out, rules, dns_servers, allow_internet_access)
+        return NetworkInfo.from_wire(self.http.json("PUT", f"/v1/sandboxes/{_sid(sandbox_id)}/network", json=body))
+
+    def get_network(self, sandbox_id: str) -> NetworkInfo:
+        """The sandbox's egress policy, what it refused, and its traffic per destination in the last hour."""
+        return NetworkInfo.from_wire(self.http.json("GET", f"/v1/sandboxes/{_sid(sandbox_id)}/network"))
 
     def get_metrics(self, sandbox_id: str, start: Any = None, end: Any = None) -> list[Metric]:
         rows = self.http.json("GET", f"/sandboxes/{_sid(sandbox_id)}/metrics", params=_time_params(start, end))
@@ -283,9 +311,11 @@ class AsyncClient:
     async def create_sandbox(self, template: str = DEFAULT_TEMPLATE, *, timeout: int | None = None,
                              env_vars: dict[str, str] | None = None, metadata: dict[str, str] | None = None,
                              internet_access: bool | None = None, vcpu: float | None = None,
-                             memory_mb: int | None = None, disk_mb: int | None = None) -> dict[str, Any]:
+                             memory_mb: int | None = None, disk_mb: int | None = None,
+                             network: dict[str, Any] | None = None) -> dict[str, Any]:
         body = create_body(template, timeout=timeout, env_vars=env_vars, metadata=metadata,
-                           internet_access=internet_access, vcpu=vcpu, memory_mb=memory_mb, disk_mb=disk_mb)
+                           internet_access=internet_access, vcpu=vcpu, memory_mb=memory_mb, disk_mb=disk_mb,
+                           network=network)
         return await self.http.json("POST", "/v1/sandboxes", json=body)
 
     async def get_sandbox(self, sandbox_id: str) -> SandboxInfo:
@@ -322,6 +352,17 @@ class AsyncClient:
 
     async def refresh_token(self, sandbox_id: str) -> dict[str, Any]:
         return await self.http.json("POST", f"/v1/sandboxes/{_sid(sandbox_id)}/token/refresh", retry=True)
+
+    async def update_network(self, sandbox_id: str, *, allow_out: list[str] | None = None,
+                             deny_out: list[str] | None = None, rules: dict[str, list[dict[str, Any]]] | None = None,
+                             dns_servers: list[str] | None = None,
+                             allow_internet_access: bool | None = None) -> NetworkInfo:
+        body = network_body(allow_out, deny_out, rules, dns_servers, allow_internet_access)
+        path = f"/v1/sandboxes/{_sid(sandbox_id)}/network"
+        return NetworkInfo.from_wire(await self.http.json("PUT", path, json=body))
+
+    async def get_network(self, sandbox_id: str) -> NetworkInfo:
+        return NetworkInfo.from_wire(await self.http.json("GET", f"/v1/sandboxes/{_sid(sandbox_id)}/network"))
 
     async def get_metrics(self, sandbox_id: str, start: Any = None, end: Any = None) -> list[Metric]:
         rows = await self.http.json("GET", f"/sandboxes/{_sid(sandbox_id)}/metrics", params=_time_params(start, end))

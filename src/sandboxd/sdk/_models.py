@@ -372,3 +372,79 @@ class Usage:
 
 def _amounts(d: dict[str, Any]) -> dict[str, float]:
     return {k: float(d.get(k) or 0.0) for k in ("sandbox_seconds", "vcpu_seconds", "gib_seconds")}
+
+
+@dataclass
+class Refusal:
+    """One connection (or DNS question) the egress policy refused by name, and why: `ip_denied`, `name_denied`,
+    `name_not_resolved`, `tls_interception_off`, `dns_refused`, `floor` or `connect_failed`."""
+
+    time: datetime | None
+    destination: str
+    address: str | None
+    port: int | None
+    reason: str
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "Refusal":
+        return cls(time=parse_time(d.get("time")), destination=str(d.get("destination") or ""),
+                   address=d.get("address"), port=d.get("port"), reason=str(d.get("reason") or ""))
+
+
+@dataclass
+class EgressDenied:
+    """What a sandbox's egress policy refused: packets and bytes its address rules refused since it last
+    started, the addresses refused in the last hour, and the latest connections refused by name."""
+
+    packets: int = 0
+    bytes: int = 0
+    destinations: list[str] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "EgressDenied":
+        return cls(packets=int(d.get("packets") or 0), bytes=int(d.get("bytes") or 0),
+                   destinations=list(d.get("destinations") or []),
+                   refusals=[Refusal.from_wire(r) for r in d.get("refusals") or []])
+
+
+@dataclass
+class DestinationUsage:
+    """Traffic to one destination in the last hour: a host name admitted through the egress proxy, or an
+    address reached directly (then `bytes_received` is None: direct traffic is counted one way)."""
+
+    destination: str
+    connections: int = 0
+    bytes_sent: int = 0
+    bytes_received: int | None = None
+    denied: int = 0
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "DestinationUsage":
+        received = d.get("bytes_received")
+        return cls(destination=str(d.get("destination") or ""), connections=int(d.get("connections") or 0),
+                   bytes_sent=int(d.get("bytes_sent") or 0), bytes_received=None if received is None else int(received),
+                   denied=int(d.get("denied") or 0))
+
+
+@dataclass
+class NetworkInfo:
+    """A sandbox's egress policy (docs/network.md) with what it refused and what went out. `dns_servers` is None
+    when none were set; `rules` maps a host to E2B's `[{"transform": {"headers": {...}}}]`."""
+
+    id: str
+    allow_out: list[str] = field(default_factory=list)
+    deny_out: list[str] = field(default_factory=list)
+    dns_servers: list[str] | None = None
+    rules: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    denied: EgressDenied = field(default_factory=EgressDenied)
+    usage: list[DestinationUsage] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "NetworkInfo":
+        dns = d.get("dns_servers")
+        return cls(id=str(d.get("id", "")), allow_out=list(d.get("allow_out") or []),
+                   deny_out=list(d.get("deny_out") or []), dns_servers=None if dns is None else list(dns),
+                   rules=d.get("rules") or {}, denied=EgressDenied.from_wire(d.get("denied") or {}),
+                   usage=[DestinationUsage.from_wire(u) for u in d.get("usage") or []], raw=d)

@@ -12,7 +12,7 @@ from ._agent import OnText, StreamCollector, exec_body
 from ._client import DEFAULT_TEMPLATE, Client
 from ._errors import SandboxError
 from ._http import HttpClient, Token
-from ._models import Execution, Metric, SandboxEvent, SandboxInfo
+from ._models import Execution, Metric, NetworkInfo, SandboxEvent, SandboxInfo
 from ._parts import Commands, Env, Files, Terminal
 from ._ws import SyncSocket, open_sync, ws_url
 
@@ -38,14 +38,15 @@ class Sandbox:
                env_vars: dict[str, str] | None = None, metadata: dict[str, str] | None = None,
                internet_access: bool | None = None, api_key: str | None = None,
                api_url: str | None = None, vcpu: float | None = None, memory_mb: int | None = None,
-               disk_mb: int | None = None) -> "Sandbox":
+               disk_mb: int | None = None, network: dict[str, Any] | None = None) -> "Sandbox":
         """Create a sandbox from `template` (name or id). `timeout` is its lifetime in seconds; vcpu, memory_mb
-        and disk_mb its limits (default: the template's)."""
+        and disk_mb its limits (default: the template's); `network` its egress policy from the first packet,
+        `update_network`'s fields as a dict (`{"allow_out": [...], "deny_out": ["0.0.0.0/0"]}`)."""
         client = Client(api_key, api_url)
         try:
             wire = client.create_sandbox(template, timeout=timeout, env_vars=env_vars, metadata=metadata,
                                          internet_access=internet_access, vcpu=vcpu, memory_mb=memory_mb,
-                                         disk_mb=disk_mb)
+                                         disk_mb=disk_mb, network=network)
         except BaseException:
             client.close()
             raise
@@ -115,6 +116,20 @@ class Sandbox:
 
     def events(self, *, limit: int = 10, offset: int = 0, oldest_first: bool = True) -> builtins.list[SandboxEvent]:
         return self._client.events(self.id, limit=limit, offset=offset, oldest_first=oldest_first)
+
+    def update_network(self, *, allow_out: builtins.list[str] | None = None,
+                       deny_out: builtins.list[str] | None = None,
+                       rules: dict[str, builtins.list[dict[str, Any]]] | None = None,
+                       dns_servers: builtins.list[str] | None = None,
+                       allow_internet_access: bool | None = None) -> NetworkInfo:
+        """Replace the sandbox's whole egress policy (what is not given is cleared); see `Client.update_network`.
+        Its new connections meet the policy once this returns."""
+        return self._client.update_network(self.id, allow_out=allow_out, deny_out=deny_out, rules=rules,
+                                           dns_servers=dns_servers, allow_internet_access=allow_internet_access)
+
+    def get_network(self) -> NetworkInfo:
+        """The egress policy, what it refused, and the traffic per destination in the last hour."""
+        return self._client.get_network(self.id)
 
     def refresh_token(self) -> None:
         with self._lock:
