@@ -16,6 +16,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -259,3 +260,18 @@ def test_headers_are_set_on_plain_http_to_their_host_only(server, net, sandbox):
     info = box.get_info().network
     assert info is not None and info["rules"] == {
         "www.open.test": [{"transform": {"headers": {"X-Token": "kept-on-the-host"}}}]}
+
+
+def test_names_are_still_enforced_after_the_server_restarts(server, net, sandbox):
+    """The proxy dies with its server; the next server adopts the sandbox, starts its own proxy and gives it
+    the sandbox's rules before nft sends it anything."""
+    from e2b import ALL_TRAFFIC
+
+    box = sandbox(allow_out=["www.open.test"], deny_out=[ALL_TRAFFIC])
+    assert served(fetch(box, net, "www.open.test", tls=True)) == WWW
+    server.stop(signal.SIGKILL)
+    server.start()
+    assert served(fetch(box, net, "www.open.test", tls=True)) == WWW
+    assert served(fetch(box, net, "www.open.test")) == WWW
+    assert fetch(box, net, "www.open.test", addr=API)["status"] == 403
+    assert "dns" in fetch(box, net, "api.open.test")

@@ -46,6 +46,9 @@ class SnapshotService:
         self.catalog, self.lifecycle, self.backend, self.bus = catalog, lifecycle, backend, bus
         self._sweeper: asyncio.Task[None] | None = None
         self._forking: set[str] = set()  # fork snapshots whose sandboxes are still being made: not swept
+        # Ids of the fork snapshots that exist: a kill of a sandbox made from another template (nearly every
+        # kill) sweeps nothing, and costs no query.
+        self._forks: set[str] = set()
 
     async def start(self) -> None:
         await self._sweep()
@@ -73,6 +76,7 @@ class SnapshotService:
         out: list[Sandbox | SandboxdError] = []
         try:
             t = await self._save(sb, name, FORK)
+            self._forks.add(t.id)
             req = CreateRequest(template_id=t.id, timeout_seconds=timeout_seconds, internet_access=sb.internet_access,
                                 env_vars=dict(sb.env_vars), metadata=dict(sb.metadata), public_traffic=sb.public_traffic,
                                 egress=EgressPolicy.from_dict(sb.egress) if sb.egress is not None else None,
@@ -105,10 +109,13 @@ class SnapshotService:
                                           category=category)
 
     async def _sweep(self) -> None:
-        for t in self.catalog.snapshots(FORK):
+        forks = self.catalog.snapshots(FORK)
+        self._forks = {t.id for t in forks}
+        for t in forks:
             if t.name not in self._forking and not self.lifecycle.uses_template(t.id):
                 try:
                     await self.catalog.remove(t.id, in_use=0)
+                    self._forks.discard(t.id)
                 except SandboxdError as exc:  # removed meanwhile by another sweep
                     log.debug("fork template %s: %s", t.name, exc)
 
@@ -116,7 +123,7 @@ class SnapshotService:
         try:
             while True:
                 event = await q.get()
-                if event.type == ev.KILLED:
+                if event.type == ev.KILLED and event.template_id in self._forks:
                     try:
                         await self._sweep()
                     except Exception:

@@ -3,12 +3,14 @@ names hosts, told each such sandbox's rules by its address, asked for its counte
 
 Calls are blocking (a line written, a line read, well under a millisecond) and made from the backend's
 worker threads, as its nft calls are; one lock keeps requests and answers paired. A proxy process that died
-is started again on the next call and given every rule it held, so a crash costs the connections it was
-carrying and nothing else.
+is started again at once by a thread that waits on it, on the ports the nft rules name, and given every rule
+it held: a crash costs the connections it was carrying, and its sandboxes' DNS answers remembered (a
+connection by name then waits for the proxy's own lookup of the name).
 """
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ from typing import Any
 from sandboxd.errors import RuntimeFailure
 from sandboxd.runtime.egressproxy.rules import HostRules
 
+log = logging.getLogger(__name__)
 MARK = 0x5BD0  # on the proxy's own connections: the floor's output chain (runtime/network.py) applies to them
 
 
@@ -27,6 +30,7 @@ class EgressProxy:
         self._ports: tuple[int, int] | None = None
         self._rules: dict[str, HostRules] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def ports(self) -> tuple[int, int]:
         """(dns, tcp): where the sandbox's redirected traffic goes; the process is started if need be."""
@@ -53,6 +57,7 @@ class EgressProxy:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._proc is not None:
                 self._proc.kill()
                 self._proc.wait()
@@ -77,7 +82,20 @@ class EgressProxy:
         self._ports = (int(first["dns"]), int(first["tcp"]))
         for ip, rules in self._rules.items():  # a restarted proxy holds what the dead one held
             self._call({"op": "put", "ip": ip, "rules": rules.to_dict()})
+        self._closed = False
+        threading.Thread(target=self._watch, args=(self._proc,), daemon=True, name="egress-proxy-watch").start()
         return self._ports
+
+    def _watch(self, proc: subprocess.Popen) -> None:
+        """Start the proxy again when it dies on its own (not by close() or a restart already made)."""
+        proc.wait()
+        with self._lock:
+            if self._closed or self._proc is not proc:
+                return
+            try:
+                self._ensure()
+            except (RuntimeFailure, OSError, ValueError) as exc:  # the next call tries again, and says why
+                log.error("the egress proxy died and did not start again: %s", exc)
 
     def _read(self) -> dict[str, Any]:
         assert self._proc is not None and self._proc.stdout is not None

@@ -1,7 +1,8 @@
 """The egress proxy's own process: the resolver and the TCP proxy over one table, driven through its stdin.
 
 It runs apart from the control plane so that proxied traffic never competes with the API's event loop, and
-it dies with the backend that started it (PR_SET_PDEATHSIG, and EOF on its stdin): a restarted backend
+it dies with the backend that started it (EOF on its stdin, which the kernel gives it whenever that process
+ends; not PR_SET_PDEATHSIG, which fires when the *thread* that started it ends): a restarted backend
 starts a new one and writes every running sandbox's rules into it again, as it does the nft rules. One that
 crashed is started again on the ports it had (`--dns-port`, `--tcp-port`), where the nft rules send traffic.
 
@@ -13,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
-import signal
 import sys
 from typing import Any
 
@@ -24,16 +23,6 @@ import uvloop
 from sandboxd.runtime.egressproxy.proxy import Proxy
 from sandboxd.runtime.egressproxy.resolver import Resolver, lookup
 from sandboxd.runtime.egressproxy.rules import HostRules, Table
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
 
 def _upstreams(text: str) -> list[tuple[str, int]]:
     out = []
@@ -90,7 +79,6 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--dns-port", type=int, default=0)
     parser.add_argument("--tcp-port", type=int, default=0)
     args = parser.parse_args(argv)
-    _die_with_parent()
     # uvloop: a proxied connection's setup costs the proxy about half the CPU it does on asyncio's own loop
     # (bench/egress.py).
     uvloop.run(main(args.mark, _upstreams(args.upstreams), args.dns_port, args.tcp_port))
