@@ -1,5 +1,4 @@
-"""Egress policy over the API (docs/network.md): each bad entry is a 400 that names it, an egress proxy is
-refused, and a backend that cannot enforce a policy refuses it (501) instead of
+"""Egress policy over the API (docs/network.md): each bad entry is a 400 that names it, and a backend that cannot enforce a policy refuses it (501) instead of
 storing it. What a policy does to traffic: tests/security/test_egress_policy.py (real sandboxes)."""
 from __future__ import annotations
 
@@ -18,8 +17,9 @@ E2B = "/sandboxes"
     ({"dnsServers": ["dns.example"]}, "dnsServers", "invalid_network_rule", "not an IPv4 address"),
     ({"rules": {"api.example.com": [{"transform": {"headers": {"X": "1\n2"}}}]}}, "rules",
      "invalid_network_rule", "one-line value"),
-    ({"egressProxy": {"address": "proxy.example:1080"}}, "egressProxy", "egress_proxy_not_supported",
-     "not supported"),
+    ({"egressProxy": {"address": "proxy.example"}}, "egressProxy", "invalid_network_rule", "is not host:port"),
+    ({"egressProxy": {"address": "proxy.example:1080", "password": "p"}}, "egressProxy", "invalid_network_rule",
+     "needs a username"),
 ])
 def test_e2b_bad_entries_are_a_400_naming_them(client, sandbox, network, field, code, says):
     r = client.post(E2B, json={"templateID": "base", "network": network})
@@ -48,6 +48,7 @@ def test_a_backend_without_a_network_refuses_a_policy_instead_of_storing_it(clie
     r = client.put(f"/v1/sandboxes/{sid}/network", json={"deny_out": ["0.0.0.0/0"]})
     assert r.status_code == 501 and r.json()["code"] == "egress_not_supported", r.text
     assert client.get(f"{E2B}/{sid}").json()["network"] == {"allowOut": [], "denyOut": [], "allowPublicTraffic": True}
+    assert client.get(f"/v1/sandboxes/{sid}").json()["network"] is None  # none stored
     r = client.post(E2B, json={"templateID": "base", "allow_internet_access": True,
                                "network": {"allowOut": ["1.2.3.4"], "denyOut": ["0.0.0.0/0"]}})
     assert r.status_code == 501 and r.json()["error_code"] == "egress_not_supported", r.text

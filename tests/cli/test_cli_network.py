@@ -77,7 +77,8 @@ def test_help_lists_both_commands(cli):
     assert r.returncode == 0 and "show " in r.stdout and "set " in r.stdout, r.stdout
     assert "network " in cli("--help", COLUMNS="120").stdout
     flags = cli("network", "set", "--help", COLUMNS="160").stdout
-    assert all(f in flags for f in ("--allow", "--deny", "--header", "--dns", "--no-internet", "--json")), flags
+    assert all(f in flags for f in ("--allow", "--deny", "--header", "--dns", "--no-internet", "--proxy",
+                                    "--proxy-tls", "--json")), flags
 
 
 def test_set_sends_the_whole_policy_and_reports_the_backends_refusal(cli, relay, sandbox_id):
@@ -93,6 +94,13 @@ def test_set_sends_the_whole_policy_and_reports_the_backends_refusal(cli, relay,
                   "other.example.test": [{"transform": {"headers": {"X-Team": "7"}}}]},
         "dns_servers": ["192.0.2.53"], "allow_internet_access": False})]
     assert r.stdout == ""
+
+    relay.sent.clear()  # the proxy's credentials come from the environment, never the command line
+    r = cli("network", "set", sandbox_id, "--proxy", "socks.example.test:1080", "--proxy-tls",
+            SANDBOXD_URL=relay.url, SANDBOXD_PROXY_USER="agent", SANDBOXD_PROXY_PASSWORD="s3cret")
+    assert "egress_not_supported" in one_error_line(r)
+    assert relay.sent == [("PUT", f"/v1/sandboxes/{sandbox_id}/network", {"egress_proxy": {
+        "address": "socks.example.test:1080", "username": "agent", "password": "s3cret", "tls": True}})]
 
     relay.sent.clear()
     r = cli("network", "set", sandbox_id, SANDBOXD_URL=relay.url)  # nothing given: the policy is cleared
@@ -124,6 +132,7 @@ def test_show_and_set_print_the_policy_refusals_and_traffic(cli, relay, sandbox_
     out = r.stdout
     assert "│ allow_out " in out and "│ www.example.test " in out and "│ dns_servers  │ (default)" in out
     assert "api.example.test: Authorization" in out and "s3cret" not in out  # header values only in --json
+    assert "socks5://agent@socks.example.test:1080 over TLS" in out
     assert "3 packets, 180 bytes" in out and "203.0.113.81" in out
     [refusal] = [ln for ln in out.splitlines() if "name_not_resolved" in ln]
     assert "│ 443 " in refusal and "2026-11-30" in refusal

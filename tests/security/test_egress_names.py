@@ -6,7 +6,7 @@ on plain HTTP, and what went out and what was refused counted.
 The "internet" is one this test makes: a network namespace behind a veth pair holding 203.0.113.90 and .91
 (opened in the floor by the server this module starts), a DNS server at 203.0.113.53 answering a zone of
 `.test` names (the server's SANDBOXD_EGRESS_RESOLVERS), HTTP on port 8000 and TLS on 8443 with a certificate
-of a CA made here. Those addresses are routed by the host only into that namespace (checked before anything
+of a CA made here, and a SOCKS5 proxy at 203.0.113.70 (E2B's `egress_proxy`). Those addresses are routed by the host only into that namespace (checked before anything
 is sent), and the namespace has no default route: nothing leaves this machine.
 """
 from __future__ import annotations
@@ -30,10 +30,12 @@ from sandboxd.runtime import network
 
 pytestmark = pytest.mark.real
 WWW, API, DNS = "203.0.113.90", "203.0.113.91", "203.0.113.53"
+SOCKS, DEAD = "203.0.113.70", "203.0.113.71"  # a SOCKS5 proxy, and an address where nothing listens
+OURS = (WWW, API, DNS, SOCKS, DEAD)
 TEMPLATES = os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")
 
-SERVERS = """
-import http.server, json, ssl, sys, threading
+SERVERS = r"""
+import http.server, json, socketserver, ssl, sys, threading
 import dns.message, dns.rcode, dns.rrset, socket
 zone = json.loads(sys.argv[2])
 class H(http.server.BaseHTTPRequestHandler):
@@ -50,6 +52,22 @@ ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH); ctx.load_cert_chain(s
 tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
 for srv in (plain, tls):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+log = open(sys.argv[1], "a", buffering=1)
+class Socks(socketserver.StreamRequestHandler):  # SOCKS5 CONNECT, no authentication; logs where it went
+    def handle(self):
+        r, w = self.rfile, self.connection
+        n = r.read(2)[1]; r.read(n); w.sendall(b"\x05\x00")
+        head = r.read(4); host = socket.inet_ntoa(r.read(4)); port = int.from_bytes(r.read(2), "big")
+        log.write(f"socks {host}:{port}\n")
+        up = socket.create_connection((host, port)); w.sendall(b"\x05\x00\x00\x01" + bytes(6))
+        def pump(a, b):
+            while data := a.recv(65536):
+                b.sendall(data)
+            b.shutdown(socket.SHUT_WR)
+        t = threading.Thread(target=pump, args=(up, w)); t.start(); pump(w, up); t.join(); up.close()
+class SocksServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+threading.Thread(target=SocksServer((sys.argv[6], 1080), Socks).serve_forever, daemon=True).start()
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind((sys.argv[5], 53))
 print("ready", flush=True)
 while True:
@@ -92,7 +110,7 @@ class NameNet(OwnNet):
         for _ in range(20):
             n = secrets.randbelow(60) + 1
             self.host_end, self.link = f"198.51.100.{4 * n + 1}", f"198.51.100.{4 * n + 2}"
-            if not any(routes_matching(a) for a in (self.host_end, self.link, WWW, API, DNS)):
+            if not any(routes_matching(a) for a in (self.host_end, self.link, WWW, API, DNS, SOCKS, DEAD)):
                 break
         else:
             pytest.skip("no free test addresses on this host")
@@ -102,11 +120,12 @@ class NameNet(OwnNet):
         try:
             self._certs()
             self.make(f"addr add {self.host_end}/30 dev {self.veth}\nlink set {self.veth} up\n"
-                      + "".join(f"route add {a}/32 via {self.link} dev {self.veth}\n" for a in (WWW, API, DNS)),
+                      + "".join(f"route add {a}/32 via {self.link} dev {self.veth}\n" for a in OURS),
                       f"link set lo up\naddr add {self.link}/30 dev peer0\n"
-                      + "".join(f"addr add {a}/32 dev peer0\n" for a in (WWW, API, DNS)) + "link set peer0 up\n",
-                      (self.link, WWW, API, DNS))
-            self.serve(SERVERS, json.dumps(self.zone), str(self.dir / "leaf.pem"), str(self.dir / "leaf.key"), DNS)
+                      + "".join(f"addr add {a}/32 dev peer0\n" for a in OURS) + "link set peer0 up\n",
+                      (self.link, *OURS))
+            self.serve(SERVERS, json.dumps(self.zone), str(self.dir / "leaf.pem"), str(self.dir / "leaf.key"), DNS,
+                       SOCKS)
         except BaseException:
             self.close()
             raise
@@ -137,7 +156,8 @@ def server(net):
     data.chmod(0o755)
     before = network.parse_cidrs(",".join(network.floor_openings()))
     srv = CPServer(data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES,
-                   SANDBOXD_EGRESS_ALLOW_CIDRS=f"{WWW}/32,{API}/32", SANDBOXD_EGRESS_RESOLVERS=DNS).start()
+                   SANDBOXD_EGRESS_ALLOW_CIDRS=",".join(f"{a}/32" for a in (WWW, API, SOCKS, DEAD)),
+                   SANDBOXD_EGRESS_RESOLVERS=DNS).start()
     try:
         with srv.e2b_env():
             yield srv
@@ -199,6 +219,8 @@ def test_names_over_deny_all_admit_by_sni_and_host_and_nothing_else(server, net,
 
     with server.client() as c:
         doc = c.get(f"/v1/sandboxes/{box.sandbox_id}/network").json()
+        shown = c.get(f"/v1/sandboxes/{box.sandbox_id}").json()["network"]  # HopX's GET of the sandbox
+    assert shown["allow_out"] == ["www.open.test", "*.wild.test"] and shown["deny_out"] == [ALL_TRAFFIC]
     usage = {u["destination"]: u for u in doc["usage"]}
     assert usage["www.open.test"]["connections"] == 2 and usage["www.open.test"]["bytes_received"] > 0
     assert usage["a.wild.test"]["connections"] == 1
@@ -275,3 +297,26 @@ def test_names_are_still_enforced_after_the_server_restarts(server, net, sandbox
     assert served(fetch(box, net, "www.open.test")) == WWW
     assert fetch(box, net, "www.open.test", addr=API)["status"] == 403
     assert "dns" in fetch(box, net, "api.open.test")
+
+
+def test_an_egress_proxy_carries_what_the_rules_let_out_and_fails_closed(server, net, sandbox):
+    from e2b import ALL_TRAFFIC
+
+    box = sandbox(allow_out=["www.open.test"], deny_out=[ALL_TRAFFIC], egress_proxy={"address": f"{SOCKS}:1080"})
+    seen = len(net.logged())
+    assert served(fetch(box, net, "www.open.test", tls=True)) == WWW
+    assert served(fetch(box, net, "www.open.test")) == WWW
+    assert fetch(box, net, API, addr=API)["status"] == 403  # the rules first: never handed to the proxy
+    assert [line for line in net.logged()[seen:]] == ["socks", f"{WWW}:8443", "socks", f"{WWW}:8000"]
+    info = box.get_info().network
+    assert info is not None and info["egress_proxy"] == {"address": f"{SOCKS}:1080"}, info
+
+    box.update_network({"allow_out": ["www.open.test"], "deny_out": [ALL_TRAFFIC],
+                        "egress_proxy": {"address": f"{DEAD}:1080"}})
+    seen = len(net.logged())
+    assert "error" in fetch(box, net, "www.open.test")  # the proxy cannot be reached: nothing goes out directly
+    assert net.logged()[seen:] == []
+    with server.client() as c:
+        doc = c.get(f"/v1/sandboxes/{box.sandbox_id}/network").json()
+    assert doc["egress_proxy"] == {"address": f"{DEAD}:1080"} and "password" not in str(doc)
+    assert doc["denied"]["refusals"][-1]["reason"] in ("connect_failed", "tunnel_failed")

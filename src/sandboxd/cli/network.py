@@ -2,6 +2,7 @@
 (docs/network.md), on the SDK."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, List, Optional
 
@@ -39,6 +40,10 @@ def set_(sandbox_id: str,
          dns: Optional[List[str]] = typer.Option(None, "--dns", help="DNS server address; repeatable"),
          no_internet: bool = typer.Option(False, "--no-internet", help="deny all traffic but --allow "
                                           "(the same as --deny 0.0.0.0/0)"),
+         proxy: Optional[str] = typer.Option(None, "--proxy", help="HOST:PORT of a SOCKS5 proxy the sandbox's "
+                                             "TCP goes out through (credentials: SANDBOXD_PROXY_USER, "
+                                             "SANDBOXD_PROXY_PASSWORD)"),
+         proxy_tls: bool = typer.Option(False, "--proxy-tls", help="speak TLS to the --proxy"),
          as_json: bool = typer.Option(False, "--json"), wide: bool = WIDE) -> None:
     """Replace a sandbox's whole egress policy, then show it as `show` does.
 
@@ -47,7 +52,8 @@ def set_(sandbox_id: str,
     with client() as c:
         info = c.update_network(sandbox_id, allow_out=allow or None, deny_out=deny or None,
                                 rules=_rules(header), dns_servers=dns or None,
-                                allow_internet_access=False if no_internet else None)
+                                allow_internet_access=False if no_internet else None,
+                                egress_proxy=_proxy(proxy, proxy_tls))
     if as_json:
         return print_json(info)
     _print(info)
@@ -68,6 +74,31 @@ def _rules(headers: list[str] | None) -> dict[str, list[dict[str, Any]]] | None:
     return {host: [{"transform": {"headers": hs}}] for host, hs in by_host.items()}
 
 
+def _proxy(address: str | None, tls: bool) -> dict[str, Any] | None:
+    """--proxy as E2B's egress_proxy; its credentials come from the environment, never the command line (which
+    other users of the host can read in the process list)."""
+    if address is None:
+        if tls:
+            fail("--proxy-tls needs --proxy")
+        return None
+    out: dict[str, Any] = {"address": address}
+    user, password = os.environ.get("SANDBOXD_PROXY_USER"), os.environ.get("SANDBOXD_PROXY_PASSWORD")
+    if user:
+        out["username"] = user
+    if password:
+        out["password"] = password
+    if tls:
+        out["tls"] = True
+    return out
+
+
+def _proxy_shown(proxy: dict[str, Any] | None) -> str:
+    if not proxy:
+        return "(none: straight out)"
+    user = f"{proxy['username']}@" if proxy.get("username") else ""
+    return f"socks5://{user}{proxy.get('address')}" + (" over TLS" if proxy.get("tls") else "")
+
+
 def _listed(values: list[str] | None, empty: str) -> str:
     return ", ".join(values) if values else empty
 
@@ -86,7 +117,8 @@ def _print(info) -> None:  # an SDK NetworkInfo
     table(["FIELD", "VALUE"], [["id", info.id], ["allow_out", _listed(info.allow_out, "(none)")],
                                ["deny_out", _listed(info.deny_out, "(none: all goes out)")],
                                ["dns_servers", _listed(info.dns_servers, "(default)")],
-                               ["header rules", _header_names(info.rules) or "(none)"]])
+                               ["header rules", _header_names(info.rules) or "(none)"],
+                               ["egress proxy", _proxy_shown(info.egress_proxy)]])
     d = info.denied
     sys.stdout.write(f"\nRefused by address since the sandbox started: {d.packets} packets, {d.bytes} bytes"
                      f"; addresses in the last hour: {_listed(d.destinations, 'none')}\n")

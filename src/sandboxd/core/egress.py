@@ -7,8 +7,8 @@ lets through goes out. `rules` set headers on the plain-HTTP requests to a host 
 `rules[host][].transform.headers`). A policy is replaced whole, never merged. The floor stays under it: no
 entry opens what the operator closed.
 
-An egress proxy (E2B's `egressProxy`) is refused: nothing here would tunnel through it, and a setting that
-would be stored and not applied is refused, never accepted silently.
+`egress_proxy` (E2B's `egressProxy`, core/tunnel.py) names a SOCKS5 proxy the sandbox's TCP goes out
+through, after the rules.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sandboxd.core import tunnel as tunnels
+from sandboxd.core.tunnel import TunnelSetting
 from sandboxd.errors import Invalid
 from sandboxd.runtime.base import Egress
 from sandboxd.runtime.egressproxy.headers import NOT_SETTABLE
@@ -41,10 +43,11 @@ class EgressPolicy:
     deny_out: tuple[str, ...] = ()
     dns_servers: tuple[str, ...] | None = None  # E2B's: kept and shown; our resolver answers instead
     rules: Headers = ()
+    tunnel: TunnelSetting | None = None
 
     @property
     def empty(self) -> bool:
-        return not self.allow_out and not self.deny_out and not self.rules
+        return not self.allow_out and not self.deny_out and not self.rules and self.tunnel is None
 
     def runtime(self) -> Egress:
         """The rules the runtime enforces: addresses for nft, names and headers for the egress proxy."""
@@ -53,13 +56,24 @@ class EgressPolicy:
             return tuple(_cidr(e) for e in entries if e not in names), names
 
         (allow, allow_names), (deny, deny_names) = split(self.allow_out), split(self.deny_out)
-        return Egress(allow=allow, deny=deny, allow_names=allow_names, deny_names=deny_names, headers=self.rules)
+        return Egress(allow=allow, deny=deny, allow_names=allow_names, deny_names=deny_names, headers=self.rules,
+                      tunnel=self.tunnel.runtime() if self.tunnel else None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The stored form, secrets included: never answered as it is (shown())."""
+        out = self.shown()
+        if self.tunnel is not None:
+            out["egress_proxy"] = self.tunnel.stored()
+        return out
+
+    def shown(self) -> dict[str, Any]:
+        """What the HopX routes and the events say of it: the egress proxy without its password or CA."""
         out: dict[str, Any] = {"allow_out": list(self.allow_out), "deny_out": list(self.deny_out),
                                "dns_servers": None if self.dns_servers is None else list(self.dns_servers)}
         if self.rules:
             out["rules"] = wire_rules(self.rules)
+        if self.tunnel is not None:
+            out["egress_proxy"] = self.tunnel.shown(camel=False)
         return out
 
     @classmethod
@@ -69,7 +83,7 @@ class EgressPolicy:
         rules = tuple((host, tuple((k, v) for r in rs for k, v in r["transform"]["headers"].items()))
                       for host, rs in (d.get("rules") or {}).items())
         return cls(tuple(d.get("allow_out") or ()), tuple(d.get("deny_out") or ()),
-                   None if dns is None else tuple(dns), rules)
+                   None if dns is None else tuple(dns), rules, TunnelSetting.from_stored(d.get("egress_proxy")))
 
 
 def wire_rules(rules: Headers) -> dict[str, list[dict[str, Any]]]:
@@ -197,9 +211,6 @@ def parse(body: dict[str, Any], *, camel: bool) -> EgressPolicy:
         head, *rest = snake.split("_")
         return head + "".join(w.title() for w in rest) if camel and snake != "allow_internet_access" else snake
 
-    if body.get(key("egress_proxy")) is not None:
-        raise Invalid(f"{key('egress_proxy')}: egress proxies are not supported", code="egress_proxy_not_supported",
-                      details={"field": key("egress_proxy")})
     allow = _entries(key("allow_out"), body.get(key("allow_out")))
     deny = _entries(key("deny_out"), body.get(key("deny_out")))
     internet = body.get("allow_internet_access")
@@ -209,7 +220,8 @@ def parse(body: dict[str, Any], *, camel: bool) -> EgressPolicy:
     if internet is False and ALL_TRAFFIC not in deny:
         deny += (ALL_TRAFFIC,)
     return EgressPolicy(allow, deny, _dns(key("dns_servers"), body.get(key("dns_servers"))),
-                        _rules(key("rules"), body.get(key("rules"))))
+                        _rules(key("rules"), body.get(key("rules"))),
+                        tunnels.parse(key("egress_proxy"), body.get(key("egress_proxy")), camel=camel))
 
 
 def e2b_wire(policy: EgressPolicy, public_traffic: bool) -> dict[str, Any]:
@@ -220,4 +232,6 @@ def e2b_wire(policy: EgressPolicy, public_traffic: bool) -> dict[str, Any]:
         out["dnsServers"] = list(policy.dns_servers)
     if policy.rules:
         out["rules"] = wire_rules(policy.rules)
+    if policy.tunnel is not None:
+        out["egressProxy"] = policy.tunnel.shown(camel=True)
     return out

@@ -520,7 +520,7 @@ class LifecycleService:
                     raise
                 except Exception as exc:
                     raise RuntimeFailure(f"set_egress failed for {sid}: {exc}") from exc
-            return self._set(sid, {"egress": policy.to_dict()}, ev.UPDATED, network=policy.to_dict())
+            return self._set(sid, {"egress": policy.to_dict()}, ev.UPDATED, network=policy.shown())
 
     async def egress_denied(self, sid: str, team: str | None = None) -> EgressDenied:
         sb = self.get(sid, team)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, overload
 
+from sandboxd.core.egress import EgressPolicy
 from sandboxd.core.store.tables import DEFAULT_TEAM_ID
 
 # Sandbox states and the transitions the state machine allows.
@@ -119,6 +120,7 @@ class Sandbox:
             "expires_at": iso(self.expires_at),
             "created_at": iso(self.created_at),
             "metadata": dict(self.metadata),
+            "network": EgressPolicy.from_dict(self.egress).shown() if self.egress is not None else None,
         }
 
 

@@ -64,6 +64,19 @@ class TemplateImage:
 
 
 @dataclass(frozen=True)
+class Tunnel:
+    """A SOCKS5 proxy of the sandbox owner's that its TCP goes out through (E2B's `egressProxy`), after its rules."""
+
+    host: str  # an IPv4 address or a host name (resolved when a connection is made)
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False  # TLS to the proxy, verified against ca_cert or the host's trust store
+    server_name: str | None = None  # checked against the proxy's certificate instead of host
+    ca_cert: str | None = None  # PEM; replaces the trust store
+
+
+@dataclass(frozen=True)
 class Egress:
     """A sandbox's own egress rules under the operator's floor (docs/network.md). `allow`/`deny`: IPv4 CIDRs;
     `allow_names`/`deny_names`: host names (`example.com`, `*.example.com`), admitted by the name a TCP
@@ -76,17 +89,19 @@ class Egress:
     allow_names: tuple[str, ...] = ()
     deny_names: tuple[str, ...] = ()
     headers: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    tunnel: Tunnel | None = None  # every TCP connection it lets out goes through this proxy
 
     @property
     def by_name(self) -> bool:
-        """Whether enforcing it needs the egress proxy (names or header rules), not nft alone."""
-        return bool(self.allow_names or self.deny_names or self.headers)
+        """Whether enforcing it needs the egress proxy (names, header rules, a tunnel), not nft alone."""
+        return bool(self.allow_names or self.deny_names or self.headers or self.tunnel)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Egress":
         return cls(tuple(d.get("allow") or ()), tuple(d.get("deny") or ()), tuple(d.get("allow_names") or ()),
                    tuple(d.get("deny_names") or ()),
-                   tuple((p, tuple((k, v) for k, v in hs)) for p, hs in d.get("headers") or ()))
+                   tuple((p, tuple((k, v) for k, v in hs)) for p, hs in d.get("headers") or ()),
+                   Tunnel(**d["tunnel"]) if d.get("tunnel") else None)
 
 
 @dataclass(frozen=True)

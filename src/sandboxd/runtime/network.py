@@ -231,14 +231,17 @@ def _egress_objects(veth: str) -> str:
             f"add counter {t} ec_{veth}\n")
 
 
-def egress_script(veth: str, allow: list[str], deny: list[str], redirect: tuple[int, int] | None = None) -> str:
+def egress_script(veth: str, allow: list[str], deny: list[str], redirect: tuple[int, int] | None = None,
+                  tunnel: bool = False) -> str:
     """nft commands that give the sandbox behind veth exactly these rules (its counters and denied list are
     kept), with the hooks that lead to them. A dynamic set's update that fails (the set is full) ends its rule
     there, so each update stands in a rule of its own, apart from the accept or reject it must never skip.
 
     `redirect` (dns port, tcp port): the sandbox's policy names hosts, so its DNS goes to our resolver and
     the TCP that no allow entry lets through goes to the egress proxy, which admits it by name (or, without
-    one, by the same IP rules). What the floor closes is left to the floor, so it fails as fast as before."""
+    one, by the same IP rules). What the floor closes is left to the floor, so it fails as fast as before.
+    `tunnel`: the sandbox's TCP goes out through a SOCKS5 proxy of its owner's, so all of it goes to the egress
+    proxy, the allowed addresses too."""
     t = f"inet {TABLE}"
     lines = [(EGRESS_HOOK + _egress_objects(veth)).rstrip("\n"), f"flush chain {t} e_{veth}",
              f"flush chain {t} n_{veth}", f"flush set {t} ea_{veth}", f"flush set {t} ed_{veth}"]
@@ -256,19 +259,21 @@ def egress_script(veth: str, allow: list[str], deny: list[str], redirect: tuple[
         lines.append(f'delete element {t} egress_nat {{ "{veth}" }}')
     else:
         dns, tcp = redirect
-        lines += [f"add rule {t} n_{veth} meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns}",
-                  f"add rule {t} n_{veth} ip daddr @ea_{veth} return",
-                  f"add rule {t} n_{veth} ip daddr @opened meta l4proto tcp redirect to :{tcp}",
+        lines += [f"add rule {t} n_{veth} meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns}"]
+        if not tunnel:
+            lines.append(f"add rule {t} n_{veth} ip daddr @ea_{veth} return")
+        lines += [f"add rule {t} n_{veth} ip daddr @opened meta l4proto tcp redirect to :{tcp}",
                   f"add rule {t} n_{veth} ip daddr @closed return",
                   f"add rule {t} n_{veth} meta l4proto tcp redirect to :{tcp}",
                   f'add element {t} egress_nat {{ "{veth}" : jump n_{veth} }}']
     return "\n".join(lines) + "\n"
 
 
-def set_egress(veth: str, allow: list[str], deny: list[str], redirect: tuple[int, int] | None = None) -> None:
+def set_egress(veth: str, allow: list[str], deny: list[str], redirect: tuple[int, int] | None = None,
+               tunnel: bool = False) -> None:
     """Give the sandbox behind veth these rules, in one transaction."""
     _run(["nft", "-f", "-"], stdin=egress_script(veth, [str(ipaddress.IPv4Network(c)) for c in allow],
-                                                 [str(ipaddress.IPv4Network(c)) for c in deny], redirect))
+                                                 [str(ipaddress.IPv4Network(c)) for c in deny], redirect, tunnel))
 
 
 def drop_egress(veth: str) -> None:

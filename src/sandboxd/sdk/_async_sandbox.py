@@ -110,10 +110,12 @@ class AsyncSandbox:
                              deny_out: builtins.list[str] | None = None,
                              rules: dict[str, builtins.list[dict[str, Any]]] | None = None,
                              dns_servers: builtins.list[str] | None = None,
-                             allow_internet_access: bool | None = None) -> NetworkInfo:
+                             allow_internet_access: bool | None = None,
+                             egress_proxy: dict[str, Any] | None = None) -> NetworkInfo:
         return await self._client.update_network(self.id, allow_out=allow_out, deny_out=deny_out, rules=rules,
                                                  dns_servers=dns_servers,
-                                                 allow_internet_access=allow_internet_access)
+                                                 allow_internet_access=allow_internet_access,
+                                                 egress_proxy=egress_proxy)
 
     async def get_network(self) -> NetworkInfo:
         return await self._client.get_network(self.id)

@@ -30,10 +30,10 @@ def create_body(template: str, *, timeout: int | None, env_vars: dict[str, str] 
 
 def network_body(allow_out: list[str] | None, deny_out: list[str] | None,
                  rules: dict[str, list[dict[str, Any]]] | None, dns_servers: list[str] | None,
-                 allow_internet_access: bool | None) -> dict[str, Any]:
+                 allow_internet_access: bool | None, egress_proxy: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fields given, and only those: the server replaces the whole policy, so one left out is cleared."""
     given = (("allow_out", allow_out), ("deny_out", deny_out), ("rules", rules), ("dns_servers", dns_servers),
-             ("allow_internet_access", allow_internet_access))
+             ("allow_internet_access", allow_internet_access), ("egress_proxy", egress_proxy))
     return {k: v for k, v in given if v is not None}
 
 
@@ -142,13 +142,14 @@ class Client:
 
     def update_network(self, sandbox_id: str, *, allow_out: list[str] | None = None,
                        deny_out: list[str] | None = None, rules: dict[str, list[dict[str, Any]]] | None = None,
-                       dns_servers: list[str] | None = None,
-                       allow_internet_access: bool | None = None) -> NetworkInfo:
+                       dns_servers: list[str] | None = None, allow_internet_access: bool | None = None,
+                       egress_proxy: dict[str, Any] | None = None) -> NetworkInfo:
         """Replace the sandbox's whole egress policy (docs/network.md): what is not given is cleared. Entries
         are IPv4 addresses, CIDRs and host names (`example.com`, `*.example.com`); `deny_out=["0.0.0.0/0"]`
-        denies all but `allow_out`. A bad entry is an InvalidRequestError naming it; a backend that cannot
-        enforce a policy answers a ServerError with code `egress_not_supported`."""
-        body = network_body(allow_out, deny_out, rules, dns_servers, allow_internet_access)
+        denies all but `allow_out`. `egress_proxy={"address": "host:port", "username"?, "password"?, "tls"?}`:
+        a SOCKS5 proxy its TCP goes out through. A bad entry is an InvalidRequestError naming it; a backend that
+        cannot enforce a policy answers a ServerError with code `egress_not_supported`."""
+        body = network_body(allow_out, deny_out, rules, dns_servers, allow_internet_access, egress_proxy)
         return NetworkInfo.from_wire(self.http.json("PUT", f"/v1/sandboxes/{_sid(sandbox_id)}/network", json=body))
 
     def get_network(self, sandbox_id: str) -> NetworkInfo:
@@ -355,9 +356,9 @@ class AsyncClient:
 
     async def update_network(self, sandbox_id: str, *, allow_out: list[str] | None = None,
                              deny_out: list[str] | None = None, rules: dict[str, list[dict[str, Any]]] | None = None,
-                             dns_servers: list[str] | None = None,
-                             allow_internet_access: bool | None = None) -> NetworkInfo:
-        body = network_body(allow_out, deny_out, rules, dns_servers, allow_internet_access)
+                             dns_servers: list[str] | None = None, allow_internet_access: bool | None = None,
+                             egress_proxy: dict[str, Any] | None = None) -> NetworkInfo:
+        body = network_body(allow_out, deny_out, rules, dns_servers, allow_internet_access, egress_proxy)
         path = f"/v1/sandboxes/{_sid(sandbox_id)}/network"
         return NetworkInfo.from_wire(await self.http.json("PUT", path, json=body))
 

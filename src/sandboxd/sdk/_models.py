@@ -430,13 +430,15 @@ class DestinationUsage:
 @dataclass
 class NetworkInfo:
     """A sandbox's egress policy (docs/network.md) with what it refused and what went out. `dns_servers` is None
-    when none were set; `rules` maps a host to E2B's `[{"transform": {"headers": {...}}}]`."""
+    when none were set; `rules` maps a host to E2B's `[{"transform": {"headers": {...}}}]`; `egress_proxy` is the
+    SOCKS5 proxy its TCP goes out through (address, username, tls; never the password), None without one."""
 
     id: str
     allow_out: list[str] = field(default_factory=list)
     deny_out: list[str] = field(default_factory=list)
     dns_servers: list[str] | None = None
     rules: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    egress_proxy: dict[str, Any] | None = None
     denied: EgressDenied = field(default_factory=EgressDenied)
     usage: list[DestinationUsage] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -446,5 +448,6 @@ class NetworkInfo:
         dns = d.get("dns_servers")
         return cls(id=str(d.get("id", "")), allow_out=list(d.get("allow_out") or []),
                    deny_out=list(d.get("deny_out") or []), dns_servers=None if dns is None else list(dns),
-                   rules=d.get("rules") or {}, denied=EgressDenied.from_wire(d.get("denied") or {}),
+                   rules=d.get("rules") or {}, egress_proxy=d.get("egress_proxy"),
+                   denied=EgressDenied.from_wire(d.get("denied") or {}),
                    usage=[DestinationUsage.from_wire(u) for u in d.get("usage") or []], raw=d)

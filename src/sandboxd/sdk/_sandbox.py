@@ -121,11 +121,13 @@ class Sandbox:
                        deny_out: builtins.list[str] | None = None,
                        rules: dict[str, builtins.list[dict[str, Any]]] | None = None,
                        dns_servers: builtins.list[str] | None = None,
-                       allow_internet_access: bool | None = None) -> NetworkInfo:
+                       allow_internet_access: bool | None = None,
+                       egress_proxy: dict[str, Any] | None = None) -> NetworkInfo:
         """Replace the sandbox's whole egress policy (what is not given is cleared); see `Client.update_network`.
         Its new connections meet the policy once this returns."""
         return self._client.update_network(self.id, allow_out=allow_out, deny_out=deny_out, rules=rules,
-                                           dns_servers=dns_servers, allow_internet_access=allow_internet_access)
+                                           dns_servers=dns_servers, allow_internet_access=allow_internet_access,
+                                           egress_proxy=egress_proxy)
 
     def get_network(self) -> NetworkInfo:
         """The egress policy, what it refused, and the traffic per destination in the last hour."""

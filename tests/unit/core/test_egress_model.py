@@ -77,9 +77,6 @@ def test_a_bad_entry_is_refused_by_name(body, code, entry):
 
 def test_proxies_and_oversized_lists_are_refused():
     assert parse({"rules": {}}, camel=True).empty
-    with pytest.raises(Invalid) as err:
-        parse({"egress_proxy": {"address": "p.example:1080"}}, camel=False)
-    assert err.value.code == "egress_proxy_not_supported"
     with pytest.raises(Invalid):
         parse({"denyOut": [f"192.0.2.{i % 250}/32" for i in range(MAX_ENTRIES + 1)]}, camel=True)
     with pytest.raises(Invalid):
@@ -91,3 +88,35 @@ def test_stored_form_and_e2b_wire_round_trip():
     assert EgressPolicy.from_dict(p.to_dict()) == p and EgressPolicy.from_dict(None) == EgressPolicy()
     assert e2b_wire(p, True) == {"allowOut": ["1.2.3.4"], "denyOut": [ALL_TRAFFIC], "allowPublicTraffic": True}
     assert e2b_wire(EgressPolicy(dns_servers=()), False)["dnsServers"] == []
+
+
+def test_an_egress_proxy_is_kept_whole_and_shown_without_its_secrets():
+    p = parse({"egressProxy": {"address": "Proxy.Example.test:1080", "username": "u", "password": "p",
+                               "tls": {"serverName": "socks.example.test"}}}, camel=True)
+    assert not p.empty and p.runtime().by_name and p.runtime().tunnel is not None
+    assert p.runtime().tunnel.host == "proxy.example.test" and p.runtime().tunnel.password == "p"
+    assert EgressPolicy.from_dict(p.to_dict()) == p  # stored whole: a restart needs the password again
+    assert p.shown()["egress_proxy"] == {"address": "proxy.example.test:1080", "username": "u",
+                                         "tls": {"server_name": "socks.example.test"}}
+    assert e2b_wire(p, True)["egressProxy"] == {"address": "proxy.example.test:1080", "username": "u",
+                                                "tls": {"serverName": "socks.example.test"}}
+    plain = parse({"egress_proxy": {"address": "198.51.100.7:1080", "tls": True}}, camel=False)
+    assert plain.shown()["egress_proxy"] == {"address": "198.51.100.7:1080", "tls": True}
+
+
+@pytest.mark.parametrize("proxy, says", [
+    ("p.example.test:1080", "must be an object"),
+    ({"address": "p.example.test"}, "is not host:port"),
+    ({"address": "p.example.test:0"}, "is not host:port"),
+    ({"address": "bad host!:1080"}, "is not an IPv4 address or a host name"),
+    ({"address": "p.example.test:1080", "password": "x"}, "needs a username"),
+    ({"address": "p.example.test:1080", "username": "u" * 256}, "1 to 255 bytes"),
+    ({"address": "p.example.test:1080", "tls": {"caCert": "not a certificate"}}, "no certificate"),
+    ({"address": "p.example.test:1080", "tls": {"enabled": True}}, "tls takes"),
+    ({"address": "p.example.test:1080", "tls": "yes"}, "tls must be"),
+    ({"address": "p.example.test:1080", "via": "x"}, "takes address"),
+])
+def test_a_bad_egress_proxy_is_a_400(proxy, says):
+    with pytest.raises(Invalid) as err:
+        parse({"egressProxy": proxy}, camel=True)
+    assert err.value.code == "invalid_network_rule" and says in err.value.message

@@ -112,3 +112,13 @@ def test_a_policy_with_names_redirects_dns_and_unsettled_tcp_to_the_proxy():
                    "meta l4proto tcp redirect to :8080"]
     assert lines[-1] == 'add element inet sandboxd egress_nat { "vhabc" : jump n_vhabc }'
     assert "add element inet sandboxd ed_vhabc" not in network.egress_script("vhabc", [], [])
+
+
+def test_a_tunnelled_sandbox_sends_every_tcp_connection_the_floor_lets_through_to_the_proxy():
+    """With an egress proxy even the allowed addresses go through it: the rules decide, the tunnel carries."""
+    lines = network.egress_script("vhabc", ["192.0.2.7/32"], ["0.0.0.0/0"], (5353, 8080), tunnel=True).splitlines()
+    nat = [line.removeprefix("add rule inet sandboxd n_vhabc ") for line in lines
+           if line.startswith("add rule inet sandboxd n_vhabc")]
+    assert "ip daddr @ea_vhabc return" not in nat
+    assert nat[-3:] == ["ip daddr @opened meta l4proto tcp redirect to :8080", "ip daddr @closed return",
+                        "meta l4proto tcp redirect to :8080"]

@@ -37,7 +37,7 @@ class NetworkBody(BaseModel):
     dns_servers: list[str] | None = None
     allow_internet_access: StrictBool | None = None  # false: deny 0.0.0.0/0
     rules: dict[str, Any] | None = None  # per-host header rules (core/egress.py checks them)
-    egress_proxy: dict[str, Any] | None = None  # refused
+    egress_proxy: dict[str, Any] | None = None  # a SOCKS5 proxy to go out through (core/tunnel.py)
 
 
 class CreateBody(BaseModel):
@@ -167,7 +167,7 @@ async def refresh_token(sandbox_id: str, request: Request, key: Key) -> dict:
 async def _network(request: Request, sb, key: ApiKey) -> dict:
     denied = await services(request).lifecycle.egress_denied(sb.id, key.scope)
     policy = egress.EgressPolicy.from_dict(sb.egress)
-    return {"id": sb.id, "object": "sandbox.network", **policy.to_dict(),
+    return {"id": sb.id, "object": "sandbox.network", **policy.shown(),
             "denied": {"packets": denied.packets, "bytes": denied.bytes, "destinations": list(denied.destinations),
                        "refusals": [vars(r) for r in denied.refusals]},
             "usage": [vars(u) for u in denied.usage], "request_id": rid(request)}

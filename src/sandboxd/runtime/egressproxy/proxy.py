@@ -8,6 +8,9 @@ why, anything else a reset. The upstream socket carries the operator's mark (SO_
 the host's firewall applies the egress floor to what the proxy sends as it would to the sandbox itself; a
 connect the floor refuses is counted as a refusal too.
 
+A sandbox whose owner named a SOCKS5 proxy (E2B's `egressProxy`) has every admitted connection dialled through
+it (socks.py), never straight out.
+
 Past the first bytes a connection is a raw two-way byte relay (half-close passed on, a reset answered with a
 reset), except for plain HTTP to a name with header rules, whose requests are parsed and rewritten one by one
 (headers.py). A connection's failure ends that connection only; there is no shared upstream state.
@@ -32,8 +35,9 @@ from typing import Awaitable, Callable
 import h11
 
 from sandboxd.runtime.egressproxy import headers
-from sandboxd.runtime.egressproxy.rules import Table, Verdict
+from sandboxd.runtime.egressproxy.rules import HostRules, Table, Verdict
 from sandboxd.runtime.egressproxy.sniff import Sniffed, sniff
+from sandboxd.runtime.egressproxy.socks import TunnelFailed, open_tunnel
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ LIMIT = 64 * 1024  # a reader buffers up to twice this before it stops reading i
 LINGER = 1.0  # seconds a refused HTTP client's further bytes are read, so the 403 is not lost to a reset
 FLOOR_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.EACCES, errno.EPERM, errno.ENETUNREACH})
 
+_NO_RULES = HostRules()
 Lookup = Callable[[str], Awaitable[tuple[list[str], float]]]
 OriginalDst = Callable[[socket.socket], tuple[str, int]]
 
@@ -147,8 +152,17 @@ class Proxy:
         c.destination = verdict.destination
         if not verdict.allow:
             return await self._refuse(c, reader, writer, sniffed, verdict.reason)
+        tunnel = (self.table.rules(sandbox) or _NO_RULES).tunnel
         try:
-            up_reader, up_writer = await self._connect(dst_ip, dst_port)
+            if tunnel:  # the owner's SOCKS5 proxy, never straight out (socks.py)
+                up_reader, up_writer = await open_tunnel(tunnel, dst_ip, dst_port, mark=self._mark,
+                                                         lookup=self._lookup, timeout=self._connect_timeout)
+            else:
+                up_reader, up_writer = await self._connect(dst_ip, dst_port)
+        except TunnelFailed as e:
+            log.debug("egress tunnel of %s failed: %s", sandbox, e)
+            self.table.refuse(sandbox, c.destination, dst_ip, dst_port, "tunnel_failed")
+            return _reset(writer)
         except OSError as e:  # the floor's refusal is the policy's (a 403 for HTTP); anything else a reset
             if e.errno in FLOOR_ERRNOS:
                 return await self._refuse(c, reader, writer, sniffed, "floor")

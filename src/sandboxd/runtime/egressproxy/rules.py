@@ -46,6 +46,7 @@ class HostRules:
     allow_names: tuple[str, ...] = ()
     deny_names: tuple[str, ...] = ()
     headers: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    tunnel: dict[str, Any] | None = None  # runtime.base.Tunnel's fields: admitted connections go through it
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_allow", tuple(ipaddress.IPv4Network(c) for c in self.allow_cidrs))
@@ -70,19 +71,20 @@ class HostRules:
     def to_dict(self) -> dict[str, Any]:
         return {"allow_cidrs": list(self.allow_cidrs), "deny_cidrs": list(self.deny_cidrs),
                 "allow_names": list(self.allow_names), "deny_names": list(self.deny_names),
-                "headers": [[p, [list(h) for h in hs]] for p, hs in self.headers]}
+                "headers": [[p, [list(h) for h in hs]] for p, hs in self.headers], "tunnel": self.tunnel}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "HostRules":
         return cls(tuple(d.get("allow_cidrs", ())), tuple(d.get("deny_cidrs", ())), tuple(d.get("allow_names", ())),
                    tuple(d.get("deny_names", ())),
-                   tuple((p, tuple((k, v) for k, v in hs)) for p, hs in d.get("headers", ())))
+                   tuple((p, tuple((k, v) for k, v in hs)) for p, hs in d.get("headers", ())), d.get("tunnel"))
 
 
 @dataclass(frozen=True)
 class Verdict:
     allow: bool
     reason: str  # ip_allowed, name_allowed, not_denied | ip_denied, name_denied, name_not_resolved, tls_interception_off
+    # (the proxy adds its own refusals: busy, floor, connect_failed, tunnel_failed)
     destination: str  # what it is counted under: the name when one was given, else the address
 
 

@@ -7,6 +7,7 @@ allow entry lets through to it, so no packet meets the redirect before the proxy
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 from sandboxd.runtime import network
 from sandboxd.runtime.base import DestinationUsage, Egress, EgressDenied, Refusal
@@ -15,7 +16,8 @@ from sandboxd.runtime.egressproxy.rules import HostRules
 
 
 def host_rules(egress: Egress) -> HostRules:
-    return HostRules(egress.allow, egress.deny, egress.allow_names, egress.deny_names, egress.headers)
+    return HostRules(egress.allow, egress.deny, egress.allow_names, egress.deny_names, egress.headers,
+                     asdict(egress.tunnel) if egress.tunnel else None)
 
 
 def apply(proxy: EgressProxy, egress: Egress | None, net: dict) -> None:
@@ -24,7 +26,7 @@ def apply(proxy: EgressProxy, egress: Egress | None, net: dict) -> None:
     if egress is None or not veth:
         return
     redirect = proxy.put(ip, host_rules(egress)) if egress.by_name and ip else None
-    network.set_egress(veth, list(egress.allow), list(egress.deny), redirect)
+    network.set_egress(veth, list(egress.allow), list(egress.deny), redirect, tunnel=egress.tunnel is not None)
     if redirect is None and ip:
         proxy.drop(ip)  # after nft stopped sending it traffic
 

@@ -75,7 +75,7 @@ def recording_client(server) -> tuple[Client, Recording]:
 def test_a_full_answer_parses():
     n = NetworkInfo.from_wire(ANSWER)
     assert (n.id, n.allow_out, n.deny_out, n.dns_servers) == ("sb1", ["www.example.test"], ["0.0.0.0/0"], None)
-    assert n.rules == ANSWER["rules"] and n.raw is ANSWER
+    assert n.rules == ANSWER["rules"] and n.raw is ANSWER and n.egress_proxy == ANSWER["egress_proxy"]
     assert (n.denied.packets, n.denied.bytes, n.denied.destinations) == (3, 180, ["203.0.113.81"])
     assert n.denied.refusals == [Refusal(time=datetime.fromtimestamp(1796000000.1, timezone.utc),
                                          destination="www.example.test", address="203.0.113.81", port=443,
