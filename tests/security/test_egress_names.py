@@ -22,8 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from probes import connect
 from support.server import CPServer
 from testnet import OwnNet, routes_matching
 from sandboxd.runtime import network
@@ -320,3 +322,29 @@ def test_an_egress_proxy_carries_what_the_rules_let_out_and_fails_closed(server,
         doc = c.get(f"/v1/sandboxes/{box.sandbox_id}/network").json()
     assert doc["egress_proxy"] == {"address": f"{DEAD}:1080"} and "password" not in str(doc)
     assert doc["denied"]["refusals"][-1]["reason"] in ("connect_failed", "tunnel_failed")
+
+
+GATEWAY = """
+import socket, struct
+for line in open("/proc/net/route").read().splitlines()[1:]:
+    f = line.split()
+    if f[1] == "00000000":
+        print(socket.inet_ntoa(struct.pack("<L", int(f[2], 16))))
+"""
+
+
+def test_the_egress_proxy_is_out_of_the_sandboxs_own_reach(server, net, sandbox):
+    """The proxy listens on the host: a sandbox reaches it only through the redirect of its own traffic. Its
+    ports on the sandbox's gateway address (the host's end of its veth) are dropped like any host service."""
+    from e2b import ALL_TRAFFIC
+
+    box = sandbox(allow_out=["www.open.test"], deny_out=[ALL_TRAFFIC])
+    assert served(fetch(box, net, "www.open.test")) == WWW
+    proxy = next(p for p in psutil.Process(server.proc.pid).children()
+                 if "sandboxd.runtime.egressproxy" in " ".join(p.cmdline()))
+    ports = sorted({c.laddr.port for c in proxy.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN})
+    gateway = box.commands.run(f"python3 -c {shlex.quote(GATEWAY)}").stdout.strip()
+    assert gateway.startswith("10.213.") and len(ports) == 2  # the resolver's TCP side and the proxy
+    for port in ports:
+        r = box.commands.run(f"python3 -c {shlex.quote(connect(gateway, port, 2.0))}")
+        assert json.loads(r.stdout) == "timeout", (port, r.stdout)

@@ -8,7 +8,11 @@ interface names so no rule is per sandbox and destroy only has to delete the vet
 
 - input: anything arriving from a sandbox veth is dropped, whatever host address it targets (127.0.0.1,
   0.0.0.0-bound services, the veth's own address); replies to nothing are needed since the host never
-  connects into sandboxes over the veth (the agent channel is a unix socket).
+  connects into sandboxes over the veth (the agent channel is a unix socket). The one exception is what our
+  own redirect sent to the egress proxy (a sandbox whose policy names hosts), which carries the conntrack
+  mark REDIRECTED: a DNAT of anyone else's (a container engine's published port) still lets nothing in.
+- proxied (the output hook): the egress proxy's connections (the socket mark PROXY_MARK) meet the floor as
+  the sandbox's own would, and reach no host address and no sandbox.
 - floor (the forward hook, first): the operator's egress floor under every sandbox, build sandboxes included
   (they are sandboxes with internet access like any other). Sandbox → sandbox, spoofed sources and all IPv6
   are dropped; every non-public IPv4 range (CLOSED_RANGES: private, shared, loopback, link-local, multicast,
@@ -52,8 +56,9 @@ TABLE = "sandboxd"
 SUBNET = ipaddress.IPv4Network("10.213.0.0/16")
 NETNS_DIR = Path("/run/netns")  # only for leftovers of older layouts
 LOCK = Path("/run/sandboxd/net.lock")
-RULESET_VERSION = "sandboxd-guard-v3"
+RULESET_VERSION = "sandboxd-guard-v4"
 PROXY_MARK = 0x5BD0  # the egress proxy's own connections (runtime/egressproxy/client.py)
+REDIRECTED = 0x5BD1  # conntrack mark of a sandbox's connection redirected to the egress proxy
 DENIED_FOR = 3600  # seconds a denied destination stays listed
 DENIED_LISTED = 256  # at most this many denied destinations listed per sandbox
 USAGE_LISTED = 1024  # destinations counted per sandbox (an hour after their last packet)
@@ -92,7 +97,7 @@ table inet {TABLE} {{
   }}
   chain input {{
     type filter hook input priority filter - 10; policy accept;
-    iifname "vh*" ct status dnat accept
+    iifname "vh*" ct mark {REDIRECTED:#x} accept
     iifname "vh*" drop
   }}
   chain proxied {{
@@ -259,12 +264,13 @@ def egress_script(veth: str, allow: list[str], deny: list[str], redirect: tuple[
         lines.append(f'delete element {t} egress_nat {{ "{veth}" }}')
     else:
         dns, tcp = redirect
-        lines += [f"add rule {t} n_{veth} meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns}"]
+        to = f"ct mark set {REDIRECTED:#x} redirect to"  # the input chain lets in only what we redirected
+        lines += [f"add rule {t} n_{veth} meta l4proto {{ tcp, udp }} th dport 53 {to} :{dns}"]
         if not tunnel:
             lines.append(f"add rule {t} n_{veth} ip daddr @ea_{veth} return")
-        lines += [f"add rule {t} n_{veth} ip daddr @opened meta l4proto tcp redirect to :{tcp}",
+        lines += [f"add rule {t} n_{veth} ip daddr @opened meta l4proto tcp {to} :{tcp}",
                   f"add rule {t} n_{veth} ip daddr @closed return",
-                  f"add rule {t} n_{veth} meta l4proto tcp redirect to :{tcp}",
+                  f"add rule {t} n_{veth} meta l4proto tcp {to} :{tcp}",
                   f'add element {t} egress_nat {{ "{veth}" : jump n_{veth} }}']
     return "\n".join(lines) + "\n"
 

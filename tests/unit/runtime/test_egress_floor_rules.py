@@ -105,11 +105,13 @@ def test_a_policy_with_names_redirects_dns_and_unsettled_tcp_to_the_proxy():
     lines = network.egress_script("vhabc", ["192.0.2.7/32"], ["0.0.0.0/0"], (5353, 8080)).splitlines()
     nat = [line.removeprefix("add rule inet sandboxd n_vhabc ") for line in lines
            if line.startswith("add rule inet sandboxd n_vhabc")]
-    assert nat == ["meta l4proto { tcp, udp } th dport 53 redirect to :5353",  # every DNS server is ours
+    to = "ct mark set 0x5bd1 redirect to"  # the mark the input chain lets in, and nothing else from a sandbox
+    assert nat == [f"meta l4proto {{ tcp, udp }} th dport 53 {to} :5353",  # every DNS server is ours
                    "ip daddr @ea_vhabc return",  # allowed by address: straight out
-                   "ip daddr @opened meta l4proto tcp redirect to :8080",
+                   f"ip daddr @opened meta l4proto tcp {to} :8080",
                    "ip daddr @closed return",  # the floor refuses it at once, as without names
-                   "meta l4proto tcp redirect to :8080"]
+                   f"meta l4proto tcp {to} :8080"]
+    assert 'iifname "vh*" ct mark 0x5bd1 accept' in network.BASE_RULESET
     assert lines[-1] == 'add element inet sandboxd egress_nat { "vhabc" : jump n_vhabc }'
     assert "add element inet sandboxd ed_vhabc" not in network.egress_script("vhabc", [], [])
 
@@ -120,5 +122,5 @@ def test_a_tunnelled_sandbox_sends_every_tcp_connection_the_floor_lets_through_t
     nat = [line.removeprefix("add rule inet sandboxd n_vhabc ") for line in lines
            if line.startswith("add rule inet sandboxd n_vhabc")]
     assert "ip daddr @ea_vhabc return" not in nat
-    assert nat[-3:] == ["ip daddr @opened meta l4proto tcp redirect to :8080", "ip daddr @closed return",
-                        "meta l4proto tcp redirect to :8080"]
+    assert nat[-3:] == ["ip daddr @opened meta l4proto tcp ct mark set 0x5bd1 redirect to :8080",
+                        "ip daddr @closed return", "meta l4proto tcp ct mark set 0x5bd1 redirect to :8080"]
