@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -81,12 +82,24 @@ def leftovers(settings: Settings, sandbox_id: str) -> list[str]:
     if d.exists():
         found.append(f"dir {d}")
     found += [f"mount {m.split()[1]}" for m in _mounts() if str(d) in m]
-    loops = json.loads(subprocess.run(["losetup", "-l", "-J"], capture_output=True, text=True).stdout or "{}")
-    found += [f"loop {l['name']}" for l in loops.get("loopdevices", []) if str(d) in (l.get("back-file") or "")]
+    found += _loops(d)
     cg = cgroups.SandboxCgroup(sandbox_id)
     found += [f"cgroup {p}" for p in cg.dirs() if p.exists()]
     found += network.leftovers(sandbox_id)
     return found
+
+
+def _loops(d: Path, wait: float = 5.0) -> list[str]:
+    """Loop devices still backed by a file under d. Autoclear lets a device go a moment after its filesystem's
+    last user, from a kernel work queue (runtime/loopdev.py): a loaded host can still list one just after a
+    destroy returned, so only one that stays is a leftover."""
+    deadline = time.monotonic() + wait
+    while True:
+        loops = json.loads(subprocess.run(["losetup", "-l", "-J"], capture_output=True, text=True).stdout or "{}")
+        held = [f"loop {lo['name']}" for lo in loops.get("loopdevices", []) if str(d) in (lo.get("back-file") or "")]
+        if not held or time.monotonic() >= deadline:
+            return held
+        time.sleep(0.05)
 
 
 def cleanup(settings: Settings, sb: SyncBackend) -> None:
