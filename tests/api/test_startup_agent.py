@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sandboxd.core import startup
 from sandboxd.core.startup import StartCommandFailed, run_start
 from sandboxd.runtime.base import ReadyCheck, TemplateImage
 
@@ -18,8 +19,11 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture
-def agent(tmp_path):
+def agent(tmp_path, monkeypatch):
     sock = tmp_path / "agent.sock"
+    # In a sandbox /tmp is its own; here every test's agent shares the host's, and a start command run by
+    # another test worker would truncate this one's log.
+    monkeypatch.setattr(startup, "START_LOG", str(tmp_path / "start.log"))
     # -I as in a sandbox, which also ignores PYTHONPATH: SRC goes first on the path so that this checkout's
     # agent runs, not the one installed in the interpreter's environment.
     main = f"import runpy, sys; sys.path.insert(0, {SRC!r}); runpy.run_module('sandboxd.agent', run_name='__main__')"
