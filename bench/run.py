@@ -61,7 +61,9 @@ class Bench:
         self.data.chmod(0o755)
         self.srv = CPServer(self.data, None, SANDBOXD_BACKEND="crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES,
                             SANDBOXD_POOL=f"{a.template}={a.pool}", SANDBOXD_MAX_SANDBOXES=str(max(500, a.idle + 50)),
-                            SANDBOXD_ZYGOTE="false" if a.no_zygote else "true")
+                            SANDBOXD_ZYGOTE="false" if a.no_zygote else "true",
+                            # its pause rows are the freezer's (RAM); pauses to disk: bench/snapshots.py
+                            SANDBOXD_PAUSE_TO="memory")
         self.api = None
         self.figures: dict[str, dict] = {}
 

@@ -101,6 +101,16 @@ class Settings(BaseSettings):
     # host set-up starts it there when it is not running. Empty: off (sandboxes see the host's files).
     lxcfs_dir: Path | None = Path("/var/lib/lxcfs")
 
+    # Which CRIU pauses sandboxes to disk (runtime/criutools.py, docs/snapshots.md): "auto" (the host's when it
+    # is 4.0 or newer, else the private tools root `sandboxd setup` makes), "off", or a path to a criu binary.
+    criu: str = "auto"
+    # Host tools the platform keeps for itself (the private CRIU root): shared by every data dir on the host.
+    tools_dir: Path = Path("/var/lib/sandboxd/tools")
+    # Where pause puts a sandbox (docs/snapshots.md): "disk" (its processes and memory to disk with CRIU; RAM
+    # is freed, it survives restarts and reboots) or "memory" (frozen in RAM). "disk" falls back to "memory"
+    # when CRIU is unavailable or cannot take the sandbox.
+    pause_to: str = Field("disk", pattern="^(disk|memory)$")
+
     @field_validator("lxcfs_dir", mode="before")
     @classmethod
     def _lxcfs_off(cls, v: object) -> object:

@@ -83,6 +83,7 @@ async def serve(args: Args) -> None:
     async def on_conn(reader, writer):
         await serve_connection(reader, writer, app.dispatch, app.error_response)
 
+    server: asyncio.AbstractServer | None
     if args.unix:
         try:
             os.unlink(args.unix)
@@ -92,12 +93,12 @@ async def serve(args: Args) -> None:
     elif args.port is not None:
         server = await asyncio.start_server(on_conn, host=args.host, port=args.port)
     elif args.fd is not None:
-        sock = socket.socket(fileno=args.fd)
-        sock.setblocking(False)
-        if sock.family == socket.AF_UNIX:
-            server = await asyncio.start_unix_server(on_conn, sock=sock)
-        else:
-            server = await asyncio.start_server(on_conn, sock=sock)
+        from .park import Channel
+
+        channel = Channel(on_conn)  # the host's socket: let go of for a memory checkpoint (agent/park.py)
+        await channel.listen(socket.socket(fileno=args.fd))
+        app.services.channel = channel
+        server = None
     else:
         sys.exit("sandboxd.agent: give --fd, --unix or --port (or set SANDBOXD_AGENT_FD)")
 
@@ -112,8 +113,11 @@ async def serve(args: Args) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"sandboxd-agent ready pid={os.getpid()}", file=sys.stderr, flush=True)
-    async with server:
-        await stop.wait()
+    await stop.wait()
+    if server is not None:
+        server.close()
+    if app.services.channel is not None:
+        app.services.channel.close()
     if local is not None:
         local.close()
     if sudo is not None:

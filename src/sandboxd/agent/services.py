@@ -9,7 +9,7 @@ import os
 import time
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from .env import EnvStore
 from .sysinfo import CpuSampler
@@ -41,6 +41,7 @@ class Services:
         self.cpu = CpuSampler()  # eager: its first reading is measured against agent start
         self.activity = Activity()
         self.envd = None  # E2B's envd services, attached by sandboxd.agent.envd.register
+        self.channel: Any = None  # the host's socket (agent/park.py), when the agent serves on one
         # Async callables run at shutdown by plug-ins that own processes (desktop: Xvnc, ffmpeg).
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 

@@ -7,7 +7,8 @@ sees. For each request on fd 3 (a unix socket; the fds come with SCM_RIGHTS) it 
 1. joins the sandbox's cgroups (the `cgroup.procs` files the host opened) while still host root;
 2. enters all the container's namespaces at once (`setns` on a pidfd of its init) and becomes its root,
    which the sandbox's own user namespace maps to the first host uid of that sandbox's range;
-3. forks again, so the agent is in the sandbox's PID namespace (reparented to the sandbox's tini);
+3. forks twice, the middle process exiting at once, so the agent is in the sandbox's PID namespace and a child
+   of the sandbox's tini (its own process tree: a memory checkpoint takes that tree);
 4. drops to the container's capabilities, sets no_new_privs, stays non-dumpable (its memory, mapped from
    the host's namespace, must stay closed to sandbox code), loads the container's very seccomp program;
 5. runs the agent on the listening socket, with the environment read from a memfd only the child reads:
@@ -91,6 +92,7 @@ def _seccomp(program: bytes) -> None:
 def _agent(req: dict, sock: int, life: int, log: int, envfd: int, report: int) -> None:
     """The second child: already in every namespace of the sandbox; becomes its agent."""
     os.chdir("/")
+    os.setsid()  # its own session, inside the sandbox (the zygote's is outside: a checkpoint takes none of it)
     env = json.loads(os.pread(envfd, 1 << 24, 0) or b"{}")
     os.close(envfd)
     _capabilities(req["caps"])
@@ -134,25 +136,33 @@ def _enter(req: dict, fds: list[int]) -> None:
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
     r, w = os.pipe()
-    if os.fork() == 0:
+    middle = os.fork()
+    if middle == 0:
+        # Already in the sandbox's PID namespace: this middle process exits at once, so the kernel gives the
+        # agent to the sandbox's init (a process that dies in a namespace hands its children to that
+        # namespace's init, not to a subreaper outside). The agent is then in the sandbox's own process tree,
+        # which is what a memory checkpoint takes (docs/snapshots.md).
         os.close(r)
-        try:
-            _agent(req, sock, life, log, envfd, w)
-        except BaseException as exc:  # noqa: BLE001 - reported to the host, which starts the agent cold
+        if os.fork() == 0:
             try:
-                os.write(w, f"{type(exc).__name__}: {exc}".encode()[:1000])
-            except OSError:
-                pass
-        os._exit(70)
+                _agent(req, sock, life, log, envfd, w)
+            except BaseException as exc:  # noqa: BLE001 - reported to the host, which starts the agent cold
+                try:
+                    os.write(w, f"{type(exc).__name__}: {exc}".encode()[:1000])
+                except OSError:
+                    pass
+            os._exit(70)
+        os._exit(0)
     os.close(w)
+    os.waitpid(middle, 0)
     answer = os.read(r, 1024)
     os.write(1, answer)
     os._exit(0 if answer == b"ok" else 1)
 
 
 def serve(ctl: socket.socket) -> None:
-    # The agents are re-parented to the zygote when their first fork exits, and reaped at once by the
-    # kernel (SIGCHLD ignored): a dead agent left as a zombie would keep its sandbox's init from exiting.
+    # Each first fork's own exited child is re-parented to the zygote when that fork exits, and reaped at
+    # once by the kernel (SIGCHLD ignored).
     _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, what="child subreaper")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     gc.collect()

@@ -32,6 +32,21 @@ def _prepare_host(settings: Settings) -> None:
                    f"resolvers reachable on port 53: {', '.join(network.host_resolvers()) or 'none'}")
 
 
+def _ensure_criu(settings: Settings) -> None:
+    """A CRIU that can pause sandboxes to disk (runtime/criutools.py); without one, pause freezes in RAM."""
+    if settings.criu != "auto":
+        return
+    from sandboxd.runtime import criutools
+
+    try:
+        criutools.ensure_root(settings.tools_dir, say=typer.echo)
+    except (OSError, RuntimeError) as exc:
+        typer.echo(f"criu: no private tools root ({exc}); pause keeps sandboxes in RAM", err=True)
+    found, why = criutools.find(settings.criu, settings.tools_dir)
+    typer.echo(f"criu: {found.version} ({found.source}): pause writes sandboxes to disk" if found
+               else f"criu: {why}; pause keeps sandboxes in RAM")
+
+
 async def _ensure_desktop(store, settings: Settings, log):
     # The desktop image is derived FROM base through a real build sandbox, so it needs the runtime backend.
     from sandboxd.runtime import get_backend
@@ -68,6 +83,7 @@ def register(app: typer.Typer) -> None:
         try:
             if not skip_host:
                 _prepare_host(settings)
+                _ensure_criu(settings)
             if not skip_templates:
                 unknown = [t for t in templates or [] if t not in BUILTINS]
                 if unknown:

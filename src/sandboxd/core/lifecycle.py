@@ -440,9 +440,23 @@ class LifecycleService:
             if idempotent and sb.status == PAUSED:
                 return sb
             self._require(sb, (RUNNING,), "pause")
-            await self._call(self.backend.pause, sid)
-            new = self._set(sid, {"status": PAUSED}, ev.PAUSED, execution=self._execution(sb))
+            where = await self._pause_backend(sid)
+            new = self._set(sid, {"status": PAUSED}, ev.PAUSED, execution=self._execution(sb), pause=where)
             return new
+
+    async def _pause_backend(self, sid: str) -> dict[str, Any]:
+        """To disk when the operator wants it and the backend can (docs/snapshots.md), else frozen in RAM: what
+        the paused event says (`memory`: the processes are kept; `on_disk`: where)."""
+        reason = None
+        if self.settings.pause_to == "disk" and self.backend.memory_snapshots():
+            try:
+                cp = await self.backend.checkpoint(sid)
+                return {"memory": True, "on_disk": True, "size_bytes": cp.size_bytes, "seconds": round(cp.seconds, 3)}
+            except (NotSupported, RuntimeFailure) as exc:  # the sandbox runs on as it was: freeze it instead
+                reason = exc.message
+                log.warning("sandbox %s: pause to disk failed (%s); frozen in RAM instead", sid, reason)
+        await self._call(self.backend.pause, sid)
+        return {"memory": True, "on_disk": False, **({"reason": reason} if reason else {})}
 
     async def resume(self, sid: str, *, idempotent: bool = False, team: str | None = None) -> Sandbox:
         async with self._lock(sid):
@@ -450,8 +464,10 @@ class LifecycleService:
             if idempotent and sb.status == RUNNING:
                 return sb
             self._require(sb, (PAUSED,), "resume")
-            await self._call(self.backend.resume, sid)
-            new = self._set(sid, {"status": RUNNING, "started_at": _now()}, ev.RESUMED)
+            restored = await self._call(self.backend.resume, sid)
+            new = self._set(sid, {"status": RUNNING, "started_at": _now()}, ev.RESUMED,
+                            resume={"from_disk": restored is not None,
+                                    **({"seconds": round(restored, 3)} if restored is not None else {})})
             return new
 
     async def stop(self, sid: str, *, team: str | None = None) -> Sandbox:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 # The first path segment of every route of the in-sandbox agent (agent/routes, agent/app.py's mounts).
-AGENT_FAMILIES = frozenset({"health", "info", "system", "metrics", "processes", "jupyter", "cache", "execute",
+AGENT_FAMILIES = frozenset({"health", "info", "system", "metrics", "processes", "jupyter", "cache", "checkpoint", "execute",
                             "commands", "files", "env", "terminal", "desktop", "e2b"})
 E2B_PORTS = frozenset({"49983", "49999"})  # envd and the code interpreter, under the agent's /e2b prefix
 OTHER = "other"

@@ -36,6 +36,10 @@ def route_for(lifecycle: LifecycleService, sandbox_id: str, version: int | None)
     return Target(route.socket, sandbox_id)
 
 
+# The agent's routes only the host calls, over its own socket (agent/park.py): never through the gateway.
+HOST_ONLY = ("/checkpoint/",)
+
+
 class BearerResolver:
     def __init__(self, signer: TokenSigner, lifecycle: LifecycleService):
         self.signer = signer
@@ -55,6 +59,8 @@ class BearerResolver:
             claims = self.signer.verify(token, HOPX)  # an E2B access token is no Bearer token
         except Unauthorized as exc:
             raise GatewayError(401, exc.code, exc.message) from None
+        if head.target.split("?", 1)[0].startswith(HOST_ONLY):
+            raise GatewayError(404, "NOT_FOUND", f"no such endpoint: {head.target.split('?', 1)[0]}")
         named = named_sandbox(head)
         if named and named != claims.sandbox_id:
             raise GatewayError(401, "INVALID_TOKEN", "token belongs to another sandbox",

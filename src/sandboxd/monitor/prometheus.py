@@ -71,6 +71,17 @@ class PlatformMetrics:
                                           registry=self.registry)
         for outcome in ("delivered", "retry", "failed"):
             self.deliveries.labels(outcome)
+        self.pauses = Counter("sandboxd_sandbox_pauses_total", "Sandboxes paused, by where their memory went",
+                              ["where"], registry=self.registry)
+        for where in ("disk", "memory"):
+            self.pauses.labels(where)
+        self.checkpoint_seconds = Histogram("sandboxd_checkpoint_seconds", "Time to write a paused sandbox to disk",
+                                            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
+        self.checkpoint_bytes = Histogram("sandboxd_checkpoint_bytes", "Size of a paused sandbox's memory image",
+                                          buckets=(8 << 20, 16 << 20, 32 << 20, 64 << 20, 128 << 20, 256 << 20,
+                                                   512 << 20, 1 << 30, 4 << 30), registry=self.registry)
+        self.restore_seconds = Histogram("sandboxd_restore_seconds", "Time to bring a sandbox back from disk",
+                                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry)
         self.http = HttpMetrics(self.registry)  # fed by the API's middleware and the gateway (wiring.py)
         self.registry.register(_ScrapeCollector(store, latest, lag, per_sandbox))
 
@@ -80,6 +91,19 @@ class PlatformMetrics:
         self.creates.inc()
         if seconds is not None:
             self.create_latency.observe(seconds)
+
+    def observe_pause(self, data: dict) -> None:
+        """A paused event's `pause` (core/lifecycle.py: where the memory went, and the checkpoint's figures)."""
+        on_disk = bool(data.get("on_disk"))
+        self.pauses.labels("disk" if on_disk else "memory").inc()
+        if on_disk and isinstance(data.get("seconds"), (int, float)):
+            self.checkpoint_seconds.observe(data["seconds"])
+        if on_disk and isinstance(data.get("size_bytes"), int):
+            self.checkpoint_bytes.observe(data["size_bytes"])
+
+    def observe_resume(self, data: dict) -> None:
+        if data.get("from_disk") and isinstance(data.get("seconds"), (int, float)):
+            self.restore_seconds.observe(data["seconds"])
 
     def observe_delivery(self, outcome: str, seconds: float) -> None:
         self.deliveries.labels(outcome).inc()

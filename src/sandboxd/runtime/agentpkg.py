@@ -25,7 +25,9 @@ from pathlib import Path
 from sandboxd.runtime import uidslots
 
 ROOT = Path("/run/sandboxd/pkg")
-TMPFS_OPTIONS = b"size=256m,mode=0700"  # a few MiB per version
+# A few MiB per version. Searchable by anyone, listable by root only: a memory restore binds the package from
+# inside the sandbox's user namespace (runtime/oci/memory.py), as the sandbox's root; it holds only the agent's code.
+TMPFS_OPTIONS = b"size=256m,mode=0711"
 STALE_SECONDS = 3600.0
 _libc = ctypes.CDLL(None, use_errno=True)
 MS_NOSUID, MS_NODEV = 2, 4
@@ -75,6 +77,7 @@ def _mount_root() -> None:
     ROOT.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open("/proc/self/mounts") as fh:
         if any(line.split()[1] == str(ROOT) for line in fh):
+            os.chmod(ROOT, 0o711)  # mounted by an older version as 0700
             return
     if _libc.mount(b"tmpfs", os.fsencode(str(ROOT)), b"tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTIONS) != 0:
         err = ctypes.get_errno()

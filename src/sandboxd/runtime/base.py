@@ -203,6 +203,12 @@ class Capabilities:
     isolation: str = "container"  # "container" | "process" (fake) | "gvisor"
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    size_bytes: int
+    seconds: float
+
+
 @runtime_checkable
 class Backend(Protocol):
     capabilities: Capabilities
@@ -216,9 +222,19 @@ class Backend(Protocol):
     async def stop(self, sandbox_id: str) -> None:
         """End every process; keep the filesystem."""
 
-    async def pause(self, sandbox_id: str) -> None: ...
+    async def pause(self, sandbox_id: str) -> None:
+        """Freeze every process in RAM (milliseconds; a warm pool's sandboxes wait so)."""
 
-    async def resume(self, sandbox_id: str) -> None: ...
+    async def resume(self, sandbox_id: str) -> float | None:
+        """Run a paused sandbox again: thawed, or restored from disk (then the seconds the restore took)."""
+
+    def memory_snapshots(self) -> bool:
+        """Whether checkpoint() can work on this host (docs/snapshots.md)."""
+
+    async def checkpoint(self, sandbox_id: str) -> Checkpoint:
+        """Write a running or frozen sandbox's processes and memory to disk and end them: it is then paused on
+        disk, holds no RAM, survives restarts, and resume() restores it. NotSupported without a usable CRIU;
+        RuntimeFailure (the sandbox runs on as before) when this sandbox cannot be taken."""
 
     async def destroy(self, sandbox_id: str, *, background: bool = False) -> None:
         """Release everything: processes, mounts, cgroups, netns, veth, nft rules, directories. Idempotent.

@@ -101,8 +101,18 @@ async def cache_clear(req):
     return {"success": True, "message": f"cache cleared ({n} entries)", "entries_removed": n}
 
 
+async def checkpoint_park(req):
+    """Before a memory checkpoint: let go of the host's socket and wait at the doorbell (agent/park.py)."""
+    channel = getattr(req.app.services, "channel", None)
+    if channel is None:
+        return json_response({"error": "this agent does not serve on a host socket", "code": "not_parkable"}, 409)
+    channel.park()
+    return {"parked": True}
+
+
 ROUTES = [
     ("GET", "/health", health),
+    ("POST", "/checkpoint/park", checkpoint_park),
     ("GET", "/info", info),
     ("GET", "/metrics/snapshot", metrics_snapshot),
     ("GET", "/metrics", metrics_snapshot),

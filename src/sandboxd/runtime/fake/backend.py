@@ -24,6 +24,7 @@ import psutil
 from sandboxd.errors import Conflict, NotFound, NotSupported, RuntimeFailure
 from sandboxd.runtime import agentclient, changes
 from sandboxd.runtime.base import (
+    Checkpoint,
     Capabilities, Egress, EgressDenied, ExecResult, RuntimeSandbox, RuntimeState, SandboxSpec, Stats,
 )
 
@@ -229,6 +230,12 @@ class FakeBackend:
         self._signal(state, signal.SIGSTOP)
         state["state"] = "paused"
         self._write(sandbox_id, state)
+
+    def memory_snapshots(self) -> bool:
+        return False
+
+    async def checkpoint(self, sandbox_id: str) -> Checkpoint:
+        raise NotSupported("the fake backend keeps paused sandboxes in RAM", code="memory_snapshots_unavailable")
 
     async def resume(self, sandbox_id: str) -> None:
         state = self._need(sandbox_id)

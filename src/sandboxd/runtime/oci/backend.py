@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 import uuid
 from dataclasses import replace
@@ -35,9 +36,10 @@ from sandboxd.runtime.oci import channel, config, egress, paths, zygote
 from sandboxd.runtime.oci.bpfcache import BpfCache
 from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.execution import run_exec
+from sandboxd.runtime.oci.memory import CHECKPOINTED, MemoryCheckpoints
 from sandboxd.runtime.oci.pids import alive
 from sandboxd.runtime.oci.state import Record, spec_to_dict
-from sandboxd.runtime.oci.teardown import Teardown, os_errors_are_runtime_failures
+from sandboxd.runtime.oci.teardown import os_errors_are_runtime_failures
 from sandboxd.runtime.oci.stats import BatchStats
 from sandboxd.runtime.rootfs import Ids, SandboxRoot, require_kernel
 from sandboxd.runtime.uncancellable import uncancellable
@@ -95,7 +97,7 @@ def _write_limits(cg: SandboxCgroup, layout: Layout, res: Resources) -> None:
         path.write_text(value)
 
 
-class OciBackend(Teardown):
+class OciBackend(MemoryCheckpoints):
     def __init__(self, settings, runtime: str = "crun", agent_argv: list[str] | None = None):
         self.settings = settings
         self.runtime = runtime
@@ -391,6 +393,8 @@ class OciBackend(Teardown):
         """End the container and release its network and root mount; keep the files for start()."""
         await self._halt(rec)
         await asyncio.to_thread(self._root(rec).unmount)
+        shutil.rmtree(self.dir(rec.id) / "checkpoint", ignore_errors=True)  # it boots afresh: its memory is gone
+        rec.extra.pop("checkpoint", None)
         rec.status, rec.pid, rec.net = "stopped", None, None
         rec.save(self.dir(rec.id))
 
@@ -403,6 +407,8 @@ class OciBackend(Teardown):
             if rec.extra.get("uid_slot"):
                 self._claim_ids(rec)
                 rec.save(d)
+            if rec.status == CHECKPOINTED:  # on disk: nothing runs, its images wait for resume (its uid range
+                return self._view(rec, RuntimeState.PAUSED)  # was claimed above: the images map that one)
             live = await self._live_status(rec)
             if rec.status != "stopped" and live in ("running", "paused"):
                 rec.status = live
@@ -419,6 +425,8 @@ class OciBackend(Teardown):
     async def pause(self, sandbox_id: str) -> None:
         async with self._lock(sandbox_id):
             rec = self._record(sandbox_id)
+            if rec.status == CHECKPOINTED:
+                raise Conflict(f"sandbox {sandbox_id} is already paused", code="sandbox_paused")
             await self._runtime_op(rec, "pause")
             # The v1 freezer can report FREEZING for a while after the runtime returns (busy tasks):
             # paused means frozen, so wait for it.
@@ -432,15 +440,28 @@ class OciBackend(Teardown):
             rec.save(self.dir(sandbox_id))
 
     @os_errors_are_runtime_failures
-    async def resume(self, sandbox_id: str) -> None:
+    async def resume(self, sandbox_id: str) -> float | None:
+        self._ensure_host()
         async with self._lock(sandbox_id):
             rec = self._record(sandbox_id)
+            if rec.status == CHECKPOINTED:  # paused on disk (memory.py)
+                return await self._restore(rec)
             await self._runtime_op(rec, "resume")
             rec.status = "running"
             rec.save(self.dir(sandbox_id))
+            return None
 
     async def export_changes(self, sandbox_id: str, dest: Path) -> None:
         rec = self._record(sandbox_id)
+        if rec.status == CHECKPOINTED:  # on disk: its root is not mounted while nothing runs
+            async with self._lock(sandbox_id):
+                root = self._root(rec)
+                await uncancellable(asyncio.to_thread(root.mount))
+                try:
+                    await changes.copy_tree(SandboxRoot(self.dir(sandbox_id), (), None).upper, dest)
+                finally:
+                    await asyncio.to_thread(root.unmount)
+            return
         if rec.status == "stopped" or await self._live_status(rec) == "stopped":
             raise Conflict(f"sandbox {sandbox_id} is not running", code="sandbox_not_running")
         was_running = await self._live_status(rec) == "running"
@@ -509,6 +530,8 @@ class OciBackend(Teardown):
             return None
         if rec.status == "stopped":
             return RuntimeState.STOPPED
+        if rec.status == CHECKPOINTED:
+            return RuntimeState.PAUSED
         live = await self._live_status(rec)
         return {"running": RuntimeState.RUNNING, "paused": RuntimeState.PAUSED}.get(live, RuntimeState.STOPPED)
 

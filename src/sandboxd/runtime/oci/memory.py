@@ -1,0 +1,256 @@
+"""OciBackend's memory checkpoints: a sandbox's processes to disk (`checkpoint`) and back (`resume`).
+
+The steps and what each hands over are in checkpoint.py; the model and limits in docs/snapshots.md. A sandbox
+on disk is recorded as status "checkpointed": its processes, root mount, cgroups and network end are gone and
+it holds no memory; its uid range stays claimed (the restored user namespace maps the same ids). Its images
+live in `<sandbox dir>/checkpoint/` (root only) and go with the sandbox.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sandboxd.errors import Conflict, NotSupported, RuntimeFailure
+from sandboxd.runtime import agentclient, criutools, lxcfs, network, reaper
+from sandboxd.runtime.base import Checkpoint
+from sandboxd.runtime.cgroups import Layout, SandboxCgroup
+from sandboxd.runtime.oci import channel, checkpoint as ck, config, paths
+from sandboxd.runtime.oci.pids import alive
+from sandboxd.runtime.oci.state import Record
+from sandboxd.runtime.oci.teardown import Teardown
+from sandboxd.runtime.rootfs import SandboxRoot
+from sandboxd.runtime.uncancellable import uncancellable
+
+if TYPE_CHECKING:
+    from sandboxd.runtime.rootfs import Ids
+
+log = logging.getLogger("sandboxd.runtime")
+CHECKPOINTED = "checkpointed"
+
+
+class MemoryCheckpoints(Teardown):
+    settings: Any
+    agent_pkg: Path
+
+    if TYPE_CHECKING:  # OciBackend's
+        def _record(self, sandbox_id: str) -> Record: ...
+        def _ids(self, rec: Record) -> Ids: ...
+        def _root(self, rec: Record) -> SandboxRoot: ...
+        def _claim_ids(self, rec: Record) -> None: ...
+        def _root_parent(self, rec: Record) -> None: ...
+        def _apply_egress(self, rec: Record) -> None: ...
+        async def _live_status(self, rec: Record) -> str: ...
+        async def _agent_pkg_source(self) -> Path: ...
+        async def _agent_rt_source(self, layer: Path | None) -> Path | None: ...
+        async def _wait_healthy(self, rec: Record, log_path: Path) -> None: ...
+    def criu(self) -> criutools.Criu:
+        found, why = criutools.find(self.settings.criu, Path(self.settings.tools_dir))
+        if found is None:
+            raise NotSupported(why, code="memory_snapshots_unavailable")
+        return found
+
+    def memory_snapshots(self) -> bool:
+        return criutools.find(self.settings.criu, Path(self.settings.tools_dir))[0] is not None
+
+    async def checkpoint(self, sandbox_id: str) -> Checkpoint:
+        """Write the running (or frozen) sandbox's processes to disk and end them; it is then paused on disk."""
+        criu = self.criu()
+        async with self._lock(sandbox_id):
+            rec = self._record(sandbox_id)
+            if rec.status == CHECKPOINTED:
+                raise Conflict(f"sandbox {sandbox_id} is already paused", code="sandbox_paused")
+            live = await self._live_status(rec)
+            if rec.status == "stopped" or live == "stopped" or rec.pid is None:
+                raise Conflict(f"sandbox {sandbox_id} is not running", code="sandbox_not_running")
+            if held := ck.host_sockets([rec.pid]):  # an agent started cold: its init holds the host's socket too
+                raise RuntimeFailure(f"sandbox {sandbox_id}: its init holds a socket of the host ({held[0]}); "
+                                     "only a sandbox whose agent the zygote started can go to disk",
+                                     code="checkpoint_unsupported")
+            t0 = time.monotonic()
+            d = self.dir(sandbox_id)
+            images = d / ck.IMAGES
+            shutil.rmtree(images, ignore_errors=True)
+            images.mkdir(mode=0o700)
+            if live == "paused":
+                SandboxCgroup(sandbox_id, self.layout).set_frozen(False)
+            sock = self._paths(sandbox_id, rec)[1]
+            try:
+                await agentclient.call_json(sock, "POST", "/checkpoint/park", {}, 10.0, only_200=True)
+                meta = await uncancellable(asyncio.to_thread(self._dump, criu, rec, images))
+            except BaseException:
+                try:
+                    await self._unpark(rec)
+                except Exception:  # noqa: BLE001 - the failure to report is the one above
+                    log.exception("sandbox %s: the agent could not be given its socket back", sandbox_id)
+                if live == "paused":
+                    SandboxCgroup(sandbox_id, self.layout).set_frozen(True)
+                shutil.rmtree(images, ignore_errors=True)
+                raise
+            seconds = time.monotonic() - t0
+            size = sum(f.stat().st_size for f in images.iterdir() if f.is_file())
+            (images / ck.META).write_text(json.dumps(meta))
+            # The restored tasks read some images themselves, in the sandbox's user namespace: as host root
+            # before CRIU writes its id map, as the sandbox's root after. Root's and the sandbox's group's
+            # (the sandbox sees no host path to them; they hold only its own memory).
+            group = self._ids(rec).host_base
+            for f in [images, *images.iterdir()]:
+                os.chown(f, 0, group)
+                os.chmod(f, 0o750 if f.is_dir() else 0o640)
+            # The processes are gone (CRIU ended them): release what they held, but the uid range and, until
+            # a host reboot, the network end parked in its own namespace.
+            await self.cli.call("delete", "--force", rec.id, check=False)
+            await self._kill_cgroup(rec.id)
+            await asyncio.to_thread(self._root(rec).unmount)
+            rec.status, rec.pid = CHECKPOINTED, None
+            rec.extra["checkpoint"] = {"size_bytes": size, "seconds": round(seconds, 4), "at": time.time()}
+            rec.save(d)
+            return Checkpoint(size, seconds)
+
+    def _dump(self, criu: criutools.Criu, rec: Record, images: Path) -> dict:
+        init = rec.pid
+        assert init is not None
+        spec = rec.sandbox_spec
+        ck.wait_unparked(init)
+        state = self.cli.root / rec.id  # what the runtime knows of the container, for after the restore
+        shutil.copyfile(state / "status", images / "runtime-status.json")
+        if (state / "seccomp.bpf").exists():
+            shutil.copyfile(state / "seccomp.bpf", images / "seccomp.bpf")
+        pids = ck.tree(init)
+        files = ck.host_files(pids, ck.mount_ids(init), spec.image.layers[-1], self.agent_pkg,
+                              config.AGENT_PKG_TARGET)
+        mounts = ck.external_mounts(init)
+        net = network.SandboxNet.from_dict(rec.net) if rec.net else None
+        if net is not None and net.veth:
+            ck.park_network(net, init)
+        try:
+            argv = [*criu.argv, "dump", "-t", str(init), "-D", str(images), "-o", "dump.log",
+                    "--tcp-established", "--file-locks", "--manage-cgroups=soft", "--network-lock", "skip",
+                    "--freeze-cgroup", str(self._freezer(rec.id))]
+            for m in mounts:
+                argv += ["--external", f"mnt[{m}]:{m}"]
+            for f in files:
+                argv += ["--external", f.key]
+            ck.criu_run(argv, images / "dump.log")
+        except BaseException:
+            if net is not None and net.veth:
+                ck.unpark_network(net, init)
+            raise
+        return {"mounts": mounts, "files": [f.__dict__ for f in files], "net": rec.net,
+                "uid_slot": rec.extra.get("uid_slot")}
+
+    def _freezer(self, sandbox_id: str) -> Path:
+        cg = SandboxCgroup(sandbox_id, self.layout)
+        return cg.dir("") if self.layout is Layout.V2 else cg.dir("freezer")
+
+    async def _unpark(self, rec: Record) -> None:
+        """Give a parked agent a new listening socket (the checkpoint did not happen, or it was restored)."""
+        sock_path = self._paths(rec.id, rec)[1]
+        sock = channel.listen(sock_path)
+        try:
+            assert rec.pid is not None
+            await asyncio.to_thread(ck.ring, rec.pid, sock.fileno())
+        finally:
+            sock.close()
+
+    async def _restore(self, rec: Record) -> float:
+        """Bring a checkpointed sandbox back: its root, then its processes, network and agent channel."""
+        criu = self.criu()
+        d = self.dir(rec.id)
+        images = d / ck.IMAGES
+        meta = json.loads((images / ck.META).read_text())
+        t0 = time.monotonic()
+        self._claim_ids(rec)
+        if rec.extra.get("uid_slot") != meta.get("uid_slot"):
+            # The images hold a user namespace mapping that range: never restore it onto another sandbox's.
+            raise RuntimeFailure(f"sandbox {rec.id}: its uid range is held by another sandbox since the pause",
+                                 code="restore_failed")
+        self._root_parent(rec)
+        rec.save(d)
+        root = self._root(rec)
+        await uncancellable(asyncio.to_thread(root.mount))
+        try:
+            spec = rec.sandbox_spec
+            rootfs = self._paths(rec.id, rec)[0]
+            meta_dir = SandboxRoot(d, (), None).meta
+            cfg = config.build(spec, uid_base=self._ids(rec).host_base, uid_count=self.settings.uid_count,
+                               sandbox_dir=d, agent_pkg=await self._agent_pkg_source(), rootfs=rootfs,
+                               etc_dir=meta_dir if meta_dir.is_dir() else d, runtime=self.runtime,
+                               proc_binds=await lxcfs.binds(),
+                               agent_rt=await self._agent_rt_source(spec.image.agent_runtime))
+            pid = await uncancellable(asyncio.to_thread(self._criu_restore, criu, rec, cfg, images, meta))
+            rec.pid = pid
+            rec.save(d)
+            self._adopt_state(rec, cfg)
+            net = network.SandboxNet.from_dict(rec.net) if rec.net else None
+            if net is not None and net.veth:
+                if not await asyncio.to_thread(ck.unpark_network, net, pid):
+                    rec.net = (await asyncio.to_thread(network.attach, rec.id, pid)).to_dict()
+                    rec.save(d)
+                if spec.egress is not None:
+                    await asyncio.to_thread(self._apply_egress, rec)
+            await self._unpark(rec)
+            await self._wait_healthy(rec, d / "disk" / "agent.log")
+        except BaseException:
+            await self._halt(rec)
+            await asyncio.to_thread(root.unmount)
+            rec.status, rec.pid = CHECKPOINTED, None
+            rec.save(d)
+            raise
+        seconds = time.monotonic() - t0
+        rec.status = "running"
+        rec.extra.setdefault("checkpoint", {})["restore_seconds"] = round(seconds, 4)
+        rec.save(d)
+        reaper.reap_orphans()
+        return seconds
+
+    def _criu_restore(self, criu: criutools.Criu, rec: Record, cfg: dict, images: Path,
+                      meta: dict) -> int:
+        rootfs = cfg["root"]["path"]
+        sources = {m["destination"]: m["source"] for m in cfg["mounts"] if m["type"] == "bind"}
+        cg = SandboxCgroup(rec.id, self.layout)
+        fds: list[int] = []
+        stage = paths.RUN_ROOT / "restore" / rec.id
+        try:
+            argv = [*criu.argv, "restore", "-D", str(images), "-o", "restore.log", "--root", rootfs,
+                    "--restore-detached", "--pidfile", str(images / "restore.pid"), "--tcp-established",
+                    "--file-locks", "--manage-cgroups=soft", "--mntns-compat-mode"]
+            for i, m in enumerate(meta["mounts"]):
+                src = ck.reachable(Path(ck.mount_source(m, sources, cg.dir)), stage / str(i), self._ids(rec).host_base)
+                argv += ["--external", f"mnt[{m}]:{src}"]
+            for f in meta["files"]:
+                fd = os.open(f["path"], f["flags"] | os.O_CLOEXEC)
+                os.set_inheritable(fd, True)
+                fds.append(fd)
+                argv += ["--inherit-fd", f"fd[{fd}]:{f['key']}"]
+            ck.criu_run(argv, images / "restore.log", pass_fds=tuple(fds))
+        finally:
+            for fd in fds:
+                os.close(fd)
+            ck.unstage(stage)
+        pid = int((images / "restore.pid").read_text().strip())
+        if not alive(pid):
+            raise RuntimeFailure(f"sandbox {rec.id}: restored init exited at once", code="restore_failed")
+        return pid
+
+    def _adopt_state(self, rec: Record, cfg: dict) -> None:
+        """The runtime's record of the container, pointing at the restored init (exec, kill and delete use it)."""
+        d = self.dir(rec.id)
+        state = self.cli.root / rec.id
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "config.json").write_text(json.dumps(cfg))
+        (d / "config.json").write_text(json.dumps(cfg))
+        bpf = self.dir(rec.id) / ck.IMAGES / "seccomp.bpf"
+        if bpf.exists():
+            shutil.copyfile(bpf, state / "seccomp.bpf")
+        status = json.loads((d / ck.IMAGES / "runtime-status.json").read_text())
+        assert rec.pid is not None
+        status["pid"] = rec.pid
+        status["process-start-time"] = ck.start_time(rec.pid)
+        status["rootfs"] = cfg["root"]["path"]
+        (state / "status").write_text(json.dumps(status))
