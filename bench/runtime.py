@@ -32,6 +32,27 @@ from sandboxd.runtime import agentclient
 from sandboxd.templates.store import TemplateStore
 
 
+def snapshot_backend(prefix: str, template: str, under: str = "/tmp"):
+    """(settings, backend, image) for the memory-checkpoint benches, in a scratch data dir (exits without CRIU)."""
+    data = Path(tempfile.mkdtemp(prefix=prefix, dir=under))
+    data.chmod(0o755)
+    settings = Settings(data_dir=data, backend="crun",
+                        templates_path=Path(os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")))
+    backend = get_backend(settings)
+    if not backend.memory_snapshots():
+        sys.exit("no usable CRIU: run `sandboxd setup`")
+    return settings, backend, TemplateStore(settings).get(template)
+
+
+def save(name: str, out: dict) -> None:
+    """Print the figures and keep them in bench/results/<name>-<time>.json."""
+    print(json.dumps(out, indent=2))
+    res = Path(__file__).resolve().parent / "results" / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    res.parent.mkdir(exist_ok=True)
+    res.write_text(json.dumps(out, indent=2))
+    print(f"-> {res}")
+
+
 def host_cpu_ms() -> float:
     """Busy CPU of the whole host so far (all cores, neither idle nor iowait; /proc/stat's 10 ms ticks), in
     ms: crun's processes are not all our children and some of their work happens before a container's cgroup

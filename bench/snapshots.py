@@ -17,22 +17,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime import dist  # noqa: E402  (bench/runtime.py)
+from runtime import dist, save, snapshot_backend  # noqa: E402  (bench/runtime.py)
 
-from sandboxd.config import Settings  # noqa: E402
-from sandboxd.runtime import agentclient, get_backend  # noqa: E402
+from sandboxd.runtime import agentclient  # noqa: E402
 from sandboxd.runtime.base import Resources, SandboxSpec  # noqa: E402
-from sandboxd.templates.store import TemplateStore  # noqa: E402
 
 
 async def first_command(sock: Path) -> None:
@@ -55,14 +50,7 @@ async def main() -> None:
     ap.add_argument("--mib", default="100,1024")
     ap.add_argument("--template", default="code-interpreter")
     a = ap.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="bench-snap-", dir="/tmp"))
-    data.chmod(0o755)
-    settings = Settings(data_dir=data, backend="crun",
-                        templates_path=Path(os.environ.get("SANDBOXD_TEMPLATES_PATH", "/var/lib/sandboxd/templates")))
-    backend = get_backend(settings)
-    if not backend.memory_snapshots():
-        sys.exit("no usable CRIU: run `sandboxd setup`")
-    image = TemplateStore(settings).get(a.template)
+    settings, backend, image = snapshot_backend("bench-snap-", a.template, "/tmp")
     out: dict = {"template": a.template, "runs": a.runs, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     def spec(mem_mb: int = 2048) -> SandboxSpec:
@@ -118,11 +106,7 @@ async def main() -> None:
             await backend.destroy(rt.id)
     finally:
         await backend.close()
-    print(json.dumps(out, indent=2))
-    res = Path(__file__).resolve().parent / "results" / f"snapshots-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    res.parent.mkdir(exist_ok=True)
-    res.write_text(json.dumps(out, indent=2))
-    print(f"-> {res}")
+    save("snapshots", out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ T0=$(date +%s)
 # 1. System packages (only the missing ones; apt is not touched when everything is there).
 PACKAGES=(crun runc mmdebstrap tini nftables umoci uidmap iproute2 e2fsprogs golang-github-containers-common
           python3 python3-venv python3-pip ca-certificates debian-archive-keyring curl git postgresql tmux nodejs npm procps psmisc util-linux
+          zstd  # compressed memory images of evicted sandboxes (docs/snapshots.md)
           lxcfs  # each sandbox's own /proc/meminfo, cpuinfo, stat, uptime (runtime/lxcfs.py)
           skopeo  # FROM images in the registries the operator names (templates/registry.py)
           busybox-static musl-tools  # the test images without Python (tests/support/images.py)

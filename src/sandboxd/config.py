@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # is freed, it survives restarts and reboots) or "memory" (frozen in RAM). "disk" falls back to "memory"
     # when CRIU is unavailable or cannot take the sandbox.
     pause_to: str = Field("disk", pattern="^(disk|memory)$")
+    # More sandboxes than RAM (core/eviction.py): below this much MemAvailable, idle sandboxes (no gateway request
+    # for evict_idle_seconds) go to disk, least recently used first, and come back on their next request. 0: off.
+    evict_below_free_mb: int = Field(0, ge=0)
+    evict_idle_seconds: float = Field(60.0, gt=0)
 
     @field_validator("lxcfs_dir", mode="before")
     @classmethod

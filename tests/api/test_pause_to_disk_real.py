@@ -77,6 +77,14 @@ def test_hopx_pause_and_resume_keep_a_kernel_variable(server, monkeypatch):
 
 
 def test_metrics_count_pauses_to_disk(server):
+    from hopx_ai import Sandbox
+
+    sbx = Sandbox.create(template="base", api_key=server.key, base_url=server.base)
+    try:
+        sbx.pause()
+        sbx.resume()
+    finally:
+        sbx.kill()
     text = httpx.get(f"{server.base}/metrics", headers={"Authorization": f"Bearer {server.key}"}).text
     assert 'sandboxd_sandbox_pauses_total{where="disk"}' in text
     disk = [ln for ln in text.splitlines() if ln.startswith('sandboxd_sandbox_pauses_total{where="disk"}')]

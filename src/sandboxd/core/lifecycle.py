@@ -23,6 +23,7 @@ from sandboxd.core.admission import Admission, Commitment, check_maxima, sandbox
 from sandboxd.core import events as ev
 from sandboxd.core import quotas
 from sandboxd.core.egress import ALL_TRAFFIC, EgressPolicy
+from sandboxd.core.eviction import EVICTED, Evictor
 from sandboxd.errors import CapacityExceeded, Conflict, Invalid, NotFound, NotSupported, RuntimeFailure, SandboxdError
 from sandboxd.core.eventlog import EventLog
 from sandboxd.core.models import (
@@ -152,6 +153,7 @@ class LifecycleService:
         self._kill_tasks: set[asyncio.Task] = set()
         self._starting: dict[str, tuple[str | None, float, int]] = {}  # sid -> team, vcpu, memory_mb
         self._waking: dict[str, asyncio.Task[bool]] = {}  # resumes on traffic in progress, one per sandbox
+        self.evictor = Evictor(self)
         self.node_id = socket.gethostname()
         self.maxima = sandbox_maxima(settings)
         self.admission = Admission(settings)
@@ -161,8 +163,10 @@ class LifecycleService:
     async def start(self) -> None:
         await self.recover()
         self._expiry_task = asyncio.create_task(self._expiry_loop(), name="sandbox-expiry")
+        self.evictor.start()
 
     async def close(self) -> None:
+        await self.evictor.close()
         if self._expiry_task:
             self._expiry_task.cancel()
             await asyncio.gather(self._expiry_task, return_exceptions=True)
@@ -404,7 +408,9 @@ class LifecycleService:
                 event = self.events.add(s, self._event(etype, about or sb, **extra))
         if event is not None:
             self.events.bus.publish(event)
-        self.routes.set_status(sid, sb.status)
+        route = self.routes.get(sid)
+        if route is not None and not (route.status == EVICTED and sb.status == RUNNING):  # still on disk
+            route.status = sb.status
         return sb
 
     async def kill(self, sid: str, reason: str = REASON_USER, *, team: str | None = None) -> Sandbox:
@@ -440,7 +446,11 @@ class LifecycleService:
             if idempotent and sb.status == PAUSED:
                 return sb
             self._require(sb, (RUNNING,), "pause")
-            where = await self._pause_backend(sid)
+            route = self.routes.get(sid)
+            if route is not None and route.status == EVICTED:  # already on disk: it only becomes paused
+                where: dict[str, Any] = {"memory": True, "on_disk": True, "evicted": True}
+            else:
+                where = await self._pause_backend(sid)
             new = self._set(sid, {"status": PAUSED}, ev.PAUSED, execution=self._execution(sb), pause=where)
             return new
 
@@ -643,8 +653,35 @@ class LifecycleService:
             task.add_done_callback(lambda _: self._waking.pop(sid, None))
         return await asyncio.shield(task)
 
+    async def evict(self, sid: str) -> bool:
+        """Write an idle running sandbox to disk (core/eviction.py); it stays running to its clients."""
+        async with self._lock(sid):
+            route = self.routes.get(sid)
+            if route is None or route.status != RUNNING or self.get(sid).status != RUNNING:
+                return False
+            cp = await self.backend.checkpoint(sid, compress=True)
+            self._set(sid, {}, ev.CHECKPOINTED, evicted=True,
+                      checkpoint={"size_bytes": cp.size_bytes, "seconds": round(cp.seconds, 3)})
+            self.routes.set_status(sid, EVICTED)
+            return True
+
+    async def _wake(self, sid: str) -> bool:
+        """Bring an evicted sandbox back for the request that wants it."""
+        async with self._lock(sid):
+            route = self.routes.get(sid)
+            if route is None or route.status != EVICTED:
+                return route is not None and route.status == RUNNING
+            seconds = await self.backend.resume(sid)
+            self.routes.set_status(sid, RUNNING)
+            self._set(sid, {}, ev.RESUMED, resume={"from_disk": True, "evicted": True,
+                                                    "seconds": round(seconds or 0.0, 3)})
+            return True
+
     async def _resume_on_traffic(self, sid: str) -> bool:
         try:
+            route = self.routes.get(sid)
+            if route is not None and route.status == EVICTED:
+                return await self._wake(sid)
             sb = self.get(sid)
             if sb.status != PAUSED or not sb.auto_resume:
                 return sb.status == RUNNING

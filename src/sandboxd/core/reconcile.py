@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from sandboxd.core.eviction import EVICTED
 from sandboxd.core.models import CREATING, PAUSED, RUNNING, STOPPED
 from sandboxd.errors import NotFound
 from sandboxd.runtime.base import RuntimeState
@@ -39,6 +40,10 @@ async def reconcile(lc: "LifecycleService") -> None:
             lc.mark_lost(sb)
             continue
         actual = {RuntimeState.RUNNING: RUNNING, RuntimeState.PAUSED: PAUSED, RuntimeState.STOPPED: STOPPED}[rt.state]
+        if sb.status == RUNNING and rt.on_disk:  # evicted (core/eviction.py): still running to its clients
+            lc.track(sb, rt)
+            lc.routes.set_status(sb.id, EVICTED)
+            continue
         if actual != sb.status:
             sb = lc.mark_status(sb.id, actual)
         lc.track(sb, rt)

@@ -7,7 +7,8 @@ sandbox is gone (the gateway closes its kept connections to that agent).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,6 +21,7 @@ class SandboxRoute:
     status: str
     token_version: int  # tokens of another version are revoked
     public_traffic: bool = True
+    used: float = field(default_factory=time.monotonic)  # the last gateway request for it (core/eviction.py)
 
 
 class RouteTable:

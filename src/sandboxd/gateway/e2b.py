@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_plus
 
 from sandboxd.errors import Unauthorized
+from sandboxd.core.eviction import EVICTED
 from sandboxd.core.models import PAUSED, RUNNING
 from sandboxd.core.tokens import E2B, HOPX
 from sandboxd.gateway.heads import bearer
@@ -110,6 +111,7 @@ class E2BResolver:
         if route.status != RUNNING:
             raise GatewayError(502, "unavailable", f"The sandbox {sid} is {route.status} and was not found running; "
                                "connect to it to resume", {"sandbox_id": sid, "status": route.status})
+        route.used = time.monotonic()
         return route
 
     async def _awake_route(self, sid: str, token: str | None, dialect: str, *, signed: bool = False):
@@ -121,7 +123,8 @@ class E2BResolver:
         except GatewayError as exc:
             route = self.lifecycle.routes.get(sid)
             # _route checks the token before the status: a refusal that names the paused status had a good one.
-            if exc.details.get("status") != PAUSED or route is None or not (token or signed or route.public_traffic):
+            if exc.details.get("status") not in (PAUSED, EVICTED) or route is None \
+                    or not (token or signed or route.public_traffic):
                 raise
             if not await self.lifecycle.resume_on_traffic(sid):
                 raise

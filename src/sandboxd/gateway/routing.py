@@ -6,7 +6,10 @@ sandbox is then refused.
 """
 from __future__ import annotations
 
+import time
+
 from sandboxd.errors import NotFound, Unauthorized
+from sandboxd.core.eviction import EVICTED
 from sandboxd.core.lifecycle import LifecycleService
 from sandboxd.core.models import PAUSED, RUNNING
 from sandboxd.core.tokens import HOPX, TokenSigner
@@ -29,8 +32,9 @@ def route_for(lifecycle: LifecycleService, sandbox_id: str, version: int | None)
         raise GatewayError(409, "SANDBOX_NOT_RUNNING", f"sandbox is {sb.status}", {"status": sb.status})
     if version is not None and version != route.token_version:
         raise GatewayError(401, "INVALID_TOKEN", "token revoked", {"sandbox_id": sandbox_id})
-    if route.status == PAUSED:
-        raise GatewayError(409, "SANDBOX_PAUSED", "sandbox is paused; resume it first", {"status": PAUSED})
+    if route.status in (PAUSED, EVICTED):  # an evicted one comes back on traffic (core/eviction.py)
+        raise GatewayError(409, "SANDBOX_PAUSED", "sandbox is paused; resume it first", {"status": route.status})
+    route.used = time.monotonic()
     if route.status != RUNNING:
         raise GatewayError(409, "SANDBOX_NOT_RUNNING", f"sandbox is {route.status}", {"status": route.status})
     return Target(route.socket, sandbox_id)

@@ -82,6 +82,8 @@ class PlatformMetrics:
                                                    512 << 20, 1 << 30, 4 << 30), registry=self.registry)
         self.restore_seconds = Histogram("sandboxd_restore_seconds", "Time to bring a sandbox back from disk",
                                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry)
+        self.evictions = Counter("sandboxd_sandbox_evictions_total", "Idle sandboxes written to disk for memory",
+                                 registry=self.registry)
         self.http = HttpMetrics(self.registry)  # fed by the API's middleware and the gateway (wiring.py)
         self.registry.register(_ScrapeCollector(store, latest, lag, per_sandbox))
 
@@ -100,6 +102,14 @@ class PlatformMetrics:
             self.checkpoint_seconds.observe(data["seconds"])
         if on_disk and isinstance(data.get("size_bytes"), int):
             self.checkpoint_bytes.observe(data["size_bytes"])
+
+    def observe_eviction(self, data: dict) -> None:
+        self.evictions.inc()
+        cp = data.get("checkpoint") or {}
+        if isinstance(cp.get("seconds"), (int, float)):
+            self.checkpoint_seconds.observe(cp["seconds"])
+        if isinstance(cp.get("size_bytes"), int):
+            self.checkpoint_bytes.observe(cp["size_bytes"])
 
     def observe_resume(self, data: dict) -> None:
         if data.get("from_disk") and isinstance(data.get("seconds"), (int, float)):

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from sandboxd.config import Settings
 from sandboxd.errors import Invalid, NotFound
-from sandboxd.core.events import CREATED, PAUSED, RESUMED, EventBus
+from sandboxd.core.events import CHECKPOINTED, CREATED, PAUSED, RESUMED, EventBus
 from sandboxd.core.models import REASON_OOM
 from sandboxd.core.store.db import Store
 from sandboxd.core.store.tables import SandboxRow
@@ -82,6 +82,8 @@ class MonitorService:
                     self.platform.observe_created(float(secs) if isinstance(secs, (int, float)) else None)
                 elif e.type == PAUSED and isinstance(e.data.get("pause"), dict):
                     self.platform.observe_pause(e.data["pause"])
+                elif e.type == CHECKPOINTED and e.data.get("evicted"):
+                    self.platform.observe_eviction(e.data)
                 elif e.type == RESUMED and isinstance(e.data.get("resume"), dict):
                     self.platform.observe_resume(e.data["resume"])
         finally:

@@ -164,6 +164,7 @@ class RuntimeSandbox:
     pid: int | None = None  # host pid of the sandbox's init
     bundle: Path | None = None
     upper_dir: Path | None = None  # the overlay upper dir (the sandbox's own changes); template builds read it
+    on_disk: bool = False  # paused on disk (checkpoint()), not frozen in RAM
 
 
 @dataclass(frozen=True)
@@ -231,10 +232,11 @@ class Backend(Protocol):
     def memory_snapshots(self) -> bool:
         """Whether checkpoint() can work on this host (docs/snapshots.md)."""
 
-    async def checkpoint(self, sandbox_id: str) -> Checkpoint:
+    async def checkpoint(self, sandbox_id: str, *, compress: bool = False) -> Checkpoint:
         """Write a running or frozen sandbox's processes and memory to disk and end them: it is then paused on
         disk, holds no RAM, survives restarts, and resume() restores it. NotSupported without a usable CRIU;
-        RuntimeFailure (the sandbox runs on as before) when this sandbox cannot be taken."""
+        RuntimeFailure (the sandbox runs on as before) when this sandbox cannot be taken. `compress`: the
+        memory pages compressed (a few times smaller on disk, some CPU more on both sides)."""
 
     async def destroy(self, sandbox_id: str, *, background: bool = False) -> None:
         """Release everything: processes, mounts, cgroups, netns, veth, nft rules, directories. Idempotent.

@@ -88,6 +88,22 @@ def test_a_sandbox_with_internet_keeps_its_address_and_rules(rt_env, backend):
     sb.destroy(rt.id)
 
 
+def test_compressed_images_are_smaller_and_come_back_the_same(rt_env, backend):
+    _, sb, image = rt_env
+    rt = sb.create(spec(image, "ckzst"))
+    sb.exec(rt.id, ["sh", "-c", COUNTER])
+    plain = sb.checkpoint(rt.id)
+    sb.resume(rt.id)
+    assert not (rt.bundle / "checkpoint").exists()  # a restored sandbox's images are gone
+    packed = sb.checkpoint(rt.id, compress=True)
+    assert list((rt.bundle / "checkpoint").glob("pages-*.img.zst")) and packed.size_bytes < plain.size_bytes / 2
+    sb.resume(rt.id)
+    first = _count(sb, rt.id)
+    time.sleep(0.3)
+    assert _count(sb, rt.id) > first
+    sb.destroy(rt.id)
+
+
 def test_a_frozen_sandbox_goes_to_disk_and_a_stop_drops_its_memory(rt_env, backend):
     _, sb, image = rt_env
     rt = sb.create(spec(image, "ckfrz"))

@@ -234,7 +234,7 @@ class FakeBackend:
     def memory_snapshots(self) -> bool:
         return False
 
-    async def checkpoint(self, sandbox_id: str) -> Checkpoint:
+    async def checkpoint(self, sandbox_id: str, *, compress: bool = False) -> Checkpoint:
         raise NotSupported("the fake backend keeps paused sandboxes in RAM", code="memory_snapshots_unavailable")
 
     async def resume(self, sandbox_id: str) -> None:

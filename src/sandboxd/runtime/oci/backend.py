@@ -185,7 +185,7 @@ class OciBackend(MemoryCheckpoints):
         d = self.dir(rec.id)
         # Builds copy the upper dir as stored (the store's ids): raw/, not the idmapped disk/.
         return RuntimeSandbox(id=rec.id, state=state, agent_socket=self._paths(rec.id, rec)[1], pid=rec.pid,
-                              bundle=d, upper_dir=SandboxRoot(d, (), None).upper)
+                              bundle=d, upper_dir=SandboxRoot(d, (), None).upper, on_disk=rec.status == CHECKPOINTED)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     @os_errors_are_runtime_failures

@@ -34,6 +34,15 @@ log = logging.getLogger("sandboxd.runtime")
 CHECKPOINTED = "checkpointed"
 
 
+def _share(images: Path, group: int) -> None:
+    """The restored tasks read some images themselves, in the sandbox's user namespace: as host root before
+    CRIU writes its id map, as the sandbox's root after. Root's and the sandbox's group's (the sandbox sees no
+    host path to them; they hold only its own memory)."""
+    for f in [images, *images.iterdir()]:
+        os.chown(f, 0, group)
+        os.chmod(f, 0o750 if f.is_dir() else 0o640)
+
+
 class MemoryCheckpoints(Teardown):
     settings: Any
     agent_pkg: Path
@@ -58,7 +67,7 @@ class MemoryCheckpoints(Teardown):
     def memory_snapshots(self) -> bool:
         return criutools.find(self.settings.criu, Path(self.settings.tools_dir))[0] is not None
 
-    async def checkpoint(self, sandbox_id: str) -> Checkpoint:
+    async def checkpoint(self, sandbox_id: str, *, compress: bool = False) -> Checkpoint:
         """Write the running (or frozen) sandbox's processes to disk and end them; it is then paused on disk."""
         criu = self.criu()
         async with self._lock(sandbox_id):
@@ -82,7 +91,7 @@ class MemoryCheckpoints(Teardown):
             sock = self._paths(sandbox_id, rec)[1]
             try:
                 await agentclient.call_json(sock, "POST", "/checkpoint/park", {}, 10.0, only_200=True)
-                meta = await uncancellable(asyncio.to_thread(self._dump, criu, rec, images))
+                meta = await self._dump_twice(criu, rec, images)
             except BaseException:
                 try:
                     await self._unpark(rec)
@@ -93,15 +102,11 @@ class MemoryCheckpoints(Teardown):
                 shutil.rmtree(images, ignore_errors=True)
                 raise
             seconds = time.monotonic() - t0
+            if compress:  # an eviction: disk per sandbox matters more than the ~60 ms per 10 MiB
+                await asyncio.to_thread(ck.compress, images)
             size = sum(f.stat().st_size for f in images.iterdir() if f.is_file())
             (images / ck.META).write_text(json.dumps(meta))
-            # The restored tasks read some images themselves, in the sandbox's user namespace: as host root
-            # before CRIU writes its id map, as the sandbox's root after. Root's and the sandbox's group's
-            # (the sandbox sees no host path to them; they hold only its own memory).
-            group = self._ids(rec).host_base
-            for f in [images, *images.iterdir()]:
-                os.chown(f, 0, group)
-                os.chmod(f, 0o750 if f.is_dir() else 0o640)
+            _share(images, self._ids(rec).host_base)
             # The processes are gone (CRIU ended them): release what they held, but the uid range and, until
             # a host reboot, the network end parked in its own namespace.
             await self.cli.call("delete", "--force", rec.id, check=False)
@@ -111,6 +116,19 @@ class MemoryCheckpoints(Teardown):
             rec.extra["checkpoint"] = {"size_bytes": size, "seconds": round(seconds, 4), "at": time.time()}
             rec.save(d)
             return Checkpoint(size, seconds)
+
+    async def _dump_twice(self, criu: criutools.Criu, rec: Record, images: Path) -> dict:
+        """A dump that failed (the processes run on) is tried once more: a task waiting in the kernel (a FUSE
+        read from a slow lxcfs, under load) can keep the freezer from finishing within CRIU's timeout."""
+        try:
+            return await uncancellable(asyncio.to_thread(self._dump, criu, rec, images))
+        except RuntimeFailure as exc:
+            if exc.code != "checkpoint_failed":
+                raise
+            log.info("sandbox %s: checkpoint failed once (%s); trying again", rec.id, exc.message)
+        shutil.rmtree(images, ignore_errors=True)
+        images.mkdir(mode=0o700)
+        return await uncancellable(asyncio.to_thread(self._dump, criu, rec, images))
 
     def _dump(self, criu: criutools.Criu, rec: Record, images: Path) -> dict:
         init = rec.pid
@@ -164,6 +182,8 @@ class MemoryCheckpoints(Teardown):
         d = self.dir(rec.id)
         images = d / ck.IMAGES
         meta = json.loads((images / ck.META).read_text())
+        await asyncio.to_thread(ck.decompress, images)
+        _share(images, self._ids(rec).host_base)
         t0 = time.monotonic()
         self._claim_ids(rec)
         if rec.extra.get("uid_slot") != meta.get("uid_slot"):
@@ -203,6 +223,7 @@ class MemoryCheckpoints(Teardown):
             rec.save(d)
             raise
         seconds = time.monotonic() - t0
+        shutil.rmtree(images, ignore_errors=True)  # the sandbox has moved on: they would only take disk
         rec.status = "running"
         rec.extra.setdefault("checkpoint", {})["restore_seconds"] = round(seconds, 4)
         rec.save(d)
@@ -221,7 +242,8 @@ class MemoryCheckpoints(Teardown):
                     "--restore-detached", "--pidfile", str(images / "restore.pid"), "--tcp-established",
                     "--file-locks", "--manage-cgroups=soft", "--mntns-compat-mode"]
             for i, m in enumerate(meta["mounts"]):
-                src = ck.reachable(Path(ck.mount_source(m, sources, cg.dir)), stage / str(i), self._ids(rec).host_base)
+                src = ck.reachable(Path(ck.mount_source(m, sources, cg.dir, self.settings.lxcfs_dir)), stage / str(i),
+                                   self._ids(rec).host_base)
                 argv += ["--external", f"mnt[{m}]:{src}"]
             for f in meta["files"]:
                 fd = os.open(f["path"], f["flags"] | os.O_CLOEXEC)
