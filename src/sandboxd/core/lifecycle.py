@@ -94,6 +94,8 @@ class CreateRequest:
     auto_resume: bool = False
     egress: EgressPolicy | None = None  # None: only the operator's floor (docs/network.md)
     volume_mounts: list[Mount] = field(default_factory=list)  # the team's volumes, resolved (core/volumes.py)
+    # A memory fork's child (core/snapshots.py): restored from these images of its parent instead of booted.
+    memory_from: Any = None
 
     def __post_init__(self) -> None:
         if self.on_timeout not in ON_TIMEOUT:
@@ -283,7 +285,7 @@ class LifecycleService:
                 # A warm-pool member's never-shown id becomes the sandbox id: container, dirs and events share it.
                 # A member's disk is the template's size: one of another size would be discarded on take().
                 # A member has no volumes mounted: a sandbox with some starts cold.
-                poolable = disk_mb == template.disk_gb * 1024 and not req.volume_mounts
+                poolable = disk_mb == template.disk_gb * 1024 and not req.volume_mounts and req.memory_from is None
                 claimed = self.pool.claim(template, internet) if self.pool and poolable else None
                 # After the claim: a claimed member has left the pool's commitment; this sandbox's is added.
                 self.admission.admit(self._committed(committed), memory_mb=memory_mb, disk_mb=disk_mb)
@@ -308,7 +310,7 @@ class LifecycleService:
         async with self._lock(sid):
             try:
                 async with self._create_gate:
-                    rt = await self._provision(sid, template, row)
+                    rt = await self._provision(sid, template, row, req.memory_from)
             except BaseException as exc:
                 await self.abandon(sid)
                 if isinstance(exc, SandboxdError) or not isinstance(exc, Exception):
@@ -350,7 +352,7 @@ class LifecycleService:
         pooled = self.pool.committed() if self.pool is not None else Commitment()
         return Commitment(rows.memory_mb + pooled.memory_mb, rows.disk_mb + pooled.disk_mb)
 
-    async def _provision(self, sid: str, template: Template, row: SandboxRow) -> RuntimeSandbox:
+    async def _provision(self, sid: str, template: Template, row: SandboxRow, memory_from: Any = None) -> RuntimeSandbox:
         image = await self.catalog.image(template)
         spec = SandboxSpec(
             id=sid, image=image,
@@ -361,6 +363,8 @@ class LifecycleService:
             volumes=tuple((volume_dir(self.settings.data_dir, m["volume_id"]), m["path"])
                           for m in row.volume_mounts or ()),
         )
+        if memory_from is not None:  # its parent's processes go on in it: no start command to run again
+            return await self.backend.create(spec, memory=memory_from)
         if self.pool is not None:
             rt = await self.pool.take(template, spec)
             if rt is not None:

@@ -7,13 +7,20 @@ after. What is kept is the filesystem; memory (running processes) is not, so a s
 boots fresh on those files (E2B's `mode="filesystem"`).
 
 A fork is a snapshot nobody names (category `fork`, listed nowhere) and sandboxes started from it at once;
-the snapshot is removed with the last of them (a sweep on every kill, and one at start for a restart).
+the snapshot is removed with the last of them (a sweep on every kill, and one at start for a restart). Where the
+backend can (docs/snapshots.md), a fork also takes the parent's processes and memory at the instant its files
+are copied, and each child goes on from there instead of booting; where it cannot, the children boot on the
+files, as before.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Awaitable, Callable
 
 from sandboxd.core import events as ev
 from sandboxd.core.catalog import FORK, SNAPSHOT, CatalogService
@@ -23,7 +30,7 @@ from sandboxd.core.lifecycle import CreateRequest, LifecycleService
 from sandboxd.core.models import Sandbox, Template
 from sandboxd.core.volumes import Mount
 from sandboxd.core.store.tables import DEFAULT_TEAM_ID
-from sandboxd.errors import Invalid, SandboxdError
+from sandboxd.errors import Invalid, NotSupported, RuntimeFailure, SandboxdError
 from sandboxd.runtime.base import Backend
 from sandboxd.templates.steps import check_name
 
@@ -75,12 +82,14 @@ class SnapshotService:
         self._forking.add(name)
         out: list[Sandbox | SandboxdError] = []
         try:
-            t = await self._save(sb, name, FORK)
+            memory: list[Path] = []
+            t = await self._save(sb, name, FORK, export=self._fork_export(sb, memory))
             self._forks.add(t.id)
             req = CreateRequest(template_id=t.id, timeout_seconds=timeout_seconds, internet_access=sb.internet_access,
                                 env_vars=dict(sb.env_vars), metadata=dict(sb.metadata), public_traffic=sb.public_traffic,
                                 egress=EgressPolicy.from_dict(sb.egress) if sb.egress is not None else None,
-                                volume_mounts=[Mount(**m) for m in sb.volume_mounts])  # the same volumes, shared
+                                volume_mounts=[Mount(**m) for m in sb.volume_mounts],  # the same volumes, shared
+                                memory_from=memory[0] if memory else None)
             made = await asyncio.gather(*(self.lifecycle.create(req, api_key_id, team_id=team_id)
                                           for _ in range(count)), return_exceptions=True)
             for r in made:
@@ -89,8 +98,33 @@ class SnapshotService:
                 out.append(r if isinstance(r, SandboxdError) else r[0])
         finally:
             self._forking.discard(name)
+            for images in memory:
+                shutil.rmtree(images.parent, ignore_errors=True)  # each child copied them
             await self._sweep()  # every create failed: nothing holds the copy
         return out
+
+    def _fork_export(self, sb: Sandbox, memory: list[Path]) -> Callable[[Path], Awaitable[None]]:
+        """The fork's copy of the files, with the parent's processes and memory where the backend can take them
+        (appended to `memory`); where it cannot, the files alone."""
+        async def export(dest: Path) -> None:
+            if self.backend.memory_snapshots():
+                work = Path(tempfile.mkdtemp(prefix="fork-", dir=self._forks_dir()))
+                try:
+                    await self.backend.fork_memory(sb.id, dest, work / "images")
+                    memory.append(work / "images")
+                    return
+                except (NotSupported, RuntimeFailure) as exc:
+                    log.warning("fork of %s takes its files only: %s", sb.id, exc.message)
+                    shutil.rmtree(work, ignore_errors=True)
+                    for p in dest.iterdir():
+                        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            await self.backend.export_changes(sb.id, dest)
+        return export
+
+    def _forks_dir(self) -> Path:
+        d = Path(self.lifecycle.settings.data_dir) / "forks"
+        d.mkdir(mode=0o700, exist_ok=True)
+        return d
 
     def _name(self, name: str | None) -> str:
         name = (name or "").strip()
@@ -100,10 +134,12 @@ class SnapshotService:
             raise Invalid(f"a snapshot's tag is always {DEFAULT_TAG!r}: name it without one", code="invalid_name")
         return check_name(name) if name else f"snapshot-{secrets.token_hex(6)}"
 
-    async def _save(self, sb: Sandbox, name: str, category: str) -> Template:
+    async def _save(self, sb: Sandbox, name: str, category: str,
+                    export: Callable[[Path], Awaitable[None]] | None = None) -> Template:
         template = self.catalog.get(sb.template_id or sb.template_name or "")  # it runs from it: no scope
         parent = await self.catalog.image(template)
-        await self.catalog.source.snapshot(name, parent, lambda dest: self.backend.export_changes(sb.id, dest), sb.id)
+        await self.catalog.source.snapshot(name, parent, export or (lambda dest: self.backend.export_changes(sb.id, dest)),
+                                           sb.id)
         return self.catalog.save_snapshot(name, sandbox_id=sb.id, vcpu=max(1, int(sb.vcpu)), memory_mb=sb.memory_mb,
                                           disk_gb=max(1, sb.disk_mb // 1024), team_id=sb.team_id or DEFAULT_TEAM_ID,
                                           category=category)

@@ -214,8 +214,9 @@ class Checkpoint:
 class Backend(Protocol):
     capabilities: Capabilities
 
-    async def create(self, spec: SandboxSpec) -> RuntimeSandbox:
-        """Make the sandbox (root, cgroups, namespaces, network) and start it; return when its agent answers /health."""
+    async def create(self, spec: SandboxSpec, *, memory: Path | None = None) -> RuntimeSandbox:
+        """Make the sandbox (root, cgroups, namespaces, network) and start it; return when its agent answers /health.
+        `memory`: images from fork_memory(): the sandbox takes over those processes instead of booting."""
 
     async def start(self, sandbox_id: str) -> RuntimeSandbox:
         """Boot a stopped sandbox again on the same files."""
@@ -228,6 +229,11 @@ class Backend(Protocol):
 
     async def resume(self, sandbox_id: str) -> float | None:
         """Run a paused sandbox again: thawed, or restored from disk (then the seconds the restore took)."""
+
+    async def fork_memory(self, sandbox_id: str, files: Path, images: Path) -> None:
+        """For a fork: copy the sandbox's changed files into `files` (as export_changes) and its processes and
+        memory into `images`, both at one instant, while it runs on. NotSupported / RuntimeFailure as
+        checkpoint(); the caller then forks the files only."""
 
     def memory_snapshots(self) -> bool:
         """Whether checkpoint() can work on this host (docs/snapshots.md)."""

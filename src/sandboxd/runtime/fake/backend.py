@@ -182,7 +182,7 @@ class FakeBackend:
 
     # ---- the protocol -----------------------------------------------------------------------------
 
-    async def create(self, spec: SandboxSpec) -> RuntimeSandbox:
+    async def create(self, spec: SandboxSpec, *, memory: Path | None = None) -> RuntimeSandbox:
         d = self._dir(spec.id)
         try:
             d.mkdir(parents=True, exist_ok=False)
@@ -233,6 +233,9 @@ class FakeBackend:
 
     def memory_snapshots(self) -> bool:
         return False
+
+    async def fork_memory(self, sandbox_id: str, files: Path, images: Path) -> None:
+        raise NotSupported("the fake backend forks files only", code="memory_snapshots_unavailable")
 
     async def checkpoint(self, sandbox_id: str, *, compress: bool = False) -> Checkpoint:
         raise NotSupported("the fake backend keeps paused sandboxes in RAM", code="memory_snapshots_unavailable")

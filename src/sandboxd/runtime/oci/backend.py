@@ -189,7 +189,7 @@ class OciBackend(MemoryCheckpoints):
 
     # ---- lifecycle ---------------------------------------------------------------------------
     @os_errors_are_runtime_failures
-    async def create(self, spec: SandboxSpec) -> RuntimeSandbox:
+    async def create(self, spec: SandboxSpec, *, memory: Path | None = None) -> RuntimeSandbox:
         d = self.dir(spec.id)
         self._ensure_host()
         async with self._lock(spec.id):
@@ -205,7 +205,10 @@ class OciBackend(MemoryCheckpoints):
                 rec.extra.update(rootfs=str(rootfs), agent_socket=str(sock))
                 rec.save(d)
                 await uncancellable(asyncio.to_thread(self._prepare_files, rec))
-                await self._boot(rec)
+                if memory is not None:
+                    await self._boot_from_memory(rec, memory)  # a memory fork's child (memory.py)
+                else:
+                    await self._boot(rec)
             except BaseException:
                 await self._teardown(spec.id)
                 uidslots.release(d, rec.extra.get("uid_slot"))  # claimed before the record had it

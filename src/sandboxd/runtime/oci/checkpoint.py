@@ -326,8 +326,14 @@ def decompress(images: Path) -> None:
         subprocess.run(["zstd", "-d", "-q", "--rm", "-f", *packed], check=True, capture_output=True)
 
 
+# A sandbox has no CAP_NET_ADMIN: its network namespace can hold no iptables rules, so CRIU saves none
+# (CR_IPTABLES replaces iptables-save; empty images make the restore skip iptables-restore). Measured: within
+# the noise of an idle restore (201 against 194 ms p50), and two processes fewer per dump and restore.
+CRIU_ENV = {"CR_IPTABLES": "true"}
+
+
 def criu_run(argv: list[str], log_path: Path, pass_fds: tuple[int, ...] = (), timeout: float = 300.0) -> None:
-    r = subprocess.run(argv, capture_output=True, pass_fds=pass_fds, timeout=timeout)
+    r = subprocess.run(argv, capture_output=True, pass_fds=pass_fds, timeout=timeout, env={**os.environ, **CRIU_ENV})
     if r.returncode != 0:
         tail = ""
         try:

@@ -13,14 +13,16 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sandboxd.errors import Conflict, NotSupported, RuntimeFailure
-from sandboxd.runtime import agentclient, criutools, lxcfs, network, reaper
+from sandboxd.runtime import agentclient, changes, criutools, lxcfs, network, reaper
 from sandboxd.runtime.base import Checkpoint
 from sandboxd.runtime.cgroups import Layout, SandboxCgroup
-from sandboxd.runtime.oci import channel, checkpoint as ck, config, paths
+from sandboxd.runtime.cgroups import cgroups_path
+from sandboxd.runtime.oci import channel, checkpoint as ck, config, images as ckimages, paths
 from sandboxd.runtime.oci.pids import alive
 from sandboxd.runtime.oci.state import Record
 from sandboxd.runtime.oci.teardown import Teardown
@@ -130,7 +132,7 @@ class MemoryCheckpoints(Teardown):
         images.mkdir(mode=0o700)
         return await uncancellable(asyncio.to_thread(self._dump, criu, rec, images))
 
-    def _dump(self, criu: criutools.Criu, rec: Record, images: Path) -> dict:
+    def _dump(self, criu: criutools.Criu, rec: Record, images: Path, leave_running: bool = False) -> dict:
         init = rec.pid
         assert init is not None
         spec = rec.sandbox_spec
@@ -149,7 +151,7 @@ class MemoryCheckpoints(Teardown):
         try:
             argv = [*criu.argv, "dump", "-t", str(init), "-D", str(images), "-o", "dump.log",
                     "--tcp-established", "--file-locks", "--manage-cgroups=soft", "--network-lock", "skip",
-                    "--freeze-cgroup", str(self._freezer(rec.id))]
+                    "--freeze-cgroup", str(self._freezer(rec.id))] + (["--leave-running"] if leave_running else [])
             for m in mounts:
                 argv += ["--external", f"mnt[{m}]:{m}"]
             for f in files:
@@ -159,8 +161,11 @@ class MemoryCheckpoints(Teardown):
             if net is not None and net.veth:
                 ck.unpark_network(net, init)
             raise
+        if leave_running and net is not None and net.veth:
+            ck.unpark_network(net, init)
         return {"mounts": mounts, "files": [f.__dict__ for f in files], "net": rec.net,
-                "uid_slot": rec.extra.get("uid_slot")}
+                "uid_slot": rec.extra.get("uid_slot"), "sandbox_dir": str(self.dir(rec.id)),
+                "host_base": self._ids(rec).host_base}
 
     def _freezer(self, sandbox_id: str) -> Path:
         cg = SandboxCgroup(sandbox_id, self.layout)
@@ -231,7 +236,7 @@ class MemoryCheckpoints(Teardown):
         return seconds
 
     def _criu_restore(self, criu: criutools.Criu, rec: Record, cfg: dict, images: Path,
-                      meta: dict) -> int:
+                      meta: dict, cgroup_root: str | None = None) -> int:
         rootfs = cfg["root"]["path"]
         sources = {m["destination"]: m["source"] for m in cfg["mounts"] if m["type"] == "bind"}
         cg = SandboxCgroup(rec.id, self.layout)
@@ -241,6 +246,8 @@ class MemoryCheckpoints(Teardown):
             argv = [*criu.argv, "restore", "-D", str(images), "-o", "restore.log", "--root", rootfs,
                     "--restore-detached", "--pidfile", str(images / "restore.pid"), "--tcp-established",
                     "--file-locks", "--manage-cgroups=soft", "--mntns-compat-mode"]
+            if cgroup_root:  # a fork's child: its own cgroups, not its parent's
+                argv += ["--cgroup-root", cgroup_root]
             for i, m in enumerate(meta["mounts"]):
                 src = ck.reachable(Path(ck.mount_source(m, sources, cg.dir, self.settings.lxcfs_dir)), stage / str(i),
                                    self._ids(rec).host_base)
@@ -275,4 +282,93 @@ class MemoryCheckpoints(Teardown):
         status["pid"] = rec.pid
         status["process-start-time"] = ck.start_time(rec.pid)
         status["rootfs"] = cfg["root"]["path"]
+        status["bundle"] = str(d)
+        status["cgroup-path"] = cfg["linux"]["cgroupsPath"]
         (state / "status").write_text(json.dumps(status))
+
+    # ---- memory forks ---------------------------------------------------------------------------
+    async def fork_memory(self, sandbox_id: str, files: Path, images: Path) -> None:
+        """The sandbox's changed files and its processes at one instant (frozen between), while it runs on."""
+        criu = self.criu()
+        async with self._lock(sandbox_id):
+            rec = self._record(sandbox_id)
+            if rec.status != "running" or rec.pid is None or await self._live_status(rec) != "running":
+                raise NotSupported(f"sandbox {sandbox_id} is not running: its fork takes its files only",
+                                   code="memory_fork_not_running")
+            if held := ck.host_sockets([rec.pid]):
+                raise RuntimeFailure(f"sandbox {sandbox_id}: its init holds a socket of the host ({held[0]})",
+                                     code="checkpoint_unsupported")
+            images.mkdir(mode=0o700, exist_ok=True)
+            cg = SandboxCgroup(sandbox_id, self.layout)
+            sock = self._paths(sandbox_id, rec)[1]
+            await agentclient.call_json(sock, "POST", "/checkpoint/park", {}, 10.0, only_200=True)
+            try:
+                await asyncio.to_thread(ck.wait_unparked, rec.pid)
+                cg.set_frozen(True)
+                deadline = time.monotonic() + 10
+                while not cg.frozen():
+                    if time.monotonic() > deadline:
+                        raise RuntimeFailure(f"sandbox {sandbox_id} did not freeze within 10s")
+                    await asyncio.sleep(0.002)
+                await changes.copy_tree(SandboxRoot(self.dir(sandbox_id), (), None).upper, files)
+                meta = await uncancellable(asyncio.to_thread(self._dump, criu, rec, images, True))
+                (images / ck.META).write_text(json.dumps(meta))
+            finally:
+                cg.set_frozen(False)
+                try:
+                    await self._unpark(rec)
+                except Exception:  # noqa: BLE001 - the failure to report, if any, is the one above
+                    log.exception("sandbox %s: the agent could not be given its socket back", sandbox_id)
+
+    async def _boot_from_memory(self, rec: Record, source: Path) -> None:
+        """A fork's child, its files already made from its parent's copy, takes over the parent's processes: the
+        images are copied and moved to the child's uid range, host name, cgroups, paths and network."""
+        criu = self.criu()
+        d = self.dir(rec.id)
+        images = d / ck.IMAGES
+        await asyncio.to_thread(shutil.copytree, source, images)
+        meta = json.loads((images / ck.META).read_text())
+        ids = self._ids(rec)
+        spec = rec.sandbox_spec
+        for f in images.glob("userns-*.img"):
+            ckimages.remap_userns(f, meta["host_base"], ids.host_base, ids.count)
+        for f in images.glob("utsns-*.img"):
+            ckimages.rename_uts(f, spec.hostname or f"sandbox-{rec.id[:12]}")
+        parent = meta["sandbox_dir"].rstrip("/") + "/"
+        for f in meta["files"]:  # the agent log is the child's own
+            if f["path"].startswith(parent):
+                f["path"] = str(d / f["path"][len(parent):])
+        _share(images, ids.host_base)
+        rootfs, sock_path = self._paths(rec.id, rec)
+        meta_dir = SandboxRoot(d, (), None).meta
+        cfg = config.build(spec, uid_base=ids.host_base, uid_count=self.settings.uid_count, sandbox_dir=d,
+                           agent_pkg=await self._agent_pkg_source(), rootfs=rootfs,
+                           etc_dir=meta_dir if meta_dir.is_dir() else d, runtime=self.runtime,
+                           proc_binds=await lxcfs.binds(),
+                           agent_rt=await self._agent_rt_source(spec.image.agent_runtime))
+        (meta_dir / "boot_id").write_text(f"{uuid.uuid4()}\n")
+        # Its processes' stdout and stderr, given back as the child's own: its root's, as a booted sandbox's is
+        # (raw/ is the disk as stored, in the store's ids).
+        log_file = SandboxRoot(d, (), None).raw / "agent.log"
+        log_file.touch()
+        os.chown(log_file, ids.store_base, ids.store_base)
+        self.cli.root.mkdir(parents=True, exist_ok=True)
+        if not sock_path.is_relative_to(d):
+            paths.make_dir(sock_path.parent)
+        rec.pid = await uncancellable(asyncio.to_thread(self._criu_restore, criu, rec, cfg, images, meta,
+                                                        cgroups_path(rec.id)))
+        rec.save(d)
+        # Its parent was frozen for the dump, and CRIU gives the cgroups it makes their dumped state.
+        SandboxCgroup(rec.id, self.layout).thaw()
+        self._adopt_state(rec, cfg)
+        if spec.internet_access:
+            rec.net = (await asyncio.to_thread(network.attach, rec.id, rec.pid)).to_dict()
+            rec.save(d)
+            if spec.egress is not None:
+                await asyncio.to_thread(self._apply_egress, rec)
+        await self._unpark(rec)
+        await self._wait_healthy(rec, d / "disk" / "agent.log")
+        shutil.rmtree(images, ignore_errors=True)
+        rec.status = "running"
+        rec.save(d)
+        reaper.reap_orphans()
