@@ -206,7 +206,7 @@ class OciBackend(MemoryCheckpoints):
                 rec.save(d)
                 await uncancellable(asyncio.to_thread(self._prepare_files, rec))
                 if memory is not None:
-                    await self._boot_from_memory(rec, memory)  # a memory fork's child (memory.py)
+                    await self._fork_child(rec, memory)
                 else:
                     await self._boot(rec)
             except BaseException:

@@ -8,6 +8,7 @@ live in `<sandbox dir>/checkpoint/` (root only) and go with the sandbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ class MemoryCheckpoints(Teardown):
         async def _agent_pkg_source(self) -> Path: ...
         async def _agent_rt_source(self, layer: Path | None) -> Path | None: ...
         async def _wait_healthy(self, rec: Record, log_path: Path) -> None: ...
+        async def _boot(self, rec: Record) -> None: ...
     def criu(self) -> criutools.Criu:
         found, why = criutools.find(self.settings.criu, Path(self.settings.tools_dir))
         if found is None:
@@ -319,6 +321,23 @@ class MemoryCheckpoints(Teardown):
                     await self._unpark(rec)
                 except Exception:  # noqa: BLE001 - the failure to report, if any, is the one above
                     log.exception("sandbox %s: the agent could not be given its socket back", sandbox_id)
+
+    async def _fork_child(self, rec: Record, source: Path) -> None:
+        """A memory fork's child; where its parent's processes cannot be restored in it (a mount point its files
+        lack, say), it boots on the files, as a fork did before."""
+        try:
+            await self._boot_from_memory(rec, source)
+        except RuntimeFailure as exc:
+            log.warning("sandbox %s: its parent's processes could not be restored (%s); it boots on its files",
+                        rec.id, exc.message)
+            await self._halt(rec)
+            cg = SandboxCgroup(rec.id, self.layout)
+            cg.thaw()  # CRIU may have made its cgroups already, frozen as the parent's were at the dump
+            for path in reversed(cg.dirs()):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            shutil.rmtree(self.dir(rec.id) / ck.IMAGES, ignore_errors=True)
+            await self._boot(rec)
 
     async def _boot_from_memory(self, rec: Record, source: Path) -> None:
         """A fork's child, its files already made from its parent's copy, takes over the parent's processes: the
