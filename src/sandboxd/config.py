@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     # for evict_idle_seconds) go to disk, least recently used first, and come back on their next request. 0: off.
     evict_below_free_mb: int = Field(0, ge=0)
     evict_idle_seconds: float = Field(60.0, gt=0)
+    # The cgroup2 hierarchy's favordynmods (runtime/hostsetup.py): moving a process between cgroups no longer
+    # waits for an RCU grace period (~15-20 ms here, paid by every create and twice by every restore), for a
+    # little more work in every fork and exit.
+    cgroup_favordynmods: bool = True
 
     @field_validator("lxcfs_dir", mode="before")
     @classmethod

@@ -70,5 +70,8 @@ def test_prepare_host_is_idempotent_and_makes_crun_usable():
     base = [c for c in ("input", "floor", "postrouting", "egress_rules") if f"chain {c} {{" in table]
     assert len(base) == 4 and table.count("chain egress_rules {") == 1  # not duplicated by the second call
     assert Path(settings.sandboxes_dir).stat().st_mode & 0o011 == 0o011
+    cgroup2 = [ln.split(" - ")[1].split()[2] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+               if " - cgroup2 " in ln]
+    assert all("favordynmods" in opts.split(",") for opts in cgroup2)  # cgroup moves wait for no grace period
     Path(settings.sandboxes_dir).rmdir()
     Path(settings.data_dir).rmdir()

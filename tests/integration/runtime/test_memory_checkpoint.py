@@ -73,6 +73,30 @@ def test_processes_and_memory_go_to_disk_and_come_back(rt_env, backend):
     assert not rt.bundle.exists()
 
 
+SEEN = ("find /proc/acpi /sys/firmware /sys/kernel -mindepth 1 | wc -l; touch /proc/acpi/x /sys/kernel/x 2>&1 | grep -c 'Read-only'; "
+        "grep -c ' lo$' /proc/net/if_inet6; "
+        "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); "
+        "socket.create_connection(s.getsockname()); print(\"lo\")'")
+
+
+def test_what_a_restore_leaves_out_is_what_the_kernel_or_host_gives_the_same(rt_env, backend):
+    """The images hold no network addresses, routes, rules or firewall of the sandbox (it cannot change them,
+    criuprep.py) and masked directories are not saved as tmpfs: after the restore the loopback still has both
+    addresses and serves, and the masks are still empty and read-only."""
+    _, sb, image = rt_env
+    rt = sb.create(spec(image, "ckseen"))
+    before = sb.exec(rt.id, ["sh", "-c", SEEN]).stdout.decode().split()
+    assert before == ["0", "2", "1", "lo"]
+    sb.checkpoint(rt.id)
+    images = rt.bundle / "checkpoint"
+    assert not [f.name for f in images.iterdir() if f.name.startswith(("ifaddr-", "route", "rule-", "iptables-",
+                                                                        "ip6tables-", "nftables-"))]
+    assert len(list(images.glob("tmpfs-dev-*"))) == 3  # /dev, /dev/shm and /sys/fs/cgroup keep their contents
+    sb.resume(rt.id)
+    assert sb.exec(rt.id, ["sh", "-c", SEEN]).stdout.decode().split() == before
+    sb.destroy(rt.id)
+
+
 def test_a_sandbox_with_internet_keeps_its_address_and_rules(rt_env, backend):
     _, sb, image = rt_env
     rt = sb.create(spec(image, "cknet", internet_access=True))

@@ -13,13 +13,14 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sandboxd.errors import Conflict, NotSupported, RuntimeFailure
-from sandboxd.runtime import agentclient, changes, criutools, lxcfs, network, reaper
+from sandboxd.runtime import agentclient, changes, criuprep, criutools, lxcfs, network, reaper
 from sandboxd.runtime.base import Checkpoint
 from sandboxd.runtime.cgroups import Layout, SandboxCgroup
 from sandboxd.runtime.cgroups import cgroups_path
@@ -143,6 +144,7 @@ class MemoryCheckpoints(Teardown):
         shutil.copyfile(state / "status", images / "runtime-status.json")
         if (state / "seccomp.bpf").exists():
             shutil.copyfile(state / "seccomp.bpf", images / "seccomp.bpf")
+        criuprep.kdat(criu.argv)
         pids = ck.tree(init)
         files = ck.host_files(pids, ck.mount_ids(init), spec.image.layers[-1], self.agent_pkg,
                               config.AGENT_PKG_TARGET)
@@ -159,6 +161,7 @@ class MemoryCheckpoints(Teardown):
             for f in files:
                 argv += ["--external", f.key]
             ck.criu_run(argv, images / "dump.log")
+            criuprep.drop_netns_config(images)
         except BaseException:
             if net is not None and net.veth:
                 ck.unpark_network(net, init)
@@ -243,27 +246,32 @@ class MemoryCheckpoints(Teardown):
         sources = {m["destination"]: m["source"] for m in cfg["mounts"] if m["type"] == "bind"}
         cg = SandboxCgroup(rec.id, self.layout)
         fds: list[int] = []
-        stage = paths.RUN_ROOT / "restore" / rec.id
+        stage = paths.RUN_ROOT / "restore" / f"{rec.id}-{uuid.uuid4().hex[:8]}"
+        criuprep.kdat(criu.argv)
         try:
             argv = [*criu.argv, "restore", "-D", str(images), "-o", "restore.log", "--root", rootfs,
                     "--restore-detached", "--pidfile", str(images / "restore.pid"), "--tcp-established",
                     "--file-locks", "--manage-cgroups=soft", "--mntns-compat-mode"]
+            if (yard := criuprep.cgroup_yard()) is not None:
+                argv += ["--cgroup-yard", str(yard)]
             if cgroup_root:  # a fork's child: its own cgroups, not its parent's
                 argv += ["--cgroup-root", cgroup_root]
-            for i, m in enumerate(meta["mounts"]):
-                src = ck.reachable(Path(ck.mount_source(m, sources, cg.dir, self.settings.lxcfs_dir)), stage / str(i),
-                                   self._ids(rec).host_base)
+            staged: dict[Path, Path] = {}
+            for m in meta["mounts"]:
+                src = ck.reachable(Path(ck.mount_source(m, sources, cg.dir, self.settings.lxcfs_dir)), stage,
+                                   self._ids(rec).host_base, staged)
                 argv += ["--external", f"mnt[{m}]:{src}"]
             for f in meta["files"]:
                 fd = os.open(f["path"], f["flags"] | os.O_CLOEXEC)
                 os.set_inheritable(fd, True)
                 fds.append(fd)
                 argv += ["--inherit-fd", f"fd[{fd}]:{f['key']}"]
-            ck.criu_run(argv, images / "restore.log", pass_fds=tuple(fds))
+            ck.criu_run(argv, images / "restore.log", pass_fds=tuple(fds), env={"PATH": criuprep.tools_path()})
         finally:
             for fd in fds:
                 os.close(fd)
-            ck.unstage(stage)
+            # The staged binds only served CRIU; detaching them (~7 ms) need not hold up the sandbox.
+            threading.Thread(target=ck.unstage, args=(stage,), daemon=True).start()
         pid = int((images / "restore.pid").read_text().strip())
         if not alive(pid):
             raise RuntimeFailure(f"sandbox {rec.id}: restored init exited at once", code="restore_failed")
