@@ -1,4 +1,5 @@
-"""Fork of a running kernel (docs/snapshots.md, "Forks with memory"), through `sandboxd serve` and E2B's SDK.
+"""Fork and snapshot of a running kernel (docs/snapshots.md, "Snapshots and forks with memory"), through
+`sandboxd serve` and E2B's SDK.
 
     .venv/bin/python bench/fork.py [--count 10] [--mib 100] [--runs 3]
 
@@ -7,7 +8,9 @@ children with E2B's `fork(count=)`: the time of the whole call (the parent's cop
 restored and answering), per child; then each child's kernel is asked for the parent's variable (it must be
 there: the run fails otherwise). The floor is a plain create of --count sandboxes from the same template in the
 same run (`Sandbox.create` in parallel threads), whose kernels start empty. Asserts only that the children have
-the variable; JSON goes to bench/results/fork-<time>.json.
+the variable. Then a snapshot of the parent (`create_snapshot()`, with memory) is taken and --count sandboxes are
+made from it in parallel, each answering the variable: the time to take it, and of the creates. JSON goes to
+bench/results/fork-<time>.json.
 """
 from __future__ import annotations
 
@@ -58,10 +61,21 @@ def main() -> None:
                 with ThreadPoolExecutor(a.count) as pool:
                     fresh = list(pool.map(lambda _: Sandbox.create(timeout=300), range(a.count)))
                 create_s = time.perf_counter() - t
+                t = time.perf_counter()
+                snap = parent.create_snapshot()
+                snapshot_s = time.perf_counter() - t
+                t = time.perf_counter()
+                with ThreadPoolExecutor(a.count) as pool:
+                    made = list(pool.map(lambda sid: Sandbox.create(sid, timeout=300), [snap.snapshot_id] * a.count))
+                from_snapshot_s = time.perf_counter() - t
+                got = [m.run_code("mark").text for m in made]
+                assert got == ["from the parent"] * a.count, got
                 out["runs"].append({"fork_s": round(fork_s, 2), "fork_per_child_s": round(fork_s / a.count, 3),
-                                    "floor_create_s": round(create_s, 2)})
-                for s in [parent, *ok, *fresh]:
+                                    "floor_create_s": round(create_s, 2), "snapshot_s": round(snapshot_s, 2),
+                                    "from_snapshot_s": round(from_snapshot_s, 2)})
+                for s in [parent, *ok, *fresh, *made]:
                     s.kill()
+                Sandbox.delete_snapshot(snap.snapshot_id)
     finally:
         srv.close()
         shutil.rmtree(data, ignore_errors=True)

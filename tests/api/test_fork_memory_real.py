@@ -48,3 +48,54 @@ def test_forks_go_on_from_the_parents_processes_and_memory(server):
                     s.kill()
                 except Exception:
                     pass
+
+
+def test_a_snapshot_keeps_processes_and_memory_for_every_sandbox_made_from_it(server):
+    """E2B's `create_snapshot()` ("full", the default): sandboxes made from it go on from the source's processes
+    and memory, even after the source is gone, each with its own id in its environment; "filesystem" keeps files
+    only; deleting the snapshot deletes its images."""
+    from e2b_code_interpreter import Sandbox
+
+    made = []
+    with server.e2b_env():
+        try:
+            src = Sandbox.create(timeout=300)
+            made.append(src)
+            assert src.run_code("y = 6 * 7").error is None
+            src.commands.run("sleep 7777", background=True)
+            full = src.create_snapshot()
+            files_only = src.create_snapshot(mode="filesystem")
+            memory = server.data_dir / "snapshots" / full.snapshot_id / "images"
+            assert (memory / "pages-1.img").exists()
+            assert not (server.data_dir / "snapshots" / files_only.snapshot_id).exists()
+            src.kill()
+            for _ in range(2):
+                sbx = Sandbox.create(full.snapshot_id, timeout=120, envs={"FROM": "child"})
+                made.append(sbx)
+                assert sbx.run_code("y").text == "42"
+                assert sbx.commands.run("pgrep -fx 'sleep 7777'").stdout.split()
+                env = sbx.commands.run("echo $SANDBOXD_SANDBOX_ID $FROM").stdout.split()
+                assert env == [sbx.sandbox_id, "child"]
+            fresh = Sandbox.create(files_only.snapshot_id, timeout=120)
+            made.append(fresh)
+            assert fresh.run_code("y").error is not None  # booted: a new kernel
+            assert fresh.commands.run("pgrep -fx 'sleep 7777' || echo none").stdout.strip() == "none"
+            kinds = [e.get("snapshot") for e in _events(server, src.sandbox_id, "checkpointed")]
+            assert {"snapshot_id": full.snapshot_id, "memory": True} in kinds
+            assert {"snapshot_id": files_only.snapshot_id, "memory": False} in kinds
+            for s in made[1:]:
+                s.kill()
+            assert Sandbox.delete_snapshot(full.snapshot_id)
+            assert not memory.parent.exists()
+        finally:
+            for s in made:
+                try:
+                    s.kill()
+                except Exception:
+                    pass
+
+
+def _events(server, sid: str, kind: str) -> list[dict]:
+    with server.client() as c:
+        rows = c.get(f"/events/sandboxes/{sid}", params={"limit": 100, "orderAsc": "true"}).json()
+    return [e["eventData"] for e in rows if e["type"].endswith(kind)]

@@ -35,6 +35,11 @@ OPTIONAL_BUILTINS = ("desktop", "tpl_desktop")
 TEMPLATE_CREATED, TEMPLATE_UPDATED, TEMPLATE_DELETED = "template.created", "template.updated", "template.deleted"
 
 
+def snapshot_memory(data_dir: Path, template_id: str) -> Path:
+    """Where a snapshot's processes and memory are kept (CRIU images, docs/snapshots.md), when it has them."""
+    return Path(data_dir) / "snapshots" / template_id / "images"
+
+
 class TemplateSource(Protocol):
     def builtins(self) -> list[dict[str, Any]]:
         """Metadata of the built-in templates: name, display_name, description, category, language, ..."""

@@ -22,6 +22,7 @@ from sandboxd.config import Settings
 from sandboxd.core.admission import Admission, Commitment, check_maxima, sandbox_maxima
 from sandboxd.core import events as ev
 from sandboxd.core import quotas
+from sandboxd.core.catalog import SNAPSHOT, snapshot_memory
 from sandboxd.core.egress import ALL_TRAFFIC, EgressPolicy
 from sandboxd.core.eviction import EVICTED, Evictor
 from sandboxd.errors import CapacityExceeded, Conflict, Invalid, NotFound, NotSupported, RuntimeFailure, SandboxdError
@@ -269,6 +270,7 @@ class LifecycleService:
                      what="this sandbox" if asked else f"template {template.name}")
         timeout = req.timeout_seconds if req.timeout_seconds is not None else self.settings.default_timeout_seconds
         internet, egress = self._egress_at_create(req)
+        memory_from = req.memory_from if req.memory_from is not None else self._snapshot_memory(template)
         # Check capacity and insert the row in one transaction with no await in between: the event loop makes
         # this atomic in-process.
         claimed = None
@@ -285,7 +287,7 @@ class LifecycleService:
                 # A warm-pool member's never-shown id becomes the sandbox id: container, dirs and events share it.
                 # A member's disk is the template's size: one of another size would be discarded on take().
                 # A member has no volumes mounted: a sandbox with some starts cold.
-                poolable = disk_mb == template.disk_gb * 1024 and not req.volume_mounts and req.memory_from is None
+                poolable = disk_mb == template.disk_gb * 1024 and not req.volume_mounts and memory_from is None
                 claimed = self.pool.claim(template, internet) if self.pool and poolable else None
                 # After the claim: a claimed member has left the pool's commitment; this sandbox's is added.
                 self.admission.admit(self._committed(committed), memory_mb=memory_mb, disk_mb=disk_mb)
@@ -310,7 +312,7 @@ class LifecycleService:
         async with self._lock(sid):
             try:
                 async with self._create_gate:
-                    rt = await self._provision(sid, template, row, req.memory_from)
+                    rt = await self._provision(sid, template, row, memory_from)
             except BaseException as exc:
                 await self.abandon(sid)
                 if isinstance(exc, SandboxdError) or not isinstance(exc, Exception):
@@ -325,6 +327,18 @@ class LifecycleService:
         self.signer.born(sid)
         token, token_exp = self.signer.issue(sid, sb.token_version)
         return sb, token, token_exp
+
+    def _snapshot_memory(self, template: Template) -> Any:
+        """A snapshot's processes and memory, where it kept them and this host can restore them: its sandboxes
+        go on from them instead of booting (docs/snapshots.md)."""
+        if template.category != SNAPSHOT or not self.backend.memory_snapshots():
+            return None
+        images = snapshot_memory(self.settings.data_dir, template.id)
+        return images if images.is_dir() else None
+
+    def record(self, sid: str, etype: str, **data: Any) -> None:
+        """Record an event about the sandbox (eventData: data) without changing it."""
+        self._set(sid, {}, etype, **data)
 
     def _egress_at_create(self, req: CreateRequest) -> tuple[bool, EgressPolicy | None]:
         """(internet access, policy) of a new sandbox. Rules imply internet access unless it is refused; refused

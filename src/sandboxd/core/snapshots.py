@@ -3,8 +3,11 @@
 
 A snapshot is a template of category `snapshot`: the image of the sandbox's template plus one layer of what
 the sandbox changed (templates/snapshot.py). The sandbox is frozen while its changes are copied and runs on
-after. What is kept is the filesystem; memory (running processes) is not, so a sandbox made from a snapshot
-boots fresh on those files (E2B's `mode="filesystem"`).
+after. By default (E2B's `mode="full"`, `memory` true) a snapshot also keeps the sandbox's processes and memory
+at that instant, where the backend can take them (docs/snapshots.md): CRIU images under
+`<data dir>/snapshots/<template id>/images`, and every sandbox made from it goes on from there instead of
+booting. With `memory` false (`mode="filesystem"`), or where they cannot be taken, its sandboxes boot fresh on
+its files. The images go with the snapshot's template (deleted, or given a new image under the same name).
 
 A fork is a snapshot nobody names (category `fork`, listed nowhere) and sandboxes started from it at once;
 the snapshot is removed with the last of them (a sweep on every kill, and one at start for a restart). Where the
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from sandboxd.core import events as ev
-from sandboxd.core.catalog import FORK, SNAPSHOT, CatalogService
+from sandboxd.core.catalog import FORK, SNAPSHOT, TEMPLATE_DELETED, CatalogService, snapshot_memory
 from sandboxd.core.events import EventBus
 from sandboxd.core.egress import EgressPolicy
 from sandboxd.core.lifecycle import CreateRequest, LifecycleService
@@ -59,6 +62,7 @@ class SnapshotService:
 
     async def start(self) -> None:
         await self._sweep()
+        await asyncio.to_thread(self._sweep_memory)
         self._sweeper = asyncio.create_task(self._sweep_on_kills(self.bus.subscribe()))
 
     async def stop(self) -> None:
@@ -66,10 +70,34 @@ class SnapshotService:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
 
-    async def create(self, sandbox_id: str, name: str | None = None, *, team: str | None = None) -> Template:
-        """team: the caller's (None: the operator's, every team); another team's sandbox is a 404."""
+    async def create(self, sandbox_id: str, name: str | None = None, *, team: str | None = None,
+                     memory: bool = True) -> Template:
+        """team: the caller's (None: the operator's, every team); another team's sandbox is a 404. memory: keep
+        its processes and memory too, where the backend can."""
         sb = self.lifecycle.get(sandbox_id, team)
-        return await self._save(sb, self._name(name), SNAPSHOT)
+        held: list[Path] = []
+        try:
+            t = await self._save(sb, self._name(name), SNAPSHOT, export=self._memory_export(sb, held) if memory else None)
+            kept = await asyncio.to_thread(self._keep_memory, t.id, held[0] if held else None)
+        finally:
+            for images in held:
+                shutil.rmtree(images.parent, ignore_errors=True)
+        self.lifecycle.record(sb.id, ev.CHECKPOINTED, snapshot={"snapshot_id": t.id, "memory": kept})
+        return t
+
+    def _keep_memory(self, template_id: str, images: Path | None) -> bool:
+        """Put images where sandboxes of the snapshot find them, in place of any it had; None: it has none now."""
+        dest = snapshot_memory(self.lifecycle.settings.data_dir, template_id)
+        if images is None:
+            shutil.rmtree(dest.parent, ignore_errors=True)
+            return False
+        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        old = dest.with_name(f"images.old-{secrets.token_hex(4)}")
+        if dest.exists():
+            dest.rename(old)
+        images.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+        return True
 
     async def fork(self, sandbox_id: str, count: int, timeout_seconds: int, api_key_id: str | None = None, *,
                    team: str | None = None, team_id: str = DEFAULT_TEAM_ID) -> list[Sandbox | SandboxdError]:
@@ -83,7 +111,7 @@ class SnapshotService:
         out: list[Sandbox | SandboxdError] = []
         try:
             memory: list[Path] = []
-            t = await self._save(sb, name, FORK, export=self._fork_export(sb, memory))
+            t = await self._save(sb, name, FORK, export=self._memory_export(sb, memory))
             self._forks.add(t.id)
             req = CreateRequest(template_id=t.id, timeout_seconds=timeout_seconds, internet_access=sb.internet_access,
                                 env_vars=dict(sb.env_vars), metadata=dict(sb.metadata), public_traffic=sb.public_traffic,
@@ -101,11 +129,12 @@ class SnapshotService:
             for images in memory:
                 shutil.rmtree(images.parent, ignore_errors=True)  # each child copied them
             await self._sweep()  # every create failed: nothing holds the copy
+        self.lifecycle.record(sb.id, ev.CHECKPOINTED, fork={"count": count, "memory": bool(memory)})
         return out
 
-    def _fork_export(self, sb: Sandbox, memory: list[Path]) -> Callable[[Path], Awaitable[None]]:
-        """The fork's copy of the files, with the parent's processes and memory where the backend can take them
-        (appended to `memory`); where it cannot, the files alone."""
+    def _memory_export(self, sb: Sandbox, memory: list[Path]) -> Callable[[Path], Awaitable[None]]:
+        """A copy of the sandbox's files, with its processes and memory where the backend can take them (the
+        images' directory appended to `memory`); where it cannot, the files alone."""
         async def export(dest: Path) -> None:
             if self.backend.memory_snapshots():
                 work = Path(tempfile.mkdtemp(prefix="fork-", dir=self._forks_dir()))
@@ -114,7 +143,7 @@ class SnapshotService:
                     memory.append(work / "images")
                     return
                 except (NotSupported, RuntimeFailure) as exc:
-                    log.warning("fork of %s takes its files only: %s", sb.id, exc.message)
+                    log.warning("the copy of %s takes its files only: %s", sb.id, exc.message)
                     shutil.rmtree(work, ignore_errors=True)
                     for p in dest.iterdir():
                         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
@@ -144,6 +173,16 @@ class SnapshotService:
                                           disk_gb=max(1, sb.disk_mb // 1024), team_id=sb.team_id or DEFAULT_TEAM_ID,
                                           category=category)
 
+    def _sweep_memory(self) -> None:
+        """Images of snapshots that no longer exist (deleted while the server was down)."""
+        root = Path(self.lifecycle.settings.data_dir) / "snapshots"
+        if not root.is_dir():
+            return
+        kept = {t.id for t in self.catalog.snapshots(SNAPSHOT)}
+        for d in root.iterdir():
+            if d.name not in kept:
+                shutil.rmtree(d, ignore_errors=True)
+
     async def _sweep(self) -> None:
         forks = self.catalog.snapshots(FORK)
         self._forks = {t.id for t in forks}
@@ -164,6 +203,9 @@ class SnapshotService:
                         await self._sweep()
                     except Exception:
                         log.exception("removing the snapshots of ended forks failed")
+                elif event.type == TEMPLATE_DELETED and event.template_id:
+                    gone = snapshot_memory(self.lifecycle.settings.data_dir, event.template_id).parent
+                    await asyncio.to_thread(shutil.rmtree, gone, True)
         finally:
             self.bus.unsubscribe(q)
 

@@ -30,7 +30,8 @@ class SnapshotRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str | None = Field(None, max_length=128)
-    memory: bool | None = None  # a memory snapshot is not kept: sandboxes from a snapshot boot on its files
+    # E2B's `mode`: "full" (true, the default) keeps the processes and memory too, "filesystem" (false) the files.
+    memory: bool | None = None
 
 
 class ForkRequest(BaseModel):
@@ -46,7 +47,8 @@ def _info(t: Template) -> dict:
 
 @router.post("/sandboxes/{sandbox_id}/snapshots", status_code=201)
 async def create_snapshot(sandbox_id: str, request: Request, key: Key, body: SnapshotRequest | None = None) -> dict:
-    t = await services(request).snapshots.create(sandbox_id, body.name if body else None, team=key.scope)
+    t = await services(request).snapshots.create(sandbox_id, body.name if body else None, team=key.scope,
+                                                 memory=body is None or body.memory is not False)
     return _info(t)
 
 

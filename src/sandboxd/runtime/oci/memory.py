@@ -395,6 +395,11 @@ class MemoryCheckpoints(Teardown):
                 await asyncio.to_thread(self._apply_egress, rec)
         await self._unpark(rec)
         await self._wait_healthy(rec, d / "disk" / "agent.log")
+        # Its agent's environment is its parent's, from memory: new commands get the child's own (its id, the
+        # env vars of its create), over the parent's.
+        env = dict(e.split("=", 1) for e in cfg["process"]["env"] if "=" in e)
+        await agentclient.call_json(sock_path, "PATCH", "/env", {"env_vars": {
+            k: v for k, v in env.items() if not k.startswith("SANDBOXD_AGENT_")}}, 10.0, only_200=True)
         shutil.rmtree(images, ignore_errors=True)
         rec.status = "running"
         rec.save(d)
