@@ -92,11 +92,31 @@ def test_metrics_count_pauses_to_disk(server):
     assert "sandboxd_checkpoint_seconds_count" in text and "sandboxd_restore_seconds_count" in text
 
 
-def test_a_sandbox_that_cannot_go_to_disk_is_frozen_in_ram_instead(tmp_path_factory):
+def test_an_agent_started_cold_goes_to_disk_too(tmp_path_factory):
     from hopx_ai import Sandbox
 
-    # Agents started cold: the sandbox's init holds the host's socket, which CRIU cannot take.
+    # Without the zygote the sandbox's init starts the agent, which takes its socket at its doorbell: the init
+    # holds nothing of the host's, so CRIU takes the sandbox.
     servers = running_server(tmp_path_factory, "crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES, SANDBOXD_ZYGOTE="false")
+    srv = next(servers)
+    try:
+        sbx = Sandbox.create(template="code-interpreter", api_key=srv.key, base_url=srv.base)
+        assert sbx.run_code("kept = 'cold'").success
+        sbx.pause()
+        assert sbx.get_info().status == "paused"
+        assert not _processes_in_cgroup(sbx.sandbox_id)
+        assert _events(srv, sbx.sandbox_id, "paused")[-1]["pause"]["on_disk"] is True
+        sbx.resume()
+        assert sbx.run_code("print(kept)").stdout.strip() == "cold"
+        sbx.kill()
+    finally:
+        servers.close()
+
+
+def test_without_criu_pause_freezes_in_ram_and_says_why(tmp_path_factory):
+    from hopx_ai import Sandbox
+
+    servers = running_server(tmp_path_factory, "crun", SANDBOXD_TEMPLATES_PATH=TEMPLATES, SANDBOXD_CRIU="off")
     srv = next(servers)
     try:
         sbx = Sandbox.create(template="base", api_key=srv.key, base_url=srv.base)
@@ -105,7 +125,7 @@ def test_a_sandbox_that_cannot_go_to_disk_is_frozen_in_ram_instead(tmp_path_fact
         assert sbx.get_info().status == "paused"
         assert _processes_in_cgroup(sbx.sandbox_id)  # frozen, still in RAM
         paused = _events(srv, sbx.sandbox_id, "paused")[-1]["pause"]
-        assert paused["on_disk"] is False and "zygote" in paused["reason"]
+        assert paused["on_disk"] is False and "SANDBOXD_CRIU=off" in paused["reason"]
         sbx.resume()
         assert sbx.commands.run("cat /tmp/mark").stdout.strip() == "before"
         sbx.kill()

@@ -34,16 +34,24 @@ _OPTIONS = {"--fd": int, "--unix": str, "--port": int, "--host": str, "--workspa
 
 class Args:
     def __init__(self, fd: int | None = None, unix: str | None = None, port: int | None = None,
-                 host: str = "127.0.0.1", workspace: str | None = None):
+                 host: str = "127.0.0.1", workspace: str | None = None, doorbell: bool = False):
         self.fd, self.unix, self.port, self.host, self.workspace = fd, unix, port, host, workspace
+        self.doorbell = doorbell  # the host hands the listening socket over the doorbell (agent/park.py)
+
+
+def _env_fd() -> tuple[int | None, bool]:
+    """SANDBOXD_AGENT_FD: a number (the inherited socket), or "doorbell" (an agent its sandbox's init started:
+    the socket comes through the doorbell, so that no process but the agent ever holds it)."""
+    v = os.environ.get("SANDBOXD_AGENT_FD")
+    return (None, True) if v == "doorbell" else (int(v) if v else None, False)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
     """The agent's few options. argparse costs ~3 ms of every sandbox start, so it only runs for what this
     loop does not understand (--help, a typo, a missing value), where its messages matter."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    fd_env = os.environ.get("SANDBOXD_AGENT_FD")
-    args = Args(fd=int(fd_env) if fd_env else None)
+    fd, doorbell = _env_fd()
+    args = Args(fd=fd, doorbell=doorbell)
     it = iter(argv)
     try:
         for a in it:
@@ -61,13 +69,12 @@ def _parse_args_slow(argv: list[str]) -> Args:
     import argparse
 
     p = argparse.ArgumentParser(prog="sandboxd.agent", description="sandboxd in-sandbox agent")
-    p.add_argument("--fd", type=int, default=int(os.environ["SANDBOXD_AGENT_FD"])
-                   if os.environ.get("SANDBOXD_AGENT_FD") else None, help="inherited listening socket fd")
+    p.add_argument("--fd", type=int, default=_env_fd()[0], help="inherited listening socket fd")
     p.add_argument("--unix", help="listen on this unix socket path")
     p.add_argument("--port", type=int, help="listen on this TCP port")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--workspace", default=None, help="default working directory (default /workspace)")
-    return Args(**vars(p.parse_args(argv)))
+    return Args(**vars(p.parse_args(argv)), doorbell=_env_fd()[1])
 
 
 async def serve(args: Args) -> None:
@@ -97,6 +104,13 @@ async def serve(args: Args) -> None:
 
         channel = Channel(on_conn)  # the host's socket: let go of for a memory checkpoint (agent/park.py)
         await channel.listen(socket.socket(fileno=args.fd))
+        app.services.channel = channel
+        server = None
+    elif args.doorbell:
+        from .park import Channel
+
+        channel = Channel(on_conn, fd=None)
+        channel.await_host()
         app.services.channel = channel
         server = None
     else:

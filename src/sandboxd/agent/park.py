@@ -5,7 +5,8 @@ CRIU cannot take with the sandbox. So before a checkpoint the host asks (`POST /
 closes that listening socket and those connections, and listens instead on an abstract unix socket in the
 sandbox's own network namespace: the doorbell. After the restore (or when the checkpoint did not happen) the
 host rings it from outside the sandbox and hands over a new listening socket with SCM_RIGHTS; the agent
-serves on it as fd 3 again.
+serves on it as fd 3 again. An agent its sandbox's init started (no zygote) is given its first socket the same
+way (SANDBOXD_AGENT_FD=doorbell): inherited, the init would hold it too, and CRIU could not take the sandbox.
 
 Only the host may ring: the agent checks the caller's SO_PEERCRED pid, which the kernel reports as 0 for a
 process outside the sandbox's PID namespace; every process of the sandbox has a pid in it.
@@ -25,8 +26,11 @@ FD = 3
 class Channel:
     """The listening socket the host talks to the agent through, and the connections accepted on it."""
 
-    def __init__(self, on_conn: Callable[..., Awaitable[None]]):
+    def __init__(self, on_conn: Callable[..., Awaitable[None]], fd: int | None = FD):
         self.on_conn = on_conn
+        # The number a handed socket takes: the inherited one's (3), or, for an agent that inherited none and
+        # whose fd 3 is something else of its own, whatever it arrives as.
+        self.fd = fd
         self.server: asyncio.AbstractServer | None = None
         self.writers: set[asyncio.StreamWriter] = set()
         self.doorbell: socket.socket | None = None
@@ -57,13 +61,17 @@ class Channel:
     def park(self) -> None:
         """Called once the answer to the park request is on its way: close the host's socket and connections
         (on the next loop turns, so that answer is written first) and wait at the doorbell."""
+        self.await_host()
+        asyncio.get_running_loop().call_later(0.05, self.close)
+
+    def await_host(self) -> None:
+        """Listen at the doorbell until the host hands over a listening socket."""
         if self.doorbell is None:
             bell = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             bell.bind(DOORBELL)
             bell.listen(8)
             bell.setblocking(False)
             self.doorbell = bell
-        asyncio.get_running_loop().call_later(0.05, self.close)
         if self._ringing is None or self._ringing.done():
             self._ringing = asyncio.ensure_future(self._wait_for_host())
 
@@ -87,9 +95,14 @@ class Channel:
                     os.close(fd)
                 continue
             self.close()
-            os.dup2(fds[0], FD, inheritable=False)
-            os.close(fds[0])
-            await self.listen(socket.socket(fileno=FD))
+            fd = fds[0]
+            if self.fd is not None:
+                os.dup2(fd, self.fd, inheritable=False)
+                os.close(fd)
+                fd = self.fd
+            else:
+                os.set_inheritable(fd, False)  # SCM_RIGHTS gives it inheritable: no command may get it
+            await self.listen(socket.socket(fileno=fd))
             self.doorbell.close()
             self.doorbell = None
             return

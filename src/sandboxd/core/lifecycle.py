@@ -476,11 +476,13 @@ class LifecycleService:
         """To disk when the operator wants it and the backend can (docs/snapshots.md), else frozen in RAM: what
         the paused event says (`memory`: the processes are kept; `on_disk`: where)."""
         reason = None
-        if self.settings.pause_to == "disk" and self.backend.memory_snapshots():
+        if self.settings.pause_to == "disk":
             try:
                 cp = await self.backend.checkpoint(sid)
                 return {"memory": True, "on_disk": True, "size_bytes": cp.size_bytes, "seconds": round(cp.seconds, 3)}
-            except (NotSupported, RuntimeFailure) as exc:  # the sandbox runs on as it was: freeze it instead
+            except NotSupported as exc:  # no usable CRIU here: the event says so
+                reason = exc.message
+            except RuntimeFailure as exc:  # the sandbox runs on as it was: freeze it instead
                 reason = exc.message
                 log.warning("sandbox %s: pause to disk failed (%s); frozen in RAM instead", sid, reason)
         await self._call(self.backend.pause, sid)

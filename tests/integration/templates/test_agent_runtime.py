@@ -63,6 +63,13 @@ async def test_its_sandbox_runs_the_agent_on_the_bound_runtime(scratch_store, tm
         cmd = await sh("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done | grep sandboxd.agent")
         assert "/opt/sandboxd/rt/lib/ld.so --inhibit-cache --library-path /opt/sandboxd/rt/lib" in cmd, cmd
         assert (await sh("ls /lib /usr/lib 2>&1; echo; id -u")).endswith("\n0\n")
+        # Its agent started cold took its socket at its doorbell: its init holds none of the host's, and the
+        # sandbox goes to disk and back with its processes (docs/snapshots.md).
+        assert backend.memory_snapshots(), "no usable CRIU: `sandboxd setup` provides one"
+        await sh("setsid sleep 6543 >/dev/null 2>&1 </dev/null &")
+        await backend.checkpoint(sid)
+        await backend.resume(sid)
+        assert "sleep 6543" in await sh("ps -o args 2>/dev/null || cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
     finally:
         await backend.destroy(sid)
 

@@ -32,7 +32,7 @@ from sandboxd.runtime.base import (
 )
 from sandboxd.runtime.cgroups import Layout, SandboxCgroup, detect
 from sandboxd.runtime.egressproxy.client import EgressProxy
-from sandboxd.runtime.oci import channel, config, egress, paths, zygote
+from sandboxd.runtime.oci import channel, checkpoint as ck, config, egress, paths, zygote
 from sandboxd.runtime.oci.bpfcache import BpfCache
 from sandboxd.runtime.oci.cli import OciCli
 from sandboxd.runtime.oci.execution import run_exec
@@ -298,15 +298,19 @@ class OciBackend(MemoryCheckpoints):
         cfg = config.build(spec, uid_base=self._ids(rec).host_base, uid_count=self.settings.uid_count,
                            sandbox_dir=d, agent_pkg=await self._agent_pkg_source(), argv=argv, rootfs=rootfs,
                            etc_dir=etc_dir, runtime=self.runtime, proc_binds=await lxcfs.binds(),
-                           agent_rt=await self._agent_rt_source(spec.image.agent_runtime))
+                           agent_rt=await self._agent_rt_source(spec.image.agent_runtime),
+                           agent_fd="3" if z else "doorbell")
         profile_key = self.bpf.annotate(cfg)
         (d / "config.json").write_text(json.dumps(cfg))
         self.cli.root.mkdir(parents=True, exist_ok=True)
         if not sock_path.is_relative_to(d):
             paths.make_dir(sock_path.parent)
         sock = channel.listen(sock_path)
-        # With a zygote the container's own process waits on the life pipe; the agent gets the socket.
+        # With a zygote the container's own process waits on the life pipe; the agent gets the socket. Without,
+        # the agent takes it at its doorbell once it runs (agent/park.py): the init never holds a host socket
+        # (CRIU could not take the sandbox) and gets no fd 3 (/dev/null stands in for it).
         life_r, life_w = os.pipe() if z else (-1, -1)
+        fd3 = life_r if z else os.open(os.devnull, os.O_RDONLY)
         # The container's stdout/stderr (and the runtime's errors) go to a file on the sandbox's own disk,
         # outside its root, so a chatty sandbox fills its quota and never the host's disk.
         log_path = d / "disk" / "agent.log"
@@ -314,11 +318,12 @@ class OciBackend(MemoryCheckpoints):
             with open(log_path, "ab") as log_file:
                 # With egress the veth goes in between create and start; otherwise one `run -d`.
                 verb = "create" if spec.internet_access else "run"
-                args = [verb, "--bundle", str(d), "--pid-file", str(d / "init.pid"), "--preserve-fds", "1"]
+                args = [verb, "--bundle", str(d), "--pid-file", str(d / "init.pid")]
+                if z:
+                    args += ["--preserve-fds", "1"]
                 if verb == "run":
                     args.insert(1, "-d")
-                rc = await self.cli.call_with_fd3(*args, rec.id, fd=life_r if z else sock.fileno(),
-                                                  log=log_file.fileno())
+                rc = await self.cli.call_with_fd3(*args, rec.id, fd=fd3, log=log_file.fileno())
                 if rc != 0:
                     raise self.cli.failure(args, rc, paths.tail(log_path))
                 self.bpf.learn(profile_key, self.cli.root / rec.id)
@@ -330,6 +335,13 @@ class OciBackend(MemoryCheckpoints):
                     if spec.egress is not None:  # before the first packet: the sandbox never runs without them
                         await asyncio.to_thread(self._apply_egress, rec)
                     await self.cli.call("start", rec.id)
+                if not z:
+                    try:
+                        await asyncio.to_thread(ck.ring, rec.pid, sock.fileno(), HEALTH_TIMEOUT)
+                    except RuntimeFailure as exc:
+                        raise RuntimeFailure(f"sandbox {rec.id}: agent did not start ({exc.message})",
+                                             details={"log_tail": paths.tail(log_path).decode(errors="replace")}
+                                             ) from None
                 if z:
                     program = self.bpf.program(profile_key) or (self.cli.root / rec.id / "seccomp.bpf").read_bytes()
                     await z.spawn(rec.pid, sock=sock.fileno(), life=life_w, log_fd=log_file.fileno(),
@@ -337,7 +349,7 @@ class OciBackend(MemoryCheckpoints):
                                   seccomp=program, oom_score_adj=cfg["process"]["oomScoreAdj"])
         finally:
             sock.close()
-            for fd in (life_r, life_w):
+            for fd in {life_r, life_w, fd3}:
                 if fd >= 0:
                     os.close(fd)
         rec.save(d)

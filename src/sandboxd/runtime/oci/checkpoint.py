@@ -34,6 +34,7 @@ from pathlib import Path
 from sandboxd.errors import RuntimeFailure
 from sandboxd.runtime import criuprep, lxcfs
 from sandboxd.runtime.oci import config, paths
+from sandboxd.runtime.oci.pids import alive
 
 log = logging.getLogger("sandboxd.runtime")
 IMAGES = "checkpoint"  # under the sandbox dir
@@ -140,10 +141,11 @@ def tree(init: int) -> list[int]:
     return out
 
 
-def external_mounts(init: int) -> list[str]:
-    """Mount points in the sandbox that bind something from outside it: no mount of the sandbox's own shows
-    the same file system from its root (a bind of part of the sandbox's /proc is its own; a device, a lxcfs
-    file, a cgroup hierarchy, a file on the host are not). Also the empty tmpfs crun puts on each masked
+def external_mounts(init: int, binds: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """Mount points in the sandbox that bind something from outside it: the config's binds (`binds`: their
+    destinations; one may be a whole file system of the host's, as the agent runtime's mount is), and any
+    other whose file system no mount of the sandbox's own shows from its root (a bind of part of the sandbox's
+    /proc is its own; a device, a lxcfs file, a cgroup hierarchy are not). Also the empty tmpfs crun puts on each masked
     directory: as a tmpfs CRIU would save and restore its contents with tar, two processes and ~4.5 ms each;
     restored, it is a bind of the host's empty read-only tmpfs (criuprep.masked_dir)."""
     rows = []
@@ -155,7 +157,7 @@ def external_mounts(init: int) -> list[str]:
     out: list[str] = []
     for point, _, dev, fstype in rows:
         masked = point in config.MASKED_PATHS and fstype == "tmpfs"
-        if point != "/" and (dev not in whole or masked) and point not in out:
+        if point != "/" and (dev not in whole or masked or point in binds) and point not in out:
             out.append(point)
     return out
 
@@ -259,9 +261,10 @@ def host_sockets(pids: list[int]) -> list[str]:
     return found
 
 
-def ring(pid: int, listening_fd: int) -> None:
-    """Hand a parked agent its new listening socket through its doorbell (agent/park.py), from a thread of
-    our own that enters the sandbox's network namespace (abstract unix names are per namespace)."""
+def ring(pid: int, listening_fd: int, timeout: float = 10.0) -> None:
+    """Hand an agent waiting at its doorbell (agent/park.py) its listening socket, from a thread of our own that
+    enters the sandbox's network namespace (abstract unix names are per namespace). Retried until the agent
+    listens there (a cold agent is still starting), timeout passes or the sandbox's init (pid) is gone."""
     err: list[BaseException] = []
 
     def run() -> None:
@@ -272,7 +275,7 @@ def ring(pid: int, listening_fd: int) -> None:
                     raise OSError(ctypes.get_errno(), "setns")
             finally:
                 os.close(ns)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + timeout
             while True:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
@@ -280,7 +283,7 @@ def ring(pid: int, listening_fd: int) -> None:
                     socket.send_fds(s, [b"s"], [listening_fd])
                     return
                 except OSError:
-                    if time.monotonic() > deadline:
+                    if time.monotonic() > deadline or not alive(pid):
                         raise
                 finally:
                     s.close()

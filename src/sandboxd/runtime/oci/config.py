@@ -61,17 +61,18 @@ def base_mounts() -> list[dict[str, Any]]:
 def build(spec: SandboxSpec, *, uid_base: int, uid_count: int, sandbox_dir: Path, agent_pkg: Path,
           argv: list[str] | None = None, rootfs: Path | None = None, etc_dir: Path | None = None,
           runtime: str = "crun", proc_binds: list[tuple[Path, str]] | None = None,
-          agent_rt: Path | None = None) -> dict[str, Any]:
+          agent_rt: Path | None = None, agent_fd: str = "3") -> dict[str, Any]:
     """etc_dir holds hosts, hostname, resolv.conf and boot_id (default: the sandbox dir); proc_binds are the
     sandbox's own /proc files (runtime/lxcfs.py: binds()). On the sandbox's own disk
     (rootfs.py: raw/meta) the sandbox's mountinfo shows them as /meta/..., not as a host path. agent_rt: the
-    host mount of the image's agent runtime (runtime/agentrt.py), bound read-only; the agent then starts on it."""
+    host mount of the image's agent runtime (runtime/agentrt.py), bound read-only; the agent then starts on it.
+    agent_fd: SANDBOXD_AGENT_FD, "3" (the socket is inherited) or "doorbell" (agent/park.py)."""
     etc_dir = etc_dir or sandbox_dir
     image = spec.image
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "TERM": "xterm", "LANG": "C.UTF-8"}
     env.update(image.env)
     env.update(spec.env)
-    env["SANDBOXD_AGENT_FD"] = "3"
+    env["SANDBOXD_AGENT_FD"] = agent_fd
     # The template's WORKDIR and USER: the agent's defaults for commands, code, terminals and relative paths.
     env["SANDBOXD_AGENT_WORKSPACE"] = image.workdir
     env["SANDBOXD_AGENT_USER"] = image.user

@@ -148,7 +148,8 @@ class MemoryCheckpoints(Teardown):
         pids = ck.tree(init)
         files = ck.host_files(pids, ck.mount_ids(init), spec.image.layers[-1], self.agent_pkg,
                               config.AGENT_PKG_TARGET)
-        mounts = ck.external_mounts(init)
+        cfg = json.loads((self.dir(rec.id) / "config.json").read_text())
+        mounts = ck.external_mounts(init, {m["destination"] for m in cfg["mounts"] if m["type"] == "bind"})
         net = network.SandboxNet.from_dict(rec.net) if rec.net else None
         if net is not None and net.veth:
             ck.park_network(net, init)
