@@ -57,6 +57,30 @@ def test_e2b_pause_survives_a_restart_and_connect_resumes_processes_and_kernel(s
                 c.delete(f"/v1/sandboxes/{sbx.sandbox_id}")
 
 
+def test_connect_while_the_timeout_pause_is_writing_waits_and_resumes_the_same_boot(server):
+    """A connect that arrives while a pause at the timeout is still writing the sandbox to disk (its agent
+    already parked, so the SDK sees it not running) waits for the pause and resumes it: same sandbox, same
+    boot, not a 200 for a sandbox about to be paused."""
+    import time
+
+    from e2b import Sandbox
+
+    with server.e2b_env():
+        sbx = Sandbox.create(timeout=60, lifecycle={"on_timeout": "pause"})
+        try:
+            boot = sbx.files.read("/proc/sys/kernel/random/boot_id").strip()
+            sbx.set_timeout(0)
+            deadline = time.monotonic() + 30
+            while sbx.is_running() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            again = sbx.connect()
+            assert again.sandbox_id == sbx.sandbox_id
+            assert again.files.read("/proc/sys/kernel/random/boot_id").strip() == boot
+        finally:
+            with server.client() as c:
+                c.delete(f"/v1/sandboxes/{sbx.sandbox_id}")
+
+
 def test_hopx_pause_and_resume_keep_a_kernel_variable(server, monkeypatch):
     from hopx_ai import Sandbox
 

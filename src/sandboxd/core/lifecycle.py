@@ -488,6 +488,12 @@ class LifecycleService:
         await self._call(self.backend.pause, sid)
         return {"memory": True, "on_disk": False, **({"reason": reason} if reason else {})}
 
+    async def settle(self, sid: str) -> None:
+        """Wait for what is being done to the sandbox (a pause at its timeout writing it to disk) to finish: its
+        status is then the outcome, not what it was before."""
+        async with self._lock(sid):
+            pass
+
     async def resume(self, sid: str, *, idempotent: bool = False, team: str | None = None) -> Sandbox:
         async with self._lock(sid):
             sb = self.get(sid, team)

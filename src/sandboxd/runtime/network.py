@@ -43,6 +43,7 @@ import fcntl
 import hashlib
 import ipaddress
 import json
+import socket
 import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -419,10 +420,20 @@ def attach(sandbox_id: str, pid: int) -> SandboxNet:
         raise
 
 
+def link_exists(name: str) -> bool:
+    """Whether this process's network namespace has a link of that name. Not /sys/class/net: sysfs shows the
+    namespace of whoever mounted it, which is not ours when the server runs in a namespace of its own."""
+    try:
+        socket.if_nametoindex(name)
+        return True
+    except OSError:
+        return False
+
+
 def destroy(net: SandboxNet, egress: bool = True) -> None:
     """Delete the veth (its peer goes with it), its egress rules and the netns. Idempotent. `egress=False`: the
     sandbox never had rules of its own, so nft is not run (a process spawn on every kill)."""
-    if net.veth and Path(f"/sys/class/net/{net.veth}").exists():
+    if net.veth and link_exists(net.veth):
         _run(["ip", "link", "del", net.veth], check=False)
     if net.veth and egress:
         drop_egress(net.veth)
@@ -435,7 +446,7 @@ def leftovers(sandbox_id: str) -> list[str]:
     found = []
     if (NETNS_DIR / netns).exists():
         found.append(f"netns {netns}")
-    if Path(f"/sys/class/net/{veth}").exists():
+    if link_exists(veth):
         found.append(f"veth {veth}")
     if egress_rules(veth) is not None:
         found.append(f"egress rules e_{veth}")

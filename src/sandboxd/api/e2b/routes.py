@@ -261,6 +261,8 @@ async def pause(sandbox_id: str, request: Request, key: Key, body: PauseBody | N
 
 async def _wake(request: Request, key: ApiKey, sandbox_id: str, timeout: int | None) -> tuple[Any, bool]:
     lifecycle = services(request).lifecycle
+    lifecycle.get(sandbox_id, key.scope)  # another team's is a 404 before anything waits
+    await lifecycle.settle(sandbox_id)  # a pause under way (at its timeout) ends paused: connect resumes it
     sb = lifecycle.get(sandbox_id, key.scope)
     resumed = False
     if sb.status == PAUSED:
@@ -298,8 +300,10 @@ async def connect_v1(sandbox_id: str, request: Request, key: Key, body: ConnectB
 
 @router.post("/sandboxes/{sandbox_id}/resume")
 async def resume(sandbox_id: str, request: Request, key: Key, body: ConnectBody | None = None) -> Response:
-    sb = services(request).lifecycle.get(sandbox_id, key.scope)
-    if sb.status == RUNNING:
+    lifecycle = services(request).lifecycle
+    lifecycle.get(sandbox_id, key.scope)
+    await lifecycle.settle(sandbox_id)
+    if lifecycle.get(sandbox_id, key.scope).status == RUNNING:
         raise Conflict(f"sandbox {sandbox_id} is already running", code="sandbox_already_running")
     return await _connect(request, key, sandbox_id, body.timeout if body else None)
 

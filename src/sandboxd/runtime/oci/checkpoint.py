@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandboxd.errors import RuntimeFailure
-from sandboxd.runtime import criuprep, lxcfs
+from sandboxd.runtime import criuprep, lxcfs, network
 from sandboxd.runtime.oci import config, paths
 from sandboxd.runtime.oci.pids import alive
 
@@ -318,7 +318,7 @@ def park_network(net, init: int) -> None:
 def unpark_network(net, pid: int) -> bool:
     """Put the parked sandbox end back into the sandbox whose init is pid; False when there is none (after a
     host reboot: the caller makes a new one)."""
-    if not (Path("/run/netns") / net.netns).exists() or not Path(f"/sys/class/net/{net.veth}").exists():
+    if not (Path("/run/netns") / net.netns).exists() or not network.link_exists(net.veth):
         subprocess.run(["ip", "netns", "del", net.netns], capture_output=True)
         return False
     subprocess.run(["ip", "-n", net.netns, "link", "set", "eth0", "netns", str(pid)], check=True, capture_output=True)
