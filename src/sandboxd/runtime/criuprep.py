@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 log = logging.getLogger("sandboxd.runtime")
@@ -47,6 +48,9 @@ def boot_id() -> str:
     return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
+_kdat_failed: set[str] = set()  # (boot id, criu) for which making the cache failed: not tried on every run
+
+
 def kdat(argv: tuple[str, ...]) -> bool:
     """Make criu's kerndat cache for this boot if it is missing; True when it is there."""
     stamp = RUN / "criu.kdat.json"
@@ -57,6 +61,16 @@ def kdat(argv: tuple[str, ...]) -> bool:
             return True
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    key = json.dumps(want)
+    if key in _kdat_failed:
+        return False
+    if not _make_kdat(argv, stamp, want):
+        _kdat_failed.add(key)
+        return False
+    return True
+
+
+def _make_kdat(argv: tuple[str, ...], stamp: Path, want: dict) -> bool:
     # A private mount namespace with /run a fresh tmpfs: criu saves the file there, and it is read out before
     # the namespace goes. Its path (/run/criu.kdat as built) is found, not assumed.
     script = ('mount -t tmpfs sandboxd-kdat /run && "$@" check >/dev/null 2>&1; '
@@ -72,12 +86,12 @@ def kdat(argv: tuple[str, ...]) -> bool:
     if not raw or not path.is_relative_to("/run"):
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     tmp.write_bytes(raw)
     tmp.chmod(0o600)
     os.replace(tmp, path)
     RUN.mkdir(mode=0o711, parents=True, exist_ok=True)
-    stamp_tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+    stamp_tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.{threading.get_ident()}")
     stamp_tmp.write_text(json.dumps({"want": want, "path": str(path)}))
     os.replace(stamp_tmp, stamp)
     return True

@@ -249,6 +249,7 @@ class MemoryCheckpoints(Teardown):
         fds: list[int] = []
         stage = paths.RUN_ROOT / "restore" / f"{rec.id}-{uuid.uuid4().hex[:8]}"
         criuprep.kdat(criu.argv)
+        criuprep.drop_netns_config(images)  # images written before dumps dropped them (their tools are not on PATH)
         try:
             argv = [*criu.argv, "restore", "-D", str(images), "-o", "restore.log", "--root", rootfs,
                     "--restore-detached", "--pidfile", str(images / "restore.pid"), "--tcp-established",
