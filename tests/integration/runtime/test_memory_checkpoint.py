@@ -143,6 +143,7 @@ def test_a_frozen_sandbox_goes_to_disk_and_a_stop_drops_its_memory(rt_env, backe
     sb.destroy(rt.id)
 
 
+@pytest.mark.serial  # it gives up a host-wide uid-range claim, which another worker's create would take meanwhile
 def test_after_a_host_reboot_it_comes_back_with_a_new_network_end(rt_env, backend):
     """What a reboot takes from a sandbox on disk: /run (its uid-range claim, the runtime's state, the parked
     network namespace) and the veth. Its images and files stay; resume makes what is missing."""
