@@ -35,6 +35,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+from sandboxd.runtime import mountinfo
+
 log = logging.getLogger("sandboxd.runtime")
 
 RUN = Path("/run/sandboxd")
@@ -100,12 +102,8 @@ def _make_kdat(argv: tuple[str, ...], stamp: Path, want: dict) -> bool:
 def _hierarchies() -> dict[str, str] | None:
     """CRIU's yard name of each cgroup hierarchy this process is in -> the host's mount of its root; None when a
     hierarchy has no mount of its root here (CRIU then makes its own yard)."""
-    mounts: list[tuple[str, str, set[str]]] = []  # (fstype, mount point, super options), of roots only
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        parts, rest = left.split(), right.split()
-        if len(rest) >= 3 and rest[0] in ("cgroup", "cgroup2") and parts[3] == "/":
-            mounts.append((rest[0], parts[4].replace("\\040", " "), set(rest[2].split(","))))
+    mounts = [(m.fstype, m.point, set(m.super_options)) for m in mountinfo.read()  # of roots only
+              if m.fstype in ("cgroup", "cgroup2") and m.root == "/"]
     out: dict[str, str] = {}
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, ctrls, _ = line.split(":", 2)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxd.errors import RuntimeFailure
-from sandboxd.runtime import cgroups, lxcfs, network
+from sandboxd.runtime import cgroups, lxcfs, mountinfo, network
 
 log = logging.getLogger("sandboxd.runtime")
 PR_SET_CHILD_SUBREAPER = 36
@@ -61,13 +61,11 @@ def fix_hybrid_cgroups(root: Path = cgroups.ROOT) -> list[str]:
 
 def favor_dynmods() -> str | None:
     """Remount the cgroup2 hierarchy with favordynmods (kernel >= 6.0); what was done, or why not, or None."""
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        rest = right.split()
-        if rest and rest[0] == "cgroup2":
-            if "favordynmods" in rest[2].split(","):
+    for m in mountinfo.read():
+        if m.fstype == "cgroup2":
+            if "favordynmods" in m.super_options:
                 return None
-            point = left.split()[4].replace("\\040", " ")
+            point = m.point
             r = subprocess.run(["mount", "-o", "remount,favordynmods", point], capture_output=True, text=True)
             if r.returncode != 0:
                 return f"cgroup2 at {point} keeps no favordynmods ({r.stderr.strip()}): cgroup moves wait for RCU"

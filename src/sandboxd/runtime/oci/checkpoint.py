@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandboxd.errors import RuntimeFailure
-from sandboxd.runtime import criuprep, lxcfs, network
+from sandboxd.runtime import criuprep, lxcfs, mountinfo, network
 from sandboxd.runtime.oci import config, paths
 from sandboxd.runtime.oci.pids import alive
 
@@ -148,17 +148,13 @@ def external_mounts(init: int, binds: frozenset[str] | set[str] = frozenset()) -
     /proc is its own; a device, a lxcfs file, a cgroup hierarchy are not). Also the empty tmpfs crun puts on each masked
     directory: as a tmpfs CRIU would save and restore its contents with tar, two processes and ~4.5 ms each;
     restored, it is a bind of the host's empty read-only tmpfs (criuprep.masked_dir)."""
-    rows = []
-    for line in Path(f"/proc/{init}/mountinfo").read_text().splitlines():
-        parts, _, right = line.partition(" - ")
-        fields = parts.split()
-        rows.append((fields[4].replace("\\040", " "), fields[3], fields[2], right.split()[0]))
-    whole = {dev for point, root, dev, _ in rows if root == "/"}
+    rows = mountinfo.read(init)
+    whole = {m.dev for m in rows if m.root == "/"}
     out: list[str] = []
-    for point, _, dev, fstype in rows:
-        masked = point in config.MASKED_PATHS and fstype == "tmpfs"
-        if point != "/" and (dev not in whole or masked or point in binds) and point not in out:
-            out.append(point)
+    for m in rows:
+        masked = m.point in config.MASKED_PATHS and m.fstype == "tmpfs"
+        if m.point != "/" and (m.dev not in whole or masked or m.point in binds) and m.point not in out:
+            out.append(m.point)
     return out
 
 
